@@ -1,0 +1,22 @@
+//! zonesync wire format v1: identities, the indicator catalog, units, reporting
+//! periods, the batch envelope, the topic layout and validation.
+//!
+//! This crate is pure: no sockets, no files, no clocks. Every function that needs
+//! "now" takes it as an argument, so the agent, the aggregator and the tests all
+//! judge a payload the same way.
+
+pub mod catalog;
+pub mod ids;
+pub mod period;
+pub mod topic;
+pub mod validate;
+pub mod wire;
+
+pub use catalog::{Catalog, CatalogError, Indicator, IndicatorKind, ValueType};
+pub use ids::{AgentId, EnterpriseId, IdError, ZoneId};
+pub use period::{Period, PeriodError, CST};
+pub use topic::{Topic, TopicError, TopicKind};
+pub use validate::{
+    Accepted, CanonicalReading, DeclaredValue, Limits, Location, Problem, Reason, Scenario, ScenarioLevel, Validator,
+};
+pub use wire::{Batch, Declaration, Presence, PresenceStatus, Reading, ReadingTime, WIRE_VERSION};

@@ -1,0 +1,215 @@
+//! Reporting periods: calendar months, quarters and years in China Standard
+//! Time (UTC+8).
+//!
+//! Statistics in the action plans are kept by Chinese calendar periods, so a
+//! meter reading taken at 2026-10-31T17:00Z belongs to November, not October.
+//! Everything that turns an instant into a period goes through [`Period::month_of`].
+
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// China Standard Time, UTC+8, with no daylight saving.
+pub const CST: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
+    Some(o) => o,
+    None => panic!("UTC+8 is a valid offset"),
+};
+
+/// Why a period string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("period {0:?} is not YYYY, YYYY-Qn or YYYY-MM (year 1990-2199)")]
+pub struct PeriodError(pub String);
+
+/// A calendar period in China Standard Time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Period {
+    /// A whole year, `2026`.
+    Year(i32),
+    /// A quarter, `2026-Q3`.
+    Quarter(i32, u32),
+    /// A month, `2026-10`.
+    Month(i32, u32),
+}
+
+impl Period {
+    /// Parses `YYYY`, `YYYY-Qn` or `YYYY-MM`.
+    pub fn parse(s: &str) -> Result<Self, PeriodError> {
+        let err = || PeriodError(s.chars().take(40).collect());
+        let year = |y: &str| -> Result<i32, PeriodError> {
+            if y.len() != 4 || !y.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err());
+            }
+            let v: i32 = y.parse().map_err(|_| err())?;
+            if (1990..=2199).contains(&v) {
+                Ok(v)
+            } else {
+                Err(err())
+            }
+        };
+        match s.split_once('-') {
+            None => Ok(Period::Year(year(s)?)),
+            Some((y, rest)) => {
+                let y = year(y)?;
+                if let Some(q) = rest.strip_prefix('Q') {
+                    match q {
+                        "1" | "2" | "3" | "4" => Ok(Period::Quarter(y, q.parse().map_err(|_| err())?)),
+                        _ => Err(err()),
+                    }
+                } else if rest.len() == 2 && rest.bytes().all(|b| b.is_ascii_digit()) {
+                    let m: u32 = rest.parse().map_err(|_| err())?;
+                    if (1..=12).contains(&m) {
+                        Ok(Period::Month(y, m))
+                    } else {
+                        Err(err())
+                    }
+                } else {
+                    Err(err())
+                }
+            }
+        }
+    }
+
+    /// The month (China time) an instant falls in.
+    pub fn month_of(t: DateTime<Utc>) -> Period {
+        let local = t.with_timezone(&CST);
+        Period::Month(local.year(), local.month())
+    }
+
+    /// First instant of the period.
+    pub fn start(&self) -> DateTime<Utc> {
+        let (y, m) = match *self {
+            Period::Year(y) => (y, 1),
+            Period::Quarter(y, q) => (y, (q - 1) * 3 + 1),
+            Period::Month(y, m) => (y, m),
+        };
+        local_midnight(y, m)
+    }
+
+    /// First instant after the period.
+    pub fn end(&self) -> DateTime<Utc> {
+        let (y, m) = match *self {
+            Period::Year(y) => (y + 1, 1),
+            Period::Quarter(y, q) => next_month(y, q * 3),
+            Period::Month(y, m) => next_month(y, m),
+        };
+        local_midnight(y, m)
+    }
+
+    /// The year the period belongs to.
+    pub fn year(&self) -> i32 {
+        match *self {
+            Period::Year(y) | Period::Quarter(y, _) | Period::Month(y, _) => y,
+        }
+    }
+
+    /// Whether `other` lies wholly inside this period.
+    pub fn contains(&self, other: &Period) -> bool {
+        self.start() <= other.start() && other.end() <= self.end()
+    }
+
+    /// The months the period is made of, in order.
+    pub fn months(&self) -> Vec<Period> {
+        let (y, first, n) = match *self {
+            Period::Year(y) => (y, 1, 12),
+            Period::Quarter(y, q) => (y, (q - 1) * 3 + 1, 3),
+            Period::Month(y, m) => (y, m, 1),
+        };
+        (first..first + n).map(|m| Period::Month(y, m)).collect()
+    }
+
+    /// The same period one year earlier (same-period-last-year comparisons).
+    pub fn year_before(&self) -> Period {
+        match *self {
+            Period::Year(y) => Period::Year(y - 1),
+            Period::Quarter(y, q) => Period::Quarter(y - 1, q),
+            Period::Month(y, m) => Period::Month(y - 1, m),
+        }
+    }
+}
+
+fn next_month(y: i32, m: u32) -> (i32, u32) {
+    if m >= 12 {
+        (y + 1, 1)
+    } else {
+        (y, m + 1)
+    }
+}
+
+fn local_midnight(y: i32, m: u32) -> DateTime<Utc> {
+    // Years are bounded to 1990..=2200 by parse(); the fallback is unreachable
+    // for parsed periods and keeps this total for hand-built ones.
+    let date = NaiveDate::from_ymd_opt(y, m, 1).unwrap_or_default();
+    match CST.from_local_datetime(&date.and_hms_opt(0, 0, 0).unwrap_or_default()) {
+        chrono::LocalResult::Single(t) => t.with_timezone(&Utc),
+        _ => DateTime::<Utc>::MIN_UTC,
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Period::Year(y) => write!(f, "{y:04}"),
+            Period::Quarter(y, q) => write!(f, "{y:04}-Q{q}"),
+            Period::Month(y, m) => write!(f, "{y:04}-{m:02}"),
+        }
+    }
+}
+
+impl TryFrom<String> for Period {
+    type Error = PeriodError;
+    fn try_from(s: String) -> Result<Self, PeriodError> {
+        Period::parse(&s)
+    }
+}
+
+impl From<Period> for String {
+    fn from(p: Period) -> String {
+        p.to_string()
+    }
+}
+
+impl std::str::FromStr for Period {
+    type Err = PeriodError;
+    fn from_str(s: &str) -> Result<Self, PeriodError> {
+        Period::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn parses_and_prints_every_form() {
+        for s in ["2026", "2026-Q3", "2026-10", "2026-01"] {
+            assert_eq!(Period::parse(s).unwrap().to_string(), s);
+        }
+        for s in ["26", "2026-13", "2026-Q5", "2026-1", "abcd", "2026-10-01", "1800"] {
+            assert!(Period::parse(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn months_follow_china_time_not_utc() {
+        // 16:00Z on Oct 31 is 00:00 on Nov 1 in Beijing.
+        assert_eq!(Period::month_of(utc("2026-10-31T15:59:59Z")), Period::Month(2026, 10));
+        assert_eq!(Period::month_of(utc("2026-10-31T16:00:00Z")), Period::Month(2026, 11));
+        assert_eq!(Period::Month(2026, 11).start(), utc("2026-10-31T16:00:00Z"));
+        assert_eq!(Period::Month(2026, 12).end(), utc("2026-12-31T16:00:00Z"));
+        assert_eq!(Period::Quarter(2026, 4).end(), utc("2026-12-31T16:00:00Z"));
+    }
+
+    #[test]
+    fn containment_and_months() {
+        assert!(Period::Year(2026).contains(&Period::Month(2026, 7)));
+        assert!(Period::Quarter(2026, 3).contains(&Period::Month(2026, 9)));
+        assert!(!Period::Quarter(2026, 3).contains(&Period::Month(2026, 10)));
+        assert_eq!(Period::Quarter(2026, 2).months().len(), 3);
+        assert_eq!(Period::Month(2026, 2).year_before(), Period::Month(2025, 2));
+    }
+}
