@@ -1,1 +1,15 @@
+//! zonesync agent: reads plant sources, keeps every reading in a durable
+//! outbox and publishes batches over MQTT.
+//!
+//! `main.rs` only parses arguments; everything here runs in-process too (the
+//! aggregator's demo starts agents this way).
 
+pub mod config;
+pub mod link;
+pub mod outbox;
+pub mod run;
+pub mod shutdown;
+pub mod sources;
+
+pub use config::AgentConfig;
+pub use run::{run, AgentError};

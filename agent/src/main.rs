@@ -1,1 +1,95 @@
-fn main() {}
+//! `zonesync-agent`: thin command line over the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use zonesync_agent::{config::AgentConfig, outbox::Outbox, shutdown};
+
+#[derive(Parser)]
+#[command(version, about = "zonesync gateway agent")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent until SIGTERM / Ctrl-C.
+    Run {
+        /// Configuration file (TOML); ZONESYNC_… variables override it.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check the configuration and print what it sets up.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Show the outbox backlog (while the agent is stopped: sled allows one process).
+    Status {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { config } => {
+            let cfg = AgentConfig::load(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let (trigger, signal) = shutdown::channel();
+                let mut agent = tokio::spawn(zonesync_agent::run(cfg, signal));
+                let res = tokio::select! {
+                    _ = shutdown::os_signal() => {
+                        tracing::info!("shutdown requested");
+                        trigger.fire();
+                        (&mut agent).await
+                    }
+                    res = &mut agent => res,
+                };
+                res.context("agent task")??;
+                anyhow::Ok(())
+            })
+        }
+        Cmd::Check { config } => {
+            let cfg = AgentConfig::load(&config)?;
+            println!("agent {} in zone {}", cfg.agent_id, cfg.zone);
+            println!("broker {}:{}", cfg.mqtt.host, cfg.mqtt.port);
+            println!("outbox {}", cfg.data_dir.join("outbox").display());
+            if let Some(s) = &cfg.simulator {
+                println!(
+                    "simulator: {} enterprises, {} meters each",
+                    s.enterprises.len(),
+                    s.meters_per_enterprise
+                );
+            }
+            if let Some(p) = &cfg.profile {
+                let ok = std::fs::metadata(&p.path).is_ok();
+                println!(
+                    "profile: {} ({})",
+                    p.path.display(),
+                    if ok { "found" } else { "MISSING" }
+                );
+            }
+            Ok(())
+        }
+        Cmd::Status { config } => {
+            let cfg = AgentConfig::load(&config)?;
+            let outbox = Outbox::open(&cfg.data_dir.join("outbox"), cfg.outbox.cache_capacity_bytes)
+                .context("opening the outbox (is the agent running?)")?;
+            println!("{}", serde_json::to_string_pretty(&outbox.stats())?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The agent's configuration: one TOML file, every key overridable by a
+//! `ZONESYNC_…` environment variable (nesting with `__`, e.g.
+//! `ZONESYNC_MQTT__HOST=10.0.0.5`). Unknown keys are refused so a typo is an
+//! error at start-up, not a silently ignored setting.
+
+use crate::sources::profile::ProfileConfig;
+use crate::sources::simulator::SimulatorConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use zonesync_proto::{AgentId, ZoneId};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading configuration {path}: {source}")]
+    Load { path: String, source: config::ConfigError },
+}
+
+/// Top-level agent configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This agent's id; also its MQTT client id.
+    pub agent_id: AgentId,
+    /// The zone the agent's enterprises belong to.
+    pub zone: ZoneId,
+    /// Where the outbox lives.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Broker connection.
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    /// Batching and outbox sizing.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    /// Simulated meters and monthly figures (demos, load tests).
+    #[serde(default)]
+    pub simulator: Option<SimulatorConfig>,
+    /// The enterprises' profile and declarations file.
+    #[serde(default)]
+    pub profile: Option<ProfileConfig>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/zonesync-agent")
+}
+
+/// Broker connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// User name, if the broker wants one.
+    pub username: Option<String>,
+    /// Password (prefer `ZONESYNC_MQTT__PASSWORD` over the file).
+    pub password: Option<String>,
+    /// MQTT keep-alive, seconds.
+    pub keep_alive_secs: u64,
+    /// First reconnect delay, milliseconds; doubles up to `reconnect_max_ms`.
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay, milliseconds.
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            username: None,
+            password: None,
+            keep_alive_secs: 30,
+            reconnect_min_ms: 200,
+            reconnect_max_ms: 30_000,
+        }
+    }
+}
+
+/// Batching and storage settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Most readings in one batch.
+    pub max_batch_items: usize,
+    /// A batch is sealed once its oldest item is this old, milliseconds.
+    pub max_batch_age_ms: u64,
+    /// Batches published and not yet acknowledged, at most.
+    pub max_in_flight: usize,
+    /// sled page cache, bytes (sled's default of 1 GiB does not fit a gateway).
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_items: 500,
+            max_batch_age_ms: 1000,
+            max_in_flight: 16,
+            cache_capacity_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Loads a file, then applies `ZONESYNC_…` environment overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let err = |source| ConfigError::Load {
+            path: path.display().to_string(),
+            source,
+        };
+        config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("ZONESYNC")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(
+            &p,
+            "agent_id = \"gw-1\"\nzone = \"jiyuan-hitech\"\n[mqtt]\nport = 1999\n",
+        )
+        .unwrap();
+        let c = AgentConfig::load(&p).unwrap();
+        assert_eq!(c.mqtt.port, 1999);
+        assert_eq!(c.outbox.max_batch_items, 500);
+        std::fs::write(&p, "agent_id = \"gw-1\"\nzone = \"jiyuan-hitech\"\nmqtt_port = 3\n").unwrap();
+        assert!(AgentConfig::load(&p).is_err(), "unknown keys are refused");
+        std::fs::write(&p, "agent_id = \"gw/1\"\nzone = \"jiyuan-hitech\"\n").unwrap();
+        assert!(AgentConfig::load(&p).is_err(), "ids are validated");
+    }
+}

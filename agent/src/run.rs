@@ -1,0 +1,95 @@
+//! Starts an agent: opens the outbox, counts the boot, starts every configured
+//! source and the link, and waits for all of them after shutdown.
+
+use crate::config::AgentConfig;
+use crate::link::{Link, LinkStats};
+use crate::outbox::{Outbox, OutboxError};
+use crate::shutdown::Shutdown;
+use crate::sources::profile::ProfileFile;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use zonesync_proto::{Catalog, CatalogError, EnterpriseId, Limits, Validator};
+
+/// Why an agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("creating data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("agent task failed: {0}")]
+    Task(String),
+}
+
+/// Enterprises the agent reports for, for the birth message.
+fn enterprises(config: &AgentConfig) -> Vec<EnterpriseId> {
+    let mut out: Vec<EnterpriseId> = Vec::new();
+    if let Some(sim) = &config.simulator {
+        out.extend(sim.enterprises.iter().map(|e| e.id.clone()));
+    }
+    if let Some(p) = &config.profile {
+        if let Some(file) = std::fs::read_to_string(&p.path)
+            .ok()
+            .and_then(|t| toml::from_str::<ProfileFile>(&t).ok())
+        {
+            out.extend(file.enterprise.into_iter().map(|e| e.id));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Runs the agent until `shutdown` fires; returns once every task has ended.
+pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let outbox = Arc::new(Outbox::open(
+        &config.data_dir.join("outbox"),
+        config.outbox.cache_capacity_bytes,
+    )?);
+    let boot = outbox.next_boot()?;
+    let stats = outbox.stats();
+    tracing::info!(agent = %config.agent_id, boot, pending = stats.pending_items, sealed = stats.sealed_batches,
+        next_seq = stats.next_seq, "agent starting");
+    let validator = Validator::new(Catalog::builtin()?, Limits::default());
+
+    let mut tasks: JoinSet<Result<(), OutboxError>> = JoinSet::new();
+    if let Some(sim) = config.simulator.clone() {
+        tasks.spawn(sim.run(outbox.clone(), shutdown.clone()));
+    }
+    if let Some(profile) = config.profile.clone() {
+        tasks.spawn(profile.run(outbox.clone(), validator, shutdown.clone()));
+    }
+    let link = Link {
+        agent: config.agent_id.clone(),
+        zone: config.zone.clone(),
+        boot,
+        enterprises: enterprises(&config),
+        mqtt: config.mqtt.clone(),
+        batching: config.outbox.clone(),
+        outbox: outbox.clone(),
+        stats: Arc::new(LinkStats::default()),
+    };
+    tasks.spawn(link.run(shutdown.clone()));
+
+    let mut first_error = None;
+    while let Some(res) = tasks.join_next().await {
+        let err = match res {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => AgentError::Outbox(e),
+            Err(e) => AgentError::Task(e.to_string()),
+        };
+        tracing::error!(agent = %config.agent_id, "{err}");
+        first_error.get_or_insert(err);
+    }
+    outbox.flush()?;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
