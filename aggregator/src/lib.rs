@@ -1,1 +1,73 @@
+//! zonesync aggregator: subscribes to its zones, validates and de-duplicates
+//! batches, stores them, keeps each zone's goal state and serves the API.
+//!
+//! `main.rs` only parses arguments; [`start`] runs everything in-process (the
+//! demo and the end-to-end tests use it directly).
 
+pub mod api;
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod demo;
+pub mod energy;
+pub mod goals;
+pub mod ingest;
+pub mod metrics;
+pub mod registry;
+pub mod state;
+pub mod store;
+
+use app::{App, StartError};
+use config::AggregatorConfig;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use zonesync_agent::shutdown::Shutdown;
+
+/// A started aggregator.
+pub struct Running {
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// Shared state (tests read metrics from it).
+    pub app: Arc<App>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for every task to end (after shutdown).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Opens the store, starts ingest and the HTTP API; returns once both are up.
+pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running, StartError> {
+    let app = Arc::new(App::open(&cfg)?);
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+        .await
+        .map_err(|source| StartError::Http {
+            addr: cfg.http.listen.clone(),
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| StartError::Http {
+        addr: cfg.http.listen.clone(),
+        source,
+    })?;
+    let router = api::router(app.clone());
+    let mut http_shutdown = shutdown.clone();
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move { http_shutdown.wait().await });
+        if let Err(e) = serve.await {
+            tracing::error!("HTTP server: {e}");
+        }
+    });
+    let ingest = tokio::spawn(ingest::run(app.clone(), cfg.mqtt.clone(), shutdown));
+    tracing::info!(%http_addr, broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "aggregator started");
+    Ok(Running {
+        http_addr,
+        app,
+        tasks: vec![http, ingest],
+    })
+}

@@ -1,1 +1,107 @@
-fn main() {}
+//! `zonesync-aggregator`: thin command line over the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use zonesync_agent::shutdown;
+use zonesync_aggregator::{config::AggregatorConfig, demo};
+
+#[derive(Parser)]
+#[command(version, about = "zonesync zone aggregator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a whole simulated zone system in one process: embedded broker, agents, aggregator, API.
+    Demo {
+        /// Where to keep the demo's stores (default: a fresh temporary directory).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Preferred HTTP port; a free one is used if it is taken.
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// Preferred MQTT port; a free one is used if it is taken.
+        #[arg(long, default_value_t = 1883)]
+        mqtt_port: u16,
+        /// Real milliseconds per simulated 15 minutes while the simulator catches up.
+        #[arg(long, default_value_t = 10)]
+        tick_ms: u64,
+    },
+    /// Run against an external broker (Mosquitto) until SIGTERM / Ctrl-C.
+    Run {
+        /// Configuration file (TOML); ZONESYNC_… variables override it.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// List the goal presets.
+    Goals,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.cmd {
+        Cmd::Demo {
+            data,
+            http_port,
+            mqtt_port,
+            tick_ms,
+        } => {
+            let tmp;
+            let data_dir = match data {
+                Some(d) => d,
+                None => {
+                    tmp = tempfile::Builder::new().prefix("zonesync-demo-").tempdir()?;
+                    tmp.path().to_path_buf()
+                }
+            };
+            rt.block_on(demo::run(demo::DemoOptions {
+                data_dir,
+                http_port,
+                mqtt_port,
+                tick_ms,
+            }))?;
+            Ok(())
+        }
+        Cmd::Run { config } => {
+            let cfg = AggregatorConfig::load(&config)?;
+            rt.block_on(async move {
+                let (trigger, signal) = shutdown::channel();
+                let running = zonesync_aggregator::start(cfg, signal).await.context("starting the aggregator")?;
+                println!("API on http://{}", running.http_addr);
+                shutdown::os_signal().await;
+                trigger.fire();
+                running.wait().await;
+                anyhow::Ok(())
+            })
+        }
+        Cmd::Goals => {
+            let goals = zonesync_aggregator::goals::load_goals(zonesync_aggregator::goals::BUILTIN_GOALS)?;
+            println!("{:<9} {:<12} {:<8} {:<10} {:<8} name", "id", "set", "kind", "target", "deadline");
+            for g in goals {
+                let target = g.target.map_or(g.comparator.clone(), |t| format!("{} {t}", g.comparator));
+                println!(
+                    "{:<9} {:<12} {:<8} {:<10} {:<8} {} / {}  [{}]",
+                    g.id,
+                    g.set,
+                    format!("{:?}", g.kind).to_lowercase(),
+                    target,
+                    g.deadline.unwrap_or_default(),
+                    g.name_zh,
+                    g.name_en,
+                    g.source
+                );
+            }
+            Ok(())
+        }
+    }
+}

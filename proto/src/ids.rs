@@ -120,6 +120,12 @@ impl EnterpriseId {
         }
     }
 
+    /// Re-reads an id this system validated earlier (e.g. from its own store),
+    /// where it may have been admitted under a demo test prefix.
+    pub fn from_stored(s: &str) -> Option<Self> {
+        (s.len() == 18 && s.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| Self(s.to_owned()))
+    }
+
     /// Computes the check character for the first 17 characters, if they are valid code characters.
     pub fn check_char_for(first17: &[u8]) -> Option<char> {
         if first17.len() != 17 {

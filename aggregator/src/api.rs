@@ -1,0 +1,203 @@
+//! The HTTP API (JSON; documented in `docs/api.md`).
+
+use crate::app::App;
+use crate::goals::{energy, evaluate};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use zonesync_proto::{EnterpriseId, Period, ReadingTime, ZoneId};
+
+/// An API error: status and a message saying what was wrong.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn not_found(what: String) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, what)
+}
+
+fn bad_request(what: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, what)
+}
+
+fn zone_param(app: &App, zone: &str) -> Result<ZoneId, ApiError> {
+    let z = ZoneId::parse(zone).map_err(|e| bad_request(e.to_string()))?;
+    if app.registry.zone(&z).is_none() || !app.zones.contains(&z) {
+        return Err(not_found(format!("zone {z} is not served here")));
+    }
+    Ok(z)
+}
+
+#[derive(Deserialize)]
+struct PeriodQuery {
+    period: Option<String>,
+}
+
+fn period_param(q: &PeriodQuery) -> Result<Period, ApiError> {
+    match &q.period {
+        None => Ok(Period::month_of(Utc::now())),
+        Some(p) => Period::parse(p).map_err(|e| bad_request(e.to_string())),
+    }
+}
+
+/// Builds the router.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/zones", get(zones))
+        .route("/api/v1/zones/{zone}/goals", get(goals))
+        .route("/api/v1/zones/{zone}/energy", get(zone_energy))
+        .route("/api/v1/zones/{zone}/agents", get(agents))
+        .route("/api/v1/zones/{zone}/enterprises/{id}", get(enterprise))
+        .route("/api/v1/dead-letters", get(dead_letters))
+        .with_state(app)
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Json<Value> {
+    let connected = app.metrics.mqtt_connected.load(Ordering::Relaxed) == 1;
+    Json(json!({ "status": "ok", "mqtt_connected": connected }))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut text = app.metrics.render();
+    text.push_str(&format!(
+        "# HELP zonesync_aggregator_dead_letters_stored Dead letters held in the store.\n# TYPE zonesync_aggregator_dead_letters_stored gauge\nzonesync_aggregator_dead_letters_stored {}\n",
+        app.store.dead_letter_count()
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn zones(State(app): State<Arc<App>>) -> ApiResult {
+    let st = app.state.read().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let list: Vec<Value> = app
+        .zones
+        .iter()
+        .filter_map(|z| app.registry.zone(z))
+        .map(|z| {
+            let zs = st.zones.get(&z.id);
+            json!({
+                "id": z.id,
+                "name_zh": z.name_zh,
+                "name_en": z.name_en,
+                "city": z.city,
+                "province": z.province,
+                "enterprises": z.enterprise.len(),
+                "in_scope": z.enterprise.iter().filter(|e| e.in_scope()).count(),
+                "reporting": zs.map_or(0, |s| s.enterprises.len()),
+                "agents": zs.map_or(0, |s| s.agents.len()),
+                "readings_stored": zs.map_or(0, |s| s.readings_stored),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "zones": list })))
+}
+
+async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): Query<PeriodQuery>) -> ApiResult {
+    let z = zone_param(&app, &zone)?;
+    let period = period_param(&q)?;
+    let reg = app.registry.zone(&z).ok_or_else(|| not_found(format!("zone {z}")))?;
+    let st = app.state.read().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let rows = evaluate(&app.goals, reg, st.zones.get(&z), period, &app.catalog, &app.settings);
+    Ok(Json(json!({
+        "zone": z,
+        "name_zh": reg.name_zh,
+        "name_en": reg.name_en,
+        "period": period,
+        "computed_at": Utc::now(),
+        "settings": app.settings,
+        "goals": rows,
+    })))
+}
+
+async fn zone_energy(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): Query<PeriodQuery>) -> ApiResult {
+    let z = zone_param(&app, &zone)?;
+    let period = period_param(&q)?;
+    let reg = app.registry.zone(&z).ok_or_else(|| not_found(format!("zone {z}")))?;
+    let st = app.state.read().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let rows = energy(reg, st.zones.get(&z), period, &app.catalog, &app.settings);
+    Ok(Json(json!({ "zone": z, "period": period, "unit": "tce/10k yuan", "enterprises": rows })))
+}
+
+async fn agents(State(app): State<Arc<App>>, Path(zone): Path<String>) -> ApiResult {
+    let z = zone_param(&app, &zone)?;
+    let st = app.state.read().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let list: Vec<Value> = st
+        .zones
+        .get(&z)
+        .map(|zs| zs.agents.iter().map(|(id, a)| json!({ "agent": id, "state": a })).collect())
+        .unwrap_or_default();
+    Ok(Json(json!({ "zone": z, "agents": list })))
+}
+
+async fn enterprise(State(app): State<Arc<App>>, Path((zone, id)): Path<(String, String)>) -> ApiResult {
+    let z = zone_param(&app, &zone)?;
+    let e = EnterpriseId::parse_with_test_prefix(&id, app.validator.limits.test_prefix.as_deref())
+        .map_err(|e| bad_request(e.to_string()))?;
+    let reg = app
+        .registry
+        .enterprise(&z, &e)
+        .ok_or_else(|| not_found(format!("enterprise {e} is not registered in zone {z}")))?;
+    let st = app.state.read().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let es = st.zones.get(&z).and_then(|zs| zs.enterprises.get(&e));
+    let latest: Vec<Value> = es
+        .map(|es| {
+            es.latest
+                .iter()
+                .map(|((ind, point), (at, v))| {
+                    let unit = app.catalog.get(ind).and_then(|i| i.unit.clone());
+                    let (ts, period) = match at {
+                        ReadingTime::Ts(t) => (Some(t.to_rfc3339()), None),
+                        ReadingTime::Period(p) => (None, Some(p.to_string())),
+                    };
+                    json!({ "indicator": ind, "point": point, "value": v, "unit": unit, "ts": ts, "period": period })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "zone": z,
+        "enterprise": e,
+        "name": reg.name,
+        "above_scale": reg.above_scale,
+        "industrial": reg.industrial,
+        "reported": es.is_some(),
+        "declarations": es.map(|es| &es.declarations),
+        "latest": latest,
+        "readings": es.map_or(0, |es| es.readings),
+        "counter_resets": es.map_or(0, |es| es.counter_resets),
+        "late_readings": es.map_or(0, |es| es.late_readings),
+    })))
+}
+
+#[derive(Deserialize)]
+struct DeadQuery {
+    limit: Option<usize>,
+    zone: Option<String>,
+}
+
+async fn dead_letters(State(app): State<Arc<App>>, Query(q): Query<DeadQuery>) -> ApiResult {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let list = app
+        .store
+        .dead_letters(limit, q.zone.as_deref())
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({
+        "total_stored": app.store.dead_letter_count(),
+        "rejected_by_reason": app.metrics.rejected(),
+        "dead_letters": list,
+    })))
+}

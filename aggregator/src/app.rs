@@ -1,0 +1,88 @@
+//! The aggregator's shared pieces, built once and handed to the ingest task
+//! and the HTTP handlers.
+
+use crate::config::AggregatorConfig;
+use crate::goals::{load_goals, GoalDef, GoalError, GoalSettings, BUILTIN_GOALS};
+use crate::metrics::Metrics;
+use crate::registry::{Registry, RegistryError};
+use crate::state::State;
+use crate::store::{Store, StoreError};
+use std::sync::RwLock;
+use zonesync_proto::{Catalog, CatalogError, Validator, ZoneId};
+
+/// Why the aggregator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Goals(#[from] GoalError),
+    #[error("zone {0} is configured but not in the registry")]
+    UnknownZone(ZoneId),
+    #[error("creating {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("HTTP listener on {addr}: {source}")]
+    Http { addr: String, source: std::io::Error },
+}
+
+/// Everything the tasks share.
+pub struct App {
+    /// Zones and enterprises.
+    pub registry: Registry,
+    /// Zones served.
+    pub zones: Vec<ZoneId>,
+    /// Indicator catalog.
+    pub catalog: Catalog,
+    /// Payload validation.
+    pub validator: Validator,
+    /// Goal catalog.
+    pub goals: Vec<GoalDef>,
+    /// Goal thresholds.
+    pub settings: GoalSettings,
+    /// Storage.
+    pub store: Store,
+    /// In-memory zone state.
+    pub state: RwLock<State>,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+impl App {
+    /// Opens the store and rebuilds the state from it.
+    pub fn open(cfg: &AggregatorConfig) -> Result<Self, StartError> {
+        let registry = Registry::load(&cfg.registry)?;
+        let zones = if cfg.zones.is_empty() {
+            registry.zones().map(|z| z.id.clone()).collect()
+        } else {
+            if let Some(z) = cfg.zones.iter().find(|z| registry.zone(z).is_none()) {
+                return Err(StartError::UnknownZone(z.clone()));
+            }
+            cfg.zones.clone()
+        };
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::Io {
+            path: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+        let catalog = Catalog::builtin()?;
+        let store = Store::open(&cfg.data_dir.join("store"), cfg.store.cache_capacity_bytes)?;
+        let mut state = State::default();
+        store.rebuild(&mut state, &catalog)?;
+        let readings: u64 = state.zones.values().map(|z| z.readings_stored).sum();
+        tracing::info!(zones = zones.len(), readings, "aggregator state rebuilt from store");
+        Ok(Self {
+            validator: Validator::new(catalog.clone(), cfg.limits.to_limits()),
+            registry,
+            zones,
+            catalog,
+            goals: load_goals(BUILTIN_GOALS)?,
+            settings: cfg.goals.clone(),
+            store,
+            state: RwLock::new(state),
+            metrics: Metrics::default(),
+        })
+    }
+}

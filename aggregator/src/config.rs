@@ -1,0 +1,179 @@
+//! The aggregator's configuration: one TOML file, every key overridable by a
+//! `ZONESYNC_…` environment variable (nesting with `__`). Unknown keys are refused.
+
+use crate::goals::GoalSettings;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use zonesync_proto::{Limits, ZoneId};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading configuration {path}: {source}")]
+    Load { path: String, source: config::ConfigError },
+}
+
+/// Top-level aggregator configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// Where the store lives.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The zone registry file.
+    pub registry: PathBuf,
+    /// Zones to serve; empty means every zone in the registry.
+    #[serde(default)]
+    pub zones: Vec<ZoneId>,
+    /// Broker connection.
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    /// HTTP API.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Payload limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Goal definitions' thresholds.
+    #[serde(default)]
+    pub goals: GoalSettings,
+    /// Store sizing.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/zonesync-aggregator")
+}
+
+/// Broker connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client id; the persistent session is keyed by it, so keep it stable.
+    pub client_id: String,
+    /// User name.
+    pub username: Option<String>,
+    /// Password (prefer `ZONESYNC_MQTT__PASSWORD`).
+    pub password: Option<String>,
+    /// Keep-alive, seconds.
+    pub keep_alive_secs: u64,
+    /// Largest MQTT packet accepted from the broker, bytes. Keep it above the
+    /// broker's own limit so an oversized payload is dead-lettered instead of
+    /// breaking the connection (and being redelivered forever).
+    pub max_packet_bytes: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "zonesync-aggregator".into(),
+            username: None,
+            password: None,
+            keep_alive_secs: 30,
+            max_packet_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address; port 0 picks a free port.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// Payload limits (see `zonesync_proto::Limits`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest payload, bytes.
+    pub max_payload_bytes: usize,
+    /// Most items per batch.
+    pub max_items: usize,
+    /// How far ahead of our clock a timestamp may be, seconds.
+    pub max_future_skew_secs: i64,
+    /// Earliest acceptable timestamp.
+    pub earliest: DateTime<Utc>,
+    /// Enterprise ids with this prefix skip the check character (demo data only).
+    pub test_prefix: Option<String>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            max_payload_bytes: l.max_payload_bytes,
+            max_items: l.max_items,
+            max_future_skew_secs: l.max_future_skew.num_seconds(),
+            earliest: l.earliest,
+            test_prefix: None,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// As proto limits.
+    pub fn to_limits(&self) -> Limits {
+        Limits {
+            max_payload_bytes: self.max_payload_bytes,
+            max_items: self.max_items,
+            max_future_skew: chrono::Duration::seconds(self.max_future_skew_secs),
+            earliest: self.earliest,
+            test_prefix: self.test_prefix.clone(),
+            ..Limits::default()
+        }
+    }
+}
+
+/// Store sizing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// sled page cache, bytes.
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cache_capacity_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl AggregatorConfig {
+    /// Loads a file, then applies `ZONESYNC_…` environment overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("ZONESYNC")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|source| ConfigError::Load {
+                path: path.display().to_string(),
+                source,
+            })
+    }
+}

@@ -1,0 +1,297 @@
+//! `zonesync-aggregator demo`: a whole simulated zone system in one process.
+//!
+//! An embedded broker, Jiyuan's three development zones (高新区, 经开区,
+//! 现代服务业开发区, after seed 003) with simulated enterprises, one agent per
+//! zone (simulated meters from the first day of last month, then live, plus a
+//! profile file of declarations), and the aggregator with its API. Free ports
+//! are picked when 1883 or 8080 are taken. All enterprises are fictitious
+//! (names carry 示例, "example"), with valid credit codes.
+
+use crate::app::StartError;
+use crate::broker::{start_embedded, BrokerError};
+use crate::config::{AggregatorConfig, HttpConfig, MqttConfig as AggMqtt};
+use crate::registry::{Enterprise, Registry, RegistryError, Zone};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use zonesync_agent::config::{AgentConfig, MqttConfig, OutboxConfig};
+use zonesync_agent::shutdown::{self, Shutdown};
+use zonesync_agent::sources::profile::{EnterpriseProfile, Figure, ProfileConfig, ProfileFile};
+use zonesync_agent::sources::simulator::{SimEnterprise, SimulatorConfig};
+use zonesync_proto::{AgentId, EnterpriseId, Period, ZoneId, CST};
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Id(#[from] zonesync_proto::IdError),
+    #[error("demo files in {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// Demo settings.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where stores and generated files go.
+    pub data_dir: PathBuf,
+    /// Preferred HTTP port (another is picked if it is taken).
+    pub http_port: u16,
+    /// Preferred MQTT port (another is picked if it is taken).
+    pub mqtt_port: u16,
+    /// Real milliseconds per simulated 15-minute tick while catching up.
+    pub tick_ms: u64,
+}
+
+struct DemoZone {
+    id: &'static str,
+    name_zh: &'static str,
+    name_en: &'static str,
+    /// (industry code, name stem, industrial)
+    industries: &'static [(&'static str, &'static str, bool)],
+    count: u32,
+    first: u32,
+}
+
+const ZONES: &[DemoZone] = &[
+    DemoZone {
+        id: "jiyuan-hitech",
+        name_zh: "济源高新技术产业开发区",
+        name_en: "Jiyuan Hi-tech Industrial Development Zone",
+        industries: &[
+            ("C3120", "钢铁", true),
+            ("C3490", "装备制造", true),
+            ("C2614", "化工", true),
+            ("C3980", "电子信息", true),
+        ],
+        count: 12,
+        first: 1,
+    },
+    DemoZone {
+        id: "jiyuan-etdz",
+        name_zh: "济源经济技术开发区",
+        name_en: "Jiyuan Economic and Technological Development Zone",
+        industries: &[
+            ("C3216", "有色金属", true),
+            ("C3021", "绿色建材", true),
+            ("C3841", "新型储能", true),
+            ("C3591", "节能环保", true),
+        ],
+        count: 10,
+        first: 101,
+    },
+    DemoZone {
+        id: "jiyuan-services",
+        name_zh: "济源现代服务业开发区",
+        name_en: "Jiyuan Modern Services Development Zone",
+        industries: &[("G5990", "物流", false), ("C1761", "包装材料", true)],
+        count: 6,
+        first: 201,
+    },
+];
+
+/// The demo's enterprise id for number `n`: Jiyuan's division code 419001 and a valid check character.
+pub fn demo_enterprise(n: u32) -> Result<EnterpriseId, zonesync_proto::IdError> {
+    EnterpriseId::with_check_char(&format!("91419001MA{n:07}"))
+}
+
+/// The demo registry: three zones of simulated enterprises.
+pub fn registry() -> Result<Registry, DemoError> {
+    let mut zones = Vec::new();
+    for z in ZONES {
+        let mut enterprise = Vec::new();
+        for i in 0..z.count {
+            let (_, stem, industrial) = z.industries[i as usize % z.industries.len()];
+            enterprise.push(Enterprise {
+                id: demo_enterprise(z.first + i)?,
+                name: format!("示例{stem}有限公司{:02}", i + 1),
+                above_scale: i * 10 < z.count * 8,
+                industrial,
+                agents: vec![],
+            });
+        }
+        zones.push(Zone {
+            id: ZoneId::parse(z.id)?,
+            name_zh: z.name_zh.into(),
+            name_en: z.name_en.into(),
+            city: "济源".into(),
+            province: "河南".into(),
+            goal_sets: vec!["henan-2027".into(), "jiyuan-2027".into(), "energy".into()],
+            enterprise,
+        });
+    }
+    Ok(Registry::from_zones(zones)?)
+}
+
+fn profile(z: &DemoZone) -> Result<ProfileFile, DemoError> {
+    let mut enterprise = Vec::new();
+    // The last enterprise of each zone never declares anything: it shows up as "unknown".
+    for i in 0..z.count - 1 {
+        let (code, _, _) = z.industries[i as usize % z.industries.len()];
+        let maturity = [3, 2, 1, 4, 2, 3, 1, 2, 5, 2, 3, 1][i as usize % 12];
+        let scenarios = match i % 4 {
+            0 => json!([{"code": "能源智能管控", "level": "advanced"}, {"code": "设备运行监控", "level": "intermediate"}]),
+            1 => json!([{"code": "生产计划优化", "level": "intermediate"}]),
+            2 => json!([{"code": "质量精准追溯", "level": "basic"}]),
+            _ => json!([]),
+        };
+        let mut declare = BTreeMap::new();
+        declare.insert("above_scale".into(), json!(i * 10 < z.count * 8));
+        declare.insert("industry_code".into(), json!(code));
+        declare.insert("dt_maturity".into(), json!(maturity));
+        declare.insert("scenarios".into(), scenarios);
+        declare.insert("smart_retrofit".into(), json!(i % 3 != 2));
+        declare.insert("rd_activity".into(), json!(i % 5 != 4));
+        declare.insert("rd_institution".into(), json!(i % 2 == 0));
+        enterprise.push(EnterpriseProfile {
+            id: demo_enterprise(z.first + i)?,
+            name: None,
+            declare,
+            figures: Vec::<Figure>::new(),
+        });
+    }
+    Ok(ProfileFile { enterprise })
+}
+
+fn first_of_last_month(now: DateTime<Utc>) -> DateTime<Utc> {
+    let local = now.with_timezone(&CST);
+    let (y, m) = if local.month() == 1 { (local.year() - 1, 12) } else { (local.year(), local.month() - 1) };
+    CST.with_ymd_and_hms(y, m, 1, 0, 0, 0).single().map(|t| t.with_timezone(&Utc)).unwrap_or(now)
+}
+
+fn write(path: &Path, text: &str) -> Result<(), DemoError> {
+    std::fs::write(path, text).map_err(|source| DemoError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn pick_port(preferred: u16) -> u16 {
+    if std::net::TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
+        preferred
+    } else {
+        0
+    }
+}
+
+/// What the demo started, for printing and tests.
+pub struct DemoHandle {
+    /// HTTP API address.
+    pub http_addr: SocketAddr,
+    /// Broker address.
+    pub broker_addr: SocketAddr,
+    /// Tasks to await after shutdown.
+    pub running: crate::Running,
+    /// Agent tasks.
+    pub agents: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the demo; returns once the broker, aggregator and agents are up.
+pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle, DemoError> {
+    let dir = &opts.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| DemoError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let broker = start_embedded(pick_port(opts.mqtt_port), 1024 * 1024)?;
+    let reg = registry()?;
+    let reg_path = dir.join("registry.toml");
+    write(&reg_path, &reg.to_toml())?;
+    let agg = AggregatorConfig {
+        data_dir: dir.join("aggregator"),
+        registry: reg_path,
+        zones: vec![],
+        mqtt: AggMqtt {
+            port: broker.addr.port(),
+            ..AggMqtt::default()
+        },
+        http: HttpConfig {
+            listen: format!("127.0.0.1:{}", pick_port(opts.http_port)),
+        },
+        limits: Default::default(),
+        goals: Default::default(),
+        store: Default::default(),
+    };
+    let running = crate::start(agg, shutdown.clone()).await?;
+    let start = first_of_last_month(Utc::now());
+    let mut agents = Vec::new();
+    for z in ZONES {
+        let profile_path = dir.join(format!("profile-{}.toml", z.id));
+        write(&profile_path, &toml::to_string_pretty(&profile(z)?).unwrap_or_default())?;
+        let sim: Vec<SimEnterprise> = (0..z.count)
+            .filter(|i| z.industries[*i as usize % z.industries.len()].2)
+            .map(|i| {
+                Ok(SimEnterprise {
+                    id: demo_enterprise(z.first + i)?,
+                    kwh_rate: f64::from(20 + 5 * (i % 7)),
+                    value_added_per_day: f64::from(30 + 7 * (i % 5)),
+                })
+            })
+            .collect::<Result<_, DemoError>>()?;
+        let cfg = AgentConfig {
+            agent_id: AgentId::parse(&format!("{}-gw01", z.id))?,
+            zone: ZoneId::parse(z.id)?,
+            data_dir: dir.join(format!("agent-{}", z.id)),
+            mqtt: MqttConfig {
+                port: broker.addr.port(),
+                ..MqttConfig::default()
+            },
+            outbox: OutboxConfig::default(),
+            simulator: Some(SimulatorConfig {
+                enterprises: sim,
+                interval_ms: opts.tick_ms,
+                step_secs: Some(900),
+                start: Some(start),
+                max_ticks: None,
+                meters_per_enterprise: 2,
+            }),
+            profile: Some(ProfileConfig {
+                path: profile_path,
+                poll_secs: 5,
+            }),
+        };
+        let s = shutdown.clone();
+        agents.push(tokio::spawn(async move {
+            if let Err(e) = zonesync_agent::run(cfg, s).await {
+                tracing::error!("demo agent stopped: {e}");
+            }
+        }));
+    }
+    Ok(DemoHandle {
+        http_addr: running.http_addr,
+        broker_addr: broker.addr,
+        running,
+        agents,
+    })
+}
+
+/// Runs the demo until Ctrl-C / SIGTERM, printing where to look.
+pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
+    let (trigger, signal) = shutdown::channel();
+    let h = start(&opts, signal).await?;
+    let base = format!("http://{}", h.http_addr);
+    let last = Period::month_of(first_of_last_month(Utc::now()));
+    println!("zonesync demo is running (Ctrl-C stops it)");
+    println!("  MQTT broker (embedded): mqtt://{}", h.broker_addr);
+    println!("  API:                    {base}/api/v1/zones");
+    println!("  goals:                  {base}/api/v1/zones/jiyuan-hitech/goals?period={last}");
+    println!("  energy:                 {base}/api/v1/zones/jiyuan-hitech/energy?period={last}");
+    println!("  dead letters:           {base}/api/v1/dead-letters");
+    println!("  metrics:                {base}/metrics");
+    println!("  data:                   {}", opts.data_dir.display());
+    shutdown::os_signal().await;
+    println!("stopping ...");
+    trigger.fire();
+    for a in h.agents {
+        let _ = a.await;
+    }
+    h.running.wait().await;
+    Ok(())
+}

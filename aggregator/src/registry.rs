@@ -1,0 +1,241 @@
+//! The zone registry: which zones this aggregator serves, which enterprises
+//! belong to each (the denominator of every coverage rate), and which agents
+//! may report for which enterprise.
+//!
+//! The registry, not the enterprises' own declarations, decides who is in
+//! scope: an above-scale enterprise that never reports must still count
+//! against the zone's coverage, or rates would look better than the data
+//! supports. The zone office maintains it from the statistics bureau's list.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use zonesync_proto::{AgentId, EnterpriseId, IdError, ZoneId};
+
+/// Why a registry was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("reading registry {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("registry {path} is not valid: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("registry lists zone {0} twice")]
+    DuplicateZone(ZoneId),
+    #[error("registry lists enterprise {enterprise} twice in zone {zone}")]
+    DuplicateEnterprise { zone: ZoneId, enterprise: EnterpriseId },
+    #[error("registry id: {0}")]
+    Id(#[from] IdError),
+}
+
+/// A zone and its enterprises.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    /// Zone id used in topics.
+    pub id: ZoneId,
+    /// Chinese name.
+    pub name_zh: String,
+    /// English name.
+    #[serde(default)]
+    pub name_en: String,
+    /// City (for roll-ups).
+    #[serde(default)]
+    pub city: String,
+    /// Province (for roll-ups).
+    #[serde(default)]
+    pub province: String,
+    /// Goal preset sets that apply (see goals.toml); empty means all.
+    #[serde(default)]
+    pub goal_sets: Vec<String>,
+    /// Enterprises in the zone.
+    #[serde(default)]
+    pub enterprise: Vec<Enterprise>,
+}
+
+/// An enterprise as the zone office knows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enterprise {
+    /// Credit code.
+    pub id: EnterpriseId,
+    /// Registered name.
+    #[serde(default)]
+    pub name: String,
+    /// On the statistics bureau's above-scale list (规上).
+    #[serde(default)]
+    pub above_scale: bool,
+    /// An industrial enterprise (as opposed to services).
+    #[serde(default = "yes")]
+    pub industrial: bool,
+    /// Agents allowed to report for it; empty means any agent of the zone.
+    #[serde(default)]
+    pub agents: Vec<AgentId>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Enterprise {
+    /// In scope of the plans' coverage goals: above-scale and industrial.
+    pub fn in_scope(&self) -> bool {
+        self.above_scale && self.industrial
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    #[serde(default)]
+    zone: Vec<Zone>,
+}
+
+/// The registry, indexed.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    zones: BTreeMap<ZoneId, Zone>,
+    index: BTreeMap<(ZoneId, EnterpriseId), usize>,
+}
+
+/// Why a batch's sender may not report for its enterprise.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("zone {0} is not served by this aggregator")]
+    UnknownZone(ZoneId),
+    #[error("enterprise {enterprise} is not registered in zone {zone}")]
+    UnknownEnterprise { zone: ZoneId, enterprise: EnterpriseId },
+    #[error("agent {agent} is not bound to enterprise {enterprise}")]
+    NotBound { agent: AgentId, enterprise: EnterpriseId },
+}
+
+impl Refusal {
+    /// Metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::UnknownZone(_) => "unknown_zone",
+            Refusal::UnknownEnterprise { .. } => "unknown_enterprise",
+            Refusal::NotBound { .. } => "agent_not_bound",
+        }
+    }
+}
+
+impl Registry {
+    /// Parses registry text.
+    pub fn from_toml(text: &str, path: &str) -> Result<Self, RegistryError> {
+        let file: RegistryFile = toml::from_str(text).map_err(|source| RegistryError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_zones(file.zone)
+    }
+
+    /// Reads a registry file.
+    pub fn load(path: &Path) -> Result<Self, RegistryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Builds a registry from zones.
+    pub fn from_zones(zones: Vec<Zone>) -> Result<Self, RegistryError> {
+        let mut r = Registry::default();
+        for z in zones {
+            for (i, e) in z.enterprise.iter().enumerate() {
+                if r.index.insert((z.id.clone(), e.id.clone()), i).is_some() {
+                    return Err(RegistryError::DuplicateEnterprise {
+                        zone: z.id.clone(),
+                        enterprise: e.id.clone(),
+                    });
+                }
+            }
+            let id = z.id.clone();
+            if r.zones.insert(id.clone(), z).is_some() {
+                return Err(RegistryError::DuplicateZone(id));
+            }
+        }
+        Ok(r)
+    }
+
+    /// Serialises the registry back to TOML (the demo writes its own).
+    pub fn to_toml(&self) -> String {
+        let file = RegistryFile {
+            zone: self.zones.values().cloned().collect(),
+        };
+        toml::to_string_pretty(&file).unwrap_or_default()
+    }
+
+    /// Zones, ordered by id.
+    pub fn zones(&self) -> impl Iterator<Item = &Zone> {
+        self.zones.values()
+    }
+
+    /// One zone.
+    pub fn zone(&self, id: &ZoneId) -> Option<&Zone> {
+        self.zones.get(id)
+    }
+
+    /// One enterprise of a zone.
+    pub fn enterprise(&self, zone: &ZoneId, id: &EnterpriseId) -> Option<&Enterprise> {
+        let i = *self.index.get(&(zone.clone(), id.clone()))?;
+        self.zones.get(zone)?.enterprise.get(i)
+    }
+
+    /// Whether `agent` may report for `enterprise` in `zone`.
+    pub fn admit(&self, zone: &ZoneId, agent: &AgentId, enterprise: &EnterpriseId) -> Result<(), Refusal> {
+        if !self.zones.contains_key(zone) {
+            return Err(Refusal::UnknownZone(zone.clone()));
+        }
+        let e = self.enterprise(zone, enterprise).ok_or_else(|| Refusal::UnknownEnterprise {
+            zone: zone.clone(),
+            enterprise: enterprise.clone(),
+        })?;
+        if !e.agents.is_empty() && !e.agents.contains(agent) {
+            return Err(Refusal::NotBound {
+                agent: agent.clone(),
+                enterprise: enterprise.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REG: &str = r#"
+[[zone]]
+id = "jiyuan-hitech"
+name_zh = "济源高新技术产业开发区"
+[[zone.enterprise]]
+id = "91350100M000100Y43"
+above_scale = true
+agents = ["gw-1"]
+"#;
+
+    #[test]
+    fn admits_only_registered_and_bound_senders() {
+        let r = Registry::from_toml(REG, "test").unwrap();
+        let z = ZoneId::parse("jiyuan-hitech").unwrap();
+        let e = EnterpriseId::parse("91350100M000100Y43").unwrap();
+        let other = EnterpriseId::with_check_char("91419001MA0000001").unwrap();
+        let gw1 = AgentId::parse("gw-1").unwrap();
+        let gw2 = AgentId::parse("gw-2").unwrap();
+        assert!(r.admit(&z, &gw1, &e).is_ok());
+        assert_eq!(r.admit(&z, &gw2, &e).unwrap_err().label(), "agent_not_bound");
+        assert_eq!(r.admit(&z, &gw1, &other).unwrap_err().label(), "unknown_enterprise");
+        assert_eq!(r.admit(&ZoneId::parse("x").unwrap(), &gw1, &e).unwrap_err().label(), "unknown_zone");
+        assert!(r.enterprise(&z, &e).unwrap().in_scope());
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let twice = format!("{REG}\n[[zone.enterprise]]\nid = \"91350100M000100Y43\"\n");
+        assert!(matches!(
+            Registry::from_toml(&twice, "t"),
+            Err(RegistryError::DuplicateEnterprise { .. })
+        ));
+    }
+}

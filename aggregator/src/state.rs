@@ -1,0 +1,307 @@
+//! The aggregator's in-memory view of each zone, kept up to date as batches
+//! are stored and rebuilt from the store at start-up. Pure: no I/O, no clock.
+//!
+//! Everything is keyed by zone first, so zones can later be split across
+//! aggregator instances and their summaries rolled up to city and province.
+
+use crate::energy::{delta, split_by_month, Delta};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use zonesync_proto::{
+    AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, Period, Presence, PresenceStatus,
+    ReadingTime, ZoneId,
+};
+
+/// All zones.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Zone states by id.
+    pub zones: BTreeMap<ZoneId, ZoneState>,
+}
+
+/// One zone.
+#[derive(Debug, Default)]
+pub struct ZoneState {
+    /// Enterprises that have sent anything.
+    pub enterprises: BTreeMap<EnterpriseId, EnterpriseState>,
+    /// Agents seen.
+    pub agents: BTreeMap<AgentId, AgentState>,
+    /// Readings stored for the zone.
+    pub readings_stored: u64,
+}
+
+/// Where an amount came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmountSource {
+    /// Reported by the enterprise for the period.
+    Reported,
+    /// Sum of reported months within the period.
+    ReportedMonths,
+    /// Derived from meter registers.
+    Metered,
+}
+
+/// One enterprise's facts.
+#[derive(Debug, Default)]
+pub struct EnterpriseState {
+    /// Latest declared value per attribute.
+    pub declarations: BTreeMap<String, DeclaredValue>,
+    /// Latest reading per (indicator, point).
+    pub latest: BTreeMap<(String, String), (ReadingTime, f64)>,
+    /// Last register per (indicator, point), for deltas.
+    counters: HashMap<(String, String), (DateTime<Utc>, f64)>,
+    /// Consumption from registers per (indicator, month).
+    pub metered: BTreeMap<(String, Period), f64>,
+    /// Amounts reported per (indicator, period); the latest report wins.
+    pub reported: BTreeMap<(String, Period), f64>,
+    /// Register falls treated as meter resets.
+    pub counter_resets: u64,
+    /// Register readings older than one already applied (kept, not used for deltas).
+    pub late_readings: u64,
+    /// Readings stored.
+    pub readings: u64,
+}
+
+/// What the aggregator knows about an agent.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AgentState {
+    /// From the last presence message.
+    pub status: Option<PresenceStatus>,
+    /// Boot counter last seen.
+    pub boot: u64,
+    /// Highest sequence number stored.
+    pub last_seq: Option<u64>,
+    /// Sequence numbers skipped (a jump forward), summed.
+    pub seq_gaps: u64,
+    /// Last message received from it.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Its clock minus ours when its last batch arrived, seconds (includes transit and backlog).
+    pub clock_offset_secs: Option<i64>,
+}
+
+impl EnterpriseState {
+    /// Applies one stored reading.
+    pub fn apply_reading(&mut self, r: &CanonicalReading, kind: IndicatorKind) {
+        self.readings += 1;
+        let key = (r.indicator.clone(), r.point.clone());
+        let newer = match self.latest.get(&key) {
+            None => true,
+            Some((at, _)) => end_of(&r.at) >= end_of(at),
+        };
+        if newer {
+            self.latest.insert(key.clone(), (r.at, r.value));
+        }
+        match r.at {
+            ReadingTime::Period(p) => {
+                self.reported.insert((r.indicator.clone(), p), r.value);
+            }
+            ReadingTime::Ts(ts) if kind == IndicatorKind::Counter => match self.counters.get(&key).copied() {
+                None => {
+                    self.counters.insert(key, (ts, r.value));
+                }
+                Some((prev_ts, prev)) if ts > prev_ts => {
+                    let d = delta(prev, r.value);
+                    if matches!(d, Delta::Reset(_)) {
+                        self.counter_resets += 1;
+                    }
+                    for (month, amount) in split_by_month(prev_ts, ts, d.amount()) {
+                        *self.metered.entry((r.indicator.clone(), month)).or_default() += amount;
+                    }
+                    self.counters.insert(key, (ts, r.value));
+                }
+                Some(_) => self.late_readings += 1,
+            },
+            ReadingTime::Ts(_) => {}
+        }
+    }
+
+    /// The amount of `indicator` in `period`: reported for the period, else
+    /// the sum of reported months, else metered.
+    pub fn amount(&self, indicator: &str, period: Period) -> Option<(f64, AmountSource)> {
+        if let Some(v) = self.reported.get(&(indicator.to_owned(), period)) {
+            return Some((*v, AmountSource::Reported));
+        }
+        let months = period.months();
+        if months.len() > 1 {
+            let reported: Vec<f64> = months
+                .iter()
+                .filter_map(|m| self.reported.get(&(indicator.to_owned(), *m)).copied())
+                .collect();
+            if !reported.is_empty() {
+                return Some((reported.iter().sum(), AmountSource::ReportedMonths));
+            }
+        }
+        let metered: Vec<f64> = months
+            .iter()
+            .filter_map(|m| self.metered.get(&(indicator.to_owned(), *m)).copied())
+            .collect();
+        if metered.is_empty() {
+            None
+        } else {
+            Some((metered.iter().sum(), AmountSource::Metered))
+        }
+    }
+
+    /// Comprehensive energy use in tce for a period, by carrier, or None if no carrier has data.
+    pub fn energy_tce(
+        &self,
+        period: Period,
+        catalog: &Catalog,
+        exclude: &[String],
+    ) -> Option<(f64, Vec<CarrierAmount>)> {
+        let mut carriers = Vec::new();
+        for ind in catalog.iter().filter(|i| i.is_energy() && !exclude.contains(&i.code)) {
+            if let Some((amount, source)) = self.amount(&ind.code, period) {
+                let tce = ind.tce_per_unit.unwrap_or(0.0) * amount;
+                carriers.push(CarrierAmount {
+                    indicator: ind.code.clone(),
+                    amount,
+                    unit: ind.unit.clone().unwrap_or_default(),
+                    tce,
+                    source,
+                });
+            }
+        }
+        if carriers.is_empty() {
+            None
+        } else {
+            Some((carriers.iter().map(|c| c.tce).sum(), carriers))
+        }
+    }
+}
+
+/// One energy carrier's amount in a period.
+#[derive(Debug, Clone, Serialize)]
+pub struct CarrierAmount {
+    /// Catalog code.
+    pub indicator: String,
+    /// Amount in the canonical unit.
+    pub amount: f64,
+    /// Canonical unit.
+    pub unit: String,
+    /// Tonnes of standard coal.
+    pub tce: f64,
+    /// Where the amount came from.
+    pub source: AmountSource,
+}
+
+fn end_of(at: &ReadingTime) -> DateTime<Utc> {
+    match at {
+        ReadingTime::Ts(t) => *t,
+        ReadingTime::Period(p) => p.end(),
+    }
+}
+
+impl State {
+    /// The zone's state, created on first use.
+    pub fn zone_mut(&mut self, zone: &ZoneId) -> &mut ZoneState {
+        self.zones.entry(zone.clone()).or_default()
+    }
+
+    /// Applies stored readings and declarations for one enterprise.
+    pub fn apply(
+        &mut self,
+        zone: &ZoneId,
+        enterprise: &EnterpriseId,
+        readings: &[CanonicalReading],
+        declarations: &[(String, DeclaredValue)],
+        catalog: &Catalog,
+    ) {
+        let zs = self.zone_mut(zone);
+        zs.readings_stored += readings.len() as u64;
+        let es = zs.enterprises.entry(enterprise.clone()).or_default();
+        for r in readings {
+            let kind = catalog.get(&r.indicator).map(|i| i.kind).unwrap_or(IndicatorKind::Gauge);
+            es.apply_reading(r, kind);
+        }
+        for (code, v) in declarations {
+            es.declarations.insert(code.clone(), v.clone());
+        }
+    }
+
+    /// Notes a stored batch from an agent (liveness, gaps, clock offset).
+    pub fn note_batch(
+        &mut self,
+        zone: &ZoneId,
+        agent: &AgentId,
+        boot: u64,
+        seq: u64,
+        sent_at: DateTime<Utc>,
+        received: DateTime<Utc>,
+    ) {
+        let a = self.zone_mut(zone).agents.entry(agent.clone()).or_default();
+        if let Some(last) = a.last_seq {
+            if seq > last + 1 {
+                a.seq_gaps += seq - last - 1;
+            }
+        }
+        a.last_seq = Some(a.last_seq.map_or(seq, |l| l.max(seq)));
+        a.boot = a.boot.max(boot);
+        a.last_seen = Some(received);
+        a.clock_offset_secs = Some((sent_at - received).num_seconds());
+    }
+
+    /// Applies a presence message.
+    pub fn apply_presence(&mut self, p: &Presence, received: DateTime<Utc>) {
+        let a = self.zone_mut(&p.zone).agents.entry(p.agent.clone()).or_default();
+        a.status = Some(p.status);
+        a.boot = a.boot.max(p.boot);
+        a.last_seen = Some(a.last_seen.map_or(received, |t| t.max(received)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn reg(v: f64, ts: &str) -> CanonicalReading {
+        CanonicalReading {
+            indicator: "electricity".into(),
+            point: "M1".into(),
+            value: v,
+            at: ReadingTime::Ts(utc(ts)),
+        }
+    }
+
+    #[test]
+    fn registers_become_monthly_amounts_with_resets_and_late_readings() {
+        let mut e = EnterpriseState::default();
+        let k = IndicatorKind::Counter;
+        e.apply_reading(&reg(1000.0, "2026-10-31T23:45:00+08:00"), k);
+        e.apply_reading(&reg(1010.0, "2026-11-01T00:00:00+08:00"), k);
+        e.apply_reading(&reg(1030.0, "2026-11-01T00:15:00+08:00"), k);
+        e.apply_reading(&reg(5.0, "2026-11-01T00:30:00+08:00"), k); // meter replaced
+        e.apply_reading(&reg(1020.0, "2026-11-01T00:05:00+08:00"), k); // late
+        assert_eq!(e.amount("electricity", Period::Month(2026, 10)).unwrap().0, 10.0);
+        assert_eq!(e.amount("electricity", Period::Month(2026, 11)).unwrap().0, 25.0);
+        assert_eq!(e.amount("electricity", Period::Year(2026)).unwrap().0, 35.0);
+        assert_eq!((e.counter_resets, e.late_readings), (1, 1));
+    }
+
+    #[test]
+    fn reported_amounts_win_over_metered_and_months_sum_to_quarters() {
+        let mut e = EnterpriseState::default();
+        for (m, v) in [(7, 10.0), (8, 20.0)] {
+            e.apply_reading(
+                &CanonicalReading {
+                    indicator: "value_added".into(),
+                    point: String::new(),
+                    value: v,
+                    at: ReadingTime::Period(Period::Month(2026, m)),
+                },
+                IndicatorKind::Amount,
+            );
+        }
+        assert_eq!(
+            e.amount("value_added", Period::Quarter(2026, 3)),
+            Some((30.0, AmountSource::ReportedMonths))
+        );
+        assert_eq!(e.amount("value_added", Period::Month(2026, 9)), None);
+    }
+}
