@@ -1,1 +1,416 @@
+//! End-to-end tests: real brokers (embedded rumqttd, Mosquitto), agents and
+//! the aggregator as real processes or in-process, real sockets throughout.
+//! Expected figures are worked out by hand in `support/dataset.rs`.
 
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+use zonesync_agent::config::AgentConfig;
+use zonesync_agent::shutdown;
+use zonesync_aggregator::config::AggregatorConfig;
+use zonesync_e2e::dataset::{self, Dataset, E, ZONE};
+use zonesync_e2e::proxy::Proxy;
+use zonesync_e2e::{approx, goal, spawn_agent, spawn_aggregator, Api, Mosquitto};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The coverage rates and intensities of the 97-tick data set, by hand:
+/// in scope E1..E4; E4 silent (unknown).
+async fn assert_hand_computed_goals(api: &Api, ds: &Dataset) {
+    let want = ds.expected_readings() as f64;
+    api.wait_metric("zonesync_aggregator_readings_stored_total", want, WAIT)
+        .await;
+    api.wait_metric(
+        "zonesync_aggregator_declarations_stored_total",
+        ds.expected_declarations() as f64,
+        WAIT,
+    )
+    .await;
+    assert_eq!(api.metric("zonesync_aggregator_readings_stored_total").await, want);
+    assert_eq!(api.metric("zonesync_aggregator_readings_duplicate_total").await, 0.0);
+
+    let g = api.get(&format!("/api/v1/zones/{ZONE}/goals?period=2026-10")).await;
+    // (id, numerator, unknown, value) with denominator 4 (E1..E4).
+    for (id, num, unknown, value) in [
+        ("HN27-03", 2.0, 1, 0.5),  // E1 maturity 3, E3 SME level 2; E2 maturity 1; E4 unknown
+        ("HN27-04", 2.0, 1, 0.5),  // R&D: E1, E3
+        ("JY27-16", 3.0, 1, 0.75), // any scenario: E1, E2, E3
+        ("JY27-18", 2.0, 1, 0.5),  // intermediate or above: E1, E3
+        ("JY27-17", 1.0, 1, 0.25), // advanced: E1
+        ("PY-07", 1.0, 1, 0.25),   // smart retrofit: E1 flag; E2 maturity 1; E3 flag false
+    ] {
+        let row = goal(&g, id);
+        assert_eq!(row["numerator"], json!(num), "{id}: {row}");
+        assert_eq!(row["denominator"], json!(4.0), "{id}: {row}");
+        assert_eq!(row["unknown"], json!(unknown), "{id}: {row}");
+        approx(&row["value"], value, id);
+    }
+    assert_eq!(goal(&g, "HN27-03")["status"], "not_met");
+
+    // Energy, October = one day: rate × 3 meters-weight × 208 kWh × 0.0001229 tce/kWh.
+    let tce = |rate: f64| rate * 3.0 * 208.0 * 0.0001229;
+    let ei = goal(&g, "EI");
+    approx(&ei["numerator"], tce(10.0) + tce(20.0) + tce(5.0), "zone tce"); // 2.684136
+    approx(&ei["denominator"], 40.0 + 100.0 + 10.0, "zone value added");
+    approx(&ei["value"], 2.684136 / 150.0, "zone intensity");
+    assert_eq!((ei["reported"].clone(), ei["unknown"].clone()), (json!(3), json!(1)));
+
+    let en = api.get(&format!("/api/v1/zones/{ZONE}/energy?period=2026-10")).await;
+    let row = |id: &str| {
+        en["enterprises"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["enterprise"] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} missing from {en}"))
+    };
+    approx(&row(E[0])["intensity"], 0.766896 / 40.0, "E1 intensity");
+    approx(&row(E[1])["intensity"], 1.533792 / 100.0, "E2 intensity");
+    approx(&row(E[2])["intensity"], 0.383448 / 10.0, "E3 intensity");
+    approx(&row(E[0])["carriers"][0]["amount"], 6240.0, "E1 kWh");
+    assert_eq!(row(E[3])["intensity"], Value::Null, "E4 never reported");
+}
+
+/// Readings of a 2000-tick run: every one exactly once, energy exact.
+async fn assert_exact_ledger(api: &Api, ds: &Dataset) {
+    let want = ds.expected_readings();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut stored = 0;
+    while std::time::Instant::now() < deadline {
+        let z = api.get("/api/v1/zones").await;
+        stored = z["zones"][0]["readings_stored"].as_u64().unwrap_or(0);
+        if stored >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(stored, want, "readings stored vs produced");
+    assert_eq!(api.metric("zonesync_aggregator_readings_duplicate_total").await, 0.0);
+    // 1999 intervals = 20 whole days + 79 intervals (32 at weight 1, 47 at weight 3) of day 21.
+    let days = 20.0 * 208.0 + 173.0;
+    let en = api.get(&format!("/api/v1/zones/{ZONE}/energy?period=2026-10")).await;
+    for (id, rate, va) in [(E[0], 10.0, 40.0), (E[1], 20.0, 100.0), (E[2], 5.0, 10.0)] {
+        let row = en["enterprises"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["enterprise"] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} missing"));
+        approx(&row["carriers"][0]["amount"], rate * 3.0 * days, &format!("{id} kWh"));
+        approx(&row["value_added"], va * 20.0, &format!("{id} value added"));
+        let e = api.get(&format!("/api/v1/zones/{ZONE}/enterprises/{id}")).await;
+        assert_eq!(e["late_readings"], json!(0), "{id}: registers arrived in order");
+        assert_eq!(e["counter_resets"], json!(0), "{id}");
+    }
+}
+
+fn tracing_init() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn,rumqttd=off"))
+        .with_test_writer()
+        .try_init();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_goals_match_hand_computed_figures() {
+    tracing_init();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = zonesync_aggregator::broker::start_embedded(0, 1 << 20).unwrap();
+    let ds = dataset::write(dir.path(), broker.addr.port(), 97, 2);
+    let (trigger, signal) = shutdown::channel();
+    let running = zonesync_aggregator::start(AggregatorConfig::load(&ds.aggregator).unwrap(), signal.clone())
+        .await
+        .unwrap();
+    let api = Api::new(&format!("http://{}", running.http_addr));
+    let a = tokio::spawn(zonesync_agent::run(
+        AgentConfig::load(&ds.agent_a).unwrap(),
+        signal.clone(),
+    ));
+    let b = tokio::spawn(zonesync_agent::run(
+        AgentConfig::load(&ds.agent_b).unwrap(),
+        signal.clone(),
+    ));
+    assert_hand_computed_goals(&api, &ds).await;
+    trigger.fire();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    running.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_goals_match_hand_computed_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let ds = dataset::write(dir.path(), broker.port, 97, 2);
+    let (mut agg, api) = spawn_aggregator(&ds.aggregator);
+    let mut a = spawn_agent(&ds.agent_a);
+    let mut b = spawn_agent(&ds.agent_b);
+    assert_hand_computed_goals(&api, &ds).await;
+    // Agents and aggregator stop cleanly on SIGTERM.
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+    assert!(agg.terminate().success());
+    let agents = {
+        let (_agg2, api2) = spawn_aggregator(&ds.aggregator);
+        api2.get(&format!("/api/v1/zones/{ZONE}/agents")).await
+    };
+    let list = agents["agents"].as_array().cloned().unwrap_or_default();
+    assert_eq!(list.len(), 2, "{agents}");
+    assert!(
+        list.iter().all(|a| a["state"]["status"] == "offline"),
+        "clean goodbye leaves offline presence: {agents}"
+    );
+}
+
+async fn long_run(dir: &Path, broker: &Mosquitto) -> (Dataset, zonesync_e2e::Proc, Api) {
+    let ds = dataset::write(dir, broker.port, 2000, 2);
+    let (agg, api) = spawn_aggregator(&ds.aggregator);
+    (ds, agg, api)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_sigkill_mid_stream_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let (ds, _agg, api) = long_run(dir.path(), &broker).await;
+    let mut b = spawn_agent(&ds.agent_b);
+    let mut a = spawn_agent(&ds.agent_a);
+    // Kill agent a twice while it produces and publishes.
+    for _ in 0..2 {
+        api.wait_metric("zonesync_aggregator_batches_stored_total", 20.0, WAIT)
+            .await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        a.kill9();
+        a = spawn_agent(&ds.agent_a);
+    }
+    assert_exact_ledger(&api, &ds).await;
+    a.kill9();
+    b.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_sigkill_mid_stream_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let (ds, mut agg, api) = long_run(dir.path(), &broker).await;
+    let _a = spawn_agent(&ds.agent_a);
+    let _b = spawn_agent(&ds.agent_b);
+    api.wait_metric("zonesync_aggregator_batches_stored_total", 30.0, WAIT)
+        .await;
+    agg.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_agg, api) = spawn_aggregator(&ds.aggregator);
+    assert_exact_ledger(&api, &ds).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_agents_buffer_then_drain_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(dir.path());
+    let (ds, _agg, api) = long_run(dir.path(), &broker).await;
+    let _a = spawn_agent(&ds.agent_a);
+    let _b = spawn_agent(&ds.agent_b);
+    api.wait_metric("zonesync_aggregator_batches_stored_total", 20.0, WAIT)
+        .await;
+    broker.stop();
+    let during = api.metric("zonesync_aggregator_readings_stored_total").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        api.metric("zonesync_aggregator_readings_stored_total").await,
+        during,
+        "nothing arrives while the broker is down"
+    );
+    broker.restart();
+    assert_exact_ledger(&api, &ds).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_partition_resends_unacknowledged_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let proxy = Proxy::start(broker.port).await;
+    // Agents go through the proxy; the aggregator talks to the broker directly.
+    let ds = dataset::write(dir.path(), proxy.port, 2000, 2);
+    let agg_cfg = std::fs::read_to_string(&ds.aggregator)
+        .unwrap()
+        .replace(&format!("port = {}", proxy.port), &format!("port = {}", broker.port));
+    std::fs::write(&ds.aggregator, agg_cfg).unwrap();
+    let (_agg, api) = spawn_aggregator(&ds.aggregator);
+    let _a = spawn_agent(&ds.agent_a);
+    let _b = spawn_agent(&ds.agent_b);
+    api.wait_metric("zonesync_aggregator_batches_stored_total", 20.0, WAIT)
+        .await;
+    proxy.blackhole();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.cut_and_refuse();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let swallowed = proxy.swallowed.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(swallowed > 0, "the partition swallowed published batches");
+    proxy.heal();
+    assert_exact_ledger(&api, &ds).await;
+    eprintln!("partition swallowed {swallowed} bytes; every reading still arrived exactly once");
+}
+
+async fn publish_all(port: u16, messages: Vec<(String, Vec<u8>)>) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+    let mut o = MqttOptions::new("hostile-client", "127.0.0.1", port);
+    o.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut events) = AsyncClient::new(o, 64);
+    let n = messages.len();
+    let poll = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < n {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(_) => {}
+                Err(e) => panic!("hostile client connection: {e}"),
+            }
+        }
+    });
+    for (topic, payload) in messages {
+        client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(30), poll)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_payloads_are_dead_lettered_with_reasons_and_good_data_kept() {
+    tracing_init();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = zonesync_aggregator::broker::start_embedded(0, 4 << 20).unwrap();
+    let ds = dataset::write(dir.path(), broker.addr.port(), 1, 2);
+    let (trigger, signal) = shutdown::channel();
+    let running = zonesync_aggregator::start(AggregatorConfig::load(&ds.aggregator).unwrap(), signal)
+        .await
+        .unwrap();
+    let api = Api::new(&format!("http://{}", running.http_addr));
+    api.wait_metric("zonesync_aggregator_mqtt_connected", 1.0, WAIT).await;
+
+    let now = chrono::Utc::now();
+    let ts = (now - chrono::Duration::minutes(1)).to_rfc3339();
+    let topic = |e: &str| format!("zonesync/v1/{ZONE}/gw-x/data/{e}");
+    let batch = |seq: u64, e: &str, readings: Value| -> Vec<u8> {
+        serde_json::to_vec(
+            &json!({"v": 1, "agent": "gw-x", "boot": 1, "seq": seq, "sent_at": now.to_rfc3339(),
+            "zone": ZONE, "enterprise": e, "readings": readings}),
+        )
+        .unwrap()
+    };
+    let good = |v: f64| json!({"indicator": "electricity", "point": "M1", "value": v, "unit": "kWh", "ts": ts});
+    let mut big = batch(9, E[0], json!([]));
+    big.truncate(big.len() - 2);
+    big.extend(format!(",\"pad\":\"{}\"}}", "x".repeat(300 * 1024)).bytes());
+    let messages = vec![
+        // 1. good: stored
+        (topic(E[0]), batch(1, E[0], json!([good(100.0)]))),
+        // 2. truncated JSON
+        (topic(E[0]), b"{\"v\":1,\"agent\":".to_vec()),
+        // 3. wrong type for seq
+        (topic(E[0]), br#"{"v":1,"agent":"gw-x","boot":1,"seq":"three","sent_at":"2026-11-23T00:00:00Z","zone":"test-zone","enterprise":"91410000MA1000001Y"}"#.to_vec()),
+        // 4. one mis-unit, one negative, one far-future reading beside a good one: only the good one is kept
+        (
+            topic(E[0]),
+            batch(
+                4,
+                E[0],
+                json!([
+                    {"indicator": "electricity", "point": "M2", "value": 5.0, "unit": "kW", "ts": ts},
+                    {"indicator": "electricity", "point": "M3", "value": -5.0, "unit": "kWh", "ts": ts},
+                    {"indicator": "electricity", "point": "M4", "value": 5.0, "unit": "kWh", "ts": "2100-01-01T00:00:00Z"},
+                    good(101.0)
+                ]),
+            ),
+        ),
+        // 5. oversized (300 KiB, limit 256 KiB)
+        (topic(E[0]), big),
+        // 6. unknown enterprise (valid code, not registered)
+        (topic("91350100M000100Y43"), batch(6, "91350100M000100Y43", json!([good(1.0)]))),
+        // 7. topic says E2, payload says E1
+        (topic(E[1]), batch(7, E[0], json!([good(1.0)]))),
+        // 8. bad check character in the topic
+        (topic("91410000MA1000001X"), batch(8, E[0], json!([good(1.0)]))),
+        // 9. invalid UTF-8
+        (topic(E[0]), vec![0xff, 0xfe, 0x00, 0x7b]),
+        // 10. NaN is not JSON
+        (topic(E[0]), br#"{"v":1,"seq":NaN}"#.to_vec()),
+        // 11. 1970 timestamp and a huge number
+        (
+            topic(E[0]),
+            batch(
+                11,
+                E[0],
+                json!([
+                    {"indicator": "electricity", "value": 1.0, "unit": "kWh", "ts": "1970-01-01T00:00:00Z"},
+                    {"indicator": "electricity", "value": 1e300, "unit": "MWh", "ts": ts}
+                ]),
+            ),
+        ),
+        // 12. the good batch again: a duplicate, not stored twice
+        (topic(E[0]), batch(1, E[0], json!([good(100.0)]))),
+    ];
+    publish_all(broker.addr.port(), messages).await;
+    api.wait_metric("zonesync_aggregator_messages_received_total", 12.0, WAIT)
+        .await;
+    api.wait_metric("zonesync_aggregator_acks_sent_total", 12.0, WAIT).await;
+
+    assert_eq!(
+        api.metric("zonesync_aggregator_readings_stored_total").await,
+        2.0,
+        "the two good readings"
+    );
+    assert_eq!(api.metric("zonesync_aggregator_batches_duplicate_total").await, 1.0);
+    let m = |r: &str| format!("zonesync_aggregator_rejected_total{{reason=\"{r}\"}}");
+    for (reason, n) in [
+        ("malformed", 2.0),
+        ("bad_field", 1.0),
+        ("unknown_unit", 1.0),
+        ("negative", 1.0),
+        ("clock", 2.0),
+        ("too_large", 1.0),
+        ("unknown_enterprise", 1.0),
+        ("topic_mismatch", 1.0),
+        ("bad_topic", 1.0),
+        ("not_utf8", 1.0),
+        ("out_of_range", 1.0),
+    ] {
+        assert_eq!(api.metric(&m(reason)).await, n, "{reason}");
+    }
+    let dl = api.get("/api/v1/dead-letters?limit=100").await;
+    let letters = dl["dead_letters"].as_array().cloned().unwrap_or_default();
+    assert_eq!(letters.len(), 10, "{dl}");
+    let reasons: Vec<String> = letters
+        .iter()
+        .flat_map(|d| d["reasons"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    for needle in [
+        "unit \"kW\" is not accepted for electricity",
+        "electricity cannot be negative",
+        "ahead of the receiver's clock",
+        "is before 2000-01-01",
+        "bytes, the limit is 262144",
+        "is not registered in zone test-zone",
+        "enterprise in the payload is \"91410000MA1000001Y\" but the topic says \"91410000MA10000022\"",
+        "check character",
+        "not UTF-8",
+        "field `seq` must be a non-negative integer",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(needle)),
+            "no reason contains {needle:?}: {reasons:#?}"
+        );
+    }
+    let partial = letters
+        .iter()
+        .find(|d| d["seq"] == 4)
+        .expect("partial dead letter for seq 4");
+    assert_eq!(partial["whole_batch"], false);
+    let health = api.get("/healthz").await;
+    assert_eq!(health["status"], "ok");
+    let e1 = api.get(&format!("/api/v1/zones/{ZONE}/enterprises/{}", E[0])).await;
+    assert_eq!(e1["readings"], json!(2), "{e1}");
+    trigger.fire();
+    running.wait().await;
+}

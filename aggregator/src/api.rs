@@ -82,7 +82,10 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn zones(State(app): State<Arc<App>>) -> ApiResult {
-    let st = app.state.read().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let st = app
+        .state
+        .read()
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
     let list: Vec<Value> = app
         .zones
         .iter()
@@ -110,7 +113,10 @@ async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): 
     let z = zone_param(&app, &zone)?;
     let period = period_param(&q)?;
     let reg = app.registry.zone(&z).ok_or_else(|| not_found(format!("zone {z}")))?;
-    let st = app.state.read().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let st = app
+        .state
+        .read()
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
     let rows = evaluate(&app.goals, reg, st.zones.get(&z), period, &app.catalog, &app.settings);
     Ok(Json(json!({
         "zone": z,
@@ -127,18 +133,31 @@ async fn zone_energy(State(app): State<Arc<App>>, Path(zone): Path<String>, Quer
     let z = zone_param(&app, &zone)?;
     let period = period_param(&q)?;
     let reg = app.registry.zone(&z).ok_or_else(|| not_found(format!("zone {z}")))?;
-    let st = app.state.read().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let st = app
+        .state
+        .read()
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
     let rows = energy(reg, st.zones.get(&z), period, &app.catalog, &app.settings);
-    Ok(Json(json!({ "zone": z, "period": period, "unit": "tce/10k yuan", "enterprises": rows })))
+    Ok(Json(
+        json!({ "zone": z, "period": period, "unit": "tce/10k yuan", "enterprises": rows }),
+    ))
 }
 
 async fn agents(State(app): State<Arc<App>>, Path(zone): Path<String>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
-    let st = app.state.read().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let st = app
+        .state
+        .read()
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
     let list: Vec<Value> = st
         .zones
         .get(&z)
-        .map(|zs| zs.agents.iter().map(|(id, a)| json!({ "agent": id, "state": a })).collect())
+        .map(|zs| {
+            zs.agents
+                .iter()
+                .map(|(id, a)| json!({ "agent": id, "state": a }))
+                .collect()
+        })
         .unwrap_or_default();
     Ok(Json(json!({ "zone": z, "agents": list })))
 }
@@ -151,7 +170,10 @@ async fn enterprise(State(app): State<Arc<App>>, Path((zone, id)): Path<(String,
         .registry
         .enterprise(&z, &e)
         .ok_or_else(|| not_found(format!("enterprise {e} is not registered in zone {z}")))?;
-    let st = app.state.read().map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let st = app
+        .state
+        .read()
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
     let es = st.zones.get(&z).and_then(|zs| zs.enterprises.get(&e));
     let latest: Vec<Value> = es
         .map(|es| {

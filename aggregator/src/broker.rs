@@ -32,7 +32,11 @@ pub fn free_port() -> Result<u16, std::io::Error> {
 /// Starts rumqttd on 127.0.0.1:`port` (0 picks a free port), accepting
 /// payloads up to `max_payload` bytes, and waits until it listens.
 pub fn start_embedded(port: u16, max_payload: usize) -> Result<EmbeddedBroker, BrokerError> {
-    let port = if port == 0 { free_port().map_err(BrokerError::Port)? } else { port };
+    let port = if port == 0 {
+        free_port().map_err(BrokerError::Port)?
+    } else {
+        port
+    };
     let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
     let text = format!(
         r#"

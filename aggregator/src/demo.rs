@@ -132,12 +132,14 @@ pub fn registry() -> Result<Registry, DemoError> {
 
 fn profile(z: &DemoZone) -> Result<ProfileFile, DemoError> {
     let mut enterprise = Vec::new();
-    // The last enterprise of each zone never declares anything: it shows up as "unknown".
-    for i in 0..z.count - 1 {
+    // The second enterprise of each zone (above-scale) never declares anything: it shows up as "unknown".
+    for i in (0..z.count).filter(|i| *i != 1) {
         let (code, _, _) = z.industries[i as usize % z.industries.len()];
         let maturity = [3, 2, 1, 4, 2, 3, 1, 2, 5, 2, 3, 1][i as usize % 12];
         let scenarios = match i % 4 {
-            0 => json!([{"code": "能源智能管控", "level": "advanced"}, {"code": "设备运行监控", "level": "intermediate"}]),
+            0 => {
+                json!([{"code": "能源智能管控", "level": "advanced"}, {"code": "设备运行监控", "level": "intermediate"}])
+            }
             1 => json!([{"code": "生产计划优化", "level": "intermediate"}]),
             2 => json!([{"code": "质量精准追溯", "level": "basic"}]),
             _ => json!([]),
@@ -162,8 +164,15 @@ fn profile(z: &DemoZone) -> Result<ProfileFile, DemoError> {
 
 fn first_of_last_month(now: DateTime<Utc>) -> DateTime<Utc> {
     let local = now.with_timezone(&CST);
-    let (y, m) = if local.month() == 1 { (local.year() - 1, 12) } else { (local.year(), local.month() - 1) };
-    CST.with_ymd_and_hms(y, m, 1, 0, 0, 0).single().map(|t| t.with_timezone(&Utc)).unwrap_or(now)
+    let (y, m) = if local.month() == 1 {
+        (local.year() - 1, 12)
+    } else {
+        (local.year(), local.month() - 1)
+    };
+    CST.with_ymd_and_hms(y, m, 1, 0, 0, 0)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(now)
 }
 
 fn write(path: &Path, text: &str) -> Result<(), DemoError> {

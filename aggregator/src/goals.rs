@@ -192,7 +192,11 @@ pub enum GoalError {
 /// Parses a goal catalog.
 pub fn load_goals(text: &str) -> Result<Vec<GoalDef>, GoalError> {
     let f: GoalFile = toml::from_str(text)?;
-    if let Some(g) = f.goal.iter().find(|g| g.kind == GoalKind::Coverage && g.condition.is_none()) {
+    if let Some(g) = f
+        .goal
+        .iter()
+        .find(|g| g.kind == GoalKind::Coverage && g.condition.is_none())
+    {
         return Err(GoalError::NoCondition(g.id.clone()));
     }
     Ok(f.goal)
@@ -273,7 +277,13 @@ pub struct EnterpriseEnergy {
 }
 
 /// Energy figures of every enterprise in the registry for a period.
-pub fn energy(zone: &Zone, zs: Option<&ZoneState>, period: Period, catalog: &Catalog, s: &GoalSettings) -> Vec<EnterpriseEnergy> {
+pub fn energy(
+    zone: &Zone,
+    zs: Option<&ZoneState>,
+    period: Period,
+    catalog: &Catalog,
+    s: &GoalSettings,
+) -> Vec<EnterpriseEnergy> {
     zone.enterprise
         .iter()
         .map(|e| {
@@ -425,10 +435,34 @@ mod tests {
         let cat = Catalog::builtin().unwrap();
         let mut st = State::default();
         let decl = |code: &str, v: DeclaredValue| vec![(code.to_owned(), v)];
-        st.apply(&zone.id, &zone.enterprise[0].id, &[], &decl("dt_maturity", DeclaredValue::Integer(3)), &cat);
-        st.apply(&zone.id, &zone.enterprise[1].id, &[], &decl("dt_maturity", DeclaredValue::Integer(1)), &cat);
-        st.apply(&zone.id, &zone.enterprise[2].id, &[], &decl("sme_dt_level", DeclaredValue::Integer(2)), &cat);
-        st.apply(&zone.id, &zone.enterprise[4].id, &[], &decl("dt_maturity", DeclaredValue::Integer(5)), &cat);
+        st.apply(
+            &zone.id,
+            &zone.enterprise[0].id,
+            &[],
+            &decl("dt_maturity", DeclaredValue::Integer(3)),
+            &cat,
+        );
+        st.apply(
+            &zone.id,
+            &zone.enterprise[1].id,
+            &[],
+            &decl("dt_maturity", DeclaredValue::Integer(1)),
+            &cat,
+        );
+        st.apply(
+            &zone.id,
+            &zone.enterprise[2].id,
+            &[],
+            &decl("sme_dt_level", DeclaredValue::Integer(2)),
+            &cat,
+        );
+        st.apply(
+            &zone.id,
+            &zone.enterprise[4].id,
+            &[],
+            &decl("dt_maturity", DeclaredValue::Integer(5)),
+            &cat,
+        );
         st.apply(
             &zone.id,
             &zone.enterprise[0].id,
@@ -443,9 +477,19 @@ mod tests {
             &cat,
         );
         let goals = load_goals(BUILTIN_GOALS).unwrap();
-        let rows = evaluate(&goals, &zone, st.zones.get(&zone.id), Period::Month(2026, 10), &cat, &GoalSettings::default());
+        let rows = evaluate(
+            &goals,
+            &zone,
+            st.zones.get(&zone.id),
+            Period::Month(2026, 10),
+            &cat,
+            &GoalSettings::default(),
+        );
         let dt = rows.iter().find(|r| r.id == "HN27-03").unwrap();
-        assert_eq!((dt.numerator, dt.denominator, dt.unknown, dt.reported), (2.0, 4.0, 1, 3));
+        assert_eq!(
+            (dt.numerator, dt.denominator, dt.unknown, dt.reported),
+            (2.0, 4.0, 1, 3)
+        );
         assert_eq!(dt.value, Some(0.5));
         assert_eq!(dt.status, Status::NotMet);
         let mid = rows.iter().find(|r| r.id == "JY27-18").unwrap();
@@ -453,7 +497,11 @@ mod tests {
         let adv = rows.iter().find(|r| r.id == "JY27-17").unwrap();
         assert_eq!(adv.numerator, 0.0);
         let retro = rows.iter().find(|r| r.id == "PY-07").unwrap();
-        assert_eq!((retro.numerator, retro.unknown), (1.0, 2), "maturity 3 counts as smart retrofit by default");
+        assert_eq!(
+            (retro.numerator, retro.unknown),
+            (1.0, 2),
+            "maturity 3 counts as smart retrofit by default"
+        );
         let ei = rows.iter().find(|r| r.id == "EI").unwrap();
         assert_eq!(ei.status, Status::NoData);
     }

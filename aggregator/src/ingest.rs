@@ -40,7 +40,13 @@ fn excerpt(payload: &[u8]) -> String {
     String::from_utf8_lossy(&payload[..payload.len().min(512)]).into_owned()
 }
 
-fn dead(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>, reasons: Vec<(String, &'static str)>) -> DeadLetter {
+fn dead(
+    app: &App,
+    topic: &str,
+    payload: &[u8],
+    now: DateTime<Utc>,
+    reasons: Vec<(String, &'static str)>,
+) -> DeadLetter {
     let t = Topic::parse(topic).ok();
     for (_, label) in &reasons {
         app.metrics.reject(label);
@@ -72,13 +78,15 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
     let t = match Topic::parse(topic) {
         Ok(t) => t,
         Err(e) => {
-            app.store.dead_letter(dead(app, topic, payload, now, vec![(e.to_string(), "bad_topic")]))?;
+            app.store
+                .dead_letter(dead(app, topic, payload, now, vec![(e.to_string(), "bad_topic")]))?;
             return Ok(Handled::DeadLettered);
         }
     };
     if !app.zones.contains(&t.zone) {
         let why = format!("zone {} is not served by this aggregator", t.zone);
-        app.store.dead_letter(dead(app, topic, payload, now, vec![(why, "unknown_zone")]))?;
+        app.store
+            .dead_letter(dead(app, topic, payload, now, vec![(why, "unknown_zone")]))?;
         return Ok(Handled::DeadLettered);
     }
     if t.kind == TopicKind::State {
@@ -93,12 +101,14 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
             }
             Ok(p) => {
                 let why = format!("presence names {}/{} but came on {topic}", p.zone, p.agent);
-                app.store.dead_letter(dead(app, topic, payload, now, vec![(why, "topic_mismatch")]))?;
+                app.store
+                    .dead_letter(dead(app, topic, payload, now, vec![(why, "topic_mismatch")]))?;
                 Ok(Handled::DeadLettered)
             }
             Err(e) => {
                 let why = format!("presence message is not valid: {e}");
-                app.store.dead_letter(dead(app, topic, payload, now, vec![(why, "bad_presence")]))?;
+                app.store
+                    .dead_letter(dead(app, topic, payload, now, vec![(why, "bad_presence")]))?;
                 Ok(Handled::DeadLettered)
             }
         };
@@ -128,8 +138,10 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
             let m = &app.metrics;
             m.batches_stored.fetch_add(1, Ordering::Relaxed);
             m.readings_stored.fetch_add(fresh.len() as u64, Ordering::Relaxed);
-            m.readings_duplicate.fetch_add(duplicate_readings as u64, Ordering::Relaxed);
-            m.declarations_stored.fetch_add(acc.declarations.len() as u64, Ordering::Relaxed);
+            m.readings_duplicate
+                .fetch_add(duplicate_readings as u64, Ordering::Relaxed);
+            m.declarations_stored
+                .fetch_add(acc.declarations.len() as u64, Ordering::Relaxed);
             if let Ok(mut st) = app.state.write() {
                 st.apply(&acc.zone, &acc.enterprise, &fresh, &acc.declarations, &app.catalog);
                 st.note_batch(&acc.zone, &acc.agent, acc.boot, acc.seq, acc.sent_at, now);
@@ -183,7 +195,11 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
                         let g = generation.fetch_add(1, Ordering::SeqCst) + 1;
                         app.metrics.mqtt_connected.store(1, Ordering::Relaxed);
                         backoff = Duration::from_millis(200);
-                        tracing::info!(session_present = ack.session_present, generation = g, "connected to broker");
+                        tracing::info!(
+                            session_present = ack.session_present,
+                            generation = g,
+                            "connected to broker"
+                        );
                         if let Err(e) = client.try_subscribe_many(filters.clone()) {
                             tracing::error!("subscribe request failed: {e}");
                         }

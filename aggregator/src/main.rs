@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off")),
         )
         .init();
     let cli = Cli::parse();
@@ -76,7 +76,9 @@ fn main() -> anyhow::Result<()> {
             let cfg = AggregatorConfig::load(&config)?;
             rt.block_on(async move {
                 let (trigger, signal) = shutdown::channel();
-                let running = zonesync_aggregator::start(cfg, signal).await.context("starting the aggregator")?;
+                let running = zonesync_aggregator::start(cfg, signal)
+                    .await
+                    .context("starting the aggregator")?;
                 println!("API on http://{}", running.http_addr);
                 shutdown::os_signal().await;
                 trigger.fire();
@@ -86,9 +88,14 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Goals => {
             let goals = zonesync_aggregator::goals::load_goals(zonesync_aggregator::goals::BUILTIN_GOALS)?;
-            println!("{:<9} {:<12} {:<8} {:<10} {:<8} name", "id", "set", "kind", "target", "deadline");
+            println!(
+                "{:<9} {:<12} {:<8} {:<10} {:<8} name",
+                "id", "set", "kind", "target", "deadline"
+            );
             for g in goals {
-                let target = g.target.map_or(g.comparator.clone(), |t| format!("{} {t}", g.comparator));
+                let target = g
+                    .target
+                    .map_or(g.comparator.clone(), |t| format!("{} {t}", g.comparator));
                 println!(
                     "{:<9} {:<12} {:<8} {:<10} {:<8} {} / {}  [{}]",
                     g.id,

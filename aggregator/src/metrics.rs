@@ -57,18 +57,87 @@ impl Metrics {
             let _ = writeln!(s, "zonesync_aggregator_{name} {v}");
         };
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        c(&mut s, "messages_received_total", "MQTT messages received.", "counter", g(&self.messages_received));
-        c(&mut s, "batches_stored_total", "Batches stored.", "counter", g(&self.batches_stored));
-        c(&mut s, "batches_duplicate_total", "Batches dropped as already stored (agent, seq).", "counter", g(&self.batches_duplicate));
-        c(&mut s, "readings_stored_total", "Readings stored.", "counter", g(&self.readings_stored));
-        c(&mut s, "readings_duplicate_total", "Readings already stored under another batch.", "counter", g(&self.readings_duplicate));
-        c(&mut s, "declarations_stored_total", "Declarations stored.", "counter", g(&self.declarations_stored));
-        c(&mut s, "presence_received_total", "Presence messages handled.", "counter", g(&self.presence_received));
-        c(&mut s, "acks_sent_total", "PUBACKs sent after durable storage.", "counter", g(&self.acks_sent));
-        c(&mut s, "dead_letters_total", "Dead letters written.", "counter", g(&self.dead_letters));
-        c(&mut s, "store_errors_total", "Storage errors.", "counter", g(&self.store_errors));
-        c(&mut s, "mqtt_connected", "1 while the MQTT session is up.", "gauge", g(&self.mqtt_connected));
-        let _ = writeln!(s, "# HELP zonesync_aggregator_rejected_total Payloads or items refused, by reason.");
+        c(
+            &mut s,
+            "messages_received_total",
+            "MQTT messages received.",
+            "counter",
+            g(&self.messages_received),
+        );
+        c(
+            &mut s,
+            "batches_stored_total",
+            "Batches stored.",
+            "counter",
+            g(&self.batches_stored),
+        );
+        c(
+            &mut s,
+            "batches_duplicate_total",
+            "Batches dropped as already stored (agent, seq).",
+            "counter",
+            g(&self.batches_duplicate),
+        );
+        c(
+            &mut s,
+            "readings_stored_total",
+            "Readings stored.",
+            "counter",
+            g(&self.readings_stored),
+        );
+        c(
+            &mut s,
+            "readings_duplicate_total",
+            "Readings already stored under another batch.",
+            "counter",
+            g(&self.readings_duplicate),
+        );
+        c(
+            &mut s,
+            "declarations_stored_total",
+            "Declarations stored.",
+            "counter",
+            g(&self.declarations_stored),
+        );
+        c(
+            &mut s,
+            "presence_received_total",
+            "Presence messages handled.",
+            "counter",
+            g(&self.presence_received),
+        );
+        c(
+            &mut s,
+            "acks_sent_total",
+            "PUBACKs sent after durable storage.",
+            "counter",
+            g(&self.acks_sent),
+        );
+        c(
+            &mut s,
+            "dead_letters_total",
+            "Dead letters written.",
+            "counter",
+            g(&self.dead_letters),
+        );
+        c(
+            &mut s,
+            "store_errors_total",
+            "Storage errors.",
+            "counter",
+            g(&self.store_errors),
+        );
+        c(
+            &mut s,
+            "mqtt_connected",
+            "1 while the MQTT session is up.",
+            "gauge",
+            g(&self.mqtt_connected),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP zonesync_aggregator_rejected_total Payloads or items refused, by reason."
+        );
         let _ = writeln!(s, "# TYPE zonesync_aggregator_rejected_total counter");
         for (label, v) in self.rejected() {
             let _ = writeln!(s, "zonesync_aggregator_rejected_total{{reason=\"{label}\"}} {v}");

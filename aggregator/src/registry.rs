@@ -187,10 +187,12 @@ impl Registry {
         if !self.zones.contains_key(zone) {
             return Err(Refusal::UnknownZone(zone.clone()));
         }
-        let e = self.enterprise(zone, enterprise).ok_or_else(|| Refusal::UnknownEnterprise {
-            zone: zone.clone(),
-            enterprise: enterprise.clone(),
-        })?;
+        let e = self
+            .enterprise(zone, enterprise)
+            .ok_or_else(|| Refusal::UnknownEnterprise {
+                zone: zone.clone(),
+                enterprise: enterprise.clone(),
+            })?;
         if !e.agents.is_empty() && !e.agents.contains(agent) {
             return Err(Refusal::NotBound {
                 agent: agent.clone(),
@@ -226,7 +228,10 @@ agents = ["gw-1"]
         assert!(r.admit(&z, &gw1, &e).is_ok());
         assert_eq!(r.admit(&z, &gw2, &e).unwrap_err().label(), "agent_not_bound");
         assert_eq!(r.admit(&z, &gw1, &other).unwrap_err().label(), "unknown_enterprise");
-        assert_eq!(r.admit(&ZoneId::parse("x").unwrap(), &gw1, &e).unwrap_err().label(), "unknown_zone");
+        assert_eq!(
+            r.admit(&ZoneId::parse("x").unwrap(), &gw1, &e).unwrap_err().label(),
+            "unknown_zone"
+        );
         assert!(r.enterprise(&z, &e).unwrap().in_scope());
     }
 

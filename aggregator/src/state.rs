@@ -213,7 +213,10 @@ impl State {
         zs.readings_stored += readings.len() as u64;
         let es = zs.enterprises.entry(enterprise.clone()).or_default();
         for r in readings {
-            let kind = catalog.get(&r.indicator).map(|i| i.kind).unwrap_or(IndicatorKind::Gauge);
+            let kind = catalog
+                .get(&r.indicator)
+                .map(|i| i.kind)
+                .unwrap_or(IndicatorKind::Gauge);
             es.apply_reading(r, kind);
         }
         for (code, v) in declarations {

@@ -111,7 +111,9 @@ fn parse_time_key(b: &[u8]) -> Option<ReadingTime> {
             let micros = u64::from_be_bytes(b.get(1..9)?.try_into().ok()?);
             DateTime::<Utc>::from_timestamp_micros(micros as i64).map(ReadingTime::Ts)
         }
-        b'p' => Period::parse(std::str::from_utf8(&b[1..]).ok()?).ok().map(ReadingTime::Period),
+        b'p' => Period::parse(std::str::from_utf8(&b[1..]).ok()?)
+            .ok()
+            .map(ReadingTime::Period),
         _ => None,
     }
 }
@@ -141,7 +143,11 @@ impl Store {
     /// Stores a validated batch unless (agent, seq) was stored before. Not flushed.
     pub fn apply(&self, a: &Accepted) -> Result<Outcome, StoreError> {
         let seen = k(
-            &[a.zone.as_str().as_bytes(), a.agent.as_str().as_bytes(), &a.seq.to_be_bytes()],
+            &[
+                a.zone.as_str().as_bytes(),
+                a.agent.as_str().as_bytes(),
+                &a.seq.to_be_bytes(),
+            ],
             b's',
         );
         if self.facts.contains_key(&seen)? {
@@ -164,7 +170,11 @@ impl Store {
         }
         for (code, v) in &a.declarations {
             let key = k(
-                &[a.zone.as_str().as_bytes(), a.enterprise.as_str().as_bytes(), code.as_bytes()],
+                &[
+                    a.zone.as_str().as_bytes(),
+                    a.enterprise.as_str().as_bytes(),
+                    code.as_bytes(),
+                ],
                 b'd',
             );
             batch.insert(key, serde_json::to_vec(v).unwrap_or_default());
@@ -186,7 +196,8 @@ impl Store {
     /// Writes a dead letter (assigning its id). Not flushed.
     pub fn dead_letter(&self, mut d: DeadLetter) -> Result<u64, StoreError> {
         d.id = self.db.generate_id()?;
-        self.dead.insert(d.id.to_be_bytes(), serde_json::to_vec(&d).unwrap_or_default())?;
+        self.dead
+            .insert(d.id.to_be_bytes(), serde_json::to_vec(&d).unwrap_or_default())?;
         if d.id % 1024 == 0 {
             let excess = self.dead.len().saturating_sub(DEAD_LETTER_CAP);
             for kv in self.dead.iter().take(excess) {
@@ -225,7 +236,8 @@ impl Store {
 
     /// Rebuilds the in-memory state from everything stored.
     pub fn rebuild(&self, state: &mut State, catalog: &Catalog) -> Result<(), StoreError> {
-        let corrupt = |what: &str, key: &[u8]| StoreError::Corrupt(format!("{what} key {:?}", String::from_utf8_lossy(key)));
+        let corrupt =
+            |what: &str, key: &[u8]| StoreError::Corrupt(format!("{what} key {:?}", String::from_utf8_lossy(key)));
         for kv in self.facts.scan_prefix(b"d") {
             let (key, v) = kv?;
             let parts: Vec<&[u8]> = key[1..].splitn(3, |b| *b == 0).collect();

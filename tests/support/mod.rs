@@ -1,1 +1,274 @@
-//! placeholder
+//! Test helpers for the end-to-end suite, in one place: real brokers
+//! (Mosquitto processes, the embedded rumqttd), the zonesync binaries as real
+//! processes, an HTTP client for the API, and the hand-computed data set.
+
+pub mod dataset;
+pub mod proxy;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary, built by `cargo build --bins` (scripts/test.sh does it).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build the binaries first (`cargo build --workspace --bins`, as scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    zonesync_aggregator::broker::free_port().expect("free port")
+}
+
+/// Waits until a TCP port accepts connections.
+pub fn wait_port(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listening on port {port} after {timeout:?}");
+}
+
+/// A Mosquitto broker process on a free loopback port, with persistence so
+/// sessions and queued messages survive a clean restart.
+pub struct Mosquitto {
+    child: Option<Child>,
+    /// Its port.
+    pub port: u16,
+    conf: PathBuf,
+}
+
+fn mosquitto_binary() -> PathBuf {
+    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("mosquitto is not installed: run scripts/test.sh, which installs it (apt-get install mosquitto)");
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto with its files in `dir`.
+    pub fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        let text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
+             max_queued_messages 1000000\nmax_inflight_messages 100\nmax_packet_size 16777216\n\
+             log_dest stderr\nlog_type error\nlog_type warning\n",
+            dir.display()
+        );
+        std::fs::write(&conf, text).expect("write mosquitto.conf");
+        let mut m = Self {
+            child: None,
+            port,
+            conf,
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(mosquitto_binary())
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        wait_port(self.port, Duration::from_secs(10));
+    }
+
+    /// Stops it cleanly (SIGTERM: it saves its persistence file).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A zonesync process; SIGKILLed when dropped.
+pub struct Proc {
+    child: Child,
+    /// Lines it printed on stdout.
+    pub stdout: std::sync::mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Starts `binary` with `args`.
+    pub fn spawn(binary: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(bin(binary))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, stdout: rx }
+    }
+
+    /// Sends SIGKILL and waits.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("wait")
+    }
+
+    /// Waits for a stdout line starting with `prefix`; returns the rest.
+    pub fn line_after(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l[prefix.len()..].trim().to_owned(),
+                Ok(_) => {}
+                Err(_) => panic!("no line starting with {prefix:?} within {timeout:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An aggregator process started with `run -c`.
+pub fn spawn_aggregator(config: &Path) -> (Proc, Api) {
+    let p = Proc::spawn(
+        "zonesync-aggregator",
+        &["run", "-c", config.to_str().expect("utf-8 path")],
+    );
+    let addr = p.line_after("API on http://", Duration::from_secs(20));
+    (p, Api::new(&format!("http://{addr}")))
+}
+
+/// An agent process started with `run -c`.
+pub fn spawn_agent(config: &Path) -> Proc {
+    Proc::spawn("zonesync-agent", &["run", "-c", config.to_str().expect("utf-8 path")])
+}
+
+/// A small client for the aggregator's API.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// A client for `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// GETs a JSON document.
+    pub async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        r.json().await.unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+    }
+
+    /// One counter from /metrics (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                (k == name).then(|| v.parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Polls a counter until it reaches `want` (or the timeout, then panics with what it saw).
+    pub async fn wait_metric(&self, name: &str, want: f64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut seen = 0.0;
+        while Instant::now() < deadline {
+            seen = self.metric(name).await;
+            if seen >= want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{name} reached {seen}, expected {want} within {timeout:?}");
+    }
+}
+
+/// Finds a goal row by id in a goals response.
+pub fn goal<'a>(goals: &'a Value, id: &str) -> &'a Value {
+    goals["goals"]
+        .as_array()
+        .and_then(|a| a.iter().find(|g| g["id"] == id))
+        .unwrap_or_else(|| panic!("goal {id} missing from {goals}"))
+}
+
+/// Asserts two floats agree to 1e-9 relative.
+pub fn approx(actual: &Value, expected: f64, what: &str) {
+    let a = actual
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: {actual} is not a number"));
+    assert!(
+        (a - expected).abs() <= 1e-9 * expected.abs().max(1.0),
+        "{what}: got {a}, expected {expected}"
+    );
+}
