@@ -198,7 +198,7 @@ impl Store {
         d.id = self.db.generate_id()?;
         self.dead
             .insert(d.id.to_be_bytes(), serde_json::to_vec(&d).unwrap_or_default())?;
-        if d.id % 1024 == 0 {
+        if d.id.is_multiple_of(1024) {
             let excess = self.dead.len().saturating_sub(DEAD_LETTER_CAP);
             for kv in self.dead.iter().take(excess) {
                 self.dead.remove(kv?.0)?;

@@ -307,7 +307,6 @@ impl Validator {
         };
         let readings = array_field(obj, "readings", &mut field);
         let declarations = array_field(obj, "declarations", &mut field);
-        drop(field);
 
         let count = readings.len() + declarations.len();
         if count > self.limits.max_items {
