@@ -177,3 +177,17 @@ impl AggregatorConfig {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_examples_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+        let c = AggregatorConfig::load(&dir.join("aggregator.toml")).unwrap();
+        assert_eq!(c.limits.max_payload_bytes, 262_144);
+        let r = crate::registry::Registry::load(&dir.join("registry.toml")).unwrap();
+        assert_eq!(r.zones().count(), 1);
+    }
+}
