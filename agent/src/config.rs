@@ -134,10 +134,16 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent.toml");
         let c = AgentConfig::load(&p).unwrap();
         assert_eq!(c.simulator.unwrap().enterprises.len(), 1);
-        let profile = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/profile.toml")).unwrap();
+        let profile =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/profile.toml"))
+                .unwrap();
         let file: crate::sources::profile::ProfileFile = toml::from_str(&profile).unwrap();
         let v = zonesync_proto::Validator::new(zonesync_proto::Catalog::builtin().unwrap(), Default::default());
-        assert_eq!(crate::sources::profile::items(&file, &v).len(), 9, "every example entry is valid");
+        assert_eq!(
+            crate::sources::profile::items(&file, &v).len(),
+            9,
+            "every example entry is valid"
+        );
     }
 
     #[test]

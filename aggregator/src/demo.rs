@@ -175,6 +175,11 @@ fn first_of_last_month(now: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(now)
 }
 
+/// The month before the current one (China time): the demo's first simulated month.
+pub fn last_month(now: DateTime<Utc>) -> Period {
+    Period::month_of(first_of_last_month(now))
+}
+
 fn write(path: &Path, text: &str) -> Result<(), DemoError> {
     std::fs::write(path, text).map_err(|source| DemoError::Io {
         path: path.display().to_string(),
@@ -286,7 +291,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let (trigger, signal) = shutdown::channel();
     let h = start(&opts, signal).await?;
     let base = format!("http://{}", h.http_addr);
-    let last = Period::month_of(first_of_last_month(Utc::now()));
+    let last = last_month(Utc::now());
     println!("zonesync demo is running (Ctrl-C stops it)");
     println!("  MQTT broker (embedded): mqtt://{}", h.broker_addr);
     println!("  API:                    {base}/api/v1/zones");
