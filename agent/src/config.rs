@@ -7,13 +7,35 @@ use crate::sources::profile::ProfileConfig;
 use crate::sources::simulator::SimulatorConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use zonesync_proto::{AgentId, ZoneId};
+use zonesync_proto::{AgentId, Catalog, CatalogError, ZoneId};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading configuration {path}: {source}")]
     Load { path: String, source: config::ConfigError },
+    #[error("reading indicator catalog {path}: {source}")]
+    CatalogFile { path: String, source: std::io::Error },
+    #[error("indicator catalog {path}: {source}")]
+    Catalog { path: String, source: CatalogError },
+}
+
+/// The compiled-in indicator catalog, or the zone's own file when one is configured.
+pub fn load_catalog(path: Option<&Path>) -> Result<Catalog, ConfigError> {
+    let Some(path) = path else {
+        return Catalog::builtin().map_err(|source| ConfigError::Catalog {
+            path: "(built in)".into(),
+            source,
+        });
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::CatalogFile {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Catalog::from_toml(&text).map_err(|source| ConfigError::Catalog {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Top-level agent configuration.
@@ -27,6 +49,9 @@ pub struct AgentConfig {
     /// Where the outbox lives.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// The zone's own indicator catalog (default: the one compiled in).
+    #[serde(default)]
+    pub catalog: Option<PathBuf>,
     /// Broker connection.
     #[serde(default)]
     pub mqtt: MqttConfig,
@@ -144,6 +169,25 @@ mod tests {
             9,
             "every example entry is valid"
         );
+    }
+
+    #[test]
+    fn catalog_override_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_catalog(None).unwrap().get("electricity").is_some());
+        let p = dir.path().join("catalog.toml");
+        std::fs::write(
+            &p,
+            zonesync_proto::catalog::BUILTIN_CATALOG.replace("0.0001229", "0.0003"),
+        )
+        .unwrap();
+        assert_eq!(load_catalog(Some(&p)).unwrap().tce("electricity", 1.0), Some(0.0003));
+        std::fs::write(&p, "[[indicator]]\ncode = 1\n").unwrap();
+        assert!(matches!(load_catalog(Some(&p)), Err(ConfigError::Catalog { .. })));
+        assert!(matches!(
+            load_catalog(Some(&dir.path().join("missing.toml"))),
+            Err(ConfigError::CatalogFile { .. })
+        ));
     }
 
     #[test]

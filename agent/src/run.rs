@@ -8,7 +8,7 @@ use crate::shutdown::Shutdown;
 use crate::sources::profile::ProfileFile;
 use std::sync::Arc;
 use tokio::task::JoinSet;
-use zonesync_proto::{Catalog, CatalogError, EnterpriseId, Limits, Validator};
+use zonesync_proto::{EnterpriseId, Limits, Validator};
 
 /// Why an agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +18,7 @@ pub enum AgentError {
     #[error(transparent)]
     Outbox(#[from] OutboxError),
     #[error(transparent)]
-    Catalog(#[from] CatalogError),
+    Config(#[from] crate::config::ConfigError),
     #[error("agent task failed: {0}")]
     Task(String),
 }
@@ -56,7 +56,10 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     let stats = outbox.stats();
     tracing::info!(agent = %config.agent_id, boot, pending = stats.pending_items, sealed = stats.sealed_batches,
         next_seq = stats.next_seq, "agent starting");
-    let validator = Validator::new(Catalog::builtin()?, Limits::default());
+    let validator = Validator::new(
+        crate::config::load_catalog(config.catalog.as_deref())?,
+        Limits::default(),
+    );
 
     let mut tasks: JoinSet<Result<(), OutboxError>> = JoinSet::new();
     if let Some(sim) = config.simulator.clone() {

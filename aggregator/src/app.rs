@@ -8,7 +8,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::state::State;
 use crate::store::{Store, StoreError};
 use std::sync::RwLock;
-use zonesync_proto::{Catalog, CatalogError, Validator, ZoneId};
+use zonesync_proto::{Catalog, Validator, ZoneId};
 
 /// Why the aggregator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +18,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Catalog(#[from] CatalogError),
+    Catalog(#[from] zonesync_agent::config::ConfigError),
     #[error(transparent)]
     Goals(#[from] GoalError),
     #[error("zone {0} is configured but not in the registry")]
@@ -67,7 +67,7 @@ impl App {
             path: cfg.data_dir.display().to_string(),
             source,
         })?;
-        let catalog = Catalog::builtin()?;
+        let catalog = zonesync_agent::config::load_catalog(cfg.catalog.as_deref())?;
         let store = Store::open(&cfg.data_dir.join("store"), cfg.store.cache_capacity_bytes)?;
         let mut state = State::default();
         store.rebuild(&mut state, &catalog)?;

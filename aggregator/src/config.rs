@@ -23,6 +23,9 @@ pub struct AggregatorConfig {
     pub data_dir: PathBuf,
     /// The zone registry file.
     pub registry: PathBuf,
+    /// The zone's own indicator catalog (default: the one compiled in).
+    #[serde(default)]
+    pub catalog: Option<PathBuf>,
     /// Zones to serve; empty means every zone in the registry.
     #[serde(default)]
     pub zones: Vec<ZoneId>,

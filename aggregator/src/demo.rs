@@ -221,6 +221,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
     let agg = AggregatorConfig {
         data_dir: dir.join("aggregator"),
         registry: reg_path,
+        catalog: None,
         zones: vec![],
         mqtt: AggMqtt {
             port: broker.addr.port(),
@@ -253,6 +254,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
             agent_id: AgentId::parse(&format!("{}-gw01", z.id))?,
             zone: ZoneId::parse(z.id)?,
             data_dir: dir.join(format!("agent-{}", z.id)),
+            catalog: None,
             mqtt: MqttConfig {
                 port: broker.addr.port(),
                 ..MqttConfig::default()
