@@ -18,7 +18,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Catalog(#[from] zonesync_agent::config::ConfigError),
+    Catalog(Box<zonesync_agent::config::ConfigError>),
     #[error(transparent)]
     Goals(#[from] GoalError),
     #[error("zone {0} is configured but not in the registry")]
@@ -67,7 +67,8 @@ impl App {
             path: cfg.data_dir.display().to_string(),
             source,
         })?;
-        let catalog = zonesync_agent::config::load_catalog(cfg.catalog.as_deref())?;
+        let catalog = zonesync_agent::config::load_catalog(cfg.catalog.as_deref())
+            .map_err(|e| StartError::Catalog(Box::new(e)))?;
         let store = Store::open(&cfg.data_dir.join("store"), cfg.store.cache_capacity_bytes)?;
         let mut state = State::default();
         store.rebuild(&mut state, &catalog)?;
