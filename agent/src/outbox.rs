@@ -5,7 +5,9 @@
 //! - `p` + id  → a pending item (reading or declaration, with its enterprise)
 //! - `b` + seq → a sealed batch: item count (u32), topic (u16 length + text), exact payload
 //! - `c` + source name → a source's cursor, written atomically with its items
-//! - `m` + name → counters (next sequence number, boot counter)
+//! - `m` + name → counters (next sequence number, boot counter); a new outbox
+//!   starts its sequence at the clock in µs so a reinstalled gateway never
+//!   reuses numbers the aggregator has already seen
 //!
 //! Sealing assigns the sequence number and is flushed *before* the batch is
 //! published: if a sealed batch could be lost in a crash after it went out,
@@ -116,7 +118,20 @@ impl Outbox {
             .open()?;
         let tree = db.open_tree("outbox")?;
         let pending = tree.scan_prefix([PENDING]).count();
-        let next_seq = read_u64(&tree, META_NEXT_SEQ)?;
+        let next_seq = match tree.get(META_NEXT_SEQ)? {
+            Some(_) => read_u64(&tree, META_NEXT_SEQ)?,
+            None => {
+                // A new outbox (new gateway, or a wiped disk) must never reuse
+                // sequence numbers an earlier outbox of the same agent sent, or
+                // the aggregator would drop its batches as duplicates. Starting
+                // at the clock in microseconds is above any earlier outbox's
+                // numbers, which grow by one per batch.
+                let start = u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0);
+                tree.insert(META_NEXT_SEQ, &start.to_be_bytes())?;
+                tree.flush()?;
+                start
+            }
+        };
         Ok(Self {
             db,
             tree,
@@ -349,10 +364,12 @@ mod tests {
                 Some(("sim", b"42")),
             )
             .unwrap();
+            let first = o.next_seq();
+            assert!(first > 1_700_000_000_000_000, "a new outbox starts at the clock in µs");
             let s = o.seal(10, &a, &z, 1, Utc::now()).unwrap();
             assert_eq!(s.len(), 2, "one batch per enterprise");
-            assert_eq!((s[0].seq, s[0].items, s[1].seq, s[1].items), (0, 2, 1, 1));
-            o.ack(0).unwrap();
+            assert_eq!((s[0].seq, s[0].items, s[1].seq, s[1].items), (first, 2, first + 1, 1));
+            o.ack(first).unwrap();
             o.flush().unwrap();
         }
         let o = Outbox::open(dir.path(), 1 << 20).unwrap();
@@ -360,12 +377,12 @@ mod tests {
         assert_eq!(o.cursor("sim").unwrap().as_deref(), Some(&b"42"[..]));
         let left = o.sealed_from(0, 10).unwrap();
         assert_eq!(left.len(), 1);
-        assert_eq!(left[0].seq, 1);
+        let first = left[0].seq - 1;
         assert!(left[0].topic.ends_with(e2.as_str()));
         assert_eq!(left[0].items, 1);
         let b: Batch = serde_json::from_slice(&left[0].payload).unwrap();
         assert_eq!(b.readings[0].value, 2.0);
-        assert_eq!(o.next_seq(), 2, "sequence numbers are never reused");
+        assert_eq!(o.next_seq(), first + 2, "sequence numbers are never reused");
         assert_eq!(o.stats().pending_items, 0);
     }
 
@@ -374,6 +391,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, z, e1, _) = ids();
         let o = Outbox::open(dir.path(), 1 << 20).unwrap();
+        let first = o.next_seq();
         o.append((0..25).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
             .unwrap();
         let mut values = Vec::new();
@@ -389,6 +407,6 @@ mod tests {
             }
         }
         assert_eq!(values, (0..25).map(|i| i as f64).collect::<Vec<_>>());
-        assert_eq!(o.next_seq(), 3);
+        assert_eq!(o.next_seq(), first + 3);
     }
 }
