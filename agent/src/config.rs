@@ -20,6 +20,25 @@ pub enum ConfigError {
     Catalog { path: String, source: CatalogError },
 }
 
+/// Loads a TOML configuration file into `T`, then applies `ZONESYNC_…`
+/// environment overrides (nesting with `__`). Shared by every zonesync binary.
+pub fn load_with_env<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("ZONESYNC")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|source| ConfigError::Load {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
 /// The compiled-in indicator catalog, or the zone's own file when one is configured.
 pub fn load_catalog(path: Option<&Path>) -> Result<Catalog, ConfigError> {
     let Some(path) = path else {
@@ -132,21 +151,7 @@ impl Default for OutboxConfig {
 impl AgentConfig {
     /// Loads a file, then applies `ZONESYNC_…` environment overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let err = |source| ConfigError::Load {
-            path: path.display().to_string(),
-            source,
-        };
-        config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("ZONESYNC")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .try_parsing(true),
-            )
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(err)
+        load_with_env(path)
     }
 }
 

@@ -154,18 +154,7 @@ impl Link {
         // Sequence numbers awaiting their packet id (None: the birth message), then by packet id.
         let mut awaiting_pkid: VecDeque<Option<u64>> = VecDeque::new();
         let mut by_pkid: HashMap<u16, Option<u64>> = HashMap::new();
-        let state_topic = Topic::state(&self.zone, &self.agent);
-        if client
-            .try_publish(
-                &state_topic,
-                QoS::AtLeastOnce,
-                true,
-                self.presence(PresenceStatus::Online),
-            )
-            .is_ok()
-        {
-            awaiting_pkid.push_back(None);
-        }
+        self.announce(&client, PresenceStatus::Online, &mut awaiting_pkid);
         let mut next_seq = 0u64;
         let mut last_seal = Instant::now();
         let max_age = Duration::from_millis(self.batching.max_batch_age_ms);
@@ -246,6 +235,17 @@ impl Link {
         Ok(())
     }
 
+    /// Publishes the retained presence; its PUBACK is awaited like a batch's.
+    fn announce(&self, client: &AsyncClient, status: PresenceStatus, awaiting_pkid: &mut VecDeque<Option<u64>>) {
+        let topic = Topic::state(&self.zone, &self.agent);
+        if client
+            .try_publish(topic, QoS::AtLeastOnce, true, self.presence(status))
+            .is_ok()
+        {
+            awaiting_pkid.push_back(None);
+        }
+    }
+
     /// Waits briefly for outstanding acks, leaves a clean "offline" presence
     /// and disconnects. Whatever is not acknowledged stays in the outbox.
     async fn goodbye(
@@ -255,18 +255,7 @@ impl Link {
         awaiting_pkid: &mut VecDeque<Option<u64>>,
         by_pkid: &mut HashMap<u16, Option<u64>>,
     ) -> Result<(), OutboxError> {
-        let state_topic = Topic::state(&self.zone, &self.agent);
-        if client
-            .try_publish(
-                &state_topic,
-                QoS::AtLeastOnce,
-                true,
-                self.presence(PresenceStatus::Offline),
-            )
-            .is_ok()
-        {
-            awaiting_pkid.push_back(None);
-        }
+        self.announce(client, PresenceStatus::Offline, awaiting_pkid);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while !(awaiting_pkid.is_empty() && by_pkid.is_empty()) {
             match tokio::time::timeout_at(deadline, events.poll()).await {

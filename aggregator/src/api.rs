@@ -1,7 +1,9 @@
 //! The HTTP API (JSON; documented in `docs/api.md`).
 
 use crate::app::App;
-use crate::goals::{energy, evaluate};
+use crate::goals::{energy, evaluate, GoalRow, Level};
+use crate::registry::Zone;
+use crate::report::{render, Format};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -61,8 +63,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/zones", get(zones))
         .route("/api/v1/zones/{zone}/goals", get(goals))
         .route("/api/v1/zones/{zone}/energy", get(zone_energy))
+        .route("/api/v1/zones/{zone}/report", get(zone_report))
         .route("/api/v1/zones/{zone}/agents", get(agents))
         .route("/api/v1/zones/{zone}/enterprises/{id}", get(enterprise))
+        .route("/api/v1/cities/{city}/goals", get(city_goals))
+        .route("/api/v1/province/goals", get(province_goals))
+        .route("/api/v1/goals", get(goal_catalog))
         .route("/api/v1/dead-letters", get(dead_letters))
         .with_state(app)
 }
@@ -82,10 +88,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn zones(State(app): State<Arc<App>>) -> ApiResult {
-    let st = app
-        .state
-        .read()
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let st = read_state(&app)?;
     let list: Vec<Value> = app
         .zones
         .iter()
@@ -112,12 +115,7 @@ async fn zones(State(app): State<Arc<App>>) -> ApiResult {
 async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): Query<PeriodQuery>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let period = period_param(&q)?;
-    let reg = app.registry.zone(&z).ok_or_else(|| not_found(format!("zone {z}")))?;
-    let st = app
-        .state
-        .read()
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
-    let rows = evaluate(&app.goals, reg, st.zones.get(&z), period, &app.catalog, &app.settings);
+    let (reg, rows) = zone_rows(&app, &z, period)?;
     Ok(Json(json!({
         "zone": z,
         "name_zh": reg.name_zh,
@@ -129,14 +127,112 @@ async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): 
     })))
 }
 
+/// The state, for reading.
+fn read_state(app: &App) -> Result<std::sync::RwLockReadGuard<'_, crate::state::State>, ApiError> {
+    app.state
+        .read()
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))
+}
+
+/// A zone's goal table.
+fn zone_rows<'a>(app: &'a App, z: &ZoneId, period: Period) -> Result<(&'a Zone, Vec<GoalRow>), ApiError> {
+    let reg = app.registry.zone(z).ok_or_else(|| not_found(format!("zone {z}")))?;
+    let st = read_state(app)?;
+    let rows = evaluate(
+        &app.goals.goal,
+        &[(reg, st.zones.get(z))],
+        Level::Zone(z.to_string()),
+        period,
+        &app.catalog,
+        &app.settings,
+    );
+    Ok((reg, rows))
+}
+
+/// Goals over several zones: a city's, or every zone served (the province as far as this instance sees it).
+fn rollup(app: &App, level: Level, period: Period) -> ApiResult {
+    let st = read_state(app)?;
+    let zones: Vec<_> = app
+        .zones
+        .iter()
+        .filter_map(|z| app.registry.zone(z))
+        .filter(|z| match &level {
+            Level::City(c) => &z.city == c,
+            _ => true,
+        })
+        .map(|z| (z, st.zones.get(&z.id)))
+        .collect();
+    if zones.is_empty() {
+        return Err(not_found(format!("no zone served here belongs to {level:?}")));
+    }
+    let ids: Vec<String> = zones.iter().map(|(z, _)| z.id.to_string()).collect();
+    let rows = evaluate(
+        &app.goals.goal,
+        &zones,
+        level.clone(),
+        period,
+        &app.catalog,
+        &app.settings,
+    );
+    Ok(Json(json!({
+        "level": level,
+        "zones": ids,
+        "period": period,
+        "computed_at": Utc::now(),
+        "settings": app.settings,
+        "goals": rows,
+    })))
+}
+
+async fn city_goals(State(app): State<Arc<App>>, Path(city): Path<String>, Query(q): Query<PeriodQuery>) -> ApiResult {
+    rollup(&app, Level::City(city), period_param(&q)?)
+}
+
+async fn province_goals(State(app): State<Arc<App>>, Query(q): Query<PeriodQuery>) -> ApiResult {
+    rollup(&app, Level::Province, period_param(&q)?)
+}
+
+async fn goal_catalog(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(json!({ "goals": app.goals.goal, "not_computable": app.goals.not_computable }))
+}
+
+#[derive(Deserialize)]
+struct ReportQuery {
+    period: Option<String>,
+    format: Option<String>,
+}
+
+async fn zone_report(
+    State(app): State<Arc<App>>,
+    Path(zone): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let z = zone_param(&app, &zone)?;
+    let period = period_param(&PeriodQuery { period: q.period })?;
+    let format: Format = q.format.as_deref().unwrap_or("csv").parse().map_err(bad_request)?;
+    let (reg, rows) = zone_rows(&app, &z, period)?;
+    let body = render(&format!("{} {} ({period})", reg.name_zh, reg.name_en), &rows, format);
+    let mut headers = vec![(header::CONTENT_TYPE, format.content_type().to_owned())];
+    if format == Format::Csv {
+        headers.push((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"zonesync-{z}-{period}.csv\""),
+        ));
+    }
+    let mut resp = body.into_response();
+    for (k, v) in headers {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    Ok(resp)
+}
+
 async fn zone_energy(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): Query<PeriodQuery>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let period = period_param(&q)?;
     let reg = app.registry.zone(&z).ok_or_else(|| not_found(format!("zone {z}")))?;
-    let st = app
-        .state
-        .read()
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let st = read_state(&app)?;
     let rows = energy(reg, st.zones.get(&z), period, &app.catalog, &app.settings);
     Ok(Json(
         json!({ "zone": z, "period": period, "unit": "tce/10k yuan", "enterprises": rows }),
@@ -145,10 +241,7 @@ async fn zone_energy(State(app): State<Arc<App>>, Path(zone): Path<String>, Quer
 
 async fn agents(State(app): State<Arc<App>>, Path(zone): Path<String>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
-    let st = app
-        .state
-        .read()
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let st = read_state(&app)?;
     let list: Vec<Value> = st
         .zones
         .get(&z)
@@ -170,10 +263,7 @@ async fn enterprise(State(app): State<Arc<App>>, Path((zone, id)): Path<(String,
         .registry
         .enterprise(&z, &e)
         .ok_or_else(|| not_found(format!("enterprise {e} is not registered in zone {z}")))?;
-    let st = app
-        .state
-        .read()
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    let st = read_state(&app)?;
     let es = st.zones.get(&z).and_then(|zs| zs.enterprises.get(&e));
     let latest: Vec<Value> = es
         .map(|es| {

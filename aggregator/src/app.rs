@@ -2,7 +2,7 @@
 //! and the HTTP handlers.
 
 use crate::config::AggregatorConfig;
-use crate::goals::{load_goals, GoalDef, GoalError, GoalSettings, BUILTIN_GOALS};
+use crate::goals::{load_goals, GoalCatalog, GoalError, GoalSettings, BUILTIN_GOALS};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
 use crate::state::State;
@@ -40,7 +40,7 @@ pub struct App {
     /// Payload validation.
     pub validator: Validator,
     /// Goal catalog.
-    pub goals: Vec<GoalDef>,
+    pub goals: GoalCatalog,
     /// Goal thresholds.
     pub settings: GoalSettings,
     /// Storage.
@@ -74,12 +74,13 @@ impl App {
         store.rebuild(&mut state, &catalog)?;
         let readings: u64 = state.zones.values().map(|z| z.readings_stored).sum();
         tracing::info!(zones = zones.len(), readings, "aggregator state rebuilt from store");
+        let goals = load_goals(BUILTIN_GOALS, &catalog)?;
         Ok(Self {
+            goals,
             validator: Validator::new(catalog.clone(), cfg.limits.to_limits()),
             registry,
             zones,
             catalog,
-            goals: load_goals(BUILTIN_GOALS)?,
             settings: cfg.goals.clone(),
             store,
             state: RwLock::new(state),

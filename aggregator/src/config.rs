@@ -7,12 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use zonesync_proto::{Limits, ZoneId};
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading configuration {path}: {source}")]
-    Load { path: String, source: config::ConfigError },
-}
+pub use zonesync_agent::config::ConfigError;
 
 /// Top-level aggregator configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -164,20 +159,7 @@ impl Default for StoreConfig {
 impl AggregatorConfig {
     /// Loads a file, then applies `ZONESYNC_…` environment overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("ZONESYNC")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .try_parsing(true),
-            )
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|source| ConfigError::Load {
-                path: path.display().to_string(),
-                source,
-            })
+        zonesync_agent::config::load_with_env(path)
     }
 }
 

@@ -58,6 +58,8 @@ struct DemoZone {
     industries: &'static [(&'static str, &'static str, bool)],
     count: u32,
     first: u32,
+    /// Leading industries (code prefixes).
+    leading: &'static [&'static str],
 }
 
 const ZONES: &[DemoZone] = &[
@@ -73,6 +75,7 @@ const ZONES: &[DemoZone] = &[
         ],
         count: 12,
         first: 1,
+        leading: &["C31", "C34", "C26"],
     },
     DemoZone {
         id: "jiyuan-etdz",
@@ -86,6 +89,7 @@ const ZONES: &[DemoZone] = &[
         ],
         count: 10,
         first: 101,
+        leading: &["C32", "C30"],
     },
     DemoZone {
         id: "jiyuan-services",
@@ -94,6 +98,7 @@ const ZONES: &[DemoZone] = &[
         industries: &[("G5990", "物流", false), ("C1761", "包装材料", true)],
         count: 6,
         first: 201,
+        leading: &["G59"],
     },
 ];
 
@@ -108,8 +113,9 @@ pub fn registry() -> Result<Registry, DemoError> {
     for z in ZONES {
         let mut enterprise = Vec::new();
         for i in 0..z.count {
-            let (_, stem, industrial) = z.industries[i as usize % z.industries.len()];
+            let (code, stem, industrial) = z.industries[i as usize % z.industries.len()];
             enterprise.push(Enterprise {
+                industry: Some(code.into()),
                 id: demo_enterprise(z.first + i)?,
                 name: format!("示例{stem}有限公司{:02}", i + 1),
                 above_scale: i * 10 < z.count * 8,
@@ -124,6 +130,7 @@ pub fn registry() -> Result<Registry, DemoError> {
             city: "济源".into(),
             province: "河南".into(),
             goal_sets: vec!["henan-2027".into(), "jiyuan-2027".into(), "energy".into()],
+            leading_industries: z.leading.iter().map(|s| (*s).to_owned()).collect(),
             enterprise,
         });
     }
@@ -152,11 +159,22 @@ fn profile(z: &DemoZone) -> Result<ProfileFile, DemoError> {
         declare.insert("smart_retrofit".into(), json!(i % 3 != 2));
         declare.insert("rd_activity".into(), json!(i % 5 != 4));
         declare.insert("rd_institution".into(), json!(i % 2 == 0));
+        declare.insert("high_tech".into(), json!(i % 3 == 0));
+        declare.insert("specialized_sme".into(), json!(i % 4 == 1));
+        declare.insert("strategic_emerging".into(), json!(i % 4 == 3));
+        // Land in use this year: 40-130 mu.
+        let land = Figure {
+            indicator: "land_area".into(),
+            period: Period::Year(Utc::now().with_timezone(&CST).year()),
+            value: f64::from(40 + 10 * (i % 10)),
+            unit: "亩".into(),
+            point: String::new(),
+        };
         enterprise.push(EnterpriseProfile {
             id: demo_enterprise(z.first + i)?,
             name: None,
             declare,
-            figures: Vec::<Figure>::new(),
+            figures: vec![land],
         });
     }
     Ok(ProfileFile { enterprise })
@@ -243,10 +261,19 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         let sim: Vec<SimEnterprise> = (0..z.count)
             .filter(|i| z.industries[*i as usize % z.industries.len()].2)
             .map(|i| {
+                let va = f64::from(30 + 7 * (i % 5));
+                let money = [
+                    ("gross_output", va * 3.6),
+                    ("revenue", va * 3.4),
+                    ("tax", va * 0.11),
+                    ("rd_spend", va * 3.4 * (0.006 + 0.002 * f64::from(i % 5))),
+                    ("investment", va * 0.4),
+                ];
                 Ok(SimEnterprise {
                     id: demo_enterprise(z.first + i)?,
                     kwh_rate: f64::from(20 + 5 * (i % 7)),
-                    value_added_per_day: f64::from(30 + 7 * (i % 5)),
+                    value_added_per_day: va,
+                    money_per_day: money.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
                 })
             })
             .collect::<Result<_, DemoError>>()?;

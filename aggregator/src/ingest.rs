@@ -47,7 +47,7 @@ fn dead(
     now: DateTime<Utc>,
     reasons: Vec<(String, &'static str)>,
 ) -> DeadLetter {
-    let t = Topic::parse(topic).ok();
+    let t = Topic::parse_with_test_prefix(topic, app.validator.limits.test_prefix.as_deref()).ok();
     for (_, label) in &reasons {
         app.metrics.reject(label);
     }
@@ -75,7 +75,7 @@ fn problems(ps: &[Problem]) -> Vec<(String, &'static str)> {
 /// Writes are not flushed here; the caller flushes before acknowledging.
 pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Result<Handled, StoreError> {
     app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
-    let t = match Topic::parse(topic) {
+    let t = match Topic::parse_with_test_prefix(topic, app.validator.limits.test_prefix.as_deref()) {
         Ok(t) => t,
         Err(e) => {
             app.store

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod broker;
+pub mod classify;
 pub mod config;
 pub mod demo;
 pub mod energy;
@@ -14,6 +15,7 @@ pub mod goals;
 pub mod ingest;
 pub mod metrics;
 pub mod registry;
+pub mod report;
 pub mod state;
 pub mod store;
 

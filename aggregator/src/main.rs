@@ -38,6 +38,21 @@ enum Cmd {
     },
     /// List the goal presets.
     Goals,
+    /// Print a zone's goal table from a running aggregator's API.
+    Report {
+        /// The aggregator's API base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        /// Zone id.
+        #[arg(long)]
+        zone: String,
+        /// Period: YYYY, YYYY-Qn or YYYY-MM (China time); default the current month.
+        #[arg(long)]
+        period: Option<String>,
+        /// table, csv (UTF-8 with BOM, opens in Excel), md or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,13 +101,37 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        Cmd::Report {
+            api,
+            zone,
+            period,
+            format,
+        } => {
+            let mut url = format!(
+                "{}/api/v1/zones/{zone}/report?format={format}",
+                api.trim_end_matches('/')
+            );
+            if let Some(p) = period {
+                url.push_str(&format!("&period={p}"));
+            }
+            let body = rt.block_on(async {
+                let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
+                let status = resp.status();
+                let text = resp.text().await?;
+                anyhow::ensure!(status.is_success(), "{url}: {status}: {text}");
+                anyhow::Ok(text)
+            })?;
+            print!("{body}");
+            Ok(())
+        }
         Cmd::Goals => {
-            let goals = zonesync_aggregator::goals::load_goals(zonesync_aggregator::goals::BUILTIN_GOALS)?;
+            let catalog = zonesync_proto::Catalog::builtin()?;
+            let goals = zonesync_aggregator::goals::load_goals(zonesync_aggregator::goals::BUILTIN_GOALS, &catalog)?;
             println!(
                 "{:<9} {:<12} {:<8} {:<10} {:<8} name",
                 "id", "set", "kind", "target", "deadline"
             );
-            for g in goals {
+            for g in goals.goal {
                 let target = g
                     .target
                     .map_or(g.comparator.clone(), |t| format!("{} {t}", g.comparator));
@@ -107,6 +146,10 @@ fn main() -> anyhow::Result<()> {
                     g.name_en,
                     g.source
                 );
+            }
+            println!("\nnot computable from enterprise data:");
+            for n in goals.not_computable {
+                println!("{:<9} {}  [{}]\n          {}", n.id, n.clause, n.source, n.reason);
             }
             Ok(())
         }

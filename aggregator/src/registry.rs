@@ -47,6 +47,9 @@ pub struct Zone {
     /// Goal preset sets that apply (see goals.toml); empty means all.
     #[serde(default)]
     pub goal_sets: Vec<String>,
+    /// The zone's leading industries (主导产业) as GB/T 4754 code prefixes, e.g. `["C31", "C32"]`.
+    #[serde(default)]
+    pub leading_industries: Vec<String>,
     /// Enterprises in the zone.
     #[serde(default)]
     pub enterprise: Vec<Enterprise>,
@@ -67,6 +70,9 @@ pub struct Enterprise {
     /// An industrial enterprise (as opposed to services).
     #[serde(default = "yes")]
     pub industrial: bool,
+    /// Industry code (GB/T 4754) as the zone office records it; the declared one is used when absent.
+    #[serde(default)]
+    pub industry: Option<String>,
     /// Agents allowed to report for it; empty means any agent of the zone.
     #[serde(default)]
     pub agents: Vec<AgentId>,

@@ -143,33 +143,6 @@ impl EnterpriseState {
             Some((metered.iter().sum(), AmountSource::Metered))
         }
     }
-
-    /// Comprehensive energy use in tce for a period, by carrier, or None if no carrier has data.
-    pub fn energy_tce(
-        &self,
-        period: Period,
-        catalog: &Catalog,
-        exclude: &[String],
-    ) -> Option<(f64, Vec<CarrierAmount>)> {
-        let mut carriers = Vec::new();
-        for ind in catalog.iter().filter(|i| i.is_energy() && !exclude.contains(&i.code)) {
-            if let Some((amount, source)) = self.amount(&ind.code, period) {
-                let tce = ind.tce_per_unit.unwrap_or(0.0) * amount;
-                carriers.push(CarrierAmount {
-                    indicator: ind.code.clone(),
-                    amount,
-                    unit: ind.unit.clone().unwrap_or_default(),
-                    tce,
-                    source,
-                });
-            }
-        }
-        if carriers.is_empty() {
-            None
-        } else {
-            Some((carriers.iter().map(|c| c.tce).sum(), carriers))
-        }
-    }
 }
 
 /// One energy carrier's amount in a period.
@@ -235,7 +208,9 @@ impl State {
         received: DateTime<Utc>,
     ) {
         let a = self.zone_mut(zone).agents.entry(agent.clone()).or_default();
-        if let Some(last) = a.last_seq {
+        // Gaps are counted within one boot only: a new outbox (reinstalled
+        // gateway) starts its numbers at the clock, which is a jump, not a loss.
+        if let (Some(last), true) = (a.last_seq, boot == a.boot) {
             if seq > last + 1 {
                 a.seq_gaps += seq - last - 1;
             }

@@ -62,6 +62,12 @@ impl Topic {
 
     /// Parses a topic the aggregator received.
     pub fn parse(topic: &str) -> Result<Topic, TopicError> {
+        Self::parse_with_test_prefix(topic, None)
+    }
+
+    /// Parses a topic, accepting enterprise ids under a demo test prefix
+    /// (see `EnterpriseId::parse_with_test_prefix`).
+    pub fn parse_with_test_prefix(topic: &str, test_prefix: Option<&str>) -> Result<Topic, TopicError> {
         let layout = || TopicError::Layout(topic.chars().take(200).collect());
         let id = |source| TopicError::Id {
             topic: topic.chars().take(200).collect(),
@@ -81,7 +87,7 @@ impl Topic {
         let agent = AgentId::parse(agent).map_err(id)?;
         let kind = match kind {
             None => TopicKind::State,
-            Some(e) => TopicKind::Data(EnterpriseId::parse(e).map_err(id)?),
+            Some(e) => TopicKind::Data(EnterpriseId::parse_with_test_prefix(e, test_prefix).map_err(id)?),
         };
         Ok(Topic { zone, agent, kind })
     }
@@ -99,6 +105,13 @@ mod tests {
         let t = Topic::parse(&Topic::data(&z, &a, &e)).unwrap();
         assert_eq!(t.kind, TopicKind::Data(e));
         assert_eq!(Topic::parse(&Topic::state(&z, &a)).unwrap().kind, TopicKind::State);
+    }
+
+    #[test]
+    fn test_prefix_ids_pass_only_when_allowed() {
+        let t = "zonesync/v1/z/a/data/TEST00000000000001";
+        assert!(Topic::parse(t).is_err());
+        assert!(Topic::parse_with_test_prefix(t, Some("TEST")).is_ok());
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub enum Reason {
     NotFinite,
     #[error("{indicator} cannot be negative, got {value}")]
     Negative { indicator: String, value: f64 },
-    #[error("{indicator} is a {kind} and needs `{needs}`")]
+    #[error("{indicator} is {kind} and needs `{needs}`")]
     WrongTime {
         indicator: String,
         kind: &'static str,
@@ -276,13 +276,18 @@ impl Validator {
         let obj = value.as_object().ok_or_else(|| env(Reason::NotAnObject))?;
 
         let mut problems = Vec::new();
+        if let Some(v) = obj
+            .get("v")
+            .and_then(Value::as_u64)
+            .filter(|v| *v != u64::from(WIRE_VERSION))
+        {
+            problems.push(Problem::envelope(Reason::Version(v)));
+        }
         let mut field = |field: &'static str, problem: String| {
             problems.push(Problem::envelope(Reason::Field { field, problem }));
         };
-        match obj.get("v").map(Value::as_u64) {
-            Some(Some(v)) if v == u64::from(WIRE_VERSION) => {}
-            Some(Some(v)) => field("v", Reason::Version(v).to_string()),
-            _ => field("v", "must be the wire version number".into()),
+        if obj.get("v").and_then(Value::as_u64).is_none() {
+            field("v", "must be the wire version number".into());
         }
         let agent = text_field(obj, "agent", &mut field)
             .and_then(|s| AgentId::parse(s).map_err(|e| field("agent", e.to_string())).ok());
@@ -376,10 +381,10 @@ impl Validator {
         Ok(accepted)
     }
 
-    /// Validates one reading object and converts it to the canonical unit.
-    pub fn reading(&self, r: &Value, now: DateTime<Utc>) -> Result<CanonicalReading, Reason> {
-        let obj = r.as_object().ok_or(Reason::Field {
-            field: "readings[]",
+    /// An item's object and its catalog indicator.
+    fn item<'v>(&self, v: &'v Value, field: &'static str) -> Result<(&'v Map<String, Value>, &Indicator), Reason> {
+        let obj = v.as_object().ok_or(Reason::Field {
+            field,
             problem: "must be an object".into(),
         })?;
         let code = str_in(obj, "indicator")?;
@@ -387,6 +392,12 @@ impl Validator {
             .catalog
             .get(code)
             .ok_or_else(|| Reason::UnknownIndicator(code.chars().take(64).collect()))?;
+        Ok((obj, ind))
+    }
+
+    /// Validates one reading object and converts it to the canonical unit.
+    pub fn reading(&self, r: &Value, now: DateTime<Utc>) -> Result<CanonicalReading, Reason> {
+        let (obj, ind) = self.item(r, "readings[]")?;
         if ind.kind == IndicatorKind::Declaration {
             return Err(Reason::DeclarationAsReading(ind.code.clone()));
         }
@@ -500,7 +511,9 @@ impl Validator {
         };
         let ok = match (ind.kind, &at) {
             (IndicatorKind::Amount, ReadingTime::Ts(_)) => Err(("an amount", "period")),
-            (IndicatorKind::Gauge, ReadingTime::Period(_)) if ind.code != "land_area" => Err(("gauge", "ts")),
+            (IndicatorKind::Gauge, ReadingTime::Period(_)) if !ind.code.starts_with("land_area") => {
+                Err(("a gauge", "ts"))
+            }
             _ => Ok(()),
         };
         ok.map_err(|(kind, needs)| Reason::WrongTime {
@@ -513,15 +526,7 @@ impl Validator {
 
     /// Validates one declaration object against the catalog's value type.
     pub fn declaration(&self, d: &Value) -> Result<(String, DeclaredValue), Reason> {
-        let obj = d.as_object().ok_or(Reason::Field {
-            field: "declarations[]",
-            problem: "must be an object".into(),
-        })?;
-        let code = str_in(obj, "indicator")?;
-        let ind = self
-            .catalog
-            .get(code)
-            .ok_or_else(|| Reason::UnknownIndicator(code.chars().take(64).collect()))?;
+        let (obj, ind) = self.item(d, "declarations[]")?;
         if ind.kind != IndicatorKind::Declaration {
             return Err(Reason::ReadingAsDeclaration(ind.code.clone()));
         }
@@ -730,6 +735,7 @@ mod tests {
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert_eq!(errs.len(), 7, "{text:?}");
         assert!(text.iter().any(|t| t.contains("wire version 2")));
+        assert!(errs.iter().any(|p| p.label() == "version"));
         assert!(text.iter().any(|t| t.contains("check character")));
         assert!(text.iter().any(|t| t.contains("`sent_at` is missing")));
     }

@@ -6,7 +6,8 @@
 //! where `w` is 1 from 00:00 to 08:00, 3 from 08:00 to 20:00 and 2 from 20:00
 //! to 24:00 China time; with 15-minute ticks a whole day adds `r × m × 208` kWh.
 //! At each China-time midnight the enterprise reports its value added for the
-//! month so far: `value_added_per_day × days elapsed`.
+//! month so far: `value_added_per_day × days elapsed`, and likewise each of
+//! `money_per_day` (revenue, tax ...).
 
 use crate::outbox::{Item, Outbox, OutboxError};
 use crate::shutdown::Shutdown;
@@ -61,6 +62,10 @@ pub struct SimEnterprise {
     /// Value added per day, 10k yuan.
     #[serde(default = "default_va")]
     pub value_added_per_day: f64,
+    /// Other money figures per day, 10k yuan, by catalog code (e.g. `revenue`,
+    /// `tax`, `gross_output`, `rd_spend`), reported month-to-date like value added.
+    #[serde(default)]
+    pub money_per_day: std::collections::BTreeMap<String, f64>,
 }
 
 fn default_rate() -> f64 {
@@ -119,18 +124,22 @@ impl SimulatorConfig {
             }
             if midnight {
                 let day_before = ts - Duration::seconds(1);
-                let days = day_before.with_timezone(&CST).day();
-                items.push((
-                    ent.id.clone(),
-                    Item::Reading(Reading {
-                        indicator: "value_added".into(),
-                        point: String::new(),
-                        value: ent.value_added_per_day * f64::from(days),
-                        unit: "10k_yuan".into(),
-                        ts: None,
-                        period: Some(Period::month_of(day_before)),
-                    }),
-                ));
+                let days = f64::from(day_before.with_timezone(&CST).day());
+                let figures = std::iter::once(("value_added", ent.value_added_per_day))
+                    .chain(ent.money_per_day.iter().map(|(k, v)| (k.as_str(), *v)));
+                for (indicator, per_day) in figures {
+                    items.push((
+                        ent.id.clone(),
+                        Item::Reading(Reading {
+                            indicator: indicator.into(),
+                            point: String::new(),
+                            value: per_day * days,
+                            unit: "10k_yuan".into(),
+                            ts: None,
+                            period: Some(Period::month_of(day_before)),
+                        }),
+                    ));
+                }
             }
         }
         items
@@ -199,6 +208,7 @@ mod tests {
                 id: EnterpriseId::parse("91350100M000100Y43").unwrap(),
                 kwh_rate: 10.0,
                 value_added_per_day: 40.0,
+                money_per_day: Default::default(),
             }],
             interval_ms: 1,
             step_secs: Some(900),

@@ -1,0 +1,257 @@
+//! What an enterprise must satisfy to count: coverage conditions, populations
+//! and industry filters, with the thresholds behind them as settings.
+//! Defaults follow shared/reference/digital-levels.md and are shown beside
+//! every figure.
+
+use crate::registry::{Enterprise, Zone};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use zonesync_proto::{DeclaredValue, ScenarioLevel};
+
+/// Thresholds behind the conditions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GoalSettings {
+    /// "Digitally transformed" = GB/T 39116 maturity at least this (level 2 is 数字化改造).
+    pub dt_min_maturity: i64,
+    /// ... or MIIT SME digitalisation level at least this.
+    pub sme_min_level: i64,
+    /// "Smart retrofit" = the declared flag, or maturity at least this.
+    pub smart_retrofit_min_maturity: i64,
+    /// Energy carriers left out of intensity (self-generated renewables, per current policy).
+    pub intensity_excludes: Vec<String>,
+}
+
+impl Default for GoalSettings {
+    fn default() -> Self {
+        Self {
+            dt_min_maturity: 2,
+            sme_min_level: 2,
+            smart_retrofit_min_maturity: 3,
+            intensity_excludes: vec!["electricity_renewable_self".into()],
+        }
+    }
+}
+
+/// Declared attributes of one enterprise.
+pub type Declared = BTreeMap<String, DeclaredValue>;
+
+/// A condition on an enterprise's declarations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// Maturity or SME level at the threshold.
+    DigitallyTransformed,
+    /// At least one scenario at any level.
+    ScenarioAny,
+    /// At least one scenario at intermediate or advanced level.
+    ScenarioIntermediate,
+    /// At least one scenario at advanced level.
+    ScenarioAdvanced,
+    /// Smart retrofit done.
+    SmartRetrofit,
+    /// Has R&D activity.
+    RdActivity,
+    /// Has an R&D institution.
+    RdInstitution,
+    /// Has a provincial-or-higher R&D institution.
+    RdInstitutionProvincial,
+    /// Business systems on cloud.
+    OnCloud,
+    /// Certified high-tech enterprise.
+    HighTech,
+    /// Registered technology-based SME.
+    TechSme,
+    /// 专精特新 enterprise.
+    SpecializedSme,
+    /// 头雁 enterprise.
+    LeadGoose,
+    /// 瞪羚 enterprise.
+    Gazelle,
+    /// Green factory.
+    GreenFactory,
+    /// A-rated (any A level) logistics enterprise.
+    LogisticsARated,
+    /// Every member of the population (counts of enterprises).
+    Always,
+}
+
+fn flag(d: &Declared, code: &str) -> Option<bool> {
+    match d.get(code) {
+        Some(DeclaredValue::Bool(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+fn level(d: &Declared, code: &str) -> Option<i64> {
+    match d.get(code) {
+        Some(DeclaredValue::Integer(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+fn either(a: Option<bool>, b: Option<bool>) -> Option<bool> {
+    match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(false) || b.unwrap_or(false)),
+    }
+}
+
+impl Condition {
+    /// Whether declarations satisfy the condition; None when they do not say.
+    pub fn eval(self, d: &Declared, s: &GoalSettings) -> Option<bool> {
+        let scen = |min: ScenarioLevel| match d.get("scenarios") {
+            Some(DeclaredValue::Scenarios(list)) => Some(list.iter().any(|x| x.level >= min)),
+            _ => None,
+        };
+        match self {
+            Condition::DigitallyTransformed => either(
+                level(d, "dt_maturity").map(|l| l >= s.dt_min_maturity),
+                level(d, "sme_dt_level").map(|l| l >= s.sme_min_level),
+            ),
+            Condition::ScenarioAny => scen(ScenarioLevel::Basic),
+            Condition::ScenarioIntermediate => scen(ScenarioLevel::Intermediate),
+            Condition::ScenarioAdvanced => scen(ScenarioLevel::Advanced),
+            Condition::SmartRetrofit => either(
+                flag(d, "smart_retrofit"),
+                level(d, "dt_maturity").map(|l| l >= s.smart_retrofit_min_maturity),
+            ),
+            Condition::RdActivity => flag(d, "rd_activity"),
+            Condition::RdInstitution => flag(d, "rd_institution"),
+            Condition::RdInstitutionProvincial => flag(d, "rd_institution_provincial"),
+            Condition::OnCloud => flag(d, "on_cloud"),
+            Condition::HighTech => flag(d, "high_tech"),
+            Condition::TechSme => flag(d, "tech_sme"),
+            Condition::SpecializedSme => flag(d, "specialized_sme"),
+            Condition::LeadGoose => flag(d, "lead_goose"),
+            Condition::Gazelle => flag(d, "gazelle"),
+            Condition::GreenFactory => flag(d, "green_factory"),
+            Condition::LogisticsARated => level(d, "logistics_a_rating").map(|l| l >= 1),
+            Condition::Always => Some(true),
+        }
+    }
+
+    /// The definition in force, shown beside the figure.
+    pub fn definition(self, s: &GoalSettings) -> String {
+        match self {
+            Condition::DigitallyTransformed => format!(
+                "dt_maturity ≥ {} (GB/T 39116) or sme_dt_level ≥ {} (MIIT)",
+                s.dt_min_maturity, s.sme_min_level
+            ),
+            Condition::ScenarioAny => "≥ 1 declared scenario at any level".into(),
+            Condition::ScenarioIntermediate => "≥ 1 scenario at intermediate (中级) or advanced level".into(),
+            Condition::ScenarioAdvanced => "≥ 1 scenario at advanced (高级) level".into(),
+            Condition::SmartRetrofit => format!(
+                "smart_retrofit declared true, or dt_maturity ≥ {}",
+                s.smart_retrofit_min_maturity
+            ),
+            Condition::LogisticsARated => "logistics_a_rating declared (A to 5A)".into(),
+            Condition::Always => "every enterprise of the population".into(),
+            other => format!("{} declared true", other.attribute()),
+        }
+    }
+
+    fn attribute(self) -> &'static str {
+        match self {
+            Condition::RdActivity => "rd_activity",
+            Condition::RdInstitution => "rd_institution",
+            Condition::RdInstitutionProvincial => "rd_institution_provincial",
+            Condition::OnCloud => "on_cloud",
+            Condition::HighTech => "high_tech",
+            Condition::TechSme => "tech_sme",
+            Condition::SpecializedSme => "specialized_sme",
+            Condition::LeadGoose => "lead_goose",
+            Condition::Gazelle => "gazelle",
+            Condition::GreenFactory => "green_factory",
+            _ => "",
+        }
+    }
+}
+
+/// Which enterprises of the registry a goal is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Population {
+    /// Above-scale industrial enterprises (规上工业企业), the plans' usual scope.
+    #[default]
+    AboveScaleIndustrial,
+    /// All above-scale enterprises.
+    AboveScale,
+    /// Above-scale services enterprises (规上生产性服务业).
+    AboveScaleServices,
+    /// Large and medium enterprises (declared enterprise_size).
+    LargeOrMedium,
+    /// Industrial enterprises.
+    Industrial,
+    /// Every registered enterprise.
+    All,
+}
+
+impl Population {
+    /// Whether the enterprise is a member; None when its declarations do not say.
+    pub fn contains(self, e: &Enterprise, d: &Declared) -> Option<bool> {
+        Some(match self {
+            Population::AboveScaleIndustrial => e.above_scale && e.industrial,
+            Population::AboveScale => e.above_scale,
+            Population::AboveScaleServices => e.above_scale && !e.industrial,
+            Population::Industrial => e.industrial,
+            Population::All => true,
+            Population::LargeOrMedium => match d.get("enterprise_size") {
+                Some(DeclaredValue::Text(t)) => matches!(t.as_str(), "large" | "medium" | "大型" | "中型"),
+                _ => return None,
+            },
+        })
+    }
+
+    /// How the population is defined.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Population::AboveScaleIndustrial => "above-scale industrial enterprises in the registry",
+            Population::AboveScale => "above-scale enterprises in the registry",
+            Population::AboveScaleServices => "above-scale services enterprises in the registry",
+            Population::LargeOrMedium => "large and medium enterprises (declared enterprise_size)",
+            Population::Industrial => "industrial enterprises in the registry",
+            Population::All => "all enterprises in the registry",
+        }
+    }
+}
+
+/// Which enterprises' amounts count in a numerator or total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Filter {
+    /// Industry code under one of the zone's leading industries.
+    LeadingIndustry,
+    /// Declared strategic-emerging enterprise.
+    StrategicEmerging,
+    /// Industry code under one of these GB/T 4754 prefixes.
+    IndustryPrefixes(Vec<String>),
+}
+
+impl Filter {
+    /// Whether the enterprise passes; None when its industry or flag is unknown.
+    pub fn passes(&self, zone: &Zone, e: &Enterprise, d: &Declared) -> Option<bool> {
+        let industry = || {
+            e.industry.clone().or_else(|| match d.get("industry_code") {
+                Some(DeclaredValue::Text(t)) => Some(t.clone()),
+                _ => None,
+            })
+        };
+        match self {
+            Filter::LeadingIndustry => {
+                industry().map(|c| zone.leading_industries.iter().any(|p| c.starts_with(p.as_str())))
+            }
+            Filter::IndustryPrefixes(ps) => industry().map(|c| ps.iter().any(|p| c.starts_with(p.as_str()))),
+            Filter::StrategicEmerging => flag(d, "strategic_emerging"),
+        }
+    }
+
+    /// How the filter is defined.
+    pub fn describe(&self) -> String {
+        match self {
+            Filter::LeadingIndustry => "industry code under the zone's leading industries".into(),
+            Filter::StrategicEmerging => "strategic_emerging declared true".into(),
+            Filter::IndustryPrefixes(ps) => format!("industry code under {}", ps.join(", ")),
+        }
+    }
+}

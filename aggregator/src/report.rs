@@ -1,0 +1,238 @@
+//! The goal table as a person pastes it into a monthly briefing: plain text,
+//! Markdown, CSV that opens correctly in Excel with Chinese text (UTF-8 with a
+//! byte-order mark), or JSON. Pure rendering of rows already computed.
+
+use crate::goals::{GoalRow, Status};
+use serde::Deserialize;
+use std::fmt::Write;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Aligned text for a terminal.
+    #[default]
+    Table,
+    /// CSV with a UTF-8 byte-order mark (Excel).
+    Csv,
+    /// Markdown table.
+    Md,
+    /// JSON array of rows.
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "table" => Ok(Format::Table),
+            "csv" => Ok(Format::Csv),
+            "md" => Ok(Format::Md),
+            "json" => Ok(Format::Json),
+            other => Err(format!("format {other:?} is not one of table, csv, md, json")),
+        }
+    }
+}
+
+impl Format {
+    /// HTTP content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Table => "text/plain; charset=utf-8",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Md => "text/markdown; charset=utf-8",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+/// Chinese and English status words.
+pub fn status_words(s: Status) -> (&'static str, &'static str) {
+    match s {
+        Status::Met => ("达标", "met"),
+        Status::NotMet => ("未达标", "not met"),
+        Status::NoData => ("数据不足", "no data"),
+        Status::Reported => ("仅报告", "reported"),
+        Status::Contribution => ("贡献值", "contribution"),
+    }
+}
+
+/// A value for people: shares as percentages, large numbers grouped.
+pub fn human(v: Option<f64>, unit: &str) -> String {
+    match v {
+        None => "—".into(),
+        Some(v) if unit == "share" => format!("{:.1}%", v * 100.0),
+        Some(v) if v.abs() >= 1000.0 => group(format!("{v:.0}")),
+        Some(v) if v.abs() >= 1.0 => format!("{v:.2}"),
+        Some(v) => format!("{v:.4}"),
+    }
+}
+
+fn group(digits: String) -> String {
+    let (sign, d) = digits.strip_prefix('-').map_or(("", digits.as_str()), |d| ("-", d));
+    let mut out = String::new();
+    for (i, c) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+fn unit_words(unit: &str) -> &str {
+    match unit {
+        "share" => "%",
+        "10k_yuan" => "万元",
+        "10k_yuan/mu" => "万元/亩",
+        "tce/10k_yuan" => "吨标准煤/万元",
+        other => other,
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// Renders a goal table titled `title` (zone or city name and period).
+pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(rows).unwrap_or_default(),
+        Format::Csv => {
+            let mut s = String::from('\u{feff}');
+            s.push_str("目标编号 id,指标 goal,Goal,期间 period,数值 value,单位 unit,目标值 target,比较 comparator,状态 status,分子 numerator,分母 denominator,已报告 reported,未知 unknown,应报告 in scope,完整率 completeness,来源 source,条款 clause,口径 definition\r\n");
+            for r in rows {
+                let (zh, en) = status_words(r.status);
+                let fields = [
+                    r.id.clone(),
+                    r.name_zh.clone(),
+                    r.name_en.clone(),
+                    r.period.clone(),
+                    opt(r.value),
+                    r.unit.clone(),
+                    opt(r.target),
+                    r.comparator.clone(),
+                    format!("{zh} {en}"),
+                    r.numerator.to_string(),
+                    r.denominator.to_string(),
+                    r.reported.to_string(),
+                    r.unknown.to_string(),
+                    r.in_scope.to_string(),
+                    opt(r.completeness),
+                    r.source.clone(),
+                    r.clause.clone(),
+                    r.definition.clone(),
+                ];
+                s.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+                s.push_str("\r\n");
+            }
+            s
+        }
+        Format::Md => {
+            let mut s = format!("## {title}\n\n| 编号 | 指标 | 数值 | 目标 | 状态 | 已报告/应报告 | 未知 |\n|---|---|---:|---:|---|---:|---:|\n");
+            for r in rows {
+                let _ = writeln!(
+                    s,
+                    "| {} | {}<br>{} | {} | {} {} | {} | {}/{} | {} |",
+                    r.id,
+                    r.name_zh,
+                    r.name_en,
+                    human(r.value, &r.unit),
+                    r.comparator,
+                    human(r.target, &r.unit),
+                    status_words(r.status).0,
+                    r.reported,
+                    r.in_scope,
+                    r.unknown
+                );
+            }
+            s.push_str("\n数值按条款口径计算;未报告企业计为未覆盖并单列为“未知”。 Figures follow each clause's definition; enterprises that have not reported count as not covered and are listed as unknown.\n");
+            s
+        }
+        Format::Table => {
+            let mut s = format!("{title}\n");
+            let _ = writeln!(
+                s,
+                "{:<10} {:>14} {:>16} {:<8} {:>9} {:>7}  goal",
+                "id", "value", "target", "status", "reported", "unknown"
+            );
+            for r in rows {
+                let _ = writeln!(
+                    s,
+                    "{:<10} {:>14} {:>16} {:<8} {:>9} {:>7}  {} / {} ({})",
+                    r.id,
+                    human(r.value, &r.unit),
+                    format!("{} {}", r.comparator, human(r.target, &r.unit)),
+                    status_words(r.status).1,
+                    format!("{}/{}", r.reported, r.in_scope),
+                    r.unknown,
+                    r.name_zh,
+                    r.name_en,
+                    unit_words(&r.unit)
+                );
+            }
+            s
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::goals::{GoalKind, Scope};
+
+    fn row() -> GoalRow {
+        GoalRow {
+            id: "JY27-18".into(),
+            set: "jiyuan-2027".into(),
+            name_zh: "中级及以上智能制造场景覆盖率".into(),
+            name_en: "Intermediate-or-above scenario coverage".into(),
+            source: "003_24b4d967be3f5958.txt".into(),
+            clause: "中级场景达到70%以上".into(),
+            kind: GoalKind::Coverage,
+            scope: Scope::Zone,
+            period: "2026-01..2026-10".into(),
+            value: Some(2.0 / 3.0),
+            numerator: 2.0,
+            denominator: 3.0,
+            unknown: 1,
+            reported: 2,
+            in_scope: 3,
+            completeness: Some(2.0 / 3.0),
+            target: Some(0.7),
+            comparator: ">=".into(),
+            status: Status::NotMet,
+            definition: "≥ 1 scenario at intermediate, \"or\" advanced".into(),
+            deadline: Some("2027".into()),
+            unit: "share".into(),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn csv_has_a_bom_and_quotes_what_needs_it() {
+        let s = render("t", &[row()], Format::Csv);
+        assert!(s.starts_with('\u{feff}'), "Excel needs the BOM to read UTF-8");
+        let line = s.lines().nth(1).unwrap();
+        assert!(line.starts_with("JY27-18,中级及以上智能制造场景覆盖率,"));
+        assert!(line.contains(",未达标 not met,"));
+        assert!(line.ends_with("\"≥ 1 scenario at intermediate, \"\"or\"\" advanced\""));
+    }
+
+    #[test]
+    fn people_see_percentages_and_grouped_numbers() {
+        assert_eq!(human(Some(2.0 / 3.0), "share"), "66.7%");
+        assert_eq!(human(Some(28_000_000.0), "10k_yuan"), "28,000,000");
+        assert_eq!(human(None, "share"), "—");
+        let md = render("济源高新区 2026-10", &[row()], Format::Md);
+        assert!(md.contains("| JY27-18 | 中级及以上智能制造场景覆盖率<br>Intermediate-or-above scenario coverage | 66.7% | >= 70.0% | 未达标 | 2/3 | 1 |"));
+    }
+}
