@@ -13,7 +13,10 @@ use zonesync_proto::{AgentId, Catalog, CatalogError, ZoneId};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading configuration {path}: {source}")]
-    Load { path: String, source: config::ConfigError },
+    Load {
+        path: String,
+        source: Box<config::ConfigError>,
+    },
     #[error("reading indicator catalog {path}: {source}")]
     CatalogFile { path: String, source: std::io::Error },
     #[error("indicator catalog {path}: {source}")]
@@ -35,7 +38,7 @@ pub fn load_with_env<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, C
         .and_then(|c| c.try_deserialize())
         .map_err(|source| ConfigError::Load {
             path: path.display().to_string(),
-            source,
+            source: Box::new(source),
         })
 }
 

@@ -65,6 +65,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/zones/{zone}/energy", get(zone_energy))
         .route("/api/v1/zones/{zone}/report", get(zone_report))
         .route("/api/v1/zones/{zone}/agents", get(agents))
+        .route("/api/v1/zones/{zone}/classification", get(classification))
         .route("/api/v1/zones/{zone}/enterprises/{id}", get(enterprise))
         .route("/api/v1/cities/{city}/goals", get(city_goals))
         .route("/api/v1/province/goals", get(province_goals))
@@ -237,6 +238,26 @@ async fn zone_energy(State(app): State<Arc<App>>, Path(zone): Path<String>, Quer
     Ok(Json(
         json!({ "zone": z, "period": period, "unit": "tce/10k yuan", "enterprises": rows }),
     ))
+}
+
+async fn classification(
+    State(app): State<Arc<App>>,
+    Path(zone): Path<String>,
+    Query(q): Query<PeriodQuery>,
+) -> ApiResult {
+    let z = zone_param(&app, &zone)?;
+    let year = period_param(&q)?.year();
+    let reg = app.registry.zone(&z).ok_or_else(|| not_found(format!("zone {z}")))?;
+    let st = read_state(&app)?;
+    let c = crate::classify::classify(
+        reg,
+        st.zones.get(&z),
+        year,
+        &app.catalog,
+        &app.settings,
+        &app.classification,
+    );
+    Ok(Json(json!({ "zone": z, "classification": c })))
 }
 
 async fn agents(State(app): State<Arc<App>>, Path(zone): Path<String>) -> ApiResult {

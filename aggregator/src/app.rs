@@ -43,6 +43,8 @@ pub struct App {
     pub goals: GoalCatalog,
     /// Goal thresholds.
     pub settings: GoalSettings,
+    /// Classification settings.
+    pub classification: crate::classify::ClassificationSettings,
     /// Storage.
     pub store: Store,
     /// In-memory zone state.
@@ -82,6 +84,7 @@ impl App {
             zones,
             catalog,
             settings: cfg.goals.clone(),
+            classification: cfg.classification.clone(),
             store,
             state: RwLock::new(state),
             metrics: Metrics::default(),

@@ -36,6 +36,9 @@ pub struct AggregatorConfig {
     /// Goal definitions' thresholds.
     #[serde(default)]
     pub goals: GoalSettings,
+    /// Enterprise classification (A/B/C) settings.
+    #[serde(default)]
+    pub classification: crate::classify::ClassificationSettings,
     /// Store sizing.
     #[serde(default)]
     pub store: StoreConfig,

@@ -250,6 +250,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         },
         limits: Default::default(),
         goals: Default::default(),
+        classification: Default::default(),
         store: Default::default(),
     };
     let running = crate::start(agg, shutdown.clone()).await?;

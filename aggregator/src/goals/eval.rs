@@ -596,6 +596,9 @@ pub struct EnterpriseEnergy {
     pub carriers: Vec<CarrierAmount>,
 }
 
+/// Energy use with carriers, value added and intensity of one enterprise.
+type Intensity = (Option<(f64, Vec<CarrierAmount>)>, Option<f64>, Option<f64>);
+
 /// Energy figures of every enterprise of a zone for a period.
 pub fn energy(
     zone: &Zone,
@@ -604,18 +607,17 @@ pub fn energy(
     catalog: &Catalog,
     s: &GoalSettings,
 ) -> Vec<EnterpriseEnergy> {
-    let intensity =
-        |es: Option<&EnterpriseState>, p: Period| -> (Option<(f64, Vec<CarrierAmount>)>, Option<f64>, Option<f64>) {
-            let e = es.and_then(|es| energy_over(es, Span::Period(p), catalog, s));
-            let va = es
-                .and_then(|es| flow(es, "value_added", Span::Period(p)))
-                .map(|(v, _)| v);
-            let i = match (&e, va) {
-                (Some((t, _)), Some(v)) if v > 0.0 => Some(t / v),
-                _ => None,
-            };
-            (e, va, i)
+    let intensity = |es: Option<&EnterpriseState>, p: Period| -> Intensity {
+        let e = es.and_then(|es| energy_over(es, Span::Period(p), catalog, s));
+        let va = es
+            .and_then(|es| flow(es, "value_added", Span::Period(p)))
+            .map(|(v, _)| v);
+        let i = match (&e, va) {
+            (Some((t, _)), Some(v)) if v > 0.0 => Some(t / v),
+            _ => None,
         };
+        (e, va, i)
+    };
     zone.enterprise
         .iter()
         .map(|e| {
