@@ -1,11 +1,12 @@
 //! The HTTP API (JSON; documented in `docs/api.md`).
 
+use crate::alerts::{AckError, AlertRecord, Phase};
 use crate::app::App;
 use crate::goals::{energy, evaluate, GoalRow, Level};
 use crate::registry::Zone;
 use crate::report::{render, Format};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -70,6 +71,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/cities/{city}/goals", get(city_goals))
         .route("/api/v1/province/goals", get(province_goals))
         .route("/api/v1/goals", get(goal_catalog))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/history", get(alert_history))
+        .route("/api/v1/alerts/ack", axum::routing::post(ack_alert))
         .route("/api/v1/dead-letters", get(dead_letters))
         .with_state(app)
 }
@@ -314,6 +318,85 @@ async fn enterprise(State(app): State<Arc<App>>, Path((zone, id)): Path<(String,
         "counter_resets": es.map_or(0, |es| es.counter_resets),
         "late_readings": es.map_or(0, |es| es.late_readings),
     })))
+}
+
+#[derive(Deserialize)]
+struct AlertQuery {
+    zone: Option<String>,
+    /// Include cleared alerts.
+    all: Option<bool>,
+}
+
+async fn alerts(State(app): State<Arc<App>>, Query(q): Query<AlertQuery>) -> ApiResult {
+    let list: Vec<AlertRecord> = app
+        .store
+        .alerts()
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .into_iter()
+        .filter(|a| q.zone.as_deref().is_none_or(|z| a.subject.zone == z))
+        .filter(|a| q.all.unwrap_or(false) || a.phase != Phase::Clear)
+        .collect();
+    Ok(Json(
+        json!({ "alerts": list, "pending_deliveries": app.store.pending_deliveries() }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+async fn alert_history(State(app): State<Arc<App>>, Query(q): Query<LimitQuery>) -> ApiResult {
+    let list = app
+        .store
+        .alert_history(q.limit.unwrap_or(100).min(10_000))
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({ "events": list })))
+}
+
+#[derive(Deserialize)]
+struct AckBody {
+    key: String,
+    by: String,
+}
+
+/// Checks the bearer token of a state-changing request.
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &app.write_token else {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "state-changing requests are disabled: set http.write_token (ZONESYNC_HTTP__WRITE_TOKEN)".into(),
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Compare without an early exit so timing does not reveal a prefix.
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".into(),
+        ))
+    }
+}
+
+async fn ack_alert(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<AckBody>) -> ApiResult {
+    authorize(&app, &headers)?;
+    if body.by.trim().is_empty() || body.by.chars().count() > 64 {
+        return Err(bad_request("`by` must name who acknowledges (1-64 characters)".into()));
+    }
+    match crate::alerts::acknowledge(&app, &body.key, body.by.trim()) {
+        Ok(rec) => Ok(Json(json!({ "alert": rec }))),
+        Err(AckError::Unknown(k)) => Err(not_found(format!("no alert {k}"))),
+        Err(e @ AckError::NotActive(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
 }
 
 #[derive(Deserialize)]

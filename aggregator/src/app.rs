@@ -45,6 +45,8 @@ pub struct App {
     pub settings: GoalSettings,
     /// Classification settings.
     pub classification: crate::classify::ClassificationSettings,
+    /// Bearer token for state-changing requests.
+    pub write_token: Option<String>,
     /// Storage.
     pub store: Store,
     /// In-memory zone state.
@@ -85,6 +87,7 @@ impl App {
             catalog,
             settings: cfg.goals.clone(),
             classification: cfg.classification.clone(),
+            write_token: cfg.http.write_token.clone().filter(|t| !t.is_empty()),
             store,
             state: RwLock::new(state),
             metrics: Metrics::default(),

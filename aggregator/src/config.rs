@@ -39,6 +39,9 @@ pub struct AggregatorConfig {
     /// Enterprise classification (A/B/C) settings.
     #[serde(default)]
     pub classification: crate::classify::ClassificationSettings,
+    /// Energy-intensity alerting.
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertSettings,
     /// Store sizing.
     #[serde(default)]
     pub store: StoreConfig,
@@ -90,12 +93,17 @@ impl Default for MqttConfig {
 pub struct HttpConfig {
     /// Listen address; port 0 picks a free port.
     pub listen: String,
+    /// Bearer token required for anything that changes state (alert
+    /// acknowledgement). Unset: such requests are refused. Prefer
+    /// `ZONESYNC_HTTP__WRITE_TOKEN` over writing it here.
+    pub write_token: Option<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            write_token: None,
         }
     }
 }

@@ -247,10 +247,12 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         },
         http: HttpConfig {
             listen: format!("127.0.0.1:{}", pick_port(opts.http_port)),
+            write_token: None,
         },
         limits: Default::default(),
         goals: Default::default(),
         classification: Default::default(),
+        alerts: Default::default(),
         store: Default::default(),
     };
     let running = crate::start(agg, shutdown.clone()).await?;

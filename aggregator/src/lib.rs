@@ -4,6 +4,7 @@
 //! `main.rs` only parses arguments; [`start`] runs everything in-process (the
 //! demo and the end-to-end tests use it directly).
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod broker;
@@ -65,11 +66,12 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
             tracing::error!("HTTP server: {e}");
         }
     });
+    let alerts = tokio::spawn(alerts::run(app.clone(), cfg.alerts.clone(), shutdown.clone()));
     let ingest = tokio::spawn(ingest::run(app.clone(), cfg.mqtt.clone(), shutdown));
     tracing::info!(%http_addr, broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "aggregator started");
     Ok(Running {
         http_addr,
         app,
-        tasks: vec![http, ingest],
+        tasks: vec![http, ingest, alerts],
     })
 }

@@ -31,6 +31,14 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     /// 1 while the MQTT session is up.
     pub mqtt_connected: AtomicU64,
+    /// Alerts raised.
+    pub alerts_raised: AtomicU64,
+    /// Alerts cleared.
+    pub alerts_cleared: AtomicU64,
+    /// Alert messages delivered to a sink.
+    pub alert_deliveries: AtomicU64,
+    /// Alert delivery attempts that failed (and will be retried).
+    pub alert_delivery_failures: AtomicU64,
     /// Rejections by reason label.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -50,90 +58,105 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let rows: [(&str, &str, &str, u64); 15] = [
+            (
+                "messages_received_total",
+                "MQTT messages received.",
+                "counter",
+                g(&self.messages_received),
+            ),
+            (
+                "batches_stored_total",
+                "Batches stored.",
+                "counter",
+                g(&self.batches_stored),
+            ),
+            (
+                "batches_duplicate_total",
+                "Batches dropped as already stored (agent, seq).",
+                "counter",
+                g(&self.batches_duplicate),
+            ),
+            (
+                "readings_stored_total",
+                "Readings stored.",
+                "counter",
+                g(&self.readings_stored),
+            ),
+            (
+                "readings_duplicate_total",
+                "Readings already stored under another batch.",
+                "counter",
+                g(&self.readings_duplicate),
+            ),
+            (
+                "declarations_stored_total",
+                "Declarations stored.",
+                "counter",
+                g(&self.declarations_stored),
+            ),
+            (
+                "presence_received_total",
+                "Presence messages handled.",
+                "counter",
+                g(&self.presence_received),
+            ),
+            (
+                "acks_sent_total",
+                "PUBACKs sent after durable storage.",
+                "counter",
+                g(&self.acks_sent),
+            ),
+            (
+                "dead_letters_total",
+                "Dead letters written.",
+                "counter",
+                g(&self.dead_letters),
+            ),
+            (
+                "store_errors_total",
+                "Storage errors.",
+                "counter",
+                g(&self.store_errors),
+            ),
+            (
+                "mqtt_connected",
+                "1 while the MQTT session is up.",
+                "gauge",
+                g(&self.mqtt_connected),
+            ),
+            (
+                "alerts_raised_total",
+                "Alerts raised.",
+                "counter",
+                g(&self.alerts_raised),
+            ),
+            (
+                "alerts_cleared_total",
+                "Alerts cleared.",
+                "counter",
+                g(&self.alerts_cleared),
+            ),
+            (
+                "alert_deliveries_total",
+                "Alert messages delivered to a sink.",
+                "counter",
+                g(&self.alert_deliveries),
+            ),
+            (
+                "alert_delivery_failures_total",
+                "Alert delivery attempts that failed and will be retried.",
+                "counter",
+                g(&self.alert_delivery_failures),
+            ),
+        ];
         let mut s = String::new();
-        let c = |s: &mut String, name: &str, help: &str, kind: &str, v: u64| {
+        for (name, help, kind, v) in rows {
             let _ = writeln!(s, "# HELP zonesync_aggregator_{name} {help}");
             let _ = writeln!(s, "# TYPE zonesync_aggregator_{name} {kind}");
             let _ = writeln!(s, "zonesync_aggregator_{name} {v}");
-        };
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        c(
-            &mut s,
-            "messages_received_total",
-            "MQTT messages received.",
-            "counter",
-            g(&self.messages_received),
-        );
-        c(
-            &mut s,
-            "batches_stored_total",
-            "Batches stored.",
-            "counter",
-            g(&self.batches_stored),
-        );
-        c(
-            &mut s,
-            "batches_duplicate_total",
-            "Batches dropped as already stored (agent, seq).",
-            "counter",
-            g(&self.batches_duplicate),
-        );
-        c(
-            &mut s,
-            "readings_stored_total",
-            "Readings stored.",
-            "counter",
-            g(&self.readings_stored),
-        );
-        c(
-            &mut s,
-            "readings_duplicate_total",
-            "Readings already stored under another batch.",
-            "counter",
-            g(&self.readings_duplicate),
-        );
-        c(
-            &mut s,
-            "declarations_stored_total",
-            "Declarations stored.",
-            "counter",
-            g(&self.declarations_stored),
-        );
-        c(
-            &mut s,
-            "presence_received_total",
-            "Presence messages handled.",
-            "counter",
-            g(&self.presence_received),
-        );
-        c(
-            &mut s,
-            "acks_sent_total",
-            "PUBACKs sent after durable storage.",
-            "counter",
-            g(&self.acks_sent),
-        );
-        c(
-            &mut s,
-            "dead_letters_total",
-            "Dead letters written.",
-            "counter",
-            g(&self.dead_letters),
-        );
-        c(
-            &mut s,
-            "store_errors_total",
-            "Storage errors.",
-            "counter",
-            g(&self.store_errors),
-        );
-        c(
-            &mut s,
-            "mqtt_connected",
-            "1 while the MQTT session is up.",
-            "gauge",
-            g(&self.mqtt_connected),
-        );
+        }
         let _ = writeln!(
             s,
             "# HELP zonesync_aggregator_rejected_total Payloads or items refused, by reason."

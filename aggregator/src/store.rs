@@ -11,6 +11,7 @@
 //! after a crash either both are there or neither is. Callers `flush()` before
 //! they acknowledge anything to the broker.
 
+use crate::alerts::{AlertRecord, Delivery, Event};
 use crate::state::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,9 @@ pub struct Store {
     db: sled::Db,
     facts: sled::Tree,
     dead: sled::Tree,
+    alerts: sled::Tree,
+    alert_history: sled::Tree,
+    deliveries: sled::Tree,
 }
 
 fn k(parts: &[&[u8]], tag: u8) -> Vec<u8> {
@@ -137,7 +141,17 @@ impl Store {
         let db = sled::Config::new().path(path).cache_capacity(cache_bytes).open()?;
         let facts = db.open_tree("facts")?;
         let dead = db.open_tree("dead_letters")?;
-        Ok(Self { db, facts, dead })
+        let alerts = db.open_tree("alerts")?;
+        let alert_history = db.open_tree("alert_history")?;
+        let deliveries = db.open_tree("alert_deliveries")?;
+        Ok(Self {
+            db,
+            facts,
+            dead,
+            alerts,
+            alert_history,
+            deliveries,
+        })
     }
 
     /// Stores a validated batch unless (agent, seq) was stored before. Not flushed.
@@ -228,6 +242,84 @@ impl Store {
         self.dead.len()
     }
 
+    /// One alert's state.
+    pub fn alert(&self, key: &str) -> Result<Option<AlertRecord>, StoreError> {
+        self.alerts.get(key)?.map(|v| json_of(&v)).transpose()
+    }
+
+    /// Saves one alert's state. Not flushed.
+    pub fn put_alert(&self, rec: &AlertRecord) -> Result<(), StoreError> {
+        self.alerts
+            .insert(rec.key.as_bytes(), serde_json::to_vec(rec).unwrap_or_default())?;
+        Ok(())
+    }
+
+    /// Every alert state.
+    pub fn alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        self.alerts.iter().map(|kv| json_of(&kv?.1)).collect()
+    }
+
+    /// Appends a transition to the history, assigning its id. Not flushed.
+    pub fn push_alert_history(&self, e: &Event) -> Result<u64, StoreError> {
+        let id = self.db.generate_id()?;
+        let mut e = e.clone();
+        e.id = id;
+        self.alert_history
+            .insert(id.to_be_bytes(), serde_json::to_vec(&e).unwrap_or_default())?;
+        Ok(id)
+    }
+
+    /// The newest transitions first.
+    pub fn alert_history(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.alert_history
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|kv| json_of(&kv?.1))
+            .collect()
+    }
+
+    /// Queues a delivery, assigning its id. Not flushed.
+    pub fn enqueue_delivery(&self, mut d: Delivery) -> Result<u64, StoreError> {
+        d.id = self.db.generate_id()?;
+        self.deliveries
+            .insert(d.id.to_be_bytes(), serde_json::to_vec(&d).unwrap_or_default())?;
+        Ok(d.id)
+    }
+
+    /// Deliveries due at `now`, oldest first.
+    pub fn due_deliveries(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.deliveries.iter() {
+            let d: Delivery = json_of(&kv?.1)?;
+            if d.next_attempt_at <= now {
+                out.push(d);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deliveries waiting.
+    pub fn pending_deliveries(&self) -> usize {
+        self.deliveries.len()
+    }
+
+    /// Rewrites a delivery after a failed attempt. Not flushed.
+    pub fn update_delivery(&self, d: &Delivery) -> Result<(), StoreError> {
+        self.deliveries
+            .insert(d.id.to_be_bytes(), serde_json::to_vec(d).unwrap_or_default())?;
+        Ok(())
+    }
+
+    /// Drops a delivered (or undeliverable) item. Not flushed.
+    pub fn remove_delivery(&self, id: u64) -> Result<(), StoreError> {
+        self.deliveries.remove(id.to_be_bytes())?;
+        Ok(())
+    }
+
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
@@ -289,6 +381,10 @@ impl Store {
         }
         Ok(())
     }
+}
+
+fn json_of<T: serde::de::DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn id_from<T: std::str::FromStr>(b: &[u8]) -> Option<T> {

@@ -1,0 +1,197 @@
+//! The alert engine task: evaluates the rules on a schedule, keeps each
+//! alert's lifecycle in the store, and drains the delivery queue with retry
+//! and exponential backoff. A delivery leaves the queue only on a 2xx answer.
+
+use super::lifecycle::{self, step, Phase, Transition, Tuning};
+use super::rules::observe;
+use super::{AlertRecord, AlertSettings, Delivery, Event};
+use crate::app::App;
+use crate::store::StoreError;
+use chrono::{Duration, Utc};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use zonesync_agent::shutdown::Shutdown;
+use zonesync_proto::Period;
+
+/// Why an acknowledgement was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AckError {
+    #[error("no alert {0}")]
+    Unknown(String),
+    #[error("alert {0} is not active")]
+    NotActive(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn key(o: &super::Observation) -> String {
+    format!(
+        "{}|{}|{}",
+        o.rule,
+        o.subject.zone,
+        o.subject.enterprise.as_deref().unwrap_or("*")
+    )
+}
+
+/// One evaluation pass over every zone served; returns the events it raised.
+pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>) -> Result<Vec<Event>, StoreError> {
+    let tuning = Tuning {
+        min_duration: Duration::milliseconds((cfg.min_duration_secs * 1000.0) as i64),
+        hysteresis: cfg.hysteresis,
+    };
+    let month = Period::month_of(now);
+    let last_month = Period::month_of(month.start() - Duration::seconds(1));
+    // The current month where it has data, else last month's figure.
+    let mut obs = BTreeMap::new();
+    {
+        let st = app
+            .state
+            .read()
+            .map_err(|_| StoreError::Corrupt("state lock poisoned".into()))?;
+        for z in app.zones.iter().filter_map(|z| app.registry.zone(z)) {
+            for m in [last_month, month] {
+                for o in observe(z, st.zones.get(&z.id), m, &app.catalog, &app.settings, &cfg.rules) {
+                    obs.insert(key(&o), o);
+                }
+            }
+        }
+    }
+    let mut events = Vec::new();
+    for (k, o) in obs {
+        let mut rec = app.store.alert(&k)?.unwrap_or_else(|| AlertRecord {
+            key: k.clone(),
+            rule: o.rule.clone(),
+            subject: o.subject.clone(),
+            phase: Phase::Clear,
+            value: o.value,
+            limit: o.limit,
+            period: o.period.clone(),
+            detail: o.detail.clone(),
+            updated_at: now,
+        });
+        let before = rec.phase.clone();
+        let t = step(&mut rec.phase, o.value, o.limit, now, tuning);
+        let changed = before != rec.phase || rec.value != o.value;
+        rec.value = o.value;
+        rec.limit = o.limit;
+        rec.period = o.period.clone();
+        rec.detail = o.detail.clone();
+        rec.updated_at = now;
+        if changed {
+            app.store.put_alert(&rec)?;
+        }
+        if let Some(transition) = t {
+            let mut e = Event {
+                id: 0,
+                key: k.clone(),
+                transition,
+                rule: o.rule,
+                subject: o.subject,
+                value: o.value,
+                limit: o.limit,
+                period: o.period,
+                detail: o.detail,
+                at: now,
+            };
+            e.id = app.store.push_alert_history(&e)?;
+            for sink in 0..cfg.sinks.len() {
+                app.store.enqueue_delivery(Delivery {
+                    id: 0,
+                    sink,
+                    event: e.clone(),
+                    attempts: 0,
+                    next_attempt_at: now,
+                    last_error: None,
+                })?;
+            }
+            match transition {
+                Transition::Raised => app.metrics.alerts_raised.fetch_add(1, Ordering::Relaxed),
+                Transition::Cleared => app.metrics.alerts_cleared.fetch_add(1, Ordering::Relaxed),
+            };
+            tracing::info!(alert = %e.key, transition = ?e.transition, value = e.value, limit = e.limit, "alert");
+            events.push(e);
+        }
+    }
+    app.store.flush()?;
+    Ok(events)
+}
+
+/// Tries every due delivery once.
+async fn deliver_due(app: &App, cfg: &AlertSettings, http: &reqwest::Client) -> Result<(), StoreError> {
+    let now = Utc::now();
+    for mut d in app.store.due_deliveries(now, 64)? {
+        let Some(sink) = cfg.sinks.get(d.sink) else {
+            app.store.remove_delivery(d.id)?;
+            continue;
+        };
+        let res = http
+            .post(sink.url())
+            .json(&sink.body(&d.event))
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().is_success() => {
+                app.store.remove_delivery(d.id)?;
+                app.metrics.alert_deliveries.fetch_add(1, Ordering::Relaxed);
+            }
+            other => {
+                d.attempts += 1;
+                let delay = cfg
+                    .retry_base_ms
+                    .saturating_mul(1u64 << d.attempts.min(20))
+                    .min(cfg.retry_max_ms.max(cfg.retry_base_ms));
+                d.next_attempt_at = now + Duration::milliseconds(delay as i64);
+                d.last_error = Some(match other {
+                    Ok(r) => format!("HTTP {}", r.status()),
+                    Err(e) => e.to_string(),
+                });
+                app.metrics.alert_delivery_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    sink = sink.url(),
+                    attempts = d.attempts,
+                    "alert delivery failed: {:?}",
+                    d.last_error
+                );
+                app.store.update_delivery(&d)?;
+            }
+        }
+    }
+    app.store.flush()
+}
+
+/// Runs the engine until shutdown.
+pub async fn run(app: Arc<App>, cfg: AlertSettings, mut shutdown: Shutdown) {
+    let http = reqwest::Client::new();
+    let every = std::time::Duration::from_millis(cfg.evaluate_every_ms.max(10));
+    let mut tick = tokio::time::interval(every.min(std::time::Duration::from_millis(cfg.retry_base_ms.max(10))));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_eval: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        if last_eval.is_none_or(|t| t.elapsed() >= every) {
+            last_eval = Some(tokio::time::Instant::now());
+            if let Err(e) = evaluate_once(&app, &cfg, Utc::now()) {
+                tracing::error!("alert evaluation failed: {e}");
+            }
+        }
+        if let Err(e) = deliver_due(&app, &cfg, &http).await {
+            tracing::error!("alert delivery queue: {e}");
+        }
+    }
+}
+
+/// Acknowledges an active alert.
+pub fn acknowledge(app: &App, key: &str, by: &str) -> Result<AlertRecord, AckError> {
+    let mut rec = app.store.alert(key)?.ok_or_else(|| AckError::Unknown(key.to_owned()))?;
+    if !lifecycle::acknowledge(&mut rec.phase, by, Utc::now()) {
+        return Err(AckError::NotActive(key.to_owned()));
+    }
+    app.store.put_alert(&rec)?;
+    app.store.flush()?;
+    Ok(rec)
+}

@@ -1,0 +1,206 @@
+//! Energy-intensity alert rules, pure: from a zone's registry entry and state
+//! to observations (value against limit, higher is worse) per subject.
+
+use crate::goals::{value, GoalSettings, Span};
+use crate::registry::Zone;
+use crate::state::ZoneState;
+use serde::{Deserialize, Serialize};
+use zonesync_proto::{Catalog, DeclaredValue, EnterpriseId, Period};
+
+/// An intensity limit for enterprises whose industry code starts with `industry` (`*` for any).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntensityLimit {
+    /// GB/T 4754 code prefix, or `*`.
+    pub industry: String,
+    /// tce per 10k yuan.
+    pub limit: f64,
+}
+
+/// Rule settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleSettings {
+    /// Absolute limits per industry; the longest matching prefix applies.
+    pub intensity_limits: Vec<IntensityLimit>,
+    /// A zone-wide limit on the zone's intensity.
+    pub zone_intensity_limit: Option<f64>,
+    /// Year-to-date intensity change against the same months last year must be at most this (−0.04 = fall ≥ 4 %).
+    pub ytd_change_target: Option<f64>,
+    /// Month-on-month intensity rise beyond this factor while output is flat.
+    pub mom_jump_factor: Option<f64>,
+    /// "Flat output": value added changes by less than this fraction month on month.
+    pub flat_output_band: f64,
+}
+
+impl Default for RuleSettings {
+    fn default() -> Self {
+        Self {
+            intensity_limits: Vec::new(),
+            zone_intensity_limit: None,
+            ytd_change_target: Some(-0.04),
+            mom_jump_factor: Some(1.5),
+            flat_output_band: 0.10,
+        }
+    }
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Subject {
+    /// Zone.
+    pub zone: String,
+    /// Enterprise, or None for the zone as a whole.
+    pub enterprise: Option<String>,
+    /// Enterprise or zone name, for messages.
+    pub name: String,
+}
+
+/// One rule's reading of one subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// Rule id: `intensity_limit`, `zone_intensity_limit`, `ytd_change`, `mom_jump`.
+    pub rule: String,
+    /// Subject.
+    pub subject: Subject,
+    /// The value (higher is worse).
+    pub value: f64,
+    /// The limit.
+    pub limit: f64,
+    /// Period the value is for.
+    pub period: String,
+    /// What the numbers mean, for people.
+    pub detail: String,
+}
+
+fn intensity(
+    zs: Option<&ZoneState>,
+    id: &EnterpriseId,
+    span: Span,
+    cat: &Catalog,
+    s: &GoalSettings,
+) -> Option<(f64, f64)> {
+    let es = zs.and_then(|z| z.enterprises.get(id));
+    let tce = value(es, "energy_tce", span, cat, s)?;
+    let va = value(es, "value_added", span, cat, s)?;
+    (va > 0.0).then_some((tce / va, va))
+}
+
+fn limit_for(rules: &RuleSettings, industry: Option<&str>) -> Option<f64> {
+    rules
+        .intensity_limits
+        .iter()
+        .filter(|l| l.industry == "*" || industry.is_some_and(|i| i.starts_with(l.industry.as_str())))
+        .max_by_key(|l| if l.industry == "*" { 0 } else { l.industry.len() })
+        .map(|l| l.limit)
+}
+
+fn previous(p: Period) -> Period {
+    match p {
+        Period::Month(y, 1) => Period::Month(y - 1, 12),
+        Period::Month(y, m) => Period::Month(y, m - 1),
+        other => other,
+    }
+}
+
+/// Observations for one zone in `month` (China time).
+pub fn observe(
+    zone: &Zone,
+    zs: Option<&ZoneState>,
+    month: Period,
+    cat: &Catalog,
+    gs: &GoalSettings,
+    rules: &RuleSettings,
+) -> Vec<Observation> {
+    let mut out = Vec::new();
+    let (mut tce_sum, mut va_sum) = (0.0, 0.0);
+    let Period::Month(year, m) = month else {
+        return out;
+    };
+    for e in zone.enterprise.iter().filter(|e| e.in_scope()) {
+        let subject = Subject {
+            zone: zone.id.to_string(),
+            enterprise: Some(e.id.to_string()),
+            name: e.name.clone(),
+        };
+        let industry = e.industry.clone().or_else(|| {
+            zs.and_then(|z| z.enterprises.get(&e.id))
+                .and_then(|es| match es.declarations.get("industry_code") {
+                    Some(DeclaredValue::Text(t)) => Some(t.clone()),
+                    _ => None,
+                })
+        });
+        let now = intensity(zs, &e.id, Span::Period(month), cat, gs);
+        if let Some((i, va)) = now {
+            tce_sum += i * va;
+            va_sum += va;
+            if let Some(limit) = limit_for(rules, industry.as_deref()) {
+                out.push(Observation {
+                    rule: "intensity_limit".into(),
+                    subject: subject.clone(),
+                    value: i,
+                    limit,
+                    period: month.to_string(),
+                    detail: format!(
+                        "{month} 单位增加值能耗 {i:.4} tce/万元, 限值 {limit} (industry {})",
+                        industry.as_deref().unwrap_or("?")
+                    ),
+                });
+            }
+            if let (Some(factor), Some((before, va_before))) = (
+                rules.mom_jump_factor,
+                intensity(zs, &e.id, Span::Period(previous(month)), cat, gs),
+            ) {
+                let flat = (va / va_before - 1.0).abs() < rules.flat_output_band;
+                if flat && before > 0.0 {
+                    out.push(Observation {
+                        rule: "mom_jump".into(),
+                        subject: subject.clone(),
+                        value: i / before,
+                        limit: factor,
+                        period: month.to_string(),
+                        detail: format!("{month} 能耗强度环比 ×{:.2} (产出持平), 阈值 ×{factor}", i / before),
+                    });
+                }
+            }
+        }
+        if let Some(target) = rules.ytd_change_target {
+            let ytd = Span::YearToDate(year, m);
+            if let (Some((a, _)), Some((b, _))) = (
+                intensity(zs, &e.id, ytd, cat, gs),
+                intensity(zs, &e.id, ytd.in_year(year - 1), cat, gs),
+            ) {
+                if b > 0.0 {
+                    out.push(Observation {
+                        rule: "ytd_change".into(),
+                        subject,
+                        value: a / b - 1.0,
+                        limit: target,
+                        period: format!("{year}-01..{month}"),
+                        detail: format!(
+                            "累计能耗强度同比 {:+.1}%, 目标 ≤ {:+.1}%",
+                            (a / b - 1.0) * 100.0,
+                            target * 100.0
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    if let (Some(limit), true) = (rules.zone_intensity_limit, va_sum > 0.0) {
+        let i = tce_sum / va_sum;
+        out.push(Observation {
+            rule: "zone_intensity_limit".into(),
+            subject: Subject {
+                zone: zone.id.to_string(),
+                enterprise: None,
+                name: zone.name_zh.clone(),
+            },
+            value: i,
+            limit,
+            period: month.to_string(),
+            detail: format!("{month} 园区单位增加值能耗 {i:.4} tce/万元, 限值 {limit}"),
+        });
+    }
+    out
+}
