@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs zonesync's whole test suite on a fresh Debian machine with Rust installed.
 # Installs what the tests need where it is missing (Mosquitto, from Debian's
-# packages); the tests start their own brokers on free loopback ports, so a
-# Mosquitto already running on 1883 is neither needed nor disturbed.
+# packages; pymodbus 3.x, with pip); the tests start their own brokers and
+# meters on free loopback ports, so a Mosquitto already running on 1883 is
+# neither needed nor disturbed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,30 @@ if need_mosquitto; then
 fi
 if need_mosquitto; then
   echo "mosquitto is still missing after the install step; the end-to-end tests need it" >&2
+  exit 1
+fi
+
+# The Modbus source's end-to-end test runs a real Modbus TCP server from
+# pymodbus 3.x (tests/peers/modbus_meter.py).
+need_pymodbus() {
+  ! python3 -c "import sys, pymodbus; sys.exit(0 if pymodbus.__version__.startswith('3.') else 1)" >/dev/null 2>&1
+}
+
+if need_pymodbus; then
+  echo "== installing pymodbus 3.x (pip)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-pip >/dev/null
+  fi
+  # A virtualenv or pyenv Python takes a plain install; Debian's own Python
+  # refuses one (PEP 668), so fall back to the user's site-packages.
+  python3 -m pip install -q 'pymodbus>=3,<4' \
+    || python3 -m pip install -q --user --break-system-packages 'pymodbus>=3,<4'
+fi
+if need_pymodbus; then
+  echo "pymodbus 3.x is still missing after the install step; the Modbus end-to-end test needs it" >&2
   exit 1
 fi
 

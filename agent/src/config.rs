@@ -86,6 +86,9 @@ pub struct AgentConfig {
     /// The enterprises' profile and declarations file.
     #[serde(default)]
     pub profile: Option<ProfileConfig>,
+    /// Modbus TCP meters, one `[[modbus]]` table per device.
+    #[serde(default)]
+    pub modbus: Vec<crate::sources::modbus::ModbusConfig>,
 }
 
 fn default_data_dir() -> PathBuf {

@@ -19,6 +19,8 @@ pub enum AgentError {
     Outbox(#[from] OutboxError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Modbus(#[from] crate::sources::modbus::ModbusConfigError),
     #[error("agent task failed: {0}")]
     Task(String),
 }
@@ -37,6 +39,7 @@ fn enterprises(config: &AgentConfig) -> Vec<EnterpriseId> {
             out.extend(file.enterprise.into_iter().map(|e| e.id));
         }
     }
+    out.extend(config.modbus.iter().map(|m| m.enterprise.clone()));
     out.sort();
     out.dedup();
     out
@@ -61,12 +64,19 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         Limits::default(),
     );
 
+    // Checked before anything starts, so a mistyped point stops the agent
+    // at start-up instead of silently never reporting.
+    let modbus = crate::sources::modbus::check_all(&config.modbus, &validator)?;
+
     let mut tasks: JoinSet<Result<(), OutboxError>> = JoinSet::new();
     if let Some(sim) = config.simulator.clone() {
         tasks.spawn(sim.run(outbox.clone(), shutdown.clone()));
     }
     if let Some(profile) = config.profile.clone() {
         tasks.spawn(profile.run(outbox.clone(), validator, shutdown.clone()));
+    }
+    for device in modbus {
+        tasks.spawn(device.run(outbox.clone(), shutdown.clone()));
     }
     let link = Link {
         agent: config.agent_id.clone(),

@@ -67,6 +67,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/zones/{zone}/report", get(zone_report))
         .route("/api/v1/zones/{zone}/agents", get(agents))
         .route("/api/v1/zones/{zone}/classification", get(classification))
+        .route("/api/v1/zones/{zone}/quality", get(quality))
         .route("/api/v1/zones/{zone}/enterprises/{id}", get(enterprise))
         .route("/api/v1/cities/{city}/goals", get(city_goals))
         .route("/api/v1/province/goals", get(province_goals))
@@ -262,6 +263,18 @@ async fn classification(
         &app.classification,
     );
     Ok(Json(json!({ "zone": z, "classification": c })))
+}
+
+async fn quality(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): Query<PeriodQuery>) -> ApiResult {
+    let z = zone_param(&app, &zone)?;
+    let month = match period_param(&q)? {
+        p @ Period::Month(..) => p,
+        other => return Err(bad_request(format!("quality is reported by month, not {other}"))),
+    };
+    let reg = app.registry.zone(&z).ok_or_else(|| not_found(format!("zone {z}")))?;
+    let st = read_state(&app)?;
+    let r = crate::quality::report(reg, st.zones.get(&z), month, Utc::now(), &app.catalog, &app.quality);
+    Ok(Json(json!({ "zone": z, "quality": r })))
 }
 
 async fn agents(State(app): State<Arc<App>>, Path(zone): Path<String>) -> ApiResult {

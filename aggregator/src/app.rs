@@ -45,6 +45,8 @@ pub struct App {
     pub settings: GoalSettings,
     /// Classification settings.
     pub classification: crate::classify::ClassificationSettings,
+    /// Data-quality thresholds.
+    pub quality: crate::quality::QualitySettings,
     /// Bearer token for state-changing requests.
     pub write_token: Option<String>,
     /// Storage.
@@ -87,6 +89,7 @@ impl App {
             catalog,
             settings: cfg.goals.clone(),
             classification: cfg.classification.clone(),
+            quality: cfg.quality.clone(),
             write_token: cfg.http.write_token.clone().filter(|t| !t.is_empty()),
             store,
             state: RwLock::new(state),

@@ -42,6 +42,9 @@ pub struct AggregatorConfig {
     /// Energy-intensity alerting.
     #[serde(default)]
     pub alerts: crate::alerts::AlertSettings,
+    /// Data-quality thresholds.
+    #[serde(default)]
+    pub quality: crate::quality::QualitySettings,
     /// Store sizing.
     #[serde(default)]
     pub store: StoreConfig,

@@ -253,6 +253,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         goals: Default::default(),
         classification: Default::default(),
         alerts: Default::default(),
+        quality: Default::default(),
         store: Default::default(),
     };
     let running = crate::start(agg, shutdown.clone()).await?;
@@ -302,6 +303,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
                 path: profile_path,
                 poll_secs: 5,
             }),
+            modbus: vec![],
         };
         let s = shutdown.clone();
         agents.push(tokio::spawn(async move {

@@ -15,6 +15,7 @@ pub mod energy;
 pub mod goals;
 pub mod ingest;
 pub mod metrics;
+pub mod quality;
 pub mod registry;
 pub mod report;
 pub mod state;

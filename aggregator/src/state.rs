@@ -62,6 +62,46 @@ pub struct EnterpriseState {
     pub late_readings: u64,
     /// Readings stored.
     pub readings: u64,
+    /// Time-stamped readings per (indicator, point), for completeness.
+    pub points: BTreeMap<(String, String), PointStats>,
+}
+
+/// How often a measuring point reports.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PointStats {
+    /// First reading's time.
+    pub first: Option<DateTime<Utc>>,
+    /// Latest reading's time.
+    pub last: Option<DateTime<Utc>>,
+    /// Readings received per China-time month.
+    pub per_month: BTreeMap<Period, u64>,
+    /// Spacing between consecutive readings (seconds) → how often seen; its
+    /// mode is the point's reporting interval.
+    pub spacing: BTreeMap<i64, u64>,
+}
+
+impl PointStats {
+    /// The interval the point reports at: the most common spacing.
+    pub fn interval_secs(&self) -> Option<i64> {
+        self.spacing
+            .iter()
+            .max_by_key(|(secs, n)| (**n, -**secs))
+            .map(|(s, _)| *s)
+    }
+
+    fn note(&mut self, ts: DateTime<Utc>) {
+        *self.per_month.entry(Period::month_of(ts)).or_default() += 1;
+        if let Some(last) = self.last {
+            let gap = (ts - last).num_seconds();
+            // Keep the histogram small: only spacings seen in order count, and
+            // rare values beyond 64 distinct ones are not tracked.
+            if gap > 0 && (self.spacing.len() < 64 || self.spacing.contains_key(&gap)) {
+                *self.spacing.entry(gap).or_default() += 1;
+            }
+        }
+        self.first = Some(self.first.map_or(ts, |f| f.min(ts)));
+        self.last = Some(self.last.map_or(ts, |l| l.max(ts)));
+    }
 }
 
 /// What the aggregator knows about an agent.
@@ -92,6 +132,9 @@ impl EnterpriseState {
         };
         if newer {
             self.latest.insert(key.clone(), (r.at, r.value));
+        }
+        if let ReadingTime::Ts(ts) = r.at {
+            self.points.entry(key.clone()).or_default().note(ts);
         }
         match r.at {
             ReadingTime::Period(p) => {

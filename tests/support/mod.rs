@@ -3,6 +3,7 @@
 //! processes, an HTTP client for the API, and the hand-computed data set.
 
 pub mod dataset;
+pub mod peers;
 pub mod proxy;
 
 use serde_json::Value;

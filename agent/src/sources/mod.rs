@@ -3,5 +3,6 @@
 //! resumes exactly where its last durable readings end: nothing lost, nothing
 //! produced twice.
 
+pub mod modbus;
 pub mod profile;
 pub mod simulator;

@@ -1,0 +1,297 @@
+//! Data quality after the national online energy-monitoring rules
+//! (shared/reference/energy-monitoring.md), pure:
+//! - completeness: readings received ÷ expected from each point's interval
+//!   (the most common spacing of its readings), flagged under 90 %;
+//! - consistency: energy from meter registers over a month against the
+//!   monthly figure the enterprise reports for the same carrier, flagged over 5 %;
+//! - liveness: agents silent for longer than allowed, and gaps in their sequence numbers.
+
+use crate::registry::Zone;
+use crate::state::ZoneState;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use zonesync_proto::{Catalog, Period};
+
+/// Quality thresholds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualitySettings {
+    /// Completeness below this is flagged.
+    pub min_completeness: f64,
+    /// Metered vs reported monthly energy differing by more than this share is flagged.
+    pub max_consistency_gap: f64,
+    /// An agent silent for longer than this is flagged, seconds.
+    pub silent_after_secs: i64,
+}
+
+impl Default for QualitySettings {
+    fn default() -> Self {
+        Self {
+            min_completeness: 0.90,
+            max_consistency_gap: 0.05,
+            silent_after_secs: 3600,
+        }
+    }
+}
+
+/// Completeness of one measuring point in the period.
+#[derive(Debug, Clone, Serialize)]
+pub struct PointQuality {
+    /// Indicator.
+    pub indicator: String,
+    /// Point.
+    pub point: String,
+    /// Reporting interval (most common spacing), seconds.
+    pub interval_secs: Option<i64>,
+    /// Readings received in the period.
+    pub received: u64,
+    /// Readings expected in the period up to now, from the interval.
+    pub expected: Option<u64>,
+    /// received ÷ expected (capped at 1).
+    pub completeness: Option<f64>,
+    /// Below the threshold.
+    pub flagged: bool,
+}
+
+/// One enterprise's quality figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnterpriseQuality {
+    /// Credit code.
+    pub enterprise: String,
+    /// Name.
+    pub name: String,
+    /// Per point.
+    pub points: Vec<PointQuality>,
+    /// Σ received ÷ Σ expected over its points.
+    pub completeness: Option<f64>,
+    /// Below the threshold (or nothing received at all).
+    pub flagged: bool,
+    /// Metered vs reported energy per carrier.
+    pub consistency: Vec<Consistency>,
+}
+
+/// Metered against reported monthly energy for one carrier.
+#[derive(Debug, Clone, Serialize)]
+pub struct Consistency {
+    /// Carrier.
+    pub indicator: String,
+    /// Month.
+    pub period: Period,
+    /// From registers.
+    pub metered: f64,
+    /// As reported.
+    pub reported: f64,
+    /// |metered − reported| ÷ reported.
+    pub gap: f64,
+    /// Over the threshold.
+    pub flagged: bool,
+}
+
+/// One agent's liveness.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentLiveness {
+    /// Agent id.
+    pub agent: String,
+    /// Last message.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Seconds since.
+    pub silent_secs: Option<i64>,
+    /// Silent too long, or announced offline.
+    pub flagged: bool,
+    /// Sequence numbers skipped.
+    pub seq_gaps: u64,
+    /// Last presence status.
+    pub status: Option<zonesync_proto::PresenceStatus>,
+}
+
+/// The zone's quality report for a month.
+#[derive(Debug, Clone, Serialize)]
+pub struct QualityReport {
+    /// Month.
+    pub period: Period,
+    /// Settings in force.
+    pub settings: QualitySettings,
+    /// Σ received ÷ Σ expected over the zone's points.
+    pub completeness: Option<f64>,
+    /// Enterprises of the registry.
+    pub enterprises: Vec<EnterpriseQuality>,
+    /// Agents seen.
+    pub agents: Vec<AgentLiveness>,
+}
+
+/// Computes the report for `month` as of `now`.
+pub fn report(
+    zone: &Zone,
+    zs: Option<&ZoneState>,
+    month: Period,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+    q: &QualitySettings,
+) -> QualityReport {
+    let (mut zr, mut ze) = (0u64, 0u64);
+    let enterprises = zone
+        .enterprise
+        .iter()
+        .map(|e| {
+            let es = zs.and_then(|z| z.enterprises.get(&e.id));
+            let mut points = Vec::new();
+            let (mut r_sum, mut e_sum) = (0u64, 0u64);
+            for ((ind, point), st) in es.map(|es| es.points.iter().collect::<Vec<_>>()).unwrap_or_default() {
+                let received = st.per_month.get(&month).copied().unwrap_or(0);
+                let interval = st.interval_secs();
+                let from = st.first.map_or(month.start(), |f| f.max(month.start()));
+                let to = now.min(month.end());
+                let expected = interval.filter(|i| *i > 0).map(|i| {
+                    if to > from {
+                        ((to - from).num_seconds() / i + 1) as u64
+                    } else {
+                        0
+                    }
+                });
+                let completeness = expected
+                    .filter(|e| *e > 0)
+                    .map(|e| (received as f64 / e as f64).min(1.0));
+                r_sum += received.min(expected.unwrap_or(received));
+                e_sum += expected.unwrap_or(0);
+                points.push(PointQuality {
+                    indicator: ind.clone(),
+                    point: point.clone(),
+                    interval_secs: interval,
+                    received,
+                    expected,
+                    completeness,
+                    flagged: completeness.is_some_and(|c| c < q.min_completeness),
+                });
+            }
+            zr += r_sum;
+            ze += e_sum;
+            let completeness = (e_sum > 0).then(|| r_sum as f64 / e_sum as f64);
+            let consistency = es
+                .map(|es| {
+                    catalog
+                        .iter()
+                        .filter(|i| i.is_energy())
+                        .filter_map(|i| {
+                            let key = (i.code.clone(), month);
+                            let (m, r) = (es.metered.get(&key)?, es.reported.get(&key)?);
+                            let gap = if *r > 0.0 { (m - r).abs() / r } else { f64::INFINITY };
+                            Some(Consistency {
+                                indicator: i.code.clone(),
+                                period: month,
+                                metered: *m,
+                                reported: *r,
+                                gap,
+                                flagged: gap > q.max_consistency_gap,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            EnterpriseQuality {
+                enterprise: e.id.to_string(),
+                name: e.name.clone(),
+                flagged: completeness.is_none_or(|c| c < q.min_completeness),
+                points,
+                completeness,
+                consistency,
+            }
+        })
+        .collect();
+    let agents = zs
+        .map(|z| {
+            z.agents
+                .iter()
+                .map(|(id, a)| {
+                    let silent = a.last_seen.map(|t| (now - t).num_seconds());
+                    AgentLiveness {
+                        agent: id.to_string(),
+                        last_seen: a.last_seen,
+                        silent_secs: silent,
+                        flagged: silent.is_none_or(|s| s > q.silent_after_secs)
+                            || a.status == Some(zonesync_proto::PresenceStatus::Offline),
+                        seq_gaps: a.seq_gaps,
+                        status: a.status,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    QualityReport {
+        period: month,
+        settings: q.clone(),
+        completeness: (ze > 0).then(|| zr as f64 / ze as f64),
+        enterprises,
+        agents,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Enterprise;
+    use crate::state::State;
+    use zonesync_proto::{CanonicalReading, EnterpriseId, ReadingTime, ZoneId};
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn completeness_from_the_interval_and_consistency_within_five_percent() {
+        let id = EnterpriseId::parse("91350100M000100Y43").unwrap();
+        let z = Zone {
+            id: ZoneId::parse("z").unwrap(),
+            name_zh: "z".into(),
+            name_en: String::new(),
+            city: String::new(),
+            province: String::new(),
+            goal_sets: vec![],
+            leading_industries: vec![],
+            enterprise: vec![Enterprise {
+                id: id.clone(),
+                name: "E".into(),
+                above_scale: true,
+                industrial: true,
+                industry: None,
+                agents: vec![],
+            }],
+        };
+        let cat = Catalog::builtin().unwrap();
+        let mut st = State::default();
+        // 15-minute meter from 00:00 on Nov 1 (China time); readings 0..=40 except 10 of them
+        // missing, i.e. 31 of 41 by 10:00; 10 kWh per interval.
+        let start = utc("2026-11-01T00:00:00+08:00");
+        let readings: Vec<CanonicalReading> = (0..=40)
+            .filter(|i| !(20..30).contains(i))
+            .map(|i| CanonicalReading {
+                indicator: "electricity".into(),
+                point: "M1".into(),
+                value: 1000.0 + 10.0 * f64::from(i),
+                at: ReadingTime::Ts(start + chrono::Duration::minutes(15 * i64::from(i))),
+            })
+            .chain([CanonicalReading {
+                indicator: "electricity".into(),
+                point: String::new(),
+                value: 410.0,
+                at: ReadingTime::Period(Period::Month(2026, 11)),
+            }])
+            .collect();
+        st.apply(&z.id, &id, &readings, &[], &cat);
+        let now = utc("2026-11-01T10:00:00+08:00");
+        let r = report(
+            &z,
+            st.zones.get(&z.id),
+            Period::Month(2026, 11),
+            now,
+            &cat,
+            &QualitySettings::default(),
+        );
+        let p = &r.enterprises[0].points[0];
+        assert_eq!((p.interval_secs, p.received, p.expected), (Some(900), 31, Some(41)));
+        assert!(p.flagged, "31/41 = 75.6 % is under 90 %");
+        // Metered 400 kWh (40 intervals) against 410 reported: 2.4 %, within 5 %.
+        let c = &r.enterprises[0].consistency[0];
+        assert_eq!((c.metered, c.reported), (400.0, 410.0));
+        assert!(!c.flagged);
+    }
+}
