@@ -504,7 +504,8 @@ async fn intensity_alert_raises_once_clears_once_and_survives_a_receiver_outage(
     .unwrap();
     let cfg = format!(
         "data_dir = \"{d}/agg\"\nregistry = \"{d}/registry.toml\"\n[mqtt]\nport = {port}\n[http]\nlisten = \"127.0.0.1:0\"\nwrite_token = \"s3cret\"\n\
-         [alerts]\nevaluate_every_ms = 50\nmin_duration_secs = 0.3\nhysteresis = 0.05\nretry_base_ms = 100\nretry_max_ms = 300\n\
+         [summaries]\nevery_secs = 0\n[outbound]\nretry_base_ms = 100\nretry_max_ms = 300\n\
+         [alerts]\nevaluate_every_ms = 50\nmin_duration_secs = 0.3\nhysteresis = 0.05\n\
          [alerts.rules]\nintensity_limits = [{{ industry = \"C31\", limit = 0.5 }}, {{ industry = \"*\", limit = 9.0 }}]\nytd_change_target = -0.04\n\
          [[alerts.sinks]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{receiver_port}/hook\"\n",
         d = dir.path().display(),
@@ -543,7 +544,7 @@ async fn intensity_alert_raises_once_clears_once_and_survives_a_receiver_outage(
     pause(1000).await;
     assert_eq!(api.metric("zonesync_aggregator_alerts_raised_total").await, 1.0);
     assert!(
-        api.metric("zonesync_aggregator_alert_delivery_failures_total").await >= 1.0,
+        api.metric("zonesync_aggregator_delivery_failures_total").await >= 1.0,
         "the receiver is down"
     );
     // Hovering around the limit (0.49 and 0.52; the clearing threshold is 0.475): nothing new.
@@ -587,8 +588,71 @@ async fn intensity_alert_raises_once_clears_once_and_survives_a_receiver_outage(
     assert_eq!(hist["events"].as_array().map(Vec::len), Some(2), "{hist}");
     eprintln!(
         "alert figures: raised 1, cleared 1, delivered {}, failed attempts while the receiver was down {}",
-        api.metric("zonesync_aggregator_alert_deliveries_total").await,
-        api.metric("zonesync_aggregator_alert_delivery_failures_total").await
+        api.metric("zonesync_aggregator_deliveries_total").await,
+        api.metric("zonesync_aggregator_delivery_failures_total").await
+    );
+    receiver.abort();
+    trigger.fire();
+    running.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_summaries_are_retained_on_mqtt_and_pushed_over_http() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    tracing_init();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = zonesync_aggregator::broker::start_embedded(0, 1 << 20).unwrap();
+    let receiver_port = zonesync_e2e::free_port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let receiver = start_receiver(receiver_port, got.clone()).await;
+    let ds = dataset::write(dir.path(), broker.addr.port(), 1, 2);
+    let cfg = std::fs::read_to_string(&ds.aggregator).unwrap()
+        + &format!("[summaries]\nevery_secs = 0.2\nhttp_url = \"http://127.0.0.1:{receiver_port}/hook\"\n[outbound]\nretry_base_ms = 100\n");
+    std::fs::write(&ds.aggregator, cfg).unwrap();
+    let (trigger, signal) = shutdown::channel();
+    let running = zonesync_aggregator::start(AggregatorConfig::load(&ds.aggregator).unwrap(), signal)
+        .await
+        .unwrap();
+    // Pushed over HTTP.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pushed = got.lock().unwrap().first().cloned().expect("a summary was pushed");
+    assert_eq!(pushed["zone"], ZONE);
+    assert!(
+        pushed["goals"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|r| r["id"] == "HN27-03")),
+        "{pushed}"
+    );
+    // Retained on MQTT: a client subscribing later gets the latest table at once.
+    let mut o = MqttOptions::new("summary-reader", "127.0.0.1", broker.addr.port());
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(o, 16);
+    client
+        .subscribe(format!("zonesync/v1/{ZONE}/summary"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
+                return (p.retain, serde_json::from_slice::<Value>(&p.payload).unwrap());
+            }
+        }
+    })
+    .await
+    .expect("a retained summary");
+    assert!(summary.0, "the summary is retained");
+    assert_eq!(summary.1["zone"], ZONE);
+    // The aggregator does not read its own output back as agent data.
+    assert_eq!(
+        running
+            .app
+            .metrics
+            .dead_letters
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
     );
     receiver.abort();
     trigger.fire();

@@ -45,6 +45,12 @@ pub struct AggregatorConfig {
     /// Data-quality thresholds.
     #[serde(default)]
     pub quality: crate::quality::QualitySettings,
+    /// Zone summaries on a schedule.
+    #[serde(default)]
+    pub summaries: crate::summaries::SummarySettings,
+    /// The outbound queue's retry timing.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
     /// Store sizing.
     #[serde(default)]
     pub store: StoreConfig,
@@ -188,5 +194,24 @@ mod tests {
         assert_eq!(c.limits.max_payload_bytes, 262_144);
         let r = crate::registry::Registry::load(&dir.join("registry.toml")).unwrap();
         assert_eq!(r.zones().count(), 1);
+    }
+}
+
+/// Retry timing of the outbound queue (alerts, summaries).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// First retry delay, milliseconds; doubles per attempt.
+    pub retry_base_ms: u64,
+    /// Longest retry delay, milliseconds.
+    pub retry_max_ms: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            retry_base_ms: 1_000,
+            retry_max_ms: 300_000,
+        }
     }
 }

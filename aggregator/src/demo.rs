@@ -254,6 +254,11 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         classification: Default::default(),
         alerts: Default::default(),
         quality: Default::default(),
+        summaries: crate::summaries::SummarySettings {
+            every_secs: 10.0,
+            ..Default::default()
+        },
+        outbound: Default::default(),
         store: Default::default(),
     };
     let running = crate::start(agg, shutdown.clone()).await?;

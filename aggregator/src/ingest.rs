@@ -175,7 +175,8 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
     let filters: Vec<SubscribeFilter> = app
         .zones
         .iter()
-        .map(|z| SubscribeFilter::new(Topic::zone_filter(z), QoS::AtLeastOnce))
+        .flat_map(Topic::zone_filters)
+        .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
         .collect();
 
     let poller = {

@@ -15,11 +15,13 @@ pub mod energy;
 pub mod goals;
 pub mod ingest;
 pub mod metrics;
+pub mod outbound;
 pub mod quality;
 pub mod registry;
 pub mod report;
 pub mod state;
 pub mod store;
+pub mod summaries;
 
 use app::{App, StartError};
 use config::AggregatorConfig;
@@ -68,11 +70,18 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
         }
     });
     let alerts = tokio::spawn(alerts::run(app.clone(), cfg.alerts.clone(), shutdown.clone()));
+    let summaries = tokio::spawn(summaries::run(app.clone(), cfg.summaries.clone(), shutdown.clone()));
+    let (publisher, publisher_task) = outbound::publisher::start(&cfg.mqtt, shutdown.clone());
+    let retry = outbound::Retry {
+        base_ms: cfg.outbound.retry_base_ms,
+        max_ms: cfg.outbound.retry_max_ms,
+    };
+    let outbound = tokio::spawn(outbound::run(app.clone(), publisher, retry, shutdown.clone()));
     let ingest = tokio::spawn(ingest::run(app.clone(), cfg.mqtt.clone(), shutdown));
     tracing::info!(%http_addr, broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "aggregator started");
     Ok(Running {
         http_addr,
         app,
-        tasks: vec![http, ingest, alerts],
+        tasks: vec![http, ingest, alerts, summaries, outbound, publisher_task],
     })
 }

@@ -35,10 +35,10 @@ pub struct Metrics {
     pub alerts_raised: AtomicU64,
     /// Alerts cleared.
     pub alerts_cleared: AtomicU64,
-    /// Alert messages delivered to a sink.
-    pub alert_deliveries: AtomicU64,
-    /// Alert delivery attempts that failed (and will be retried).
-    pub alert_delivery_failures: AtomicU64,
+    /// Outbound messages (alerts, summaries) delivered.
+    pub deliveries: AtomicU64,
+    /// Outbound delivery attempts that failed (and will be retried).
+    pub delivery_failures: AtomicU64,
     /// Rejections by reason label.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -139,16 +139,16 @@ impl Metrics {
                 g(&self.alerts_cleared),
             ),
             (
-                "alert_deliveries_total",
-                "Alert messages delivered to a sink.",
+                "deliveries_total",
+                "Outbound messages (alerts, summaries) delivered.",
                 "counter",
-                g(&self.alert_deliveries),
+                g(&self.deliveries),
             ),
             (
-                "alert_delivery_failures_total",
-                "Alert delivery attempts that failed and will be retried.",
+                "delivery_failures_total",
+                "Outbound delivery attempts that failed and will be retried.",
                 "counter",
-                g(&self.alert_delivery_failures),
+                g(&self.delivery_failures),
             ),
         ];
         let mut s = String::new();

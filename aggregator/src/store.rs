@@ -11,7 +11,8 @@
 //! after a crash either both are there or neither is. Callers `flush()` before
 //! they acknowledge anything to the broker.
 
-use crate::alerts::{AlertRecord, Delivery, Event};
+use crate::alerts::{AlertRecord, Event};
+use crate::outbound::Delivery;
 use crate::state::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -312,6 +313,20 @@ impl Store {
         self.deliveries
             .insert(d.id.to_be_bytes(), serde_json::to_vec(d).unwrap_or_default())?;
         Ok(())
+    }
+
+    /// Drops queued deliveries to `to` of kind `what` (a newer summary supersedes older ones). Not flushed.
+    pub fn drop_queued(&self, what: &str, to: &crate::outbound::Destination) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for kv in self.deliveries.iter() {
+            let (k, v) = kv?;
+            let d: Delivery = json_of(&v)?;
+            if d.what == what && &d.to == to {
+                self.deliveries.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Drops a delivered (or undeliverable) item. Not flushed.

@@ -3,7 +3,11 @@
 //! ```text
 //! zonesync/v1/{zone}/{agent}/state               retained presence (birth / last will)
 //! zonesync/v1/{zone}/{agent}/data/{enterprise}   batches, QoS 1
+//! zonesync/v1/{zone}/summary                      the aggregator's goal table, retained
+//! zonesync/v1/{zone}/alerts                       the aggregator's alert transitions
 //! ```
+//! The aggregator subscribes to exactly the agents' two shapes
+//! ([`Topic::zone_filters`]), so its own outputs never come back to it.
 //! Zone first so an aggregator subscribes to just its zones
 //! (`zonesync/v1/{zone}/#`); agent next so one broker ACL line per agent pins
 //! it to its own subtree; enterprise last so the ACL can pin the enterprises
@@ -55,9 +59,24 @@ impl Topic {
         format!("{ROOT}/{zone}/{agent}/data/{enterprise}")
     }
 
-    /// The subscription filter covering one zone.
+    /// Everything under one zone (monitoring, benchmarks); the aggregator uses [`Topic::zone_filters`].
     pub fn zone_filter(zone: &ZoneId) -> String {
         format!("{ROOT}/{zone}/#")
+    }
+
+    /// The subscription filters for one zone's agents: presence and data.
+    pub fn zone_filters(zone: &ZoneId) -> [String; 2] {
+        [format!("{ROOT}/{zone}/+/state"), format!("{ROOT}/{zone}/+/data/+")]
+    }
+
+    /// Where the aggregator publishes a zone's goal table (retained).
+    pub fn summary(zone: &ZoneId) -> String {
+        format!("{ROOT}/{zone}/summary")
+    }
+
+    /// Where the aggregator publishes a zone's alert transitions.
+    pub fn alerts(zone: &ZoneId) -> String {
+        format!("{ROOT}/{zone}/alerts")
     }
 
     /// Parses a topic the aggregator received.
@@ -112,6 +131,20 @@ mod tests {
         let t = "zonesync/v1/z/a/data/TEST00000000000001";
         assert!(Topic::parse(t).is_err());
         assert!(Topic::parse_with_test_prefix(t, Some("TEST")).is_ok());
+    }
+
+    #[test]
+    fn the_aggregators_outputs_are_outside_its_subscriptions() {
+        let z = ZoneId::parse("jiyuan-hitech").unwrap();
+        let matches = |filter: &str, topic: &str| {
+            let (f, t): (Vec<&str>, Vec<&str>) = (filter.split('/').collect(), topic.split('/').collect());
+            f.len() == t.len() && f.iter().zip(&t).all(|(a, b)| *a == "+" || a == b)
+        };
+        for out in [Topic::summary(&z), Topic::alerts(&z)] {
+            assert!(Topic::zone_filters(&z).iter().all(|f| !matches(f, &out)), "{out}");
+        }
+        let a = AgentId::parse("gw").unwrap();
+        assert!(matches(&Topic::zone_filters(&z)[0], &Topic::state(&z, &a)));
     }
 
     #[test]

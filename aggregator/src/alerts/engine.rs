@@ -1,11 +1,11 @@
 //! The alert engine task: evaluates the rules on a schedule, keeps each
-//! alert's lifecycle in the store, and drains the delivery queue with retry
-//! and exponential backoff. A delivery leaves the queue only on a 2xx answer.
+//! alert's lifecycle in the store, and queues every transition for each sink.
 
 use super::lifecycle::{self, step, Phase, Transition, Tuning};
 use super::rules::observe;
-use super::{AlertRecord, AlertSettings, Delivery, Event};
+use super::{AlertRecord, AlertSettings, Event};
 use crate::app::App;
+use crate::outbound::Delivery;
 use crate::store::StoreError;
 use chrono::{Duration, Utc};
 use std::collections::BTreeMap;
@@ -95,15 +95,9 @@ pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>)
                 at: now,
             };
             e.id = app.store.push_alert_history(&e)?;
-            for sink in 0..cfg.sinks.len() {
-                app.store.enqueue_delivery(Delivery {
-                    id: 0,
-                    sink,
-                    event: e.clone(),
-                    attempts: 0,
-                    next_attempt_at: now,
-                    last_error: None,
-                })?;
+            for sink in &cfg.sinks {
+                app.store
+                    .enqueue_delivery(Delivery::new(sink.destination(&e.subject.zone), sink.body(&e), "alert"))?;
             }
             match transition {
                 Transition::Raised => app.metrics.alerts_raised.fetch_add(1, Ordering::Relaxed),
@@ -117,70 +111,17 @@ pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>)
     Ok(events)
 }
 
-/// Tries every due delivery once.
-async fn deliver_due(app: &App, cfg: &AlertSettings, http: &reqwest::Client) -> Result<(), StoreError> {
-    let now = Utc::now();
-    for mut d in app.store.due_deliveries(now, 64)? {
-        let Some(sink) = cfg.sinks.get(d.sink) else {
-            app.store.remove_delivery(d.id)?;
-            continue;
-        };
-        let res = http
-            .post(sink.url())
-            .json(&sink.body(&d.event))
-            .timeout(std::time::Duration::from_secs(5))
-            .send()
-            .await;
-        match res {
-            Ok(r) if r.status().is_success() => {
-                app.store.remove_delivery(d.id)?;
-                app.metrics.alert_deliveries.fetch_add(1, Ordering::Relaxed);
-            }
-            other => {
-                d.attempts += 1;
-                let delay = cfg
-                    .retry_base_ms
-                    .saturating_mul(1u64 << d.attempts.min(20))
-                    .min(cfg.retry_max_ms.max(cfg.retry_base_ms));
-                d.next_attempt_at = now + Duration::milliseconds(delay as i64);
-                d.last_error = Some(match other {
-                    Ok(r) => format!("HTTP {}", r.status()),
-                    Err(e) => e.to_string(),
-                });
-                app.metrics.alert_delivery_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    sink = sink.url(),
-                    attempts = d.attempts,
-                    "alert delivery failed: {:?}",
-                    d.last_error
-                );
-                app.store.update_delivery(&d)?;
-            }
-        }
-    }
-    app.store.flush()
-}
-
 /// Runs the engine until shutdown.
 pub async fn run(app: Arc<App>, cfg: AlertSettings, mut shutdown: Shutdown) {
-    let http = reqwest::Client::new();
-    let every = std::time::Duration::from_millis(cfg.evaluate_every_ms.max(10));
-    let mut tick = tokio::time::interval(every.min(std::time::Duration::from_millis(cfg.retry_base_ms.max(10))));
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(cfg.evaluate_every_ms.max(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_eval: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
             _ = tick.tick() => {}
         }
-        if last_eval.is_none_or(|t| t.elapsed() >= every) {
-            last_eval = Some(tokio::time::Instant::now());
-            if let Err(e) = evaluate_once(&app, &cfg, Utc::now()) {
-                tracing::error!("alert evaluation failed: {e}");
-            }
-        }
-        if let Err(e) = deliver_due(&app, &cfg, &http).await {
-            tracing::error!("alert delivery queue: {e}");
+        if let Err(e) = evaluate_once(&app, &cfg, Utc::now()) {
+            tracing::error!("alert evaluation failed: {e}");
         }
     }
 }

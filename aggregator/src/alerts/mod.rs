@@ -1,8 +1,8 @@
 //! Energy-intensity alerting: rules (pure) observe each zone, the lifecycle
 //! (pure) turns observations into raised / cleared transitions, and the
-//! engine persists alert states and history and delivers each transition to
-//! every sink through a durable queue with retry and backoff, so an alert is
-//! not lost while a receiver is down.
+//! engine persists alert states and history and queues each transition for
+//! every sink on the durable outbound queue (`crate::outbound`), so an alert
+//! is not lost while a receiver is down.
 
 mod engine;
 pub mod lifecycle;
@@ -27,10 +27,6 @@ pub struct AlertSettings {
     pub min_duration_secs: f64,
     /// Fraction of |limit| a value must fall below the limit by to clear.
     pub hysteresis: f64,
-    /// First retry delay for a failed delivery, milliseconds; doubles up to `retry_max_ms`.
-    pub retry_base_ms: u64,
-    /// Longest retry delay, milliseconds.
-    pub retry_max_ms: u64,
     /// The rules.
     pub rules: RuleSettings,
     /// Where transitions go.
@@ -43,8 +39,6 @@ impl Default for AlertSettings {
             evaluate_every_ms: 60_000,
             min_duration_secs: 900.0,
             hysteresis: 0.05,
-            retry_base_ms: 1_000,
-            retry_max_ms: 300_000,
             rules: RuleSettings::default(),
             sinks: Vec::new(),
         }
@@ -108,21 +102,4 @@ impl Event {
         };
         format!("{zh} {en}: {}", self.subject.name)
     }
-}
-
-/// A queued delivery of an event to one sink.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Delivery {
-    /// Queue id (orders deliveries).
-    pub id: u64,
-    /// Index of the sink in the settings.
-    pub sink: usize,
-    /// The event.
-    pub event: Event,
-    /// Attempts so far.
-    pub attempts: u32,
-    /// Not before.
-    pub next_attempt_at: DateTime<Utc>,
-    /// Last failure.
-    pub last_error: Option<String>,
 }

@@ -2,6 +2,7 @@
 //! the WeCom (企业微信) and DingTalk group robots in their own formats.
 
 use super::Event;
+use crate::outbound::Destination;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -24,13 +25,21 @@ pub enum Sink {
         /// Robot URL with its token.
         url: String,
     },
+    /// The zone's MQTT alert topic, `zonesync/v1/{zone}/alerts` (the event as JSON).
+    Mqtt,
 }
 
 impl Sink {
-    /// Where to POST.
-    pub fn url(&self) -> &str {
+    /// Where an event about `zone` goes.
+    pub fn destination(&self, zone: &str) -> Destination {
         match self {
-            Sink::Webhook { url } | Sink::Wecom { url } | Sink::Dingtalk { url } => url,
+            Sink::Webhook { url } | Sink::Wecom { url } | Sink::Dingtalk { url } => {
+                Destination::Http { url: url.clone() }
+            }
+            Sink::Mqtt => Destination::Mqtt {
+                topic: format!("{}/{zone}/alerts", zonesync_proto::topic::ROOT),
+                retain: false,
+            },
         }
     }
 
@@ -49,7 +58,7 @@ impl Sink {
             e.at.with_timezone(&zonesync_proto::CST).format("%Y-%m-%d %H:%M:%S (UTC+8)")
         );
         match self {
-            Sink::Webhook { .. } => serde_json::to_value(e).unwrap_or(Value::Null),
+            Sink::Webhook { .. } | Sink::Mqtt => serde_json::to_value(e).unwrap_or(Value::Null),
             Sink::Wecom { .. } => json!({ "msgtype": "markdown", "markdown": { "content": text } }),
             Sink::Dingtalk { .. } => json!({ "msgtype": "markdown", "markdown": { "title": title, "text": text } }),
         }

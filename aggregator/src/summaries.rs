@@ -1,0 +1,100 @@
+//! Each zone's goal table, published on a schedule: retained on
+//! `zonesync/v1/{zone}/summary` (so a dashboard or the city's system sees the
+//! latest table the moment it subscribes) and, if configured, POSTed to the
+//! digital-transformation center's endpoint. Both go through the durable
+//! outbound queue; a newer summary replaces one still waiting there.
+
+use crate::app::App;
+use crate::goals::{evaluate, Level};
+use crate::outbound::{Delivery, Destination};
+use crate::store::StoreError;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+use zonesync_agent::shutdown::Shutdown;
+use zonesync_proto::{Period, Topic};
+
+/// Summary settings (`[summaries]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SummarySettings {
+    /// How often, seconds; 0 turns summaries off.
+    pub every_secs: f64,
+    /// Publish retained on MQTT.
+    pub mqtt: bool,
+    /// Also POST each zone's table here.
+    pub http_url: Option<String>,
+}
+
+impl Default for SummarySettings {
+    fn default() -> Self {
+        Self {
+            every_secs: 300.0,
+            mqtt: true,
+            http_url: None,
+        }
+    }
+}
+
+/// Queues the current summary of every zone served.
+pub fn queue_all(app: &App, s: &SummarySettings) -> Result<usize, StoreError> {
+    let now = Utc::now();
+    let period = Period::month_of(now);
+    let mut n = 0;
+    for z in app.zones.iter().filter_map(|z| app.registry.zone(z)) {
+        let rows = {
+            let st = app
+                .state
+                .read()
+                .map_err(|_| StoreError::Corrupt("state lock poisoned".into()))?;
+            evaluate(
+                &app.goals.goal,
+                &[(z, st.zones.get(&z.id))],
+                Level::Zone(z.id.to_string()),
+                period,
+                &app.catalog,
+                &app.settings,
+            )
+        };
+        let body = json!({
+            "zone": z.id, "name_zh": z.name_zh, "name_en": z.name_en, "city": z.city, "province": z.province,
+            "period": period, "computed_at": now, "settings": app.settings, "goals": rows,
+        });
+        let mut targets = Vec::new();
+        if s.mqtt {
+            targets.push(Destination::Mqtt {
+                topic: Topic::summary(&z.id),
+                retain: true,
+            });
+        }
+        if let Some(url) = &s.http_url {
+            targets.push(Destination::Http { url: url.clone() });
+        }
+        for to in targets {
+            app.store.drop_queued("summary", &to)?;
+            app.store.enqueue_delivery(Delivery::new(to, body.clone(), "summary"))?;
+            n += 1;
+        }
+    }
+    app.store.flush()?;
+    Ok(n)
+}
+
+/// Queues summaries on schedule until shutdown.
+pub async fn run(app: Arc<App>, s: SummarySettings, mut shutdown: Shutdown) {
+    if s.every_secs <= 0.0 || (!s.mqtt && s.http_url.is_none()) {
+        return;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs_f64(s.every_secs.max(0.05)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = queue_all(&app, &s) {
+            tracing::error!("summaries not queued: {e}");
+        }
+    }
+}
