@@ -229,13 +229,9 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Enterprise;
     use crate::state::State;
-    use zonesync_proto::{CanonicalReading, ReadingTime, ZoneId};
-
-    fn id(n: u32) -> EnterpriseId {
-        EnterpriseId::with_check_char(&format!("91419001MA{n:07}")).unwrap()
-    }
+    use crate::testkit::{self, enterprise, id};
+    use zonesync_proto::{CanonicalReading, ReadingTime};
 
     /// Two indicators keep the arithmetic by hand: tax per mu (weight 60) and
     /// value added per mu (weight 40).
@@ -265,25 +261,7 @@ mod tests {
 
     #[test]
     fn ranks_classes_and_refuses_to_guess_for_missing_data() {
-        let z = Zone {
-            id: ZoneId::parse("z").unwrap(),
-            name_zh: "z".into(),
-            name_en: String::new(),
-            city: String::new(),
-            province: String::new(),
-            goal_sets: vec![],
-            leading_industries: vec![],
-            enterprise: (1..=6)
-                .map(|n| Enterprise {
-                    id: id(n),
-                    name: format!("E{n}"),
-                    above_scale: true,
-                    industrial: true,
-                    industry: None,
-                    agents: vec![],
-                })
-                .collect(),
-        };
+        let z = testkit::zone((1..=6).map(|n| enterprise(n, true, "")).collect(), &[]);
         let cat = Catalog::builtin().unwrap();
         let mut st = State::default();
         let amt = |ind: &str, v: f64| CanonicalReading {

@@ -22,6 +22,8 @@ pub mod report;
 pub mod state;
 pub mod store;
 pub mod summaries;
+#[cfg(test)]
+mod testkit;
 
 use app::{App, StartError};
 use config::AggregatorConfig;

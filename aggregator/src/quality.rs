@@ -228,34 +228,14 @@ pub fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Enterprise;
     use crate::state::State;
-    use zonesync_proto::{CanonicalReading, EnterpriseId, ReadingTime, ZoneId};
-
-    fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
+    use crate::testkit::{self, enterprise, utc};
+    use zonesync_proto::{CanonicalReading, ReadingTime};
 
     #[test]
     fn completeness_from_the_interval_and_consistency_within_five_percent() {
-        let id = EnterpriseId::parse("91350100M000100Y43").unwrap();
-        let z = Zone {
-            id: ZoneId::parse("z").unwrap(),
-            name_zh: "z".into(),
-            name_en: String::new(),
-            city: String::new(),
-            province: String::new(),
-            goal_sets: vec![],
-            leading_industries: vec![],
-            enterprise: vec![Enterprise {
-                id: id.clone(),
-                name: "E".into(),
-                above_scale: true,
-                industrial: true,
-                industry: None,
-                agents: vec![],
-            }],
-        };
+        let z = testkit::zone(vec![enterprise(1, true, "")], &[]);
+        let id = testkit::id(1);
         let cat = Catalog::builtin().unwrap();
         let mut st = State::default();
         // 15-minute meter from 00:00 on Nov 1 (China time); readings 0..=40 except 10 of them

@@ -86,24 +86,22 @@ pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>)
                 id: 0,
                 key: k.clone(),
                 transition,
-                rule: o.rule,
-                subject: o.subject,
-                value: o.value,
-                limit: o.limit,
-                period: o.period,
-                detail: o.detail,
+                obs: o,
                 at: now,
             };
             e.id = app.store.push_alert_history(&e)?;
             for sink in &cfg.sinks {
-                app.store
-                    .enqueue_delivery(Delivery::new(sink.destination(&e.subject.zone), sink.body(&e), "alert"))?;
+                app.store.enqueue_delivery(Delivery::new(
+                    sink.destination(&e.obs.subject.zone),
+                    sink.body(&e),
+                    "alert",
+                ))?;
             }
             match transition {
                 Transition::Raised => app.metrics.alerts_raised.fetch_add(1, Ordering::Relaxed),
                 Transition::Cleared => app.metrics.alerts_cleared.fetch_add(1, Ordering::Relaxed),
             };
-            tracing::info!(alert = %e.key, transition = ?e.transition, value = e.value, limit = e.limit, "alert");
+            tracing::info!(alert = %e.key, transition = ?e.transition, value = e.obs.value, limit = e.obs.limit, "alert");
             events.push(e);
         }
     }

@@ -68,7 +68,8 @@ pub struct AlertRecord {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A transition, as recorded in history and sent to sinks.
+/// A transition, as recorded in history and sent to sinks: the observation
+/// that caused it, flattened, with the transition and its time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// History id.
@@ -77,18 +78,9 @@ pub struct Event {
     pub key: String,
     /// Raised or cleared.
     pub transition: Transition,
-    /// Rule id.
-    pub rule: String,
-    /// Subject.
-    pub subject: Subject,
-    /// Value at the transition.
-    pub value: f64,
-    /// Limit.
-    pub limit: f64,
-    /// Period of the value.
-    pub period: String,
-    /// Detail text.
-    pub detail: String,
+    /// The observation at the transition.
+    #[serde(flatten)]
+    pub obs: Observation,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -100,6 +92,6 @@ impl Event {
             Transition::Raised => ("能耗强度告警", "energy-intensity alert raised"),
             Transition::Cleared => ("能耗强度告警解除", "energy-intensity alert cleared"),
         };
-        format!("{zh} {en}: {}", self.subject.name)
+        format!("{zh} {en}: {}", self.obs.subject.name)
     }
 }

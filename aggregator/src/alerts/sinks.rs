@@ -48,13 +48,13 @@ impl Sink {
         let title = e.title();
         let text = format!(
             "### {title}\n> 对象 subject: {} ({})\n> 规则 rule: {}\n> 数值 value: {:.4} / 限值 limit: {}\n> 期间 period: {}\n> {}\n> 时间 time: {}",
-            e.subject.name,
-            e.subject.enterprise.as_deref().unwrap_or(&e.subject.zone),
-            e.rule,
-            e.value,
-            e.limit,
-            e.period,
-            e.detail,
+            e.obs.subject.name,
+            e.obs.subject.enterprise.as_deref().unwrap_or(&e.obs.subject.zone),
+            e.obs.rule,
+            e.obs.value,
+            e.obs.limit,
+            e.obs.period,
+            e.obs.detail,
             e.at.with_timezone(&zonesync_proto::CST).format("%Y-%m-%d %H:%M:%S (UTC+8)")
         );
         match self {

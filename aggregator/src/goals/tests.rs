@@ -2,66 +2,23 @@
 //! that never report, a meter reset and an interval ending at China midnight.
 
 use super::*;
-use crate::registry::{Enterprise, Zone};
+use crate::registry::Zone;
 use crate::state::State;
-use chrono::{DateTime, Utc};
-use zonesync_proto::{CanonicalReading, Catalog, DeclaredValue, EnterpriseId, Period, ReadingTime, ZoneId};
-
-fn id(n: u32) -> EnterpriseId {
-    EnterpriseId::with_check_char(&format!("91419001MA{n:07}")).unwrap()
-}
-
-fn ent(n: u32, above: bool, industry: &str) -> Enterprise {
-    Enterprise {
-        id: id(n),
-        name: format!("E{n}"),
-        above_scale: above,
-        industrial: true,
-        industry: (!industry.is_empty()).then(|| industry.to_owned()),
-        agents: vec![],
-    }
-}
+use crate::testkit::{self, amount, enterprise, id, register};
+use zonesync_proto::{Catalog, DeclaredValue, Period};
 
 fn zone() -> Zone {
-    Zone {
-        id: ZoneId::parse("z").unwrap(),
-        name_zh: "z".into(),
-        name_en: String::new(),
-        city: "济源".into(),
-        province: "河南".into(),
-        goal_sets: vec![],
-        leading_industries: vec!["C31".into()],
-        // A (1): leading industry, reports everything; B (2): not leading, no R&D figure;
-        // C (3): silent; D (4): below scale.
-        enterprise: vec![
-            ent(1, true, "C3120"),
-            ent(2, true, "C3990"),
-            ent(3, true, ""),
-            ent(4, false, ""),
+    // A (1): leading industry, reports everything; B (2): not leading, no R&D figure;
+    // C (3): silent; D (4): below scale.
+    testkit::zone(
+        vec![
+            enterprise(1, true, "C3120"),
+            enterprise(2, true, "C3990"),
+            enterprise(3, true, ""),
+            enterprise(4, false, ""),
         ],
-    }
-}
-
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
-
-fn amount(ind: &str, period: &str, v: f64) -> CanonicalReading {
-    CanonicalReading {
-        indicator: ind.into(),
-        point: String::new(),
-        value: v,
-        at: ReadingTime::Period(Period::parse(period).unwrap()),
-    }
-}
-
-fn register(v: f64, ts: &str) -> CanonicalReading {
-    CanonicalReading {
-        indicator: "electricity".into(),
-        point: "M1".into(),
-        value: v,
-        at: ReadingTime::Ts(utc(ts)),
-    }
+        &["C31"],
+    )
 }
 
 fn state(z: &Zone, cat: &Catalog) -> State {
