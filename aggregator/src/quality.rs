@@ -172,8 +172,8 @@ pub fn report(
                         .iter()
                         .filter(|i| i.is_energy())
                         .filter_map(|i| {
-                            let key = (i.code.clone(), month);
-                            let (m, r) = (es.metered.get(&key)?, es.reported.get(&key)?);
+                            let m = es.metered.get(&i.code)?.get(&month)?;
+                            let r = es.reported.get(&i.code)?.get(&month)?;
                             let gap = if *r > 0.0 { (m - r).abs() / r } else { f64::INFINITY };
                             Some(Consistency {
                                 indicator: i.code.clone(),

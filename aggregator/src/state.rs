@@ -53,9 +53,11 @@ pub struct EnterpriseState {
     /// Last register per (indicator, point), for deltas.
     counters: HashMap<(String, String), (DateTime<Utc>, f64)>,
     /// Consumption from registers per (indicator, month).
-    pub metered: BTreeMap<(String, Period), f64>,
-    /// Amounts reported per (indicator, period); the latest report wins.
-    pub reported: BTreeMap<(String, Period), f64>,
+    /// (Keyed by indicator first so a lookup by `&str` allocates nothing:
+    /// goal tables do millions of them.)
+    pub metered: BTreeMap<String, BTreeMap<Period, f64>>,
+    /// Amounts reported per indicator and period; the latest report wins.
+    pub reported: BTreeMap<String, BTreeMap<Period, f64>>,
     /// Register falls treated as meter resets.
     pub counter_resets: u64,
     /// Register readings older than one already applied (kept, not used for deltas).
@@ -138,7 +140,7 @@ impl EnterpriseState {
         }
         match r.at {
             ReadingTime::Period(p) => {
-                self.reported.insert((r.indicator.clone(), p), r.value);
+                self.reported.entry(r.indicator.clone()).or_default().insert(p, r.value);
             }
             ReadingTime::Ts(ts) if kind == IndicatorKind::Counter => match self.counters.get(&key).copied() {
                 None => {
@@ -150,7 +152,12 @@ impl EnterpriseState {
                         self.counter_resets += 1;
                     }
                     for (month, amount) in split_by_month(prev_ts, ts, d.amount()) {
-                        *self.metered.entry((r.indicator.clone(), month)).or_default() += amount;
+                        *self
+                            .metered
+                            .entry(r.indicator.clone())
+                            .or_default()
+                            .entry(month)
+                            .or_default() += amount;
                     }
                     self.counters.insert(key, (ts, r.value));
                 }
@@ -163,23 +170,21 @@ impl EnterpriseState {
     /// The amount of `indicator` in `period`: reported for the period, else
     /// the sum of reported months, else metered.
     pub fn amount(&self, indicator: &str, period: Period) -> Option<(f64, AmountSource)> {
-        if let Some(v) = self.reported.get(&(indicator.to_owned(), period)) {
+        let reported = self.reported.get(indicator);
+        if let Some(v) = reported.and_then(|r| r.get(&period)) {
             return Some((*v, AmountSource::Reported));
         }
         let months = period.months();
-        if months.len() > 1 {
-            let reported: Vec<f64> = months
-                .iter()
-                .filter_map(|m| self.reported.get(&(indicator.to_owned(), *m)).copied())
-                .collect();
-            if !reported.is_empty() {
-                return Some((reported.iter().sum(), AmountSource::ReportedMonths));
+        if let (Some(r), true) = (reported, months.len() > 1) {
+            let parts: Vec<f64> = months.iter().filter_map(|m| r.get(m).copied()).collect();
+            if !parts.is_empty() {
+                return Some((parts.iter().sum(), AmountSource::ReportedMonths));
             }
         }
-        let metered: Vec<f64> = months
-            .iter()
-            .filter_map(|m| self.metered.get(&(indicator.to_owned(), *m)).copied())
-            .collect();
+        let metered: Vec<f64> = match self.metered.get(indicator) {
+            Some(m) => months.iter().filter_map(|p| m.get(p).copied()).collect(),
+            None => Vec::new(),
+        };
         if metered.is_empty() {
             None
         } else {

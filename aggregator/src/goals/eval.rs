@@ -175,9 +175,12 @@ fn stock(es: &EnterpriseState, ind: &str, span: Span) -> Option<f64> {
     let end = span.end();
     let reported = es
         .reported
-        .iter()
-        .filter(|((code, p), _)| code == ind && p.start() < end)
-        .max_by_key(|((_, p), _)| (p.end(), std::cmp::Reverse(p.start())))
+        .get(ind)
+        .and_then(|r| {
+            r.iter()
+                .filter(|(p, _)| p.start() < end)
+                .max_by_key(|(p, _)| (p.end(), std::cmp::Reverse(p.start())))
+        })
         .map(|(_, v)| *v);
     reported.or_else(|| {
         let vals: Vec<f64> = es
@@ -197,8 +200,13 @@ fn energy_over(
     catalog: &Catalog,
     s: &GoalSettings,
 ) -> Option<(f64, Vec<CarrierAmount>)> {
-    let carriers: Vec<CarrierAmount> = catalog
-        .iter()
+    // Only the carriers this enterprise has data for, not the whole catalog.
+    let mut codes: Vec<&String> = es.reported.keys().chain(es.metered.keys()).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let carriers: Vec<CarrierAmount> = codes
+        .into_iter()
+        .filter_map(|code| catalog.get(code))
         .filter(|i| i.is_energy() && !s.intensity_excludes.contains(&i.code))
         .filter_map(|ind| {
             let (amount, source) = flow(es, &ind.code, span)?;
