@@ -658,3 +658,58 @@ async fn zone_summaries_are_retained_on_mqtt_and_pushed_over_http() {
     trigger.fire();
     running.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates_end_to_end_and_no_certificate_no_entry() {
+    use zonesync_e2e::certs::Certs;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(dir.path());
+    let broker = Mosquitto::start_with(dir.path(), &certs.mosquitto_listener());
+    let ds = dataset::write(dir.path(), broker.port, 97, 2);
+    for (path, cn) in [
+        (&ds.agent_a, "agent-a"),
+        (&ds.agent_b, "agent-b"),
+        (&ds.aggregator, "zonesync-aggregator"),
+    ] {
+        let (cert, key) = certs.client(cn);
+        let mut text = std::fs::read_to_string(path).unwrap();
+        text.push_str(&format!(
+            "\n[mqtt.tls]\nca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            certs.ca.display(),
+            cert.display(),
+            key.display()
+        ));
+        std::fs::write(path, text).unwrap();
+    }
+    let (_agg, api) = spawn_aggregator(&ds.aggregator);
+    let _a = spawn_agent(&ds.agent_a);
+    let _b = spawn_agent(&ds.agent_b);
+    assert_hand_computed_goals(&api, &ds).await;
+
+    // Without a client certificate, or without TLS at all, the broker lets no one in.
+    let no_cert = zonesync_agent::tls::TlsConfig {
+        ca_file: certs.ca.clone(),
+        client_cert_file: None,
+        client_key_file: None,
+    };
+    for transport in [
+        zonesync_agent::tls::transport(Some(&no_cert)).unwrap(),
+        rumqttc::Transport::tcp(),
+    ] {
+        let mut o = rumqttc::MqttOptions::new("intruder", "127.0.0.1", broker.port);
+        o.set_transport(transport);
+        let (_c, mut events) = rumqttc::AsyncClient::new(o, 8);
+        let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        assert!(!outcome, "a client without a certificate must not connect");
+    }
+}

@@ -113,6 +113,8 @@ pub struct MqttConfig {
     pub reconnect_min_ms: u64,
     /// Longest reconnect delay, milliseconds.
     pub reconnect_max_ms: u64,
+    /// TLS (rustls); plain TCP when absent.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for MqttConfig {
@@ -125,6 +127,7 @@ impl Default for MqttConfig {
             keep_alive_secs: 30,
             reconnect_min_ms: 200,
             reconnect_max_ms: 30_000,
+            tls: None,
         }
     }
 }

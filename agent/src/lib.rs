@@ -10,6 +10,7 @@ pub mod outbox;
 pub mod run;
 pub mod shutdown;
 pub mod sources;
+pub mod tls;
 
 pub use config::AgentConfig;
 pub use run::{run, AgentError};

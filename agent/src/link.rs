@@ -86,8 +86,9 @@ impl Link {
         .to_payload()
     }
 
-    fn options(&self) -> MqttOptions {
+    fn options(&self) -> Result<MqttOptions, crate::tls::TlsError> {
         let mut o = MqttOptions::new(self.agent.as_str(), self.mqtt.host.clone(), self.mqtt.port);
+        o.set_transport(crate::tls::transport(self.mqtt.tls.as_ref())?);
         o.set_keep_alive(Duration::from_secs(self.mqtt.keep_alive_secs.max(5)));
         o.set_clean_session(true);
         o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
@@ -102,7 +103,7 @@ impl Link {
             QoS::AtLeastOnce,
             true,
         ));
-        o
+        Ok(o)
     }
 
     /// Keeps a session up until shutdown, reconnecting with exponential backoff.
@@ -134,7 +135,11 @@ impl Link {
     }
 
     async fn session(&self, shutdown: &mut Shutdown) -> Result<SessionEnd, OutboxError> {
-        let (client, mut events) = AsyncClient::new(self.options(), self.batching.max_in_flight + 16);
+        let options = match self.options() {
+            Ok(o) => o,
+            Err(e) => return Ok(SessionEnd::Refused(format!("TLS settings: {e}"))),
+        };
+        let (client, mut events) = AsyncClient::new(options, self.batching.max_in_flight + 16);
         // Connect first, so nothing is queued for a broker that refuses us.
         loop {
             tokio::select! {

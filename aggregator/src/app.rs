@@ -25,6 +25,8 @@ pub enum StartError {
     UnknownZone(ZoneId),
     #[error("creating {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("MQTT TLS settings: {0}")]
+    Tls(#[from] zonesync_agent::tls::TlsError),
     #[error("HTTP listener on {addr}: {source}")]
     Http { addr: String, source: std::io::Error },
 }
@@ -60,6 +62,8 @@ pub struct App {
 impl App {
     /// Opens the store and rebuilds the state from it.
     pub fn open(cfg: &AggregatorConfig) -> Result<Self, StartError> {
+        // Refuse to start on unusable TLS settings rather than retry for ever.
+        zonesync_agent::tls::transport(cfg.mqtt.tls.as_ref())?;
         let registry = Registry::load(&cfg.registry)?;
         let zones = if cfg.zones.is_empty() {
             registry.zones().map(|z| z.id.clone()).collect()

@@ -80,6 +80,8 @@ pub struct MqttConfig {
     /// broker's own limit so an oversized payload is dead-lettered instead of
     /// breaking the connection (and being redelivered forever).
     pub max_packet_bytes: usize,
+    /// TLS (rustls); plain TCP when absent.
+    pub tls: Option<zonesync_agent::tls::TlsConfig>,
 }
 
 impl Default for MqttConfig {
@@ -92,6 +94,7 @@ impl Default for MqttConfig {
             password: None,
             keep_alive_secs: 30,
             max_packet_bytes: 16 * 1024 * 1024,
+            tls: None,
         }
     }
 }

@@ -160,6 +160,16 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
 /// Subscribes to the served zones and ingests until shutdown.
 pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
     let mut opts = MqttOptions::new(mqtt.client_id.clone(), mqtt.host.clone(), mqtt.port);
+    match zonesync_agent::tls::transport(mqtt.tls.as_ref()) {
+        Ok(t) => {
+            opts.set_transport(t);
+        }
+        Err(e) => {
+            // Without a usable TLS setting there is nothing to connect with; say so and stop ingest.
+            tracing::error!("MQTT TLS settings: {e}; ingest is not started");
+            return;
+        }
+    }
     opts.set_keep_alive(Duration::from_secs(mqtt.keep_alive_secs.max(5)));
     opts.set_clean_session(false);
     opts.set_manual_acks(true);

@@ -2,6 +2,7 @@
 //! (Mosquitto processes, the embedded rumqttd), the zonesync binaries as real
 //! processes, an HTTP client for the API, and the hand-computed data set.
 
+pub mod certs;
 pub mod dataset;
 pub mod peers;
 pub mod proxy;
@@ -64,10 +65,15 @@ fn mosquitto_binary() -> PathBuf {
 impl Mosquitto {
     /// Starts Mosquitto with its files in `dir`.
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "")
+    }
+
+    /// Starts Mosquitto with `listener_options` (e.g. TLS settings) on its listener.
+    pub fn start_with(dir: &Path, listener_options: &str) -> Self {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         let text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
+            "per_listener_settings false\nlistener {port} 127.0.0.1\n{listener_options}\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
              max_queued_messages 1000000\nmax_inflight_messages 100\nmax_packet_size 16777216\n\
              log_dest stderr\nlog_type error\nlog_type warning\n",
             dir.display()

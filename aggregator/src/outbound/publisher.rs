@@ -57,6 +57,15 @@ pub fn start(mqtt: &MqttConfig, mut shutdown: Shutdown) -> (Publisher, tokio::ta
             let mut o = MqttOptions::new(format!("{}-pub", mqtt.client_id), mqtt.host.clone(), mqtt.port);
             o.set_keep_alive(Duration::from_secs(mqtt.keep_alive_secs.max(5)));
             o.set_max_packet_size(mqtt.max_packet_bytes, mqtt.max_packet_bytes);
+            match zonesync_agent::tls::transport(mqtt.tls.as_ref()) {
+                Ok(t) => {
+                    o.set_transport(t);
+                }
+                Err(e) => {
+                    tracing::error!("publisher TLS settings: {e}; nothing will be published");
+                    return;
+                }
+            }
             if let (Some(u), Some(p)) = (&mqtt.username, &mqtt.password) {
                 o.set_credentials(u.clone(), p.clone());
             }
