@@ -2,7 +2,8 @@
 
 use crate::alerts::{AckError, AlertRecord, Phase};
 use crate::app::App;
-use crate::goals::{energy, evaluate, GoalRow, Level};
+use crate::goals::cache::Cached;
+use crate::goals::{energy, evaluate, Level};
 use crate::registry::Zone;
 use crate::report::{render, Format};
 use axum::extract::{Path, Query, State};
@@ -121,15 +122,16 @@ async fn zones(State(app): State<Arc<App>>) -> ApiResult {
 async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): Query<PeriodQuery>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let period = period_param(&q)?;
-    let (reg, rows) = zone_rows(&app, &z, period)?;
+    let (reg, c) = zone_table(&app, &z, period)?;
     Ok(Json(json!({
         "zone": z,
         "name_zh": reg.name_zh,
         "name_en": reg.name_en,
         "period": period,
-        "computed_at": Utc::now(),
+        "computed_at": c.computed_at,
+        "compute_ms": c.took_ms,
         "settings": app.settings,
-        "goals": rows,
+        "goals": &*c.rows,
     })))
 }
 
@@ -140,19 +142,12 @@ fn read_state(app: &App) -> Result<std::sync::RwLockReadGuard<'_, crate::state::
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))
 }
 
-/// A zone's goal table.
-fn zone_rows<'a>(app: &'a App, z: &ZoneId, period: Period) -> Result<(&'a Zone, Vec<GoalRow>), ApiError> {
+/// A zone's goal table, from the cache (see `goals::cache`).
+fn zone_table<'a>(app: &'a App, z: &ZoneId, period: Period) -> Result<(&'a Zone, Cached), ApiError> {
     let reg = app.registry.zone(z).ok_or_else(|| not_found(format!("zone {z}")))?;
-    let st = read_state(app)?;
-    let rows = evaluate(
-        &app.goals.goal,
-        &[(reg, st.zones.get(z))],
-        Level::Zone(z.to_string()),
-        period,
-        &app.catalog,
-        &app.settings,
-    );
-    Ok((reg, rows))
+    let c = crate::goals::cache::table(app, z, period)
+        .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
+    Ok((reg, c))
 }
 
 /// Goals over several zones: a city's, or every zone served (the province as far as this instance sees it).
@@ -216,7 +211,8 @@ async fn zone_report(
     let z = zone_param(&app, &zone)?;
     let period = period_param(&PeriodQuery { period: q.period })?;
     let format: Format = q.format.as_deref().unwrap_or("csv").parse().map_err(bad_request)?;
-    let (reg, rows) = zone_rows(&app, &z, period)?;
+    let (reg, c) = zone_table(&app, &z, period)?;
+    let rows = c.rows;
     let body = render(&format!("{} {} ({period})", reg.name_zh, reg.name_en), &rows, format);
     let mut headers = vec![(header::CONTENT_TYPE, format.content_type().to_owned())];
     if format == Format::Csv {

@@ -49,6 +49,8 @@ pub struct App {
     pub classification: crate::classify::ClassificationSettings,
     /// Data-quality thresholds.
     pub quality: crate::quality::QualitySettings,
+    /// Computed goal tables.
+    pub goal_cache: crate::goals::cache::GoalCache,
     /// Bearer token for state-changing requests.
     pub write_token: Option<String>,
     /// Storage.
@@ -94,6 +96,7 @@ impl App {
             settings: cfg.goals.clone(),
             classification: cfg.classification.clone(),
             quality: cfg.quality.clone(),
+            goal_cache: Default::default(),
             write_token: cfg.http.write_token.clone().filter(|t| !t.is_empty()),
             store,
             state: RwLock::new(state),

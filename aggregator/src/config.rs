@@ -36,6 +36,9 @@ pub struct AggregatorConfig {
     /// Goal definitions' thresholds.
     #[serde(default)]
     pub goals: GoalSettings,
+    /// The current month's goal tables are recomputed at most this often when data changed, milliseconds.
+    #[serde(default = "default_goal_refresh_ms")]
+    pub goal_refresh_ms: u64,
     /// Enterprise classification (A/B/C) settings.
     #[serde(default)]
     pub classification: crate::classify::ClassificationSettings,
@@ -54,6 +57,10 @@ pub struct AggregatorConfig {
     /// Store sizing.
     #[serde(default)]
     pub store: StoreConfig,
+}
+
+fn default_goal_refresh_ms() -> u64 {
+    1000
 }
 
 fn default_data_dir() -> PathBuf {

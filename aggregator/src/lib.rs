@@ -72,6 +72,11 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
         }
     });
     let alerts = tokio::spawn(alerts::run(app.clone(), cfg.alerts.clone(), shutdown.clone()));
+    let refresher = tokio::spawn(goals::cache::refresh(
+        app.clone(),
+        cfg.goal_refresh_ms,
+        shutdown.clone(),
+    ));
     let summaries = tokio::spawn(summaries::run(app.clone(), cfg.summaries.clone(), shutdown.clone()));
     let (publisher, publisher_task) = outbound::publisher::start(&cfg.mqtt, shutdown.clone());
     let retry = outbound::Retry {
@@ -84,6 +89,6 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
     Ok(Running {
         http_addr,
         app,
-        tasks: vec![http, ingest, alerts, summaries, outbound, publisher_task],
+        tasks: vec![http, ingest, alerts, refresher, summaries, outbound, publisher_task],
     })
 }

@@ -29,6 +29,8 @@ pub struct ZoneState {
     pub agents: BTreeMap<AgentId, AgentState>,
     /// Readings stored for the zone.
     pub readings_stored: u64,
+    /// Grows with every change to the zone's facts; cached goal tables compare it.
+    pub version: u64,
 }
 
 /// Where an amount came from.
@@ -232,6 +234,7 @@ impl State {
     ) {
         let zs = self.zone_mut(zone);
         zs.readings_stored += readings.len() as u64;
+        zs.version += 1;
         let es = zs.enterprises.entry(enterprise.clone()).or_default();
         for r in readings {
             let kind = catalog

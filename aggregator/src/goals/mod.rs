@@ -13,6 +13,7 @@
 //! land reclaimed) are listed under `[[not_computable]]` with the reason, so
 //! the checklist in shared/reference/goals-from-seeds.md is covered row by row.
 
+pub mod cache;
 mod conditions;
 mod eval;
 #[cfg(test)]

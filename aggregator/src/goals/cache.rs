@@ -1,0 +1,162 @@
+//! Goal tables computed once and served many times.
+//!
+//! A zone's table is a scan of all its enterprises (about 1 s for 25,000
+//! enterprises and every preset; see docs/benchmarks.md), far too slow to do
+//! per request. Tables are cached per (zone, period) with the zone's state
+//! version; a background refresher recomputes the current month's table of
+//! every zone whose data changed, at most once per `refresh_ms`, so the
+//! dashboard's main query is answered from memory and is at most that old.
+//! Other periods are computed on first request and cached until the zone's
+//! data changes. (Maintaining the sums incrementally as readings arrive would
+//! remove the scan altogether; that is the next step.)
+
+use super::{evaluate, GoalRow, Level};
+use crate::app::App;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use zonesync_agent::shutdown::Shutdown;
+use zonesync_proto::{Period, ZoneId};
+
+/// A cached table.
+#[derive(Clone)]
+pub struct Cached {
+    /// The zone's state version it was computed from.
+    pub version: u64,
+    /// The rows.
+    pub rows: Arc<Vec<GoalRow>>,
+    /// When it was computed.
+    pub computed_at: DateTime<Utc>,
+    /// How long computing it took, milliseconds.
+    pub took_ms: f64,
+}
+
+/// The cache.
+#[derive(Default)]
+pub struct GoalCache {
+    tables: Mutex<HashMap<(ZoneId, Period), Cached>>,
+}
+
+impl GoalCache {
+    fn get(&self, zone: &ZoneId, period: Period) -> Option<Cached> {
+        self.tables.lock().ok()?.get(&(zone.clone(), period)).cloned()
+    }
+
+    fn put(&self, zone: &ZoneId, period: Period, c: Cached) {
+        if let Ok(mut t) = self.tables.lock() {
+            t.insert((zone.clone(), period), c);
+        }
+    }
+}
+
+/// Computes a zone's table now and caches it.
+pub fn compute(app: &App, zone: &ZoneId, period: Period) -> Option<Cached> {
+    let reg = app.registry.zone(zone)?;
+    let started = std::time::Instant::now();
+    let st = app.state.read().ok()?;
+    let zs = st.zones.get(zone);
+    let version = zs.map_or(0, |z| z.version);
+    let rows = evaluate(
+        &app.goals.goal,
+        &[(reg, zs)],
+        Level::Zone(zone.to_string()),
+        period,
+        &app.catalog,
+        &app.settings,
+    );
+    drop(st);
+    let c = Cached {
+        version,
+        rows: Arc::new(rows),
+        computed_at: Utc::now(),
+        took_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    app.goal_cache.put(zone, period, c.clone());
+    Some(c)
+}
+
+/// The table for `period`: the current month from the refresher's cache
+/// (computed here only the first time), other periods cached until the
+/// zone's data changes.
+pub fn table(app: &App, zone: &ZoneId, period: Period) -> Option<Cached> {
+    let cached = app.goal_cache.get(zone, period);
+    let current = period == Period::month_of(Utc::now());
+    match cached {
+        Some(c) if current => Some(c),
+        Some(c) => {
+            let version = app.state.read().ok()?.zones.get(zone).map_or(0, |z| z.version);
+            if c.version == version {
+                Some(c)
+            } else {
+                compute(app, zone, period)
+            }
+        }
+        None => compute(app, zone, period),
+    }
+}
+
+/// Keeps every zone's current-month table fresh until shutdown.
+pub async fn refresh(app: Arc<App>, refresh_ms: u64, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(refresh_ms.max(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let period = Period::month_of(Utc::now());
+        for z in &app.zones {
+            let version = match app.state.read() {
+                Ok(st) => st.zones.get(z).map_or(0, |zs| zs.version),
+                Err(_) => return,
+            };
+            let stale = app.goal_cache.get(z, period).is_none_or(|c| c.version != version);
+            if stale {
+                // The scan is CPU-bound; keep it off the async workers.
+                let app = app.clone();
+                let z = z.clone();
+                let _ = tokio::task::spawn_blocking(move || compute(&app, &z, period)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AggregatorConfig;
+    use crate::testkit::{amount, id};
+
+    #[test]
+    fn a_past_period_is_recomputed_only_when_the_zone_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = dir.path().join("registry.toml");
+        std::fs::write(
+            &reg,
+            format!(
+                "[[zone]]\nid = \"z\"\nname_zh = \"z\"\n[[zone.enterprise]]\nid = \"{}\"\nabove_scale = true\n",
+                id(1)
+            ),
+        )
+        .unwrap();
+        let cfg: AggregatorConfig = toml::from_str(&format!(
+            "data_dir = \"{}\"\nregistry = \"{}\"\n",
+            dir.path().join("data").display(),
+            reg.display()
+        ))
+        .unwrap();
+        let app = App::open(&cfg).unwrap();
+        let z = ZoneId::parse("z").unwrap();
+        let p = Period::Month(2026, 10);
+        let first = table(&app, &z, p).unwrap();
+        let again = table(&app, &z, p).unwrap();
+        assert!(Arc::ptr_eq(&first.rows, &again.rows), "served from the cache");
+        app.state
+            .write()
+            .unwrap()
+            .apply(&z, &id(1), &[amount("value_added", "2026-10", 10.0)], &[], &app.catalog);
+        let after = table(&app, &z, p).unwrap();
+        assert!(!Arc::ptr_eq(&first.rows, &after.rows), "recomputed after a change");
+        assert!(after.version > first.version);
+    }
+}
