@@ -713,3 +713,120 @@ async fn tls_with_client_certificates_end_to_end_and_no_certificate_no_entry() {
         assert!(!outcome, "a client without a certificate must not connect");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_acl_pins_each_agent_to_its_own_zone_agent_and_enterprises() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+    let dir = tempfile::tempdir().unwrap();
+    // Users and an ACL in the shape of deploy/mosquitto/zonesync.acl.
+    let passwd = dir.path().join("passwd");
+    for (i, (user, pass)) in [("zonesync-aggregator", "agg-pass"), ("gw-a", "a-pass")]
+        .iter()
+        .enumerate()
+    {
+        let mut cmd = std::process::Command::new("mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let ok = cmd
+            .arg("-b")
+            .arg(&passwd)
+            .arg(user)
+            .arg(pass)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mosquitto_passwd");
+    }
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        format!(
+            "user zonesync-aggregator\ntopic read zonesync/v1/{ZONE}/+/state\ntopic read zonesync/v1/{ZONE}/+/data/+\n\n\
+             user gw-a\ntopic write zonesync/v1/{ZONE}/gw-a/state\ntopic write zonesync/v1/{ZONE}/gw-a/data/{}\n",
+            E[0]
+        ),
+    )
+    .unwrap();
+    let broker = Mosquitto::start_with(
+        dir.path(),
+        &format!("password_file {}\nacl_file {}", passwd.display(), acl.display()),
+    );
+    let ds = dataset::write(dir.path(), broker.port, 1, 2);
+    let cfg = std::fs::read_to_string(&ds.aggregator).unwrap().replace(
+        "[mqtt]\n",
+        "[mqtt]\nusername = \"zonesync-aggregator\"\npassword = \"agg-pass\"\n",
+    );
+    std::fs::write(&ds.aggregator, cfg).unwrap();
+    let (trigger, signal) = shutdown::channel();
+    let running = zonesync_aggregator::start(AggregatorConfig::load(&ds.aggregator).unwrap(), signal)
+        .await
+        .unwrap();
+    let api = Api::new(&format!("http://{}", running.http_addr));
+    api.wait_metric("zonesync_aggregator_mqtt_connected", 1.0, WAIT).await;
+
+    let now = chrono::Utc::now();
+    let ts = (now - chrono::Duration::minutes(1)).to_rfc3339();
+    let batch = |agent: &str, seq: u64, e: &str| -> Vec<u8> {
+        serde_json::to_vec(&json!({"v": 1, "agent": agent, "boot": 1, "seq": seq, "sent_at": now.to_rfc3339(), "zone": ZONE,
+            "enterprise": e, "readings": [{"indicator": "electricity", "point": "M1", "value": seq as f64, "unit": "kWh", "ts": ts}]}))
+        .unwrap()
+    };
+    let mut o = MqttOptions::new("gw-a", "127.0.0.1", broker.port);
+    o.set_credentials("gw-a", "a-pass");
+    let (client, mut events) = AsyncClient::new(o, 16);
+    let attempts = vec![
+        // As enterprise E2, which gw-a is not allowed to speak for.
+        (format!("zonesync/v1/{ZONE}/gw-a/data/{}", E[1]), batch("gw-a", 1, E[1])),
+        // Under another agent's name.
+        (format!("zonesync/v1/{ZONE}/gw-b/data/{}", E[0]), batch("gw-b", 1, E[0])),
+        // Its own: allowed.
+        (format!("zonesync/v1/{ZONE}/gw-a/data/{}", E[0]), batch("gw-a", 2, E[0])),
+    ];
+    let n = attempts.len();
+    for (t, p) in attempts {
+        client.publish(t, QoS::AtLeastOnce, false, p).await.unwrap();
+    }
+    let mut acked = 0;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while acked < n {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    api.wait_metric("zonesync_aggregator_readings_stored_total", 1.0, WAIT)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Mosquitto acknowledges and drops what the ACL forbids (MQTT 3.1.1 has no negative PUBACK).
+    assert_eq!(api.metric("zonesync_aggregator_messages_received_total").await, 1.0);
+    assert_eq!(api.metric("zonesync_aggregator_readings_stored_total").await, 1.0);
+    let e2 = api.get(&format!("/api/v1/zones/{ZONE}/enterprises/{}", E[1])).await;
+    assert_eq!(
+        e2["readings"],
+        json!(0),
+        "nothing stored for the enterprise gw-a may not speak for"
+    );
+    // A wrong password is refused outright.
+    let mut o = MqttOptions::new("gw-x", "127.0.0.1", broker.port);
+    o.set_credentials("gw-a", "wrong");
+    let (_c, mut ev) = AsyncClient::new(o, 4);
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return false,
+                Ok(_) => {}
+                Err(_) => return true,
+            }
+        }
+    })
+    .await
+    .unwrap_or(true);
+    assert!(refused, "a wrong password must be refused");
+    trigger.fire();
+    running.wait().await;
+}
