@@ -830,3 +830,49 @@ async fn broker_acl_pins_each_agent_to_its_own_zone_agent_and_enterprises() {
     trigger.fire();
     running.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_token_guards_the_api_but_not_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = zonesync_aggregator::broker::start_embedded(0, 1 << 20).unwrap();
+    let ds = dataset::write(dir.path(), broker.addr.port(), 1, 2);
+    let cfg = std::fs::read_to_string(&ds.aggregator)
+        .unwrap()
+        .replace("[http]\n", "[http]\nread_token = \"r3ad\"\nwrite_token = \"wr1te\"\n");
+    std::fs::write(&ds.aggregator, cfg).unwrap();
+    let (trigger, signal) = shutdown::channel();
+    let running = zonesync_aggregator::start(AggregatorConfig::load(&ds.aggregator).unwrap(), signal)
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.http_addr);
+    let http = reqwest::Client::new();
+    let status = |req: reqwest::RequestBuilder| async move { req.send().await.unwrap().status().as_u16() };
+    assert_eq!(status(http.get(format!("{base}/api/v1/zones"))).await, 401);
+    assert_eq!(
+        status(http.get(format!("{base}/api/v1/zones")).bearer_auth("wrong")).await,
+        401
+    );
+    assert_eq!(
+        status(http.get(format!("{base}/api/v1/zones")).bearer_auth("r3ad")).await,
+        200
+    );
+    assert_eq!(
+        status(http.get(format!("{base}/api/v1/zones")).bearer_auth("wr1te")).await,
+        200
+    );
+    assert_eq!(status(http.get(format!("{base}/healthz"))).await, 200);
+    assert_eq!(status(http.get(format!("{base}/metrics"))).await, 200);
+    // The read token does not allow writes.
+    let ack = json!({"key": "x", "by": "someone"});
+    assert_eq!(
+        status(
+            http.post(format!("{base}/api/v1/alerts/ack"))
+                .bearer_auth("r3ad")
+                .json(&ack)
+        )
+        .await,
+        401
+    );
+    trigger.fire();
+    running.wait().await;
+}

@@ -59,9 +59,10 @@ fn period_param(q: &PeriodQuery) -> Result<Period, ApiError> {
 
 /// Builds the router.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let open = Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    let api = Router::new()
         .route("/api/v1/zones", get(zones))
         .route("/api/v1/zones/{zone}/goals", get(goals))
         .route("/api/v1/zones/{zone}/energy", get(zone_energy))
@@ -77,7 +78,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/alerts/history", get(alert_history))
         .route("/api/v1/alerts/ack", axum::routing::post(ack_alert))
         .route("/api/v1/dead-letters", get(dead_letters))
-        .with_state(app)
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), read_guard));
+    open.merge(api).with_state(app)
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Json<Value> {
@@ -369,6 +371,18 @@ struct AckBody {
     by: String,
 }
 
+/// Whether the request carries `token` as its bearer token. Compared
+/// without an early exit, so timing does not reveal a matching prefix.
+fn bearer_is(headers: &HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    given.is_some_and(|g| {
+        g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    })
+}
+
 /// Checks the bearer token of a state-changing request.
 fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &app.write_token else {
@@ -377,15 +391,7 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
             "state-changing requests are disabled: set http.write_token (ZONESYNC_HTTP__WRITE_TOKEN)".into(),
         ));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    // Compare without an early exit so timing does not reveal a prefix.
-    let ok = given.is_some_and(|g| {
-        g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    });
-    if ok {
+    if bearer_is(headers, token) {
         Ok(())
     } else {
         Err(ApiError(
@@ -393,6 +399,26 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
             "missing or wrong bearer token".into(),
         ))
     }
+}
+
+/// Guards `/api/...` when a read token is configured.
+async fn read_guard(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(read) = &app.read_token {
+        let h = req.headers();
+        let ok = bearer_is(h, read) || app.write_token.as_deref().is_some_and(|w| bearer_is(h, w));
+        if !ok {
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "this API needs a bearer token (http.read_token)".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn ack_alert(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<AckBody>) -> ApiResult {

@@ -53,6 +53,8 @@ pub struct App {
     pub goal_cache: crate::goals::cache::GoalCache,
     /// Bearer token for state-changing requests.
     pub write_token: Option<String>,
+    /// Bearer token for reads, when reads are protected.
+    pub read_token: Option<String>,
     /// Storage.
     pub store: Store,
     /// In-memory zone state.
@@ -98,6 +100,7 @@ impl App {
             quality: cfg.quality.clone(),
             goal_cache: Default::default(),
             write_token: cfg.http.write_token.clone().filter(|t| !t.is_empty()),
+            read_token: cfg.http.read_token.clone().filter(|t| !t.is_empty()),
             store,
             state: RwLock::new(state),
             metrics: Metrics::default(),

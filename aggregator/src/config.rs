@@ -116,6 +116,9 @@ pub struct HttpConfig {
     /// acknowledgement). Unset: such requests are refused. Prefer
     /// `ZONESYNC_HTTP__WRITE_TOKEN` over writing it here.
     pub write_token: Option<String>,
+    /// When set, every `/api/...` request needs this bearer token (or the
+    /// write token); `/healthz` and `/metrics` stay open. Prefer `ZONESYNC_HTTP__READ_TOKEN`.
+    pub read_token: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -123,6 +126,7 @@ impl Default for HttpConfig {
         Self {
             listen: "127.0.0.1:8080".into(),
             write_token: None,
+            read_token: None,
         }
     }
 }

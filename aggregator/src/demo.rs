@@ -248,6 +248,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         http: HttpConfig {
             listen: format!("127.0.0.1:{}", pick_port(opts.http_port)),
             write_token: None,
+            read_token: None,
         },
         limits: Default::default(),
         goals: Default::default(),
