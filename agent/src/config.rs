@@ -86,6 +86,9 @@ pub struct AgentConfig {
     /// The enterprises' profile and declarations file.
     #[serde(default)]
     pub profile: Option<ProfileConfig>,
+    /// CSV drop folders for finance's monthly figures, one `[[csv_drop]]` table each.
+    #[serde(default)]
+    pub csv_drop: Vec<crate::sources::csv_drop::CsvDropConfig>,
     /// Modbus TCP meters, one `[[modbus]]` table per device.
     #[serde(default)]
     pub modbus: Vec<crate::sources::modbus::ModbusConfig>,

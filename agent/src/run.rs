@@ -73,10 +73,13 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         tasks.spawn(sim.run(outbox.clone(), shutdown.clone()));
     }
     if let Some(profile) = config.profile.clone() {
-        tasks.spawn(profile.run(outbox.clone(), validator, shutdown.clone()));
+        tasks.spawn(profile.run(outbox.clone(), validator.clone(), shutdown.clone()));
     }
     for device in modbus {
         tasks.spawn(device.run(outbox.clone(), shutdown.clone()));
+    }
+    for folder in config.csv_drop.clone() {
+        tasks.spawn(folder.run(outbox.clone(), validator.clone(), shutdown.clone()));
     }
     let link = Link {
         agent: config.agent_id.clone(),

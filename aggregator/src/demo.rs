@@ -311,6 +311,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
                 poll_secs: 5,
             }),
             modbus: vec![],
+            csv_drop: vec![],
         };
         let s = shutdown.clone();
         agents.push(tokio::spawn(async move {

@@ -3,6 +3,7 @@
 //! resumes exactly where its last durable readings end: nothing lost, nothing
 //! produced twice.
 
+pub mod csv_drop;
 pub mod modbus;
 pub mod profile;
 pub mod simulator;

@@ -1,0 +1,372 @@
+//! A drop folder for the monthly figures finance exports (value added, gross
+//! output, revenue, tax, R&D spend, land area, energy by carrier) as CSV.
+//!
+//! Chinese Excel exports are usually GBK, so the encoding is configurable
+//! (`auto` tries UTF-8, then GBK). A file is taken only once it has not
+//! changed for `settle_secs` (so a half-copied file is not read), checked as a
+//! whole, and then either queued (its name and fingerprint stored in the same
+//! atomic outbox step as its readings, so a crash before the move can never
+//! queue it twice) and moved to `done/`, or moved to `rejected/` with a
+//! `.reason.txt` beside it saying what is wrong, row by row.
+
+use crate::outbox::{Item, Outbox, OutboxError};
+use crate::shutdown::Shutdown;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use zonesync_proto::{EnterpriseId, Period, Reading, Validator};
+
+/// Text encoding of the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encoding {
+    /// UTF-8 if valid (a BOM is skipped), else GBK.
+    #[default]
+    Auto,
+    /// UTF-8.
+    Utf8,
+    /// GBK (GB 2312 superset), as Chinese Excel writes.
+    Gbk,
+}
+
+/// One mapped column.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    /// Header text as in the file, e.g. `工业增加值(万元)`.
+    pub header: String,
+    /// Catalog indicator code.
+    pub indicator: String,
+    /// Unit of the values in this column.
+    pub unit: String,
+}
+
+/// A drop folder (`[[csv_drop]]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvDropConfig {
+    /// Name (cursor key and logs).
+    pub name: String,
+    /// The folder; `done/` and `rejected/` are made inside it.
+    pub folder: PathBuf,
+    /// Header of the credit-code column.
+    pub enterprise_column: String,
+    /// Header of the period column (`2026-10`, `2026-Q3`, `2026`).
+    pub period_column: String,
+    /// Mapped value columns; other columns are ignored.
+    pub columns: Vec<Column>,
+    /// File encoding.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// How often to look, seconds.
+    #[serde(default = "default_poll")]
+    pub poll_secs: u64,
+    /// A file must be unchanged this long before it is read, seconds.
+    #[serde(default = "default_settle")]
+    pub settle_secs: u64,
+}
+
+fn default_poll() -> u64 {
+    30
+}
+fn default_settle() -> u64 {
+    5
+}
+
+/// Decodes file bytes per the configured encoding.
+pub fn decode(bytes: &[u8], enc: Encoding) -> Result<String, String> {
+    let utf8 = |b: &[u8]| std::str::from_utf8(b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b)).map(str::to_owned);
+    let gbk = |b: &[u8]| {
+        let (text, _, bad) = encoding_rs::GBK.decode(b);
+        if bad {
+            Err("not valid GBK".to_owned())
+        } else {
+            Ok(text.into_owned())
+        }
+    };
+    match enc {
+        Encoding::Utf8 => utf8(bytes).map_err(|e| format!("not valid UTF-8: {e}")),
+        Encoding::Gbk => gbk(bytes),
+        Encoding::Auto => utf8(bytes).or_else(|_| gbk(bytes).map_err(|_| "neither UTF-8 nor GBK".to_owned())),
+    }
+}
+
+/// Parses and checks a whole file: every reading, or every problem (row, column, reason).
+pub fn parse(
+    text: &str,
+    cfg: &CsvDropConfig,
+    validator: &Validator,
+) -> Result<Vec<(EnterpriseId, Reading)>, Vec<String>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = match rdr.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => return Err(vec![format!("header row: {e}")]),
+    };
+    let find = |name: &str| headers.iter().position(|h| h == name);
+    let mut problems = Vec::new();
+    let (Some(ei), Some(pi)) = (find(&cfg.enterprise_column), find(&cfg.period_column)) else {
+        return Err(vec![format!(
+            "header row lacks {:?} or {:?} (found: {})",
+            cfg.enterprise_column,
+            cfg.period_column,
+            headers.iter().collect::<Vec<_>>().join(", ")
+        )]);
+    };
+    let cols: Vec<(usize, &Column)> = cfg
+        .columns
+        .iter()
+        .filter_map(|c| find(&c.header).map(|i| (i, c)))
+        .collect();
+    if cols.is_empty() {
+        return Err(vec!["none of the configured value columns is in the header row".into()]);
+    }
+    let mut out = Vec::new();
+    let now = Utc::now();
+    for (n, rec) in rdr.records().enumerate() {
+        let row = n + 2; // 1-based, after the header row
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("row {row}: {e}"));
+                continue;
+            }
+        };
+        let ent = match EnterpriseId::parse(rec.get(ei).unwrap_or("")) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(format!("row {row}, {}: {e}", cfg.enterprise_column));
+                continue;
+            }
+        };
+        let period = match Period::parse(rec.get(pi).unwrap_or("")) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(format!("row {row}, {}: {e}", cfg.period_column));
+                continue;
+            }
+        };
+        for (i, c) in &cols {
+            let cell = rec.get(*i).unwrap_or("").replace(',', "");
+            if cell.is_empty() {
+                continue; // an empty cell is "not reported", not zero
+            }
+            let value: f64 = match cell.parse() {
+                Ok(v) => v,
+                Err(_) => {
+                    problems.push(format!("row {row}, {}: {cell:?} is not a number", c.header));
+                    continue;
+                }
+            };
+            let reading = Reading {
+                indicator: c.indicator.clone(),
+                point: String::new(),
+                value,
+                unit: c.unit.clone(),
+                ts: None,
+                period: Some(period),
+            };
+            match validator.reading(&serde_json::to_value(&reading).unwrap_or_default(), now) {
+                Ok(_) => out.push((ent.clone(), reading)),
+                Err(e) => problems.push(format!("row {row}, {}: {e}", c.header)),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+fn fingerprint(name: &str, bytes: &[u8]) -> String {
+    // FNV-1a: stable across runs and platforms, enough to tell files apart.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{name}:{}:{h:016x}", bytes.len())
+}
+
+fn move_to(file: &Path, sub: &str) -> std::io::Result<PathBuf> {
+    let dir = file.parent().unwrap_or(Path::new(".")).join(sub);
+    std::fs::create_dir_all(&dir)?;
+    let target = dir.join(file.file_name().unwrap_or_default());
+    std::fs::rename(file, &target)?;
+    Ok(target)
+}
+
+impl CsvDropConfig {
+    fn cursor_key(&self) -> String {
+        format!("csv_drop:{}", self.name)
+    }
+
+    /// Looks at the folder once; returns how many files were taken.
+    pub fn scan(&self, outbox: &Outbox, validator: &Validator) -> Result<usize, OutboxError> {
+        let key = self.cursor_key();
+        let mut seen: BTreeSet<String> = outbox
+            .cursor(&key)?
+            .and_then(|c| serde_json::from_slice(&c).ok())
+            .unwrap_or_default();
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&self.folder) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv")))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(folder = %self.folder.display(), "drop folder not readable: {e}");
+                return Ok(0);
+            }
+        };
+        files.sort();
+        let mut taken = 0;
+        for file in files {
+            let settled = std::fs::metadata(&file)
+                .and_then(|m| m.modified())
+                .map(|t| {
+                    SystemTime::now().duration_since(t).unwrap_or_default() >= Duration::from_secs(self.settle_secs)
+                })
+                .unwrap_or(false);
+            if !settled {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&file) else { continue };
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let fp = fingerprint(&name, &bytes);
+            if seen.contains(&fp) {
+                // Queued before a crash stopped the move: just finish the move.
+                let _ = move_to(&file, "done");
+                continue;
+            }
+            let parsed = decode(&bytes, self.encoding)
+                .map_err(|e| vec![e])
+                .and_then(|text| parse(&text, self, validator));
+            match parsed {
+                Ok(readings) => {
+                    seen.insert(fp);
+                    let cursor = serde_json::to_vec(&seen).unwrap_or_default();
+                    let n = readings.len();
+                    outbox.append(
+                        readings.into_iter().map(|(e, r)| (e, Item::Reading(r))).collect(),
+                        Some((&key, &cursor)),
+                    )?;
+                    if let Err(e) = move_to(&file, "done") {
+                        tracing::warn!(file = %file.display(), "queued but not moved to done/: {e}");
+                    }
+                    tracing::info!(file = %name, readings = n, "drop file queued");
+                    taken += 1;
+                }
+                Err(problems) => {
+                    tracing::warn!(file = %name, problems = problems.len(), "drop file rejected");
+                    if let Ok(target) = move_to(&file, "rejected") {
+                        let reason = target.with_extension("csv.reason.txt");
+                        let _ = std::fs::write(reason, problems.join("\n") + "\n");
+                    }
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Watches the folder until shutdown.
+    pub async fn run(
+        self,
+        outbox: Arc<Outbox>,
+        validator: Validator,
+        mut shutdown: Shutdown,
+    ) -> Result<(), OutboxError> {
+        loop {
+            self.scan(&outbox, &validator)?;
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs(self.poll_secs.max(1))) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zonesync_proto::{Catalog, Limits};
+
+    fn cfg(folder: &Path) -> CsvDropConfig {
+        CsvDropConfig {
+            name: "finance".into(),
+            folder: folder.to_path_buf(),
+            enterprise_column: "统一社会信用代码".into(),
+            period_column: "期间".into(),
+            columns: vec![
+                Column {
+                    header: "工业增加值(万元)".into(),
+                    indicator: "value_added".into(),
+                    unit: "万元".into(),
+                },
+                Column {
+                    header: "税收(万元)".into(),
+                    indicator: "tax".into(),
+                    unit: "万元".into(),
+                },
+            ],
+            encoding: Encoding::Auto,
+            poll_secs: 1,
+            settle_secs: 0,
+        }
+    }
+
+    const GOOD: &str = "统一社会信用代码,企业名称,期间,工业增加值(万元),税收(万元)\n\
+                        91350100M000100Y43,示例钢铁,2026-10,\"1,520.5\",88\n\
+                        91350100M000100Y43,示例钢铁,2026-09,1400,\n";
+
+    #[test]
+    fn gbk_and_utf8_files_are_read_once_and_bad_ones_rejected_with_reasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let drop = dir.path().join("drop");
+        std::fs::create_dir_all(&drop).unwrap();
+        let (gbk, _, _) = encoding_rs::GBK.encode(GOOD);
+        std::fs::write(drop.join("a-gbk.csv"), &gbk).unwrap();
+        std::fs::write(drop.join("b-utf8.csv"), format!("\u{feff}{GOOD}")).unwrap();
+        std::fs::write(
+            drop.join("c-bad.csv"),
+            "统一社会信用代码,期间,工业增加值(万元)\n91350100M000100Y44,2026-10,5\n91350100M000100Y43,2026-13,x\n",
+        )
+        .unwrap();
+        let outbox = Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap();
+        let v = Validator::new(Catalog::builtin().unwrap(), Limits::default());
+        let c = cfg(&drop);
+        assert_eq!(c.scan(&outbox, &v).unwrap(), 2);
+        // 3 values per good file (the empty tax cell is not reported), both files.
+        assert_eq!(outbox.pending_items(), 6);
+        assert!(drop.join("done/a-gbk.csv").exists() && drop.join("done/b-utf8.csv").exists());
+        let reason = std::fs::read_to_string(drop.join("rejected/c-bad.csv.reason.txt")).unwrap();
+        assert!(reason.contains("row 2, 统一社会信用代码"), "{reason}");
+        assert!(reason.contains("row 3, 期间"), "{reason}");
+        // The same content dropped again after a crash-before-move is not queued twice.
+        std::fs::copy(drop.join("done/a-gbk.csv"), drop.join("a-gbk.csv")).unwrap();
+        assert_eq!(c.scan(&outbox, &v).unwrap(), 0);
+        assert_eq!(outbox.pending_items(), 6);
+    }
+
+    #[test]
+    fn values_are_checked_against_the_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path());
+        c.columns[0].unit = "dollars".into();
+        let v = Validator::new(Catalog::builtin().unwrap(), Limits::default());
+        let err = parse(GOOD, &c, &v).unwrap_err();
+        assert!(
+            err[0].contains("unit \"dollars\" is not accepted for value_added"),
+            "{err:?}"
+        );
+    }
+}
