@@ -10,6 +10,7 @@ use zonesync_agent::shutdown;
 use zonesync_aggregator::config::AggregatorConfig;
 use zonesync_aggregator::demo;
 use zonesync_e2e::dataset::{self, Dataset, E, ZONE};
+use zonesync_e2e::inprocess::InProcess;
 use zonesync_e2e::proxy::Proxy;
 use zonesync_e2e::{approx, goal, spawn_agent, spawn_aggregator, Api, Mosquitto};
 
@@ -114,26 +115,19 @@ fn tracing_init() {
 async fn embedded_broker_goals_match_hand_computed_figures() {
     tracing_init();
     let dir = tempfile::tempdir().unwrap();
-    let broker = zonesync_aggregator::broker::start_embedded(0, 1 << 20).unwrap();
-    let ds = dataset::write(dir.path(), broker.addr.port(), 97, 2);
-    let (trigger, signal) = shutdown::channel();
-    let running = zonesync_aggregator::start(AggregatorConfig::load(&ds.aggregator).unwrap(), signal.clone())
-        .await
-        .unwrap();
-    let api = Api::new(&format!("http://{}", running.http_addr));
+    let t = InProcess::start(dir.path(), 97, 1 << 20, |c| c).await;
     let a = tokio::spawn(zonesync_agent::run(
-        AgentConfig::load(&ds.agent_a).unwrap(),
-        signal.clone(),
+        AgentConfig::load(&t.ds.agent_a).unwrap(),
+        t.signal.clone(),
     ));
     let b = tokio::spawn(zonesync_agent::run(
-        AgentConfig::load(&ds.agent_b).unwrap(),
-        signal.clone(),
+        AgentConfig::load(&t.ds.agent_b).unwrap(),
+        t.signal.clone(),
     ));
-    assert_hand_computed_goals(&api, &ds).await;
-    trigger.fire();
+    assert_hand_computed_goals(&t.api, &t.ds).await;
+    t.stop().await;
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
-    running.wait().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,13 +331,8 @@ async fn publish_all(port: u16, messages: Vec<(String, Vec<u8>)>) {
 async fn bad_payloads_are_dead_lettered_with_reasons_and_good_data_kept() {
     tracing_init();
     let dir = tempfile::tempdir().unwrap();
-    let broker = zonesync_aggregator::broker::start_embedded(0, 4 << 20).unwrap();
-    let ds = dataset::write(dir.path(), broker.addr.port(), 1, 2);
-    let (trigger, signal) = shutdown::channel();
-    let running = zonesync_aggregator::start(AggregatorConfig::load(&ds.aggregator).unwrap(), signal)
-        .await
-        .unwrap();
-    let api = Api::new(&format!("http://{}", running.http_addr));
+    let t = InProcess::start(dir.path(), 1, 4 << 20, |c| c).await;
+    let (api, broker) = (t.api.clone(), t.broker);
     api.wait_metric("zonesync_aggregator_mqtt_connected", 1.0, WAIT).await;
 
     let now = chrono::Utc::now();
@@ -469,8 +458,7 @@ async fn bad_payloads_are_dead_lettered_with_reasons_and_good_data_kept() {
     assert_eq!(health["status"], "ok");
     let e1 = api.get(&format!("/api/v1/zones/{ZONE}/enterprises/{}", E[0])).await;
     assert_eq!(e1["readings"], json!(2), "{e1}");
-    trigger.fire();
-    running.wait().await;
+    t.stop().await;
 }
 
 /// A local HTTP receiver for alert webhooks, started on demand.
@@ -601,18 +589,14 @@ async fn zone_summaries_are_retained_on_mqtt_and_pushed_over_http() {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     tracing_init();
     let dir = tempfile::tempdir().unwrap();
-    let broker = zonesync_aggregator::broker::start_embedded(0, 1 << 20).unwrap();
     let receiver_port = zonesync_e2e::free_port();
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let receiver = start_receiver(receiver_port, got.clone()).await;
-    let ds = dataset::write(dir.path(), broker.addr.port(), 1, 2);
-    let cfg = std::fs::read_to_string(&ds.aggregator).unwrap()
-        + &format!("[summaries]\nevery_secs = 0.2\nhttp_url = \"http://127.0.0.1:{receiver_port}/hook\"\n[outbound]\nretry_base_ms = 100\n");
-    std::fs::write(&ds.aggregator, cfg).unwrap();
-    let (trigger, signal) = shutdown::channel();
-    let running = zonesync_aggregator::start(AggregatorConfig::load(&ds.aggregator).unwrap(), signal)
-        .await
-        .unwrap();
+    let t = InProcess::start(dir.path(), 1, 1 << 20, |c| {
+        c + &format!("[summaries]\nevery_secs = 0.2\nhttp_url = \"http://127.0.0.1:{receiver_port}/hook\"\n[outbound]\nretry_base_ms = 100\n")
+    })
+    .await;
+    let broker = t.broker;
     // Pushed over HTTP.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while got.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
@@ -647,7 +631,7 @@ async fn zone_summaries_are_retained_on_mqtt_and_pushed_over_http() {
     assert_eq!(summary.1["zone"], ZONE);
     // The aggregator does not read its own output back as agent data.
     assert_eq!(
-        running
+        t.running
             .app
             .metrics
             .dead_letters
@@ -655,8 +639,7 @@ async fn zone_summaries_are_retained_on_mqtt_and_pushed_over_http() {
         0
     );
     receiver.abort();
-    trigger.fire();
-    running.wait().await;
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -834,17 +817,11 @@ async fn broker_acl_pins_each_agent_to_its_own_zone_agent_and_enterprises() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_token_guards_the_api_but_not_health() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = zonesync_aggregator::broker::start_embedded(0, 1 << 20).unwrap();
-    let ds = dataset::write(dir.path(), broker.addr.port(), 1, 2);
-    let cfg = std::fs::read_to_string(&ds.aggregator)
-        .unwrap()
-        .replace("[http]\n", "[http]\nread_token = \"r3ad\"\nwrite_token = \"wr1te\"\n");
-    std::fs::write(&ds.aggregator, cfg).unwrap();
-    let (trigger, signal) = shutdown::channel();
-    let running = zonesync_aggregator::start(AggregatorConfig::load(&ds.aggregator).unwrap(), signal)
-        .await
-        .unwrap();
-    let base = format!("http://{}", running.http_addr);
+    let t = InProcess::start(dir.path(), 1, 1 << 20, |c| {
+        c.replace("[http]\n", "[http]\nread_token = \"r3ad\"\nwrite_token = \"wr1te\"\n")
+    })
+    .await;
+    let base = format!("http://{}", t.running.http_addr);
     let http = reqwest::Client::new();
     let status = |req: reqwest::RequestBuilder| async move { req.send().await.unwrap().status().as_u16() };
     assert_eq!(status(http.get(format!("{base}/api/v1/zones"))).await, 401);
@@ -873,6 +850,5 @@ async fn a_read_token_guards_the_api_but_not_health() {
         .await,
         401
     );
-    trigger.fire();
-    running.wait().await;
+    t.stop().await;
 }

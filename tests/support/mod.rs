@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod dataset;
+pub mod inprocess;
 pub mod peers;
 pub mod proxy;
 
