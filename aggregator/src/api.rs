@@ -137,6 +137,11 @@ async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): 
     })))
 }
 
+/// The registry entry of a zone `zone_param` accepted.
+fn registered<'a>(app: &'a App, z: &ZoneId) -> Result<&'a Zone, ApiError> {
+    app.registry.zone(z).ok_or_else(|| not_found(format!("zone {z}")))
+}
+
 /// The state, for reading.
 fn read_state(app: &App) -> Result<std::sync::RwLockReadGuard<'_, crate::state::State>, ApiError> {
     app.state
@@ -146,7 +151,7 @@ fn read_state(app: &App) -> Result<std::sync::RwLockReadGuard<'_, crate::state::
 
 /// A zone's goal table, from the cache (see `goals::cache`).
 fn zone_table<'a>(app: &'a App, z: &ZoneId, period: Period) -> Result<(&'a Zone, Cached), ApiError> {
-    let reg = app.registry.zone(z).ok_or_else(|| not_found(format!("zone {z}")))?;
+    let reg = registered(app, z)?;
     let c = crate::goals::cache::table(app, z, period)
         .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
     Ok((reg, c))
@@ -235,7 +240,7 @@ async fn zone_report(
 async fn zone_energy(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): Query<PeriodQuery>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let period = period_param(&q)?;
-    let reg = app.registry.zone(&z).ok_or_else(|| not_found(format!("zone {z}")))?;
+    let reg = registered(&app, &z)?;
     let st = read_state(&app)?;
     let rows = energy(reg, st.zones.get(&z), period, &app.catalog, &app.settings);
     Ok(Json(
@@ -250,7 +255,7 @@ async fn classification(
 ) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let year = period_param(&q)?.year();
-    let reg = app.registry.zone(&z).ok_or_else(|| not_found(format!("zone {z}")))?;
+    let reg = registered(&app, &z)?;
     let st = read_state(&app)?;
     let c = crate::classify::classify(
         reg,
@@ -269,7 +274,7 @@ async fn quality(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q)
         p @ Period::Month(..) => p,
         other => return Err(bad_request(format!("quality is reported by month, not {other}"))),
     };
-    let reg = app.registry.zone(&z).ok_or_else(|| not_found(format!("zone {z}")))?;
+    let reg = registered(&app, &z)?;
     let st = read_state(&app)?;
     let r = crate::quality::report(reg, st.zones.get(&z), month, Utc::now(), &app.catalog, &app.quality);
     Ok(Json(json!({ "zone": z, "quality": r })))

@@ -26,6 +26,47 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Issues a certificate for `cn` signed by the CA in `dir`, with the X.509
+/// extensions in `ext` (without extensions openssl makes a v1 certificate,
+/// which rustls refuses); returns (cert, key).
+fn issue(dir: &Path, cn: &str, ext: &str) -> (PathBuf, PathBuf) {
+    let (key, csr, pem, extfile) = (
+        format!("{cn}.key"),
+        format!("{cn}.csr"),
+        format!("{cn}.pem"),
+        format!("{cn}.ext"),
+    );
+    let subject = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", &key, "-out", &csr,
+        ],
+    );
+    std::fs::write(dir.join(&extfile), format!("{ext}\n")).expect("write extension file");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &extfile,
+            "-out",
+            &pem,
+        ],
+    );
+    (dir.join(pem), dir.join(key))
+}
+
 impl Certs {
     /// Makes a CA and a broker certificate valid for IP 127.0.0.1 in `dir`.
     pub fn new(dir: &Path) -> Self {
@@ -47,90 +88,15 @@ impl Certs {
                 "ca.pem",
             ],
         );
-        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("write san.ext");
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=broker",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "san.ext",
-                "-out",
-                "server.pem",
-            ],
-        );
         Self {
             ca: dir.join("ca.pem"),
-            server: (dir.join("server.pem"), dir.join("server.key")),
+            server: issue(dir, "broker", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
         }
     }
 
     /// Makes a client certificate with common name `cn`; returns (cert, key).
     pub fn client(&self, cn: &str) -> (PathBuf, PathBuf) {
-        let dir = self.ca.parent().expect("ca dir");
-        let (key, csr, pem) = (format!("{cn}.key"), format!("{cn}.csr"), format!("{cn}.pem"));
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN={cn}"),
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-            ],
-        );
-        // Without extensions openssl makes an X.509 v1 certificate, which rustls refuses.
-        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("write client.ext");
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "client.ext",
-                "-out",
-                &pem,
-            ],
-        );
-        (dir.join(pem), dir.join(key))
+        issue(self.ca.parent().expect("ca dir"), cn, "extendedKeyUsage=clientAuth")
     }
 
     /// Mosquitto listener options: TLS with this CA, client certificates required.
