@@ -19,7 +19,7 @@ use std::sync::Arc;
 use zonesync_proto::{EnterpriseId, Period, ReadingTime, ZoneId};
 
 /// An API error: status and a message saying what was wrong.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -33,11 +33,11 @@ fn not_found(what: String) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, what)
 }
 
-fn bad_request(what: String) -> ApiError {
+pub(crate) fn bad_request(what: String) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, what)
 }
 
-fn zone_param(app: &App, zone: &str) -> Result<ZoneId, ApiError> {
+pub(crate) fn zone_param(app: &App, zone: &str) -> Result<ZoneId, ApiError> {
     let z = ZoneId::parse(zone).map_err(|e| bad_request(e.to_string()))?;
     if app.registry.zone(&z).is_none() || !app.zones.contains(&z) {
         return Err(not_found(format!("zone {z} is not served here")));
@@ -46,11 +46,11 @@ fn zone_param(app: &App, zone: &str) -> Result<ZoneId, ApiError> {
 }
 
 #[derive(Deserialize)]
-struct PeriodQuery {
-    period: Option<String>,
+pub(crate) struct PeriodQuery {
+    pub(crate) period: Option<String>,
 }
 
-fn period_param(q: &PeriodQuery) -> Result<Period, ApiError> {
+pub(crate) fn period_param(q: &PeriodQuery) -> Result<Period, ApiError> {
     match &q.period {
         None => Ok(Period::month_of(Utc::now())),
         Some(p) => Period::parse(p).map_err(|e| bad_request(e.to_string())),
@@ -138,12 +138,12 @@ async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): 
 }
 
 /// The registry entry of a zone `zone_param` accepted.
-fn registered<'a>(app: &'a App, z: &ZoneId) -> Result<&'a Zone, ApiError> {
+pub(crate) fn registered<'a>(app: &'a App, z: &ZoneId) -> Result<&'a Zone, ApiError> {
     app.registry.zone(z).ok_or_else(|| not_found(format!("zone {z}")))
 }
 
 /// The state, for reading.
-fn read_state(app: &App) -> Result<std::sync::RwLockReadGuard<'_, crate::state::State>, ApiError> {
+pub(crate) fn read_state(app: &App) -> Result<std::sync::RwLockReadGuard<'_, crate::state::State>, ApiError> {
     app.state
         .read()
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))
@@ -407,7 +407,7 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Guards `/api/...` when a read token is configured.
-async fn read_guard(
+pub(crate) async fn read_guard(
     State(app): State<Arc<App>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,

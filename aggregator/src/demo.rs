@@ -198,6 +198,41 @@ pub fn last_month(now: DateTime<Utc>) -> Period {
     Period::month_of(first_of_last_month(now))
 }
 
+/// A write token for this run only, so alerts can be acknowledged from the
+/// dashboard without a fixed secret in the code. `RandomState` is seeded from
+/// the OS's random source; no extra crate needed for a demo.
+fn demo_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut token = String::from("demo-");
+    for i in 0..2u8 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(i);
+        token.push_str(&format!("{:016x}", h.finish()));
+    }
+    token
+}
+
+/// Alert rules for the demo, so the dashboard has alerts to show and
+/// acknowledge within seconds. The limits are illustrative, picked against the
+/// simulated enterprises' intensities (about 0.03-0.13 tce/10k yuan); they are
+/// not policy figures.
+fn demo_alerts() -> crate::alerts::AlertSettings {
+    use crate::alerts::rules::{IntensityLimit, RuleSettings};
+    let limit = |industry: &str, limit: f64| IntensityLimit {
+        industry: industry.into(),
+        limit,
+    };
+    crate::alerts::AlertSettings {
+        evaluate_every_ms: 1000,
+        min_duration_secs: 3.0,
+        rules: RuleSettings {
+            intensity_limits: vec![limit("C31", 0.09), limit("C32", 0.10), limit("*", 0.12)],
+            ..RuleSettings::default()
+        },
+        ..Default::default()
+    }
+}
+
 fn write(path: &Path, text: &str) -> Result<(), DemoError> {
     std::fs::write(path, text).map_err(|source| DemoError::Io {
         path: path.display().to_string(),
@@ -223,6 +258,8 @@ pub struct DemoHandle {
     pub running: crate::Running,
     /// Agent tasks.
     pub agents: Vec<tokio::task::JoinHandle<()>>,
+    /// The write token this run accepts (alert acknowledgement from the dashboard).
+    pub write_token: String,
 }
 
 /// Starts the demo; returns once the broker, aggregator and agents are up.
@@ -234,6 +271,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
     })?;
     let broker = start_embedded(pick_port(opts.mqtt_port), 1024 * 1024)?;
     let reg = registry()?;
+    let write_token = demo_token();
     let reg_path = dir.join("registry.toml");
     write(&reg_path, &reg.to_toml())?;
     let agg = AggregatorConfig {
@@ -247,14 +285,14 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         },
         http: HttpConfig {
             listen: format!("127.0.0.1:{}", pick_port(opts.http_port)),
-            write_token: None,
+            write_token: Some(write_token.clone()),
             read_token: None,
         },
         limits: Default::default(),
         goals: Default::default(),
         goal_refresh_ms: 1000,
         classification: Default::default(),
-        alerts: Default::default(),
+        alerts: demo_alerts(),
         quality: Default::default(),
         summaries: crate::summaries::SummarySettings {
             every_secs: 10.0,
@@ -325,6 +363,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         broker_addr: broker.addr,
         running,
         agents,
+        write_token,
     })
 }
 
@@ -335,6 +374,8 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let base = format!("http://{}", h.http_addr);
     let last = last_month(Utc::now());
     println!("zonesync demo is running (Ctrl-C stops it)");
+    println!("  dashboard:              {base}{}", crate::dashboard::PATH);
+    println!("  write token (ack):      {}", h.write_token);
     println!("  MQTT broker (embedded): mqtt://{}", h.broker_addr);
     println!("  API:                    {base}/api/v1/zones");
     println!("  goals:                  {base}/api/v1/zones/jiyuan-hitech/goals?period={last}");

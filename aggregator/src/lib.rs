@@ -10,6 +10,7 @@ pub mod app;
 pub mod broker;
 pub mod classify;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod energy;
 pub mod goals;
@@ -63,7 +64,7 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
         addr: cfg.http.listen.clone(),
         source,
     })?;
-    let router = api::router(app.clone());
+    let router = api::router(app.clone()).merge(dashboard::router(app.clone(), shutdown.clone()));
     let mut http_shutdown = shutdown.clone();
     let http = tokio::spawn(async move {
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move { http_shutdown.wait().await });

@@ -1,0 +1,432 @@
+// zonesync dashboard: reads the aggregator's JSON API and draws it.
+// Plain JavaScript, no build step; labels in i18n.js, charts in charts.js.
+"use strict";
+
+const S = {
+  lang: "zh",
+  tab: "overview",
+  zone: null,
+  period: null,
+  zones: [],
+  readToken: sessionStorage.getItem("zonesync.readToken") || "",
+  live: null, // last event's fingerprint
+  renders: 0,
+};
+
+const $ = sel => document.querySelector(sel);
+const t = key => (I18N[S.lang] && I18N[S.lang][key]) ?? I18N.zh[key] ?? key;
+const esc = s => String(s ?? "").replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const nm = o => (S.lang === "en" ? o.name_en || o.name_zh : o.name_zh || o.name_en) || "";
+
+// The month now in China Standard Time, YYYY-MM.
+function currentMonth() {
+  const d = new Date(Date.now() + 8 * 3600 * 1000);
+  return d.toISOString().slice(0, 7);
+}
+
+// Same rules as the CSV report (report.rs `human`), so page and export agree.
+function human(v, unit) {
+  if (v == null || !isFinite(v)) return "—";
+  if (unit === "share") return (v * 100).toFixed(1) + "%";
+  if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString("en-US");
+  if (Math.abs(v) >= 1) return v.toFixed(2);
+  return v.toFixed(4);
+}
+const pct = v => (v == null ? "—" : (v * 100).toFixed(1) + "%");
+const signedPct = v => (v == null ? "—" : (v > 0 ? "+" : "") + (v * 100).toFixed(1) + "%");
+const unitWord = u => (u === "share" ? "" : t("unit_" + u) === "unit_" + u ? u : t("unit_" + u));
+
+function targetText(g) {
+  if (g.comparator === "rising" || g.comparator === "report") return t("cmp_" + g.comparator);
+  if (g.target == null) return "—";
+  const cmp = { ">=": "≥", ">": ">", "<=": "≤", "<": "<" }[g.comparator] || g.comparator;
+  const u = unitWord(g.unit);
+  return `${cmp} ${human(g.target, g.unit)}${u ? " " + u : ""}`;
+}
+
+const statusBadge = s => `<span class="badge ${esc(s)}" data-status="${esc(s)}">${esc(t(s))}</span>`;
+
+function fmtTime(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  if (isNaN(d)) return esc(iso);
+  return d.toLocaleString(S.lang === "en" ? "en-GB" : "zh-CN", { hour12: false, timeZone: "Asia/Shanghai" });
+}
+
+// ---------------------------------------------------------------- API access
+
+class NeedToken extends Error {}
+
+function authHeaders(token) {
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+async function api(path) {
+  const r = await fetch(path, { headers: authHeaders(S.readToken) });
+  if (r.status === 401) {
+    $("#token-bar").hidden = false;
+    throw new NeedToken(path);
+  }
+  if (!r.ok) throw new Error(`${path}: ${r.status} ${await r.text()}`);
+  return r.json();
+}
+
+const q = () => `period=${encodeURIComponent(S.period)}`;
+
+// ---------------------------------------------------------------- views
+
+function zoneHeader(z) {
+  return `<div class="zone-head"><h2>${esc(nm(z))}</h2><div class="counts">
+    <span>${t("enterprises")} <b>${z.enterprises}</b></span>
+    <span>${t("in_scope")} <b>${z.in_scope}</b></span>
+    <span>${t("reporting")} <b>${z.reporting}</b></span>
+    <span>${t("agents")} <b>${z.agents}</b></span></div></div>`;
+}
+
+function statusChips(goals) {
+  const n = s => goals.filter(g => g.status === s).length;
+  return `<div class="chips">` + ["met", "not_met", "no_data"].map(s =>
+    `<div class="chip ${s}" data-count="${s}"><b>${n(s)}</b><span>${t(s)}</span></div>`).join("") + `</div>`;
+}
+
+function completenessText(g) {
+  return `<span class="completeness-label">${t("completeness")}</span> <b class="completeness">${pct(g.completeness)}</b>
+    <span class="muted">(${g.reported}/${g.in_scope})</span>`;
+}
+
+function scopeTag(g) {
+  return g.scope && g.scope !== "zone" ? `<span class="scope">${t("scope_" + g.scope)}</span>` : "";
+}
+
+function coverageGoal(zone, g) {
+  return `<div class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
+    <div class="gname" title="${esc(g.definition)}"><span class="gid">${esc(g.id)}</span><span class="goal-name">${esc(nm(g))}</span>${scopeTag(g)}</div>
+    <div class="gline">
+      ${Charts.bar(g.value, g.target, g.status)}
+      <b class="value">${human(g.value, g.unit)}</b>
+    </div>
+    <div class="gmeta"><span class="target-text">${t("target")} ${esc(targetText(g))}</span>
+      ${statusBadge(g.status)}<span class="gcomp">${completenessText(g)}</span></div>
+  </div>`;
+}
+
+function otherGoalRow(zone, g) {
+  const u = unitWord(g.unit);
+  return `<tr class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
+    <td><span class="gid">${esc(g.id)}</span></td>
+    <td class="goal-name" title="${esc(g.definition)}">${esc(nm(g))}${scopeTag(g)}</td>
+    <td class="num"><b class="value">${human(g.value, g.unit)}</b> <span class="muted">${esc(u)}</span></td>
+    <td class="num target-text">${esc(targetText(g))}</td>
+    <td>${statusBadge(g.status)}</td>
+    <td class="num">${completenessText(g)}</td></tr>`;
+}
+
+async function viewOverview() {
+  const tables = await Promise.all(S.zones.map(z => api(`/api/v1/zones/${z.id}/goals?${q()}`)));
+  return S.zones.map((z, k) => {
+    const goals = tables[k].goals;
+    const cov = goals.filter(g => g.kind === "coverage");
+    const other = goals.filter(g => g.kind !== "coverage");
+    return `<section class="card zone" data-zone="${esc(z.id)}">
+      ${zoneHeader(z)}${statusChips(goals)}
+      <h3>${t("coverage_goals")}</h3><div class="goals">${cov.map(g => coverageGoal(z.id, g)).join("")}</div>
+      <h3>${t("other_goals")}</h3>
+      <table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th>
+        <th class="num">${t("target")}</th><th>${t("status")}</th><th class="num">${t("completeness")}</th></tr></thead>
+        <tbody>${other.map(g => otherGoalRow(z.id, g)).join("")}</tbody></table>
+    </section>`;
+  }).join("");
+}
+
+// Months to draw: from the first with any data (at least the last six).
+function window_(series) {
+  const n = series.months.length;
+  const any = i => series.zone.intensity[i] != null || series.enterprises.some(e => e.intensity[i] != null);
+  let first = 0;
+  while (first < n - 6 && !any(first)) first++;
+  return first;
+}
+
+async function viewEnergy() {
+  const all = await Promise.all(S.zones.map(z => api(`/api/v1/dashboard/zones/${z.id}/energy-series?${q()}&months=12`)));
+  const idx = Math.max(0, S.zones.findIndex(z => z.id === S.zone));
+  const zoneCards = S.zones.map((z, k) => {
+    const s = all[k].series, from = window_(s);
+    const latest = s.zone.latest;
+    return `<div class="zone-energy${k === idx ? " selected" : ""}" data-zone="${esc(z.id)}">
+      <div class="zname">${esc(nm(z))}</div>
+      <div class="big"><b class="zone-intensity">${latest == null ? "—" : human(s.zone.intensity[latest], "")}</b>
+        <span class="muted">${latest == null ? "" : esc(s.months[latest])}</span></div>
+      <div class="gapline">${t("gap")} <b class="${s.zone.gap > 0 ? "bad" : "good"}">${signedPct(s.zone.gap)}</b></div>
+      ${Charts.spark(s.zone.intensity.slice(from), s.zone.trajectory.slice(from), 220, 48)}
+    </div>`;
+  }).join("");
+  const s = all[idx].series, from = window_(s);
+  const labels = s.months.slice(from);
+  const rate = s.rate ? t("trajectory_rule").replace("{rate}", signedPct(s.rate.per_year)).replace("{goal}", s.rate.goal) : t("no_trajectory");
+  const chart = Charts.line({
+    labels,
+    fmt: v => v.toFixed(3),
+    series: [
+      { values: s.zone.trajectory.slice(from), cls: "trajectory", dashed: true },
+      { values: s.zone.intensity.slice(from), cls: "actual", dots: true },
+    ],
+  });
+  const rows = s.enterprises.map(e => {
+    const l = e.latest;
+    return `<tr data-enterprise="${esc(e.enterprise)}"><td>${esc(e.name)}<div class="muted mono">${esc(e.enterprise)}</div></td>
+      <td class="num">${esc(s.months[l])}</td>
+      <td class="num"><b>${human(e.intensity[l], "")}</b></td>
+      <td class="num">${human(e.trajectory[l], "")}</td>
+      <td class="num"><b class="${e.gap > 0 ? "bad" : "good"}">${signedPct(e.gap)}</b></td>
+      <td>${Charts.spark(e.intensity.slice(from), e.trajectory.slice(from))}</td></tr>`;
+  }).join("");
+  return `<section class="card"><h2>${t("energy_zones")}</h2><div class="zone-energy-row">${zoneCards}</div></section>
+    <section class="card"><h2>${esc(nm(S.zones[idx]))} · ${t("energy_trend")}</h2>
+      <div class="legend"><span class="key actual"></span>${t("actual")} <span class="key trajectory"></span>${t("trajectory")}
+        <span class="muted">${esc(rate)}</span></div>
+      <div class="muted unit-note">${t("energy_title")}</div>${chart}</section>
+    <section class="card"><h2>${t("off_first")}</h2>
+      <table class="grid-table"><thead><tr><th>${t("enterprise")}</th><th class="num">${t("latest")}</th>
+      <th class="num">${t("latest_value")}</th><th class="num">${t("trajectory_value")}</th><th class="num">${t("gap")}</th>
+      <th>${t("trend")}</th></tr></thead><tbody>${rows || `<tr><td colspan="6" class="muted">${t("no_data_yet")}</td></tr>`}</tbody></table></section>`;
+}
+
+const LEVELS = ["advanced", "intermediate", "basic", "none", "undeclared"];
+
+async function viewScenarios() {
+  const { scenarios: v } = await api(`/api/v1/dashboard/zones/${S.zone}/scenarios`);
+  const z = S.zones.find(x => x.id === S.zone);
+  const gauges = [["any", "scen_any"], ["intermediate", "scen_intermediate"], ["advanced", "scen_advanced"]].map(([k, label]) =>
+    `<div class="gauge" data-coverage="${k}"><div class="glabel">${t(label)}</div>
+      <div class="gline">${Charts.bar(v.coverage[k], null, "info")}<b class="value">${pct(v.coverage[k])}</b></div></div>`).join("");
+  const stack = Charts.stack(LEVELS.map(l => ({ n: v.by_standing[l] || 0, cls: "lvl-" + l, label: t("lvl_" + l) })));
+  const legend = LEVELS.map(l => `<span class="key lvl-${l}"></span>${t("lvl_" + l)} <b>${v.by_standing[l] || 0}</b>`).join(" ");
+  const codes = Object.entries(v.by_scenario).map(([code, lv]) =>
+    `<tr><td>${esc(code)}</td>${["basic", "intermediate", "advanced"].map(l => `<td class="num">${lv[l] || 0}</td>`).join("")}</tr>`).join("");
+  const without = v.without.map(e =>
+    `<tr data-enterprise="${esc(e.enterprise)}"><td>${esc(e.name)}</td><td class="mono">${esc(e.enterprise)}</td>
+      <td><span class="badge lvl-${e.standing}">${t("lvl_" + e.standing)}</span></td></tr>`).join("");
+  return `<section class="card"><h2>${esc(nm(z))} · ${t("scen_title")}</h2>
+      <div class="muted">${t("in_scope")} <b>${v.in_scope}</b></div><div class="gauges">${gauges}</div></section>
+    <section class="card"><h2>${t("scen_levels")}</h2>${stack}<div class="legend">${legend}</div></section>
+    <div class="two">
+    <section class="card"><h2>${t("scen_by_code")}</h2><table class="grid-table"><thead><tr><th>${t("scenario")}</th>
+      <th class="num">${t("lvl_basic")}</th><th class="num">${t("lvl_intermediate")}</th><th class="num">${t("lvl_advanced")}</th></tr></thead>
+      <tbody>${codes || `<tr><td colspan="4" class="muted">${t("no_data_yet")}</td></tr>`}</tbody></table></section>
+    <section class="card"><h2>${t("scen_without")} <span class="count-pill">${v.without.length}</span></h2>
+      <table class="grid-table" id="without"><thead><tr><th>${t("enterprise")}</th><th>${t("credit_code")}</th><th>${t("reason")}</th></tr></thead>
+      <tbody>${without || `<tr><td colspan="3" class="good">${t("scen_without_none")}</td></tr>`}</tbody></table></section></div>`;
+}
+
+function zoneName(id) {
+  const z = S.zones.find(x => x.id === id);
+  return z ? nm(z) : id;
+}
+
+async function viewAlerts() {
+  const [act, hist] = await Promise.all([api("/api/v1/alerts"), api("/api/v1/alerts/history?limit=30")]);
+  const token = sessionStorage.getItem("zonesync.writeToken") || "";
+  const by = sessionStorage.getItem("zonesync.ackBy") || t("ack_by_default");
+  const rows = act.alerts.map(a => {
+    const ph = a.phase || {};
+    const ackCell = ph.acked_by
+      ? `<span class="badge acked">${t("acked")}</span> <span class="acked-by">${esc(ph.acked_by)}</span>`
+      : ph.state === "active" ? `<button type="button" class="ack" data-key="${esc(a.key)}">${t("ack")}</button>` : "";
+    return `<tr class="alert ${esc(ph.state)}" data-key="${esc(a.key)}">
+      <td><span class="badge phase-${esc(ph.state)}">${t("phase_" + ph.state)}</span></td>
+      <td>${esc(t("rule_" + a.rule))}</td>
+      <td>${esc(a.subject.name)}<div class="muted">${esc(zoneName(a.subject.zone))}</div></td>
+      <td class="num"><b>${human(a.value, "")}</b></td><td class="num">${human(a.limit, "")}</td>
+      <td>${esc(a.period)}</td><td>${fmtTime(ph.raised_at)}</td><td>${ackCell}</td></tr>`;
+  }).join("");
+  const events = hist.events.map(e =>
+    `<tr><td>${fmtTime(e.at)}</td><td><span class="badge tr-${esc(e.transition)}">${t("tr_" + e.transition)}</span></td>
+      <td>${esc(t("rule_" + e.rule))}</td><td>${esc(e.subject.name)}</td><td class="num">${human(e.value, "")}</td>
+      <td class="num">${human(e.limit, "")}</td><td>${esc(e.period)}</td></tr>`).join("");
+  return `<section class="card"><h2>${t("alerts_active")} <span class="count-pill">${act.alerts.length}</span></h2>
+      <div class="ack-form"><label>${t("ack_token")} <input id="write-token" type="password" autocomplete="off" value="${esc(token)}"></label>
+        <label>${t("ack_by")} <input id="ack-by" type="text" maxlength="64" value="${esc(by)}"></label></div>
+      <table class="grid-table"><thead><tr><th>${t("phase")}</th><th>${t("rule")}</th><th>${t("subject")}</th><th class="num">${t("value")}</th>
+      <th class="num">${t("limit")}</th><th>${t("period")}</th><th>${t("raised_at")}</th><th>${t("ack")}</th></tr></thead>
+      <tbody>${rows || `<tr><td colspan="8" class="good">${t("alerts_none")}</td></tr>`}</tbody></table></section>
+    <section class="card"><h2>${t("alerts_recent")}</h2><table class="grid-table"><thead><tr><th>${t("time")}</th><th>${t("transition")}</th>
+      <th>${t("rule")}</th><th>${t("subject")}</th><th class="num">${t("value")}</th><th class="num">${t("limit")}</th><th>${t("period")}</th></tr></thead>
+      <tbody>${events || `<tr><td colspan="7" class="muted">${t("history_none")}</td></tr>`}</tbody></table></section>`;
+}
+
+async function acknowledge(key) {
+  const token = $("#write-token").value.trim();
+  const by = $("#ack-by").value.trim() || t("ack_by_default");
+  if (!token) return toast(t("ack_need_token"), true);
+  sessionStorage.setItem("zonesync.writeToken", token);
+  sessionStorage.setItem("zonesync.ackBy", by);
+  const r = await fetch("/api/v1/alerts/ack", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...authHeaders(token) },
+    body: JSON.stringify({ key, by }),
+  });
+  if (r.ok) toast(t("ack_done"));
+  else toast(`${t("ack_failed")}: ${r.status} ${(await r.json().catch(() => ({}))).error || ""}`, true);
+  await render();
+}
+
+async function viewBriefing() {
+  const g = await api(`/api/v1/zones/${S.zone}/goals?${q()}`);
+  const rows = g.goals.map(r => `<tr class="goal" data-goal="${esc(r.id)}"><td class="mono">${esc(r.id)}</td><td>${esc(nm(r))}</td>
+    <td class="num value">${human(r.value, r.unit)} <span class="muted">${esc(unitWord(r.unit))}</span></td>
+    <td class="num">${esc(targetText(r))}</td><td>${statusBadge(r.status)}</td>
+    <td class="num completeness">${pct(r.completeness)}</td><td class="num">${r.unknown}</td><td>${esc(r.deadline || "")}</td></tr>`).join("");
+  return `<section class="card briefing">
+    <div class="brief-head"><div><h2>${esc(nm(g))} · ${t("briefing_title")}</h2>
+      <div class="muted">${t("period")} ${esc(g.period)} · ${t("generated")} ${fmtTime(g.computed_at)}</div></div>
+      <div class="no-print"><button type="button" id="export-csv">${t("export_csv")}</button>
+      <button type="button" id="print">${t("print")}</button></div></div>
+    ${statusChips(g.goals)}
+    <table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th><th class="num">${t("target")}</th>
+      <th>${t("status")}</th><th class="num">${t("completeness")}</th><th class="num">${t("unknown")}</th><th>${t("deadline")}</th></tr></thead>
+      <tbody>${rows}</tbody></table></section>`;
+}
+
+async function exportCsv() {
+  const r = await fetch(`/api/v1/zones/${S.zone}/report?format=csv&${q()}`, { headers: authHeaders(S.readToken) });
+  if (!r.ok) return toast(`CSV: ${r.status}`, true);
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(await r.blob());
+  a.download = `zonesync-${S.zone}-${S.period}.csv`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+// ---------------------------------------------------------------- frame
+
+const VIEWS = { overview: viewOverview, energy: viewEnergy, scenarios: viewScenarios, alerts: viewAlerts, briefing: viewBriefing };
+
+function toast(msg, bad) {
+  const el = $("#toast");
+  el.textContent = msg;
+  el.className = "toast" + (bad ? " bad" : "");
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (el.hidden = true), 4000);
+}
+
+function applyLabels() {
+  document.documentElement.lang = S.lang === "en" ? "en" : "zh-CN";
+  document.title = t("title") + " · zonesync";
+  document.querySelectorAll("[data-i18n]").forEach(el => (el.textContent = t(el.dataset.i18n)));
+  $("#lang").textContent = t("lang_switch");
+  document.querySelectorAll("#tabs a").forEach(a => a.classList.toggle("active", a.dataset.tab === S.tab));
+  $("#zone").innerHTML = S.zones.map(z => `<option value="${esc(z.id)}"${z.id === S.zone ? " selected" : ""}>${esc(nm(z))}</option>`).join("");
+  $("#zone").parentElement.hidden = S.tab === "overview" || S.tab === "alerts";
+}
+
+function saveUrl() {
+  const p = new URLSearchParams({ lang: S.lang, zone: S.zone || "", period: S.period });
+  history.replaceState(null, "", `?${p}#${S.tab}`);
+}
+
+let rendering = null;
+async function render() {
+  // One render at a time; a request made meanwhile runs once after it.
+  if (rendering) { render.again = true; return rendering; }
+  rendering = (async () => {
+    applyLabels();
+    saveUrl();
+    const view = $("#view");
+    if (!view.innerHTML) view.innerHTML = `<div class="loading">${t("loading")}</div>`;
+    try {
+      const zs = await api("/api/v1/zones");
+      S.zones = zs.zones;
+      if (!S.zones.some(z => z.id === S.zone)) S.zone = S.zones.length ? S.zones[0].id : null;
+      applyLabels();
+      const html = S.zone ? await VIEWS[S.tab]() : `<div class="loading">${t("no_data_yet")}</div>`;
+      const y = window.scrollY;
+      view.innerHTML = html;
+      window.scrollTo(0, y);
+      $("#token-bar").hidden = true;
+    } catch (e) {
+      if (!(e instanceof NeedToken)) view.innerHTML = `<div class="error">${esc(e.message)}</div>`;
+    }
+    S.renders += 1;
+    document.body.dataset.rendered = `${S.tab}:${S.lang}:${S.renders}`;
+  })();
+  await rendering;
+  rendering = null;
+  if (render.again) { render.again = false; await render(); }
+}
+
+// Live updates: the event stream (read with fetch, so the access token can be sent).
+async function follow() {
+  const live = $("#live"), text = $("#live-text");
+  for (;;) {
+    try {
+      const r = await fetch("/api/v1/dashboard/events", { headers: authHeaders(S.readToken) });
+      if (!r.ok || !r.body) throw new Error(String(r.status));
+      live.className = "live on";
+      text.textContent = t("live");
+      const reader = r.body.getReader(), dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let cut;
+        while ((cut = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, cut);
+          buf = buf.slice(cut + 2);
+          const data = block.split("\n").filter(l => l.startsWith("data:")).map(l => l.slice(5).trim()).join("");
+          if (!data) continue;
+          const fp = data;
+          const first = S.live === null;
+          if (fp !== S.live) {
+            S.live = fp;
+            if (!first) await render();
+            text.textContent = `${t("live")} · ${t("updated")} ${new Date().toLocaleTimeString(S.lang === "en" ? "en-GB" : "zh-CN", { hour12: false })}`;
+          }
+        }
+      }
+    } catch (e) {
+      // fall through to the retry below
+    }
+    live.className = "live off";
+    text.textContent = t("live_off");
+    await new Promise(res => setTimeout(res, 3000));
+  }
+}
+
+function init() {
+  const p = new URLSearchParams(location.search);
+  S.lang = (p.get("lang") || localStorage.getItem("zonesync.lang")) === "en" ? "en" : "zh";
+  S.zone = p.get("zone") || null;
+  S.period = /^\d{4}-\d{2}$/.test(p.get("period") || "") ? p.get("period") : currentMonth();
+  S.tab = VIEWS[location.hash.slice(1)] ? location.hash.slice(1) : "overview";
+  $("#period").value = S.period;
+  $("#period").addEventListener("change", e => { if (e.target.value) { S.period = e.target.value; render(); } });
+  $("#zone").addEventListener("change", e => { S.zone = e.target.value; render(); });
+  $("#lang").addEventListener("click", () => {
+    S.lang = S.lang === "zh" ? "en" : "zh";
+    localStorage.setItem("zonesync.lang", S.lang);
+    render();
+  });
+  window.addEventListener("hashchange", () => {
+    const tab = location.hash.slice(1);
+    if (VIEWS[tab] && tab !== S.tab) { S.tab = tab; $("#view").innerHTML = ""; render(); }
+  });
+  $("#read-token-apply").addEventListener("click", () => {
+    S.readToken = $("#read-token").value.trim();
+    sessionStorage.setItem("zonesync.readToken", S.readToken);
+    render();
+  });
+  $("#view").addEventListener("click", e => {
+    const b = e.target.closest("button");
+    if (!b) return;
+    if (b.classList.contains("ack")) acknowledge(b.dataset.key);
+    else if (b.id === "export-csv") exportCsv();
+    else if (b.id === "print") window.print();
+  });
+  render();
+  follow();
+}
+
+init();
