@@ -3,7 +3,8 @@
 //! An embedded broker, Jiyuan's three development zones (高新区, 经开区,
 //! 现代服务业开发区, after seed 003) with simulated enterprises, one agent per
 //! zone (simulated meters from the first day of last month, then live, plus a
-//! profile file of declarations), and the aggregator with its API. Free ports
+//! profile file of declarations and ten months of reported monthly energy and
+//! value added before that, so the dashboard has history to draw), and the aggregator with its API. Free ports
 //! are picked when 1883 or 8080 are taken. All enterprises are fictitious
 //! (names carry 示例, "example"), with valid credit codes.
 
@@ -137,7 +138,7 @@ pub fn registry() -> Result<Registry, DemoError> {
     Ok(Registry::from_zones(zones)?)
 }
 
-fn profile(z: &DemoZone) -> Result<ProfileFile, DemoError> {
+fn profile(z: &DemoZone, history: &[Period]) -> Result<ProfileFile, DemoError> {
     let mut enterprise = Vec::new();
     // The second enterprise of each zone (above-scale) never declares anything: it shows up as "unknown".
     for i in (0..z.count).filter(|i| *i != 1) {
@@ -170,14 +171,63 @@ fn profile(z: &DemoZone) -> Result<ProfileFile, DemoError> {
             unit: "亩".into(),
             point: String::new(),
         };
+        let mut figures = vec![land];
+        if z.industries[i as usize % z.industries.len()].2 {
+            figures.extend(history_figures(i, history));
+        }
         enterprise.push(EnterpriseProfile {
             id: demo_enterprise(z.first + i)?,
             name: None,
             declare,
-            figures: vec![land],
+            figures,
         });
     }
     Ok(ProfileFile { enterprise })
+}
+
+/// Simulated value added of enterprise `i` of a zone, 10k yuan a day.
+fn sim_value_added(i: u32) -> f64 {
+    f64::from(30 + 7 * (i % 5))
+}
+
+/// Simulated meter rate of enterprise `i` (kWh per meter weight and tick).
+fn sim_kwh_rate(i: u32) -> f64 {
+    f64::from(20 + 5 * (i % 7))
+}
+
+/// The ten months before the simulator's first month: reported as monthly
+/// figures, so the energy page has a year of history to draw.
+fn history_months(now: DateTime<Utc>) -> Vec<Period> {
+    let mut months = crate::dashboard::series::months_ending(last_month(now), 11);
+    months.pop();
+    months
+}
+
+/// Monthly electricity and value added for enterprise `i` over `months`,
+/// matching the simulator's daily figures (two meters: rate × 3 × 208 kWh a
+/// day) and drifting per enterprise, so some enterprises improve month by
+/// month and some fall behind the reduction trajectory.
+fn history_figures(i: u32, months: &[Period]) -> Vec<Figure> {
+    // Monthly intensity change, by enterprise: most improve, a few do not.
+    let drift = [-0.006, -0.003, 0.002, -0.008, -0.004, 0.006, -0.002][i as usize % 7];
+    let n = months.len();
+    let mut out = Vec::new();
+    for (k, p) in months.iter().enumerate() {
+        let days = (p.end() - p.start()).num_days() as f64;
+        let ago = (n - k) as f64;
+        let wobble = 0.015 * ((ago + f64::from(i)) * 1.7).sin();
+        let factor = (1.0 - drift * ago + wobble).max(0.5);
+        let figure = |indicator: &str, value: f64, unit: &str| Figure {
+            indicator: indicator.into(),
+            period: *p,
+            value: (value * 100.0).round() / 100.0,
+            unit: unit.into(),
+            point: String::new(),
+        };
+        out.push(figure("electricity", sim_kwh_rate(i) * 3.0 * 208.0 * days * factor, "kWh"));
+        out.push(figure("value_added", sim_value_added(i) * days, "万元"));
+    }
+    out
 }
 
 fn first_of_last_month(now: DateTime<Utc>) -> DateTime<Utc> {
@@ -214,8 +264,8 @@ fn demo_token() -> String {
 
 /// Alert rules for the demo, so the dashboard has alerts to show and
 /// acknowledge within seconds. The limits are illustrative, picked against the
-/// simulated enterprises' intensities (about 0.03-0.13 tce/10k yuan); they are
-/// not policy figures.
+/// simulated enterprises' steady intensities (about 0.035-0.12 tce/10k yuan) so
+/// a few are over them all month; they are not policy figures.
 fn demo_alerts() -> crate::alerts::AlertSettings {
     use crate::alerts::rules::{IntensityLimit, RuleSettings};
     let limit = |industry: &str, limit: f64| IntensityLimit {
@@ -226,7 +276,7 @@ fn demo_alerts() -> crate::alerts::AlertSettings {
         evaluate_every_ms: 1000,
         min_duration_secs: 3.0,
         rules: RuleSettings {
-            intensity_limits: vec![limit("C31", 0.09), limit("C32", 0.10), limit("*", 0.12)],
+            intensity_limits: vec![limit("C26", 0.085), limit("C32", 0.10), limit("*", 0.11)],
             ..RuleSettings::default()
         },
         ..Default::default()
@@ -306,11 +356,11 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
     let mut agents = Vec::new();
     for z in ZONES {
         let profile_path = dir.join(format!("profile-{}.toml", z.id));
-        write(&profile_path, &toml::to_string_pretty(&profile(z)?).unwrap_or_default())?;
+        write(&profile_path, &toml::to_string_pretty(&profile(z, &history_months(Utc::now()))?).unwrap_or_default())?;
         let sim: Vec<SimEnterprise> = (0..z.count)
             .filter(|i| z.industries[*i as usize % z.industries.len()].2)
             .map(|i| {
-                let va = f64::from(30 + 7 * (i % 5));
+                let va = sim_value_added(i);
                 let money = [
                     ("gross_output", va * 3.6),
                     ("revenue", va * 3.4),
@@ -320,7 +370,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
                 ];
                 Ok(SimEnterprise {
                     id: demo_enterprise(z.first + i)?,
-                    kwh_rate: f64::from(20 + 5 * (i % 7)),
+                    kwh_rate: sim_kwh_rate(i),
                     value_added_per_day: va,
                     money_per_day: money.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
                 })

@@ -25,8 +25,10 @@ function currentMonth() {
 }
 
 // Same rules as the CSV report (report.rs `human`), so page and export agree.
+const COUNTS = ["enterprise", "zone", "item", "person"];
 function human(v, unit) {
   if (v == null || !isFinite(v)) return "—";
+  if (COUNTS.includes(unit) && Number.isInteger(v)) return v.toLocaleString("en-US");
   if (unit === "share") return (v * 100).toFixed(1) + "%";
   if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString("en-US");
   if (Math.abs(v) >= 1) return v.toFixed(2);
@@ -51,6 +53,18 @@ function fmtTime(iso) {
   const d = new Date(iso);
   if (isNaN(d)) return esc(iso);
   return d.toLocaleString(S.lang === "en" ? "en-GB" : "zh-CN", { hour12: false, timeZone: "Asia/Shanghai" });
+}
+
+// The last `n` months, newest first (and the selected one, if older).
+function monthsBack(n) {
+  let [y, m] = currentMonth().split("-").map(Number);
+  const out = [];
+  for (let k = 0; k < n; k++) {
+    out.push(`${y}-${String(m).padStart(2, "0")}`);
+    if (--m === 0) { m = 12; y--; }
+  }
+  if (S.period && !out.includes(S.period)) out.push(S.period);
+  return out;
 }
 
 // ---------------------------------------------------------------- API access
@@ -118,7 +132,7 @@ function otherGoalRow(zone, g) {
     <td class="num"><b class="value">${human(g.value, g.unit)}</b> <span class="muted">${esc(u)}</span></td>
     <td class="num target-text">${esc(targetText(g))}</td>
     <td>${statusBadge(g.status)}</td>
-    <td class="num">${completenessText(g)}</td></tr>`;
+    <td class="num"><b class="completeness">${pct(g.completeness)}</b> <span class="muted">(${g.reported}/${g.in_scope})</span></td></tr>`;
 }
 
 async function viewOverview() {
@@ -178,7 +192,7 @@ async function viewEnergy() {
       <td class="num">${esc(s.months[l])}</td>
       <td class="num"><b>${human(e.intensity[l], "")}</b></td>
       <td class="num">${human(e.trajectory[l], "")}</td>
-      <td class="num"><b class="${e.gap > 0 ? "bad" : "good"}">${signedPct(e.gap)}</b></td>
+      <td class="num"><b class="gap ${e.gap > 0 ? "bad" : "good"}">${signedPct(e.gap)}</b></td>
       <td>${Charts.spark(e.intensity.slice(from), e.trajectory.slice(from))}</td></tr>`;
   }).join("");
   return `<section class="card"><h2>${t("energy_zones")}</h2><div class="zone-energy-row">${zoneCards}</div></section>
@@ -226,8 +240,9 @@ function zoneName(id) {
 
 async function viewAlerts() {
   const [act, hist] = await Promise.all([api("/api/v1/alerts"), api("/api/v1/alerts/history?limit=30")]);
-  const token = sessionStorage.getItem("zonesync.writeToken") || "";
-  const by = sessionStorage.getItem("zonesync.ackBy") || t("ack_by_default");
+  // What the user is typing survives a live redraw.
+  const token = $("#write-token")?.value || sessionStorage.getItem("zonesync.writeToken") || "";
+  const by = $("#ack-by")?.value || sessionStorage.getItem("zonesync.ackBy") || t("ack_by_default");
   const rows = act.alerts.map(a => {
     const ph = a.phase || {};
     const ackCell = ph.acked_by
@@ -319,6 +334,8 @@ function applyLabels() {
   document.querySelectorAll("#tabs a").forEach(a => a.classList.toggle("active", a.dataset.tab === S.tab));
   $("#zone").innerHTML = S.zones.map(z => `<option value="${esc(z.id)}"${z.id === S.zone ? " selected" : ""}>${esc(nm(z))}</option>`).join("");
   $("#zone").parentElement.hidden = S.tab === "overview" || S.tab === "alerts";
+  $("#period").innerHTML = monthsBack(24).map(m =>
+    `<option value="${m}"${m === S.period ? " selected" : ""}>${S.lang === "en" ? m : m.replace("-", "年") + "月"}</option>`).join("");
 }
 
 function saveUrl() {
@@ -356,6 +373,15 @@ async function render() {
   if (render.again) { render.again = false; await render(); }
 }
 
+// A change re-renders at most every LIVE_MS, so a busy zone does not make the screen flicker.
+const LIVE_MS = 5000;
+let lastLive = 0, liveTimer = null;
+function liveRender() {
+  if (liveTimer) return;
+  liveTimer = setTimeout(() => { liveTimer = null; lastLive = Date.now(); render(); },
+    Math.max(0, lastLive + LIVE_MS - Date.now()));
+}
+
 // Live updates: the event stream (read with fetch, so the access token can be sent).
 async function follow() {
   const live = $("#live"), text = $("#live-text");
@@ -381,7 +407,7 @@ async function follow() {
           const first = S.live === null;
           if (fp !== S.live) {
             S.live = fp;
-            if (!first) await render();
+            if (!first) liveRender();
             text.textContent = `${t("live")} · ${t("updated")} ${new Date().toLocaleTimeString(S.lang === "en" ? "en-GB" : "zh-CN", { hour12: false })}`;
           }
         }
@@ -401,7 +427,6 @@ function init() {
   S.zone = p.get("zone") || null;
   S.period = /^\d{4}-\d{2}$/.test(p.get("period") || "") ? p.get("period") : currentMonth();
   S.tab = VIEWS[location.hash.slice(1)] ? location.hash.slice(1) : "overview";
-  $("#period").value = S.period;
   $("#period").addEventListener("change", e => { if (e.target.value) { S.period = e.target.value; render(); } });
   $("#zone").addEventListener("change", e => { S.zone = e.target.value; render(); });
   $("#lang").addEventListener("click", () => {

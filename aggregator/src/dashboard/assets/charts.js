@@ -26,8 +26,8 @@ const Charts = (() => {
 
   // A line chart of monthly series: [{values, cls, dashed, dots}], labels under the x axis.
   function line(opts) {
-    const W = opts.width || 900, H = opts.height || 320;
-    const L = 78, R = 20, T = 18, B = 44;
+    const W = opts.width || 1400, H = opts.height || 380;
+    const L = 80, R = 40, T = 18, B = 44;
     const n = opts.labels.length;
     const [lo, hi] = extent(opts.series.map(s => s.values));
     const x = i => L + (n <= 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (n - 1));
@@ -41,7 +41,7 @@ const Charts = (() => {
     }
     const every = Math.max(1, Math.ceil(n / 12));
     opts.labels.forEach((lab, i) => {
-      if (i % every === 0 || i === n - 1) s += `<text class="tick" x="${x(i)}" y="${H - 14}" text-anchor="middle">${lab}</text>`;
+      if (i % every === 0 || i === n - 1) s += `<text class="tick" x="${x(i)}" y="${H - 14}" text-anchor="${i === n - 1 && n > 1 ? "end" : "middle"}">${lab}</text>`;
     });
     for (const ser of opts.series) {
       s += `<path class="line ${ser.cls}${ser.dashed ? " dashed" : ""}" d="${path(ser.values, x, y)}"/>`;
