@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs zonesync's whole test suite on a fresh Debian machine with Rust installed.
-# Installs what the tests need where it is missing (Mosquitto, from Debian's
-# packages; pymodbus 3.x, with pip); the tests start their own brokers and
+# Installs what the tests need where it is missing (Mosquitto, Chromium and
+# chromedriver, from Debian's packages; pymodbus 3.x, with pip); the tests start their own brokers and
 # meters on free loopback ports, so a Mosquitto already running on 1883 is
 # neither needed nor disturbed.
 set -euo pipefail
@@ -44,6 +44,26 @@ if need_pymodbus; then
 fi
 if need_pymodbus; then
   echo "pymodbus 3.x is still missing after the install step; the Modbus end-to-end test needs it" >&2
+  exit 1
+fi
+
+# The dashboard's end-to-end test drives a real browser: headless Chromium
+# through chromedriver (Debian packages), and renders the Chinese labels with
+# Noto CJK so its screenshots show characters, not boxes.
+need_chromium() {
+  ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
+      && [ -n "$(fc-list :lang=zh 2>/dev/null)" ]; }
+}
+
+if need_chromium; then
+  echo "== installing chromium, chromium-driver and fonts-noto-cjk (Debian packages)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver fonts-noto-cjk fontconfig >/dev/null
+fi
+if need_chromium; then
+  echo "chromium, chromedriver or a Chinese font is still missing after the install step; the dashboard test needs them" >&2
   exit 1
 fi
 

@@ -239,6 +239,14 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
         WAIT,
     )
     .await;
+    // The confirmation toast goes after a moment; the screenshot shows the table without it.
+    b.wait_for(
+        "the toast to go",
+        "return document.getElementById('toast').hidden;",
+        json!([]),
+        WAIT,
+    )
+    .await;
     b.screenshot(&shots.join("alerts-zh.png")).await;
 
     eprintln!("dashboard test: English at the switch at {:.1} s", started.elapsed().as_secs_f64());

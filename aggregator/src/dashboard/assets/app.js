@@ -180,7 +180,7 @@ async function viewEnergy() {
   const rate = s.rate ? t("trajectory_rule").replace("{rate}", signedPct(s.rate.per_year)).replace("{goal}", s.rate.goal) : t("no_trajectory");
   const chart = Charts.line({
     labels,
-    fmt: v => v.toFixed(3),
+    fmt: v => v.toFixed(4),
     series: [
       { values: s.zone.trajectory.slice(from), cls: "trajectory", dashed: true },
       { values: s.zone.intensity.slice(from), cls: "actual", dots: true },
@@ -323,7 +323,7 @@ function toast(msg, bad) {
   el.className = "toast" + (bad ? " bad" : "");
   el.hidden = false;
   clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => (el.hidden = true), 4000);
+  toast.timer = setTimeout(() => (el.hidden = true), 2500);
 }
 
 function applyLabels() {
@@ -431,12 +431,13 @@ function init() {
   $("#zone").addEventListener("change", e => { S.zone = e.target.value; render(); });
   $("#lang").addEventListener("click", () => {
     S.lang = S.lang === "zh" ? "en" : "zh";
+    $("#toast").hidden = true;
     localStorage.setItem("zonesync.lang", S.lang);
     render();
   });
   window.addEventListener("hashchange", () => {
     const tab = location.hash.slice(1);
-    if (VIEWS[tab] && tab !== S.tab) { S.tab = tab; $("#view").innerHTML = ""; render(); }
+    if (VIEWS[tab] && tab !== S.tab) { S.tab = tab; $("#view").innerHTML = ""; $("#toast").hidden = true; render(); }
   });
   $("#read-token-apply").addEventListener("click", () => {
     S.readToken = $("#read-token").value.trim();

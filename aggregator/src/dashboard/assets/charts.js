@@ -34,10 +34,13 @@ const Charts = (() => {
     const y = v => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
     let s = `<svg ${NS} class="chart" viewBox="0 0 ${W} ${H}" role="img">`;
     const ticks = 4;
+    // Enough decimals that neighbouring ticks never read the same.
+    const step = (hi - lo) / ticks;
+    const digits = Math.min(6, Math.max(0, Math.ceil(-Math.log10(step)) + 1));
     for (let k = 0; k <= ticks; k++) {
       const v = lo + ((hi - lo) * k) / ticks, yy = y(v);
       s += `<line class="grid" x1="${L}" x2="${W - R}" y1="${yy}" y2="${yy}"/>`;
-      s += `<text class="tick" x="${L - 10}" y="${yy + 5}" text-anchor="end">${opts.fmt ? opts.fmt(v) : v.toFixed(3)}</text>`;
+      s += `<text class="tick" x="${L - 10}" y="${yy + 5}" text-anchor="end">${v.toFixed(digits)}</text>`;
     }
     const every = Math.max(1, Math.ceil(n / 12));
     opts.labels.forEach((lab, i) => {
