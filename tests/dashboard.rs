@@ -1,8 +1,9 @@
 //! The dashboard in a real browser: the demo (embedded broker, three Jiyuan
 //! zones, simulated agents, aggregator) with headless Chromium loading the
 //! page. Checks that the figures on the page are the API's, that the language
-//! switch works, and that acknowledging an alert from the page reaches the
-//! server; saves the screenshots the README shows (docs/screenshots/).
+//! switch works, that acknowledging an alert from the page reaches the
+//! server, and that the briefing holds the goal table; saves the screenshots
+//! the README shows (docs/screenshots/), the briefing in its print style.
 
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -28,7 +29,10 @@ async fn wait_api<T>(api: &Api, path: &str, what: &str, pick: impl Fn(&Value) ->
         if let Some(t) = pick(&v) {
             return t;
         }
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}; last {path}: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {WAIT:?}; last {path}: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -70,7 +74,10 @@ fn assert_share(shown: &Value, share: &Value, what: &str) {
     }
     let want = share.as_f64().unwrap_or_else(|| panic!("{what}: API gave {share}")) * 100.0;
     let got = percent(shown, what);
-    assert!((got - want).abs() <= 0.05 + 1e-9, "{what}: page shows {got}%, API {want}%");
+    assert!(
+        (got - want).abs() <= 0.05 + 1e-9,
+        "{what}: page shows {got}%, API {want}%"
+    );
 }
 
 // The demo (three agents, ingest, alerts) shares the runtime with the browser driving.
@@ -100,10 +107,15 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     // Declarations in: every zone's digital-transformation coverage has all its
     // in-scope enterprises but the one that never declares (see demo.rs).
     for z in &zones {
-        wait_api(&api, &format!("/api/v1/zones/{z}/goals?period={period}"), "declarations", |g| {
-            let row = g["goals"].as_array()?.iter().find(|r| r["id"] == "HN27-03")?;
-            (row["reported"].as_u64()? + 1 == row["in_scope"].as_u64()?).then_some(())
-        })
+        wait_api(
+            &api,
+            &format!("/api/v1/zones/{z}/goals?period={period}"),
+            "declarations",
+            |g| {
+                let row = g["goals"].as_array()?.iter().find(|r| r["id"] == "HN27-03")?;
+                (row["reported"].as_u64()? + 1 == row["in_scope"].as_u64()?).then_some(())
+            },
+        )
         .await;
     }
     // An active alert (the demo's rules raise some within seconds of data arriving).
@@ -148,11 +160,18 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
                 assert_share(&row["value"], &g["value"], &format!("{z} {id} value"));
                 checked += 1;
             }
-            assert_share(&row["completeness"], &g["completeness"], &format!("{z} {id} completeness"));
+            assert_share(
+                &row["completeness"],
+                &g["completeness"],
+                &format!("{z} {id} completeness"),
+            );
             assert_eq!(row["status"], g["status"], "{z} {id} status");
             let name = row["name"].as_str().unwrap_or_default();
             let want = g["name_zh"].as_str().unwrap();
-            assert!(name.starts_with(want), "{z} {id}: page shows {name}, API name_zh {want}");
+            assert!(
+                name.starts_with(want),
+                "{z} {id}: page shows {name}, API name_zh {want}"
+            );
         }
     }
     assert!(checked >= 15, "coverage goals checked: {checked}");
@@ -167,20 +186,28 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     // still being caught up with.
     let z0 = "jiyuan-hitech";
     let history: String = api
-        .get(&format!("/api/v1/dashboard/zones/{z0}/energy-series?period={period}&months=2"))
+        .get(&format!(
+            "/api/v1/dashboard/zones/{z0}/energy-series?period={period}&months=2"
+        ))
         .await["series"]["months"][0]
         .as_str()
         .unwrap()
         .to_owned();
-    b.goto(&format!("{base}/dashboard/?period={history}&zone={z0}#energy")).await;
+    b.goto(&format!("{base}/dashboard/?period={history}&zone={z0}#energy"))
+        .await;
     rendered(&b, "energy", "zh").await;
     let series = api
-        .get(&format!("/api/v1/dashboard/zones/{z0}/energy-series?period={history}&months=12"))
+        .get(&format!(
+            "/api/v1/dashboard/zones/{z0}/energy-series?period={history}&months=12"
+        ))
         .await;
     let zs = &series["series"]["zone"];
     assert_eq!(zs["latest"], json!(11), "{history} has data: {zs}");
     let want = format!("{:.4}", zs["intensity"][11].as_f64().unwrap());
-    assert_eq!(text(&b, &format!(".zone-energy[data-zone=\"{z0}\"] .zone-intensity")).await, want);
+    assert_eq!(
+        text(&b, &format!(".zone-energy[data-zone=\"{z0}\"] .zone-intensity")).await,
+        want
+    );
     let first = &series["series"]["enterprises"][0];
     let first_row = b
         .js(
@@ -192,7 +219,8 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     let gap = first["gap"].as_f64().unwrap() * 100.0;
     assert_eq!(first_row[1], format!("{}{gap:.1}%", if gap > 0.0 { "+" } else { "" }));
     // The screenshot shows the live month.
-    b.goto(&format!("{base}/dashboard/?period={period}&zone={z0}#energy")).await;
+    b.goto(&format!("{base}/dashboard/?period={period}&zone={z0}#energy"))
+        .await;
     rendered(&b, "energy", "zh").await;
     b.resize(1600, 1500).await;
     b.screenshot(&shots.join("energy-zh.png")).await;
@@ -211,7 +239,10 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
         );
     }
     let without = b
-        .js("return document.querySelectorAll('#without tr[data-enterprise]').length;", json!([]))
+        .js(
+            "return document.querySelectorAll('#without tr[data-enterprise]').length;",
+            json!([]),
+        )
         .await;
     assert_eq!(without, json!(sc["scenarios"]["without"].as_array().unwrap().len()));
     b.screenshot(&shots.join("scenarios-zh.png")).await;
@@ -249,7 +280,42 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     .await;
     b.screenshot(&shots.join("alerts-zh.png")).await;
 
-    eprintln!("dashboard test: English at the switch at {:.1} s", started.elapsed().as_secs_f64());
+    // The briefing: the goal table as the API has it, and its print view.
+    b.click("a[data-tab=briefing]").await;
+    rendered(&b, "briefing", "zh").await;
+    let table = api.get(&format!("/api/v1/zones/{z0}/goals?period={period}")).await;
+    let rows = b
+        .js(
+            "return [...document.querySelectorAll('.briefing tr.goal')].map(r => r.dataset.goal);",
+            json!([]),
+        )
+        .await;
+    let ids: Vec<&Value> = table["goals"].as_array().unwrap().iter().map(|g| &g["id"]).collect();
+    assert_eq!(
+        rows.as_array().unwrap().iter().collect::<Vec<_>>(),
+        ids,
+        "briefing rows"
+    );
+    let hn27_03 = zonesync_e2e::goal(&table, "HN27-03");
+    let shown = b
+        .js(
+            "return document.querySelector('.briefing tr.goal[data-goal=\"HN27-03\"] .completeness').textContent;",
+            json!([]),
+        )
+        .await;
+    assert_share(&shown, &hn27_03["completeness"], "briefing HN27-03 completeness");
+    b.media("print").await;
+    b.resize(1400, 1500).await;
+    b.screenshot(&shots.join("briefing-print-zh.png")).await;
+    b.media("").await;
+    b.resize(1600, 1000).await;
+    b.click("a[data-tab=alerts]").await;
+    rendered(&b, "alerts", "zh").await;
+
+    eprintln!(
+        "dashboard test: English at the switch at {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     // English at the switch: labels and goal names change.
     b.click("#lang").await;
     rendered(&b, "alerts", "en").await;
@@ -260,17 +326,25 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     let g = &table["goals"][0];
     let name = text(
         &b,
-        &format!(".goal[data-zone=\"{z0}\"][data-goal=\"{}\"] .goal-name", g["id"].as_str().unwrap()),
+        &format!(
+            ".goal[data-zone=\"{z0}\"][data-goal=\"{}\"] .goal-name",
+            g["id"].as_str().unwrap()
+        ),
     )
     .await;
     assert!(
-        name.as_str().unwrap_or_default().starts_with(g["name_en"].as_str().unwrap()),
+        name.as_str()
+            .unwrap_or_default()
+            .starts_with(g["name_en"].as_str().unwrap()),
         "page shows {name}, API name_en {}",
         g["name_en"]
     );
     b.screenshot(&shots.join("overview-en.png")).await;
 
-    eprintln!("dashboard test: The briefing's CSV at {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "dashboard test: The briefing's CSV at {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     // The briefing's CSV export is the report endpoint's.
     let csv = reqwest::get(format!("{base}/api/v1/zones/{z0}/report?format=csv&period={period}"))
         .await

@@ -224,7 +224,11 @@ fn history_figures(i: u32, months: &[Period]) -> Vec<Figure> {
             unit: unit.into(),
             point: String::new(),
         };
-        out.push(figure("electricity", sim_kwh_rate(i) * 3.0 * 208.0 * days * factor, "kWh"));
+        out.push(figure(
+            "electricity",
+            sim_kwh_rate(i) * 3.0 * 208.0 * days * factor,
+            "kWh",
+        ));
         out.push(figure("value_added", sim_value_added(i) * days, "万元"));
     }
     out
@@ -356,7 +360,10 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
     let mut agents = Vec::new();
     for z in ZONES {
         let profile_path = dir.join(format!("profile-{}.toml", z.id));
-        write(&profile_path, &toml::to_string_pretty(&profile(z, &history_months(Utc::now()))?).unwrap_or_default())?;
+        write(
+            &profile_path,
+            &toml::to_string_pretty(&profile(z, &history_months(Utc::now()))?).unwrap_or_default(),
+        )?;
         let sim: Vec<SimEnterprise> = (0..z.count)
             .filter(|i| z.industries[*i as usize % z.industries.len()].2)
             .map(|i| {

@@ -97,12 +97,15 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        self.try_call(method, path, body).await.unwrap_or_else(|e| panic!("{e}"))
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Loads `url`.
     pub async fn goto(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await;
+        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) and returns its result.
@@ -186,6 +189,18 @@ impl Browser {
         .await;
     }
 
+    /// Renders the page as for printing (`print`) or for the screen (`""`),
+    /// through chromedriver's DevTools pass-through, so the print style can be
+    /// seen in a screenshot.
+    pub async fn media(&self, media: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": {"media": media}})),
+        )
+        .await;
+    }
+
     /// Saves a PNG screenshot of the window to `path`.
     pub async fn screenshot(&self, path: &Path) {
         let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
@@ -214,7 +229,9 @@ impl Drop for Browser {
                 if let Ok(mut s) = std::net::TcpStream::connect(addr) {
                     use std::io::{Read, Write};
                     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                    let req = format!("DELETE /{path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let req = format!(
+                        "DELETE /{path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
                     if s.write_all(req.as_bytes()).is_ok() {
                         let _ = s.read_to_end(&mut Vec::new());
                     }

@@ -37,7 +37,10 @@ pub fn router(app: Arc<App>, shutdown: Shutdown) -> Router {
         .route("/", get(|| async { Redirect::temporary(PATH) }))
         .route("/dashboard", get(|| async { Redirect::temporary(PATH) }))
         .route(PATH, get(|| async { asset("index.html") }))
-        .route("/dashboard/{file}", get(|file: axum::extract::Path<String>| async move { asset(&file) }));
+        .route(
+            "/dashboard/{file}",
+            get(|file: axum::extract::Path<String>| async move { asset(&file) }),
+        );
     assets.merge(api::router(app, shutdown))
 }
 
@@ -52,5 +55,9 @@ fn asset(name: &str) -> Response {
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     // The assets change only with the binary; a short cache keeps a wall screen's reloads cheap.
-    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "max-age=60")], body).into_response()
+    (
+        [(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "max-age=60")],
+        body,
+    )
+        .into_response()
 }

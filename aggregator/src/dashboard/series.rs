@@ -146,10 +146,7 @@ pub fn energy_series(
     catalog: &Catalog,
     settings: &GoalSettings,
 ) -> EnergySeries {
-    let per_month: Vec<_> = months
-        .iter()
-        .map(|p| energy(zone, zs, *p, catalog, settings))
-        .collect();
+    let per_month: Vec<_> = months.iter().map(|p| energy(zone, zs, *p, catalog, settings)).collect();
     let mut zone_tce = Vec::with_capacity(months.len());
     let mut zone_va = Vec::with_capacity(months.len());
     let mut zone_i = Vec::with_capacity(months.len());
@@ -173,7 +170,10 @@ pub fn energy_series(
             name: e.name.clone(),
             in_scope: e.in_scope(),
             series: Series::new(
-                per_month.iter().map(|rows| rows.get(k).and_then(|r| r.intensity)).collect(),
+                per_month
+                    .iter()
+                    .map(|rows| rows.get(k).and_then(|r| r.intensity))
+                    .collect(),
                 per_year,
             ),
         })
@@ -352,7 +352,13 @@ mod tests {
     fn the_rate_comes_from_the_annual_trend_goal_on_intensity() {
         let cat = crate::goals::load_goals(crate::goals::BUILTIN_GOALS, &Catalog::builtin().unwrap()).unwrap();
         let r = trajectory_rate(&cat).unwrap();
-        assert_eq!(r, Rate { goal: "PY-06".into(), per_year: -0.04 });
+        assert_eq!(
+            r,
+            Rate {
+                goal: "PY-06".into(),
+                per_year: -0.04
+            }
+        );
     }
 
     #[test]
@@ -377,7 +383,11 @@ mod tests {
             let es = zs.enterprises.entry(id(n)).or_default();
             es.declarations.insert("scenarios".into(), DeclaredValue::Scenarios(l));
         };
-        declare(&mut zs, 1, vec![("a", ScenarioLevel::Basic), ("b", ScenarioLevel::Advanced)]);
+        declare(
+            &mut zs,
+            1,
+            vec![("a", ScenarioLevel::Basic), ("b", ScenarioLevel::Advanced)],
+        );
         declare(&mut zs, 2, vec![]);
         // 3 never declares; 4 is below scale and not counted.
         declare(&mut zs, 4, vec![("a", ScenarioLevel::Advanced)]);
