@@ -179,6 +179,32 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     b.screenshot(&shots.join("overview-zh.png")).await;
     b.resize(1600, 1000).await;
 
+    // Live: a stored batch makes the page redraw itself, in the same document (no reload).
+    let count = "return [window.__sameDocument === true, Number(document.body.dataset.rendered.split(':')[2])];";
+    b.js("window.__sameDocument = true; return true;", json!([])).await;
+    let before = b.js(count, json!([])).await[1].as_u64().unwrap();
+    let e = demo::demo_enterprise(201).unwrap();
+    let batch = serde_json::to_vec(&json!({"v": 1, "agent": "live-check", "boot": 1, "seq": 1,
+        "sent_at": chrono::Utc::now().to_rfc3339(), "zone": "jiyuan-services", "enterprise": e,
+        "readings": [{"indicator": "value_added", "value": 1.0, "unit": "万元", "period": "2020-01"}]}))
+    .unwrap();
+    let topic = format!("zonesync/v1/jiyuan-services/live-check/data/{e}");
+    let stored = zonesync_aggregator::ingest::handle(&h.running.app, &topic, &batch, chrono::Utc::now());
+    assert_eq!(stored.unwrap(), zonesync_aggregator::ingest::Handled::Stored);
+    b.wait_for(
+        "a redraw after new data, without a reload",
+        "const r = (() => { ARG })(); return r[0] && r[1] > arguments[0];"
+            .replace("ARG", count)
+            .as_str(),
+        json!([before]),
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        text(&b, "#live").await.as_str().map(|t| t.starts_with("实时")),
+        Some(true)
+    );
+
     eprintln!("dashboard test: Energy at {:.1} s", started.elapsed().as_secs_f64());
     // Energy: the zone's intensity and the enterprise furthest off its
     // trajectory, as the API's series has them. Checked on a month of the
