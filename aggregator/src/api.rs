@@ -19,7 +19,7 @@ use std::sync::Arc;
 use zonesync_proto::{EnterpriseId, Period, ReadingTime, ZoneId};
 
 /// An API error: status and a message saying what was wrong.
-pub struct ApiError(pub StatusCode, pub String);
+pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
