@@ -1,0 +1,557 @@
+//! A randomized fault-injection harness over real processes: Mosquitto, the
+//! aggregator binary and three agent binaries, each agent behind its own TCP
+//! proxy (support/proxy.rs) so links can be cut, black-holed or deafened.
+//!
+//! Every choice (which fault, when, against whom, how long until recovery)
+//! comes from one seeded generator, and the seed is printed first, so a run
+//! that finds a bug replays with `ZONESYNC_FAULT_SEED=<seed>`. Faults overlap:
+//! each one schedules its own recovery after a random delay, and the next
+//! fault may strike before that (the aggregator may still be down when the
+//! broker is killed). At the end everything is healed, the agents finish
+//! their deterministic simulators, and the aggregator's stored figures are
+//! compared with the exact ledger of what the simulators produced.
+//!
+//! Fault kinds that need code not yet in this build are declared here and
+//! reported as pending rather than silently left out (see [`FaultKind::OutboxFull`]).
+
+use crate::dataset::{self, E, ZONE};
+use crate::proxy::Proxy;
+use crate::{spawn_agent, spawn_aggregator, Api, Mosquitto, Proc};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Readings per simulated enterprise for the whole run (2 meters per tick
+/// plus a value-added figure per simulated midnight). 4000 ticks of 15 min
+/// end on 2026-11-11, before any "now" these tests run at.
+const TICKS: u64 = 4000;
+
+/// What a run is asked to do.
+#[derive(Debug, Clone)]
+pub struct FaultPlan {
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Faults to inject.
+    pub rounds: u32,
+}
+
+impl FaultPlan {
+    /// From `ZONESYNC_FAULT_SEED` and `ZONESYNC_FAULT_ROUNDS`, else a fresh
+    /// seed (from the clock) and `default_rounds`.
+    pub fn from_env(default_rounds: u32) -> Self {
+        let seed = std::env::var("ZONESYNC_FAULT_SEED")
+            .ok()
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("ZONESYNC_FAULT_SEED={s:?} is not an unsigned integer"))
+            })
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        let rounds = std::env::var("ZONESYNC_FAULT_ROUNDS")
+            .ok()
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("ZONESYNC_FAULT_ROUNDS={s:?} is not an unsigned integer"))
+            })
+            .unwrap_or(default_rounds);
+        Self { seed, rounds }
+    }
+}
+
+/// SplitMix64: tiny, seedable, and the same on every platform, so a seed
+/// replays the same schedule anywhere.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// A duration uniform in `lo..=hi` milliseconds.
+    pub fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi.saturating_sub(lo) + 1))
+    }
+}
+
+/// The kinds of fault the harness injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// SIGKILL of one agent; restarted after a random delay.
+    KillAgent,
+    /// SIGKILL of the aggregator; restarted after a random delay.
+    KillAggregator,
+    /// SIGKILL of the broker (no persistence file written); restarted after a random delay.
+    KillBroker,
+    /// The broker stopped cleanly (SIGTERM) and unreachable for a while.
+    StopBroker,
+    /// One agent's link black-holed (what it sends vanishes), then cut and
+    /// refused, then healed: the broker is unreachable while it produces.
+    Partition,
+    /// One agent's link deafened (batches reach the broker, PUBACKs never come
+    /// back), then cut: the agent resends batches already stored (QoS 1 duplicates).
+    LostAcks,
+    /// An agent's outbox disk budget exhausted, so the outbox policy drops
+    /// readings and reports their count upstream (`dropped_readings`).
+    /// Pending: needs the agent's `[outbox] disk_budget_bytes` and the
+    /// aggregator's figure of dropped readings, which are not in this build.
+    OutboxFull,
+}
+
+impl FaultKind {
+    /// Every kind, in report order.
+    pub const ALL: [FaultKind; 7] = [
+        FaultKind::KillAgent,
+        FaultKind::KillAggregator,
+        FaultKind::KillBroker,
+        FaultKind::StopBroker,
+        FaultKind::Partition,
+        FaultKind::LostAcks,
+        FaultKind::OutboxFull,
+    ];
+
+    /// Whether this build can inject it; `Err` says what it waits for.
+    pub fn available(self) -> Result<(), &'static str> {
+        match self {
+            FaultKind::OutboxFull => Err("needs the agent's [outbox] disk_budget_bytes and a dropped_readings figure upstream"),
+            _ => Ok(()),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FaultKind::KillAgent => "agent SIGKILL",
+            FaultKind::KillAggregator => "aggregator SIGKILL",
+            FaultKind::KillBroker => "broker SIGKILL",
+            FaultKind::StopBroker => "broker stopped",
+            FaultKind::Partition => "link partitioned",
+            FaultKind::LostAcks => "PUBACKs lost, link cut",
+            FaultKind::OutboxFull => "outbox disk budget exhausted",
+        }
+    }
+}
+
+/// A recovery a fault scheduled.
+#[derive(Debug, Clone, Copy)]
+enum Recovery {
+    StartAgent(usize),
+    StartAggregator,
+    StartBroker,
+    /// Second phase of a partition or lost acks: cut the link, heal later.
+    Cut(usize),
+    Heal(usize),
+}
+
+/// The figures a run ends with.
+#[derive(Debug, Clone, Default)]
+pub struct FaultReport {
+    /// Seed of the run.
+    pub seed: u64,
+    /// Faults asked for.
+    pub rounds: u32,
+    /// Faults injected, by kind.
+    pub injected: BTreeMap<FaultKind, u32>,
+    /// Kinds not injected, with why.
+    pub pending: Vec<(FaultKind, &'static str)>,
+    /// Readings the simulators produced (the exact ledger).
+    pub produced: u64,
+    /// Readings the aggregator holds.
+    pub stored: u64,
+    /// Readings the outbox policy dropped and reported upstream.
+    pub dropped_reported: u64,
+    /// Batches the aggregator recognised as already stored, summed over its incarnations.
+    pub duplicate_batches: u64,
+    /// Readings the aggregator recognised as already stored under another batch.
+    pub duplicate_readings: u64,
+    /// Per enterprise: (produced, stored).
+    pub per_enterprise: Vec<(String, u64, u64)>,
+    /// Bytes of broker replies the proxies swallowed (PUBACKs among them).
+    pub acks_swallowed_bytes: u64,
+    /// Bytes of agent traffic the proxies swallowed.
+    pub publishes_swallowed_bytes: u64,
+    /// Wall time of the whole run.
+    pub elapsed: Duration,
+}
+
+impl FaultReport {
+    /// Readings produced but neither stored nor dropped-and-reported.
+    pub fn lost(&self) -> i64 {
+        self.produced as i64 - self.stored as i64 - self.dropped_reported as i64
+    }
+
+    /// Readings stored beyond what was produced.
+    pub fn counted_twice(&self) -> i64 {
+        (self.stored as i64 - self.produced as i64).max(0)
+    }
+}
+
+impl fmt::Display for FaultReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "fault-injection run")?;
+        writeln!(f, "  seed {} (replay: ZONESYNC_FAULT_SEED={} ZONESYNC_FAULT_ROUNDS={})", self.seed, self.seed, self.rounds)?;
+        writeln!(f, "  rounds {}, wall time {:.1} s", self.rounds, self.elapsed.as_secs_f64())?;
+        for k in FaultKind::ALL {
+            if let Some((_, why)) = self.pending.iter().find(|(p, _)| *p == k) {
+                writeln!(f, "  faults {:<30} pending ({why})", k.name())?;
+            } else {
+                writeln!(f, "  faults {:<30} {}", k.name(), self.injected.get(&k).copied().unwrap_or(0))?;
+            }
+        }
+        writeln!(f, "  readings produced            {}", self.produced)?;
+        writeln!(f, "  readings stored              {}", self.stored)?;
+        writeln!(f, "  dropped and reported         {}", self.dropped_reported)?;
+        writeln!(f, "  lost                         {}", self.lost())?;
+        writeln!(f, "  counted twice                {}", self.counted_twice())?;
+        writeln!(f, "  duplicate batches suppressed {}", self.duplicate_batches)?;
+        writeln!(f, "  duplicate readings suppressed {}", self.duplicate_readings)?;
+        writeln!(
+            f,
+            "  proxies swallowed {} B of agent traffic, {} B of broker replies",
+            self.publishes_swallowed_bytes, self.acks_swallowed_bytes
+        )?;
+        for (e, p, s) in &self.per_enterprise {
+            writeln!(f, "  {e}: produced {p}, stored {s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The processes of one run.
+struct Cluster {
+    broker: Mosquitto,
+    proxies: Vec<Proxy>,
+    aggregator_cfg: PathBuf,
+    aggregator: Option<(Proc, Api)>,
+    agent_cfgs: Vec<PathBuf>,
+    agents: Vec<Option<Proc>>,
+    /// Links in a fault (partitioned or deafened) until healed.
+    link_faulty: Vec<bool>,
+    /// Duplicate counters of aggregator incarnations already gone.
+    dup_batches: u64,
+    dup_readings: u64,
+}
+
+/// Enterprises the simulators produce for: (agent index, enterprise).
+fn simulated() -> [(usize, &'static str); 4] {
+    [(0, E[0]), (0, E[1]), (1, E[2]), (2, E[3])]
+}
+
+/// Readings one simulated enterprise produces in `ticks`.
+fn produced_per_enterprise(ticks: u64) -> u64 {
+    2 * ticks + ticks.saturating_sub(1) / 96
+}
+
+/// Writes the data set (support/dataset.rs) plus a third agent for E4, each
+/// agent pointed at its own proxy; the aggregator talks to the broker directly.
+fn write_files(dir: &Path, broker_port: u16, proxy_ports: &[u16], tick_ms: u64) -> (PathBuf, Vec<PathBuf>) {
+    let ds = dataset::write(dir, broker_port, TICKS, tick_ms);
+    let profile_c = dir.join("profile-c.toml");
+    std::fs::write(
+        &profile_c,
+        format!("[[enterprise]]\nid = \"{}\"\n[enterprise.declare]\ndt_maturity = 2\n", E[3]),
+    )
+    .expect("write profile-c");
+    let agent_c = dir.join("agent-c.toml");
+    let text_b = std::fs::read_to_string(&ds.agent_b).expect("read agent-b config");
+    let text_c = text_b
+        .replace("agent-b", "agent-c")
+        .replace(E[2], E[3])
+        .replace(
+            &dir.join("profile-b.toml").display().to_string(),
+            &profile_c.display().to_string(),
+        )
+        .replace("kwh_rate = 5", "kwh_rate = 7");
+    std::fs::write(&agent_c, text_c).expect("write agent-c config");
+    let cfgs = vec![ds.agent_a, ds.agent_b, agent_c];
+    for (cfg, proxy) in cfgs.iter().zip(proxy_ports) {
+        let text = std::fs::read_to_string(cfg)
+            .expect("read agent config")
+            .replace(&format!("port = {broker_port}\n"), &format!("port = {proxy}\n"));
+        std::fs::write(cfg, text).expect("write agent config");
+    }
+    (ds.aggregator, cfgs)
+}
+
+impl Cluster {
+    async fn start(dir: &Path, tick_ms: u64) -> Self {
+        let broker = Mosquitto::start(dir);
+        let mut proxies = Vec::new();
+        for _ in 0..3 {
+            proxies.push(Proxy::start(broker.port).await);
+        }
+        let ports: Vec<u16> = proxies.iter().map(|p| p.port).collect();
+        let (aggregator_cfg, agent_cfgs) = write_files(dir, broker.port, &ports, tick_ms);
+        let aggregator = Some(spawn_aggregator(&aggregator_cfg));
+        let agents = agent_cfgs.iter().map(|c| Some(spawn_agent(c))).collect();
+        Self {
+            broker,
+            proxies,
+            aggregator_cfg,
+            aggregator,
+            link_faulty: vec![false; agent_cfgs.len()],
+            agent_cfgs,
+            agents,
+            dup_batches: 0,
+            dup_readings: 0,
+        }
+    }
+
+    /// The duplicate counters of the running aggregator.
+    async fn duplicates_now(&self) -> (u64, u64) {
+        match &self.aggregator {
+            Some((_, api)) => (
+                api.metric("zonesync_aggregator_batches_duplicate_total").await as u64,
+                api.metric("zonesync_aggregator_readings_duplicate_total").await as u64,
+            ),
+            None => (0, 0),
+        }
+    }
+
+    fn recover(&mut self, r: Recovery, rng: &mut Rng, due: &mut Vec<(Instant, Recovery)>) {
+        match r {
+            Recovery::StartAgent(i) => self.agents[i] = Some(spawn_agent(&self.agent_cfgs[i])),
+            Recovery::StartAggregator => self.aggregator = Some(spawn_aggregator(&self.aggregator_cfg)),
+            Recovery::StartBroker => self.broker.restart(),
+            Recovery::Cut(i) => {
+                self.proxies[i].cut_and_refuse();
+                due.push((Instant::now() + rng.ms(100, 2000), Recovery::Heal(i)));
+            }
+            Recovery::Heal(i) => {
+                self.proxies[i].heal();
+                self.link_faulty[i] = false;
+            }
+        }
+    }
+
+    /// Injects `kind` if its target is up; returns whether it did.
+    async fn inject(&mut self, kind: FaultKind, rng: &mut Rng, due: &mut Vec<(Instant, Recovery)>) -> bool {
+        let now = Instant::now();
+        match kind {
+            FaultKind::KillAgent => {
+                let up: Vec<usize> = (0..self.agents.len()).filter(|i| self.agents[*i].is_some()).collect();
+                let Some(&i) = up.get(rng.below(up.len() as u64) as usize) else {
+                    return false;
+                };
+                if let Some(mut p) = self.agents[i].take() {
+                    p.kill9();
+                }
+                due.push((now + rng.ms(0, 1500), Recovery::StartAgent(i)));
+            }
+            FaultKind::KillAggregator => {
+                if self.aggregator.is_none() {
+                    return false;
+                }
+                // Its counters die with it: read them first.
+                let (b, r) = self.duplicates_now().await;
+                self.dup_batches += b;
+                self.dup_readings += r;
+                if let Some((mut p, _)) = self.aggregator.take() {
+                    p.kill9();
+                }
+                due.push((Instant::now() + rng.ms(0, 2500), Recovery::StartAggregator));
+            }
+            FaultKind::KillBroker | FaultKind::StopBroker => {
+                if !self.broker.is_running() {
+                    return false;
+                }
+                if kind == FaultKind::KillBroker {
+                    self.broker.kill9();
+                    due.push((now + rng.ms(0, 2000), Recovery::StartBroker));
+                } else {
+                    self.broker.stop();
+                    due.push((now + rng.ms(500, 3000), Recovery::StartBroker));
+                }
+            }
+            FaultKind::Partition | FaultKind::LostAcks => {
+                let free: Vec<usize> = (0..self.proxies.len()).filter(|i| !self.link_faulty[*i]).collect();
+                let Some(&i) = free.get(rng.below(free.len() as u64) as usize) else {
+                    return false;
+                };
+                self.link_faulty[i] = true;
+                if kind == FaultKind::Partition {
+                    self.proxies[i].blackhole();
+                } else {
+                    self.proxies[i].deafen();
+                }
+                due.push((now + rng.ms(200, 1500), Recovery::Cut(i)));
+            }
+            FaultKind::OutboxFull => return false,
+        }
+        true
+    }
+
+    /// Runs due recoveries; with `all`, waits for and runs every one left.
+    async fn run_due(&mut self, due: &mut Vec<(Instant, Recovery)>, rng: &mut Rng, all: bool) {
+        loop {
+            due.sort_by_key(|(t, _)| *t);
+            let Some(&(t, r)) = due.first() else { return };
+            if t > Instant::now() {
+                if !all {
+                    return;
+                }
+                tokio::time::sleep(t - Instant::now()).await;
+            }
+            due.remove(0);
+            self.recover(r, rng, due);
+        }
+    }
+
+    /// Readings the aggregator holds for each simulated enterprise.
+    async fn stored(&self) -> Vec<u64> {
+        let Some((_, api)) = &self.aggregator else {
+            return vec![0; simulated().len()];
+        };
+        let mut out = Vec::new();
+        for (_, e) in simulated() {
+            let v = api.get(&format!("/api/v1/zones/{ZONE}/enterprises/{e}")).await;
+            out.push(v["readings"].as_u64().unwrap_or(0));
+        }
+        out
+    }
+}
+
+/// Runs `plan` in `dir` and returns the figures (it does not judge them).
+pub async fn run(plan: &FaultPlan, dir: &Path) -> FaultReport {
+    let started = Instant::now();
+    eprintln!(
+        "fault-injection: seed {} rounds {} (replay with ZONESYNC_FAULT_SEED={} ZONESYNC_FAULT_ROUNDS={})",
+        plan.seed, plan.rounds, plan.seed, plan.rounds
+    );
+    let mut rng = Rng::new(plan.seed);
+    // Spread production over the faults: about 1.5 s of simulator time per round.
+    let tick_ms = ((u64::from(plan.rounds) * 1500) / TICKS).clamp(2, 200);
+    let mut c = Cluster::start(dir, tick_ms).await;
+    let kinds: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|k| k.available().is_ok()).collect();
+    let mut report = FaultReport {
+        seed: plan.seed,
+        rounds: plan.rounds,
+        pending: FaultKind::ALL
+            .into_iter()
+            .filter_map(|k| k.available().err().map(|why| (k, why)))
+            .collect(),
+        ..Default::default()
+    };
+    let mut due: Vec<(Instant, Recovery)> = Vec::new();
+    let mut injected = 0;
+    while injected < plan.rounds {
+        let gap = rng.ms(100, 1200);
+        let until = Instant::now() + gap;
+        while Instant::now() < until {
+            c.run_due(&mut due, &mut rng, false).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let kind = kinds[rng.below(kinds.len() as u64) as usize];
+        if c.inject(kind, &mut rng, &mut due).await {
+            injected += 1;
+            *report.injected.entry(kind).or_default() += 1;
+            eprintln!("  round {injected}: {} at {:.1} s", kind.name(), started.elapsed().as_secs_f64());
+        }
+    }
+    c.run_due(&mut due, &mut rng, true).await;
+
+    // Everything healed: wait until the ledger is met, or until nothing has
+    // moved for a long while (then the figures show what is missing).
+    let per = produced_per_enterprise(TICKS);
+    report.produced = per * simulated().len() as u64;
+    let mut last = Vec::new();
+    let mut last_change = Instant::now();
+    let settle = Duration::from_secs(30);
+    loop {
+        let s = c.stored().await;
+        if s.iter().all(|n| *n >= per) {
+            // Give late duplicates a moment to show they would be refused.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            last = c.stored().await;
+            break;
+        }
+        if s != last {
+            last = s;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > settle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (b, r) = c.duplicates_now().await;
+    report.duplicate_batches = c.dup_batches + b;
+    report.duplicate_readings = c.dup_readings + r;
+    report.per_enterprise = simulated()
+        .iter()
+        .zip(&last)
+        .map(|((_, e), s)| ((*e).to_owned(), per, *s))
+        .collect();
+    report.stored = last.iter().sum();
+    if let Some((_, api)) = &c.aggregator {
+        let z = api.get("/api/v1/zones").await;
+        let total = z["zones"][0]["readings_stored"].as_u64().unwrap_or(0);
+        assert_eq!(
+            total, report.stored,
+            "the zone total and the sum over enterprises disagree: {z}"
+        );
+    }
+    report.acks_swallowed_bytes = c
+        .proxies
+        .iter()
+        .map(|p| p.swallowed_down.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    report.publishes_swallowed_bytes = c
+        .proxies
+        .iter()
+        .map(|p| p.swallowed.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    for a in c.agents.iter_mut().flatten() {
+        a.kill9();
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_replays_the_same_choices() {
+        let a: Vec<u64> = (0..5).map({
+            let mut r = Rng::new(42);
+            move |_| r.below(1000)
+        }).collect();
+        let b: Vec<u64> = (0..5).map({
+            let mut r = Rng::new(42);
+            move |_| r.below(1000)
+        }).collect();
+        assert_eq!(a, b);
+        assert_ne!(a, (0..5).map({
+            let mut r = Rng::new(43);
+            move |_| r.below(1000)
+        }).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn ledger_counts_two_meters_and_midnights() {
+        // 97 ticks: 194 meter readings and one midnight (support/dataset.rs).
+        assert_eq!(produced_per_enterprise(97), 195);
+        assert_eq!(produced_per_enterprise(1), 2);
+    }
+}
