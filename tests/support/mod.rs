@@ -3,9 +3,11 @@
 //! processes, an HTTP client for the API, and the hand-computed data set.
 
 pub mod certs;
+pub mod corpus;
 pub mod dataset;
 pub mod faults;
 pub mod inprocess;
+pub mod ledger;
 pub mod peers;
 pub mod proxy;
 
