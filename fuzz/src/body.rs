@@ -7,6 +7,7 @@
 //! both the topic parser and the topic/payload identity checks.
 
 use chrono::{DateTime, Utc};
+use std::sync::OnceLock;
 use zonesync_proto::{Catalog, Limits, Location, Presence, Topic, TopicKind, Validator};
 
 /// The topic used when the input does not carry one.
@@ -17,19 +18,25 @@ fn now() -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp(1_795_000_000, 0).unwrap_or_default()
 }
 
+/// The aggregator's validator with the built-in catalog and default limits,
+/// built once (parsing the catalog per input would cost most of each run).
+fn validator() -> &'static Validator {
+    static V: OnceLock<Validator> = OnceLock::new();
+    V.get_or_init(|| match Catalog::builtin() {
+        Ok(c) => Validator::new(c, Limits::default()),
+        Err(e) => panic!("the built-in catalog must load: {e}"),
+    })
+}
+
 /// Runs one input; panics only when an invariant breaks.
 pub fn check(data: &[u8]) {
     let (topic_text, payload) = match data.iter().position(|b| *b == b'\n') {
         Some(i) => (String::from_utf8_lossy(&data[..i]).into_owned(), &data[i + 1..]),
         None => (DEFAULT_TOPIC.to_owned(), data),
     };
-    let Ok(catalog) = Catalog::builtin() else {
-        panic!("the built-in catalog must load");
-    };
-    let limits = Limits::default();
-    let max_abs = limits.max_abs_value;
-    let max_bytes = limits.max_payload_bytes;
-    let v = Validator::new(catalog, limits);
+    let v = validator();
+    let max_abs = v.limits.max_abs_value;
+    let max_bytes = v.limits.max_payload_bytes;
     let topic = Topic::parse(&topic_text).ok();
 
     // Presence decoding is the other thing the aggregator does with raw bytes.
