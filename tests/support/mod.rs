@@ -4,8 +4,11 @@
 
 pub mod browser;
 pub mod certs;
+pub mod corpus;
 pub mod dataset;
+pub mod faults;
 pub mod inprocess;
+pub mod ledger;
 pub mod peers;
 pub mod proxy;
 
@@ -74,9 +77,15 @@ impl Mosquitto {
     pub fn start_with(dir: &Path, listener_options: &str) -> Self {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
+        // A size limit among the options (the corpus test uses the shipped one) replaces the default.
+        let packet_limit = if listener_options.contains("max_packet_size") {
+            ""
+        } else {
+            "max_packet_size 16777216\n"
+        };
         let text = format!(
             "per_listener_settings false\nlistener {port} 127.0.0.1\n{listener_options}\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
-             max_queued_messages 1000000\nmax_inflight_messages 100\nmax_packet_size 16777216\n\
+             max_queued_messages 1000000\nmax_inflight_messages 100\n{packet_limit}\
              log_dest stderr\nlog_type error\nlog_type warning\n",
             dir.display()
         );
@@ -109,6 +118,19 @@ impl Mosquitto {
         }
     }
 
+    /// Kills it with SIGKILL, as a power cut would: no persistence file is written.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether it is running (not stopped or killed by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.stop();
@@ -135,7 +157,15 @@ pub struct Proc {
 impl Proc {
     /// Starts `binary` with `args`.
     pub fn spawn(binary: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(bin(binary))
+        let mut cmd = Command::new(bin(binary));
+        // The fault harness's knobs (ZONESYNC_FAULT_SEED, …) share the prefix
+        // the binaries read configuration overrides from; they are not theirs.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ZONESYNC_FAULT_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -3,6 +3,9 @@
 //! (so PUBLISH packets vanish and no PUBACK comes back), then cuts every
 //! connection and refuses new ones until it is healed. Loopback alone never
 //! loses in-flight packets, so without this a lost-batch bug would go unseen.
+//! It can also swallow only what the broker sends back (PUBACKs among it),
+//! so published batches arrive but the client never learns it: after a cut
+//! the client resends them, which is how QoS 1 duplicates happen in the field.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,10 +18,13 @@ pub struct Proxy {
     /// Where clients connect.
     pub port: u16,
     blackhole: Arc<AtomicBool>,
+    deaf: Arc<AtomicBool>,
     down: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
     /// Bytes swallowed while black-holed.
     pub swallowed: Arc<AtomicU64>,
+    /// Bytes from the broker swallowed while deaf.
+    pub swallowed_down: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -27,10 +33,13 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("proxy addr").port();
         let blackhole = Arc::new(AtomicBool::new(false));
+        let deaf = Arc::new(AtomicBool::new(false));
         let down = Arc::new(AtomicBool::new(false));
         let swallowed = Arc::new(AtomicU64::new(0));
+        let swallowed_down = Arc::new(AtomicU64::new(0));
         let (cut, cut_rx) = watch::channel(0u64);
         let (bh, dn, sw) = (blackhole.clone(), down.clone(), swallowed.clone());
+        let (df, swd) = (deaf.clone(), swallowed_down.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if dn.load(Ordering::SeqCst) {
@@ -41,6 +50,7 @@ impl Proxy {
                     continue;
                 };
                 let (bh, sw, mut cut_rx) = (bh.clone(), sw.clone(), cut_rx.clone());
+                let (df, swd) = (df.clone(), swd.clone());
                 // Only cuts after this connection was made apply to it.
                 cut_rx.borrow_and_update();
                 tokio::spawn(async move {
@@ -69,6 +79,10 @@ impl Proxy {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
+                            if df.load(Ordering::SeqCst) {
+                                swd.fetch_add(n as u64, Ordering::SeqCst);
+                                continue;
+                            }
                             if cw.write_all(&buf[..n]).await.is_err() {
                                 break;
                             }
@@ -85,15 +99,22 @@ impl Proxy {
         Self {
             port,
             blackhole,
+            deaf,
             down,
             cut,
             swallowed,
+            swallowed_down,
         }
     }
 
     /// Starts swallowing client traffic (connections stay open).
     pub fn blackhole(&self) {
         self.blackhole.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts swallowing what the broker sends back (PUBACKs, pings); client traffic still flows.
+    pub fn deafen(&self) {
+        self.deaf.store(true, Ordering::SeqCst);
     }
 
     /// Cuts every connection and refuses new ones.
@@ -105,6 +126,7 @@ impl Proxy {
     /// Forwards normally again.
     pub fn heal(&self) {
         self.blackhole.store(false, Ordering::SeqCst);
+        self.deaf.store(false, Ordering::SeqCst);
         self.down.store(false, Ordering::SeqCst);
     }
 }

@@ -1,0 +1,441 @@
+//! A randomized fault-injection harness over real processes: Mosquitto, the
+//! aggregator binary and three agent binaries, each agent behind its own TCP
+//! proxy (support/proxy.rs) so links can be cut, black-holed or deafened.
+//!
+//! Every choice (which fault, when, against whom, how long until recovery)
+//! comes from one seeded generator, and the seed is printed first, so a run
+//! that finds a bug replays with `ZONESYNC_FAULT_SEED=<seed>`. Faults overlap:
+//! each one schedules its own recovery after a random delay, and the next
+//! fault may strike before that (the aggregator may still be down when the
+//! broker is killed). At the end everything is healed, the agents finish
+//! their deterministic simulators, and the aggregator's stored figures are
+//! compared with the exact ledger of what the simulators produced.
+//!
+//! Fault kinds that need code not yet in this build are declared here and
+//! reported as pending rather than silently left out (see [`FaultKind::OutboxFull`]).
+
+mod plan;
+mod report;
+
+pub use plan::{FaultKind, FaultPlan, Rng};
+pub use report::FaultReport;
+
+use crate::dataset::{self, E, ZONE};
+use crate::ledger::{produced, Census, Produced, Sim};
+use crate::proxy::Proxy;
+use crate::{spawn_agent, spawn_aggregator, Api, Mosquitto, Proc};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Ticks each simulator runs: 4000 fifteen-minute ticks end on 2026-11-11,
+/// before any "now" these tests run at.
+const TICKS: u64 = 4000;
+
+/// A recovery a fault scheduled.
+#[derive(Debug, Clone, Copy)]
+enum Recovery {
+    StartAgent(usize),
+    StartAggregator,
+    StartBroker,
+    /// Second phase of a partition or lost acks: cut the link, heal later.
+    Cut(usize),
+    Heal(usize),
+}
+
+/// The processes of one run.
+struct Cluster {
+    broker: Mosquitto,
+    proxies: Vec<Proxy>,
+    aggregator_cfg: PathBuf,
+    aggregator: Option<(Proc, Api)>,
+    agent_cfgs: Vec<PathBuf>,
+    agents: Vec<Option<Proc>>,
+    /// Links in a fault (partitioned or deafened) until healed.
+    link_faulty: Vec<bool>,
+    /// Duplicate counters of aggregator incarnations already gone.
+    dup_batches: u64,
+    dup_readings: u64,
+}
+
+/// Enterprises the simulators produce for: (agent index, rates as in the
+/// agent configs of support/dataset.rs, and agent-c's below).
+fn simulated() -> [(usize, Sim); 4] {
+    let sim = |enterprise, kwh_rate, va_per_day| Sim {
+        enterprise,
+        kwh_rate,
+        va_per_day,
+    };
+    [
+        (0, sim(E[0], 10.0, 40.0)),
+        (0, sim(E[1], 20.0, 100.0)),
+        (1, sim(E[2], 5.0, 10.0)),
+        (2, sim(E[3], 7.0, 10.0)),
+    ]
+}
+
+/// Writes the data set (support/dataset.rs) plus a third agent for E4, each
+/// agent pointed at its own proxy; the aggregator talks to the broker directly.
+fn write_files(dir: &Path, broker_port: u16, proxy_ports: &[u16], tick_ms: u64) -> (PathBuf, Vec<PathBuf>) {
+    let ds = dataset::write(dir, broker_port, TICKS, tick_ms);
+    let profile_c = dir.join("profile-c.toml");
+    std::fs::write(
+        &profile_c,
+        format!(
+            "[[enterprise]]\nid = \"{}\"\n[enterprise.declare]\ndt_maturity = 2\n",
+            E[3]
+        ),
+    )
+    .expect("write profile-c");
+    let agent_c = dir.join("agent-c.toml");
+    let text_b = std::fs::read_to_string(&ds.agent_b).expect("read agent-b config");
+    let text_c = text_b
+        .replace("agent-b", "agent-c")
+        .replace(E[2], E[3])
+        .replace(
+            &dir.join("profile-b.toml").display().to_string(),
+            &profile_c.display().to_string(),
+        )
+        .replace("kwh_rate = 5", "kwh_rate = 7");
+    std::fs::write(&agent_c, text_c).expect("write agent-c config");
+    let cfgs = vec![ds.agent_a, ds.agent_b, agent_c];
+    for (cfg, proxy) in cfgs.iter().zip(proxy_ports) {
+        let text = std::fs::read_to_string(cfg)
+            .expect("read agent config")
+            .replace(&format!("port = {broker_port}\n"), &format!("port = {proxy}\n"));
+        std::fs::write(cfg, text).expect("write agent config");
+    }
+    (ds.aggregator, cfgs)
+}
+
+impl Cluster {
+    async fn start(dir: &Path, tick_ms: u64) -> Self {
+        // Extra broker settings for experiments, e.g. ZONESYNC_FAULT_BROKER_OPTS="autosave_on_changes true;autosave_interval 1".
+        let opts = std::env::var("ZONESYNC_FAULT_BROKER_OPTS").unwrap_or_default();
+        let broker = Mosquitto::start_with(dir, &opts.replace(';', "\n"));
+        let mut proxies = Vec::new();
+        for _ in 0..3 {
+            proxies.push(Proxy::start(broker.port).await);
+        }
+        let ports: Vec<u16> = proxies.iter().map(|p| p.port).collect();
+        let (aggregator_cfg, agent_cfgs) = write_files(dir, broker.port, &ports, tick_ms);
+        let aggregator = Some(spawn_aggregator(&aggregator_cfg));
+        let agents = agent_cfgs.iter().map(|c| Some(spawn_agent(c))).collect();
+        Self {
+            broker,
+            proxies,
+            aggregator_cfg,
+            aggregator,
+            link_faulty: vec![false; agent_cfgs.len()],
+            agent_cfgs,
+            agents,
+            dup_batches: 0,
+            dup_readings: 0,
+        }
+    }
+
+    /// The duplicate counters of the running aggregator.
+    async fn duplicates_now(&self) -> (u64, u64) {
+        match &self.aggregator {
+            Some((_, api)) => (
+                api.metric("zonesync_aggregator_batches_duplicate_total").await as u64,
+                api.metric("zonesync_aggregator_readings_duplicate_total").await as u64,
+            ),
+            None => (0, 0),
+        }
+    }
+
+    fn recover(&mut self, r: Recovery, rng: &mut Rng, due: &mut Vec<(Instant, Recovery)>) {
+        match r {
+            Recovery::StartAgent(i) => self.agents[i] = Some(spawn_agent(&self.agent_cfgs[i])),
+            Recovery::StartAggregator => self.aggregator = Some(spawn_aggregator(&self.aggregator_cfg)),
+            Recovery::StartBroker => self.broker.restart(),
+            Recovery::Cut(i) => {
+                self.proxies[i].cut_and_refuse();
+                due.push((Instant::now() + rng.ms(100, 2000), Recovery::Heal(i)));
+            }
+            Recovery::Heal(i) => {
+                self.proxies[i].heal();
+                self.link_faulty[i] = false;
+            }
+        }
+    }
+
+    /// Injects `kind` if its target is up; returns whether it did.
+    async fn inject(&mut self, kind: FaultKind, rng: &mut Rng, due: &mut Vec<(Instant, Recovery)>) -> bool {
+        let now = Instant::now();
+        match kind {
+            FaultKind::KillAgent => {
+                let up: Vec<usize> = (0..self.agents.len()).filter(|i| self.agents[*i].is_some()).collect();
+                let Some(&i) = up.get(rng.below(up.len() as u64) as usize) else {
+                    return false;
+                };
+                if let Some(mut p) = self.agents[i].take() {
+                    p.kill9();
+                }
+                due.push((now + rng.ms(0, 1500), Recovery::StartAgent(i)));
+            }
+            FaultKind::KillAggregator => {
+                if self.aggregator.is_none() {
+                    return false;
+                }
+                // Its counters die with it: read them first.
+                let (b, r) = self.duplicates_now().await;
+                self.dup_batches += b;
+                self.dup_readings += r;
+                if let Some((mut p, _)) = self.aggregator.take() {
+                    p.kill9();
+                }
+                due.push((Instant::now() + rng.ms(0, 2500), Recovery::StartAggregator));
+            }
+            FaultKind::KillBroker | FaultKind::StopBroker => {
+                if !self.broker.is_running() {
+                    return false;
+                }
+                if kind == FaultKind::KillBroker {
+                    self.broker.kill9();
+                    due.push((now + rng.ms(0, 2000), Recovery::StartBroker));
+                } else {
+                    self.broker.stop();
+                    due.push((now + rng.ms(500, 3000), Recovery::StartBroker));
+                }
+            }
+            FaultKind::Partition | FaultKind::LostAcks => {
+                let free: Vec<usize> = (0..self.proxies.len()).filter(|i| !self.link_faulty[*i]).collect();
+                let Some(&i) = free.get(rng.below(free.len() as u64) as usize) else {
+                    return false;
+                };
+                self.link_faulty[i] = true;
+                if kind == FaultKind::Partition {
+                    self.proxies[i].blackhole();
+                } else {
+                    self.proxies[i].deafen();
+                }
+                due.push((now + rng.ms(200, 1500), Recovery::Cut(i)));
+            }
+            FaultKind::OutboxFull => return false,
+        }
+        true
+    }
+
+    /// Runs due recoveries; with `all`, waits for and runs every one left.
+    async fn run_due(&mut self, due: &mut Vec<(Instant, Recovery)>, rng: &mut Rng, all: bool) {
+        loop {
+            due.sort_by_key(|(t, _)| *t);
+            let Some(&(t, r)) = due.first() else { return };
+            if t > Instant::now() {
+                if !all {
+                    return;
+                }
+                tokio::time::sleep(t - Instant::now()).await;
+            }
+            due.remove(0);
+            self.recover(r, rng, due);
+        }
+    }
+
+    /// Per enterprise and month of the ledger: (what, API figure, ledger
+    /// figure) for electricity (kWh) and value added, rounded to 1e-6.
+    #[allow(clippy::type_complexity)]
+    async fn month_figures(&self, ledgers: &[(Sim, Produced)]) -> Vec<(String, Option<i64>, Option<i64>)> {
+        let round = |v: f64| Some((v * 1e6).round() as i64);
+        let mut out = Vec::new();
+        for (sim, ledger) in ledgers {
+            for m in &ledger.months {
+                let (mut kwh, mut va) = (None, None);
+                if let Some((_, api)) = &self.aggregator {
+                    let en = api
+                        .get(&format!("/api/v1/zones/{ZONE}/energy?period={}", m.period))
+                        .await;
+                    let row = en["enterprises"]
+                        .as_array()
+                        .and_then(|a| a.iter().find(|r| r["enterprise"] == sim.enterprise))
+                        .cloned()
+                        .unwrap_or_default();
+                    kwh = row["carriers"]
+                        .as_array()
+                        .and_then(|c| c.iter().find(|c| c["carrier"] == "electricity").or(c.first()))
+                        .and_then(|c| c["amount"].as_f64())
+                        .and_then(round);
+                    va = row["value_added"].as_f64().and_then(round);
+                }
+                out.push((format!("{} {} kWh", sim.enterprise, m.period), kwh, round(m.kwh)));
+                out.push((
+                    format!("{} {} value added", sim.enterprise, m.period),
+                    va,
+                    round(m.value_added),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The API's per-enterprise readings figure (shown next to the store's count).
+    async fn api_readings(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (_, sim) in simulated() {
+            let n = match &self.aggregator {
+                Some((_, api)) => api
+                    .get(&format!("/api/v1/zones/{ZONE}/enterprises/{}", sim.enterprise))
+                    .await["readings"]
+                    .as_u64()
+                    .unwrap_or(0),
+                None => 0,
+            };
+            out.push(n);
+        }
+        out
+    }
+}
+
+/// Runs `plan` in `dir` and returns the figures (it does not judge them).
+pub async fn run(plan: &FaultPlan, dir: &Path) -> FaultReport {
+    let started = Instant::now();
+    eprintln!(
+        "fault-injection: seed {} rounds {} (replay with ZONESYNC_FAULT_SEED={} ZONESYNC_FAULT_ROUNDS={})",
+        plan.seed, plan.rounds, plan.seed, plan.rounds
+    );
+    let mut rng = Rng::new(plan.seed);
+    // Spread production over the faults: about 1.5 s of simulator time per round.
+    let tick_ms = ((u64::from(plan.rounds) * 1500) / TICKS).clamp(2, 200);
+    let mut c = Cluster::start(dir, tick_ms).await;
+    let kinds: Vec<FaultKind> = FaultKind::ALL
+        .into_iter()
+        .filter(|k| {
+            if plan.only.is_empty() {
+                k.drawn_by_default().is_ok()
+            } else {
+                k.available().is_ok() && plan.only.contains(k)
+            }
+        })
+        .collect();
+    assert!(!kinds.is_empty(), "no available fault kind among {:?}", plan.only);
+    let mut report = FaultReport {
+        seed: plan.seed,
+        rounds: plan.rounds,
+        pending: FaultKind::ALL
+            .into_iter()
+            .filter_map(|k| {
+                let why = if plan.only.is_empty() {
+                    k.drawn_by_default().err()
+                } else {
+                    k.available().err()
+                };
+                why.map(|why| (k, why))
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut due: Vec<(Instant, Recovery)> = Vec::new();
+    let mut injected = 0;
+    while injected < plan.rounds {
+        let gap = rng.ms(100, 1200);
+        let until = Instant::now() + gap;
+        while Instant::now() < until {
+            c.run_due(&mut due, &mut rng, false).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let kind = kinds[rng.below(kinds.len() as u64) as usize];
+        if c.inject(kind, &mut rng, &mut due).await {
+            injected += 1;
+            *report.injected.entry(kind).or_default() += 1;
+            eprintln!(
+                "  round {injected}: {} at {:.1} s",
+                kind.name(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    c.run_due(&mut due, &mut rng, true).await;
+
+    // Everything healed: wait until the API shows every month figure of the
+    // ledger (the last readings have arrived), then for quiet, then count.
+    let ledgers: Vec<(Sim, Produced)> = simulated()
+        .into_iter()
+        .map(|(_, sim)| {
+            (
+                sim,
+                produced(sim, dataset_start(), chrono::Duration::seconds(900), TICKS),
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = None;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        let figures = c.month_figures(&ledgers).await;
+        let exact = figures.iter().all(|(_, got, want)| got == want);
+        if Some(&figures) != last.as_ref() {
+            last = Some(figures);
+            quiet_since = Instant::now();
+        } else if exact && quiet_since.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let figures = c.month_figures(&ledgers).await;
+    let (b, r) = c.duplicates_now().await;
+    report.duplicate_batches = c.dup_batches + b;
+    report.duplicate_readings = c.dup_readings + r;
+    let api_counts = c.api_readings().await;
+    for a in c.agents.iter_mut().flatten() {
+        a.kill9();
+    }
+    if let Some((mut p, _)) = c.aggregator.take() {
+        p.terminate();
+    }
+    let census = Census::read(&dir.join("aggregator/store")).unwrap_or_else(|e| panic!("store census: {e}"));
+    for ((sim, ledger), api_count) in ledgers.iter().zip(api_counts) {
+        let stored = census.meter_readings(sim.enterprise);
+        report.produced += ledger.meter_readings + ledger.value_added_reports;
+        report.produced_meter += ledger.meter_readings;
+        report.stored_meter += stored;
+        report.superseded_reports += ledger.value_added_reports - ledger.months.len() as u64;
+        report.lines.push(format!(
+            "{}: meter readings produced {}, stored {}; value-added reports {}, month figures in store {}; API readings figure {}",
+            sim.enterprise,
+            ledger.meter_readings,
+            stored,
+            ledger.value_added_reports,
+            census.keys(sim.enterprise, "value_added"),
+            api_count
+        ));
+    }
+    for (what, got, want) in &figures {
+        report.month_figures += 1;
+        if got == want {
+            report.month_figures_exact += 1;
+            if what.ends_with("value added") {
+                report.value_added_exact += 1;
+            }
+            continue;
+        }
+        if got.is_some_and(|g| want.is_some_and(|w| g > w)) {
+            report.month_figures_over += 1;
+        }
+        report
+            .lines
+            .push(format!("{what} (×1e-6): API {got:?}, ledger {want:?}"));
+    }
+    if report.lost() != 0 || report.counted_twice() != 0 {
+        report.census = Some(census.to_string());
+    }
+    report.acks_swallowed_bytes = c
+        .proxies
+        .iter()
+        .map(|p| p.swallowed_down.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    report.publishes_swallowed_bytes = c
+        .proxies
+        .iter()
+        .map(|p| p.swallowed.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    report.elapsed = started.elapsed();
+    report
+}
+
+/// Where the data set's simulators start (support/dataset.rs).
+fn dataset_start() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-09-30T16:00:00Z")
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_default()
+}

@@ -1,0 +1,251 @@
+//! The exact ledger of what the data set's simulators produce (the simulator
+//! is deterministic: agent/src/sources/simulator.rs, support/dataset.rs), and
+//! a census of what the aggregator's store holds, read directly from its sled
+//! files once the aggregator has stopped.
+//!
+//! Two kinds of reading come out of the simulator and they are stored
+//! differently, so the ledger keeps them apart:
+//! - meter readings (electricity counters, points M1, M2, one per tick): each
+//!   has its own key (enterprise, point, time), so every one must be stored
+//!   exactly once;
+//! - value added, reported at each simulated midnight as the month-to-date
+//!   figure of its month: each report replaces the previous one for that
+//!   month (a correction, docs/protocol.md §7), so the store keeps one figure
+//!   per month, and it must equal the last report.
+
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use zonesync_proto::{Period, CST};
+
+/// One simulated enterprise: its rates as the agent config gives them.
+#[derive(Debug, Clone, Copy)]
+pub struct Sim {
+    /// Enterprise id.
+    pub enterprise: &'static str,
+    /// kWh per tick at weight 1 on meter 1.
+    pub kwh_rate: f64,
+    /// Value added per day, 10k yuan.
+    pub va_per_day: f64,
+}
+
+/// What one month should hold for an enterprise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonthFigures {
+    /// Period, e.g. `2026-10`.
+    pub period: String,
+    /// Electricity over the month, both meters, kWh.
+    pub kwh: f64,
+    /// The last month-to-date value added reported for it.
+    pub value_added: f64,
+}
+
+/// The ledger of one enterprise.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    /// Meter readings (each must be stored once).
+    pub meter_readings: u64,
+    /// Value-added reports (each month's last one is the month's figure).
+    pub value_added_reports: u64,
+    /// Month figures, in order.
+    pub months: Vec<MonthFigures>,
+}
+
+/// The simulator's weight for a tick at `ts` (support/dataset.rs).
+fn weight(ts: DateTime<Utc>) -> f64 {
+    match ts.with_timezone(&CST).hour() {
+        0..=7 => 1.0,
+        8..=19 => 3.0,
+        _ => 2.0,
+    }
+}
+
+/// The ledger of `sim` over `ticks` ticks of `step` from `start`, two meters.
+pub fn produced(sim: Sim, start: DateTime<Utc>, step: Duration, ticks: u64) -> Produced {
+    fn month(months: &mut Vec<MonthFigures>, period: String) -> usize {
+        if let Some(i) = months.iter().position(|m| m.period == period) {
+            return i;
+        }
+        months.push(MonthFigures {
+            period,
+            kwh: 0.0,
+            value_added: 0.0,
+        });
+        months.len() - 1
+    }
+    let mut months: Vec<MonthFigures> = Vec::new();
+    let mut reports = 0;
+    let mut kwh: Vec<(String, f64)> = Vec::new();
+    let mut va: Vec<(String, f64)> = Vec::new();
+    for t in 0..ticks {
+        let ts = start + step * t as i32;
+        let local = ts.with_timezone(&CST);
+        // The interval after tick t adds rate × (1 + 2) × w(ts) over both meters,
+        // and counts in the month the interval starts in (if a later tick closes it).
+        if t + 1 < ticks {
+            kwh.push((Period::month_of(ts).to_string(), sim.kwh_rate * 3.0 * weight(ts)));
+        }
+        if t > 0 && local.hour() == 0 && local.minute() == 0 && local.second() == 0 {
+            let day_before = ts - Duration::seconds(1);
+            let days = f64::from(day_before.with_timezone(&CST).day());
+            va.push((Period::month_of(day_before).to_string(), sim.va_per_day * days));
+            reports += 1;
+        }
+    }
+    for (p, k) in kwh {
+        let i = month(&mut months, p);
+        months[i].kwh += k;
+    }
+    for (p, v) in va {
+        let i = month(&mut months, p);
+        months[i].value_added = v;
+    }
+    Produced {
+        meter_readings: 2 * ticks,
+        value_added_reports: reports,
+        months,
+    }
+}
+
+/// What the aggregator's store holds.
+#[derive(Debug, Clone, Default)]
+pub struct Census {
+    /// Stored reading keys per (enterprise, indicator, point).
+    pub readings: BTreeMap<(String, String, String), u64>,
+    /// Batch sequence numbers recorded as stored, per agent, sorted.
+    pub seqs: BTreeMap<String, Vec<u64>>,
+}
+
+impl Census {
+    /// Reads the store at `path` (the aggregator must have stopped: sled locks it).
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let facts = db.open_tree("facts").map_err(|e| e.to_string())?;
+        let mut c = Census::default();
+        for kv in facts.scan_prefix(b"r") {
+            let (key, _) = kv.map_err(|e| e.to_string())?;
+            let parts: Vec<String> = key[1..]
+                .splitn(5, |b| *b == 0)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            if let [_, e, ind, point, _] = parts.as_slice() {
+                *c.readings.entry((e.clone(), ind.clone(), point.clone())).or_default() += 1;
+            }
+        }
+        for kv in facts.scan_prefix(b"s") {
+            let (key, _) = kv.map_err(|e| e.to_string())?;
+            let parts: Vec<&[u8]> = key[1..].splitn(3, |b| *b == 0).collect();
+            if let [_, agent, seq] = parts.as_slice() {
+                if let Ok(b) = <[u8; 8]>::try_from(*seq) {
+                    c.seqs
+                        .entry(String::from_utf8_lossy(agent).into_owned())
+                        .or_default()
+                        .push(u64::from_be_bytes(b));
+                }
+            }
+        }
+        for v in c.seqs.values_mut() {
+            v.sort_unstable();
+        }
+        Ok(c)
+    }
+
+    /// Meter readings stored for `enterprise` (electricity, any point).
+    pub fn meter_readings(&self, enterprise: &str) -> u64 {
+        self.readings
+            .iter()
+            .filter(|((e, ind, _), _)| e == enterprise && ind == "electricity")
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Stored keys of `indicator` for `enterprise`.
+    pub fn keys(&self, enterprise: &str, indicator: &str) -> u64 {
+        self.readings
+            .iter()
+            .filter(|((e, ind, _), _)| e == enterprise && ind == indicator)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+impl fmt::Display for Census {
+    /// Per agent, gaps in the stored sequence numbers: agents number their
+    /// batches consecutively, so a gap is a batch never stored.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for ((e, ind, point), n) in &self.readings {
+            writeln!(f, "    store: {e} {ind} {point}: {n} keys")?;
+        }
+        for (agent, v) in &self.seqs {
+            let gaps: Vec<String> = v
+                .windows(2)
+                .filter(|w| w[1] != w[0] + 1)
+                .map(|w| format!("{}..{}", w[0] + 1, w[1] - 1))
+                .collect();
+            writeln!(
+                f,
+                "    store: batches of {agent}: {} stored, gaps: {}",
+                v.len(),
+                if gaps.is_empty() {
+                    "none".to_owned()
+                } else {
+                    gaps.join(", ")
+                }
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-09-30T16:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn matches_the_hand_computed_data_set() {
+        // support/dataset.rs: 97 ticks = one October day, 208 × rate × 3 kWh, one value-added report.
+        let p = produced(
+            Sim {
+                enterprise: "E1",
+                kwh_rate: 10.0,
+                va_per_day: 40.0,
+            },
+            start(),
+            Duration::seconds(900),
+            97,
+        );
+        assert_eq!(p.meter_readings, 194);
+        assert_eq!(p.value_added_reports, 1);
+        assert_eq!(
+            p.months,
+            vec![MonthFigures {
+                period: "2026-10".into(),
+                kwh: 6240.0,
+                value_added: 40.0
+            }]
+        );
+        // e2e.rs's 2000-tick run: 20 days + 173 weight units in October, 20 days of value added.
+        let p = produced(
+            Sim {
+                enterprise: "E1",
+                kwh_rate: 10.0,
+                va_per_day: 40.0,
+            },
+            start(),
+            Duration::seconds(900),
+            2000,
+        );
+        assert_eq!(p.months[0].kwh, 10.0 * 3.0 * (20.0 * 208.0 + 173.0));
+        assert_eq!(p.months[0].value_added, 800.0);
+    }
+}
