@@ -173,6 +173,7 @@ fn profile(z: &DemoZone) -> Result<ProfileFile, DemoError> {
         enterprise.push(EnterpriseProfile {
             id: demo_enterprise(z.first + i)?,
             name: None,
+            established: None,
             declare,
             figures: vec![land],
         });
