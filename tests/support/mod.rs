@@ -6,6 +6,7 @@ pub mod certs;
 pub mod dataset;
 pub mod inprocess;
 pub mod peers;
+pub mod plant;
 pub mod proxy;
 
 use serde_json::Value;
