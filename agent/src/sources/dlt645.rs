@@ -649,4 +649,4 @@ impl Dlt645Gateway {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -680,3 +680,23 @@ enterprise = "91350100M000100Y43"
         assert_eq!(s.token().unwrap_err().to_string(), format!("bearer token: {} is empty", f.display()));
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+    use zonesync_proto::{Catalog, Limits};
+
+    #[test]
+    fn the_commented_example_is_valid_once_uncommented() {
+        #[derive(serde::Deserialize)]
+        struct Example {
+            http_pull: Vec<HttpPullConfig>,
+        }
+        let block = crate::sources::dlt645::tests::example_block("# [[http_pull]]");
+        let ex: Example = toml::from_str(&block).unwrap();
+        let v = Validator::new(Catalog::builtin().unwrap(), Limits::default());
+        let sources = check_all(&ex.http_pull, &v).unwrap();
+        assert_eq!(sources[0].config.mappings.len(), 1);
+        assert!(sources[0].config.mappings[0].unit_pointer.is_some());
+    }
+}

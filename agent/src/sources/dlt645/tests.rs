@@ -50,7 +50,7 @@ fn config_is_checked_and_grouped_by_gateway() {
     let meters = vec![
         cfg("127.0.0.1:9000", "000000000001", Quantity::Forward),
         cfg("127.0.0.1:9000", "000000000002", Quantity::Forward),
-        cfg("127.0.0.1:9001", "000000000001", Quantity::Forward),
+        cfg("127.0.0.1:9001", "000000000001", Quantity::Reverse),
     ];
     let gws = check_all(&meters, &v).unwrap();
     assert_eq!(gws.len(), 2);
@@ -175,4 +175,29 @@ async fn an_unreachable_gateway_skips_the_rest_of_the_round() {
     assert!(rows[0].result.as_ref().unwrap_err().starts_with("connect to the gateway"));
     assert_eq!(rows[1].result.as_ref().unwrap_err(), "not tried: the gateway did not answer earlier in this round");
     assert_eq!(gws[0].stats.snapshot()["connect_failures"], 1);
+}
+
+/// The commented `[[dlt645]]` block of `deploy/examples/agent.toml`, uncommented.
+pub(crate) fn example_block(first: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent.toml");
+    let text = std::fs::read_to_string(p).unwrap();
+    text.lines()
+        .skip_while(|l| *l != first)
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn the_commented_example_is_valid_once_uncommented() {
+    #[derive(serde::Deserialize)]
+    struct Example {
+        dlt645: Vec<Dlt645Config>,
+    }
+    let ex: Example = toml::from_str(&example_block("# [[dlt645]]")).unwrap();
+    let gws = check_all(&ex.dlt645, &validator()).unwrap();
+    assert_eq!(gws.len(), 1, "both meters on one gateway");
+    assert_eq!(gws[0].meters.len(), 2);
+    assert_eq!(gws[0].meters[0].cfg.address.wire(), [0x01, 0x00, 0x23, 0x11, 0x23, 0x20]);
 }
