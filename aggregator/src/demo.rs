@@ -313,6 +313,9 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
             }),
             modbus: vec![],
             csv_drop: vec![],
+            dlt645: vec![],
+            http_pull: vec![],
+            clock_sanity: Default::default(),
         };
         let s = shutdown.clone();
         agents.push(tokio::spawn(async move {
