@@ -127,6 +127,7 @@ async fn check_probes_every_source_and_fails_on_any_error() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let (ok, out) = check(dir.path(), "good.toml", config(dir.path(), meter.port, bus.port, &http, "")).await;
+    println!("{out}");
     assert!(ok, "every probe succeeds:\n{out}");
     line_with(&out, &["modbus", "ok", "electricity [M1] = 123456 kWh"]);
     line_with(&out, &["dlt645", "meter 202311230001 forward", "ok", "electricity [D1] = 1200.5 kWh"]);
