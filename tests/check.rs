@@ -126,13 +126,33 @@ async fn check_probes_every_source_and_fails_on_any_error() {
     let http = format!("http://{}/now", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let (ok, out) = check(dir.path(), "good.toml", config(dir.path(), meter.port, bus.port, &http, "")).await;
+    let (ok, out) = check(
+        dir.path(),
+        "good.toml",
+        config(dir.path(), meter.port, bus.port, &http, ""),
+    )
+    .await;
     println!("{out}");
     assert!(ok, "every probe succeeds:\n{out}");
     line_with(&out, &["modbus", "ok", "electricity [M1] = 123456 kWh"]);
-    line_with(&out, &["dlt645", "meter 202311230001 forward", "ok", "electricity [D1] = 1200.5 kWh"]);
+    line_with(
+        &out,
+        &[
+            "dlt645",
+            "meter 202311230001 forward",
+            "ok",
+            "electricity [D1] = 1200.5 kWh",
+        ],
+    );
     line_with(&out, &["http_pull", "/kwh", "ok", "electricity [H1] = 42.5 kWh"]);
-    line_with(&out, &["profile", "1 enterprises, 1 declarations", "value_added@2026-10 = 930 万元"]);
+    line_with(
+        &out,
+        &[
+            "profile",
+            "1 enterprises, 1 declarations",
+            "value_added@2026-10 = 930 万元",
+        ],
+    );
     line_with(&out, &["csv_drop", "0 csv files waiting", "ok"]);
     line_with(&out, &["simulator", "ok", "electricity [M1] = 10000 kWh"]);
     line_with(&out, &["all 6 probes ok"]);
@@ -149,10 +169,22 @@ async fn check_probes_every_source_and_fails_on_any_error() {
         E[0],
         dir.path().join("no-such-folder").display()
     );
-    let (ok, out) = check(dir.path(), "bad.toml", config(dir.path(), meter.port, bus.port, &http, &extra)).await;
+    let (ok, out) = check(
+        dir.path(),
+        "bad.toml",
+        config(dir.path(), meter.port, bus.port, &http, &extra),
+    )
+    .await;
     assert!(!ok, "a failed probe fails the command:\n{out}");
     line_with(&out, &["dlt645", "meter 202311230009", "error: no answer in time"]);
-    line_with(&out, &["http_pull", "/output/kwh", "error: pointer \"/output/kwh\" is not in the document"]);
+    line_with(
+        &out,
+        &[
+            "http_pull",
+            "/output/kwh",
+            "error: pointer \"/output/kwh\" is not in the document",
+        ],
+    );
     line_with(&out, &["csv_drop", "no-such-folder", "error: folder not readable"]);
     line_with(&out, &["dlt645", "meter 202311230001 forward", "ok", "1200.5 kWh"]);
     line_with(&out, &["3 of 9 probes failed"]);

@@ -48,7 +48,11 @@ async fn meters_on_one_gateway_are_read_in_turn_across_a_wrap_and_a_replacement(
     plant.wait_latest("M1-F", 120_000.5).await;
     plant.wait_latest("M2", 999_990.0).await;
     let e = plant.enterprise().await;
-    assert_eq!(latest_of(&e, "M3"), None, "a meter that never answers sends nothing: {e}");
+    assert_eq!(
+        latest_of(&e, "M3"),
+        None,
+        "a meter that never answers sends nothing: {e}"
+    );
     assert_eq!(e["latest"].as_array().map(Vec::len), Some(3), "{e}");
 
     // 999990.00 → 5.00 kWh is the eight-digit register wrapping: the value

@@ -144,7 +144,11 @@ async fn values_flow_bad_documents_are_refused_with_reasons_and_polling_goes_on(
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     // E1 was established in 2020: a value stamped 2019 is a clock problem.
     let profile = plant.dir.path().join("profile.toml");
-    std::fs::write(&profile, format!("[[enterprise]]\nid = \"{}\"\nestablished = \"2020-01-01\"\n", E[0])).unwrap();
+    std::fs::write(
+        &profile,
+        format!("[[enterprise]]\nid = \"{}\"\nestablished = \"2020-01-01\"\n", E[0]),
+    )
+    .unwrap();
     let config = format!(
         "{}\n[profile]\npath = \"{}\"\npoll_secs = 1\n{}",
         plant.agent_header("http-gw"),
@@ -160,7 +164,9 @@ async fn values_flow_bad_documents_are_refused_with_reasons_and_polling_goes_on(
     let cfg: zonesync_agent::config::AgentConfig =
         zonesync_agent::config::AgentConfig::load(&plant.dir.path().join("agent.toml")).unwrap();
     let validator = zonesync_proto::Validator::new(zonesync_proto::Catalog::builtin().unwrap(), Default::default());
-    let probe = zonesync_agent::sources::http_pull::check_all(&cfg.http_pull, &validator).unwrap().remove(0);
+    let probe = zonesync_agent::sources::http_pull::check_all(&cfg.http_pull, &validator)
+        .unwrap()
+        .remove(0);
     let energy_row = |rows: Vec<zonesync_agent::sources::probe::ProbeRow>| rows[0].result.clone();
 
     // (status, body, the reason given, the power value the document still carries)
@@ -173,7 +179,12 @@ async fn values_flow_bad_documents_are_refused_with_reasons_and_polling_goes_on(
             "pointer \"/plant/energy/kwh\" is not in the document",
             Some(13.5),
         ),
-        (200, doc(json!("1501.0"), "kWh", &t1, 14.5), "is text, not a number", Some(14.5)),
+        (
+            200,
+            doc(json!("1501.0"), "kWh", &t1, 14.5),
+            "is text, not a number",
+            Some(14.5),
+        ),
         (
             200,
             doc(json!(1501.0), "MWh", &t1, 15.5),
@@ -203,9 +214,21 @@ async fn values_flow_bad_documents_are_refused_with_reasons_and_polling_goes_on(
     plant.wait_latest("EMS-P", 20.0).await;
 
     let e = plant.enterprise().await;
-    assert_eq!(latest_of(&e, "EMS-F"), None, "a value stamped 8 h ahead is refused: {e}");
-    assert_eq!(latest_of(&e, "EMS-OLD"), None, "a value from before E1 existed is refused: {e}");
-    assert_eq!(ems.unauthorised.load(Ordering::SeqCst), 0, "every request carried the token");
+    assert_eq!(
+        latest_of(&e, "EMS-F"),
+        None,
+        "a value stamped 8 h ahead is refused: {e}"
+    );
+    assert_eq!(
+        latest_of(&e, "EMS-OLD"),
+        None,
+        "a value from before E1 existed is refused: {e}"
+    );
+    assert_eq!(
+        ems.unauthorised.load(Ordering::SeqCst),
+        0,
+        "every request carried the token"
+    );
     assert!(plant.agent_running());
     plant.stop().await;
 }

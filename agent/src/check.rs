@@ -63,7 +63,11 @@ fn probe_profile(path: &std::path::Path, validator: &Validator) -> ProbeRow {
         .into_values()
         .filter_map(|(_, i)| match i {
             crate::outbox::Item::Reading(r) => Some(ProbeRead {
-                indicator: format!("{}@{}", r.indicator, r.period.map(|p| p.to_string()).unwrap_or_default()),
+                indicator: format!(
+                    "{}@{}",
+                    r.indicator,
+                    r.period.map(|p| p.to_string()).unwrap_or_default()
+                ),
                 point: r.point,
                 value: r.value,
                 unit: r.unit,
@@ -73,7 +77,10 @@ fn probe_profile(path: &std::path::Path, validator: &Validator) -> ProbeRow {
         .collect();
     ProbeRow {
         source: "profile".into(),
-        target: format!("{target} ({} enterprises, {declared} declarations)", file.enterprise.len()),
+        target: format!(
+            "{target} ({} enterprises, {declared} declarations)",
+            file.enterprise.len()
+        ),
         result: Ok(reads),
     }
 }
@@ -91,7 +98,11 @@ fn probe_folder(folder: &CsvDropConfig) -> ProbeRow {
             let writable = std::fs::metadata(&folder.folder).map(|m| !m.permissions().readonly());
             match writable {
                 Ok(true) => ProbeRow::ok("csv_drop", format!("{target} ({waiting} csv files waiting)")),
-                Ok(false) => ProbeRow::error("csv_drop", target, "folder is read-only: files cannot be moved to done/"),
+                Ok(false) => ProbeRow::error(
+                    "csv_drop",
+                    target,
+                    "folder is read-only: files cannot be moved to done/",
+                ),
                 Err(e) => ProbeRow::error("csv_drop", target, e),
             }
         }

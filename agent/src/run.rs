@@ -46,7 +46,12 @@ fn enterprises(config: &AgentConfig) -> Vec<EnterpriseId> {
     }
     out.extend(config.modbus.iter().map(|m| m.enterprise.clone()));
     out.extend(config.dlt645.iter().map(|m| m.enterprise.clone()));
-    out.extend(config.http_pull.iter().flat_map(|h| h.mappings.iter().map(|m| m.enterprise.clone())));
+    out.extend(
+        config
+            .http_pull
+            .iter()
+            .flat_map(|h| h.mappings.iter().map(|m| m.enterprise.clone())),
+    );
     out.sort();
     out.dedup();
     out

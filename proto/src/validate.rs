@@ -549,7 +549,12 @@ impl Validator {
 /// before `earliest`. The one rule for both ends: the aggregator applies it on
 /// receipt with its limits, the agent before queueing with its own (tighter
 /// ahead limit, and an enterprise's establishment date as `earliest`).
-pub fn check_ts(ts: DateTime<Utc>, now: DateTime<Utc>, max_ahead: Duration, earliest: DateTime<Utc>) -> Result<(), Reason> {
+pub fn check_ts(
+    ts: DateTime<Utc>,
+    now: DateTime<Utc>,
+    max_ahead: Duration,
+    earliest: DateTime<Utc>,
+) -> Result<(), Reason> {
     if ts > now + max_ahead {
         return Err(Reason::Future {
             ts,

@@ -79,7 +79,12 @@ impl ModbusMeter {
             "--registers".as_ref(),
             self.registers.as_os_str(),
         ];
-        self.child = Some(spawn_peer("modbus_meter.py", &args, &self.log, "Modbus meter (pymodbus 3.x)"));
+        self.child = Some(spawn_peer(
+            "modbus_meter.py",
+            &args,
+            &self.log,
+            "Modbus meter (pymodbus 3.x)",
+        ));
     }
 
     /// Writes the register file whole, then renames it into place, so the
@@ -160,8 +165,18 @@ impl Dlt645Bus {
 
     fn spawn(&mut self) {
         let port = self.port.to_string();
-        let args = ["--port".as_ref(), port.as_ref(), "--meters".as_ref(), self.file.as_os_str()];
-        self.child = Some(spawn_peer("dlt645_meter.py", &args, &self.log, "DL/T 645 meter (PyPI dlt645)"));
+        let args = [
+            "--port".as_ref(),
+            port.as_ref(),
+            "--meters".as_ref(),
+            self.file.as_os_str(),
+        ];
+        self.child = Some(spawn_peer(
+            "dlt645_meter.py",
+            &args,
+            &self.log,
+            "DL/T 645 meter (PyPI dlt645)",
+        ));
     }
 
     fn write(&self) {

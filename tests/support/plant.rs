@@ -101,7 +101,9 @@ impl Plant {
 
     /// E1's page from the API.
     pub async fn enterprise(&self) -> Value {
-        self.api.get(&format!("/api/v1/zones/{ZONE}/enterprises/{}", E[0])).await
+        self.api
+            .get(&format!("/api/v1/zones/{ZONE}/enterprises/{}", E[0]))
+            .await
     }
 
     /// The latest value of `point`, if any.

@@ -261,7 +261,10 @@ mod tests {
         let guard = ClockGuard::new(&ClockSanityConfig::default(), None);
         let e1 = EnterpriseId::parse(E1).unwrap();
         let e2 = EnterpriseId::parse("91419001MA0000001N").unwrap();
-        guard.set_established(BTreeMap::from([(e1.clone(), cst_midnight(NaiveDate::from_ymd_opt(2015, 6, 1).unwrap()))]));
+        guard.set_established(BTreeMap::from([(
+            e1.clone(),
+            cst_midnight(NaiveDate::from_ymd_opt(2015, 6, 1).unwrap()),
+        )]));
         let now = at("2026-11-23T08:00:00Z");
         let items = vec![
             (e1.clone(), reading(Some(now), None)),
@@ -287,7 +290,11 @@ mod tests {
     fn establishment_dates_come_from_the_profile_and_follow_its_changes() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("profile.toml");
-        std::fs::write(&p, format!("[[enterprise]]\nid = \"{E1}\"\nestablished = \"2020-01-01\"\n")).unwrap();
+        std::fs::write(
+            &p,
+            format!("[[enterprise]]\nid = \"{E1}\"\nestablished = \"2020-01-01\"\n"),
+        )
+        .unwrap();
         let guard = ClockGuard::new(&ClockSanityConfig::default(), Some(p.clone()));
         let e1 = EnterpriseId::parse(E1).unwrap();
         let now = at("2026-11-23T08:00:00Z");
@@ -297,14 +304,21 @@ mod tests {
             Err(ClockRefusal::BeforeEstablished { .. })
         ));
         // A date before the floor never lowers it.
-        std::fs::write(&p, format!("[[enterprise]]\nid = \"{E1}\"\nestablished = \"1990-01-01\"\n")).unwrap();
+        std::fs::write(
+            &p,
+            format!("[[enterprise]]\nid = \"{E1}\"\nestablished = \"1990-01-01\"\n"),
+        )
+        .unwrap();
         if let Ok(mut e) = guard.established.lock() {
             e.checked = None;
             e.mtime = None;
         }
         assert_eq!(guard.check(&e1, &old, now), Ok(()));
         let ancient = reading(Some(at("1995-01-01T00:00:00Z")), None);
-        assert!(matches!(guard.check(&e1, &ancient, now), Err(ClockRefusal::BeforeFloor(_))));
+        assert!(matches!(
+            guard.check(&e1, &ancient, now),
+            Err(ClockRefusal::BeforeFloor(_))
+        ));
     }
 
     #[test]

@@ -279,7 +279,12 @@ pub fn check_all(meters: &[Dlt645Config], validator: &Validator) -> Result<Vec<D
             address: m.address,
             problem,
         };
-        if m.gateway.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then_some(p)).and_then(|p| p.parse::<u16>().ok()).is_none() {
+        if m.gateway
+            .rsplit_once(':')
+            .and_then(|(h, p)| (!h.is_empty()).then_some(p))
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_none()
+        {
             return Err(bad("gateway must be host:port".into()));
         }
         if m.poll_ms == 0 || m.timeout_ms == 0 {
@@ -356,7 +361,12 @@ impl Dlt645Gateway {
     }
 
     /// One attempt at reading meter `m`; `None` on shutdown.
-    async fn read_once(&self, link: &mut Option<Link>, m: &Meter, shutdown: &mut Shutdown) -> Option<Result<Energy, ReadError>> {
+    async fn read_once(
+        &self,
+        link: &mut Option<Link>,
+        m: &Meter,
+        shutdown: &mut Shutdown,
+    ) -> Option<Result<Energy, ReadError>> {
         let limit = Duration::from_millis(m.cfg.timeout_ms);
         if link.is_none() {
             let connect = async {
@@ -373,7 +383,10 @@ impl Dlt645Gateway {
                 },
             };
             tracing::debug!(gateway = %self.gateway, "connected");
-            *link = Some(Link { stream, buf: Vec::new() });
+            *link = Some(Link {
+                stream,
+                buf: Vec::new(),
+            });
         }
         let l = link.as_mut()?;
         let exchange = async {
@@ -432,7 +445,12 @@ impl Dlt645Gateway {
     }
 
     /// Reads meter `m` with retries; `None` on shutdown.
-    async fn read(&self, link: &mut Option<Link>, m: &Meter, shutdown: &mut Shutdown) -> Option<Result<Energy, ReadError>> {
+    async fn read(
+        &self,
+        link: &mut Option<Link>,
+        m: &Meter,
+        shutdown: &mut Shutdown,
+    ) -> Option<Result<Energy, ReadError>> {
         bump(&self.stats.reads);
         let mut attempt = 0;
         loop {
@@ -579,7 +597,9 @@ impl Dlt645Gateway {
         let mut link: Option<Link> = None;
         let mut reachable = true;
         loop {
-            let Some(next) = due_at.iter().min().copied() else { break };
+            let Some(next) = due_at.iter().min().copied() else {
+                break;
+            };
             tokio::select! {
                 _ = shutdown.wait() => break,
                 _ = tokio::time::sleep_until(next) => {}
@@ -598,7 +618,10 @@ impl Dlt645Gateway {
             let all_failed = results.iter().all(|(_, r)| r.is_err());
             match (reachable, all_failed) {
                 (true, true) => {
-                    let first = results.iter().find_map(|(_, r)| r.as_ref().err()).map(ToString::to_string);
+                    let first = results
+                        .iter()
+                        .find_map(|(_, r)| r.as_ref().err())
+                        .map(ToString::to_string);
                     tracing::warn!(gateway = %self.gateway, error = first.as_deref().unwrap_or(""), "dlt645 meters not answering");
                     reachable = false;
                 }

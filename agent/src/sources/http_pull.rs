@@ -287,7 +287,10 @@ impl HttpPullConfig {
                 pointer: m.pointer.clone(),
                 problem,
             };
-            for p in [Some(&m.pointer), m.timestamp_pointer.as_ref(), m.unit_pointer.as_ref()].into_iter().flatten() {
+            for p in [Some(&m.pointer), m.timestamp_pointer.as_ref(), m.unit_pointer.as_ref()]
+                .into_iter()
+                .flatten()
+            {
                 if !pointer_ok(p) {
                     return Err(bad(format!("JSON pointer {p:?} must start with '/'")));
                 }
@@ -341,7 +344,10 @@ fn timestamp(v: &Value) -> Result<DateTime<Utc>, String> {
             .map(|t| t.with_timezone(&Utc))
             .map_err(|e| format!("{:?} is not RFC 3339 ({e})", s.chars().take(40).collect::<String>())),
         Value::Number(n) => {
-            let f = n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).ok_or("not a usable number")?;
+            let f = n
+                .as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .ok_or("not a usable number")?;
             // Seconds until the year 5138; anything larger is milliseconds.
             let ms = if f >= 1e11 { f } else { f * 1000.0 };
             DateTime::<Utc>::from_timestamp_millis(ms as i64).ok_or_else(|| format!("{f} is out of range"))
@@ -383,7 +389,8 @@ impl HttpPull {
             return Ok(Some(Token(t.to_owned())));
         }
         if let Some(var) = &self.config.bearer_token_env {
-            let t = std::env::var(var).map_err(|_| FetchError::Token(format!("environment variable {var} is not set")))?;
+            let t =
+                std::env::var(var).map_err(|_| FetchError::Token(format!("environment variable {var} is not set")))?;
             return Ok(Some(Token(t.trim().to_owned())));
         }
         Ok(None)
@@ -429,10 +436,13 @@ impl HttpPull {
         let v = doc
             .pointer(&m.pointer)
             .ok_or_else(|| ValueError::MissingPointer(m.pointer.clone()))?;
-        let value = v.as_f64().filter(|_| v.is_number()).ok_or_else(|| ValueError::WrongType {
-            pointer: m.pointer.clone(),
-            found: json_type(v),
-        })?;
+        let value = v
+            .as_f64()
+            .filter(|_| v.is_number())
+            .ok_or_else(|| ValueError::WrongType {
+                pointer: m.pointer.clone(),
+                found: json_type(v),
+            })?;
         if let Some(up) = &m.unit_pointer {
             let found = doc.pointer(up).ok_or_else(|| ValueError::MissingPointer(up.clone()))?;
             if found.as_str() != Some(m.unit.as_str()) {
@@ -594,10 +604,8 @@ mod tests {
     use zonesync_proto::{Catalog, Limits};
 
     fn source(mappings: &str) -> Result<HttpPull, HttpPullConfigError> {
-        let c: HttpPullConfig = toml::from_str(&format!(
-            "name = \"ems\"\nurl = \"http://127.0.0.1:1/now\"\n{mappings}"
-        ))
-        .unwrap();
+        let c: HttpPullConfig =
+            toml::from_str(&format!("name = \"ems\"\nurl = \"http://127.0.0.1:1/now\"\n{mappings}")).unwrap();
         c.check(&Validator::new(Catalog::builtin().unwrap(), Limits::default()))
     }
 
@@ -626,21 +634,45 @@ enterprise = "91350100M000100Y43"
         let good = json!({"meters": [{"kwh": 1500.5, "time": t, "unit": "kWh"}], "power": 12});
         let r = s.value(m, &good, now).unwrap();
         assert_eq!((r.value, r.ts.map(|x| x.to_rfc3339())), (1500.5, Some(t.clone())));
-        assert_eq!(s.value(p, &good, now).unwrap().ts, Some(now), "no timestamp pointer: the poll time");
+        assert_eq!(
+            s.value(p, &good, now).unwrap().ts,
+            Some(now),
+            "no timestamp pointer: the poll time"
+        );
         let label = |doc: Value| s.value(m, &doc, now).unwrap_err().label();
         assert_eq!(label(json!({"meters": []})), "missing_pointer");
-        assert_eq!(label(json!({"meters": [{"kwh": "1500", "time": t, "unit": "kWh"}]})), "wrong_type");
-        assert_eq!(label(json!({"meters": [{"kwh": null, "time": t, "unit": "kWh"}]})), "wrong_type");
-        assert_eq!(label(json!({"meters": [{"kwh": 1.0, "time": t, "unit": "MWh"}]})), "wrong_unit");
-        assert_eq!(label(json!({"meters": [{"kwh": 1.0, "time": "yesterday", "unit": "kWh"}]})), "bad_timestamp");
-        assert_eq!(label(json!({"meters": [{"kwh": -1.0, "time": t, "unit": "kWh"}]})), "refused");
+        assert_eq!(
+            label(json!({"meters": [{"kwh": "1500", "time": t, "unit": "kWh"}]})),
+            "wrong_type"
+        );
+        assert_eq!(
+            label(json!({"meters": [{"kwh": null, "time": t, "unit": "kWh"}]})),
+            "wrong_type"
+        );
+        assert_eq!(
+            label(json!({"meters": [{"kwh": 1.0, "time": t, "unit": "MWh"}]})),
+            "wrong_unit"
+        );
+        assert_eq!(
+            label(json!({"meters": [{"kwh": 1.0, "time": "yesterday", "unit": "kWh"}]})),
+            "bad_timestamp"
+        );
+        assert_eq!(
+            label(json!({"meters": [{"kwh": -1.0, "time": t, "unit": "kWh"}]})),
+            "refused"
+        );
         let future = (now + chrono::Duration::hours(8)).to_rfc3339();
-        assert_eq!(label(json!({"meters": [{"kwh": 1.0, "time": future, "unit": "kWh"}]})), "refused");
+        assert_eq!(
+            label(json!({"meters": [{"kwh": 1.0, "time": future, "unit": "kWh"}]})),
+            "refused"
+        );
     }
 
     #[test]
     fn timestamps_in_text_seconds_and_milliseconds() {
-        let want = DateTime::parse_from_rfc3339("2026-11-23T08:00:00Z").unwrap().with_timezone(&Utc);
+        let want = DateTime::parse_from_rfc3339("2026-11-23T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(timestamp(&json!("2026-11-23T16:00:00+08:00")), Ok(want));
         assert_eq!(timestamp(&json!(want.timestamp())), Ok(want));
         assert_eq!(timestamp(&json!(want.timestamp_millis())), Ok(want));
@@ -658,11 +690,13 @@ enterprise = "91350100M000100Y43"
         assert!(err(&base.replace("\"kWh\"", "\"kW\"")).contains("is not one of"));
         assert!(err(&base.replace("electricity", "value_added")).contains("counter or a gauge"));
         assert!(err(&format!("{base}{base}")).contains("mapped twice"));
-        let c: HttpPullConfig =
-            toml::from_str(&format!("name = \"x\"\nurl = \"ftp://h/\"\n{base}")).unwrap();
+        let c: HttpPullConfig = toml::from_str(&format!("name = \"x\"\nurl = \"ftp://h/\"\n{base}")).unwrap();
         let v = Validator::new(Catalog::builtin().unwrap(), Limits::default());
         assert!(c.check(&v).unwrap_err().to_string().contains("scheme"));
-        assert!(toml::from_str::<HttpPullConfig>(&format!("name = \"x\"\nurl = \"http://h/\"\ntoken = \"t\"\n{base}")).is_err());
+        assert!(
+            toml::from_str::<HttpPullConfig>(&format!("name = \"x\"\nurl = \"http://h/\"\ntoken = \"t\"\n{base}"))
+                .is_err()
+        );
     }
 
     #[test]
@@ -677,7 +711,10 @@ enterprise = "91350100M000100Y43"
         assert_eq!(s.token().unwrap().map(|t| t.0), Some("s3cret".to_owned()));
         assert!(!format!("{s:?}").contains("s3cret"));
         std::fs::write(&f, "  \n").unwrap();
-        assert_eq!(s.token().unwrap_err().to_string(), format!("bearer token: {} is empty", f.display()));
+        assert_eq!(
+            s.token().unwrap_err().to_string(),
+            format!("bearer token: {} is empty", f.display())
+        );
     }
 }
 

@@ -54,7 +54,12 @@ pub fn table(rows: &[ProbeRow]) -> String {
     let mut lines: Vec<[String; 4]> = vec![["SOURCE".into(), "TARGET".into(), "STATUS".into(), "READ".into()]];
     for r in rows {
         match &r.result {
-            Err(why) => lines.push([r.source.clone(), r.target.clone(), format!("error: {why}"), String::new()]),
+            Err(why) => lines.push([
+                r.source.clone(),
+                r.target.clone(),
+                format!("error: {why}"),
+                String::new(),
+            ]),
             Ok(reads) if reads.is_empty() => lines.push([r.source.clone(), r.target.clone(), "ok".into(), "-".into()]),
             Ok(reads) => {
                 for read in reads {

@@ -192,7 +192,10 @@ pub fn scan(buf: &[u8]) -> Scan {
         frame: Frame {
             address: Address(address),
             control: rest[8],
-            data: rest[HEADER..HEADER + len].iter().map(|b| b.wrapping_sub(OFFSET)).collect(),
+            data: rest[HEADER..HEADER + len]
+                .iter()
+                .map(|b| b.wrapping_sub(OFFSET))
+                .collect(),
         },
         used: start + total,
     }
@@ -360,7 +363,10 @@ mod tests {
         assert!(!e.follow_up);
         assert_eq!(
             energy(&frame, Quantity::Forward),
-            Err(AnswerError::DataId { got: 0, want: 0x0001_0000 })
+            Err(AnswerError::DataId {
+                got: 0,
+                want: 0x0001_0000
+            })
         );
     }
 
@@ -424,14 +430,23 @@ mod tests {
         ));
         let mut bad = NORMAL;
         bad[23] = 0x17;
-        assert!(matches!(scan(&bad), Scan::Corrupt { problem: "no 0x16 end byte", .. }));
+        assert!(matches!(
+            scan(&bad),
+            Scan::Corrupt {
+                problem: "no 0x16 end byte",
+                ..
+            }
+        ));
         // Garbage with a stray 0x68 before a good frame: skipped, then found.
         let mut noisy = vec![0x00, 0x68, 0x01];
         noisy.extend_from_slice(&NORMAL);
         let Scan::Corrupt { skip, .. } = scan(&noisy) else {
             panic!("{:?}", scan(&noisy));
         };
-        assert!(matches!(scan(&noisy[skip..]), Scan::Frame { used: 25, .. }), "the stray 01 and the wake-up bytes are used up with the frame");
+        assert!(
+            matches!(scan(&noisy[skip..]), Scan::Frame { used: 25, .. }),
+            "the stray 01 and the wake-up bytes are used up with the frame"
+        );
     }
 
     #[test]

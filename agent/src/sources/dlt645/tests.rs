@@ -33,13 +33,36 @@ fn bcd_counter_rolls_over_at_a_million_kwh_and_detects_replacement() {
     assert_eq!((s.kwh(), c), (1_000_007.0, Change::Rising));
     // 7.00 → 3.00 kWh is no wrap: a new meter, sent as read.
     let (s, c) = BcdCounter::advance(Some(&s), 300);
-    assert_eq!((s, c), (BcdCounter { last: 300, wraps: 0 }, Change::Replacement {
-        previous: crate::sources::modbus::Raw::Unsigned(700)
-    }));
+    assert_eq!(
+        (s, c),
+        (
+            BcdCounter { last: 300, wraps: 0 },
+            Change::Replacement {
+                previous: crate::sources::modbus::Raw::Unsigned(700)
+            }
+        )
+    );
     // The edges: 90 000 000 is in the top tenth, 9 999 999 in the bottom one.
-    assert_eq!(BcdCounter::advance(Some(&BcdCounter { last: 90_000_000, wraps: 0 }), 9_999_999).1, Change::Rollover);
+    assert_eq!(
+        BcdCounter::advance(
+            Some(&BcdCounter {
+                last: 90_000_000,
+                wraps: 0
+            }),
+            9_999_999
+        )
+        .1,
+        Change::Rollover
+    );
     assert!(matches!(
-        BcdCounter::advance(Some(&BcdCounter { last: 89_999_999, wraps: 0 }), 0).1,
+        BcdCounter::advance(
+            Some(&BcdCounter {
+                last: 89_999_999,
+                wraps: 0
+            }),
+            0
+        )
+        .1,
         Change::Replacement { .. }
     ));
 }
@@ -58,7 +81,10 @@ fn config_is_checked_and_grouped_by_gateway() {
     assert_eq!(gws[0].source_name(), "dlt645:127.0.0.1:9000");
 
     let twice = vec![meters[0].clone(), meters[0].clone()];
-    assert!(matches!(check_all(&twice, &v), Err(Dlt645ConfigError::Duplicate { .. })));
+    assert!(matches!(
+        check_all(&twice, &v),
+        Err(Dlt645ConfigError::Duplicate { .. })
+    ));
     let mut gauge = meters[0].clone();
     gauge.indicator = "active_power".into();
     let err = check_all(&[gauge], &v).unwrap_err().to_string();
@@ -66,7 +92,10 @@ fn config_is_checked_and_grouped_by_gateway() {
     let mut no_port = meters[0].clone();
     no_port.gateway = "10.0.0.1".into();
     assert!(check_all(&[no_port], &v).unwrap_err().to_string().contains("host:port"));
-    assert!(toml::from_str::<Dlt645Config>("gateway = \"a:1\"\naddress = \"12\"\nenterprise = \"91350100M000100Y43\"\n").is_err());
+    assert!(toml::from_str::<Dlt645Config>(
+        "gateway = \"a:1\"\naddress = \"12\"\nenterprise = \"91350100M000100Y43\"\n"
+    )
+    .is_err());
     assert!(toml::from_str::<Dlt645Config>(
         "gateway = \"a:1\"\naddress = \"000000000001\"\nenterprise = \"91350100M000100Y43\"\nbaud = 1\n"
     )
@@ -79,7 +108,12 @@ fn answer(address: &str, control: u8, di: u32, value: [u8; 4]) -> Vec<u8> {
     let mut f = vec![0xFE, 0xFE, 0x68];
     f.extend_from_slice(&a);
     f.extend_from_slice(&[0x68, control, 8]);
-    f.extend(di.to_le_bytes().iter().chain(value.iter()).map(|b| b.wrapping_add(0x33)));
+    f.extend(
+        di.to_le_bytes()
+            .iter()
+            .chain(value.iter())
+            .map(|b| b.wrapping_add(0x33)),
+    );
     let cs = f[2..].iter().fold(0u8, |s, b| s.wrapping_add(*b));
     f.extend_from_slice(&[cs, 0x16]);
     f
@@ -102,7 +136,9 @@ async fn fake_gateway() -> (String, tokio::task::JoinHandle<()>) {
                         return;
                     }
                     buf.extend_from_slice(&chunk[..n]);
-                    let Scan::Frame { frame, used } = scan(&buf) else { continue };
+                    let Scan::Frame { frame, used } = scan(&buf) else {
+                        continue;
+                    };
                     buf.drain(..used);
                     let reply = match frame.address.to_string().as_str() {
                         "000000000001" => {
@@ -153,7 +189,10 @@ async fn one_connection_reads_each_meter_in_turn() {
     assert_eq!(rows[0].result.as_ref().unwrap()[0].value, 1234.56);
     assert_eq!(rows[1].result.as_ref().unwrap_err(), "no answer in time");
     let refused = rows[2].result.as_ref().unwrap_err();
-    assert!(refused.contains("0x02") && refused.contains("no data requested"), "{refused}");
+    assert!(
+        refused.contains("0x02") && refused.contains("no data requested"),
+        "{refused}"
+    );
     let s = gws[0].stats.snapshot();
     assert_eq!(s["timeouts"], 1);
     assert_eq!(s["meter_errors"], 1);
@@ -166,14 +205,29 @@ async fn one_connection_reads_each_meter_in_turn() {
 #[tokio::test]
 async fn an_unreachable_gateway_skips_the_rest_of_the_round() {
     // A port nothing listens on.
-    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let gw = format!("127.0.0.1:{port}");
-    let meters = vec![cfg(&gw, "000000000001", Quantity::Forward), cfg(&gw, "000000000002", Quantity::Forward)];
+    let meters = vec![
+        cfg(&gw, "000000000001", Quantity::Forward),
+        cfg(&gw, "000000000002", Quantity::Forward),
+    ];
     let gws = check_all(&meters, &validator()).unwrap();
     let (_t, signal) = shutdown::channel();
     let rows = gws[0].probe(signal).await;
-    assert!(rows[0].result.as_ref().unwrap_err().starts_with("connect to the gateway"));
-    assert_eq!(rows[1].result.as_ref().unwrap_err(), "not tried: the gateway did not answer earlier in this round");
+    assert!(rows[0]
+        .result
+        .as_ref()
+        .unwrap_err()
+        .starts_with("connect to the gateway"));
+    assert_eq!(
+        rows[1].result.as_ref().unwrap_err(),
+        "not tried: the gateway did not answer earlier in this round"
+    );
     assert_eq!(gws[0].stats.snapshot()["connect_failures"], 1);
 }
 
@@ -199,5 +253,8 @@ fn the_commented_example_is_valid_once_uncommented() {
     let gws = check_all(&ex.dlt645, &validator()).unwrap();
     assert_eq!(gws.len(), 1, "both meters on one gateway");
     assert_eq!(gws[0].meters.len(), 2);
-    assert_eq!(gws[0].meters[0].cfg.address.wire(), [0x01, 0x00, 0x23, 0x11, 0x23, 0x20]);
+    assert_eq!(
+        gws[0].meters[0].cfg.address.wire(),
+        [0x01, 0x00, 0x23, 0x11, 0x23, 0x20]
+    );
 }
