@@ -596,10 +596,8 @@ impl Dlt645Gateway {
         let mut due_at: Vec<Instant> = vec![start; self.meters.len()];
         let mut link: Option<Link> = None;
         let mut reachable = true;
-        loop {
-            let Some(next) = due_at.iter().min().copied() else {
-                break;
-            };
+        // No meters means no task worth running (check_all never makes such a gateway).
+        while let Some(next) = due_at.iter().min().copied() {
             tokio::select! {
                 _ = shutdown.wait() => break,
                 _ = tokio::time::sleep_until(next) => {}

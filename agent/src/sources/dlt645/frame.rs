@@ -340,9 +340,9 @@ mod tests {
 
     /// A normal answer: 123456.78 kWh combined from meter 202311230001.
     /// Value bytes, least significant first: 78 56 34 12 → +33: AB 89 67 45.
-    /// Checksum: header 68+01+00+23+11+23+20+68 = 328; + 91 (145) + 08 = 481;
-    /// + DI 4 × 33 (204) = 685; + AB (171) + 89 (137) + 67 (103) + 45 (69) = 1165;
-    /// 1165 - 4 × 256 = 141 → 0x8D.
+    /// Checksum: header 68+01+00+23+11+23+20+68 = 328; plus 91 (145) and 08 = 481;
+    /// plus the DI, 4 × 33 (204) = 685; plus AB (171), 89 (137), 67 (103), 45 (69) = 1165;
+    /// 1165 = 4 × 256 + 141 → 0x8D.
     const NORMAL: [u8; 24] = [
         0xFE, 0xFE, 0xFE, 0xFE, 0x68, 0x01, 0x00, 0x23, 0x11, 0x23, 0x20, 0x68, 0x91, 0x08, 0x33, 0x33, 0x33, 0x33,
         0xAB, 0x89, 0x67, 0x45, 0x8D, 0x16,
