@@ -26,94 +26,26 @@
 //! timestamp_pointer = "/meters/0/time"
 //! ```
 
+mod config;
+
+pub use config::{check_all, HttpPullConfig, HttpPullConfigError, MappingConfig};
+
 use super::clock::ClockGuard;
 use super::probe::{ProbeRead, ProbeRow};
 use crate::outbox::{Item, Outbox, OutboxError};
 use crate::shutdown::Shutdown;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use zonesync_proto::{EnterpriseId, IndicatorKind, Reading, Validator};
+use zonesync_proto::Reading;
+use zonesync_proto::Validator;
 
 /// Largest response body read, bytes: a plant system's status document is
 /// small, and a gateway must not be made to buffer a log dump.
 const MAX_BODY: usize = 1024 * 1024;
-
-/// One polled URL (`[[http_pull]]`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpPullConfig {
-    /// Unique per agent; names the source in logs and keys its stored cursor.
-    pub name: String,
-    /// The document's URL (http or https; https is verified with the built-in web PKI roots).
-    pub url: String,
-    /// File holding a bearer token (whitespace trimmed); re-read on every poll.
-    #[serde(default)]
-    pub bearer_token_file: Option<PathBuf>,
-    /// Environment variable holding a bearer token (when no file is given).
-    #[serde(default)]
-    pub bearer_token_env: Option<String>,
-    /// Time between polls, milliseconds.
-    #[serde(default = "default_poll_ms")]
-    pub poll_ms: u64,
-    /// Longest wait for the whole response, milliseconds.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Values to take from the document.
-    pub mappings: Vec<MappingConfig>,
-}
-
-fn default_poll_ms() -> u64 {
-    60_000
-}
-fn default_timeout_ms() -> u64 {
-    5_000
-}
-
-/// One value in the document (`[[http_pull.mappings]]`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MappingConfig {
-    /// JSON pointer to the number, e.g. `/plant/energy/total_kwh`.
-    pub pointer: String,
-    /// Catalog indicator (a counter or a gauge).
-    pub indicator: String,
-    /// One of the indicator's catalog units; the value is sent in it.
-    pub unit: String,
-    /// Credit code of the enterprise the value belongs to.
-    pub enterprise: EnterpriseId,
-    /// Meter or point id sent with the reading.
-    #[serde(default)]
-    pub point: String,
-    /// JSON pointer to the value's time: RFC 3339 text, or Unix seconds (or
-    /// milliseconds, above 10^11). Without it the poll time is used.
-    #[serde(default)]
-    pub timestamp_pointer: Option<String>,
-    /// JSON pointer to a unit text the document gives for the value; when
-    /// set, a unit other than `unit` refuses the value instead of mis-scaling it.
-    #[serde(default)]
-    pub unit_pointer: Option<String>,
-}
-
-/// Why the HTTP configuration was refused at start-up.
-#[derive(Debug, thiserror::Error)]
-pub enum HttpPullConfigError {
-    #[error("http_pull source name {0:?} is used twice (names key each source's cursor)")]
-    DuplicateName(String),
-    #[error("http_pull {name:?}: {problem}")]
-    Source { name: String, problem: String },
-    #[error("http_pull {name:?}, mapping {pointer:?}: {problem}")]
-    Mapping {
-        name: String,
-        pointer: String,
-        problem: String,
-    },
-}
 
 /// A bearer token; its `Debug` never shows it.
 #[derive(Clone)]
@@ -237,104 +169,6 @@ pub struct HttpPull {
     clock: Option<Arc<ClockGuard>>,
     /// What its polls did; clone the `Arc` before `run` to watch it.
     pub stats: Arc<HttpPullStats>,
-}
-
-/// A pointer is empty (the whole document) or starts with `/` (RFC 6901).
-fn pointer_ok(p: &str) -> bool {
-    p.is_empty() || p.starts_with('/')
-}
-
-/// Checks every configured source against the catalog.
-pub fn check_all(sources: &[HttpPullConfig], validator: &Validator) -> Result<Vec<HttpPull>, HttpPullConfigError> {
-    let mut names = BTreeSet::new();
-    let mut out = Vec::with_capacity(sources.len());
-    for s in sources {
-        if !names.insert(s.name.as_str()) {
-            return Err(HttpPullConfigError::DuplicateName(s.name.clone()));
-        }
-        out.push(s.check(validator)?);
-    }
-    Ok(out)
-}
-
-impl HttpPullConfig {
-    /// Checks the source: URL scheme, intervals, token settings, and every mapping against the catalog.
-    pub fn check(&self, validator: &Validator) -> Result<HttpPull, HttpPullConfigError> {
-        let src = |problem: String| HttpPullConfigError::Source {
-            name: self.name.clone(),
-            problem,
-        };
-        if self.name.is_empty() {
-            return Err(src("name is empty".into()));
-        }
-        let url = reqwest::Url::parse(&self.url).map_err(|e| src(format!("url {:?}: {e}", self.url)))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(src(format!("url scheme {:?} is not http or https", url.scheme())));
-        }
-        if self.poll_ms == 0 || self.timeout_ms == 0 {
-            return Err(src("poll_ms and timeout_ms must be above zero".into()));
-        }
-        if self.bearer_token_file.is_some() && self.bearer_token_env.is_some() {
-            return Err(src("give bearer_token_file or bearer_token_env, not both".into()));
-        }
-        if self.mappings.is_empty() {
-            return Err(src("has no mappings".into()));
-        }
-        let mut seen = BTreeSet::new();
-        for m in &self.mappings {
-            let bad = |problem: String| HttpPullConfigError::Mapping {
-                name: self.name.clone(),
-                pointer: m.pointer.clone(),
-                problem,
-            };
-            for p in [Some(&m.pointer), m.timestamp_pointer.as_ref(), m.unit_pointer.as_ref()]
-                .into_iter()
-                .flatten()
-            {
-                if !pointer_ok(p) {
-                    return Err(bad(format!("JSON pointer {p:?} must start with '/'")));
-                }
-            }
-            let ind = validator
-                .catalog
-                .get(&m.indicator)
-                .ok_or_else(|| bad(format!("indicator {:?} is not in the catalog", m.indicator)))?;
-            if !matches!(ind.kind, IndicatorKind::Counter | IndicatorKind::Gauge) {
-                return Err(bad(format!(
-                    "indicator {:?} is a {:?}; a pulled value is a counter or a gauge reading",
-                    m.indicator, ind.kind
-                )));
-            }
-            if ind.factor(&m.unit).is_none() {
-                return Err(bad(format!(
-                    "unit {:?} is not one of {:?}'s units ({})",
-                    m.unit,
-                    m.indicator,
-                    ind.units.keys().cloned().collect::<Vec<_>>().join(", ")
-                )));
-            }
-            if m.point.chars().count() > 64 || m.point.chars().any(char::is_control) {
-                return Err(bad("point ids are at most 64 printable characters".into()));
-            }
-            if !seen.insert((m.enterprise.clone(), m.indicator.clone(), m.point.clone())) {
-                return Err(bad(format!(
-                    "enterprise {}: {} at point {:?} is mapped twice",
-                    m.enterprise, m.indicator, m.point
-                )));
-            }
-        }
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("zonesync-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| src(format!("HTTP client: {e}")))?;
-        Ok(HttpPull {
-            config: self.clone(),
-            validator: validator.clone(),
-            client,
-            clock: None,
-            stats: Arc::new(HttpPullStats::default()),
-        })
-    }
 }
 
 /// Reads a timestamp value: RFC 3339 text, or Unix seconds / milliseconds.
@@ -598,142 +432,4 @@ impl HttpPull {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-    use zonesync_proto::{Catalog, Limits};
-
-    fn source(mappings: &str) -> Result<HttpPull, HttpPullConfigError> {
-        let c: HttpPullConfig =
-            toml::from_str(&format!("name = \"ems\"\nurl = \"http://127.0.0.1:1/now\"\n{mappings}")).unwrap();
-        c.check(&Validator::new(Catalog::builtin().unwrap(), Limits::default()))
-    }
-
-    const MAPPINGS: &str = r#"
-[[mappings]]
-pointer = "/meters/0/kwh"
-indicator = "electricity"
-unit = "kWh"
-enterprise = "91350100M000100Y43"
-point = "EMS-1"
-timestamp_pointer = "/meters/0/time"
-unit_pointer = "/meters/0/unit"
-[[mappings]]
-pointer = "/power"
-indicator = "active_power"
-unit = "kW"
-enterprise = "91350100M000100Y43"
-"#;
-
-    #[test]
-    fn each_bad_value_gets_its_reason() {
-        let s = source(MAPPINGS).unwrap();
-        let (m, p) = (&s.config.mappings[0], &s.config.mappings[1]);
-        let now = Utc::now();
-        let t = (now - chrono::Duration::minutes(1)).to_rfc3339();
-        let good = json!({"meters": [{"kwh": 1500.5, "time": t, "unit": "kWh"}], "power": 12});
-        let r = s.value(m, &good, now).unwrap();
-        assert_eq!((r.value, r.ts.map(|x| x.to_rfc3339())), (1500.5, Some(t.clone())));
-        assert_eq!(
-            s.value(p, &good, now).unwrap().ts,
-            Some(now),
-            "no timestamp pointer: the poll time"
-        );
-        let label = |doc: Value| s.value(m, &doc, now).unwrap_err().label();
-        assert_eq!(label(json!({"meters": []})), "missing_pointer");
-        assert_eq!(
-            label(json!({"meters": [{"kwh": "1500", "time": t, "unit": "kWh"}]})),
-            "wrong_type"
-        );
-        assert_eq!(
-            label(json!({"meters": [{"kwh": null, "time": t, "unit": "kWh"}]})),
-            "wrong_type"
-        );
-        assert_eq!(
-            label(json!({"meters": [{"kwh": 1.0, "time": t, "unit": "MWh"}]})),
-            "wrong_unit"
-        );
-        assert_eq!(
-            label(json!({"meters": [{"kwh": 1.0, "time": "yesterday", "unit": "kWh"}]})),
-            "bad_timestamp"
-        );
-        assert_eq!(
-            label(json!({"meters": [{"kwh": -1.0, "time": t, "unit": "kWh"}]})),
-            "refused"
-        );
-        let future = (now + chrono::Duration::hours(8)).to_rfc3339();
-        assert_eq!(
-            label(json!({"meters": [{"kwh": 1.0, "time": future, "unit": "kWh"}]})),
-            "refused"
-        );
-    }
-
-    #[test]
-    fn timestamps_in_text_seconds_and_milliseconds() {
-        let want = DateTime::parse_from_rfc3339("2026-11-23T08:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(timestamp(&json!("2026-11-23T16:00:00+08:00")), Ok(want));
-        assert_eq!(timestamp(&json!(want.timestamp())), Ok(want));
-        assert_eq!(timestamp(&json!(want.timestamp_millis())), Ok(want));
-        assert!(timestamp(&json!(true)).is_err());
-        assert!(timestamp(&json!(-5)).is_err());
-    }
-
-    #[test]
-    fn configuration_mistakes_are_refused() {
-        let err = |m: &str| source(m).unwrap_err().to_string();
-        assert!(err("mappings = []\n").contains("has no mappings"));
-        let base = "[[mappings]]\npointer = \"/a\"\nindicator = \"electricity\"\nunit = \"kWh\"\nenterprise = \"91350100M000100Y43\"\n";
-        assert!(source(base).is_ok());
-        assert!(err(&base.replace("\"/a\"", "\"a\"")).contains("must start with '/'"));
-        assert!(err(&base.replace("\"kWh\"", "\"kW\"")).contains("is not one of"));
-        assert!(err(&base.replace("electricity", "value_added")).contains("counter or a gauge"));
-        assert!(err(&format!("{base}{base}")).contains("mapped twice"));
-        let c: HttpPullConfig = toml::from_str(&format!("name = \"x\"\nurl = \"ftp://h/\"\n{base}")).unwrap();
-        let v = Validator::new(Catalog::builtin().unwrap(), Limits::default());
-        assert!(c.check(&v).unwrap_err().to_string().contains("scheme"));
-        assert!(
-            toml::from_str::<HttpPullConfig>(&format!("name = \"x\"\nurl = \"http://h/\"\ntoken = \"t\"\n{base}"))
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn the_token_never_shows_in_debug_output() {
-        let t = Token("s3cret".into());
-        assert!(!format!("{t:?}").contains("s3cret"));
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("token");
-        std::fs::write(&f, "s3cret\n").unwrap();
-        let mut s = source(MAPPINGS).unwrap();
-        s.config.bearer_token_file = Some(f.clone());
-        assert_eq!(s.token().unwrap().map(|t| t.0), Some("s3cret".to_owned()));
-        assert!(!format!("{s:?}").contains("s3cret"));
-        std::fs::write(&f, "  \n").unwrap();
-        assert_eq!(
-            s.token().unwrap_err().to_string(),
-            format!("bearer token: {} is empty", f.display())
-        );
-    }
-}
-
-#[cfg(test)]
-mod example_tests {
-    use super::*;
-    use zonesync_proto::{Catalog, Limits};
-
-    #[test]
-    fn the_commented_example_is_valid_once_uncommented() {
-        #[derive(serde::Deserialize)]
-        struct Example {
-            http_pull: Vec<HttpPullConfig>,
-        }
-        let block = crate::sources::dlt645::tests::example_block("# [[http_pull]]");
-        let ex: Example = toml::from_str(&block).unwrap();
-        let v = Validator::new(Catalog::builtin().unwrap(), Limits::default());
-        let sources = check_all(&ex.http_pull, &v).unwrap();
-        assert_eq!(sources[0].config.mappings.len(), 1);
-        assert!(sources[0].config.mappings[0].unit_pointer.is_some());
-    }
-}
+mod tests;
