@@ -155,7 +155,7 @@ pub struct Dlt645Gateway {
 }
 
 /// A gateway connection and the bytes received but not yet used.
-struct Link {
+struct Connection {
     stream: TcpStream,
     buf: Vec<u8>,
 }
@@ -180,7 +180,7 @@ impl Dlt645Gateway {
     /// One attempt at reading meter `m`; `None` on shutdown.
     async fn read_once(
         &self,
-        link: &mut Option<Link>,
+        link: &mut Option<Connection>,
         m: &Meter,
         shutdown: &mut Shutdown,
     ) -> Option<Result<Energy, ReadError>> {
@@ -200,7 +200,7 @@ impl Dlt645Gateway {
                 },
             };
             tracing::debug!(gateway = %self.gateway, "connected");
-            *link = Some(Link {
+            *link = Some(Connection {
                 stream,
                 buf: Vec::new(),
             });
@@ -264,7 +264,7 @@ impl Dlt645Gateway {
     /// Reads meter `m` with retries; `None` on shutdown.
     async fn read(
         &self,
-        link: &mut Option<Link>,
+        link: &mut Option<Connection>,
         m: &Meter,
         shutdown: &mut Shutdown,
     ) -> Option<Result<Energy, ReadError>> {
@@ -304,7 +304,7 @@ impl Dlt645Gateway {
     /// rest of the round is skipped (each would wait out the same timeout).
     async fn round(
         &self,
-        link: &mut Option<Link>,
+        link: &mut Option<Connection>,
         due: &[usize],
         shutdown: &mut Shutdown,
     ) -> Option<Vec<(usize, Result<Energy, ReadError>)>> {
@@ -411,7 +411,7 @@ impl Dlt645Gateway {
         tracing::info!(gateway = %self.gateway, meters = self.meters.len(), "dlt645 source starting");
         let start = Instant::now();
         let mut due_at: Vec<Instant> = vec![start; self.meters.len()];
-        let mut link: Option<Link> = None;
+        let mut link: Option<Connection> = None;
         let mut reachable = true;
         // No meters means no task worth running (check_all never makes such a gateway).
         while let Some(next) = due_at.iter().min().copied() {
