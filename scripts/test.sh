@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs zonesync's whole test suite on a fresh Debian machine with Rust installed.
 # Installs what the tests need where it is missing (Mosquitto, Chromium and
-# chromedriver, from Debian's packages; pymodbus 3.x, with pip); the tests start their own brokers and
+# chromedriver, from Debian's packages; pymodbus 3.x and dlt645 3.x, with pip);
+# the tests start their own brokers and
 # meters on free loopback ports, so a Mosquitto already running on 1883 is
 # neither needed nor disturbed.
 set -euo pipefail
@@ -64,6 +65,23 @@ if need_chromium; then
 fi
 if need_chromium; then
   echo "chromium, chromedriver or a Chinese font is still missing after the install step; the dashboard test needs them" >&2
+  exit 1
+fi
+
+# The DL/T 645 source's end-to-end tests run the meter (slave) service of the
+# PyPI `dlt645` library (3.x, needs Python >= 3.10) behind a TCP server
+# (tests/peers/dlt645_meter.py).
+need_dlt645() {
+  ! python3 -c "import sys, dlt645; sys.exit(0 if dlt645.__version__.startswith('3.') else 1)" >/dev/null 2>&1
+}
+
+if need_dlt645; then
+  echo "== installing dlt645 3.x (pip)"
+  python3 -m pip install -q 'dlt645>=3,<4' \
+    || python3 -m pip install -q --user --break-system-packages 'dlt645>=3,<4'
+fi
+if need_dlt645; then
+  echo "dlt645 3.x is still missing after the install step; the DL/T 645 end-to-end tests need it (Python >= 3.10)" >&2
   exit 1
 fi
 

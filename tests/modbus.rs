@@ -12,64 +12,15 @@
 //! | P2 | holding 40 | f32 | 1 | 0x7FC0 0x0000 → NaN, never sent |
 //! | M3 | holding 30 | u16 | 0.1 | varied: rollover, then a replaced meter |
 
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use zonesync_agent::config::AgentConfig;
-use zonesync_agent::shutdown::{self, Trigger};
-use zonesync_aggregator::config::AggregatorConfig;
-use zonesync_e2e::dataset::{E, ZONE};
+use std::time::Duration;
+use zonesync_e2e::dataset::E;
 use zonesync_e2e::peers::ModbusMeter;
-use zonesync_e2e::Api;
+use zonesync_e2e::plant::{latest_of, Plant};
 
-const WAIT: Duration = Duration::from_secs(30);
-
-fn tracing_init() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn,rumqttd=off"))
-        .with_test_writer()
-        .try_init();
-}
-
-/// Registry, aggregator and agent files for one enterprise (E1) whose
-/// meters are on the Modbus meter at `meter_port`.
-fn write_files(dir: &Path, broker_port: u16, meter_port: u16) -> (PathBuf, PathBuf) {
-    let registry = dir.join("registry.toml");
-    std::fs::write(
-        &registry,
-        format!(
-            "[[zone]]\nid = \"{ZONE}\"\nname_zh = \"测试开发区\"\nname_en = \"Test zone\"\ncity = \"济源\"\nprovince = \"河南\"\n\
-             [[zone.enterprise]]\nid = \"{}\"\nname = \"E1\"\nabove_scale = true\n",
-            E[0]
-        ),
-    )
-    .unwrap();
-    let aggregator = dir.join("aggregator.toml");
-    std::fs::write(
-        &aggregator,
-        format!(
-            "data_dir = \"{}\"\nregistry = \"{}\"\n[mqtt]\nport = {broker_port}\nclient_id = \"zonesync-aggregator-modbus\"\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n[store]\ncache_capacity_bytes = 16777216\n",
-            dir.join("aggregator").display(),
-            registry.display()
-        ),
-    )
-    .unwrap();
-    let agent = dir.join("agent.toml");
-    std::fs::write(
-        &agent,
-        format!(
-            r#"agent_id = "modbus-gw"
-zone = "{ZONE}"
-data_dir = "{data}"
-[mqtt]
-port = {broker_port}
-reconnect_min_ms = 100
-reconnect_max_ms = 1000
-[outbox]
-max_batch_items = 50
-max_batch_age_ms = 50
-
+/// The `[[modbus]]` tables for one meter at `meter_port` with the points above.
+fn device(meter_port: u16) -> String {
+    format!(
+        r#"
 [[modbus]]
 name = "meter-1"
 host = "127.0.0.1"
@@ -120,92 +71,22 @@ data_type = "u16"
 scale = 0.1
 unit = "kWh"
 "#,
-            data = dir.join("agent").display(),
-            e1 = E[0],
-        ),
+        e1 = E[0],
     )
-    .unwrap();
-    (agent, aggregator)
 }
 
-/// The meter, broker, aggregator and agent of one test.
-struct Plant {
-    meter: ModbusMeter,
-    api: Api,
-    trigger: Trigger,
-    agent: tokio::task::JoinHandle<Result<(), zonesync_agent::AgentError>>,
-    aggregator: zonesync_aggregator::Running,
-    _broker: zonesync_aggregator::broker::EmbeddedBroker,
-    _dir: tempfile::TempDir,
-}
-
-impl Plant {
-    async fn start() -> Self {
-        tracing_init();
-        let dir = tempfile::tempdir().unwrap();
-        let mut meter = ModbusMeter::start(dir.path());
-        meter.set_holding(0, &[0x0001, 0xE240]);
-        meter.set_input(10, &[0x5678, 0x1234]);
-        meter.set_holding(20, &[0x9A44, 0x0050]);
-        meter.set_holding(40, &[0x7FC0, 0x0000]);
-        meter.set_holding(30, &[65_000]);
-        let broker = zonesync_aggregator::broker::start_embedded(0, 1 << 20).unwrap();
-        let (agent_cfg, agg_cfg) = write_files(dir.path(), broker.addr.port(), meter.port);
-        let (trigger, signal) = shutdown::channel();
-        let aggregator = zonesync_aggregator::start(AggregatorConfig::load(&agg_cfg).unwrap(), signal.clone())
-            .await
-            .unwrap();
-        let api = Api::new(&format!("http://{}", aggregator.http_addr));
-        let agent = tokio::spawn(zonesync_agent::run(AgentConfig::load(&agent_cfg).unwrap(), signal));
-        Self {
-            meter,
-            api,
-            trigger,
-            agent,
-            aggregator,
-            _broker: broker,
-            _dir: dir,
-        }
-    }
-
-    async fn enterprise(&self) -> Value {
-        self.api
-            .get(&format!("/api/v1/zones/{ZONE}/enterprises/{}", E[0]))
-            .await
-    }
-
-    async fn latest(&self, point: &str) -> Option<f64> {
-        latest_of(&self.enterprise().await, point)
-    }
-
-    /// Waits until the aggregator's latest value of `point` is exactly `want`.
-    async fn wait_latest(&self, point: &str, want: f64) {
-        let deadline = Instant::now() + WAIT;
-        let mut seen = None;
-        while Instant::now() < deadline {
-            seen = self.latest(point).await;
-            if seen == Some(want) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("latest {point}: {seen:?}, expected {want} within {WAIT:?}");
-    }
-
-    async fn stop(self) {
-        assert!(!self.agent.is_finished(), "the agent ran until shutdown");
-        self.trigger.fire();
-        self.agent.await.unwrap().unwrap();
-        self.aggregator.wait().await;
-    }
-}
-
-fn latest_of(e: &Value, point: &str) -> Option<f64> {
-    e["latest"]
-        .as_array()?
-        .iter()
-        .find(|r| r["point"] == point)
-        .and_then(|r| r["value"].as_f64())
+/// The plant (broker, aggregator, agent) and the meter it reads.
+async fn start() -> (Plant, ModbusMeter) {
+    let mut plant = Plant::start(false).await;
+    let mut meter = ModbusMeter::start(plant.dir.path());
+    meter.set_holding(0, &[0x0001, 0xE240]);
+    meter.set_input(10, &[0x5678, 0x1234]);
+    meter.set_holding(20, &[0x9A44, 0x0050]);
+    meter.set_holding(40, &[0x7FC0, 0x0000]);
+    meter.set_holding(30, &[65_000]);
+    let config = plant.agent_header("modbus-gw") + &device(meter.port);
+    plant.start_agent(&config);
+    (plant, meter)
 }
 
 /// The value the agent sends for a u16 register with scale 0.1 after `wraps` rollovers.
@@ -215,7 +96,7 @@ fn m3(raw: u16, wraps: u32) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_decode_roll_over_and_show_a_replaced_meter() {
-    let mut plant = Plant::start().await;
+    let (plant, mut meter) = start().await;
 
     // Every layout decodes to the value the meter holds.
     plant.wait_latest("M3", m3(65_000, 0)).await;
@@ -228,12 +109,12 @@ async fn registers_decode_roll_over_and_show_a_replaced_meter() {
     assert_eq!(e["counter_resets"], 0, "{e}");
 
     // Near the top of u16, then past it: the value sent keeps growing.
-    plant.meter.set_holding(30, &[65_530]);
+    meter.set_holding(30, &[65_530]);
     plant.wait_latest("M3", m3(65_530, 0)).await;
-    plant.meter.set_holding(30, &[20]);
+    meter.set_holding(30, &[20]);
     plant.wait_latest("M3", m3(20, 1)).await;
     assert!(m3(20, 1) > m3(65_530, 0));
-    plant.meter.set_holding(30, &[40_000]);
+    meter.set_holding(30, &[40_000]);
     plant.wait_latest("M3", m3(40_000, 1)).await;
     assert_eq!(
         plant.enterprise().await["counter_resets"],
@@ -243,7 +124,7 @@ async fn registers_decode_roll_over_and_show_a_replaced_meter() {
 
     // A fall from the middle of the range is a replaced meter: sent as read,
     // and the aggregator books it as a reset.
-    plant.meter.set_holding(30, &[100]);
+    meter.set_holding(30, &[100]);
     plant.wait_latest("M3", m3(100, 0)).await;
     let e = plant.enterprise().await;
     assert_eq!(e["counter_resets"], 1, "{e}");
@@ -253,10 +134,10 @@ async fn registers_decode_roll_over_and_show_a_replaced_meter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_meter_outage_sends_nothing_and_readings_resume() {
-    let mut plant = Plant::start().await;
+    let (plant, mut meter) = start().await;
     plant.wait_latest("M1", 123_456.0).await;
 
-    plant.meter.stop();
+    meter.stop();
     // Let batches already on their way arrive, then expect no more.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let before = plant.enterprise().await["readings"].as_u64().unwrap();
@@ -267,13 +148,13 @@ async fn a_meter_outage_sends_nothing_and_readings_resume() {
         Some(before),
         "no readings while the meter is down: {during}"
     );
-    assert!(!plant.agent.is_finished(), "failed polls do not stop the agent");
+    assert!(plant.agent_running(), "failed polls do not stop the agent");
 
     // The registers moved while the meter was away; the next poll after it
     // is back reconnects and reads them.
-    plant.meter.set_holding(0, &[0x0002, 0x0000]);
-    plant.meter.set_holding(30, &[65_100]);
-    plant.meter.restart();
+    meter.set_holding(0, &[0x0002, 0x0000]);
+    meter.set_holding(30, &[65_100]);
+    meter.restart();
     plant.wait_latest("M1", 131_072.0).await;
     plant.wait_latest("M3", m3(65_100, 0)).await;
     let after = plant.enterprise().await;

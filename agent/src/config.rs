@@ -92,6 +92,15 @@ pub struct AgentConfig {
     /// Modbus TCP meters, one `[[modbus]]` table per device.
     #[serde(default)]
     pub modbus: Vec<crate::sources::modbus::ModbusConfig>,
+    /// DL/T 645-2007 meters behind serial-to-TCP gateways, one `[[dlt645]]` table per meter total.
+    #[serde(default)]
+    pub dlt645: Vec<crate::sources::dlt645::Dlt645Config>,
+    /// HTTP/JSON documents from plant systems, one `[[http_pull]]` table per URL.
+    #[serde(default)]
+    pub http_pull: Vec<crate::sources::http_pull::HttpPullConfig>,
+    /// Bounds on reading timestamps, checked before anything is queued.
+    #[serde(default)]
+    pub clock_sanity: crate::sources::clock::ClockSanityConfig,
 }
 
 fn default_data_dir() -> PathBuf {

@@ -4,6 +4,7 @@
 //! `main.rs` only parses arguments; everything here runs in-process too (the
 //! aggregator's demo starts agents this way).
 
+pub mod check;
 pub mod config;
 pub mod link;
 pub mod outbox;

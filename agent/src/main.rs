@@ -82,6 +82,18 @@ fn main() -> anyhow::Result<()> {
                     if ok { "found" } else { "MISSING" }
                 );
             }
+            // Probe every source once and print what each read; any failure
+            // makes the exit status non-zero, so scripts can gate on it.
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (_trigger, signal) = shutdown::channel();
+            let rows = rt.block_on(zonesync_agent::check::probe_all(&cfg, signal))?;
+            println!();
+            print!("{}", zonesync_agent::sources::probe::table(&rows));
+            let failed = rows.iter().filter(|r| r.result.is_err()).count();
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} probes failed", rows.len());
+            }
+            println!("all {} probes ok", rows.len());
             Ok(())
         }
         Cmd::Status { config } => {

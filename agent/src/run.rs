@@ -5,6 +5,7 @@ use crate::config::AgentConfig;
 use crate::link::{Link, LinkStats};
 use crate::outbox::{Outbox, OutboxError};
 use crate::shutdown::Shutdown;
+use crate::sources::clock::ClockGuard;
 use crate::sources::profile::ProfileFile;
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -21,6 +22,10 @@ pub enum AgentError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Modbus(#[from] crate::sources::modbus::ModbusConfigError),
+    #[error(transparent)]
+    Dlt645(#[from] crate::sources::dlt645::Dlt645ConfigError),
+    #[error(transparent)]
+    HttpPull(#[from] crate::sources::http_pull::HttpPullConfigError),
     #[error("agent task failed: {0}")]
     Task(String),
 }
@@ -40,6 +45,13 @@ fn enterprises(config: &AgentConfig) -> Vec<EnterpriseId> {
         }
     }
     out.extend(config.modbus.iter().map(|m| m.enterprise.clone()));
+    out.extend(config.dlt645.iter().map(|m| m.enterprise.clone()));
+    out.extend(
+        config
+            .http_pull
+            .iter()
+            .flat_map(|h| h.mappings.iter().map(|m| m.enterprise.clone())),
+    );
     out.sort();
     out.dedup();
     out
@@ -64,9 +76,24 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         Limits::default(),
     );
 
+    // Timestamps far ahead, or before the enterprise existed, are refused
+    // before they are queued (sources::clock); the catalog check every
+    // source makes uses the same look-ahead and floor.
+    let clock = Arc::new(ClockGuard::new(
+        &config.clock_sanity,
+        config.profile.as_ref().map(|p| p.path.clone()),
+    ));
+    let validator = Validator {
+        limits: clock.limits(validator.limits.clone()),
+        ..validator
+    };
+
     // Checked before anything starts, so a mistyped point stops the agent
     // at start-up instead of silently never reporting.
     let modbus = crate::sources::modbus::check_all(&config.modbus, &validator)?;
+    let modbus: Vec<_> = modbus.into_iter().map(|d| d.with_clock(clock.clone())).collect();
+    let dlt645 = crate::sources::dlt645::check_all(&config.dlt645, &validator)?;
+    let http_pull = crate::sources::http_pull::check_all(&config.http_pull, &validator)?;
 
     let mut tasks: JoinSet<Result<(), OutboxError>> = JoinSet::new();
     if let Some(sim) = config.simulator.clone() {
@@ -80,6 +107,12 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     }
     for folder in config.csv_drop.clone() {
         tasks.spawn(folder.run(outbox.clone(), validator.clone(), shutdown.clone()));
+    }
+    for gateway in dlt645 {
+        tasks.spawn(gateway.with_clock(clock.clone()).run(outbox.clone(), shutdown.clone()));
+    }
+    for source in http_pull {
+        tasks.spawn(source.with_clock(clock.clone()).run(outbox.clone(), shutdown.clone()));
     }
     let link = Link {
         agent: config.agent_id.clone(),

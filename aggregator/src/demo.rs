@@ -178,6 +178,7 @@ fn profile(z: &DemoZone, history: &[Period]) -> Result<ProfileFile, DemoError> {
         enterprise.push(EnterpriseProfile {
             id: demo_enterprise(z.first + i)?,
             name: None,
+            established: None,
             declare,
             figures,
         });
@@ -407,6 +408,9 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
             }),
             modbus: vec![],
             csv_drop: vec![],
+            dlt645: vec![],
+            http_pull: vec![],
+            clock_sanity: Default::default(),
         };
         let s = shutdown.clone();
         agents.push(tokio::spawn(async move {

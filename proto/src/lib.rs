@@ -17,6 +17,7 @@ pub use ids::{AgentId, EnterpriseId, IdError, ZoneId};
 pub use period::{Period, PeriodError, CST};
 pub use topic::{Topic, TopicError, TopicKind};
 pub use validate::{
-    Accepted, CanonicalReading, DeclaredValue, Limits, Location, Problem, Reason, Scenario, ScenarioLevel, Validator,
+    check_period, check_ts, Accepted, CanonicalReading, DeclaredValue, Limits, Location, Problem, Reason, Scenario,
+    ScenarioLevel, Validator,
 };
 pub use wire::{Batch, Declaration, Presence, PresenceStatus, Reading, ReadingTime, WIRE_VERSION};

@@ -469,19 +469,7 @@ impl Validator {
                     problem: "must be an RFC 3339 text timestamp".into(),
                 })?;
                 let ts = parse_ts(s).map_err(|problem| Reason::Field { field: "ts", problem })?;
-                if ts > now + self.limits.max_future_skew {
-                    return Err(Reason::Future {
-                        ts,
-                        ahead_secs: (ts - now).num_seconds(),
-                        limit_secs: self.limits.max_future_skew.num_seconds(),
-                    });
-                }
-                if ts < self.limits.earliest {
-                    return Err(Reason::TooOld {
-                        ts,
-                        earliest: self.limits.earliest,
-                    });
-                }
+                check_ts(ts, now, self.limits.max_future_skew, self.limits.earliest)?;
                 ReadingTime::Ts(ts)
             }
             (None, Some(p)) => {
@@ -497,15 +485,7 @@ impl Validator {
                             problem: e.to_string(),
                         })
                     })?;
-                if p.start() > now + self.limits.max_future_skew {
-                    return Err(Reason::PeriodInFuture(p));
-                }
-                if p.end() <= self.limits.earliest {
-                    return Err(Reason::TooOld {
-                        ts: p.start(),
-                        earliest: self.limits.earliest,
-                    });
-                }
+                check_period(p, now, self.limits.max_future_skew, self.limits.earliest)?;
                 ReadingTime::Period(p)
             }
         };
@@ -563,6 +543,44 @@ impl Validator {
         };
         Ok((ind.code.clone(), value))
     }
+}
+
+/// Clock sanity for an instant: no later than `max_ahead` past `now`, and not
+/// before `earliest`. The one rule for both ends: the aggregator applies it on
+/// receipt with its limits, the agent before queueing with its own (tighter
+/// ahead limit, and an enterprise's establishment date as `earliest`).
+pub fn check_ts(
+    ts: DateTime<Utc>,
+    now: DateTime<Utc>,
+    max_ahead: Duration,
+    earliest: DateTime<Utc>,
+) -> Result<(), Reason> {
+    if ts > now + max_ahead {
+        return Err(Reason::Future {
+            ts,
+            ahead_secs: (ts - now).num_seconds(),
+            limit_secs: max_ahead.num_seconds(),
+        });
+    }
+    if ts < earliest {
+        return Err(Reason::TooOld { ts, earliest });
+    }
+    Ok(())
+}
+
+/// Clock sanity for a reporting period: it must have started by `now +
+/// max_ahead` and must not have ended by `earliest`.
+pub fn check_period(p: Period, now: DateTime<Utc>, max_ahead: Duration, earliest: DateTime<Utc>) -> Result<(), Reason> {
+    if p.start() > now + max_ahead {
+        return Err(Reason::PeriodInFuture(p));
+    }
+    if p.end() <= earliest {
+        return Err(Reason::TooOld {
+            ts: p.start(),
+            earliest,
+        });
+    }
+    Ok(())
 }
 
 fn parse_ts(s: &str) -> Result<DateTime<Utc>, String> {
@@ -763,6 +781,33 @@ mod tests {
         assert_eq!(
             v.batch(None, b"{\"v\":NaN}", now()).unwrap_err()[0].label(),
             "malformed"
+        );
+    }
+
+    #[test]
+    fn clock_bounds_are_inclusive_at_the_edges() {
+        let ahead = Duration::minutes(5);
+        let floor = parse_ts("2015-06-01T00:00:00+08:00").unwrap();
+        assert_eq!(check_ts(now() + ahead, now(), ahead, floor), Ok(()));
+        assert_eq!(
+            check_ts(now() + ahead + Duration::seconds(1), now(), ahead, floor),
+            Err(Reason::Future {
+                ts: now() + Duration::seconds(301),
+                ahead_secs: 301,
+                limit_secs: 300
+            })
+        );
+        assert_eq!(check_ts(floor, now(), ahead, floor), Ok(()));
+        assert!(matches!(
+            check_ts(floor - Duration::seconds(1), now(), ahead, floor),
+            Err(Reason::TooOld { .. })
+        ));
+        // 2015-05 (China time) ends exactly at the floor: refused; 2015-06 starts there: kept.
+        assert!(check_period(Period::Month(2015, 5), now(), ahead, floor).is_err());
+        assert_eq!(check_period(Period::Month(2015, 6), now(), ahead, floor), Ok(()));
+        assert_eq!(
+            check_period(Period::Month(2026, 12), now(), ahead, floor),
+            Err(Reason::PeriodInFuture(Period::Month(2026, 12)))
         );
     }
 

@@ -10,6 +10,7 @@ pub mod faults;
 pub mod inprocess;
 pub mod ledger;
 pub mod peers;
+pub mod plant;
 pub mod proxy;
 
 use serde_json::Value;

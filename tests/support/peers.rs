@@ -1,6 +1,8 @@
 //! Plant-side peers the agent reads from, run as real processes: a pymodbus
 //! Modbus TCP meter (`tests/peers/modbus_meter.py`) whose registers the test
-//! sets through a JSON file the meter re-reads on every request.
+//! sets through a JSON file the meter re-reads on every request, and a bus of
+//! DL/T 645 meters behind a TCP gateway (`tests/peers/dlt645_meter.py`, the
+//! PyPI `dlt645` library's meter service), set the same way.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -19,8 +21,38 @@ pub struct ModbusMeter {
     input: BTreeMap<u16, u16>,
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/modbus_meter.py")
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers").join(name)
+}
+
+/// Starts a Python peer script with `args`, its stderr in `log`, and waits
+/// (generously: the machine is shared) for it to print "listening".
+fn spawn_peer(name: &str, args: &[&std::ffi::OsStr], log: &Path, what: &str) -> Child {
+    let log_file = std::fs::File::create(log).expect("create peer log");
+    let mut child = Command::new("python3")
+        .arg(script(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start python3 for the {what} ({e}); scripts/test.sh checks for it"));
+    let out = child.stdout.take().expect("peer stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(l) if l.starts_with("listening") => return child,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "the {what} did not start ({e}); scripts/test.sh installs its Python package\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            ),
+        }
+    }
 }
 
 impl ModbusMeter {
@@ -40,35 +72,19 @@ impl ModbusMeter {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::File::create(&self.log).expect("create meter log");
-        let mut child = Command::new("python3")
-            .arg(script())
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--registers")
-            .arg(&self.registers)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start python3 (needed for the Modbus meter; scripts/test.sh checks for it)");
-        let out = child.stdout.take().expect("meter stdout");
-        self.child = Some(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        loop {
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(l) if l.starts_with("listening") => return,
-                Ok(_) => {}
-                Err(e) => panic!(
-                    "the Modbus meter did not start ({e}); is pymodbus 3.x installed (scripts/test.sh installs it)?\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                ),
-            }
-        }
+        let port = self.port.to_string();
+        let args = [
+            "--port".as_ref(),
+            port.as_ref(),
+            "--registers".as_ref(),
+            self.registers.as_os_str(),
+        ];
+        self.child = Some(spawn_peer(
+            "modbus_meter.py",
+            &args,
+            &self.log,
+            "Modbus meter (pymodbus 3.x)",
+        ));
     }
 
     /// Writes the register file whole, then renames it into place, so the
@@ -115,6 +131,85 @@ impl ModbusMeter {
 }
 
 impl Drop for ModbusMeter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A DL/T 645 bus behind a transparent serial-to-TCP gateway, on a free
+/// loopback port; killed when dropped.
+pub struct Dlt645Bus {
+    child: Option<Child>,
+    /// The gateway's port.
+    pub port: u16,
+    file: PathBuf,
+    log: PathBuf,
+    /// Nameplate address → data identifier (8 hex digits) → kWh.
+    meters: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+impl Dlt645Bus {
+    /// Starts a bus with no meters, its files in `dir`.
+    pub fn start(dir: &Path) -> Self {
+        let mut b = Self {
+            child: None,
+            port: crate::free_port(),
+            file: dir.join("dlt645-meters.json"),
+            log: dir.join("dlt645-meter.log"),
+            meters: BTreeMap::new(),
+        };
+        b.write();
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let args = [
+            "--port".as_ref(),
+            port.as_ref(),
+            "--meters".as_ref(),
+            self.file.as_os_str(),
+        ];
+        self.child = Some(spawn_peer(
+            "dlt645_meter.py",
+            &args,
+            &self.log,
+            "DL/T 645 meter (PyPI dlt645)",
+        ));
+    }
+
+    fn write(&self) {
+        let tmp = self.file.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string(&self.meters).expect("meters json")).expect("write meters file");
+        std::fs::rename(&tmp, &self.file).expect("rename meters file");
+    }
+
+    /// Sets a meter's total for data identifier `di` (e.g. `"00010000"`), in kWh.
+    pub fn set(&mut self, address: &str, di: &str, kwh: f64) {
+        self.meters
+            .entry(address.to_owned())
+            .or_default()
+            .insert(di.to_owned(), kwh);
+        self.write();
+    }
+
+    /// Takes a meter off the bus: it stops answering.
+    pub fn remove(&mut self, address: &str) {
+        self.meters.remove(address);
+        self.write();
+    }
+
+    /// Kills the gateway and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Dlt645Bus {
     fn drop(&mut self) {
         self.stop();
     }

@@ -29,7 +29,7 @@ mod counter;
 mod decode;
 
 pub use config::{check_all, ModbusConfig, ModbusConfigError, PointConfig, Table};
-pub use counter::{advance, Change, CounterError, CounterState, Cursor};
+pub use counter::{advance, is_rollover, Change, CounterError, CounterState, Cursor};
 pub use decode::{decode, DataType, DecodeError, Order, Raw};
 
 use crate::outbox::{Item, Outbox, OutboxError};
@@ -127,6 +127,8 @@ pub struct ModbusDevice {
     config: ModbusConfig,
     points: Vec<Point>,
     validator: Validator,
+    /// Refuses readings stamped before the enterprise existed (see `sources::clock`).
+    clock: Option<Arc<crate::sources::clock::ClockGuard>>,
     /// What its polls did; clone the `Arc` before `run` to watch it.
     pub stats: Arc<ModbusStats>,
 }
@@ -182,6 +184,49 @@ impl ModbusDevice {
     /// The device's configuration.
     pub fn config(&self) -> &ModbusConfig {
         &self.config
+    }
+
+    /// The clock check applied before readings are queued.
+    pub fn with_clock(mut self, clock: Arc<crate::sources::clock::ClockGuard>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Reads every point once, for `zonesync-agent check`: the values as
+    /// they would be sent on a first poll (no counter history).
+    pub async fn probe(&self, mut shutdown: Shutdown) -> Vec<crate::sources::probe::ProbeRow> {
+        use crate::sources::probe::{ProbeRead, ProbeRow};
+        let mut ctx = None;
+        let results = self.poll(&mut ctx, &mut shutdown).await.unwrap_or_default();
+        self.points
+            .iter()
+            .zip(results)
+            .map(|(p, res)| {
+                let cfg = &p.cfg;
+                let result = res
+                    .map_err(|e| e.to_string())
+                    .and_then(|words| {
+                        decode(&words, cfg.data_type, cfg.word_order, cfg.byte_order).map_err(|e| e.to_string())
+                    })
+                    .map(|raw| {
+                        vec![ProbeRead {
+                            indicator: cfg.indicator.clone(),
+                            point: cfg.point.clone(),
+                            value: raw.as_f64() * cfg.scale,
+                            unit: cfg.unit.clone(),
+                        }]
+                    });
+                ProbeRow {
+                    source: "modbus".into(),
+                    target: format!(
+                        "{}:{} unit {} {:?} {}",
+                        self.config.host, self.config.port, self.config.unit_id, p.cfg.table, p.cfg.register
+                    )
+                    .to_lowercase(),
+                    result,
+                }
+            })
+            .collect()
     }
 
     fn timeout(&self) -> Duration {
@@ -367,13 +412,25 @@ impl ModbusDevice {
                 self.refuse(refusing, &cfg.point, &format!("value {}: {why}", reading.value));
                 continue;
             }
+            let mut item = (self.config.enterprise.clone(), Item::Reading(reading));
+            if let Some(clock) = &self.clock {
+                // The guard counts and logs its reason; here it is one more value not sent.
+                match clock.admit(&self.source_name(), vec![item], Utc::now()).pop() {
+                    Some(kept) => item = kept,
+                    None => {
+                        bump(&self.stats.refused);
+                        *refusing = true;
+                        continue;
+                    }
+                }
+            }
             if std::mem::replace(refusing, false) {
                 tracing::info!(device = %name, point = %cfg.point, "valid values again");
             }
             if let Some(state) = state {
                 next.counters.insert(p.key.clone(), state);
             }
-            items.push((self.config.enterprise.clone(), Item::Reading(reading)));
+            items.push(item);
         }
         (items, next)
     }

@@ -64,6 +64,10 @@ pub struct EnterpriseProfile {
     /// Name, for people.
     #[serde(default)]
     pub name: Option<String>,
+    /// Date the enterprise was established (`"2015-06-01"`, China time); not
+    /// sent: the clock check refuses readings stamped before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub established: Option<chrono::NaiveDate>,
     /// Declared attributes by catalog code.
     #[serde(default)]
     pub declare: BTreeMap<String, serde_json::Value>,

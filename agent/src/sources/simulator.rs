@@ -145,6 +145,35 @@ impl SimulatorConfig {
         items
     }
 
+    /// The readings of a first tick now, for `zonesync-agent check`.
+    pub fn probe(&self) -> crate::sources::probe::ProbeRow {
+        use crate::sources::probe::{ProbeRead, ProbeRow};
+        let mut counters: Vec<f64> = self
+            .enterprises
+            .iter()
+            .enumerate()
+            .flat_map(|(e, _)| (0..self.meters_per_enterprise).map(move |m| initial_counter(e, m)))
+            .collect();
+        let reads = self
+            .tick_items(0, self.start.unwrap_or_else(Utc::now), &mut counters)
+            .into_iter()
+            .filter_map(|(_, item)| match item {
+                Item::Reading(r) => Some(ProbeRead {
+                    indicator: r.indicator,
+                    point: r.point,
+                    value: r.value,
+                    unit: r.unit,
+                }),
+                Item::Declaration(_) => None,
+            })
+            .collect();
+        ProbeRow {
+            source: "simulator".into(),
+            target: format!("{} enterprises", self.enterprises.len()),
+            result: Ok(reads),
+        }
+    }
+
     /// Runs until `max_ticks` or shutdown, appending each tick to the outbox.
     pub async fn run(self, outbox: Arc<Outbox>, mut shutdown: Shutdown) -> Result<(), OutboxError> {
         let mut cursor = match outbox

@@ -194,6 +194,7 @@ impl ModbusConfig {
             config: self.clone(),
             points,
             validator: validator.clone(),
+            clock: None,
             stats: Arc::new(ModbusStats::default()),
         })
     }

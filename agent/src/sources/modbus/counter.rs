@@ -51,15 +51,23 @@ pub enum CounterError {
     Negative(Raw),
 }
 
-/// Whether `value` lies in the top (`top = true`) or bottom tenth of `2^bits`.
-fn in_tenth(value: u64, bits: u32, top: bool) -> bool {
-    let range = 1u128 << bits;
+/// Whether `value` lies in the top (`top = true`) or bottom tenth of `range`.
+fn in_tenth(value: u64, range: u128, top: bool) -> bool {
     let v = u128::from(value) * 10;
     if top {
         v >= range * 9
     } else {
         v < range
     }
+}
+
+/// Whether a fall from `previous` to `now` on a register that wraps at
+/// `range` is a rollover (top tenth to bottom tenth) rather than a replaced
+/// meter. Shared by every source that reads wrapping unsigned counters: a
+/// binary Modbus register wraps at 2^bits, an eight-digit BCD register of a
+/// DL/T 645 meter at 10^8.
+pub fn is_rollover(previous: u64, now: u64, range: u128) -> bool {
+    now < previous && in_tenth(previous, range, true) && in_tenth(now, range, false)
 }
 
 impl CounterState {
@@ -101,7 +109,7 @@ pub fn advance(
         return Ok((CounterState { last: raw, ..*prev }, Change::Rising));
     }
     if let (Some(bits), Raw::Unsigned(a), Raw::Unsigned(b)) = (data_type.wrap_bits(), prev.last, raw) {
-        if in_tenth(a, bits, true) && in_tenth(b, bits, false) {
+        if is_rollover(a, b, 1u128 << bits) {
             return Ok((
                 CounterState {
                     last: raw,

@@ -1,0 +1,110 @@
+//! `zonesync-agent check -c FILE`: validates the configuration the way `run`
+//! does, then probes every configured source once (nothing is queued, the
+//! outbox is not opened, so it works beside a running agent) and returns one
+//! row per target: what it read, or why it failed.
+
+use crate::config::{load_catalog, AgentConfig};
+use crate::run::AgentError;
+use crate::shutdown::Shutdown;
+use crate::sources::clock::ClockGuard;
+use crate::sources::probe::{ProbeRead, ProbeRow};
+use crate::sources::{csv_drop::CsvDropConfig, dlt645, http_pull, modbus, profile};
+use zonesync_proto::{Limits, Validator};
+
+/// Checks the configuration (an error means the agent would not start) and probes every source once.
+pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<ProbeRow>, AgentError> {
+    let clock = ClockGuard::new(&config.clock_sanity, None);
+    let validator = Validator::new(
+        load_catalog(config.catalog.as_deref())?,
+        clock.limits(Limits::default()),
+    );
+    let modbus = modbus::check_all(&config.modbus, &validator)?;
+    let dlt645 = dlt645::check_all(&config.dlt645, &validator)?;
+    let http = http_pull::check_all(&config.http_pull, &validator)?;
+
+    let mut rows = Vec::new();
+    if let Some(sim) = &config.simulator {
+        rows.push(sim.probe());
+    }
+    if let Some(p) = &config.profile {
+        rows.push(probe_profile(&p.path, &validator));
+    }
+    for folder in &config.csv_drop {
+        rows.push(probe_folder(folder));
+    }
+    for device in &modbus {
+        rows.extend(device.probe(shutdown.clone()).await);
+    }
+    for gateway in &dlt645 {
+        rows.extend(gateway.probe(shutdown.clone()).await);
+    }
+    for source in &http {
+        rows.extend(source.probe().await);
+    }
+    Ok(rows)
+}
+
+/// Parses the profile and lists the figures that would be sent.
+fn probe_profile(path: &std::path::Path, validator: &Validator) -> ProbeRow {
+    let target = path.display().to_string();
+    let file = match std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| toml::from_str::<profile::ProfileFile>(&t).map_err(|e| e.to_string()))
+    {
+        Ok(f) => f,
+        Err(e) => return ProbeRow::error("profile", target, e),
+    };
+    let items = profile::items(&file, validator);
+    let declared = items
+        .values()
+        .filter(|(_, i)| matches!(i, crate::outbox::Item::Declaration(_)))
+        .count();
+    let reads = items
+        .into_values()
+        .filter_map(|(_, i)| match i {
+            crate::outbox::Item::Reading(r) => Some(ProbeRead {
+                indicator: format!(
+                    "{}@{}",
+                    r.indicator,
+                    r.period.map(|p| p.to_string()).unwrap_or_default()
+                ),
+                point: r.point,
+                value: r.value,
+                unit: r.unit,
+            }),
+            crate::outbox::Item::Declaration(_) => None,
+        })
+        .collect();
+    ProbeRow {
+        source: "profile".into(),
+        target: format!(
+            "{target} ({} enterprises, {declared} declarations)",
+            file.enterprise.len()
+        ),
+        result: Ok(reads),
+    }
+}
+
+/// A drop folder must be listable, and its `done/` and `rejected/` creatable.
+fn probe_folder(folder: &CsvDropConfig) -> ProbeRow {
+    let target = folder.folder.display().to_string();
+    match std::fs::read_dir(&folder.folder) {
+        Err(e) => ProbeRow::error("csv_drop", target, format!("folder not readable: {e}")),
+        Ok(rd) => {
+            let waiting = rd
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x.eq_ignore_ascii_case("csv")))
+                .count();
+            let writable = std::fs::metadata(&folder.folder).map(|m| !m.permissions().readonly());
+            match writable {
+                Ok(true) => ProbeRow::ok("csv_drop", format!("{target} ({waiting} csv files waiting)")),
+                Ok(false) => ProbeRow::error(
+                    "csv_drop",
+                    target,
+                    "folder is read-only: files cannot be moved to done/",
+                ),
+                Err(e) => ProbeRow::error("csv_drop", target, e),
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `zonesync-agent check -c FILE` as a process, against real peers: the
+//! pymodbus meter, the DL/T 645 bus (PyPI `dlt645`), an HTTP server (axum,
+//! in the test), a CSV drop folder, a profile file and the simulator. Every
+//! source is probed once and shows what it read; a source that fails makes
+//! the exit status non-zero and says why.
+
+use std::path::Path;
+use std::process::Command;
+use zonesync_e2e::dataset::{E, ZONE};
+use zonesync_e2e::peers::{Dlt645Bus, ModbusMeter};
+
+fn config(dir: &Path, modbus: u16, dlt645: u16, http: &str, extra: &str) -> String {
+    let e = E[0];
+    let profile = dir.join("profile.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[[enterprise]]\nid = \"{e}\"\nestablished = \"2015-06-01\"\n[enterprise.declare]\ndt_maturity = 3\n\
+             [[enterprise.figures]]\nindicator = \"value_added\"\nperiod = \"2026-10\"\nvalue = 930.0\nunit = \"万元\"\n"
+        ),
+    )
+    .unwrap();
+    let drop = dir.join("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    format!(
+        r#"agent_id = "check-gw"
+zone = "{ZONE}"
+data_dir = "{data}"
+
+[profile]
+path = "{profile}"
+
+[simulator]
+meters_per_enterprise = 1
+[[simulator.enterprises]]
+id = "{e}"
+
+[[csv_drop]]
+name = "finance"
+folder = "{drop}"
+enterprise_column = "统一社会信用代码"
+period_column = "期间"
+[[csv_drop.columns]]
+header = "工业增加值(万元)"
+indicator = "value_added"
+unit = "万元"
+
+[[modbus]]
+name = "meter-1"
+host = "127.0.0.1"
+port = {modbus}
+enterprise = "{e}"
+timeout_ms = 2000
+retries = 1
+[[modbus.points]]
+point = "M1"
+indicator = "electricity"
+register = 0
+data_type = "u32"
+unit = "kWh"
+
+[[dlt645]]
+gateway = "127.0.0.1:{dlt645}"
+address = "202311230001"
+quantity = "forward"
+enterprise = "{e}"
+point = "D1"
+timeout_ms = 2000
+retries = 1
+
+[[http_pull]]
+name = "ems"
+url = "{http}"
+[[http_pull.mappings]]
+pointer = "/kwh"
+indicator = "electricity"
+unit = "kWh"
+enterprise = "{e}"
+point = "H1"
+{extra}"#,
+        data = dir.join("data").display(),
+        profile = profile.display(),
+        drop = drop.display(),
+    )
+}
+
+async fn check(dir: &Path, name: &str, text: String) -> (bool, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(zonesync_e2e::bin("zonesync-agent"))
+            .args(["check", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run zonesync-agent check")
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn line_with<'a>(out: &'a str, parts: &[&str]) -> &'a str {
+    out.lines()
+        .find(|l| parts.iter().all(|p| l.contains(p)))
+        .unwrap_or_else(|| panic!("no line with {parts:?} in:\n{out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probes_every_source_and_fails_on_any_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut meter = ModbusMeter::start(dir.path());
+    meter.set_holding(0, &[0x0001, 0xE240]);
+    let mut bus = Dlt645Bus::start(dir.path());
+    bus.set("202311230001", "00010000", 1200.5);
+    let app = axum::Router::new().route(
+        "/now",
+        axum::routing::get(|| async { axum::Json(serde_json::json!({"kwh": 42.5})) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = format!("http://{}/now", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (ok, out) = check(
+        dir.path(),
+        "good.toml",
+        config(dir.path(), meter.port, bus.port, &http, ""),
+    )
+    .await;
+    println!("{out}");
+    assert!(ok, "every probe succeeds:\n{out}");
+    line_with(&out, &["modbus", "ok", "electricity [M1] = 123456 kWh"]);
+    line_with(
+        &out,
+        &[
+            "dlt645",
+            "meter 202311230001 forward",
+            "ok",
+            "electricity [D1] = 1200.5 kWh",
+        ],
+    );
+    line_with(&out, &["http_pull", "/kwh", "ok", "electricity [H1] = 42.5 kWh"]);
+    line_with(
+        &out,
+        &[
+            "profile",
+            "1 enterprises, 1 declarations",
+            "value_added@2026-10 = 930 万元",
+        ],
+    );
+    line_with(&out, &["csv_drop", "0 csv files waiting", "ok"]);
+    line_with(&out, &["simulator", "ok", "electricity [M1] = 10000 kWh"]);
+    line_with(&out, &["all 6 probes ok"]);
+
+    // A meter not on the bus, a drop folder that is not there, and a
+    // mapping the document does not have: each is an error with its reason.
+    let extra = format!(
+        "\n[[dlt645]]\ngateway = \"127.0.0.1:{}\"\naddress = \"202311230009\"\nenterprise = \"{}\"\npoint = \"D9\"\n\
+         timeout_ms = 1000\nretries = 0\n\n[[http_pull]]\nname = \"mes\"\nurl = \"{http}\"\n[[http_pull.mappings]]\n\
+         pointer = \"/output/kwh\"\nindicator = \"electricity\"\nunit = \"kWh\"\nenterprise = \"{}\"\npoint = \"H2\"\n\
+         \n[[csv_drop]]\nname = \"missing\"\nfolder = \"{}\"\nenterprise_column = \"a\"\nperiod_column = \"b\"\ncolumns = []\n",
+        bus.port,
+        E[0],
+        E[0],
+        dir.path().join("no-such-folder").display()
+    );
+    let (ok, out) = check(
+        dir.path(),
+        "bad.toml",
+        config(dir.path(), meter.port, bus.port, &http, &extra),
+    )
+    .await;
+    assert!(!ok, "a failed probe fails the command:\n{out}");
+    line_with(&out, &["dlt645", "meter 202311230009", "error: no answer in time"]);
+    line_with(
+        &out,
+        &[
+            "http_pull",
+            "/output/kwh",
+            "error: pointer \"/output/kwh\" is not in the document",
+        ],
+    );
+    line_with(&out, &["csv_drop", "no-such-folder", "error: folder not readable"]);
+    line_with(&out, &["dlt645", "meter 202311230001 forward", "ok", "1200.5 kWh"]);
+    line_with(&out, &["3 of 9 probes failed"]);
+}
