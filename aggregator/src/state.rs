@@ -89,7 +89,8 @@ impl Touched {
         declarations: &[(String, DeclaredValue)],
         catalog: &Catalog,
     ) -> Touched {
-        let mut counters: HashMap<(&str, &str), (DateTime<Utc>, DateTime<Utc>)> = HashMap::new();
+        // Earliest and latest register time per (indicator, point) in the batch.
+        let mut counters: HashMap<(&str, &str), Window> = HashMap::new();
         let mut t = Touched::default();
         for r in readings {
             let kind = catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
@@ -100,16 +101,18 @@ impl Touched {
                     to: p.end(),
                 },
                 (IndicatorKind::Counter, ReadingTime::Ts(ts)) => {
-                    let span = counters.entry((&r.indicator, &r.point)).or_insert((ts, ts));
-                    span.0 = span.0.min(ts);
-                    span.1 = span.1.max(ts);
+                    let seen = counters
+                        .entry((&r.indicator, &r.point))
+                        .or_insert(Window { from: ts, to: ts });
+                    seen.from = seen.from.min(ts);
+                    seen.to = seen.to.max(ts);
                     continue;
                 }
                 (_, ReadingTime::Ts(ts)) => months(ts, ts),
             };
             t.indicators.push((r.indicator.clone(), w));
         }
-        for ((code, point), (lo, hi)) in counters {
+        for ((code, point), Window { from: lo, to: hi }) in counters {
             let prev = es
                 .counters
                 .get(&(code.to_owned(), point.to_owned()))
@@ -345,9 +348,10 @@ impl State {
             }
         };
         let es = zs.enterprises.entry(enterprise.clone()).or_default();
-        let pending = tallies.as_ref().filter(|ix| ix.watches(enterprise)).and_then(|ix| {
-            ix.before(enterprise, es, &Touched::of(es, readings, declarations, catalog))
-        });
+        let pending = tallies
+            .as_ref()
+            .filter(|ix| ix.watches(enterprise))
+            .and_then(|ix| ix.before(enterprise, es, &Touched::of(es, readings, declarations, catalog)));
         for r in readings {
             let kind = catalog
                 .get(&r.indicator)

@@ -227,10 +227,17 @@ mod tests {
     fn small_exact_sums_come_out_exact() {
         assert_eq!(sum(&[]), 0.0);
         assert_eq!(sum(&[100.0, 300.0]), 400.0);
-        assert_eq!(sum(&[0.1, 0.2]), 0.30000000000000004, "the correctly rounded sum of the two doubles");
+        assert_eq!(
+            sum(&[0.1, 0.2]),
+            0.30000000000000004,
+            "the correctly rounded sum of the two doubles"
+        );
         assert_eq!(sum(&[1e16, 1.0, -1e16]), 1.0, "naive summation loses the 1");
         assert_eq!(sum(&[-2.5, 1.0]), -1.5);
-        assert_eq!(sum(&[f64::MIN_POSITIVE / 4.0, f64::MIN_POSITIVE / 4.0]), f64::MIN_POSITIVE / 2.0);
+        assert_eq!(
+            sum(&[f64::MIN_POSITIVE / 4.0, f64::MIN_POSITIVE / 4.0]),
+            f64::MIN_POSITIVE / 2.0
+        );
         assert_eq!(sum(&[f64::MAX, f64::MAX]), f64::INFINITY);
         assert_eq!(sum(&[f64::MAX, f64::MAX, -f64::MAX]), f64::MAX);
         assert_eq!(sum(&[5e-324]), 5e-324);
@@ -240,8 +247,16 @@ mod tests {
     fn rounding_is_to_nearest_with_ties_to_even() {
         let ulp_half = 2f64.powi(-53);
         assert_eq!(sum(&[1.0, ulp_half]), 1.0, "tie, 1.0 is even");
-        assert_eq!(sum(&[1.0 + 2.0 * ulp_half, ulp_half]), 1.0 + 4.0 * ulp_half, "tie, rounds up to even");
-        assert_eq!(sum(&[1.0, ulp_half, 1e-300]), 1.0 + 2.0 * ulp_half, "just above the tie");
+        assert_eq!(
+            sum(&[1.0 + 2.0 * ulp_half, ulp_half]),
+            1.0 + 4.0 * ulp_half,
+            "tie, rounds up to even"
+        );
+        assert_eq!(
+            sum(&[1.0, ulp_half, 1e-300]),
+            1.0 + 2.0 * ulp_half,
+            "just above the tie"
+        );
     }
 
     /// A deterministic stream of awkward doubles.

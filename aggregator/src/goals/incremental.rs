@@ -156,7 +156,14 @@ impl ZoneGoals {
         let settings = self.settings.clone();
         let sets = self.zone.goal_sets.clone();
         let applies = |g: &GoalDef| sets.is_empty() || sets.contains(&g.set);
-        let rows = table(&mut Source { ix: self, states }, &goals, applies, level, period, &settings);
+        let rows = table(
+            &mut Source { ix: self, states },
+            &goals,
+            applies,
+            level,
+            period,
+            &settings,
+        );
         self.evict();
         rows
     }

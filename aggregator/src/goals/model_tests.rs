@@ -13,9 +13,7 @@ use crate::testkit::{self, enterprise, id, utc};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use zonesync_proto::{
-    CanonicalReading, Catalog, DeclaredValue, Period, ReadingTime, Scenario, ScenarioLevel,
-};
+use zonesync_proto::{CanonicalReading, Catalog, DeclaredValue, Period, ReadingTime, Scenario, ScenarioLevel};
 
 /// splitmix64: deterministic, so a failure names a step that can be replayed.
 struct Rng(u64);
@@ -98,7 +96,11 @@ fn declaration(r: &mut Rng) -> (String, DeclaredValue) {
             DeclaredValue::Text((*r.pick(&["C3120", "C2610", "G5400", "C3990"])).into()),
         ),
         _ => {
-            let levels = [ScenarioLevel::Basic, ScenarioLevel::Intermediate, ScenarioLevel::Advanced];
+            let levels = [
+                ScenarioLevel::Basic,
+                ScenarioLevel::Intermediate,
+                ScenarioLevel::Advanced,
+            ];
             let list = (0..r.below(3))
                 .map(|i| Scenario {
                     code: format!("S{i}"),
@@ -155,7 +157,8 @@ impl Meters {
             next = *ts - Duration::minutes(10); // late: kept, not used for deltas
         }
         if r.below(30) == 0 {
-            next = utc(r.pick::<&str>(&["2026-11-01T00:00:00+08:00", "2026-01-01T00:00:00+08:00"])); // exactly midnight
+            next = utc(r.pick::<&str>(&["2026-11-01T00:00:00+08:00", "2026-01-01T00:00:00+08:00"]));
+            // exactly midnight
         }
         let value = if r.below(12) == 0 {
             r.below(50) as f64 // meter replaced
@@ -210,7 +213,12 @@ fn assert_same(st: &State, z: &Zone, goals: &[GoalDef], cat: &Catalog, period: P
     assert_eq!(kept.len(), scanned.len());
     for (k, s) in kept.iter().zip(&scanned) {
         assert_eq!(k, s, "step {step}, period {period}, goal {}", s.id);
-        assert_eq!(k.value.map(f64::to_bits), s.value.map(f64::to_bits), "step {step}, {}", s.id);
+        assert_eq!(
+            k.value.map(f64::to_bits),
+            s.value.map(f64::to_bits),
+            "step {step}, {}",
+            s.id
+        );
     }
 }
 
@@ -238,19 +246,17 @@ fn kept_tallies_equal_a_full_scan_after_every_random_step() {
     ];
     amounts.extend(["electricity", "natural_gas", "raw_coal", "electricity_renewable_self"]);
     // Periods asked for, one more every 25 steps: some tallies are built before any data, others midway.
-    let periods: Vec<Period> = ["2026-10", "2026-11", "2026", "2026-Q4", "2025-12", "2026-01", "2015-10", "2025"]
-        .iter()
-        .map(|p| Period::parse(p).unwrap())
-        .collect();
+    let periods: Vec<Period> = [
+        "2026-10", "2026-11", "2026", "2026-Q4", "2025-12", "2026-01", "2015-10", "2025",
+    ]
+    .iter()
+    .map(|p| Period::parse(p).unwrap())
+    .collect();
     for seed in 1..=3u64 {
         let mut r = Rng(seed);
         let mut st = State::default();
-        st.zone_mut(&z.id).goal_tallies = Mutex::new(Some(ZoneGoals::new(
-            &z,
-            Arc::from(goals.clone()),
-            &cat,
-            &settings,
-        )));
+        st.zone_mut(&z.id).goal_tallies =
+            Mutex::new(Some(ZoneGoals::new(&z, Arc::from(goals.clone()), &cat, &settings)));
         let mut meters = Meters { at: HashMap::new() };
         let mut asked = 1;
         assert_same(&st, &z, &goals, &cat, periods[0], 0);
@@ -276,12 +282,20 @@ fn kept_tallies_equal_a_full_scan_after_every_random_step() {
                 assert_same(&st, &z, &goals, &cat, *p, step);
             }
             if !new_period {
-                assert_eq!(scans(&st, &z), before, "step {step}: a table after a change needed a scan");
+                assert_eq!(
+                    scans(&st, &z),
+                    before,
+                    "step {step}: a table after a change needed a scan"
+                );
             }
         }
         let zs = st.zones.get(&z.id).unwrap();
         let ix = zs.goal_tallies.lock().unwrap();
-        assert!(ix.as_ref().unwrap().updates > 100, "the steps changed tallies: {:?}", ix);
+        assert!(
+            ix.as_ref().unwrap().updates > 100,
+            "the steps changed tallies: {:?}",
+            ix
+        );
     }
 }
 
@@ -301,7 +315,10 @@ fn least_recently_used_spans_are_dropped_and_rebuilt_equal() {
     let mut meters = Meters { at: HashMap::new() };
     for step in 0..40 {
         let e = r.below(8);
-        let readings = vec![meters.reading(&mut r, e), period_amount(&mut r, &["value_added", "revenue"])];
+        let readings = vec![
+            meters.reading(&mut r, e),
+            period_amount(&mut r, &["value_added", "revenue"]),
+        ];
         st.apply(&z.id, &id(e as u32 + 1), &readings, &[declaration(&mut r)], &cat);
         // Every month of 2020..2022 once, then back to the first ones.
         let p = Period::Month(2020 + step / 12, 1 + (step % 12) as u32);

@@ -165,10 +165,7 @@ pub(super) fn contribution(
             }
         }
         GoalKind::ZoneCount => {
-            let passes = g
-                .filter
-                .as_ref()
-                .is_none_or(|f| f.passes(zone, reg, d) == Some(true));
+            let passes = g.filter.as_ref().is_none_or(|f| f.passes(zone, reg, d) == Some(true));
             if let (true, Some(v)) = (passes, val(g.indicator.as_deref().unwrap_or(""))) {
                 c.num = v;
             }

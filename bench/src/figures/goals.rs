@@ -218,7 +218,9 @@ pub async fn measure(ctx: &Ctx) -> Vec<Row> {
         Row::new("5b", &format!("Goal query p99, cached, zone of {n}"), Unit::Millis),
         Row::new(
             "5c",
-            &format!("Goal query p50 right after the zone's data changed (table made from the kept tallies), zone of {n}"),
+            &format!(
+                "Goal query p50 right after the zone's data changed (table made from the kept tallies), zone of {n}"
+            ),
             Unit::Millis,
         ),
         Row::new(
