@@ -24,7 +24,7 @@ use super::{GoalDef, GoalKind, GoalRow, GoalSettings};
 use crate::registry::{Registry, Zone};
 use crate::state::{EnterpriseState, State, Touched, ZoneState};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use zonesync_proto::{Catalog, EnterpriseId, Period, ZoneId};
 
 /// Spans whose tallies a zone keeps; the least recently used beyond this are dropped
@@ -290,16 +290,11 @@ pub fn install(
     }
 }
 
-/// The zone's goal table from its tallies; None when the zone has none installed.
-///
-/// Holds the zone's tally lock (not the state's write lock) while it works, so
-/// other readers go on; a scan for a span not kept yet blocks writers for its
-/// duration, once per span.
-pub fn zone_table(zs: &ZoneState, period: Period) -> Option<Vec<GoalRow>> {
-    let mut guard = match zs.goal_tallies.lock() {
+/// The zone's tallies, locked; tallies a panic may have left half changed are dropped first.
+fn lock(zs: &ZoneState) -> MutexGuard<'_, Option<ZoneGoals>> {
+    match zs.goal_tallies.lock() {
         Ok(g) => g,
         Err(poisoned) => {
-            // A panic mid-update may have left a tally half changed: start over from scans.
             let mut g = poisoned.into_inner();
             if let Some(ix) = g.as_mut() {
                 ix.reset();
@@ -307,8 +302,72 @@ pub fn zone_table(zs: &ZoneState, period: Period) -> Option<Vec<GoalRow>> {
             zs.goal_tallies.clear_poison();
             g
         }
-    };
+    }
+}
+
+/// The zone's goal table from its tallies; None when the zone has none installed.
+///
+/// Holds the zone's tally lock (not the state's write lock) while it works, so
+/// other readers go on; a scan for a span not kept yet blocks writers for its
+/// duration, once per span.
+pub fn zone_table(zs: &ZoneState, period: Period) -> Option<Vec<GoalRow>> {
+    let mut guard = lock(zs);
     let ix = guard.as_mut()?;
     let level = Level::Zone(ix.zone.id.to_string());
     Some(ix.table(&zs.enterprises, &level, period))
+}
+
+/// A table over several zones (a city's, or every zone served) from their
+/// tallies, merged: the same rows as [`super::evaluate`] over those zones.
+/// None when a zone has no tallies over exactly `goals` (then scan instead).
+pub fn rollup_table(
+    zones: &[(&Zone, &ZoneState)],
+    goals: &[GoalDef],
+    settings: &GoalSettings,
+    level: &Level,
+    period: Period,
+) -> Option<Vec<GoalRow>> {
+    let same = |zs: &ZoneState| {
+        lock(zs)
+            .as_ref()
+            .is_some_and(|ix| ix.goals.len() == goals.len() && ix.goals.iter().zip(goals).all(|(a, b)| a.id == b.id))
+    };
+    if zones.is_empty() || !zones.iter().all(|(_, zs)| same(zs)) {
+        return None;
+    }
+    for (_, zs) in zones {
+        if let Some(ix) = lock(zs).as_mut() {
+            ix.clock += 1;
+        }
+    }
+    let applies = |g: &GoalDef| {
+        zones
+            .iter()
+            .any(|(z, _)| z.goal_sets.is_empty() || z.goal_sets.contains(&g.set))
+    };
+    let rows = table(&mut Zones { zones }, goals, applies, level, period, settings);
+    for (_, zs) in zones {
+        if let Some(ix) = lock(zs).as_mut() {
+            ix.evict();
+        }
+    }
+    Some(rows)
+}
+
+/// Tallies for `eval::table` from several zones' kept tallies, one zone locked at a time.
+struct Zones<'a> {
+    zones: &'a [(&'a Zone, &'a ZoneState)],
+}
+
+impl Tallies for Zones<'_> {
+    fn tallies(&mut self, gi: usize, span: Span) -> Vec<Tally> {
+        self.zones
+            .iter()
+            .map(|(_, zs)| {
+                lock(zs)
+                    .as_mut()
+                    .map_or_else(Tally::default, |ix| ix.tally(gi, span, &zs.enterprises))
+            })
+            .collect()
+    }
 }

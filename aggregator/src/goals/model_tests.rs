@@ -5,15 +5,15 @@
 //! `State::apply`, and after every step the table from the tallies must equal
 //! `evaluate`'s, bit for bit, for every period asked so far, without another scan.
 
-use super::incremental::{zone_table, ZoneGoals, MAX_SPANS};
+use super::incremental::{rollup_table, zone_table, ZoneGoals, MAX_SPANS};
 use super::*;
 use crate::registry::Zone;
-use crate::state::State;
+use crate::state::{State, ZoneState};
 use crate::testkit::{self, enterprise, id, utc};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use zonesync_proto::{CanonicalReading, Catalog, DeclaredValue, Period, ReadingTime, Scenario, ScenarioLevel};
+use zonesync_proto::{CanonicalReading, Catalog, DeclaredValue, Period, ReadingTime, Scenario, ScenarioLevel, ZoneId};
 
 /// splitmix64: deterministic, so a failure names a step that can be replayed.
 struct Rng(u64);
@@ -326,5 +326,50 @@ fn least_recently_used_spans_are_dropped_and_rebuilt_equal() {
         assert_same(&st, &z, &goals, &cat, Period::Month(2026, 10), step as usize);
         let zs = st.zones.get(&z.id).unwrap();
         assert!(zs.goal_tallies.lock().unwrap().as_ref().unwrap().spans() <= MAX_SPANS);
+    }
+}
+
+#[test]
+fn city_and_province_tables_merge_the_zones_tallies_exactly() {
+    let cat = Catalog::builtin().unwrap();
+    let goals = goals(&cat);
+    let settings = GoalSettings::default();
+    let a = zone();
+    let mut b = zone();
+    b.id = ZoneId::parse("y").unwrap();
+    b.city = "濮阳".into();
+    b.leading_industries = vec!["C32".into()];
+    let mut st = State::default();
+    for z in [&a, &b] {
+        st.zone_mut(&z.id).goal_tallies =
+            Mutex::new(Some(ZoneGoals::new(z, Arc::from(goals.clone()), &cat, &settings)));
+    }
+    let mut r = Rng(5);
+    let mut meters = Meters { at: HashMap::new() };
+    let amounts = [
+        "value_added",
+        "gross_output",
+        "revenue",
+        "electricity",
+        "land_area",
+        "tax",
+    ];
+    let period = Period::Month(2026, 10);
+    for step in 0..80 {
+        let z = if r.below(2) == 0 { &a } else { &b };
+        let e = r.below(8);
+        let readings = vec![meters.reading(&mut r, e), period_amount(&mut r, &amounts)];
+        st.apply(&z.id, &id(e as u32 + 1), &readings, &[declaration(&mut r)], &cat);
+        for level in [Level::Province, Level::City("濮阳".into())] {
+            let zones: Vec<&Zone> = [&a, &b]
+                .into_iter()
+                .filter(|z| level == Level::Province || z.city == "濮阳")
+                .collect();
+            let states: Vec<(&Zone, &ZoneState)> = zones.iter().map(|z| (*z, st.zones.get(&z.id).unwrap())).collect();
+            let opt: Vec<(&Zone, Option<&ZoneState>)> = states.iter().map(|(z, zs)| (*z, Some(*zs))).collect();
+            let kept = rollup_table(&states, &goals, &settings, &level, period).unwrap();
+            let scanned = evaluate(&goals, &opt, level.clone(), period, &cat, &settings);
+            assert_eq!(kept, scanned, "step {step}, {level:?}");
+        }
     }
 }
