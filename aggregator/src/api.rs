@@ -3,6 +3,7 @@
 use crate::alerts::{AckError, AlertRecord, Phase};
 use crate::app::App;
 use crate::goals::cache::Cached;
+use crate::goals::incremental::rollup_table;
 use crate::goals::{energy, evaluate, Level};
 use crate::registry::Zone;
 use crate::report::{render, Format};
@@ -174,14 +175,21 @@ fn rollup(app: &App, level: Level, period: Period) -> ApiResult {
         return Err(not_found(format!("no zone served here belongs to {level:?}")));
     }
     let ids: Vec<String> = zones.iter().map(|(z, _)| z.id.to_string()).collect();
-    let rows = evaluate(
-        &app.goals.goal,
-        &zones,
-        level.clone(),
-        period,
-        &app.catalog,
-        &app.settings,
-    );
+    // Merged from the zones' kept tallies (goals::incremental); scanned only if a zone has none.
+    let kept: Option<Vec<(&Zone, &crate::state::ZoneState)>> =
+        zones.iter().map(|(z, zs)| zs.map(|zs| (*z, zs))).collect();
+    let rows = kept
+        .and_then(|k| rollup_table(&k, &app.goals.goal, &app.settings, &level, period))
+        .unwrap_or_else(|| {
+            evaluate(
+                &app.goals.goal,
+                &zones,
+                level.clone(),
+                period,
+                &app.catalog,
+                &app.settings,
+            )
+        });
     Ok(Json(json!({
         "level": level,
         "zones": ids,

@@ -89,6 +89,8 @@ impl App {
         let readings: u64 = state.zones.values().map(|z| z.readings_stored).sum();
         tracing::info!(zones = zones.len(), readings, "aggregator state rebuilt from store");
         let goals = load_goals(BUILTIN_GOALS, &catalog)?;
+        // Goal tallies follow every batch from here on (see goals::incremental).
+        crate::goals::incremental::install(&mut state, &registry, &zones, &goals.goal, &catalog, &cfg.goals);
         Ok(Self {
             goals,
             validator: Validator::new(catalog.clone(), cfg.limits.to_limits()),

@@ -36,7 +36,8 @@ pub struct AggregatorConfig {
     /// Goal definitions' thresholds.
     #[serde(default)]
     pub goals: GoalSettings,
-    /// The current month's goal tables are recomputed at most this often when data changed, milliseconds.
+    /// How often each zone's current-month goal table is made in the background, milliseconds (this builds
+    /// its tallies at start-up and each new month; queries are answered from tallies kept up to date anyway).
     #[serde(default = "default_goal_refresh_ms")]
     pub goal_refresh_ms: u64,
     /// Enterprise classification (A/B/C) settings.

@@ -5,9 +5,11 @@
 //! aggregator instances and their summaries rolled up to city and province.
 
 use crate::energy::{delta, split_by_month, Delta};
+use crate::goals::incremental::ZoneGoals;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use zonesync_proto::{
     AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, Period, Presence, PresenceStatus,
     ReadingTime, ZoneId,
@@ -31,6 +33,103 @@ pub struct ZoneState {
     pub readings_stored: u64,
     /// Grows with every change to the zone's facts; cached goal tables compare it.
     pub version: u64,
+    /// Goal tallies kept up to date by [`State::apply`] (installed for served zones,
+    /// see `goals::incremental`). Behind its own lock so a goal query can build a
+    /// missing tally while holding only the state's read lock.
+    pub goal_tallies: Mutex<Option<ZoneGoals>>,
+}
+
+/// What a batch can change for one enterprise, worked out before it is
+/// applied: the indicators with the time window their amounts may change in,
+/// and the declared attributes. Goal tallies over spans outside a window are
+/// left alone.
+#[derive(Debug, Default)]
+pub struct Touched {
+    /// Indicator code and window.
+    pub indicators: Vec<(String, Window)>,
+    /// Declared attribute codes.
+    pub attributes: Vec<String>,
+}
+
+/// A half-open interval of time `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Start.
+    pub from: DateTime<Utc>,
+    /// End (exclusive).
+    pub to: DateTime<Utc>,
+}
+
+impl Window {
+    /// All time.
+    pub const ALL: Window = Window {
+        from: DateTime::<Utc>::MIN_UTC,
+        to: DateTime::<Utc>::MAX_UTC,
+    };
+
+    /// Whether it meets `[start, end)`.
+    pub fn overlaps(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
+        self.from < end && self.to > start
+    }
+}
+
+impl Touched {
+    /// What applying `readings` and `declarations` to `es` can change.
+    ///
+    /// A period amount changes its period. Counter registers change the China
+    /// months from the register before (in the state or earlier in the batch)
+    /// to the latest one, whole months so an interval ending at midnight is
+    /// covered whichever way it is split. A stock (gauge) is read as of a
+    /// span's end from any earlier report or reading, so it may change any span.
+    /// Other timestamped readings only move the latest value, which flows do
+    /// not read; their month is given anyway.
+    pub fn of(
+        es: &EnterpriseState,
+        readings: &[CanonicalReading],
+        declarations: &[(String, DeclaredValue)],
+        catalog: &Catalog,
+    ) -> Touched {
+        // Earliest and latest register time per (indicator, point) in the batch.
+        let mut counters: HashMap<(&str, &str), Window> = HashMap::new();
+        let mut t = Touched::default();
+        for r in readings {
+            let kind = catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
+            let w = match (kind, r.at) {
+                (IndicatorKind::Gauge, _) => Window::ALL,
+                (_, ReadingTime::Period(p)) => Window {
+                    from: p.start(),
+                    to: p.end(),
+                },
+                (IndicatorKind::Counter, ReadingTime::Ts(ts)) => {
+                    let seen = counters
+                        .entry((&r.indicator, &r.point))
+                        .or_insert(Window { from: ts, to: ts });
+                    seen.from = seen.from.min(ts);
+                    seen.to = seen.to.max(ts);
+                    continue;
+                }
+                (_, ReadingTime::Ts(ts)) => months(ts, ts),
+            };
+            t.indicators.push((r.indicator.clone(), w));
+        }
+        for ((code, point), Window { from: lo, to: hi }) in counters {
+            let prev = es
+                .counters
+                .get(&(code.to_owned(), point.to_owned()))
+                .map_or(lo, |(at, _)| *at);
+            t.indicators.push((code.to_owned(), months(prev.min(lo), hi)));
+        }
+        t.attributes = declarations.iter().map(|(code, _)| code.clone()).collect();
+        t
+    }
+}
+
+/// The China months from the one containing `from` to the one containing `to`, whole.
+fn months(from: DateTime<Utc>, to: DateTime<Utc>) -> Window {
+    Window {
+        from: Period::month_of(from).start(),
+        to: Period::month_of(to).end(),
+    }
 }
 
 /// Where an amount came from.
@@ -223,7 +322,8 @@ impl State {
         self.zones.entry(zone.clone()).or_default()
     }
 
-    /// Applies stored readings and declarations for one enterprise.
+    /// Applies stored readings and declarations for one enterprise, and
+    /// brings the zone's goal tallies up to date with its new contributions.
     pub fn apply(
         &mut self,
         zone: &ZoneId,
@@ -235,7 +335,23 @@ impl State {
         let zs = self.zone_mut(zone);
         zs.readings_stored += readings.len() as u64;
         zs.version += 1;
+        let tallies = match zs.goal_tallies.get_mut() {
+            Ok(t) => t.as_mut(),
+            Err(poisoned) => {
+                // A panic mid-update may have left a tally half changed: drop them all (rebuilt on demand).
+                let t = poisoned.into_inner();
+                if let Some(ix) = t.as_mut() {
+                    ix.reset();
+                }
+                zs.goal_tallies.clear_poison();
+                zs.goal_tallies.get_mut().ok().and_then(|t| t.as_mut())
+            }
+        };
         let es = zs.enterprises.entry(enterprise.clone()).or_default();
+        let pending = tallies
+            .as_ref()
+            .filter(|ix| ix.watches(enterprise))
+            .and_then(|ix| ix.before(enterprise, es, &Touched::of(es, readings, declarations, catalog)));
         for r in readings {
             let kind = catalog
                 .get(&r.indicator)
@@ -245,6 +361,9 @@ impl State {
         }
         for (code, v) in declarations {
             es.declarations.insert(code.clone(), v.clone());
+        }
+        if let (Some(ix), Some(p)) = (tallies, pending) {
+            ix.after(p, es);
         }
     }
 

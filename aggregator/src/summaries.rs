@@ -5,7 +5,6 @@
 //! outbound queue; a newer summary replaces one still waiting there.
 
 use crate::app::App;
-use crate::goals::{evaluate, Level};
 use crate::outbound::{Delivery, Destination};
 use crate::store::StoreError;
 use chrono::Utc;
@@ -43,23 +42,13 @@ pub fn queue_all(app: &App, s: &SummarySettings) -> Result<usize, StoreError> {
     let period = Period::month_of(now);
     let mut n = 0;
     for z in app.zones.iter().filter_map(|z| app.registry.zone(z)) {
-        let rows = {
-            let st = app
-                .state
-                .read()
-                .map_err(|_| StoreError::Corrupt("state lock poisoned".into()))?;
-            evaluate(
-                &app.goals.goal,
-                &[(z, st.zones.get(&z.id))],
-                Level::Zone(z.id.to_string()),
-                period,
-                &app.catalog,
-                &app.settings,
-            )
-        };
+        // The zone's table as the API serves it, made from its kept tallies (goals::cache).
+        let rows = crate::goals::cache::table(app, &z.id, period)
+            .ok_or_else(|| StoreError::Corrupt("state lock poisoned".into()))?
+            .rows;
         let body = json!({
             "zone": z.id, "name_zh": z.name_zh, "name_en": z.name_en, "city": z.city, "province": z.province,
-            "period": period, "computed_at": now, "settings": app.settings, "goals": rows,
+            "period": period, "computed_at": now, "settings": app.settings, "goals": &*rows,
         });
         let mut targets = Vec::new();
         if s.mqtt {

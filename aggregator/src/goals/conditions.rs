@@ -151,6 +151,27 @@ impl Condition {
         }
     }
 
+    /// The declared attributes `eval` reads: a change to any other cannot change the answer.
+    pub fn declared_keys(self) -> &'static [&'static str] {
+        match self {
+            Condition::DigitallyTransformed => &["dt_maturity", "sme_dt_level"],
+            Condition::ScenarioAny | Condition::ScenarioIntermediate | Condition::ScenarioAdvanced => &["scenarios"],
+            Condition::SmartRetrofit => &["smart_retrofit", "dt_maturity"],
+            Condition::LogisticsARated => &["logistics_a_rating"],
+            Condition::Always => &[],
+            Condition::RdActivity => &["rd_activity"],
+            Condition::RdInstitution => &["rd_institution"],
+            Condition::RdInstitutionProvincial => &["rd_institution_provincial"],
+            Condition::OnCloud => &["on_cloud"],
+            Condition::HighTech => &["high_tech"],
+            Condition::TechSme => &["tech_sme"],
+            Condition::SpecializedSme => &["specialized_sme"],
+            Condition::LeadGoose => &["lead_goose"],
+            Condition::Gazelle => &["gazelle"],
+            Condition::GreenFactory => &["green_factory"],
+        }
+    }
+
     fn attribute(self) -> &'static str {
         match self {
             Condition::RdActivity => "rd_activity",
@@ -203,6 +224,14 @@ impl Population {
         })
     }
 
+    /// The declared attributes `contains` reads.
+    pub fn declared_keys(self) -> &'static [&'static str] {
+        match self {
+            Population::LargeOrMedium => &["enterprise_size"],
+            _ => &[],
+        }
+    }
+
     /// How the population is defined.
     pub fn describe(self) -> &'static str {
         match self {
@@ -243,6 +272,14 @@ impl Filter {
             }
             Filter::IndustryPrefixes(ps) => industry().map(|c| ps.iter().any(|p| c.starts_with(p.as_str()))),
             Filter::StrategicEmerging => flag(d, "strategic_emerging"),
+        }
+    }
+
+    /// The declared attributes `passes` reads.
+    pub fn declared_keys(&self) -> &'static [&'static str] {
+        match self {
+            Filter::LeadingIndustry | Filter::IndustryPrefixes(_) => &["industry_code"],
+            Filter::StrategicEmerging => &["strategic_emerging"],
         }
     }
 

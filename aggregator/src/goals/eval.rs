@@ -7,9 +7,9 @@
 //! count is shown beside the value, so a figure never looks better than the
 //! data supports.
 
-use super::conditions::Declared;
+use super::tally::{scan_zone, Tally};
 use super::{Basis, GoalDef, GoalKind, GoalSettings, Scope};
-use crate::registry::{Enterprise, Zone};
+use crate::registry::Zone;
 use crate::state::{AmountSource, CarrierAmount, EnterpriseState, ZoneState};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -54,7 +54,7 @@ pub enum Status {
 }
 
 /// One row of a goal table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct GoalRow {
     /// Goal id.
     pub id: String,
@@ -105,7 +105,7 @@ pub struct GoalRow {
 }
 
 /// The months a figure covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Span {
     /// Exactly a period.
     Period(Period),
@@ -140,7 +140,16 @@ impl Span {
         }
     }
 
-    fn end(self) -> chrono::DateTime<chrono::Utc> {
+    /// When the span starts.
+    pub fn start(self) -> chrono::DateTime<chrono::Utc> {
+        match self {
+            Span::Period(p) => p.start(),
+            Span::YearToDate(y, _) => Period::Year(y).start(),
+        }
+    }
+
+    /// When the span ends (exclusive).
+    pub fn end(self) -> chrono::DateTime<chrono::Utc> {
         match self {
             Span::Period(p) => p.end(),
             Span::YearToDate(y, m) => Period::Month(y, m).end(),
@@ -234,40 +243,34 @@ pub fn value(es: Option<&EnterpriseState>, ind: &str, span: Span, catalog: &Cata
     }
 }
 
-/// A registered enterprise with its zone and what it has sent.
-struct Member<'a> {
-    zone: &'a Zone,
-    reg: &'a Enterprise,
-    state: Option<&'a EnterpriseState>,
+/// Where a table's tallies come from: a scan of every enterprise (the
+/// reference, [`evaluate`]) or tallies kept up to date as data arrives
+/// (`goals::incremental`). Rows are made from them the same way either way.
+pub(super) trait Tallies {
+    /// Goal `goals[gi]`'s tallies over `span`, one per zone.
+    fn tallies(&mut self, gi: usize, span: Span) -> Vec<Tally>;
 }
 
-impl Member<'_> {
-    fn declared<'b>(&'b self, empty: &'b Declared) -> &'b Declared {
-        self.state.map(|s| &s.declarations).unwrap_or(empty)
-    }
-}
-
-/// Inputs shared by every goal of a table.
-struct Ctx<'a> {
+/// The reference: every member of every zone, scanned.
+struct Scan<'a> {
+    goals: &'a [GoalDef],
     zones: &'a [(&'a Zone, Option<&'a ZoneState>)],
     catalog: &'a Catalog,
     settings: &'a GoalSettings,
-    empty: Declared,
 }
 
-impl<'a> Ctx<'a> {
-    fn members(&self) -> impl Iterator<Item = Member<'a>> + '_ {
-        self.zones.iter().flat_map(|(z, zs)| {
-            z.enterprise.iter().map(move |e| Member {
-                zone: z,
-                reg: e,
-                state: zs.and_then(|zs| zs.enterprises.get(&e.id)),
-            })
-        })
+impl Tallies for Scan<'_> {
+    fn tallies(&mut self, gi: usize, span: Span) -> Vec<Tally> {
+        let g = &self.goals[gi];
+        self.zones
+            .iter()
+            .map(|(z, zs)| scan_zone(g, z, zs.map(|zs| &zs.enterprises), span, self.catalog, self.settings))
+            .collect()
     }
 }
 
-/// Evaluates every goal that applies to `zones` (their `goal_sets`) at `level` for `period`.
+/// Evaluates every goal that applies to `zones` (their `goal_sets`) at `level` for `period`,
+/// scanning every enterprise: the reference the incremental tallies are checked against.
 pub fn evaluate(
     goals: &[GoalDef],
     zones: &[(&Zone, Option<&ZoneState>)],
@@ -276,25 +279,38 @@ pub fn evaluate(
     catalog: &Catalog,
     settings: &GoalSettings,
 ) -> Vec<GoalRow> {
-    let ctx = Ctx {
-        zones,
-        catalog,
-        settings,
-        empty: Declared::new(),
-    };
     let applies = |g: &GoalDef| {
         zones
             .iter()
             .any(|(z, _)| z.goal_sets.is_empty() || z.goal_sets.contains(&g.set))
     };
-    let by_id: BTreeMap<&str, &GoalDef> = goals.iter().map(|g| (g.id.as_str(), g)).collect();
+    let mut scan = Scan {
+        goals,
+        zones,
+        catalog,
+        settings,
+    };
+    table(&mut scan, goals, applies, &level, period, settings)
+}
+
+/// The rows of every goal `applies` accepts, from `src`'s tallies.
+pub(super) fn table(
+    src: &mut dyn Tallies,
+    goals: &[GoalDef],
+    applies: impl Fn(&GoalDef) -> bool,
+    level: &Level,
+    period: Period,
+    settings: &GoalSettings,
+) -> Vec<GoalRow> {
+    let by_id: BTreeMap<&str, usize> = goals.iter().enumerate().map(|(i, g)| (g.id.as_str(), i)).collect();
     goals
         .iter()
-        .filter(|g| applies(g))
-        .map(|g| {
+        .enumerate()
+        .filter(|(_, g)| applies(g))
+        .map(|(gi, g)| {
             let span = Span::of(g.basis, period);
-            let mut row = compute(&ctx, g, span, &by_id);
-            row.status = status(g, &row, &level);
+            let mut row = row(src, goals, &by_id, gi, span, settings);
+            row.status = status(g, &row, level);
             row
         })
         .collect()
@@ -328,30 +344,32 @@ fn blank(g: &GoalDef, span: Span) -> GoalRow {
     }
 }
 
-fn compute(ctx: &Ctx, g: &GoalDef, span: Span, by_id: &BTreeMap<&str, &GoalDef>) -> GoalRow {
+fn row(
+    src: &mut dyn Tallies,
+    goals: &[GoalDef],
+    by_id: &BTreeMap<&str, usize>,
+    gi: usize,
+    span: Span,
+    s: &GoalSettings,
+) -> GoalRow {
+    let g = &goals[gi];
+    if g.kind == GoalKind::Trend {
+        return trend(src, goals, by_id, g, span, s);
+    }
+    let tallies = src.tallies(gi, span);
     let mut row = blank(g, span);
-    let s = ctx.settings;
-    let members: Vec<Member> = ctx
-        .members()
-        .filter(|m| g.population.contains(m.reg, m.declared(&ctx.empty)) != Some(false))
-        .collect();
-    row.in_scope = members.len();
-    let val = |m: &Member, ind: &str| value(m.state, ind, span, ctx.catalog, s);
+    let mut all = Tally::default();
+    for t in &tallies {
+        all.merge(t);
+    }
+    row.in_scope = all.in_scope;
+    row.reported = all.reported;
+    row.unknown = all.unknown;
     match g.kind {
         GoalKind::Coverage => {
             let c = g.condition.unwrap_or(super::Condition::Always);
-            for m in &members {
-                let d = m.declared(&ctx.empty);
-                match (g.population.contains(m.reg, d), c.eval(d, s)) {
-                    (Some(true), Some(true)) => {
-                        row.numerator += 1.0;
-                        row.reported += 1;
-                    }
-                    (Some(true), Some(false)) => row.reported += 1,
-                    _ => row.unknown += 1,
-                }
-            }
-            row.denominator = members.len() as f64;
+            row.numerator = all.num.value();
+            row.denominator = all.den.value();
             row.value = (row.denominator > 0.0).then(|| row.numerator / row.denominator);
             row.definition = format!("{}; population: {}", c.definition(s), g.population.describe());
         }
@@ -360,27 +378,8 @@ fn compute(ctx: &Ctx, g: &GoalDef, span: Span, by_id: &BTreeMap<&str, &GoalDef>)
                 g.numerator.as_deref().unwrap_or(""),
                 g.denominator.as_deref().unwrap_or(""),
             );
-            for m in &members {
-                let d = m.declared(&ctx.empty);
-                let in_num = match &g.numerator_filter {
-                    None => Some(true),
-                    Some(f) => f.passes(m.zone, m.reg, d),
-                };
-                let dv = val(m, den);
-                let nv = match in_num {
-                    Some(true) => val(m, num),
-                    Some(false) => Some(0.0),
-                    None => None,
-                };
-                match (nv, dv) {
-                    (Some(n), Some(dn)) => {
-                        row.numerator += n;
-                        row.denominator += dn;
-                        row.reported += 1;
-                    }
-                    _ => row.unknown += 1,
-                }
-            }
+            row.numerator = all.num.value();
+            row.denominator = all.den.value();
             row.value = (row.denominator > 0.0).then(|| row.numerator / row.denominator);
             row.definition = format!(
                 "Σ {num}{} ÷ Σ {den} over {} reporting both for {}{}",
@@ -394,37 +393,7 @@ fn compute(ctx: &Ctx, g: &GoalDef, span: Span, by_id: &BTreeMap<&str, &GoalDef>)
             );
         }
         GoalKind::Total | GoalKind::Count => {
-            for m in &members {
-                let d = m.declared(&ctx.empty);
-                let pass = match &g.filter {
-                    None => Some(true),
-                    Some(f) => f.passes(m.zone, m.reg, d),
-                };
-                let known = match (g.kind, pass) {
-                    (_, Some(false)) => continue,
-                    (_, None) => None,
-                    (GoalKind::Total, Some(true)) => val(m, g.indicator.as_deref().unwrap_or("")),
-                    (_, Some(true)) => {
-                        let cond = g.condition.map_or(Some(true), |c| c.eval(d, s));
-                        let thr = g
-                            .threshold
-                            .as_ref()
-                            .map_or(Some(true), |t| val(m, &t.indicator).map(|v| v >= t.min));
-                        match (cond, thr) {
-                            (Some(false), _) | (_, Some(false)) => Some(0.0),
-                            (Some(true), Some(true)) => Some(1.0),
-                            _ => None,
-                        }
-                    }
-                };
-                match known {
-                    Some(v) => {
-                        row.numerator += v;
-                        row.reported += 1;
-                    }
-                    None => row.unknown += 1,
-                }
-            }
+            row.numerator = all.num.value();
             row.denominator = 1.0;
             row.value = (row.reported > 0).then_some(row.numerator);
             row.definition = match g.kind {
@@ -454,65 +423,70 @@ fn compute(ctx: &Ctx, g: &GoalDef, span: Span, by_id: &BTreeMap<&str, &GoalDef>)
         GoalKind::ZoneCount => {
             let ind = g.indicator.as_deref().unwrap_or("");
             let min = g.threshold.as_ref().map_or(f64::INFINITY, |t| t.min);
-            for (z, _) in ctx.zones {
-                let sum: f64 = members
-                    .iter()
-                    .filter(|m| m.zone.id == z.id)
-                    .filter(|m| {
-                        g.filter
-                            .as_ref()
-                            .is_none_or(|f| f.passes(m.zone, m.reg, m.declared(&ctx.empty)) == Some(true))
-                    })
-                    .filter_map(|m| val(m, ind))
-                    .sum();
-                row.reported += 1;
-                if sum >= min {
-                    row.numerator += 1.0;
-                }
-            }
-            row.in_scope = ctx.zones.len();
+            row.numerator = tallies.iter().filter(|t| t.num.value() >= min).count() as f64;
+            row.reported = tallies.len();
+            row.unknown = 0;
+            row.in_scope = tallies.len();
             row.denominator = 1.0;
             row.value = Some(row.numerator);
             row.definition = format!("zones whose Σ {ind} reaches {min} in {}", span.label());
         }
-        GoalKind::Trend => {
-            let Some(base_goal) = g.of.as_deref().and_then(|id| by_id.get(id)) else {
-                return row;
-            };
-            let cur_span = Span::of(base_goal.basis, span_period(span));
-            let base_year = g.base_year.unwrap_or(cur_span.year() - 1);
-            let base_span = cur_span.in_year(base_year);
-            let cur = compute(ctx, base_goal, cur_span, by_id);
-            let base = compute(ctx, base_goal, base_span, by_id);
-            row.numerator = cur.value.unwrap_or(0.0);
-            row.denominator = base.value.unwrap_or(0.0);
-            row.reported = cur.reported.min(base.reported);
-            row.unknown = cur.unknown.max(base.unknown);
-            row.in_scope = cur.in_scope;
-            let years = (cur_span.year() - base_year).max(1);
-            row.value = match (cur.value, base.value) {
-                (Some(c), Some(b)) if b > 0.0 && c >= 0.0 => Some(if g.annual {
-                    (c / b).powf(1.0 / f64::from(years)) - 1.0
-                } else {
-                    c / b - 1.0
-                }),
-                _ => None,
-            };
-            row.period = format!("{} vs {}", cur_span.label(), base_span.label());
-            row.definition = format!(
-                "{} of {} ({}) against {}{}",
-                if g.annual { "compound annual change" } else { "change" },
-                base_goal.id,
-                base_goal.name_en,
-                base_span.label(),
-                if g.annual {
-                    format!(" over {years} year(s)")
-                } else {
-                    String::new()
-                }
-            );
-        }
+        GoalKind::Trend => {}
     }
+    row.completeness = (row.in_scope > 0).then(|| row.reported as f64 / row.in_scope as f64);
+    row
+}
+
+/// A trend row: the base goal's value over the span against the same span of the base year.
+fn trend(
+    src: &mut dyn Tallies,
+    goals: &[GoalDef],
+    by_id: &BTreeMap<&str, usize>,
+    g: &GoalDef,
+    span: Span,
+    s: &GoalSettings,
+) -> GoalRow {
+    let mut row = blank(g, span);
+    // `load_goals` refuses a trend without a non-trend base goal.
+    let Some(&bi) = g.of.as_deref().and_then(|id| by_id.get(id)) else {
+        return row;
+    };
+    let base_goal = &goals[bi];
+    if base_goal.kind == GoalKind::Trend {
+        return row;
+    }
+    let cur_span = Span::of(base_goal.basis, span_period(span));
+    let base_year = g.base_year.unwrap_or(cur_span.year() - 1);
+    let base_span = cur_span.in_year(base_year);
+    let cur = self::row(src, goals, by_id, bi, cur_span, s);
+    let base = self::row(src, goals, by_id, bi, base_span, s);
+    row.numerator = cur.value.unwrap_or(0.0);
+    row.denominator = base.value.unwrap_or(0.0);
+    row.reported = cur.reported.min(base.reported);
+    row.unknown = cur.unknown.max(base.unknown);
+    row.in_scope = cur.in_scope;
+    let years = (cur_span.year() - base_year).max(1);
+    row.value = match (cur.value, base.value) {
+        (Some(c), Some(b)) if b > 0.0 && c >= 0.0 => Some(if g.annual {
+            (c / b).powf(1.0 / f64::from(years)) - 1.0
+        } else {
+            c / b - 1.0
+        }),
+        _ => None,
+    };
+    row.period = format!("{} vs {}", cur_span.label(), base_span.label());
+    row.definition = format!(
+        "{} of {} ({}) against {}{}",
+        if g.annual { "compound annual change" } else { "change" },
+        base_goal.id,
+        base_goal.name_en,
+        base_span.label(),
+        if g.annual {
+            format!(" over {years} year(s)")
+        } else {
+            String::new()
+        }
+    );
     row.completeness = (row.in_scope > 0).then(|| row.reported as f64 / row.in_scope as f64);
     row
 }

@@ -16,11 +16,17 @@
 pub mod cache;
 mod conditions;
 mod eval;
+pub mod exact;
+pub mod incremental;
+#[cfg(test)]
+mod model_tests;
+mod tally;
 #[cfg(test)]
 mod tests;
 
 pub use conditions::{Condition, Filter, GoalSettings, Population};
 pub use eval::{energy, evaluate, value, EnterpriseEnergy, GoalRow, Level, Span, Status};
+pub use tally::{Contribution, Tally};
 
 use serde::{Deserialize, Serialize};
 

@@ -54,7 +54,7 @@ fn state(z: &Zone, cat: &Catalog) -> State {
     st
 }
 
-const GOALS: &str = r#"
+pub(super) const GOALS: &str = r#"
 [[goal]]
 id = "cov"
 set = "t"

@@ -1,0 +1,373 @@
+//! Goal tallies kept up to date as readings and declarations arrive, so a
+//! goal table is made from sums already at hand instead of a scan of every
+//! enterprise of the zone.
+//!
+//! A zone keeps, per span (a month, quarter, year or year to date) and goal,
+//! the [`Tally`] of its enterprises' contributions. When a batch is applied
+//! to an enterprise, `State::apply` asks [`ZoneGoals::before`] for that
+//! enterprise's contributions to the tallies the batch can change (the goals
+//! reading a touched indicator or declared attribute, over spans overlapping
+//! the months the batch changed), applies the batch, and hands them back to
+//! [`ZoneGoals::after`], which takes each old contribution out and puts the
+//! new one in. The cost of a batch is therefore O(spans kept × goals touching
+//! what it changed), independent of the zone's size, and sums are exact
+//! ([`super::exact::ExactSum`]), so the tallies equal a fresh scan bit for bit
+//! (checked by the randomised test below against [`super::evaluate`]).
+//!
+//! Tallies of a (span, goal) are built by one scan the first time a table
+//! needs them (trend goals need the base year's span too) and kept for the
+//! [`MAX_SPANS`] spans used most recently.
+
+use super::eval::{table, Level, Span, Tallies};
+use super::tally::{contribution, scan_zone, Contribution, Tally};
+use super::{GoalDef, GoalKind, GoalRow, GoalSettings};
+use crate::registry::{Registry, Zone};
+use crate::state::{EnterpriseState, State, Touched, ZoneState};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, MutexGuard};
+use zonesync_proto::{Catalog, EnterpriseId, Period, ZoneId};
+
+/// Spans whose tallies a zone keeps; the least recently used beyond this are dropped
+/// (and rebuilt by a scan if asked for again). A table needs at most a handful.
+pub const MAX_SPANS: usize = 32;
+
+/// One zone's tallies, and what it needs to keep them.
+pub struct ZoneGoals {
+    zone: Zone,
+    /// Registered enterprises: only they contribute.
+    registered: HashMap<EnterpriseId, usize>,
+    goals: Arc<[GoalDef]>,
+    catalog: Catalog,
+    settings: GoalSettings,
+    /// Goals whose contributions read each indicator (every counted energy carrier for `energy_tce`).
+    by_indicator: HashMap<String, Vec<usize>>,
+    /// Goals whose contributions read each declared attribute.
+    by_attribute: HashMap<String, Vec<usize>>,
+    spans: HashMap<Span, Kept>,
+    clock: u64,
+    /// (span, goal) tallies built by a scan so far.
+    pub scans: u64,
+    /// Contributions replaced so far.
+    pub updates: u64,
+}
+
+/// The tallies of one span, by goal index (None until asked for; always None for trends).
+struct Kept {
+    tallies: Vec<Option<Tally>>,
+    last_used: u64,
+}
+
+impl std::fmt::Debug for ZoneGoals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZoneGoals")
+            .field("zone", &self.zone.id)
+            .field("spans", &self.spans.keys().collect::<Vec<_>>())
+            .field("scans", &self.scans)
+            .field("updates", &self.updates)
+            .finish()
+    }
+}
+
+/// One enterprise's contributions captured before a batch is applied to it.
+pub struct Pending {
+    member: usize,
+    cells: Vec<(Span, usize, Contribution)>,
+}
+
+impl ZoneGoals {
+    /// Empty tallies for `zone` (its registry entry) and every goal of `goals`.
+    pub fn new(zone: &Zone, goals: Arc<[GoalDef]>, catalog: &Catalog, settings: &GoalSettings) -> Self {
+        let mut by_indicator: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_attribute: HashMap<String, Vec<usize>> = HashMap::new();
+        let energy: Vec<String> = catalog
+            .iter()
+            .filter(|i| i.is_energy() && !settings.intensity_excludes.contains(&i.code))
+            .map(|i| i.code.clone())
+            .collect();
+        for (gi, g) in goals.iter().enumerate().filter(|(_, g)| g.kind != GoalKind::Trend) {
+            let read = [&g.numerator, &g.denominator, &g.indicator]
+                .into_iter()
+                .flatten()
+                .chain(g.threshold.as_ref().map(|t| &t.indicator));
+            for code in read {
+                let codes = if code == "energy_tce" {
+                    energy.clone()
+                } else {
+                    vec![code.clone()]
+                };
+                for c in codes {
+                    by_indicator.entry(c).or_default().push(gi);
+                }
+            }
+            let keys = g
+                .population
+                .declared_keys()
+                .iter()
+                .chain(g.condition.map_or(&[][..], |c| c.declared_keys()))
+                .chain(g.filter.as_ref().map_or(&[][..], |f| f.declared_keys()))
+                .chain(g.numerator_filter.as_ref().map_or(&[][..], |f| f.declared_keys()));
+            for k in keys {
+                by_attribute.entry((*k).to_owned()).or_default().push(gi);
+            }
+        }
+        for list in by_indicator.values_mut().chain(by_attribute.values_mut()) {
+            list.sort_unstable();
+            list.dedup();
+        }
+        Self {
+            registered: zone
+                .enterprise
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.id.clone(), i))
+                .collect(),
+            zone: zone.clone(),
+            goals,
+            catalog: catalog.clone(),
+            settings: settings.clone(),
+            by_indicator,
+            by_attribute,
+            spans: HashMap::new(),
+            clock: 0,
+            scans: 0,
+            updates: 0,
+        }
+    }
+
+    /// Drops every tally; they are rebuilt by a scan when next asked for.
+    pub fn reset(&mut self) {
+        self.spans.clear();
+    }
+
+    /// Spans whose tallies are kept.
+    pub fn spans(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// The zone's goal table for `period` (the goals of its `goal_sets`), from the tallies.
+    pub fn table(
+        &mut self,
+        states: &BTreeMap<EnterpriseId, EnterpriseState>,
+        level: &Level,
+        period: Period,
+    ) -> Vec<GoalRow> {
+        self.clock += 1;
+        let goals = self.goals.clone();
+        let settings = self.settings.clone();
+        let sets = self.zone.goal_sets.clone();
+        let applies = |g: &GoalDef| sets.is_empty() || sets.contains(&g.set);
+        let rows = table(
+            &mut Source { ix: self, states },
+            &goals,
+            applies,
+            level,
+            period,
+            &settings,
+        );
+        self.evict();
+        rows
+    }
+
+    fn evict(&mut self) {
+        while self.spans.len() > MAX_SPANS {
+            let oldest = self.spans.iter().min_by_key(|(_, k)| k.last_used).map(|(s, _)| *s);
+            match oldest {
+                Some(s) => self.spans.remove(&s),
+                None => break,
+            };
+        }
+    }
+
+    /// The tally of goal `gi` over `span`, built by a scan if not kept yet.
+    fn tally(&mut self, gi: usize, span: Span, states: &BTreeMap<EnterpriseId, EnterpriseState>) -> Tally {
+        let n = self.goals.len();
+        let clock = self.clock;
+        let kept = self.spans.entry(span).or_insert_with(|| Kept {
+            tallies: vec![None; n],
+            last_used: clock,
+        });
+        kept.last_used = clock;
+        if let Some(t) = &kept.tallies[gi] {
+            return t.clone();
+        }
+        let t = scan_zone(
+            &self.goals[gi],
+            &self.zone,
+            Some(states),
+            span,
+            &self.catalog,
+            &self.settings,
+        );
+        kept.tallies[gi] = Some(t.clone());
+        self.scans += 1;
+        t
+    }
+
+    fn contribution(&self, gi: usize, member: usize, es: &EnterpriseState, span: Span) -> Contribution {
+        contribution(
+            &self.goals[gi],
+            &self.zone,
+            &self.zone.enterprise[member],
+            Some(es),
+            span,
+            &self.catalog,
+            &self.settings,
+        )
+    }
+
+    /// Whether a batch for enterprise `e` needs [`Self::before`] at all.
+    pub fn watches(&self, e: &EnterpriseId) -> bool {
+        !self.spans.is_empty() && self.registered.contains_key(e)
+    }
+
+    /// `e`'s current contributions to every kept tally that what `t` describes can change.
+    pub fn before(&self, e: &EnterpriseId, es: &EnterpriseState, t: &Touched) -> Option<Pending> {
+        let member = *self.registered.get(e)?;
+        let mut cells = Vec::new();
+        let mut hit: Vec<usize> = Vec::new();
+        for (span, kept) in &self.spans {
+            hit.clear();
+            for a in &t.attributes {
+                hit.extend(self.by_attribute.get(a).into_iter().flatten());
+            }
+            for (code, w) in &t.indicators {
+                if w.overlaps(span.start(), span.end()) {
+                    hit.extend(self.by_indicator.get(code).into_iter().flatten());
+                }
+            }
+            hit.sort_unstable();
+            hit.dedup();
+            for &gi in &hit {
+                if kept.tallies[gi].is_some() {
+                    cells.push((*span, gi, self.contribution(gi, member, es, *span)));
+                }
+            }
+        }
+        Some(Pending { member, cells })
+    }
+
+    /// Replaces the contributions `p` captured with the enterprise's new ones.
+    pub fn after(&mut self, p: Pending, es: &EnterpriseState) {
+        for (span, gi, old) in p.cells {
+            let new = self.contribution(gi, p.member, es, span);
+            if new == old {
+                continue;
+            }
+            if let Some(Some(t)) = self.spans.get_mut(&span).map(|k| &mut k.tallies[gi]) {
+                t.sub(&old);
+                t.add(&new);
+                self.updates += 1;
+            }
+        }
+    }
+}
+
+/// Tallies for `eval::table` from one zone's kept tallies.
+struct Source<'a> {
+    ix: &'a mut ZoneGoals,
+    states: &'a BTreeMap<EnterpriseId, EnterpriseState>,
+}
+
+impl Tallies for Source<'_> {
+    fn tallies(&mut self, gi: usize, span: Span) -> Vec<Tally> {
+        vec![self.ix.tally(gi, span, self.states)]
+    }
+}
+
+/// Gives every served zone (creating its state) empty tallies over `goals`.
+pub fn install(
+    state: &mut State,
+    registry: &Registry,
+    zones: &[ZoneId],
+    goals: &[GoalDef],
+    catalog: &Catalog,
+    settings: &GoalSettings,
+) {
+    let goals: Arc<[GoalDef]> = goals.into();
+    for z in zones.iter().filter_map(|z| registry.zone(z)) {
+        let ix = ZoneGoals::new(z, goals.clone(), catalog, settings);
+        state.zone_mut(&z.id).goal_tallies = std::sync::Mutex::new(Some(ix));
+    }
+}
+
+/// The zone's tallies, locked; tallies a panic may have left half changed are dropped first.
+fn lock(zs: &ZoneState) -> MutexGuard<'_, Option<ZoneGoals>> {
+    match zs.goal_tallies.lock() {
+        Ok(g) => g,
+        Err(poisoned) => {
+            let mut g = poisoned.into_inner();
+            if let Some(ix) = g.as_mut() {
+                ix.reset();
+            }
+            zs.goal_tallies.clear_poison();
+            g
+        }
+    }
+}
+
+/// The zone's goal table from its tallies; None when the zone has none installed.
+///
+/// Holds the zone's tally lock (not the state's write lock) while it works, so
+/// other readers go on; a scan for a span not kept yet blocks writers for its
+/// duration, once per span.
+pub fn zone_table(zs: &ZoneState, period: Period) -> Option<Vec<GoalRow>> {
+    let mut guard = lock(zs);
+    let ix = guard.as_mut()?;
+    let level = Level::Zone(ix.zone.id.to_string());
+    Some(ix.table(&zs.enterprises, &level, period))
+}
+
+/// A table over several zones (a city's, or every zone served) from their
+/// tallies, merged: the same rows as [`super::evaluate`] over those zones.
+/// None when a zone has no tallies over exactly `goals` (then scan instead).
+pub fn rollup_table(
+    zones: &[(&Zone, &ZoneState)],
+    goals: &[GoalDef],
+    settings: &GoalSettings,
+    level: &Level,
+    period: Period,
+) -> Option<Vec<GoalRow>> {
+    let same = |zs: &ZoneState| {
+        lock(zs)
+            .as_ref()
+            .is_some_and(|ix| ix.goals.len() == goals.len() && ix.goals.iter().zip(goals).all(|(a, b)| a.id == b.id))
+    };
+    if zones.is_empty() || !zones.iter().all(|(_, zs)| same(zs)) {
+        return None;
+    }
+    for (_, zs) in zones {
+        if let Some(ix) = lock(zs).as_mut() {
+            ix.clock += 1;
+        }
+    }
+    let applies = |g: &GoalDef| {
+        zones
+            .iter()
+            .any(|(z, _)| z.goal_sets.is_empty() || z.goal_sets.contains(&g.set))
+    };
+    let rows = table(&mut Zones { zones }, goals, applies, level, period, settings);
+    for (_, zs) in zones {
+        if let Some(ix) = lock(zs).as_mut() {
+            ix.evict();
+        }
+    }
+    Some(rows)
+}
+
+/// Tallies for `eval::table` from several zones' kept tallies, one zone locked at a time.
+struct Zones<'a> {
+    zones: &'a [(&'a Zone, &'a ZoneState)],
+}
+
+impl Tallies for Zones<'_> {
+    fn tallies(&mut self, gi: usize, span: Span) -> Vec<Tally> {
+        self.zones
+            .iter()
+            .map(|(_, zs)| {
+                lock(zs)
+                    .as_mut()
+                    .map_or_else(Tally::default, |ix| ix.tally(gi, span, &zs.enterprises))
+            })
+            .collect()
+    }
+}
