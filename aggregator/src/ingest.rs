@@ -20,8 +20,16 @@ use tokio::sync::mpsc;
 use zonesync_agent::shutdown::Shutdown;
 use zonesync_proto::{Presence, Problem, Topic, TopicKind};
 
-/// Largest group of messages stored under one flush.
+/// Largest group of messages handled before it goes to the committer.
 const GROUP: usize = 512;
+
+/// Handled groups waiting for the committer's next flush. Memory stays
+/// bounded by this and, before it, by the broker's in-flight window.
+const PENDING_GROUPS: usize = 16;
+
+/// Messages stored (not yet durable) with the connection generation they
+/// arrived on, in arrival order.
+type Group = Vec<(u64, Publish)>;
 
 /// What happened to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +121,7 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
             }
         };
     }
-    let acc = match app.validator.batch(Some(&t), payload, now) {
+    let mut acc = match app.validator.batch(Some(&t), payload, now) {
         Ok(a) => a,
         Err(ps) => {
             app.store.dead_letter(dead(app, topic, payload, now, problems(&ps)))?;
@@ -126,15 +134,14 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
         app.store.dead_letter(d)?;
         return Ok(Handled::DeadLettered);
     }
-    match app.store.apply(&acc)? {
+    match app.store.apply(&mut acc)? {
         Outcome::Duplicate => {
             app.metrics.batches_duplicate.fetch_add(1, Ordering::Relaxed);
             Ok(Handled::Duplicate)
         }
-        Outcome::Stored {
-            fresh,
-            duplicate_readings,
-        } => {
+        Outcome::Stored { duplicate_readings } => {
+            // `acc.readings` now holds only the readings new to the store.
+            let fresh = &acc.readings;
             let m = &app.metrics;
             m.batches_stored.fetch_add(1, Ordering::Relaxed);
             m.readings_stored.fetch_add(fresh.len() as u64, Ordering::Relaxed);
@@ -143,7 +150,7 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
             m.declarations_stored
                 .fetch_add(acc.declarations.len() as u64, Ordering::Relaxed);
             if let Ok(mut st) = app.state.write() {
-                st.apply(&acc.zone, &acc.enterprise, &fresh, &acc.declarations, &app.catalog);
+                st.apply(&acc.zone, &acc.enterprise, fresh, &acc.declarations, &app.catalog);
                 st.note_batch(&acc.zone, &acc.agent, acc.boot, acc.seq, acc.sent_at, now);
             }
             if !acc.refused.is_empty() {
@@ -153,6 +160,55 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
                 app.store.dead_letter(d)?;
             }
             Ok(Handled::Stored)
+        }
+    }
+}
+
+/// Handles a group of messages in arrival order; returns those handled
+/// (stored, refused or recognised as duplicates), which may be acknowledged
+/// once flushed. A message the store failed on is left out, so never acknowledged.
+fn handle_group(app: &App, group: Group) -> Group {
+    let now = Utc::now();
+    let mut done = Vec::with_capacity(group.len());
+    for (g, p) in group {
+        match handle(app, &p.topic, &p.payload, now) {
+            Ok(_) => done.push((g, p)),
+            Err(e) => {
+                app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(topic = %p.topic, "not stored, not acknowledged: {e}");
+            }
+        }
+    }
+    done
+}
+
+/// Makes handled groups durable with one flush for all groups waiting, then
+/// acknowledges their messages in arrival order; ends when the ingest loop
+/// drops its sender. A message is acknowledged only after a flush that began
+/// after it was stored, and only on the connection it arrived on.
+async fn commit(app: Arc<App>, client: AsyncClient, generation: Arc<AtomicU64>, mut handled: mpsc::Receiver<Group>) {
+    while let Some(first) = handled.recv().await {
+        let mut ready = vec![first];
+        while let Ok(g) = handled.try_recv() {
+            ready.push(g);
+        }
+        let count: usize = ready.iter().map(Vec::len).sum();
+        // sled's flush waits on the disk; keep it off the runtime's workers.
+        let a = app.clone();
+        let flushed = match tokio::task::spawn_blocking(move || a.store.flush()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("flush task failed: {e}")),
+        };
+        if let Err(e) = flushed {
+            app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("flush failed, {count} messages left unacknowledged: {e}");
+            continue;
+        }
+        let current = generation.load(Ordering::SeqCst);
+        for (g, p) in ready.into_iter().flatten() {
+            if g == current && client.ack(&p).await.is_ok() {
+                app.metrics.acks_sent.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -239,6 +295,12 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
         })
     };
 
+    // Group commit: this loop handles messages (writes not yet durable) while
+    // the committer flushes the groups handled before and then acknowledges
+    // them, so storage work and the flush's disk wait overlap instead of the
+    // broker's whole in-flight window waiting on each flush in turn.
+    let (handled_tx, handled_rx) = mpsc::channel::<Group>(PENDING_GROUPS);
+    let committer = tokio::spawn(commit(app.clone(), client.clone(), generation.clone(), handled_rx));
     loop {
         let first = tokio::select! {
             _ = shutdown.wait() => break,
@@ -251,29 +313,25 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
                 Err(_) => break,
             }
         }
-        let now = Utc::now();
-        let mut done = Vec::with_capacity(group.len());
-        for (g, p) in group {
-            match handle(&app, &p.topic, &p.payload, now) {
-                Ok(_) => done.push((g, p)),
-                Err(e) => {
-                    app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(topic = %p.topic, "not stored, not acknowledged: {e}");
-                }
+        // Validation and storage are CPU work: off the runtime's workers, so the
+        // MQTT poller and the committer keep running meanwhile.
+        let worker = app.clone();
+        let done = match tokio::task::spawn_blocking(move || handle_group(&worker, group)).await {
+            Ok(done) => done,
+            Err(e) => {
+                // Nothing of this group is acknowledged; the broker redelivers it after a reconnect.
+                app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("ingest worker failed: {e}");
+                continue;
             }
-        }
-        if let Err(e) = app.store.flush() {
-            app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("flush failed, {} messages left unacknowledged: {e}", done.len());
-            continue;
-        }
-        let current = generation.load(Ordering::SeqCst);
-        for (g, p) in done {
-            if g == current && client.ack(&p).await.is_ok() {
-                app.metrics.acks_sent.fetch_add(1, Ordering::Relaxed);
-            }
+        };
+        if handled_tx.send(done).await.is_err() {
+            break;
         }
     }
+    // The committer flushes and acknowledges what is still queued, then ends.
+    drop(handled_tx);
+    let _ = committer.await;
     if let Err(e) = app.store.flush() {
         tracing::error!("final flush failed: {e}");
     }

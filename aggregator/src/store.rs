@@ -65,11 +65,9 @@ pub struct DeadLetter {
 pub enum Outcome {
     /// (agent, seq) was stored before: nothing written.
     Duplicate,
-    /// Stored.
+    /// Stored; the batch's `readings` now hold only those new to the store.
     Stored {
-        /// Readings new to the store (or corrections of a period amount).
-        fresh: Vec<CanonicalReading>,
-        /// Readings already stored identically under another batch.
+        /// Readings already stored identically under another batch (dropped from the batch).
         duplicate_readings: usize,
     },
 }
@@ -95,17 +93,16 @@ fn k(parts: &[&[u8]], tag: u8) -> Vec<u8> {
     v
 }
 
-fn time_key(at: &ReadingTime) -> Vec<u8> {
+/// Appends a reading's time to a key: `t`+µs (u64 BE) or `p`+period.
+fn push_time_key(v: &mut Vec<u8>, at: &ReadingTime) {
     match at {
         ReadingTime::Ts(t) => {
-            let mut v = vec![b't'];
+            v.push(b't');
             v.extend_from_slice(&(t.timestamp_micros().max(0) as u64).to_be_bytes());
-            v
         }
         ReadingTime::Period(p) => {
-            let mut v = vec![b'p'];
+            v.push(b'p');
             v.extend_from_slice(p.to_string().as_bytes());
-            v
         }
     }
 }
@@ -123,17 +120,22 @@ fn parse_time_key(b: &[u8]) -> Option<ReadingTime> {
     }
 }
 
+/// The `r` key of a reading, built in one allocation (it is made for every reading stored).
 fn reading_key(zone: &ZoneId, enterprise: &EnterpriseId, r: &CanonicalReading) -> Vec<u8> {
-    k(
-        &[
-            zone.as_str().as_bytes(),
-            enterprise.as_str().as_bytes(),
-            r.indicator.as_bytes(),
-            r.point.as_bytes(),
-            &time_key(&r.at),
-        ],
-        b'r',
-    )
+    let parts = [
+        zone.as_str().as_bytes(),
+        enterprise.as_str().as_bytes(),
+        r.indicator.as_bytes(),
+        r.point.as_bytes(),
+    ];
+    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 16);
+    v.push(b'r');
+    for p in parts {
+        v.extend_from_slice(p);
+        v.push(0);
+    }
+    push_time_key(&mut v, &r.at);
+    v
 }
 
 impl Store {
@@ -156,7 +158,11 @@ impl Store {
     }
 
     /// Stores a validated batch unless (agent, seq) was stored before. Not flushed.
-    pub fn apply(&self, a: &Accepted) -> Result<Outcome, StoreError> {
+    ///
+    /// On `Stored`, `a.readings` keeps only the readings new to the store (or
+    /// corrections of a period amount): those the state must apply. They are
+    /// filtered in place rather than copied, as this runs for every reading.
+    pub fn apply(&self, a: &mut Accepted) -> Result<Outcome, StoreError> {
         let seen = k(
             &[
                 a.zone.as_str().as_bytes(),
@@ -171,18 +177,19 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.insert(seen, &a.boot.to_be_bytes());
         let mut fresh = Vec::with_capacity(a.readings.len());
-        let mut duplicate_readings = 0;
         for r in &a.readings {
             let key = reading_key(&a.zone, &a.enterprise, r);
             let value = r.value.to_be_bytes();
-            match self.facts.get(&key)? {
-                Some(old) if old.as_ref() == value => duplicate_readings += 1,
-                _ => {
-                    batch.insert(key, &value);
-                    fresh.push(r.clone());
-                }
+            let stored_identically = self.facts.get(&key)?.is_some_and(|old| old.as_ref() == value);
+            if !stored_identically {
+                batch.insert(key, &value);
             }
+            fresh.push(!stored_identically);
         }
+        let before = a.readings.len();
+        let mut is_fresh = fresh.into_iter();
+        a.readings.retain(|_| is_fresh.next().unwrap_or(false));
+        let duplicate_readings = before - a.readings.len();
         for (code, v) in &a.declarations {
             let key = k(
                 &[
@@ -195,10 +202,7 @@ impl Store {
             batch.insert(key, serde_json::to_vec(v).unwrap_or_default());
         }
         self.facts.apply_batch(batch)?;
-        Ok(Outcome::Stored {
-            fresh,
-            duplicate_readings,
-        })
+        Ok(Outcome::Stored { duplicate_readings })
     }
 
     /// Remembers an agent's last presence message. Not flushed.
@@ -408,4 +412,69 @@ fn id_from<T: std::str::FromStr>(b: &[u8]) -> Option<T> {
 
 fn enterprise_from(b: &[u8]) -> Option<EnterpriseId> {
     EnterpriseId::from_stored(std::str::from_utf8(b).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{id, register, utc};
+
+    fn accepted(seq: u64, readings: Vec<CanonicalReading>) -> Accepted {
+        Accepted {
+            agent: AgentId::parse("gw-1").expect("agent id"),
+            boot: 1,
+            seq,
+            sent_at: utc("2026-11-23T08:00:00Z"),
+            zone: ZoneId::parse("z").expect("zone id"),
+            enterprise: id(1),
+            backfill: false,
+            readings,
+            declarations: vec![],
+            refused: vec![],
+        }
+    }
+
+    #[test]
+    fn reading_key_has_the_documented_layout() {
+        let r = register(1.0, "2026-11-23T07:45:00Z");
+        let micros = utc("2026-11-23T07:45:00Z").timestamp_micros() as u64;
+        let mut want = b"rz\0".to_vec();
+        want.extend_from_slice(id(1).as_str().as_bytes());
+        want.extend_from_slice(b"\0electricity\0M1\0t");
+        want.extend_from_slice(&micros.to_be_bytes());
+        assert_eq!(reading_key(&ZoneId::parse("z").expect("zone id"), &id(1), &r), want);
+    }
+
+    #[test]
+    fn a_batch_is_stored_once_and_readings_stored_identically_are_not_fresh() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), 1 << 20).expect("store");
+        let a = register(1.0, "2026-11-23T07:45:00Z");
+        let b = register(2.0, "2026-11-23T07:46:00Z");
+        let mut first = accepted(1, vec![a.clone(), b.clone()]);
+        assert!(matches!(
+            store.apply(&mut first).expect("apply"),
+            Outcome::Stored { duplicate_readings: 0 }
+        ));
+        assert_eq!(first.readings.len(), 2);
+        let mut again = accepted(1, vec![a.clone(), b.clone()]);
+        assert!(matches!(store.apply(&mut again).expect("apply"), Outcome::Duplicate));
+
+        // Another batch re-sending `a` unchanged and `b` corrected: only `b` is fresh.
+        let corrected = CanonicalReading { value: 3.0, ..b };
+        let mut resent = accepted(2, vec![a, corrected.clone()]);
+        assert!(matches!(
+            store.apply(&mut resent).expect("apply"),
+            Outcome::Stored { duplicate_readings: 1 }
+        ));
+        assert_eq!(resent.readings, vec![corrected]);
+
+        // What rebuild reads back is every reading once, at its latest value.
+        let mut state = State::default();
+        store
+            .rebuild(&mut state, &Catalog::builtin().expect("catalog"))
+            .expect("rebuild");
+        let zone = state.zone_mut(&ZoneId::parse("z").expect("zone id"));
+        assert_eq!(zone.readings_stored, 2);
+    }
 }
