@@ -16,13 +16,19 @@ use crate::outbound::Delivery;
 use crate::state::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 use zonesync_proto::{
     Accepted, AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, Period, Presence, ReadingTime, ZoneId,
 };
 
 /// Most dead letters kept; the oldest go first.
 const DEAD_LETTER_CAP: usize = 100_000;
+
+/// Most series whose newest stored time the store remembers (about 150 bytes
+/// each, so some 30 MB); past this the memory is cleared and refilled.
+const NEWEST_CAP: usize = 200_000;
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +86,13 @@ pub struct Store {
     alerts: sled::Tree,
     alert_history: sled::Tree,
     deliveries: sled::Tree,
+    /// Series (the `r` key up to its time) → time key of the newest reading
+    /// stored in it. Meters report in time order, so nearly every reading is
+    /// later than its series' newest and needs no lookup to be known new; only
+    /// the rest are looked up. `apply` is the only writer of `r` keys and keeps
+    /// this current while holding the lock; a series not held is read from
+    /// sled once. A value too new only costs lookups; one too old cannot occur.
+    newest: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
 }
 
 fn k(parts: &[&[u8]], tag: u8) -> Vec<u8> {
@@ -120,8 +133,9 @@ fn parse_time_key(b: &[u8]) -> Option<ReadingTime> {
     }
 }
 
-/// The `r` key of a reading, built in one allocation (it is made for every reading stored).
-fn reading_key(zone: &ZoneId, enterprise: &EnterpriseId, r: &CanonicalReading) -> Vec<u8> {
+/// The `r` key of a reading, built in one allocation (it is made for every
+/// reading stored), and the length of its series part (all but the time).
+fn reading_key(zone: &ZoneId, enterprise: &EnterpriseId, r: &CanonicalReading) -> (Vec<u8>, usize) {
     let parts = [
         zone.as_str().as_bytes(),
         enterprise.as_str().as_bytes(),
@@ -134,8 +148,9 @@ fn reading_key(zone: &ZoneId, enterprise: &EnterpriseId, r: &CanonicalReading) -
         v.extend_from_slice(p);
         v.push(0);
     }
+    let series = v.len();
     push_time_key(&mut v, &r.at);
-    v
+    (v, series)
 }
 
 impl Store {
@@ -154,6 +169,7 @@ impl Store {
             alerts,
             alert_history,
             deliveries,
+            newest: Mutex::new(HashMap::new()),
         })
     }
 
@@ -177,11 +193,32 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.insert(seen, &a.boot.to_be_bytes());
         let mut fresh = Vec::with_capacity(a.readings.len());
+        // Held until the batch is applied, so `newest` never runs behind the store.
+        let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
+        if newest.len() >= NEWEST_CAP {
+            newest.clear();
+        }
         for r in &a.readings {
-            let key = reading_key(&a.zone, &a.enterprise, r);
+            let (key, series) = reading_key(&a.zone, &a.enterprise, r);
             let value = r.value.to_be_bytes();
-            let stored_identically = self.facts.get(&key)?.is_some_and(|old| old.as_ref() == value);
+            let (prefix, time) = key.split_at(series);
+            let later = match newest.get(prefix) {
+                Some(last) => time > last.as_slice(),
+                None => {
+                    let last = match self.facts.scan_prefix(prefix).next_back().transpose()? {
+                        Some((k, _)) => k.get(series..).unwrap_or_default().to_vec(),
+                        None => Vec::new(),
+                    };
+                    let later = time > last.as_slice();
+                    newest.insert(prefix.to_vec(), last);
+                    later
+                }
+            };
+            let stored_identically = !later && self.facts.get(&key)?.is_some_and(|old| old.as_ref() == value);
             if !stored_identically {
+                if later {
+                    newest.insert(prefix.to_vec(), time.to_vec());
+                }
                 batch.insert(key, &value);
             }
             fresh.push(!stored_identically);
@@ -202,6 +239,7 @@ impl Store {
             batch.insert(key, serde_json::to_vec(v).unwrap_or_default());
         }
         self.facts.apply_batch(batch)?;
+        drop(newest);
         Ok(Outcome::Stored { duplicate_readings })
     }
 
@@ -442,7 +480,9 @@ mod tests {
         want.extend_from_slice(id(1).as_str().as_bytes());
         want.extend_from_slice(b"\0electricity\0M1\0t");
         want.extend_from_slice(&micros.to_be_bytes());
-        assert_eq!(reading_key(&ZoneId::parse("z").expect("zone id"), &id(1), &r), want);
+        let (key, series) = reading_key(&ZoneId::parse("z").expect("zone id"), &id(1), &r);
+        assert_eq!(key, want);
+        assert_eq!(series, want.len() - 9);
     }
 
     #[test]
@@ -462,12 +502,29 @@ mod tests {
 
         // Another batch re-sending `a` unchanged and `b` corrected: only `b` is fresh.
         let corrected = CanonicalReading { value: 3.0, ..b };
-        let mut resent = accepted(2, vec![a, corrected.clone()]);
+        let mut resent = accepted(2, vec![a.clone(), corrected.clone()]);
         assert!(matches!(
             store.apply(&mut resent).expect("apply"),
             Outcome::Stored { duplicate_readings: 1 }
         ));
         assert_eq!(resent.readings, vec![corrected]);
+
+        // A store opened afresh knows its series from disk: `a` again is no
+        // news, a reading earlier than the newest but never stored is.
+        drop(store);
+        let store = Store::open(dir.path(), 1 << 20).expect("store");
+        let earlier = register(0.5, "2026-11-23T07:40:00Z");
+        let mut late = accepted(3, vec![a.clone(), earlier.clone()]);
+        assert!(matches!(
+            store.apply(&mut late).expect("apply"),
+            Outcome::Stored { duplicate_readings: 1 }
+        ));
+        assert_eq!(late.readings, vec![earlier]);
+        let mut same_again = accepted(4, vec![a]);
+        assert!(matches!(
+            store.apply(&mut same_again).expect("apply"),
+            Outcome::Stored { duplicate_readings: 1 }
+        ));
 
         // What rebuild reads back is every reading once, at its latest value.
         let mut state = State::default();
@@ -475,6 +532,6 @@ mod tests {
             .rebuild(&mut state, &Catalog::builtin().expect("catalog"))
             .expect("rebuild");
         let zone = state.zone_mut(&ZoneId::parse("z").expect("zone id"));
-        assert_eq!(zone.readings_stored, 2);
+        assert_eq!(zone.readings_stored, 3);
     }
 }
