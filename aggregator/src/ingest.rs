@@ -20,15 +20,10 @@ use tokio::sync::mpsc;
 use zonesync_agent::shutdown::Shutdown;
 use zonesync_proto::{Presence, Problem, Topic, TopicKind};
 
-/// Largest group of messages handled before it goes to the committer.
+/// Largest group of messages stored under one flush.
 const GROUP: usize = 512;
 
-/// Handled groups waiting for the committer's next flush. Memory stays
-/// bounded by this and, before it, by the broker's in-flight window.
-const PENDING_GROUPS: usize = 16;
-
-/// Messages stored (not yet durable) with the connection generation they
-/// arrived on, in arrival order.
+/// Messages with the connection generation they arrived on, in arrival order.
 type Group = Vec<(u64, Publish)>;
 
 /// What happened to one message.
@@ -182,37 +177,6 @@ fn handle_group(app: &App, group: Group) -> Group {
     done
 }
 
-/// Makes handled groups durable with one flush for all groups waiting, then
-/// acknowledges their messages in arrival order; ends when the ingest loop
-/// drops its sender. A message is acknowledged only after a flush that began
-/// after it was stored, and only on the connection it arrived on.
-async fn commit(app: Arc<App>, client: AsyncClient, generation: Arc<AtomicU64>, mut handled: mpsc::Receiver<Group>) {
-    while let Some(first) = handled.recv().await {
-        let mut ready = vec![first];
-        while let Ok(g) = handled.try_recv() {
-            ready.push(g);
-        }
-        let count: usize = ready.iter().map(Vec::len).sum();
-        // sled's flush waits on the disk; keep it off the runtime's workers.
-        let a = app.clone();
-        let flushed = match tokio::task::spawn_blocking(move || a.store.flush()).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("flush task failed: {e}")),
-        };
-        if let Err(e) = flushed {
-            app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("flush failed, {count} messages left unacknowledged: {e}");
-            continue;
-        }
-        let current = generation.load(Ordering::SeqCst);
-        for (g, p) in ready.into_iter().flatten() {
-            if g == current && client.ack(&p).await.is_ok() {
-                app.metrics.acks_sent.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
 /// Subscribes to the served zones and ingests until shutdown.
 pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
     let mut opts = MqttOptions::new(mqtt.client_id.clone(), mqtt.host.clone(), mqtt.port);
@@ -295,12 +259,6 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
         })
     };
 
-    // Group commit: this loop handles messages (writes not yet durable) while
-    // the committer flushes the groups handled before and then acknowledges
-    // them, so storage work and the flush's disk wait overlap instead of the
-    // broker's whole in-flight window waiting on each flush in turn.
-    let (handled_tx, handled_rx) = mpsc::channel::<Group>(PENDING_GROUPS);
-    let committer = tokio::spawn(commit(app.clone(), client.clone(), generation.clone(), handled_rx));
     loop {
         let first = tokio::select! {
             _ = shutdown.wait() => break,
@@ -313,25 +271,19 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
                 Err(_) => break,
             }
         }
-        // Validation and storage are CPU work: off the runtime's workers, so the
-        // MQTT poller and the committer keep running meanwhile.
-        let worker = app.clone();
-        let done = match tokio::task::spawn_blocking(move || handle_group(&worker, group)).await {
-            Ok(done) => done,
-            Err(e) => {
-                // Nothing of this group is acknowledged; the broker redelivers it after a reconnect.
-                app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("ingest worker failed: {e}");
-                continue;
+        let done = handle_group(&app, group);
+        if let Err(e) = app.store.flush() {
+            app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("flush failed, {} messages left unacknowledged: {e}", done.len());
+            continue;
+        }
+        let current = generation.load(Ordering::SeqCst);
+        for (g, p) in done {
+            if g == current && client.ack(&p).await.is_ok() {
+                app.metrics.acks_sent.fetch_add(1, Ordering::Relaxed);
             }
-        };
-        if handled_tx.send(done).await.is_err() {
-            break;
         }
     }
-    // The committer flushes and acknowledges what is still queued, then ends.
-    drop(handled_tx);
-    let _ = committer.await;
     if let Err(e) = app.store.flush() {
         tracing::error!("final flush failed: {e}");
     }
