@@ -23,6 +23,9 @@ use zonesync_proto::{Presence, Problem, Topic, TopicKind};
 /// Largest group of messages stored under one flush.
 const GROUP: usize = 512;
 
+/// Messages with the connection generation they arrived on, in arrival order.
+type Group = Vec<(u64, Publish)>;
+
 /// What happened to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
@@ -113,7 +116,7 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
             }
         };
     }
-    let acc = match app.validator.batch(Some(&t), payload, now) {
+    let mut acc = match app.validator.batch(Some(&t), payload, now) {
         Ok(a) => a,
         Err(ps) => {
             app.store.dead_letter(dead(app, topic, payload, now, problems(&ps)))?;
@@ -126,15 +129,14 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
         app.store.dead_letter(d)?;
         return Ok(Handled::DeadLettered);
     }
-    match app.store.apply(&acc)? {
+    match app.store.apply(&mut acc)? {
         Outcome::Duplicate => {
             app.metrics.batches_duplicate.fetch_add(1, Ordering::Relaxed);
             Ok(Handled::Duplicate)
         }
-        Outcome::Stored {
-            fresh,
-            duplicate_readings,
-        } => {
+        Outcome::Stored { duplicate_readings } => {
+            // `acc.readings` now holds only the readings new to the store.
+            let fresh = &acc.readings;
             let m = &app.metrics;
             m.batches_stored.fetch_add(1, Ordering::Relaxed);
             m.readings_stored.fetch_add(fresh.len() as u64, Ordering::Relaxed);
@@ -143,7 +145,7 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
             m.declarations_stored
                 .fetch_add(acc.declarations.len() as u64, Ordering::Relaxed);
             if let Ok(mut st) = app.state.write() {
-                st.apply(&acc.zone, &acc.enterprise, &fresh, &acc.declarations, &app.catalog);
+                st.apply(&acc.zone, &acc.enterprise, fresh, &acc.declarations, &app.catalog);
                 st.note_batch(&acc.zone, &acc.agent, acc.boot, acc.seq, acc.sent_at, now);
             }
             if !acc.refused.is_empty() {
@@ -155,6 +157,24 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
             Ok(Handled::Stored)
         }
     }
+}
+
+/// Handles a group of messages in arrival order; returns those handled
+/// (stored, refused or recognised as duplicates), which may be acknowledged
+/// once flushed. A message the store failed on is left out, so never acknowledged.
+fn handle_group(app: &App, group: Group) -> Group {
+    let now = Utc::now();
+    let mut done = Vec::with_capacity(group.len());
+    for (g, p) in group {
+        match handle(app, &p.topic, &p.payload, now) {
+            Ok(_) => done.push((g, p)),
+            Err(e) => {
+                app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(topic = %p.topic, "not stored, not acknowledged: {e}");
+            }
+        }
+    }
+    done
 }
 
 /// Subscribes to the served zones and ingests until shutdown.
@@ -251,17 +271,7 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
                 Err(_) => break,
             }
         }
-        let now = Utc::now();
-        let mut done = Vec::with_capacity(group.len());
-        for (g, p) in group {
-            match handle(&app, &p.topic, &p.payload, now) {
-                Ok(_) => done.push((g, p)),
-                Err(e) => {
-                    app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(topic = %p.topic, "not stored, not acknowledged: {e}");
-                }
-            }
-        }
+        let done = handle_group(&app, group);
         if let Err(e) = app.store.flush() {
             app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!("flush failed, {} messages left unacknowledged: {e}", done.len());

@@ -16,13 +16,19 @@ use crate::outbound::Delivery;
 use crate::state::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 use zonesync_proto::{
     Accepted, AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, Period, Presence, ReadingTime, ZoneId,
 };
 
 /// Most dead letters kept; the oldest go first.
 const DEAD_LETTER_CAP: usize = 100_000;
+
+/// Most series whose newest stored time the store remembers (about 150 bytes
+/// each, so some 30 MB); past this the memory is cleared and refilled.
+const NEWEST_CAP: usize = 200_000;
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -65,11 +71,9 @@ pub struct DeadLetter {
 pub enum Outcome {
     /// (agent, seq) was stored before: nothing written.
     Duplicate,
-    /// Stored.
+    /// Stored; the batch's `readings` now hold only those new to the store.
     Stored {
-        /// Readings new to the store (or corrections of a period amount).
-        fresh: Vec<CanonicalReading>,
-        /// Readings already stored identically under another batch.
+        /// Readings already stored identically under another batch (dropped from the batch).
         duplicate_readings: usize,
     },
 }
@@ -82,6 +86,13 @@ pub struct Store {
     alerts: sled::Tree,
     alert_history: sled::Tree,
     deliveries: sled::Tree,
+    /// Series (the `r` key up to its time) → time key of the newest reading
+    /// stored in it. Meters report in time order, so nearly every reading is
+    /// later than its series' newest and needs no lookup to be known new; only
+    /// the rest are looked up. `apply` is the only writer of `r` keys and keeps
+    /// this current while holding the lock; a series not held is read from
+    /// sled once. A value too new only costs lookups; one too old cannot occur.
+    newest: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
 }
 
 fn k(parts: &[&[u8]], tag: u8) -> Vec<u8> {
@@ -95,17 +106,16 @@ fn k(parts: &[&[u8]], tag: u8) -> Vec<u8> {
     v
 }
 
-fn time_key(at: &ReadingTime) -> Vec<u8> {
+/// Appends a reading's time to a key: `t`+µs (u64 BE) or `p`+period.
+fn push_time_key(v: &mut Vec<u8>, at: &ReadingTime) {
     match at {
         ReadingTime::Ts(t) => {
-            let mut v = vec![b't'];
+            v.push(b't');
             v.extend_from_slice(&(t.timestamp_micros().max(0) as u64).to_be_bytes());
-            v
         }
         ReadingTime::Period(p) => {
-            let mut v = vec![b'p'];
+            v.push(b'p');
             v.extend_from_slice(p.to_string().as_bytes());
-            v
         }
     }
 }
@@ -123,17 +133,24 @@ fn parse_time_key(b: &[u8]) -> Option<ReadingTime> {
     }
 }
 
-fn reading_key(zone: &ZoneId, enterprise: &EnterpriseId, r: &CanonicalReading) -> Vec<u8> {
-    k(
-        &[
-            zone.as_str().as_bytes(),
-            enterprise.as_str().as_bytes(),
-            r.indicator.as_bytes(),
-            r.point.as_bytes(),
-            &time_key(&r.at),
-        ],
-        b'r',
-    )
+/// The `r` key of a reading, built in one allocation (it is made for every
+/// reading stored), and the length of its series part (all but the time).
+fn reading_key(zone: &ZoneId, enterprise: &EnterpriseId, r: &CanonicalReading) -> (Vec<u8>, usize) {
+    let parts = [
+        zone.as_str().as_bytes(),
+        enterprise.as_str().as_bytes(),
+        r.indicator.as_bytes(),
+        r.point.as_bytes(),
+    ];
+    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 16);
+    v.push(b'r');
+    for p in parts {
+        v.extend_from_slice(p);
+        v.push(0);
+    }
+    let series = v.len();
+    push_time_key(&mut v, &r.at);
+    (v, series)
 }
 
 impl Store {
@@ -152,11 +169,16 @@ impl Store {
             alerts,
             alert_history,
             deliveries,
+            newest: Mutex::new(HashMap::new()),
         })
     }
 
     /// Stores a validated batch unless (agent, seq) was stored before. Not flushed.
-    pub fn apply(&self, a: &Accepted) -> Result<Outcome, StoreError> {
+    ///
+    /// On `Stored`, `a.readings` keeps only the readings new to the store (or
+    /// corrections of a period amount): those the state must apply. They are
+    /// filtered in place rather than copied, as this runs for every reading.
+    pub fn apply(&self, a: &mut Accepted) -> Result<Outcome, StoreError> {
         let seen = k(
             &[
                 a.zone.as_str().as_bytes(),
@@ -171,18 +193,40 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.insert(seen, &a.boot.to_be_bytes());
         let mut fresh = Vec::with_capacity(a.readings.len());
-        let mut duplicate_readings = 0;
-        for r in &a.readings {
-            let key = reading_key(&a.zone, &a.enterprise, r);
-            let value = r.value.to_be_bytes();
-            match self.facts.get(&key)? {
-                Some(old) if old.as_ref() == value => duplicate_readings += 1,
-                _ => {
-                    batch.insert(key, &value);
-                    fresh.push(r.clone());
-                }
-            }
+        // Held until the batch is applied, so `newest` never runs behind the store.
+        let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
+        if newest.len() >= NEWEST_CAP {
+            newest.clear();
         }
+        for r in &a.readings {
+            let (key, series) = reading_key(&a.zone, &a.enterprise, r);
+            let value = r.value.to_be_bytes();
+            let (prefix, time) = key.split_at(series);
+            let later = match newest.get(prefix) {
+                Some(last) => time > last.as_slice(),
+                None => {
+                    let last = match self.facts.scan_prefix(prefix).next_back().transpose()? {
+                        Some((k, _)) => k.get(series..).unwrap_or_default().to_vec(),
+                        None => Vec::new(),
+                    };
+                    let later = time > last.as_slice();
+                    newest.insert(prefix.to_vec(), last);
+                    later
+                }
+            };
+            let stored_identically = !later && self.facts.get(&key)?.is_some_and(|old| old.as_ref() == value);
+            if !stored_identically {
+                if later {
+                    newest.insert(prefix.to_vec(), time.to_vec());
+                }
+                batch.insert(key, &value);
+            }
+            fresh.push(!stored_identically);
+        }
+        let before = a.readings.len();
+        let mut is_fresh = fresh.into_iter();
+        a.readings.retain(|_| is_fresh.next().unwrap_or(false));
+        let duplicate_readings = before - a.readings.len();
         for (code, v) in &a.declarations {
             let key = k(
                 &[
@@ -195,10 +239,8 @@ impl Store {
             batch.insert(key, serde_json::to_vec(v).unwrap_or_default());
         }
         self.facts.apply_batch(batch)?;
-        Ok(Outcome::Stored {
-            fresh,
-            duplicate_readings,
-        })
+        drop(newest);
+        Ok(Outcome::Stored { duplicate_readings })
     }
 
     /// Remembers an agent's last presence message. Not flushed.
@@ -408,4 +450,88 @@ fn id_from<T: std::str::FromStr>(b: &[u8]) -> Option<T> {
 
 fn enterprise_from(b: &[u8]) -> Option<EnterpriseId> {
     EnterpriseId::from_stored(std::str::from_utf8(b).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{id, register, utc};
+
+    fn accepted(seq: u64, readings: Vec<CanonicalReading>) -> Accepted {
+        Accepted {
+            agent: AgentId::parse("gw-1").expect("agent id"),
+            boot: 1,
+            seq,
+            sent_at: utc("2026-11-23T08:00:00Z"),
+            zone: ZoneId::parse("z").expect("zone id"),
+            enterprise: id(1),
+            backfill: false,
+            readings,
+            declarations: vec![],
+            refused: vec![],
+        }
+    }
+
+    #[test]
+    fn reading_key_has_the_documented_layout() {
+        let r = register(1.0, "2026-11-23T07:45:00Z");
+        let micros = utc("2026-11-23T07:45:00Z").timestamp_micros() as u64;
+        let mut want = b"rz\0".to_vec();
+        want.extend_from_slice(id(1).as_str().as_bytes());
+        want.extend_from_slice(b"\0electricity\0M1\0t");
+        want.extend_from_slice(&micros.to_be_bytes());
+        let (key, series) = reading_key(&ZoneId::parse("z").expect("zone id"), &id(1), &r);
+        assert_eq!(key, want);
+        assert_eq!(series, want.len() - 9);
+    }
+
+    #[test]
+    fn a_batch_is_stored_once_and_readings_stored_identically_are_not_fresh() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), 1 << 20).expect("store");
+        let a = register(1.0, "2026-11-23T07:45:00Z");
+        let b = register(2.0, "2026-11-23T07:46:00Z");
+        let mut first = accepted(1, vec![a.clone(), b.clone()]);
+        assert!(matches!(
+            store.apply(&mut first).expect("apply"),
+            Outcome::Stored { duplicate_readings: 0 }
+        ));
+        assert_eq!(first.readings.len(), 2);
+        let mut again = accepted(1, vec![a.clone(), b.clone()]);
+        assert!(matches!(store.apply(&mut again).expect("apply"), Outcome::Duplicate));
+
+        // Another batch re-sending `a` unchanged and `b` corrected: only `b` is fresh.
+        let corrected = CanonicalReading { value: 3.0, ..b };
+        let mut resent = accepted(2, vec![a.clone(), corrected.clone()]);
+        assert!(matches!(
+            store.apply(&mut resent).expect("apply"),
+            Outcome::Stored { duplicate_readings: 1 }
+        ));
+        assert_eq!(resent.readings, vec![corrected]);
+
+        // A store opened afresh knows its series from disk: `a` again is no
+        // news, a reading earlier than the newest but never stored is.
+        drop(store);
+        let store = Store::open(dir.path(), 1 << 20).expect("store");
+        let earlier = register(0.5, "2026-11-23T07:40:00Z");
+        let mut late = accepted(3, vec![a.clone(), earlier.clone()]);
+        assert!(matches!(
+            store.apply(&mut late).expect("apply"),
+            Outcome::Stored { duplicate_readings: 1 }
+        ));
+        assert_eq!(late.readings, vec![earlier]);
+        let mut same_again = accepted(4, vec![a]);
+        assert!(matches!(
+            store.apply(&mut same_again).expect("apply"),
+            Outcome::Stored { duplicate_readings: 1 }
+        ));
+
+        // What rebuild reads back is every reading once, at its latest value.
+        let mut state = State::default();
+        store
+            .rebuild(&mut state, &Catalog::builtin().expect("catalog"))
+            .expect("rebuild");
+        let zone = state.zone_mut(&ZoneId::parse("z").expect("zone id"));
+        assert_eq!(zone.readings_stored, 3);
+    }
 }
