@@ -147,6 +147,13 @@ pub struct OutboxConfig {
     pub max_in_flight: usize,
     /// sled page cache, bytes (sled's default of 1 GiB does not fit a gateway).
     pub cache_capacity_bytes: u64,
+    /// Most bytes of readings and batches the outbox holds; beyond it the
+    /// oldest unacknowledged readings are dropped (and counted), never the
+    /// newest, and no source waits.
+    pub disk_budget_bytes: u64,
+    /// A batch carrying a reading stamped more than this many seconds before
+    /// it is sealed is marked `backfill` (after an outage, or old figures).
+    pub backfill_after_secs: u64,
 }
 
 impl Default for OutboxConfig {
@@ -156,6 +163,8 @@ impl Default for OutboxConfig {
             max_batch_age_ms: 1000,
             max_in_flight: 16,
             cache_capacity_bytes: 4 * 1024 * 1024,
+            disk_budget_bytes: 256 * 1024 * 1024,
+            backfill_after_secs: 300,
         }
     }
 }

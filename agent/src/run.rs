@@ -51,9 +51,9 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let outbox = Arc::new(Outbox::open(
+    let outbox = Arc::new(Outbox::open_with(
         &config.data_dir.join("outbox"),
-        config.outbox.cache_capacity_bytes,
+        (&config.outbox).into(),
     )?);
     let boot = outbox.next_boot()?;
     let stats = outbox.stats();
@@ -81,6 +81,16 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     for folder in config.csv_drop.clone() {
         tasks.spawn(folder.run(outbox.clone(), validator.clone(), shutdown.clone()));
     }
+    let link_stats = Arc::new(LinkStats::default());
+    let reporter = crate::status::Reporter {
+        path: crate::status::path(&config.data_dir),
+        agent: config.agent_id.clone(),
+        zone: config.zone.clone(),
+        boot,
+        outbox: outbox.clone(),
+        link: link_stats.clone(),
+    };
+    tasks.spawn(reporter.run(shutdown.clone()));
     let link = Link {
         agent: config.agent_id.clone(),
         zone: config.zone.clone(),
@@ -89,7 +99,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         mqtt: config.mqtt.clone(),
         batching: config.outbox.clone(),
         outbox: outbox.clone(),
-        stats: Arc::new(LinkStats::default()),
+        stats: link_stats,
     };
     tasks.spawn(link.run(shutdown.clone()));
 
