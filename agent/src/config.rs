@@ -87,9 +87,11 @@ pub struct AgentConfig {
     #[serde(default)]
     pub profile: Option<ProfileConfig>,
     /// CSV drop folders for finance's monthly figures, one `[[csv_drop]]` table each.
+    #[cfg(feature = "csv")]
     #[serde(default)]
     pub csv_drop: Vec<crate::sources::csv_drop::CsvDropConfig>,
     /// Modbus TCP meters, one `[[modbus]]` table per device.
+    #[cfg(feature = "modbus")]
     #[serde(default)]
     pub modbus: Vec<crate::sources::modbus::ModbusConfig>,
 }

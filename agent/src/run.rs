@@ -19,6 +19,7 @@ pub enum AgentError {
     Outbox(#[from] OutboxError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[cfg(feature = "modbus")]
     #[error(transparent)]
     Modbus(#[from] crate::sources::modbus::ModbusConfigError),
     #[error("agent task failed: {0}")]
@@ -39,6 +40,7 @@ fn enterprises(config: &AgentConfig) -> Vec<EnterpriseId> {
             out.extend(file.enterprise.into_iter().map(|e| e.id));
         }
     }
+    #[cfg(feature = "modbus")]
     out.extend(config.modbus.iter().map(|m| m.enterprise.clone()));
     out.sort();
     out.dedup();
@@ -66,6 +68,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
 
     // Checked before anything starts, so a mistyped point stops the agent
     // at start-up instead of silently never reporting.
+    #[cfg(feature = "modbus")]
     let modbus = crate::sources::modbus::check_all(&config.modbus, &validator)?;
 
     let mut tasks: JoinSet<Result<(), OutboxError>> = JoinSet::new();
@@ -75,9 +78,11 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     if let Some(profile) = config.profile.clone() {
         tasks.spawn(profile.run(outbox.clone(), validator.clone(), shutdown.clone()));
     }
+    #[cfg(feature = "modbus")]
     for device in modbus {
         tasks.spawn(device.run(outbox.clone(), shutdown.clone()));
     }
+    #[cfg(feature = "csv")]
     for folder in config.csv_drop.clone() {
         tasks.spawn(folder.run(outbox.clone(), validator.clone(), shutdown.clone()));
     }

@@ -127,3 +127,46 @@ impl Reporter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(pid: u32, written_at: DateTime<Utc>, outbox: OutboxStats) -> Status {
+        Status {
+            agent: AgentId::parse("gw").unwrap(),
+            zone: ZoneId::parse("z").unwrap(),
+            boot: 3,
+            pid,
+            written_at,
+            connected: true,
+            sessions: 1,
+            batches_acked: 2,
+            items_acked: 20,
+            last_ack: Some(written_at),
+            outbox,
+        }
+    }
+
+    #[test]
+    fn written_atomically_read_back_and_judged_live_or_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = crate::outbox::Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap();
+        let p = path(dir.path());
+        let now = Utc::now();
+        write(&p, &status(std::process::id(), now, outbox.stats())).unwrap();
+        assert!(!p.with_extension("json.tmp").exists(), "the temporary file is renamed");
+        let back = read(&p).unwrap();
+        assert_eq!(
+            (back.boot, back.items_acked, back.outbox.next_seq),
+            (3, 20, outbox.next_seq())
+        );
+        assert!(back.is_live(now), "this process, just written");
+        assert!(
+            !back.is_live(now + chrono::Duration::seconds(60)),
+            "stale after three intervals"
+        );
+        let gone = status(u32::MAX, now, outbox.stats());
+        assert!(!gone.is_live(now), "no such process");
+    }
+}

@@ -3,7 +3,9 @@
 //! resumes exactly where its last durable readings end: nothing lost, nothing
 //! produced twice.
 
+#[cfg(feature = "csv")]
 pub mod csv_drop;
+#[cfg(feature = "modbus")]
 pub mod modbus;
 pub mod profile;
 pub mod simulator;
