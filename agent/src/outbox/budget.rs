@@ -1,7 +1,7 @@
 //! The disk budget: the outbox never makes a source wait. When new items
 //! would take the bytes held past `disk_budget_bytes`, the oldest
 //! unacknowledged items go first — sealed batches not on the wire, oldest
-//! `seq` first, then pending items, oldest first — and, if the new items alone
+//! `seq` first, then pending chunks, oldest first — and, if the new items alone
 //! exceed the budget, the oldest of them. Every item dropped is added to the
 //! persisted `dropped` counter in the same atomic batch that removes it.
 //!
@@ -12,26 +12,29 @@
 //! change with what the outbox holds; `OutboxStats::size_on_disk` shows sled's
 //! own size beside them.
 
-use super::{entry_bytes, sealed_items, Counters, Outbox, OutboxError, PENDING, SEALED};
+use super::{chunk, entry_bytes, sealed_items, Counters, Outbox, OutboxError, PENDING, SEALED};
 use std::sync::atomic::Ordering;
 
-/// Adds to `batch` the removals that make room for `incoming` (in order,
-/// oldest first) within the budget, updating `next`. Returns how many of the
-/// incoming items must themselves be dropped (the first ones).
+/// Adds to `batch` the removals that make room for a chunk of `incoming`
+/// items (JSON, oldest first) within the budget, updating `next`. Returns how
+/// many of the incoming items must themselves be dropped (the first ones).
 pub(super) fn make_room(
     outbox: &Outbox,
     next: &mut Counters,
     batch: &mut sled::Batch,
-    incoming: &[([u8; 9], Vec<u8>)],
+    incoming: &[Vec<u8>],
 ) -> Result<usize, OutboxError> {
     let budget = outbox.options.disk_budget_bytes;
-    let mut need: u64 = incoming.iter().map(|(k, v)| entry_bytes(k, v)).sum();
+    let key_len = 9;
+    let mut need: u64 = key_len + chunk::size_of(incoming.iter().map(Vec::len));
     // Keep the newest of what arrives if it cannot fit whole.
     let mut skipped = 0;
     while need > budget && skipped < incoming.len() {
-        let (k, v) = &incoming[skipped];
-        need -= entry_bytes(k, v);
+        need -= 4 + incoming[skipped].len() as u64;
         skipped += 1;
+    }
+    if skipped == incoming.len() {
+        need = 0;
     }
     next.dropped += skipped as u64;
     if next.held_bytes + need <= budget {
@@ -55,9 +58,10 @@ pub(super) fn make_room(
             break;
         }
         let (k, v) = kv?;
-        next.pending_items = next.pending_items.saturating_sub(1);
+        let items = chunk::count(&v);
+        next.pending_items = next.pending_items.saturating_sub(items);
         next.held_bytes = next.held_bytes.saturating_sub(entry_bytes(&k, &v));
-        next.dropped += 1;
+        next.dropped += items;
         batch.remove(k);
     }
     Ok(skipped)

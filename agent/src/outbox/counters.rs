@@ -78,7 +78,7 @@ impl Counters {
         let mut c = Self::default();
         for kv in tree.scan_prefix([PENDING]) {
             let (k, v) = kv?;
-            c.pending_items += 1;
+            c.pending_items += super::chunk::count(&v);
             c.held_bytes += entry_bytes(&k, &v);
         }
         for kv in tree.scan_prefix([SEALED]) {

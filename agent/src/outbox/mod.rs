@@ -4,7 +4,8 @@
 //! counted.
 //!
 //! Layout (one sled tree, so that each step is one atomic `apply_batch`):
-//! - `p` + id  → a pending item (reading or declaration, with its enterprise)
+//! - `p` + id  → a pending chunk: the items (readings or declarations, each
+//!   with its enterprise) of one append, see [`chunk`]
 //! - `b` + seq → a sealed batch: item count (u32), topic (u16 length + text), exact payload
 //! - `c` + source name → a source's cursor, written atomically with its items
 //! - `m` + name → counters: next sequence number, boot counter, and
@@ -22,6 +23,7 @@
 //! aggregator's de-duplication would then throw real data away.
 
 mod budget;
+mod chunk;
 mod counters;
 #[cfg(test)]
 mod tests;
@@ -173,13 +175,6 @@ fn entry_bytes(k: &[u8], v: &[u8]) -> u64 {
     (k.len() + v.len()) as u64
 }
 
-fn pending_item(k: &[u8], v: &[u8]) -> Result<PendingItem, OutboxError> {
-    serde_json::from_slice(v).map_err(|e| OutboxError::Corrupt {
-        key: format!("p{:?}", seq_of(k)),
-        problem: e.to_string(),
-    })
-}
-
 impl Outbox {
     /// Opens (or creates) the outbox at `path` with a cache of `cache_bytes`
     /// and the default disk budget and backfill window.
@@ -249,24 +244,26 @@ impl Outbox {
     /// step. Never waits for room: when the disk budget is full, the oldest
     /// unacknowledged items are dropped (and counted) to make it.
     pub fn append(&self, items: Vec<(EnterpriseId, Item)>, cursor: Option<(&str, &[u8])>) -> Result<(), OutboxError> {
-        let mut entries = Vec::with_capacity(items.len());
+        let id = self.db.generate_id()?;
+        let k = key(PENDING, id);
+        let mut encoded = Vec::with_capacity(items.len());
         for (enterprise, item) in items {
-            let id = self.db.generate_id()?;
             let v = serde_json::to_vec(&PendingItem { enterprise, item }).map_err(|e| OutboxError::Corrupt {
                 key: format!("p{id}"),
                 problem: e.to_string(),
             })?;
-            entries.push((key(PENDING, id), v));
+            encoded.push(v);
         }
         {
             let mut guard = self.lock();
             let mut next = *guard;
             let mut batch = sled::Batch::default();
-            let fresh = budget::make_room(self, &mut next, &mut batch, &entries)?;
-            for (k, v) in &entries[fresh..] {
-                next.pending_items += 1;
-                next.held_bytes += entry_bytes(k, v);
-                batch.insert(&k[..], &v[..]);
+            let fresh = budget::make_room(self, &mut next, &mut batch, &encoded)?;
+            if fresh < encoded.len() {
+                let v = chunk::encode(&encoded[fresh..]);
+                next.pending_items += (encoded.len() - fresh) as u64;
+                next.held_bytes += entry_bytes(&k, &v);
+                batch.insert(&k[..], v);
             }
             if let Some((source, c)) = cursor {
                 let mut k = vec![CURSOR];
@@ -319,8 +316,10 @@ impl Outbox {
         Ok(true)
     }
 
-    /// Seals up to `max_items` pending items into batches, one per enterprise,
-    /// each with the next sequence number; durable before it returns. A batch
+    /// Seals the oldest pending chunks, at least one and no more than
+    /// `max_items` items unless the first chunk alone is larger, into batches
+    /// of at most `max_items` items of one enterprise each, each with the next
+    /// sequence number; durable before it returns. A batch
     /// holding a reading stamped more than the backfill window before `now`
     /// is marked `backfill`, once, here, so every resend is identical.
     pub fn seal(
@@ -333,24 +332,39 @@ impl Outbox {
     ) -> Result<Vec<Sealed>, OutboxError> {
         let mut guard = self.lock();
         let mut next = *guard;
-        let mut groups: Vec<(EnterpriseId, Vec<Reading>, Vec<Declaration>)> = Vec::new();
+        let max_items = max_items.max(1);
+        // Per enterprise, in order of first appearance: batches being filled.
+        let mut groups: Vec<(EnterpriseId, Vec<(Vec<Reading>, Vec<Declaration>)>)> = Vec::new();
         let mut taken = Vec::new();
-        for kv in self.tree.scan_prefix([PENDING]).take(max_items) {
+        let mut taken_items = 0u64;
+        for kv in self.tree.scan_prefix([PENDING]) {
             let (k, v) = kv?;
-            let p = pending_item(&k, &v)?;
-            next.held_bytes = next.held_bytes.saturating_sub(entry_bytes(&k, &v));
-            taken.push(k);
-            let idx = match groups.iter().position(|g| g.0 == p.enterprise) {
-                Some(i) => i,
-                None => {
-                    groups.push((p.enterprise.clone(), Vec::new(), Vec::new()));
-                    groups.len() - 1
-                }
-            };
-            match p.item {
-                Item::Reading(r) => groups[idx].1.push(r),
-                Item::Declaration(d) => groups[idx].2.push(d),
+            let n = chunk::count(&v);
+            if !taken.is_empty() && taken_items + n > max_items as u64 {
+                break;
             }
+            for p in chunk::decode(&k, &v)? {
+                let idx = match groups.iter().position(|g| g.0 == p.enterprise) {
+                    Some(i) => i,
+                    None => {
+                        groups.push((p.enterprise.clone(), Vec::new()));
+                        groups.len() - 1
+                    }
+                };
+                let batches = &mut groups[idx].1;
+                if batches.last().is_none_or(|(r, d)| r.len() + d.len() >= max_items) {
+                    batches.push((Vec::new(), Vec::new()));
+                }
+                if let Some((r, d)) = batches.last_mut() {
+                    match p.item {
+                        Item::Reading(x) => r.push(x),
+                        Item::Declaration(x) => d.push(x),
+                    }
+                }
+            }
+            next.held_bytes = next.held_bytes.saturating_sub(entry_bytes(&k, &v));
+            taken_items += n;
+            taken.push(k);
         }
         if taken.is_empty() {
             return Ok(Vec::new());
@@ -359,7 +373,10 @@ impl Outbox {
         let mut seq = self.next_seq.load(Ordering::SeqCst);
         let mut sealed = Vec::with_capacity(groups.len());
         let mut batch = sled::Batch::default();
-        for (enterprise, readings, declarations) in groups {
+        let batches = groups
+            .into_iter()
+            .flat_map(|(e, bs)| bs.into_iter().map(move |(r, d)| (e.clone(), r, d)));
+        for (enterprise, readings, declarations) in batches {
             let items = readings.len() + declarations.len();
             let backfill = readings.iter().any(|r| r.ts.is_some_and(|ts| ts < live_since));
             let b = Batch {
@@ -394,7 +411,7 @@ impl Outbox {
             });
             seq += 1;
         }
-        next.pending_items = next.pending_items.saturating_sub(taken.len() as u64);
+        next.pending_items = next.pending_items.saturating_sub(taken_items);
         for k in taken {
             batch.remove(k);
         }
@@ -489,14 +506,11 @@ impl Outbox {
             let b: Batch = serde_json::from_slice(v.get(6 + n..)?).ok()?;
             return b.readings.iter().filter_map(|r| r.ts).min();
         }
-        for kv in self.tree.scan_prefix([PENDING]).take(1000) {
+        for kv in self.tree.scan_prefix([PENDING]).take(100) {
             let (k, v) = kv.ok()?;
-            if let Ok(PendingItem {
-                item: Item::Reading(r), ..
-            }) = pending_item(&k, &v)
-            {
-                if r.ts.is_some() {
-                    return r.ts;
+            for p in chunk::decode(&k, &v).ok()? {
+                if let Item::Reading(Reading { ts: Some(ts), .. }) = p.item {
+                    return Some(ts);
                 }
             }
         }
