@@ -25,16 +25,12 @@ pub(super) fn make_room(
     incoming: &[Vec<u8>],
 ) -> Result<usize, OutboxError> {
     let budget = outbox.options.disk_budget_bytes;
-    let key_len = 9;
-    let mut need: u64 = key_len + chunk::size_of(incoming.iter().map(Vec::len));
+    let mut need = chunk::stored_bytes(incoming);
     // Keep the newest of what arrives if it cannot fit whole.
     let mut skipped = 0;
     while need > budget && skipped < incoming.len() {
-        need -= 4 + incoming[skipped].len() as u64;
         skipped += 1;
-    }
-    if skipped == incoming.len() {
-        need = 0;
+        need = chunk::stored_bytes(&incoming[skipped..]);
     }
     next.dropped += skipped as u64;
     if next.held_bytes + need <= budget {

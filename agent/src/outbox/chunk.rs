@@ -3,14 +3,30 @@
 //! Why chunks and not one key per item: sled splits a leaf at 16 entries and
 //! keeps metadata in memory for every page, so a million one-item keys cost
 //! the agent some 50 MB resident just to open the outbox. One key per append
-//! (a source's tick, a CSV file) keeps the page count — and the memory —
+//! of up to [`MAX_ITEMS`]
+//! items (a source's tick, a CSV file) keeps the page count — and the memory —
 //! small for the same backlog.
+//!
+//! Chunks are capped at [`MAX_ITEMS`]: sled keeps a value inline in its leaf
+//! (up to 16 per leaf), so one huge chunk (a 10,000-reading append) would make
+//! multi-megabyte leaves that sled reads and caches whole.
 //!
 //! Layout: item count (u32 BE), then per item its length (u32 BE) and its JSON.
 //! An outbox written before chunks holds one item's JSON per key; its first
 //! byte is `{`, which a chunk's never is (it would need 2 billion items).
 
 use super::{OutboxError, PendingItem};
+
+/// Most items in one chunk (about 10 KB of readings).
+pub(super) const MAX_ITEMS: usize = 64;
+
+/// Bytes (keys included) the chunks of these encoded items take.
+pub(super) fn stored_bytes(items: &[Vec<u8>]) -> u64 {
+    items
+        .chunks(MAX_ITEMS)
+        .map(|c| 9 + size_of(c.iter().map(Vec::len)))
+        .sum()
+}
 
 /// Bytes a chunk of items with these encoded lengths takes (without its key).
 pub(super) fn size_of(lengths: impl Iterator<Item = usize>) -> u64 {

@@ -244,12 +244,10 @@ impl Outbox {
     /// step. Never waits for room: when the disk budget is full, the oldest
     /// unacknowledged items are dropped (and counted) to make it.
     pub fn append(&self, items: Vec<(EnterpriseId, Item)>, cursor: Option<(&str, &[u8])>) -> Result<(), OutboxError> {
-        let id = self.db.generate_id()?;
-        let k = key(PENDING, id);
         let mut encoded = Vec::with_capacity(items.len());
         for (enterprise, item) in items {
             let v = serde_json::to_vec(&PendingItem { enterprise, item }).map_err(|e| OutboxError::Corrupt {
-                key: format!("p{id}"),
+                key: "p(new)".into(),
                 problem: e.to_string(),
             })?;
             encoded.push(v);
@@ -259,9 +257,11 @@ impl Outbox {
             let mut next = *guard;
             let mut batch = sled::Batch::default();
             let fresh = budget::make_room(self, &mut next, &mut batch, &encoded)?;
-            if fresh < encoded.len() {
-                let v = chunk::encode(&encoded[fresh..]);
-                next.pending_items += (encoded.len() - fresh) as u64;
+            for items in encoded[fresh..].chunks(chunk::MAX_ITEMS) {
+                // Ids grow, so chunks keep the order items arrived in.
+                let k = key(PENDING, self.db.generate_id()?);
+                let v = chunk::encode(items);
+                next.pending_items += items.len() as u64;
                 next.held_bytes += entry_bytes(&k, &v);
                 batch.insert(&k[..], v);
             }
