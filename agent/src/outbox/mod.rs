@@ -140,6 +140,9 @@ pub struct Outbox {
     on_wire_below: AtomicU64,
 }
 
+/// One batch's readings and declarations, while sealing.
+type Contents = (Vec<Reading>, Vec<Declaration>);
+
 fn key(prefix: u8, n: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = prefix;
@@ -334,7 +337,7 @@ impl Outbox {
         let mut next = *guard;
         let max_items = max_items.max(1);
         // Per enterprise, in order of first appearance: batches being filled.
-        let mut groups: Vec<(EnterpriseId, Vec<(Vec<Reading>, Vec<Declaration>)>)> = Vec::new();
+        let mut groups: Vec<(EnterpriseId, Vec<Contents>)> = Vec::new();
         let mut taken = Vec::new();
         let mut taken_items = 0u64;
         for kv in self.tree.scan_prefix([PENDING]) {
