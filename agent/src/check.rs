@@ -8,18 +8,32 @@ use crate::run::AgentError;
 use crate::shutdown::Shutdown;
 use crate::sources::clock::ClockGuard;
 use crate::sources::probe::{ProbeRead, ProbeRow};
-use crate::sources::{csv_drop::CsvDropConfig, dlt645, http_pull, modbus, profile};
+use crate::sources::profile;
+#[cfg(feature = "csv")]
+use crate::sources::csv_drop::CsvDropConfig;
+#[cfg(feature = "dlt645")]
+use crate::sources::dlt645;
+#[cfg(feature = "http-pull")]
+use crate::sources::http_pull;
+#[cfg(feature = "modbus")]
+use crate::sources::modbus;
 use zonesync_proto::{Limits, Validator};
 
 /// Checks the configuration (an error means the agent would not start) and probes every source once.
 pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<ProbeRow>, AgentError> {
+    // Only the meter sources take it; a build without them has no use for it.
+    #[cfg(not(any(feature = "modbus", feature = "dlt645")))]
+    let _ = shutdown;
     let clock = ClockGuard::new(&config.clock_sanity, None);
     let validator = Validator::new(
         load_catalog(config.catalog.as_deref())?,
         clock.limits(Limits::default()),
     );
+    #[cfg(feature = "modbus")]
     let modbus = modbus::check_all(&config.modbus, &validator)?;
+    #[cfg(feature = "dlt645")]
     let dlt645 = dlt645::check_all(&config.dlt645, &validator)?;
+    #[cfg(feature = "http-pull")]
     let http = http_pull::check_all(&config.http_pull, &validator)?;
 
     let mut rows = Vec::new();
@@ -29,15 +43,19 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
     if let Some(p) = &config.profile {
         rows.push(probe_profile(&p.path, &validator));
     }
+    #[cfg(feature = "csv")]
     for folder in &config.csv_drop {
         rows.push(probe_folder(folder));
     }
+    #[cfg(feature = "modbus")]
     for device in &modbus {
         rows.extend(device.probe(shutdown.clone()).await);
     }
+    #[cfg(feature = "dlt645")]
     for gateway in &dlt645 {
         rows.extend(gateway.probe(shutdown.clone()).await);
     }
+    #[cfg(feature = "http-pull")]
     for source in &http {
         rows.extend(source.probe().await);
     }
@@ -86,6 +104,7 @@ fn probe_profile(path: &std::path::Path, validator: &Validator) -> ProbeRow {
 }
 
 /// A drop folder must be listable, and its `done/` and `rejected/` creatable.
+#[cfg(feature = "csv")]
 fn probe_folder(folder: &CsvDropConfig) -> ProbeRow {
     let target = folder.folder.display().to_string();
     match std::fs::read_dir(&folder.folder) {

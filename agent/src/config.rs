@@ -87,15 +87,19 @@ pub struct AgentConfig {
     #[serde(default)]
     pub profile: Option<ProfileConfig>,
     /// CSV drop folders for finance's monthly figures, one `[[csv_drop]]` table each.
+    #[cfg(feature = "csv")]
     #[serde(default)]
     pub csv_drop: Vec<crate::sources::csv_drop::CsvDropConfig>,
     /// Modbus TCP meters, one `[[modbus]]` table per device.
+    #[cfg(feature = "modbus")]
     #[serde(default)]
     pub modbus: Vec<crate::sources::modbus::ModbusConfig>,
     /// DL/T 645-2007 meters behind serial-to-TCP gateways, one `[[dlt645]]` table per meter total.
+    #[cfg(feature = "dlt645")]
     #[serde(default)]
     pub dlt645: Vec<crate::sources::dlt645::Dlt645Config>,
     /// HTTP/JSON documents from plant systems, one `[[http_pull]]` table per URL.
+    #[cfg(feature = "http-pull")]
     #[serde(default)]
     pub http_pull: Vec<crate::sources::http_pull::HttpPullConfig>,
     /// Bounds on reading timestamps, checked before anything is queued.
@@ -156,6 +160,13 @@ pub struct OutboxConfig {
     pub max_in_flight: usize,
     /// sled page cache, bytes (sled's default of 1 GiB does not fit a gateway).
     pub cache_capacity_bytes: u64,
+    /// Most bytes of readings and batches the outbox holds; beyond it the
+    /// oldest unacknowledged readings are dropped (and counted), never the
+    /// newest, and no source waits.
+    pub disk_budget_bytes: u64,
+    /// A batch carrying a reading stamped more than this many seconds before
+    /// it is sealed is marked `backfill` (after an outage, or old figures).
+    pub backfill_after_secs: u64,
 }
 
 impl Default for OutboxConfig {
@@ -165,6 +176,8 @@ impl Default for OutboxConfig {
             max_batch_age_ms: 1000,
             max_in_flight: 16,
             cache_capacity_bytes: 4 * 1024 * 1024,
+            disk_budget_bytes: 256 * 1024 * 1024,
+            backfill_after_secs: 300,
         }
     }
 }

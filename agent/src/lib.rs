@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod run;
 pub mod shutdown;
 pub mod sources;
+pub mod status;
 pub mod tls;
 
 pub use config::AgentConfig;

@@ -41,6 +41,8 @@ pub struct LinkStats {
     pub items_acked: AtomicU64,
     /// Batches published, including resends.
     pub batches_sent: AtomicU64,
+    /// When the broker last acknowledged a batch, Unix milliseconds (0: not yet).
+    pub last_ack_unix_ms: AtomicU64,
 }
 
 /// Why a session ended.
@@ -80,6 +82,7 @@ impl Link {
             boot: self.boot,
             at: Utc::now(),
             next_seq: self.outbox.next_seq(),
+            dropped_readings: self.outbox.dropped_readings(),
             version: env!("CARGO_PKG_VERSION").into(),
             enterprises: self.enterprises.clone(),
         }
@@ -113,7 +116,10 @@ impl Link {
         let mut backoff = min;
         loop {
             let started = Instant::now();
-            let end = self.session(&mut shutdown).await?;
+            let end = self.session(&mut shutdown).await;
+            // Nothing is on the wire any more: the next session resends it all.
+            self.outbox.set_on_wire_below(0);
+            let end = end?;
             self.stats.connected.store(false, Ordering::SeqCst);
             match end {
                 SessionEnd::Shutdown => return Ok(()),
@@ -160,6 +166,9 @@ impl Link {
         let mut awaiting_pkid: VecDeque<Option<u64>> = VecDeque::new();
         let mut by_pkid: HashMap<u16, Option<u64>> = HashMap::new();
         self.announce(&client, PresenceStatus::Online, &mut awaiting_pkid);
+        // A fresh birth message whenever the disk budget drops readings, so
+        // the zone learns of the loss while the session lasts.
+        let mut dropped_announced = self.outbox.dropped_readings();
         let mut next_seq = 0u64;
         let mut last_seal = Instant::now();
         let max_age = Duration::from_millis(self.batching.max_batch_age_ms);
@@ -189,6 +198,11 @@ impl Link {
                     continue;
                 }
                 for b in ready {
+                    next_seq = b.seq + 1;
+                    // The disk budget may have dropped it since it was read.
+                    if !self.outbox.put_on_wire(b.seq)? {
+                        continue;
+                    }
                     if client
                         .try_publish(&b.topic, QoS::AtLeastOnce, false, b.payload)
                         .is_err()
@@ -196,9 +210,13 @@ impl Link {
                         return Ok(SessionEnd::Lost(ConnectionError::RequestsDone));
                     }
                     awaiting_pkid.push_back(Some(b.seq));
-                    next_seq = b.seq + 1;
                     self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+            let dropped = self.outbox.dropped_readings();
+            if dropped != dropped_announced {
+                dropped_announced = dropped;
+                self.announce(&client, PresenceStatus::Online, &mut awaiting_pkid);
             }
             tokio::select! {
                 biased;
@@ -232,6 +250,8 @@ impl Link {
                     let items = self.outbox.ack(seq)?;
                     self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
                     self.stats.items_acked.fetch_add(items as u64, Ordering::Relaxed);
+                    let now = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+                    self.stats.last_ack_unix_ms.store(now, Ordering::Relaxed);
                     tracing::debug!(agent = %self.agent, seq, "batch acknowledged");
                 }
             }

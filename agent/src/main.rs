@@ -25,7 +25,8 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Show the outbox backlog (while the agent is stopped: sled allows one process).
+    /// Show backlog, oldest pending reading, last acknowledgement and drops
+    /// (from the running agent's status.json, or from the outbox when it is stopped).
     Status {
         #[arg(short, long)]
         config: PathBuf,
@@ -98,8 +99,24 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Status { config } => {
             let cfg = AgentConfig::load(&config)?;
-            let outbox = Outbox::open(&cfg.data_dir.join("outbox"), cfg.outbox.cache_capacity_bytes)
-                .context("opening the outbox (is the agent running?)")?;
+            let file = zonesync_agent::status::path(&cfg.data_dir);
+            // sled lets one process open the outbox: while the agent runs, its
+            // own status file is the truth; otherwise the outbox itself.
+            if let Ok(status) = zonesync_agent::status::read(&file) {
+                let now = chrono::Utc::now();
+                if status.is_live(now) {
+                    eprintln!(
+                        "agent running (pid {}), status written {} s ago:",
+                        status.pid,
+                        (now - status.written_at).num_seconds()
+                    );
+                    println!("{}", serde_json::to_string_pretty(&status)?);
+                    return Ok(());
+                }
+            }
+            let outbox = Outbox::open_with(&cfg.data_dir.join("outbox"), (&cfg.outbox).into())
+                .context("opening the outbox (is the agent running without writing status.json?)")?;
+            eprintln!("agent not running; its outbox:");
             println!("{}", serde_json::to_string_pretty(&outbox.stats())?);
             Ok(())
         }

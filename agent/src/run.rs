@@ -20,10 +20,13 @@ pub enum AgentError {
     Outbox(#[from] OutboxError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[cfg(feature = "modbus")]
     #[error(transparent)]
     Modbus(#[from] crate::sources::modbus::ModbusConfigError),
+    #[cfg(feature = "dlt645")]
     #[error(transparent)]
     Dlt645(#[from] crate::sources::dlt645::Dlt645ConfigError),
+    #[cfg(feature = "http-pull")]
     #[error(transparent)]
     HttpPull(#[from] crate::sources::http_pull::HttpPullConfigError),
     #[error("agent task failed: {0}")]
@@ -44,8 +47,11 @@ fn enterprises(config: &AgentConfig) -> Vec<EnterpriseId> {
             out.extend(file.enterprise.into_iter().map(|e| e.id));
         }
     }
+    #[cfg(feature = "modbus")]
     out.extend(config.modbus.iter().map(|m| m.enterprise.clone()));
+    #[cfg(feature = "dlt645")]
     out.extend(config.dlt645.iter().map(|m| m.enterprise.clone()));
+    #[cfg(feature = "http-pull")]
     out.extend(
         config
             .http_pull
@@ -63,9 +69,9 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let outbox = Arc::new(Outbox::open(
+    let outbox = Arc::new(Outbox::open_with(
         &config.data_dir.join("outbox"),
-        config.outbox.cache_capacity_bytes,
+        (&config.outbox).into(),
     )?);
     let boot = outbox.next_boot()?;
     let stats = outbox.stats();
@@ -90,9 +96,13 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
 
     // Checked before anything starts, so a mistyped point stops the agent
     // at start-up instead of silently never reporting.
+    #[cfg(feature = "modbus")]
     let modbus = crate::sources::modbus::check_all(&config.modbus, &validator)?;
+    #[cfg(feature = "modbus")]
     let modbus: Vec<_> = modbus.into_iter().map(|d| d.with_clock(clock.clone())).collect();
+    #[cfg(feature = "dlt645")]
     let dlt645 = crate::sources::dlt645::check_all(&config.dlt645, &validator)?;
+    #[cfg(feature = "http-pull")]
     let http_pull = crate::sources::http_pull::check_all(&config.http_pull, &validator)?;
 
     let mut tasks: JoinSet<Result<(), OutboxError>> = JoinSet::new();
@@ -102,18 +112,32 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     if let Some(profile) = config.profile.clone() {
         tasks.spawn(profile.run(outbox.clone(), validator.clone(), shutdown.clone()));
     }
+    #[cfg(feature = "modbus")]
     for device in modbus {
         tasks.spawn(device.run(outbox.clone(), shutdown.clone()));
     }
+    #[cfg(feature = "csv")]
     for folder in config.csv_drop.clone() {
         tasks.spawn(folder.run(outbox.clone(), validator.clone(), shutdown.clone()));
     }
+    #[cfg(feature = "dlt645")]
     for gateway in dlt645 {
         tasks.spawn(gateway.with_clock(clock.clone()).run(outbox.clone(), shutdown.clone()));
     }
+    #[cfg(feature = "http-pull")]
     for source in http_pull {
         tasks.spawn(source.with_clock(clock.clone()).run(outbox.clone(), shutdown.clone()));
     }
+    let link_stats = Arc::new(LinkStats::default());
+    let reporter = crate::status::Reporter {
+        path: crate::status::path(&config.data_dir),
+        agent: config.agent_id.clone(),
+        zone: config.zone.clone(),
+        boot,
+        outbox: outbox.clone(),
+        link: link_stats.clone(),
+    };
+    tasks.spawn(reporter.run(shutdown.clone()));
     let link = Link {
         agent: config.agent_id.clone(),
         zone: config.zone.clone(),
@@ -122,7 +146,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         mqtt: config.mqtt.clone(),
         batching: config.outbox.clone(),
         outbox: outbox.clone(),
-        stats: Arc::new(LinkStats::default()),
+        stats: link_stats,
     };
     tasks.spawn(link.run(shutdown.clone()));
 

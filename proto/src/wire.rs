@@ -108,6 +108,10 @@ pub struct Presence {
     pub at: DateTime<Utc>,
     /// The next sequence number the agent will assign; lets the aggregator see gaps.
     pub next_seq: u64,
+    /// Readings (and declarations) the agent's outbox has ever dropped because
+    /// its disk budget was full: they will never arrive. 0 from older agents.
+    #[serde(default)]
+    pub dropped_readings: u64,
     /// Agent software version.
     pub version: String,
     /// Enterprises this agent reports for.

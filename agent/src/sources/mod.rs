@@ -4,9 +4,13 @@
 //! produced twice.
 
 pub mod clock;
+#[cfg(feature = "csv")]
 pub mod csv_drop;
+#[cfg(feature = "dlt645")]
 pub mod dlt645;
+#[cfg(feature = "http-pull")]
 pub mod http_pull;
+#[cfg(feature = "modbus")]
 pub mod modbus;
 pub mod probe;
 pub mod profile;

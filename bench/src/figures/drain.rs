@@ -67,7 +67,7 @@ async fn run_once(ctx: &Ctx, template: &Path, items: usize, run: usize) -> Resul
     data::copy_dir(template, &path)?;
     let outbox = Arc::new(Outbox::open(&path, OutboxConfig::default().cache_capacity_bytes)?);
     let before = outbox.stats();
-    if before.pending_items != items {
+    if before.pending_items != items as u64 {
         bail!("the outbox copy holds {} items, expected {items}", before.pending_items);
     }
     let broker = Broker::start(&dir.join("broker")).await?;

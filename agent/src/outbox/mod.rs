@@ -1,0 +1,527 @@
+//! The durable outbox: every reading lands here before anything is sent, and
+//! leaves only when the broker has acknowledged the batch that carried it —
+//! or, when the disk budget is full, when it is the oldest and is dropped and
+//! counted.
+//!
+//! Layout (one sled tree, so that each step is one atomic `apply_batch`):
+//! - `p` + id  → a pending chunk: the items (readings or declarations, each
+//!   with its enterprise) of one append, see [`chunk`]
+//! - `b` + seq → a sealed batch: item count (u32), topic (u16 length + text), exact payload
+//! - `c` + source name → a source's cursor, written atomically with its items
+//! - `m` + name → counters: next sequence number, boot counter, and
+//!   [`Counters`] (backlog, bytes held, drops). A new outbox starts its
+//!   sequence at the clock in µs so a reinstalled gateway never reuses
+//!   numbers the aggregator has already seen.
+//!
+//! The counters are written in the same batch as the change they count, so
+//! opening an outbox never scans its backlog (a million pending readings
+//! would otherwise be read through sled's cache at every start).
+//!
+//! Sealing assigns the sequence number and is flushed *before* the batch is
+//! published: if a sealed batch could be lost in a crash after it went out,
+//! the same sequence number could be reused for different readings, and the
+//! aggregator's de-duplication would then throw real data away.
+
+mod budget;
+mod chunk;
+mod counters;
+#[cfg(test)]
+mod tests;
+
+use crate::config::OutboxConfig;
+use chrono::{DateTime, Duration, Utc};
+pub use counters::Counters;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use zonesync_proto::{AgentId, Batch, Declaration, EnterpriseId, Reading, Topic, ZoneId, WIRE_VERSION};
+
+const PENDING: u8 = b'p';
+const SEALED: u8 = b'b';
+const CURSOR: u8 = b'c';
+const META_NEXT_SEQ: &[u8] = b"mnext_seq";
+const META_BOOT: &[u8] = b"mboot";
+
+/// What went wrong in the outbox.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox store: {0}")]
+    Store(#[from] sled::Error),
+    #[error("outbox entry {key} is corrupt: {problem}")]
+    Corrupt { key: String, problem: String },
+}
+
+/// One item waiting to be batched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Item {
+    /// A reading.
+    Reading(Reading),
+    /// A declaration.
+    Declaration(Declaration),
+}
+
+#[derive(Serialize, Deserialize)]
+struct PendingItem {
+    enterprise: EnterpriseId,
+    item: Item,
+}
+
+/// A sealed batch ready to (re)send: its payload never changes.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// Sequence number.
+    pub seq: u64,
+    /// MQTT topic it goes to.
+    pub topic: String,
+    /// Exact JSON payload.
+    pub payload: Vec<u8>,
+    /// Readings and declarations carried.
+    pub items: usize,
+}
+
+/// Counts for status and metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxStats {
+    /// Items not yet in a batch.
+    pub pending_items: u64,
+    /// Batches sealed but not acknowledged.
+    pub sealed_batches: u64,
+    /// Items in those batches.
+    pub sealed_items: u64,
+    /// Bytes of items and batches held (keys and values as stored; what the disk budget bounds).
+    pub held_bytes: u64,
+    /// The disk budget, bytes.
+    pub disk_budget_bytes: u64,
+    /// sled's own files, bytes (larger than `held_bytes`: its log keeps old versions until it compacts).
+    pub size_on_disk: u64,
+    /// Readings and declarations dropped, ever, because the disk budget was full.
+    pub dropped_readings: u64,
+    /// Next sequence number.
+    pub next_seq: u64,
+    /// Time of the oldest reading not yet acknowledged, if any carries one.
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+/// How an outbox is opened.
+#[derive(Debug, Clone)]
+pub struct OutboxOptions {
+    /// sled's page cache, bytes.
+    pub cache_bytes: u64,
+    /// Most bytes of items and batches held; beyond it the oldest are dropped.
+    pub disk_budget_bytes: u64,
+    /// A batch with a reading older than this at sealing is marked `backfill`.
+    pub backfill_after: Duration,
+}
+
+impl From<&OutboxConfig> for OutboxOptions {
+    fn from(c: &OutboxConfig) -> Self {
+        Self {
+            cache_bytes: c.cache_capacity_bytes,
+            disk_budget_bytes: c.disk_budget_bytes,
+            backfill_after: Duration::seconds(i64::try_from(c.backfill_after_secs).unwrap_or(i64::MAX / 1000)),
+        }
+    }
+}
+
+/// The sled-backed outbox.
+pub struct Outbox {
+    db: sled::Db,
+    tree: sled::Tree,
+    options: OutboxOptions,
+    /// Serialises every read-modify-write of the counters with the change it
+    /// counts; the value is what the tree holds under `mcounters`.
+    counters: Mutex<Counters>,
+    next_seq: AtomicU64,
+    /// Sealed batches below this sequence number are on the wire (published,
+    /// PUBACK awaited); the disk budget never drops them, so a batch is either
+    /// acknowledged or dropped, never both.
+    on_wire_below: AtomicU64,
+}
+
+/// One batch's readings and declarations, while sealing.
+type Contents = (Vec<Reading>, Vec<Declaration>);
+
+fn key(prefix: u8, n: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn read_u64(tree: &sled::Tree, k: &[u8]) -> Result<u64, OutboxError> {
+    match tree.get(k)? {
+        None => Ok(0),
+        Some(v) => {
+            let arr: [u8; 8] = v.as_ref().try_into().map_err(|_| OutboxError::Corrupt {
+                key: String::from_utf8_lossy(k).into_owned(),
+                problem: format!("{} bytes, expected 8", v.len()),
+            })?;
+            Ok(u64::from_be_bytes(arr))
+        }
+    }
+}
+
+fn seq_of(k: &[u8]) -> Option<u64> {
+    k.get(1..9)?.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// Items a stored sealed batch carries (its header's first four bytes).
+fn sealed_items(v: &[u8]) -> u64 {
+    v.get(..4)
+        .map(|h| u64::from(u32::from_be_bytes([h[0], h[1], h[2], h[3]])))
+        .unwrap_or(0)
+}
+
+fn entry_bytes(k: &[u8], v: &[u8]) -> u64 {
+    (k.len() + v.len()) as u64
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox at `path` with a cache of `cache_bytes`
+    /// and the default disk budget and backfill window.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, OutboxError> {
+        let mut options = OutboxOptions::from(&OutboxConfig::default());
+        options.cache_bytes = cache_bytes;
+        Self::open_with(path, options)
+    }
+
+    /// Opens (or creates) the outbox at `path`.
+    pub fn open_with(path: &Path, options: OutboxOptions) -> Result<Self, OutboxError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_bytes)
+            .flush_every_ms(Some(500))
+            .open()?;
+        let tree = db.open_tree("outbox")?;
+        let next_seq = match tree.get(META_NEXT_SEQ)? {
+            Some(_) => read_u64(&tree, META_NEXT_SEQ)?,
+            None => {
+                // A new outbox (new gateway, or a wiped disk) must never reuse
+                // sequence numbers an earlier outbox of the same agent sent, or
+                // the aggregator would drop its batches as duplicates. Starting
+                // at the clock in microseconds is above any earlier outbox's
+                // numbers, which grow by one per batch.
+                let start = u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0);
+                tree.insert(META_NEXT_SEQ, &start.to_be_bytes())?;
+                tree.flush()?;
+                start
+            }
+        };
+        let counters = match Counters::load(&tree)? {
+            Some(c) => c,
+            // An outbox written before the counters were kept: count once.
+            None => {
+                let c = Counters::recount(&tree)?;
+                tree.insert(counters::KEY, &c.encode()[..])?;
+                tree.flush()?;
+                c
+            }
+        };
+        Ok(Self {
+            db,
+            tree,
+            options,
+            counters: Mutex::new(counters),
+            next_seq: AtomicU64::new(next_seq),
+            on_wire_below: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counters> {
+        // The counters are only replaced after a successful write, so a panic
+        // elsewhere cannot leave them half-updated.
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more boot and returns it; durable before it returns.
+    pub fn next_boot(&self) -> Result<u64, OutboxError> {
+        let boot = read_u64(&self.tree, META_BOOT)? + 1;
+        self.tree.insert(META_BOOT, &boot.to_be_bytes())?;
+        self.tree.flush()?;
+        Ok(boot)
+    }
+
+    /// Appends items, and the source's new cursor, in one atomic and durable
+    /// step. Never waits for room: when the disk budget is full, the oldest
+    /// unacknowledged items are dropped (and counted) to make it.
+    pub fn append(&self, items: Vec<(EnterpriseId, Item)>, cursor: Option<(&str, &[u8])>) -> Result<(), OutboxError> {
+        let mut encoded = Vec::with_capacity(items.len());
+        for (enterprise, item) in items {
+            let v = serde_json::to_vec(&PendingItem { enterprise, item }).map_err(|e| OutboxError::Corrupt {
+                key: "p(new)".into(),
+                problem: e.to_string(),
+            })?;
+            encoded.push(v);
+        }
+        {
+            let mut guard = self.lock();
+            let mut next = *guard;
+            let mut batch = sled::Batch::default();
+            let fresh = budget::make_room(self, &mut next, &mut batch, &encoded)?;
+            for items in encoded[fresh..].chunks(chunk::MAX_ITEMS) {
+                // Ids grow, so chunks keep the order items arrived in.
+                let k = key(PENDING, self.db.generate_id()?);
+                let v = chunk::encode(items);
+                next.pending_items += items.len() as u64;
+                next.held_bytes += entry_bytes(&k, &v);
+                batch.insert(&k[..], v);
+            }
+            if let Some((source, c)) = cursor {
+                let mut k = vec![CURSOR];
+                k.extend_from_slice(source.as_bytes());
+                batch.insert(k, c);
+            }
+            batch.insert(counters::KEY, &next.encode()[..]);
+            self.tree.apply_batch(batch)?;
+            *guard = next;
+        }
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// The cursor a source last stored with its items.
+    pub fn cursor(&self, source: &str) -> Result<Option<Vec<u8>>, OutboxError> {
+        let mut k = vec![CURSOR];
+        k.extend_from_slice(source.as_bytes());
+        Ok(self.tree.get(k)?.map(|v| v.to_vec()))
+    }
+
+    /// Items waiting to be sealed.
+    pub fn pending_items(&self) -> usize {
+        self.lock().pending_items as usize
+    }
+
+    /// Readings and declarations dropped, ever, because the disk budget was full.
+    pub fn dropped_readings(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    /// Tells the outbox which sealed batches are on the wire (published,
+    /// PUBACK awaited): every one below `seq`. The disk budget leaves those
+    /// alone. The link resets it to 0 when a session ends.
+    pub fn set_on_wire_below(&self, seq: u64) {
+        let _guard = self.lock();
+        self.on_wire_below.store(seq, Ordering::SeqCst);
+    }
+
+    /// Claims sealed batch `seq` for publishing: from now on the disk budget
+    /// leaves it (and every batch before it) alone. `false` if the budget
+    /// dropped it already, so it must not be sent: a reading is either
+    /// acknowledged or counted as dropped, never both.
+    pub fn put_on_wire(&self, seq: u64) -> Result<bool, OutboxError> {
+        let _guard = self.lock();
+        if !self.tree.contains_key(key(SEALED, seq))? {
+            return Ok(false);
+        }
+        self.on_wire_below.fetch_max(seq + 1, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    /// Seals the oldest pending chunks, at least one and no more than
+    /// `max_items` items unless the first chunk alone is larger, into batches
+    /// of at most `max_items` items of one enterprise each, each with the next
+    /// sequence number; durable before it returns. A batch
+    /// holding a reading stamped more than the backfill window before `now`
+    /// is marked `backfill`, once, here, so every resend is identical.
+    pub fn seal(
+        &self,
+        max_items: usize,
+        agent: &AgentId,
+        zone: &ZoneId,
+        boot: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Sealed>, OutboxError> {
+        let mut guard = self.lock();
+        let mut next = *guard;
+        let max_items = max_items.max(1);
+        // Per enterprise, in order of first appearance: batches being filled.
+        let mut groups: Vec<(EnterpriseId, Vec<Contents>)> = Vec::new();
+        let mut taken = Vec::new();
+        let mut taken_items = 0u64;
+        for kv in self.tree.scan_prefix([PENDING]) {
+            let (k, v) = kv?;
+            let n = chunk::count(&v);
+            if !taken.is_empty() && taken_items + n > max_items as u64 {
+                break;
+            }
+            for p in chunk::decode(&k, &v)? {
+                let idx = match groups.iter().position(|g| g.0 == p.enterprise) {
+                    Some(i) => i,
+                    None => {
+                        groups.push((p.enterprise.clone(), Vec::new()));
+                        groups.len() - 1
+                    }
+                };
+                let batches = &mut groups[idx].1;
+                if batches.last().is_none_or(|(r, d)| r.len() + d.len() >= max_items) {
+                    batches.push((Vec::new(), Vec::new()));
+                }
+                if let Some((r, d)) = batches.last_mut() {
+                    match p.item {
+                        Item::Reading(x) => r.push(x),
+                        Item::Declaration(x) => d.push(x),
+                    }
+                }
+            }
+            next.held_bytes = next.held_bytes.saturating_sub(entry_bytes(&k, &v));
+            taken_items += n;
+            taken.push(k);
+        }
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        let live_since = now - self.options.backfill_after;
+        let mut seq = self.next_seq.load(Ordering::SeqCst);
+        let mut sealed = Vec::with_capacity(groups.len());
+        let mut batch = sled::Batch::default();
+        let batches = groups
+            .into_iter()
+            .flat_map(|(e, bs)| bs.into_iter().map(move |(r, d)| (e.clone(), r, d)));
+        for (enterprise, readings, declarations) in batches {
+            let items = readings.len() + declarations.len();
+            let backfill = readings.iter().any(|r| r.ts.is_some_and(|ts| ts < live_since));
+            let b = Batch {
+                v: WIRE_VERSION,
+                agent: agent.clone(),
+                boot,
+                seq,
+                sent_at: now,
+                zone: zone.clone(),
+                enterprise: enterprise.clone(),
+                backfill,
+                readings,
+                declarations,
+            };
+            let payload = b.to_payload();
+            let topic = Topic::data(zone, agent, &enterprise);
+            let mut stored = Vec::with_capacity(payload.len() + topic.len() + 6);
+            stored.extend_from_slice(&(items as u32).to_be_bytes());
+            stored.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+            stored.extend_from_slice(topic.as_bytes());
+            stored.extend_from_slice(&payload);
+            let k = key(SEALED, seq);
+            next.held_bytes += entry_bytes(&k, &stored);
+            next.sealed_batches += 1;
+            next.sealed_items += items as u64;
+            batch.insert(&k[..], stored);
+            sealed.push(Sealed {
+                seq,
+                topic,
+                payload,
+                items,
+            });
+            seq += 1;
+        }
+        next.pending_items = next.pending_items.saturating_sub(taken_items);
+        for k in taken {
+            batch.remove(k);
+        }
+        batch.insert(META_NEXT_SEQ, &seq.to_be_bytes());
+        batch.insert(counters::KEY, &next.encode()[..]);
+        self.tree.apply_batch(batch)?;
+        *guard = next;
+        self.next_seq.store(seq, Ordering::SeqCst);
+        drop(guard);
+        self.tree.flush()?;
+        Ok(sealed)
+    }
+
+    /// Sealed, unacknowledged batches with a sequence number ≥ `from`, oldest first.
+    pub fn sealed_from(&self, from: u64, limit: usize) -> Result<Vec<Sealed>, OutboxError> {
+        let mut out = Vec::new();
+        for kv in self.tree.range(key(SEALED, from)..=key(SEALED, u64::MAX)).take(limit) {
+            let (k, v) = kv?;
+            let seq = seq_of(&k).unwrap_or(0);
+            let corrupt = |problem: String| OutboxError::Corrupt {
+                key: format!("b{seq}"),
+                problem,
+            };
+            let header = v.get(..6).ok_or_else(|| corrupt("no header".into()))?;
+            let items = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let n = u16::from_be_bytes([header[4], header[5]]) as usize;
+            let topic = v
+                .get(6..6 + n)
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .ok_or_else(|| corrupt("bad topic".into()))?
+                .to_owned();
+            let payload = v[6 + n..].to_vec();
+            out.push(Sealed {
+                seq,
+                topic,
+                items,
+                payload,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets an acknowledged batch. Not flushed: losing this in a crash only
+    /// means a resend, which the aggregator de-duplicates.
+    /// Returns how many items the batch carried (0 if it was already gone).
+    pub fn ack(&self, seq: u64) -> Result<usize, OutboxError> {
+        let k = key(SEALED, seq);
+        let mut guard = self.lock();
+        let Some(v) = self.tree.get(k)? else {
+            return Ok(0);
+        };
+        let items = sealed_items(&v);
+        let mut next = *guard;
+        next.sealed_batches = next.sealed_batches.saturating_sub(1);
+        next.sealed_items = next.sealed_items.saturating_sub(items);
+        next.held_bytes = next.held_bytes.saturating_sub(entry_bytes(&k, &v));
+        let mut batch = sled::Batch::default();
+        batch.remove(&k[..]);
+        batch.insert(counters::KEY, &next.encode()[..]);
+        self.tree.apply_batch(batch)?;
+        *guard = next;
+        Ok(items as usize)
+    }
+
+    /// Writes everything to disk.
+    pub fn flush(&self) -> Result<(), OutboxError> {
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// Current counts (from the counters, plus one look at the oldest entry).
+    pub fn stats(&self) -> OutboxStats {
+        let c = *self.lock();
+        OutboxStats {
+            pending_items: c.pending_items,
+            sealed_batches: c.sealed_batches,
+            sealed_items: c.sealed_items,
+            held_bytes: c.held_bytes,
+            disk_budget_bytes: self.options.disk_budget_bytes,
+            size_on_disk: self.db.size_on_disk().unwrap_or(0),
+            dropped_readings: c.dropped,
+            next_seq: self.next_seq.load(Ordering::SeqCst),
+            oldest_pending: self.oldest_pending(),
+        }
+    }
+
+    /// The time of the oldest reading still held: sealed batches are older
+    /// than pending items, so the first of either decides.
+    fn oldest_pending(&self) -> Option<DateTime<Utc>> {
+        if let Some(Ok((_, v))) = self.tree.scan_prefix([SEALED]).next() {
+            let n = v.get(4..6).map(|h| u16::from_be_bytes([h[0], h[1]]) as usize)?;
+            let b: Batch = serde_json::from_slice(v.get(6 + n..)?).ok()?;
+            return b.readings.iter().filter_map(|r| r.ts).min();
+        }
+        for kv in self.tree.scan_prefix([PENDING]).take(100) {
+            let (k, v) = kv.ok()?;
+            for p in chunk::decode(&k, &v).ok()? {
+                if let Item::Reading(Reading { ts: Some(ts), .. }) = p.item {
+                    return Some(ts);
+                }
+            }
+        }
+        None
+    }
+
+    /// Next sequence number to be assigned.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,172 @@
+//! The running agent's status, rewritten atomically into `data_dir/status.json`
+//! every few seconds, so `zonesync-agent status` can show backlog, drops and
+//! the last acknowledgement while the agent holds the outbox (sled lets only
+//! one process open it). From branch h-outbox, on the sled outbox.
+
+use crate::link::LinkStats;
+use crate::outbox::{Outbox, OutboxStats};
+use crate::shutdown::Shutdown;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use zonesync_proto::{AgentId, ZoneId};
+
+/// How often the running agent rewrites its status file.
+pub const INTERVAL: Duration = Duration::from_secs(5);
+
+/// What `status.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// The agent.
+    pub agent: AgentId,
+    /// Its zone.
+    pub zone: ZoneId,
+    /// This run's boot counter (as in batches and presence).
+    pub boot: u64,
+    /// Process id of the running agent.
+    pub pid: u32,
+    /// When this file was written.
+    pub written_at: DateTime<Utc>,
+    /// Whether a broker session is up.
+    pub connected: bool,
+    /// Broker sessions opened in this run.
+    pub sessions: u64,
+    /// Batches and items acknowledged in this run.
+    pub batches_acked: u64,
+    /// Items in them.
+    pub items_acked: u64,
+    /// When the broker last acknowledged a batch.
+    pub last_ack: Option<DateTime<Utc>>,
+    /// The outbox: backlog, oldest pending reading, drops.
+    pub outbox: OutboxStats,
+}
+
+impl Status {
+    /// Whether this file was written by an agent that is still running:
+    /// recent enough, and its process still exists.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        let fresh = now - self.written_at < chrono::Duration::from_std(INTERVAL * 3).unwrap_or(chrono::Duration::MAX);
+        fresh && Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+/// Where the status file of an agent with this data directory lives.
+pub fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join("status.json")
+}
+
+/// Writes `status` to `path` atomically (temporary file, then rename).
+pub fn write(path: &Path, status: &Status) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads a status file.
+pub fn read(path: &Path) -> std::io::Result<Status> {
+    let text = std::fs::read(path)?;
+    serde_json::from_slice(&text).map_err(std::io::Error::other)
+}
+
+/// What feeds the status file.
+pub struct Reporter {
+    /// Where to write.
+    pub path: PathBuf,
+    /// Agent id.
+    pub agent: AgentId,
+    /// Zone.
+    pub zone: ZoneId,
+    /// Boot counter.
+    pub boot: u64,
+    /// The outbox.
+    pub outbox: Arc<Outbox>,
+    /// The link's counters.
+    pub link: Arc<LinkStats>,
+}
+
+impl Reporter {
+    /// The status right now.
+    pub fn snapshot(&self) -> Status {
+        let ms = self.link.last_ack_unix_ms.load(Ordering::Relaxed);
+        Status {
+            agent: self.agent.clone(),
+            zone: self.zone.clone(),
+            boot: self.boot,
+            pid: std::process::id(),
+            written_at: Utc::now(),
+            connected: self.link.connected.load(Ordering::Relaxed),
+            sessions: self.link.sessions.load(Ordering::Relaxed),
+            batches_acked: self.link.batches_acked.load(Ordering::Relaxed),
+            items_acked: self.link.items_acked.load(Ordering::Relaxed),
+            last_ack: (ms > 0)
+                .then(|| Utc.timestamp_millis_opt(i64::try_from(ms).unwrap_or(0)).single())
+                .flatten(),
+            outbox: self.outbox.stats(),
+        }
+    }
+
+    /// Rewrites the file every [`INTERVAL`] until shutdown, and once more at the end.
+    /// A failed write is logged, never fatal: status is for people, not for data.
+    pub async fn run(self, mut shutdown: Shutdown) -> Result<(), crate::outbox::OutboxError> {
+        loop {
+            if let Err(e) = write(&self.path, &self.snapshot()) {
+                tracing::warn!(agent = %self.agent, path = %self.path.display(), "writing the status file: {e}");
+            }
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep(INTERVAL) => {}
+            }
+        }
+        if let Err(e) = write(&self.path, &self.snapshot()) {
+            tracing::warn!(agent = %self.agent, "writing the status file: {e}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(pid: u32, written_at: DateTime<Utc>, outbox: OutboxStats) -> Status {
+        Status {
+            agent: AgentId::parse("gw").unwrap(),
+            zone: ZoneId::parse("z").unwrap(),
+            boot: 3,
+            pid,
+            written_at,
+            connected: true,
+            sessions: 1,
+            batches_acked: 2,
+            items_acked: 20,
+            last_ack: Some(written_at),
+            outbox,
+        }
+    }
+
+    #[test]
+    fn written_atomically_read_back_and_judged_live_or_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = crate::outbox::Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap();
+        let p = path(dir.path());
+        let now = Utc::now();
+        write(&p, &status(std::process::id(), now, outbox.stats())).unwrap();
+        assert!(!p.with_extension("json.tmp").exists(), "the temporary file is renamed");
+        let back = read(&p).unwrap();
+        assert_eq!(
+            (back.boot, back.items_acked, back.outbox.next_seq),
+            (3, 20, outbox.next_seq())
+        );
+        assert!(back.is_live(now), "this process, just written");
+        assert!(
+            !back.is_live(now + chrono::Duration::seconds(60)),
+            "stale after three intervals"
+        );
+        let gone = status(u32::MAX, now, outbox.stats());
+        assert!(!gone.is_live(now), "no such process");
+    }
+}
