@@ -7,8 +7,6 @@ use crate::config::{load_catalog, AgentConfig};
 use crate::run::AgentError;
 use crate::shutdown::Shutdown;
 use crate::sources::clock::ClockGuard;
-use crate::sources::probe::{ProbeRead, ProbeRow};
-use crate::sources::profile;
 #[cfg(feature = "csv")]
 use crate::sources::csv_drop::CsvDropConfig;
 #[cfg(feature = "dlt645")]
@@ -17,6 +15,8 @@ use crate::sources::dlt645;
 use crate::sources::http_pull;
 #[cfg(feature = "modbus")]
 use crate::sources::modbus;
+use crate::sources::probe::{ProbeRead, ProbeRow};
+use crate::sources::profile;
 use zonesync_proto::{Limits, Validator};
 
 /// Checks the configuration (an error means the agent would not start) and probes every source once.
