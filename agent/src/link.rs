@@ -82,6 +82,7 @@ impl Link {
             next_seq: self.outbox.next_seq(),
             version: env!("CARGO_PKG_VERSION").into(),
             enterprises: self.enterprises.clone(),
+            dropped_readings: 0,
         }
         .to_payload()
     }

@@ -29,8 +29,11 @@ pub struct ZoneState {
     pub enterprises: BTreeMap<EnterpriseId, EnterpriseState>,
     /// Agents seen.
     pub agents: BTreeMap<AgentId, AgentState>,
-    /// Readings stored for the zone.
+    /// Readings stored for the zone: distinct stored keys, as the rebuild counts them.
     pub readings_stored: u64,
+    /// Stored values replaced by a later report (a corrected period figure) since
+    /// start: applied, but not new readings. Not kept across restarts.
+    pub readings_replaced: u64,
     /// Grows with every change to the zone's facts; cached goal tables compare it.
     pub version: u64,
     /// Goal tallies kept up to date by [`State::apply`] (installed for served zones,
@@ -222,6 +225,40 @@ pub struct AgentState {
     pub last_seen: Option<DateTime<Utc>>,
     /// Its clock minus ours when its last batch arrived, seconds (includes transit and backlog).
     pub clock_offset_secs: Option<i64>,
+    /// When its last batch arrived (since start).
+    pub last_batch_at: Option<DateTime<Utc>>,
+    /// Backfilled (historical) readings stored from it since start.
+    pub backfilled_readings: u64,
+    /// Readings its outbox policy dropped, as its last presence reported (a running
+    /// total kept by the agent): readings that will never arrive.
+    pub dropped_readings: u64,
+    /// `next_seq` and `boot` of its last presence, and when that arrived.
+    pub announced: Option<Announced>,
+}
+
+/// What an agent's presence message said about its sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Announced {
+    /// The agent's boot counter.
+    pub boot: u64,
+    /// The next sequence number it will assign: everything below was assigned.
+    pub next_seq: u64,
+    /// When the presence arrived.
+    pub at: DateTime<Utc>,
+}
+
+impl AgentState {
+    /// Sequence numbers the agent said it assigned (its presence's `next_seq`)
+    /// that were never stored, when nothing arrived for `grace_secs` since: the
+    /// range `[from, to]`. A reinstalled outbox (boot lower than the batches')
+    /// numbers afresh, so it is no gap; an agent never heard from has no known start.
+    pub fn missing_seqs(&self, now: DateTime<Utc>, grace_secs: i64) -> Option<(u64, u64)> {
+        let an = self.announced?;
+        let last = self.last_seq?;
+        let quiet = |t: DateTime<Utc>| (now - t).num_seconds() >= grace_secs;
+        let settled = quiet(an.at) && self.last_batch_at.is_none_or(quiet);
+        (an.boot >= self.boot && settled && last.saturating_add(1) < an.next_seq).then(|| (last + 1, an.next_seq - 1))
+    }
 }
 
 impl EnterpriseState {
@@ -388,7 +425,40 @@ impl State {
         a.last_seq = Some(a.last_seq.map_or(seq, |l| l.max(seq)));
         a.boot = a.boot.max(boot);
         a.last_seen = Some(received);
+        a.last_batch_at = Some(received);
         a.clock_offset_secs = Some((sent_at - received).num_seconds());
+    }
+
+    /// Applies the fresh readings and declarations of a batch just stored.
+    /// `replaced` of the readings replace a stored value (see `Outcome::Stored`):
+    /// they change facts but are not new readings, so the counts stay those the
+    /// rebuild finds (one per stored key).
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_stored(
+        &mut self,
+        zone: &ZoneId,
+        enterprise: &EnterpriseId,
+        readings: &[CanonicalReading],
+        declarations: &[(String, DeclaredValue)],
+        catalog: &Catalog,
+        replaced: u64,
+    ) {
+        self.apply(zone, enterprise, readings, declarations, catalog);
+        let zs = self.zone_mut(zone);
+        zs.readings_stored = zs.readings_stored.saturating_sub(replaced);
+        zs.readings_replaced += replaced;
+        if let Some(es) = zs.enterprises.get_mut(enterprise) {
+            es.readings = es.readings.saturating_sub(replaced);
+        }
+    }
+
+    /// Counts backfilled readings stored from an agent.
+    pub fn note_backfill(&mut self, zone: &ZoneId, agent: &AgentId, readings: u64) {
+        self.zone_mut(zone)
+            .agents
+            .entry(agent.clone())
+            .or_default()
+            .backfilled_readings += readings;
     }
 
     /// Applies a presence message.
@@ -397,6 +467,12 @@ impl State {
         a.status = Some(p.status);
         a.boot = a.boot.max(p.boot);
         a.last_seen = Some(a.last_seen.map_or(received, |t| t.max(received)));
+        a.dropped_readings = p.dropped_readings;
+        a.announced = Some(Announced {
+            boot: p.boot,
+            next_seq: p.next_seq,
+            at: received,
+        });
     }
 }
 
