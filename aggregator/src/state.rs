@@ -116,11 +116,12 @@ impl Touched {
             t.indicators.push((r.indicator.clone(), w));
         }
         for ((code, point), Window { from: lo, to: hi }) in counters {
-            let prev = es
-                .counters
-                .get(&(code.to_owned(), point.to_owned()))
-                .map_or(lo, |(at, _)| *at);
-            t.indicators.push((code.to_owned(), months(prev.min(lo), hi)));
+            let key = (code.to_owned(), point.to_owned());
+            let prev = es.counters.get(&key).map_or(lo, |(at, _)| *at);
+            // A register before the first held one adds consumption up to it (backfill).
+            let first = es.first_registers.get(&key).map_or(hi, |(at, _)| *at);
+            t.indicators
+                .push((code.to_owned(), months(prev.min(lo), hi.max(first))));
         }
         t.attributes = declarations.iter().map(|(code, _)| code.clone()).collect();
         t
@@ -156,6 +157,9 @@ pub struct EnterpriseState {
     pub latest: BTreeMap<(String, String), (ReadingTime, f64)>,
     /// Last register per (indicator, point), for deltas.
     counters: HashMap<(String, String), (DateTime<Utc>, f64)>,
+    /// Earliest register per (indicator, point): a backfilled register before
+    /// it adds the consumption up to it.
+    first_registers: HashMap<(String, String), (DateTime<Utc>, f64)>,
     /// Consumption from registers per (indicator, month).
     /// (Keyed by indicator first so a lookup by `&str` allocates nothing:
     /// goal tables do millions of them.)
@@ -282,26 +286,36 @@ impl EnterpriseState {
             }
             ReadingTime::Ts(ts) if kind == IndicatorKind::Counter => match self.counters.get(&key).copied() {
                 None => {
+                    self.first_registers.insert(key.clone(), (ts, r.value));
                     self.counters.insert(key, (ts, r.value));
                 }
                 Some((prev_ts, prev)) if ts > prev_ts => {
-                    let d = delta(prev, r.value);
-                    if matches!(d, Delta::Reset(_)) {
-                        self.counter_resets += 1;
-                    }
-                    for (month, amount) in split_by_month(prev_ts, ts, d.amount()) {
-                        *self
-                            .metered
-                            .entry(r.indicator.clone())
-                            .or_default()
-                            .entry(month)
-                            .or_default() += amount;
-                    }
+                    self.meter(&r.indicator, prev_ts, prev, ts, r.value);
                     self.counters.insert(key, (ts, r.value));
                 }
-                Some(_) => self.late_readings += 1,
+                // Backfill can bring registers from before the first one held:
+                // the consumption up to that one is new, not late.
+                Some(_) => match self.first_registers.get(&key).copied() {
+                    Some((first_ts, first)) if ts < first_ts => {
+                        self.meter(&r.indicator, ts, r.value, first_ts, first);
+                        self.first_registers.insert(key, (ts, r.value));
+                    }
+                    _ => self.late_readings += 1,
+                },
             },
             ReadingTime::Ts(_) => {}
+        }
+    }
+
+    /// Adds the consumption between two registers to the months it spans.
+    fn meter(&mut self, indicator: &str, from_ts: DateTime<Utc>, from: f64, to_ts: DateTime<Utc>, to: f64) {
+        let d = delta(from, to);
+        if matches!(d, Delta::Reset(_)) {
+            self.counter_resets += 1;
+        }
+        let months = self.metered.entry(indicator.to_owned()).or_default();
+        for (month, amount) in split_by_month(from_ts, to_ts, d.amount()) {
+            *months.entry(month).or_default() += amount;
         }
     }
 
@@ -506,6 +520,40 @@ mod tests {
         assert_eq!(e.amount("electricity", Period::Month(2026, 11)).unwrap().0, 25.0);
         assert_eq!(e.amount("electricity", Period::Year(2026)).unwrap().0, 35.0);
         assert_eq!((e.counter_resets, e.late_readings), (1, 1));
+    }
+
+    #[test]
+    fn backfilled_registers_give_the_totals_of_time_order() {
+        let k = IndicatorKind::Counter;
+        let regs = [
+            reg(1000.0, "2026-10-31T23:00:00+08:00"),
+            reg(1040.0, "2026-11-01T01:00:00+08:00"),
+            reg(1050.0, "2026-11-01T02:00:00+08:00"),
+            reg(1080.0, "2026-11-01T03:00:00+08:00"),
+        ];
+        let mut in_order = EnterpriseState::default();
+        for r in &regs {
+            in_order.apply_reading(r, k);
+        }
+        // Live first (the newest registers), then the backlog drained newest
+        // first, all before the first register held: the same months exactly.
+        let mut live_first = EnterpriseState::default();
+        for i in [2, 3, 1, 0] {
+            live_first.apply_reading(&regs[i], k);
+        }
+        // Registers between held ones are late: the total holds, the interval
+        // around them is split pro rata until a rebuild reads them in order.
+        let mut between = EnterpriseState::default();
+        for i in [0, 3, 2, 1] {
+            between.apply_reading(&regs[i], k);
+        }
+        let amount = |e: &EnterpriseState, p| e.amount("electricity", p).map(|(v, _)| v);
+        for p in [Period::Month(2026, 10), Period::Month(2026, 11), Period::Year(2026)] {
+            assert_eq!(amount(&live_first, p), amount(&in_order, p), "{p}");
+        }
+        assert_eq!(amount(&in_order, Period::Month(2026, 10)), Some(20.0));
+        assert_eq!(amount(&between, Period::Year(2026)), Some(80.0));
+        assert_eq!((live_first.late_readings, between.late_readings), (0, 2));
     }
 
     #[test]
