@@ -74,7 +74,7 @@ async fn assert_hand_computed_goals(api: &Api, ds: &Dataset) {
 
 /// Readings of a 2000-tick run: every one exactly once, energy exact.
 async fn assert_exact_ledger(api: &Api, ds: &Dataset) {
-    let want = ds.expected_readings();
+    let want = ds.expected_stored_readings();
     let deadline = std::time::Instant::now() + WAIT;
     let mut stored = 0;
     while std::time::Instant::now() < deadline {

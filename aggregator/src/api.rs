@@ -90,6 +90,9 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<Value> {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut text = app.metrics.render();
+    if let Ok(st) = app.state.read() {
+        text.push_str(&crate::metrics::render_agents(&st));
+    }
     text.push_str(&format!(
         "# HELP zonesync_aggregator_dead_letters_stored Dead letters held in the store.\n# TYPE zonesync_aggregator_dead_letters_stored gauge\nzonesync_aggregator_dead_letters_stored {}\n",
         app.store.dead_letter_count()
@@ -291,13 +294,17 @@ async fn quality(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q)
 async fn agents(State(app): State<Arc<App>>, Path(zone): Path<String>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let st = read_state(&app)?;
+    let now = Utc::now();
     let list: Vec<Value> = st
         .zones
         .get(&z)
         .map(|zs| {
             zs.agents
                 .iter()
-                .map(|(id, a)| json!({ "agent": id, "state": a }))
+                .map(|(id, a)| {
+                    let missing = a.missing_seqs(now, app.quality.missing_seq_grace_secs);
+                    json!({ "agent": id, "state": a, "missing_seqs": missing.map(|(from, to)| [from, to]) })
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -134,19 +134,40 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
             app.metrics.batches_duplicate.fetch_add(1, Ordering::Relaxed);
             Ok(Handled::Duplicate)
         }
-        Outcome::Stored { duplicate_readings } => {
-            // `acc.readings` now holds only the readings new to the store.
+        Outcome::Stored {
+            duplicate_readings,
+            replaced,
+            stale_backfill,
+        } => {
+            // `acc.readings` now holds only the readings new to the store, and
+            // corrections (`replaced`), which are not new readings.
             let fresh = &acc.readings;
+            let new_readings = (fresh.len() - replaced) as u64;
             let m = &app.metrics;
             m.batches_stored.fetch_add(1, Ordering::Relaxed);
-            m.readings_stored.fetch_add(fresh.len() as u64, Ordering::Relaxed);
+            m.readings_stored.fetch_add(new_readings, Ordering::Relaxed);
+            m.readings_replaced.fetch_add(replaced as u64, Ordering::Relaxed);
             m.readings_duplicate
                 .fetch_add(duplicate_readings as u64, Ordering::Relaxed);
             m.declarations_stored
                 .fetch_add(acc.declarations.len() as u64, Ordering::Relaxed);
+            if acc.backfill {
+                m.readings_backfilled.fetch_add(new_readings, Ordering::Relaxed);
+                m.backfill_stale.fetch_add(stale_backfill as u64, Ordering::Relaxed);
+            }
             if let Ok(mut st) = app.state.write() {
-                st.apply(&acc.zone, &acc.enterprise, fresh, &acc.declarations, &app.catalog);
+                st.apply_stored(
+                    &acc.zone,
+                    &acc.enterprise,
+                    fresh,
+                    &acc.declarations,
+                    &app.catalog,
+                    replaced as u64,
+                );
                 st.note_batch(&acc.zone, &acc.agent, acc.boot, acc.seq, acc.sent_at, now);
+                if acc.backfill {
+                    st.note_backfill(&acc.zone, &acc.agent, new_readings);
+                }
             }
             if !acc.refused.is_empty() {
                 let mut d = dead(app, topic, payload, now, problems(&acc.refused));
@@ -288,4 +309,304 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
         tracing::error!("final flush failed: {e}");
     }
     let _ = poller.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AggregatorConfig;
+    use crate::testkit::utc;
+    use zonesync_proto::{AgentId, Batch, EnterpriseId, Period, PresenceStatus, Reading, ZoneId, WIRE_VERSION};
+
+    const NOW: &str = "2026-11-23T08:00:00Z";
+
+    fn zone() -> ZoneId {
+        ZoneId::parse("jiyuan-hitech").expect("zone id")
+    }
+    fn agent() -> AgentId {
+        AgentId::parse("jy-hitech-gw01").expect("agent id")
+    }
+    fn ent() -> EnterpriseId {
+        EnterpriseId::from_stored("91419001MA0000001N").expect("credit code")
+    }
+
+    /// An aggregator on the example registry with its store in `dir`.
+    fn open(dir: &std::path::Path) -> App {
+        let registry = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/registry.toml");
+        let body = format!(
+            "data_dir = {:?}\nregistry = {registry:?}\n[store]\ncache_capacity_bytes = 1048576\n",
+            dir.join("data").display().to_string()
+        );
+        let path = dir.join("aggregator.toml");
+        std::fs::write(&path, body).expect("write config");
+        App::open(&AggregatorConfig::load(&path).expect("config")).expect("open app")
+    }
+
+    fn gauge(value: f64, ts: &str) -> Reading {
+        Reading {
+            indicator: "electricity".into(),
+            point: "M1".into(),
+            value,
+            unit: "kWh".into(),
+            ts: Some(utc(ts)),
+            period: None,
+        }
+    }
+
+    fn amount(value: f64, month: u32) -> Reading {
+        Reading {
+            indicator: "value_added".into(),
+            point: String::new(),
+            value,
+            unit: "10k_yuan".into(),
+            ts: None,
+            period: Some(Period::Month(2026, month)),
+        }
+    }
+
+    fn batch(seq: u64, backfill: bool, readings: Vec<Reading>) -> Batch {
+        Batch {
+            v: WIRE_VERSION,
+            agent: agent(),
+            boot: 1,
+            seq,
+            sent_at: utc(NOW),
+            zone: zone(),
+            enterprise: ent(),
+            backfill,
+            readings,
+            declarations: vec![],
+        }
+    }
+
+    fn send(app: &App, b: &Batch) -> Handled {
+        let topic = Topic::data(&b.zone, &b.agent, &b.enterprise);
+        handle(app, &topic, &b.to_payload(), utc(NOW)).expect("handled")
+    }
+
+    /// (zone readings, enterprise readings) as the API shows them.
+    fn counts(app: &App) -> (u64, u64) {
+        let st = app.state.read().expect("state");
+        let zs = st.zones.get(&zone()).expect("zone state");
+        (zs.readings_stored, zs.enterprises.get(&ent()).map_or(0, |e| e.readings))
+    }
+
+    #[test]
+    fn reading_counts_are_the_same_before_and_after_a_restart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = open(dir.path());
+        let first = batch(
+            1,
+            false,
+            vec![
+                gauge(100.0, "2026-11-23T07:00:00Z"),
+                gauge(110.0, "2026-11-23T07:15:00Z"),
+                amount(50.0, 10),
+            ],
+        );
+        assert_eq!(send(&app, &first), Handled::Stored);
+        // Redelivery of the same batch, then a batch repeating a register
+        // unchanged and correcting the month-to-date figure twice in itself.
+        assert_eq!(send(&app, &first), Handled::Duplicate);
+        let second = batch(
+            2,
+            false,
+            vec![
+                gauge(110.0, "2026-11-23T07:15:00Z"),
+                amount(55.0, 10),
+                amount(56.0, 10),
+                gauge(120.0, "2026-11-23T07:30:00Z"),
+            ],
+        );
+        assert_eq!(send(&app, &second), Handled::Stored);
+        assert_eq!(counts(&app), (4, 4));
+        let m = &app.metrics;
+        assert_eq!(m.readings_stored.load(Ordering::Relaxed), 4);
+        assert_eq!(m.readings_replaced.load(Ordering::Relaxed), 2);
+        assert_eq!(m.readings_duplicate.load(Ordering::Relaxed), 1);
+        app.store.flush().expect("flush");
+        drop(app);
+
+        let app = open(dir.path());
+        assert_eq!(counts(&app), (4, 4));
+        let st = app.state.read().expect("state");
+        let es = st
+            .zones
+            .get(&zone())
+            .and_then(|z| z.enterprises.get(&ent()))
+            .expect("enterprise");
+        assert_eq!(
+            es.reported
+                .get("value_added")
+                .and_then(|m| m.get(&Period::Month(2026, 10))),
+            Some(&56.0)
+        );
+    }
+
+    #[test]
+    fn backfill_never_replaces_a_newer_live_value() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = open(dir.path());
+        let live = batch(10, false, vec![gauge(120.0, "2026-11-23T07:30:00Z"), amount(56.0, 10)]);
+        assert_eq!(send(&app, &live), Handled::Stored);
+        // Drained after an outage: an older register, a reading stored live at
+        // the same instant with another value, and the period figure as it was
+        // before the live correction.
+        let old = batch(
+            4,
+            true,
+            vec![
+                gauge(100.0, "2026-11-23T07:00:00Z"),
+                gauge(119.0, "2026-11-23T07:30:00Z"),
+                amount(50.0, 10),
+            ],
+        );
+        assert_eq!(send(&app, &old), Handled::Stored);
+        let check = |app: &App| {
+            let st = app.state.read().expect("state");
+            let zs = st.zones.get(&zone()).expect("zone");
+            let es = zs.enterprises.get(&ent()).expect("enterprise");
+            let latest = es.latest.get(&("electricity".to_owned(), "M1".to_owned())).copied();
+            assert_eq!(
+                latest,
+                Some((zonesync_proto::ReadingTime::Ts(utc("2026-11-23T07:30:00Z")), 120.0))
+            );
+            assert_eq!(
+                es.reported
+                    .get("value_added")
+                    .and_then(|m| m.get(&Period::Month(2026, 10))),
+                Some(&56.0)
+            );
+            assert_eq!(
+                es.points
+                    .get(&("electricity".to_owned(), "M1".to_owned()))
+                    .and_then(|p| p.last),
+                Some(utc("2026-11-23T07:30:00Z"))
+            );
+            assert_eq!(zs.readings_stored, 3);
+        };
+        check(&app);
+        assert_eq!(app.metrics.readings_backfilled.load(Ordering::Relaxed), 1);
+        assert_eq!(app.metrics.backfill_stale.load(Ordering::Relaxed), 2);
+        {
+            let st = app.state.read().expect("state");
+            let a = st
+                .zones
+                .get(&zone())
+                .and_then(|z| z.agents.get(&agent()))
+                .expect("agent");
+            assert_eq!(a.backfilled_readings, 1);
+        }
+        app.store.flush().expect("flush");
+        drop(app);
+        // What was kept is what the store holds.
+        check(&open(dir.path()));
+    }
+
+    fn presence(boot: u64, next_seq: u64, dropped: u64) -> Presence {
+        Presence {
+            v: WIRE_VERSION,
+            agent: agent(),
+            zone: zone(),
+            status: PresenceStatus::Online,
+            boot,
+            at: utc(NOW),
+            next_seq,
+            version: "test".into(),
+            enterprises: vec![ent()],
+            dropped_readings: dropped,
+        }
+    }
+
+    fn say(app: &App, p: &Presence, at: DateTime<Utc>) {
+        let topic = Topic::state(&p.zone, &p.agent);
+        assert_eq!(
+            handle(app, &topic, &p.to_payload(), at).expect("handled"),
+            Handled::Presence
+        );
+    }
+
+    #[test]
+    fn dropped_readings_are_kept_per_agent_and_shown_as_lost() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = open(dir.path());
+        say(&app, &presence(1, 1, 7), utc(NOW));
+        say(&app, &presence(2, 1, 12), utc(NOW));
+        let zone_reg = app.registry.zone(&zone()).expect("zone").clone();
+        let report = |app: &App| {
+            let st = app.state.read().expect("state");
+            crate::quality::report(
+                &zone_reg,
+                st.zones.get(&zone()),
+                Period::Month(2026, 11),
+                utc(NOW),
+                &app.catalog,
+                &app.quality,
+            )
+        };
+        let r = report(&app);
+        assert_eq!(r.readings_dropped_at_source, 12);
+        assert_eq!(
+            r.agents.iter().map(|a| a.dropped_readings).collect::<Vec<_>>(),
+            vec![12]
+        );
+        let text = {
+            let st = app.state.read().expect("state");
+            crate::metrics::render_agents(&st)
+        };
+        assert!(text.contains(
+            "zonesync_aggregator_agent_dropped_readings{zone=\"jiyuan-hitech\",agent=\"jy-hitech-gw01\"} 12"
+        ));
+        app.store.flush().expect("flush");
+        drop(app);
+        assert_eq!(report(&open(dir.path())).readings_dropped_at_source, 12);
+    }
+
+    #[test]
+    fn seqs_a_presence_announced_but_never_stored_are_listed_after_the_grace() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = open(dir.path());
+        let grace = app.quality.missing_seq_grace_secs;
+        let t0 = utc(NOW);
+        for seq in [1, 2, 3] {
+            assert_eq!(send(&app, &batch(seq, false, vec![])), Handled::Stored);
+        }
+        // The agent restarts (boot 2) and says it numbered up to 7: 4..=7 are owed.
+        say(&app, &presence(2, 8, 0), t0);
+        let missing = |app: &App, at: DateTime<Utc>| {
+            let st = app.state.read().expect("state");
+            st.zones
+                .get(&zone())
+                .and_then(|z| z.agents.get(&agent()))
+                .and_then(|a| a.missing_seqs(at, grace))
+        };
+        // Within the grace the agent may still be draining its outbox.
+        assert_eq!(missing(&app, t0), None);
+        let later = t0 + chrono::Duration::seconds(grace);
+        assert_eq!(missing(&app, later), Some((4, 7)));
+        // 7 arrives: nothing is owed after it, and 4..=6 become an ordinary
+        // gap between stored batches, counted once.
+        let topic = Topic::data(&zone(), &agent(), &ent());
+        let b = Batch {
+            boot: 2,
+            ..batch(7, false, vec![])
+        };
+        assert_eq!(
+            handle(&app, &topic, &b.to_payload(), later).expect("handled"),
+            Handled::Stored
+        );
+        assert_eq!(missing(&app, later + chrono::Duration::seconds(grace)), None);
+        {
+            let st = app.state.read().expect("state");
+            let a = st
+                .zones
+                .get(&zone())
+                .and_then(|z| z.agents.get(&agent()))
+                .expect("agent");
+            assert_eq!(a.seq_gaps, 3);
+        }
+        // A reinstalled outbox (boot back to 1, numbers from the clock) is no gap.
+        say(&app, &presence(1, 1_795_443_515_176_888, 0), later);
+        assert_eq!(missing(&app, later + chrono::Duration::seconds(2 * grace)), None);
+    }
 }

@@ -15,8 +15,14 @@ pub struct Metrics {
     pub batches_stored: AtomicU64,
     /// Batches dropped as already seen (agent, seq).
     pub batches_duplicate: AtomicU64,
-    /// Readings stored.
+    /// Readings stored: new stored keys (a corrected value at a stored key is not one).
     pub readings_stored: AtomicU64,
+    /// Stored values replaced by a later report (corrected period figures).
+    pub readings_replaced: AtomicU64,
+    /// Readings stored from backfilled (historical) batches; included in `readings_stored`.
+    pub readings_backfilled: AtomicU64,
+    /// Backfilled readings and declarations not stored because a newer value is held.
+    pub backfill_stale: AtomicU64,
     /// Readings identical to one already stored under another batch.
     pub readings_duplicate: AtomicU64,
     /// Declarations stored.
@@ -59,7 +65,7 @@ impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 15] = [
+        let rows: [(&str, &str, &str, u64); 18] = [
             (
                 "messages_received_total",
                 "MQTT messages received.",
@@ -80,9 +86,27 @@ impl Metrics {
             ),
             (
                 "readings_stored_total",
-                "Readings stored.",
+                "Readings stored (new stored keys).",
                 "counter",
                 g(&self.readings_stored),
+            ),
+            (
+                "readings_replaced_total",
+                "Stored values replaced by a later report (corrected period figures); not new readings.",
+                "counter",
+                g(&self.readings_replaced),
+            ),
+            (
+                "readings_backfilled_total",
+                "Readings stored from backfilled batches (included in readings_stored_total).",
+                "counter",
+                g(&self.readings_backfilled),
+            ),
+            (
+                "backfill_stale_total",
+                "Backfilled readings and declarations not stored because a newer value is held.",
+                "counter",
+                g(&self.backfill_stale),
             ),
             (
                 "readings_duplicate_total",
@@ -167,6 +191,42 @@ impl Metrics {
         }
         s
     }
+}
+
+/// Per-agent figures from the state, in Prometheus text:
+/// `zonesync_aggregator_agent_dropped_readings{zone,agent}` (what the agent's
+/// last presence reported) and `zonesync_aggregator_agent_backfilled_readings_total{zone,agent}`.
+pub fn render_agents(state: &crate::state::State) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# HELP zonesync_aggregator_agent_dropped_readings Readings the agent's outbox policy dropped (its running total)."
+    );
+    let _ = writeln!(s, "# TYPE zonesync_aggregator_agent_dropped_readings gauge");
+    for (zone, zs) in &state.zones {
+        for (agent, a) in &zs.agents {
+            let _ = writeln!(
+                s,
+                "zonesync_aggregator_agent_dropped_readings{{zone=\"{zone}\",agent=\"{agent}\"}} {}",
+                a.dropped_readings
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "# HELP zonesync_aggregator_agent_backfilled_readings_total Backfilled readings stored from the agent since start."
+    );
+    let _ = writeln!(s, "# TYPE zonesync_aggregator_agent_backfilled_readings_total counter");
+    for (zone, zs) in &state.zones {
+        for (agent, a) in &zs.agents {
+            let _ = writeln!(
+                s,
+                "zonesync_aggregator_agent_backfilled_readings_total{{zone=\"{zone}\",agent=\"{agent}\"}} {}",
+                a.backfilled_readings
+            );
+        }
+    }
+    s
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //!   (the most common spacing of its readings), flagged under 90 %;
 //! - consistency: energy from meter registers over a month against the
 //!   monthly figure the enterprise reports for the same carrier, flagged over 5 %;
-//! - liveness: agents silent for longer than allowed, and gaps in their sequence numbers.
+//! - liveness: agents silent for longer than allowed, gaps in their sequence
+//!   numbers (a jump between stored batches, or batches an agent's presence says
+//!   it numbered that never came), and readings agents dropped at the source.
 
 use crate::registry::Zone;
 use crate::state::ZoneState;
@@ -22,6 +24,10 @@ pub struct QualitySettings {
     pub max_consistency_gap: f64,
     /// An agent silent for longer than this is flagged, seconds.
     pub silent_after_secs: i64,
+    /// Sequence numbers an agent's presence announced are listed as missing once
+    /// neither a presence nor a batch arrived from it for this long, seconds
+    /// (time for the agent to drain its outbox after reconnecting).
+    pub missing_seq_grace_secs: i64,
 }
 
 impl Default for QualitySettings {
@@ -30,6 +36,7 @@ impl Default for QualitySettings {
             min_completeness: 0.90,
             max_consistency_gap: 0.05,
             silent_after_secs: 3600,
+            missing_seq_grace_secs: 600,
         }
     }
 }
@@ -98,8 +105,13 @@ pub struct AgentLiveness {
     pub silent_secs: Option<i64>,
     /// Silent too long, or announced offline.
     pub flagged: bool,
-    /// Sequence numbers skipped.
+    /// Sequence numbers skipped between stored batches.
     pub seq_gaps: u64,
+    /// Sequence numbers `[from, to]` the agent's last presence says it assigned
+    /// (below its `next_seq`) but never stored, after the grace period.
+    pub missing_seqs: Option<[u64; 2]>,
+    /// Readings the agent's outbox policy dropped (running total it reports): they will never arrive.
+    pub dropped_readings: u64,
     /// Last presence status.
     pub status: Option<zonesync_proto::PresenceStatus>,
 }
@@ -117,6 +129,9 @@ pub struct QualityReport {
     pub enterprises: Vec<EnterpriseQuality>,
     /// Agents seen.
     pub agents: Vec<AgentLiveness>,
+    /// Σ readings the zone's agents report dropped at the source (all time, not
+    /// only this month): lost, not late, so completeness will not recover them.
+    pub readings_dropped_at_source: u64,
 }
 
 /// Computes the report for `month` as of `now`.
@@ -197,19 +212,23 @@ pub fn report(
             }
         })
         .collect();
-    let agents = zs
+    let agents: Vec<AgentLiveness> = zs
         .map(|z| {
             z.agents
                 .iter()
                 .map(|(id, a)| {
                     let silent = a.last_seen.map(|t| (now - t).num_seconds());
+                    let missing = a.missing_seqs(now, q.missing_seq_grace_secs);
                     AgentLiveness {
                         agent: id.to_string(),
                         last_seen: a.last_seen,
                         silent_secs: silent,
                         flagged: silent.is_none_or(|s| s > q.silent_after_secs)
-                            || a.status == Some(zonesync_proto::PresenceStatus::Offline),
+                            || a.status == Some(zonesync_proto::PresenceStatus::Offline)
+                            || missing.is_some(),
                         seq_gaps: a.seq_gaps,
+                        missing_seqs: missing.map(|(from, to)| [from, to]),
+                        dropped_readings: a.dropped_readings,
                         status: a.status,
                     }
                 })
@@ -220,6 +239,7 @@ pub fn report(
         period: month,
         settings: q.clone(),
         completeness: (ze > 0).then(|| zr as f64 / ze as f64),
+        readings_dropped_at_source: agents.iter().map(|a: &AgentLiveness| a.dropped_readings).sum(),
         enterprises,
         agents,
     }

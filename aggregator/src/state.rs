@@ -29,8 +29,11 @@ pub struct ZoneState {
     pub enterprises: BTreeMap<EnterpriseId, EnterpriseState>,
     /// Agents seen.
     pub agents: BTreeMap<AgentId, AgentState>,
-    /// Readings stored for the zone.
+    /// Readings stored for the zone: distinct stored keys, as the rebuild counts them.
     pub readings_stored: u64,
+    /// Stored values replaced by a later report (a corrected period figure) since
+    /// start: applied, but not new readings. Not kept across restarts.
+    pub readings_replaced: u64,
     /// Grows with every change to the zone's facts; cached goal tables compare it.
     pub version: u64,
     /// Goal tallies kept up to date by [`State::apply`] (installed for served zones,
@@ -113,11 +116,12 @@ impl Touched {
             t.indicators.push((r.indicator.clone(), w));
         }
         for ((code, point), Window { from: lo, to: hi }) in counters {
-            let prev = es
-                .counters
-                .get(&(code.to_owned(), point.to_owned()))
-                .map_or(lo, |(at, _)| *at);
-            t.indicators.push((code.to_owned(), months(prev.min(lo), hi)));
+            let key = (code.to_owned(), point.to_owned());
+            let prev = es.counters.get(&key).map_or(lo, |(at, _)| *at);
+            // A register before the first held one adds consumption up to it (backfill).
+            let first = es.first_registers.get(&key).map_or(hi, |(at, _)| *at);
+            t.indicators
+                .push((code.to_owned(), months(prev.min(lo), hi.max(first))));
         }
         t.attributes = declarations.iter().map(|(code, _)| code.clone()).collect();
         t
@@ -153,6 +157,9 @@ pub struct EnterpriseState {
     pub latest: BTreeMap<(String, String), (ReadingTime, f64)>,
     /// Last register per (indicator, point), for deltas.
     counters: HashMap<(String, String), (DateTime<Utc>, f64)>,
+    /// Earliest register per (indicator, point): a backfilled register before
+    /// it adds the consumption up to it.
+    first_registers: HashMap<(String, String), (DateTime<Utc>, f64)>,
     /// Consumption from registers per (indicator, month).
     /// (Keyed by indicator first so a lookup by `&str` allocates nothing:
     /// goal tables do millions of them.)
@@ -222,6 +229,40 @@ pub struct AgentState {
     pub last_seen: Option<DateTime<Utc>>,
     /// Its clock minus ours when its last batch arrived, seconds (includes transit and backlog).
     pub clock_offset_secs: Option<i64>,
+    /// When its last batch arrived (since start).
+    pub last_batch_at: Option<DateTime<Utc>>,
+    /// Backfilled (historical) readings stored from it since start.
+    pub backfilled_readings: u64,
+    /// Readings its outbox policy dropped, as its last presence reported (a running
+    /// total kept by the agent): readings that will never arrive.
+    pub dropped_readings: u64,
+    /// `next_seq` and `boot` of its last presence, and when that arrived.
+    pub announced: Option<Announced>,
+}
+
+/// What an agent's presence message said about its sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Announced {
+    /// The agent's boot counter.
+    pub boot: u64,
+    /// The next sequence number it will assign: everything below was assigned.
+    pub next_seq: u64,
+    /// When the presence arrived.
+    pub at: DateTime<Utc>,
+}
+
+impl AgentState {
+    /// Sequence numbers the agent said it assigned (its presence's `next_seq`)
+    /// that were never stored, when nothing arrived for `grace_secs` since: the
+    /// range `[from, to]`. A reinstalled outbox (boot lower than the batches')
+    /// numbers afresh, so it is no gap; an agent never heard from has no known start.
+    pub fn missing_seqs(&self, now: DateTime<Utc>, grace_secs: i64) -> Option<(u64, u64)> {
+        let an = self.announced?;
+        let last = self.last_seq?;
+        let quiet = |t: DateTime<Utc>| (now - t).num_seconds() >= grace_secs;
+        let settled = quiet(an.at) && self.last_batch_at.is_none_or(quiet);
+        (an.boot >= self.boot && settled && last.saturating_add(1) < an.next_seq).then(|| (last + 1, an.next_seq - 1))
+    }
 }
 
 impl EnterpriseState {
@@ -245,26 +286,36 @@ impl EnterpriseState {
             }
             ReadingTime::Ts(ts) if kind == IndicatorKind::Counter => match self.counters.get(&key).copied() {
                 None => {
+                    self.first_registers.insert(key.clone(), (ts, r.value));
                     self.counters.insert(key, (ts, r.value));
                 }
                 Some((prev_ts, prev)) if ts > prev_ts => {
-                    let d = delta(prev, r.value);
-                    if matches!(d, Delta::Reset(_)) {
-                        self.counter_resets += 1;
-                    }
-                    for (month, amount) in split_by_month(prev_ts, ts, d.amount()) {
-                        *self
-                            .metered
-                            .entry(r.indicator.clone())
-                            .or_default()
-                            .entry(month)
-                            .or_default() += amount;
-                    }
+                    self.meter(&r.indicator, prev_ts, prev, ts, r.value);
                     self.counters.insert(key, (ts, r.value));
                 }
-                Some(_) => self.late_readings += 1,
+                // Backfill can bring registers from before the first one held:
+                // the consumption up to that one is new, not late.
+                Some(_) => match self.first_registers.get(&key).copied() {
+                    Some((first_ts, first)) if ts < first_ts => {
+                        self.meter(&r.indicator, ts, r.value, first_ts, first);
+                        self.first_registers.insert(key, (ts, r.value));
+                    }
+                    _ => self.late_readings += 1,
+                },
             },
             ReadingTime::Ts(_) => {}
+        }
+    }
+
+    /// Adds the consumption between two registers to the months it spans.
+    fn meter(&mut self, indicator: &str, from_ts: DateTime<Utc>, from: f64, to_ts: DateTime<Utc>, to: f64) {
+        let d = delta(from, to);
+        if matches!(d, Delta::Reset(_)) {
+            self.counter_resets += 1;
+        }
+        let months = self.metered.entry(indicator.to_owned()).or_default();
+        for (month, amount) in split_by_month(from_ts, to_ts, d.amount()) {
+            *months.entry(month).or_default() += amount;
         }
     }
 
@@ -388,7 +439,40 @@ impl State {
         a.last_seq = Some(a.last_seq.map_or(seq, |l| l.max(seq)));
         a.boot = a.boot.max(boot);
         a.last_seen = Some(received);
+        a.last_batch_at = Some(received);
         a.clock_offset_secs = Some((sent_at - received).num_seconds());
+    }
+
+    /// Applies the fresh readings and declarations of a batch just stored.
+    /// `replaced` of the readings replace a stored value (see `Outcome::Stored`):
+    /// they change facts but are not new readings, so the counts stay those the
+    /// rebuild finds (one per stored key).
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_stored(
+        &mut self,
+        zone: &ZoneId,
+        enterprise: &EnterpriseId,
+        readings: &[CanonicalReading],
+        declarations: &[(String, DeclaredValue)],
+        catalog: &Catalog,
+        replaced: u64,
+    ) {
+        self.apply(zone, enterprise, readings, declarations, catalog);
+        let zs = self.zone_mut(zone);
+        zs.readings_stored = zs.readings_stored.saturating_sub(replaced);
+        zs.readings_replaced += replaced;
+        if let Some(es) = zs.enterprises.get_mut(enterprise) {
+            es.readings = es.readings.saturating_sub(replaced);
+        }
+    }
+
+    /// Counts backfilled readings stored from an agent.
+    pub fn note_backfill(&mut self, zone: &ZoneId, agent: &AgentId, readings: u64) {
+        self.zone_mut(zone)
+            .agents
+            .entry(agent.clone())
+            .or_default()
+            .backfilled_readings += readings;
     }
 
     /// Applies a presence message.
@@ -397,6 +481,12 @@ impl State {
         a.status = Some(p.status);
         a.boot = a.boot.max(p.boot);
         a.last_seen = Some(a.last_seen.map_or(received, |t| t.max(received)));
+        a.dropped_readings = p.dropped_readings;
+        a.announced = Some(Announced {
+            boot: p.boot,
+            next_seq: p.next_seq,
+            at: received,
+        });
     }
 }
 
@@ -430,6 +520,40 @@ mod tests {
         assert_eq!(e.amount("electricity", Period::Month(2026, 11)).unwrap().0, 25.0);
         assert_eq!(e.amount("electricity", Period::Year(2026)).unwrap().0, 35.0);
         assert_eq!((e.counter_resets, e.late_readings), (1, 1));
+    }
+
+    #[test]
+    fn backfilled_registers_give_the_totals_of_time_order() {
+        let k = IndicatorKind::Counter;
+        let regs = [
+            reg(1000.0, "2026-10-31T23:00:00+08:00"),
+            reg(1040.0, "2026-11-01T01:00:00+08:00"),
+            reg(1050.0, "2026-11-01T02:00:00+08:00"),
+            reg(1080.0, "2026-11-01T03:00:00+08:00"),
+        ];
+        let mut in_order = EnterpriseState::default();
+        for r in &regs {
+            in_order.apply_reading(r, k);
+        }
+        // Live first (the newest registers), then the backlog drained newest
+        // first, all before the first register held: the same months exactly.
+        let mut live_first = EnterpriseState::default();
+        for i in [2, 3, 1, 0] {
+            live_first.apply_reading(&regs[i], k);
+        }
+        // Registers between held ones are late: the total holds, the interval
+        // around them is split pro rata until a rebuild reads them in order.
+        let mut between = EnterpriseState::default();
+        for i in [0, 3, 2, 1] {
+            between.apply_reading(&regs[i], k);
+        }
+        let amount = |e: &EnterpriseState, p| e.amount("electricity", p).map(|(v, _)| v);
+        for p in [Period::Month(2026, 10), Period::Month(2026, 11), Period::Year(2026)] {
+            assert_eq!(amount(&live_first, p), amount(&in_order, p), "{p}");
+        }
+        assert_eq!(amount(&in_order, Period::Month(2026, 10)), Some(20.0));
+        assert_eq!(amount(&between, Period::Year(2026)), Some(80.0));
+        assert_eq!((live_first.late_readings, between.late_readings), (0, 2));
     }
 
     #[test]

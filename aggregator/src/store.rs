@@ -75,7 +75,26 @@ pub enum Outcome {
     Stored {
         /// Readings already stored identically under another batch (dropped from the batch).
         duplicate_readings: usize,
+        /// Fresh readings that replace a stored value at the same key (a corrected
+        /// period figure): applied, but not new readings, so not counted as such.
+        replaced: usize,
+        /// Backfilled readings and declarations not written because a different
+        /// value is already held (dropped from the batch).
+        stale_backfill: usize,
     },
+}
+
+/// How a reading relates to what is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fresh {
+    /// A key not stored before.
+    New,
+    /// The same key and value: nothing to do.
+    Identical,
+    /// The same key, another value, sent live: the later report wins.
+    Replacement,
+    /// The same key, another value, backfilled: what is held stays.
+    Stale,
 }
 
 /// The sled store.
@@ -178,6 +197,8 @@ impl Store {
     /// On `Stored`, `a.readings` keeps only the readings new to the store (or
     /// corrections of a period amount): those the state must apply. They are
     /// filtered in place rather than copied, as this runs for every reading.
+    /// A backfilled batch (`a.backfill`) never replaces a stored value: its
+    /// readings and declarations that differ from what is held are dropped.
     pub fn apply(&self, a: &mut Accepted) -> Result<Outcome, StoreError> {
         let seen = k(
             &[
@@ -193,6 +214,10 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.insert(seen, &a.boot.to_be_bytes());
         let mut fresh = Vec::with_capacity(a.readings.len());
+        // Readings this batch writes, by key: a key sent twice in one batch is
+        // one stored reading, as the rebuild will count it.
+        let mut writes: HashMap<Vec<u8>, [u8; 8]> = HashMap::new();
+        let (mut replaced, mut stale_backfill) = (0, 0);
         // Held until the batch is applied, so `newest` never runs behind the store.
         let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
         if newest.len() >= NEWEST_CAP {
@@ -214,19 +239,44 @@ impl Store {
                     later
                 }
             };
-            let stored_identically = !later && self.facts.get(&key)?.is_some_and(|old| old.as_ref() == value);
-            if !stored_identically {
-                if later {
-                    newest.insert(prefix.to_vec(), time.to_vec());
+            let held = if later {
+                None
+            } else if let Some(v) = writes.get(&key) {
+                Some(v.to_vec())
+            } else {
+                self.facts.get(&key)?.map(|v| v.to_vec())
+            };
+            let kind = match held {
+                None => Fresh::New,
+                Some(old) if old == value => Fresh::Identical,
+                // Backfill is older than what is held: it never replaces a stored value.
+                Some(_) if a.backfill => Fresh::Stale,
+                Some(_) => Fresh::Replacement,
+            };
+            match kind {
+                Fresh::New | Fresh::Replacement => {
+                    if later {
+                        newest.insert(prefix.to_vec(), time.to_vec());
+                    }
+                    // A key sent twice in one batch is held in `writes`, so it is a replacement too.
+                    writes.insert(key, value);
+                    if kind == Fresh::Replacement {
+                        replaced += 1;
+                    }
                 }
-                batch.insert(key, &value);
+                Fresh::Stale => stale_backfill += 1,
+                Fresh::Identical => {}
             }
-            fresh.push(!stored_identically);
+            fresh.push(matches!(kind, Fresh::New | Fresh::Replacement));
+        }
+        for (key, value) in writes {
+            batch.insert(key, &value);
         }
         let before = a.readings.len();
         let mut is_fresh = fresh.into_iter();
         a.readings.retain(|_| is_fresh.next().unwrap_or(false));
-        let duplicate_readings = before - a.readings.len();
+        let duplicate_readings = before - a.readings.len() - stale_backfill;
+        let mut keep = Vec::with_capacity(a.declarations.len());
         for (code, v) in &a.declarations {
             let key = k(
                 &[
@@ -236,11 +286,23 @@ impl Store {
                 ],
                 b'd',
             );
-            batch.insert(key, serde_json::to_vec(v).unwrap_or_default());
+            // A backfilled declaration only fills a gap: whatever is held came later.
+            let stale = a.backfill && self.facts.contains_key(&key)?;
+            if !stale {
+                batch.insert(key, serde_json::to_vec(v).unwrap_or_default());
+            }
+            keep.push(!stale);
         }
+        let stale_declarations = keep.iter().filter(|k| !**k).count();
+        let mut kept = keep.into_iter();
+        a.declarations.retain(|_| kept.next().unwrap_or(false));
         self.facts.apply_batch(batch)?;
         drop(newest);
-        Ok(Outcome::Stored { duplicate_readings })
+        Ok(Outcome::Stored {
+            duplicate_readings,
+            replaced,
+            stale_backfill: stale_backfill + stale_declarations,
+        })
     }
 
     /// Remembers an agent's last presence message. Not flushed.
@@ -494,7 +556,10 @@ mod tests {
         let mut first = accepted(1, vec![a.clone(), b.clone()]);
         assert!(matches!(
             store.apply(&mut first).expect("apply"),
-            Outcome::Stored { duplicate_readings: 0 }
+            Outcome::Stored {
+                duplicate_readings: 0,
+                ..
+            }
         ));
         assert_eq!(first.readings.len(), 2);
         let mut again = accepted(1, vec![a.clone(), b.clone()]);
@@ -505,7 +570,10 @@ mod tests {
         let mut resent = accepted(2, vec![a.clone(), corrected.clone()]);
         assert!(matches!(
             store.apply(&mut resent).expect("apply"),
-            Outcome::Stored { duplicate_readings: 1 }
+            Outcome::Stored {
+                duplicate_readings: 1,
+                ..
+            }
         ));
         assert_eq!(resent.readings, vec![corrected]);
 
@@ -517,13 +585,19 @@ mod tests {
         let mut late = accepted(3, vec![a.clone(), earlier.clone()]);
         assert!(matches!(
             store.apply(&mut late).expect("apply"),
-            Outcome::Stored { duplicate_readings: 1 }
+            Outcome::Stored {
+                duplicate_readings: 1,
+                ..
+            }
         ));
         assert_eq!(late.readings, vec![earlier]);
         let mut same_again = accepted(4, vec![a]);
         assert!(matches!(
             store.apply(&mut same_again).expect("apply"),
-            Outcome::Stored { duplicate_readings: 1 }
+            Outcome::Stored {
+                duplicate_readings: 1,
+                ..
+            }
         ));
 
         // What rebuild reads back is every reading once, at its latest value.

@@ -50,6 +50,16 @@ impl Dataset {
         3 * (2 * self.ticks + midnights)
     }
 
+    /// Readings the aggregator stores: one per stored key, as its counts and its
+    /// rebuild define them. Each simulated midnight's value-added figure is a
+    /// month-to-date report for the same month, so later ones replace the
+    /// month's figure rather than add a reading; the runs lie within one month
+    /// (October 2026, as the energy checks assume).
+    pub fn expected_stored_readings(&self) -> u64 {
+        let midnights = self.ticks.saturating_sub(1) / 96;
+        3 * (2 * self.ticks + u64::from(midnights > 0))
+    }
+
     /// Declarations the profiles hold (E1 4, E2 3, E5 1, E3 4).
     pub fn expected_declarations(&self) -> u64 {
         12
