@@ -85,7 +85,6 @@ impl Link {
             dropped_readings: self.outbox.dropped_readings(),
             version: env!("CARGO_PKG_VERSION").into(),
             enterprises: self.enterprises.clone(),
-            dropped_readings: 0,
         }
         .to_payload()
     }

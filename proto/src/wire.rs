@@ -117,9 +117,6 @@ pub struct Presence {
     /// Enterprises this agent reports for.
     #[serde(default)]
     pub enterprises: Vec<EnterpriseId>,
-    /// Readings the agent's outbox policy dropped, a running total kept by the agent.
-    #[serde(default)]
-    pub dropped_readings: u64,
 }
 
 impl Batch {
