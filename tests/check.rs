@@ -65,8 +65,8 @@ address = "202311230001"
 quantity = "forward"
 enterprise = "{e}"
 point = "D1"
-timeout_ms = 2000
-retries = 1
+timeout_ms = 10000
+retries = 2
 
 [[http_pull]]
 name = "ems"

@@ -444,6 +444,31 @@ mod tests {
     }
 
     #[test]
+    fn backfill_in_order_restates_a_period_figure() {
+        // A backlog drained after an outage arrives in the order it was made:
+        // its later month-to-date figure is the newer one and replaces the held one.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = open(dir.path());
+        let first = batch(10, true, vec![amount(40.0, 10)]);
+        assert_eq!(send(&app, &first), Handled::Stored);
+        let later = batch(11, true, vec![amount(1240.0, 10)]);
+        assert_eq!(send(&app, &later), Handled::Stored);
+        let st = app.state.read().expect("state");
+        let es = st
+            .zones
+            .get(&zone())
+            .and_then(|z| z.enterprises.get(&ent()))
+            .expect("enterprise");
+        assert_eq!(
+            es.reported
+                .get("value_added")
+                .and_then(|m| m.get(&Period::Month(2026, 10))),
+            Some(&1240.0)
+        );
+        assert_eq!(app.metrics.backfill_stale.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn backfill_never_replaces_a_newer_live_value() {
         let dir = tempfile::tempdir().expect("temp dir");
         let app = open(dir.path());

@@ -192,13 +192,39 @@ impl Store {
         })
     }
 
+    /// Whether a batch of `a`'s agent with a higher sequence number is stored
+    /// already, i.e. `a` arrives after newer data from the same agent.
+    fn overtaken(&self, a: &Accepted) -> Result<bool, StoreError> {
+        let Some(next) = a.seq.checked_add(1) else {
+            return Ok(false);
+        };
+        let start = k(
+            &[
+                a.zone.as_str().as_bytes(),
+                a.agent.as_str().as_bytes(),
+                &next.to_be_bytes(),
+            ],
+            b's',
+        );
+        let prefix = start.len() - 8;
+        Ok(match self.facts.range(start.as_slice()..).next().transpose()? {
+            Some((key, _)) => key.len() == start.len() && key.get(..prefix) == start.get(..prefix),
+            None => false,
+        })
+    }
+
     /// Stores a validated batch unless (agent, seq) was stored before. Not flushed.
     ///
     /// On `Stored`, `a.readings` keeps only the readings new to the store (or
     /// corrections of a period amount): those the state must apply. They are
     /// filtered in place rather than copied, as this runs for every reading.
-    /// A backfilled batch (`a.backfill`) never replaces a stored value: its
-    /// readings and declarations that differ from what is held are dropped.
+    /// A backfilled batch (`a.backfill`) never replaces a newer stored value.
+    /// At the same instant a held reading always stays. A period figure or a
+    /// declaration (one key, restated over time) stays only when the batch was
+    /// overtaken: the same agent's later batches were stored before it. From
+    /// one agent batches otherwise arrive in the order they were made (its
+    /// outbox is first in, first out), so a backfilled month-to-date figure
+    /// that arrives in order is the newer one and replaces the held figure.
     pub fn apply(&self, a: &mut Accepted) -> Result<Outcome, StoreError> {
         let seen = k(
             &[
@@ -211,6 +237,7 @@ impl Store {
         if self.facts.contains_key(&seen)? {
             return Ok(Outcome::Duplicate);
         }
+        let overtaken = a.backfill && self.overtaken(a)?;
         let mut batch = sled::Batch::default();
         batch.insert(seen, &a.boot.to_be_bytes());
         let mut fresh = Vec::with_capacity(a.readings.len());
@@ -249,8 +276,9 @@ impl Store {
             let kind = match held {
                 None => Fresh::New,
                 Some(old) if old == value => Fresh::Identical,
-                // Backfill is older than what is held: it never replaces a stored value.
-                Some(_) if a.backfill => Fresh::Stale,
+                // Backfill never replaces a value held for the same instant,
+                // nor a restated figure the same agent sent after it.
+                Some(_) if a.backfill && (overtaken || matches!(r.at, ReadingTime::Ts(_))) => Fresh::Stale,
                 Some(_) => Fresh::Replacement,
             };
             match kind {
@@ -286,8 +314,8 @@ impl Store {
                 ],
                 b'd',
             );
-            // A backfilled declaration only fills a gap: whatever is held came later.
-            let stale = a.backfill && self.facts.contains_key(&key)?;
+            // A declaration from an overtaken backfill only fills a gap: whatever is held came later.
+            let stale = overtaken && self.facts.contains_key(&key)?;
             if !stale {
                 batch.insert(key, serde_json::to_vec(v).unwrap_or_default());
             }
