@@ -558,11 +558,12 @@ pub async fn run(plan: &FaultPlan, dir: &Path) -> FaultReport {
     for i in 0..agents {
         let attributed = meter_missing[i] + va_missing[i] + decl_missing[i];
         report.dropped_reported += drops[i];
-        if drops[i] == attributed && split[i] == 0 {
-            report.dropped_meter += meter_missing[i];
-        } else {
-            report.drops_unattributed += drops[i].abs_diff(attributed).max(split[i]);
-        }
+        // Reported beyond what is missing: readings counted as dropped that
+        // were stored all the same. Short of it: readings missing that no
+        // report covers, which count as lost.
+        let short = attributed.saturating_sub(drops[i]);
+        report.dropped_meter += meter_missing[i].saturating_sub(short);
+        report.drops_unattributed += drops[i].abs_diff(attributed) + split[i];
         if drops[i] > 0 || attributed > 0 {
             report.lines.push(format!(
                 "{}: dropped and reported {} (aggregator); missing from the store {} = {} meter readings + {} value-added reports + {} declarations{}",

@@ -36,8 +36,8 @@ pub struct FaultReport {
     /// Readings the outbox policy dropped and reported upstream, as the
     /// aggregator shows them (`zonesync_aggregator_agent_dropped_readings`).
     pub dropped_reported: u64,
-    /// Of the meter readings missing from the store, those of agents whose
-    /// reported drops match what their store lacks exactly.
+    /// Of the meter readings missing from the store, those the agents'
+    /// reported drops cover (a shortfall of the report counts as lost).
     pub dropped_meter: u64,
     /// Reported drops that do not match what the store lacks (either way).
     pub drops_unattributed: u64,
