@@ -327,6 +327,31 @@ mod tests {
     }
 
     #[test]
+    fn drops_change_only_what_they_can() {
+        let sim = Sim {
+            enterprise: "E1",
+            kwh_rate: 10.0,
+            va_per_day: 40.0,
+        };
+        let step = Duration::seconds(900);
+        // 3 days + the closing midnight; ticks 90..=100 dropped: the first midnight (96) among them.
+        let dropped: BTreeSet<u64> = (90..=100).collect();
+        let f = month_figures_after_drops(sim, start(), step, 3 * 96 + 1, &dropped);
+        let full = produced(sim, start(), step, 3 * 96 + 1);
+        assert_eq!(f, vec![("2026-10".into(), Some(full.months[0].kwh), Some(120.0))]);
+        // Only the first midnight arrived: the month's figure is its report.
+        let dropped: BTreeSet<u64> = (150..=200).collect();
+        let f = month_figures_after_drops(sim, start(), step, 2 * 96 + 1, &dropped);
+        assert_eq!(f[0].2, Some(40.0));
+        // The first tick dropped: the month's kWh cannot be attributed.
+        let f = month_figures_after_drops(sim, start(), step, 97, &[0].into_iter().collect());
+        assert_eq!(f[0].1, None);
+        // A month's start dropped: both months' kWh unchecked.
+        let f = month_figures_after_drops(sim, start(), step, 31 * 96 + 10, &[31 * 96].into_iter().collect());
+        assert_eq!((f[0].1, f[1].1), (None, None));
+    }
+
+    #[test]
     fn matches_the_hand_computed_data_set() {
         // support/dataset.rs: 97 ticks = one October day, 208 × rate × 3 kWh, one value-added report.
         let p = produced(
