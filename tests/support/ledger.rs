@@ -14,7 +14,7 @@
 //!   per month, and it must equal the last report.
 
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 use zonesync_proto::{Period, CST};
@@ -115,6 +115,103 @@ pub struct Census {
     pub readings: BTreeMap<(String, String, String), u64>,
     /// Batch sequence numbers recorded as stored, per agent, sorted.
     pub seqs: BTreeMap<String, Vec<u64>>,
+    /// Times (µs since the epoch) of the meter readings stored, per (enterprise, point).
+    pub meter_times: BTreeMap<(String, String), BTreeSet<u64>>,
+    /// Declared attributes stored, per enterprise.
+    pub declarations: BTreeMap<String, u64>,
+}
+
+/// What the store lacks of one simulated enterprise's ticks. The simulator
+/// appends each tick's items in one step, and the outbox keeps an
+/// enterprise's items of one append together (one chunk, then one batch), so
+/// its disk budget drops a tick whole: both meter readings, and the
+/// value-added report if the tick is a midnight.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Missing {
+    /// Ticks with no meter reading stored, in order.
+    pub ticks: Vec<u64>,
+    /// Meter readings missing.
+    pub meter_readings: u64,
+    /// Value-added reports of the missing ticks (midnights).
+    pub value_added_reports: u64,
+    /// Ticks with one meter stored and the other not: no drop does that.
+    pub split_ticks: u64,
+}
+
+/// Whether tick `t` from `start` is a China-time midnight (not the first tick).
+fn is_midnight(t: u64, ts: DateTime<Utc>) -> bool {
+    let local = ts.with_timezone(&CST);
+    t > 0 && local.hour() == 0 && local.minute() == 0 && local.second() == 0
+}
+
+/// The ticks of `sim` (two meters) the census lacks.
+pub fn missing(census: &Census, sim: Sim, start: DateTime<Utc>, step: Duration, ticks: u64) -> Missing {
+    let empty = BTreeSet::new();
+    let held = |point: &str| {
+        census
+            .meter_times
+            .get(&(sim.enterprise.to_owned(), point.to_owned()))
+            .unwrap_or(&empty)
+    };
+    let (m1, m2) = (held("M1"), held("M2"));
+    let mut out = Missing::default();
+    for t in 0..ticks {
+        let ts = start + step * t as i32;
+        let micros = ts.timestamp_micros().max(0) as u64;
+        let (a, b) = (m1.contains(&micros), m2.contains(&micros));
+        out.meter_readings += u64::from(!a) + u64::from(!b);
+        if a != b {
+            out.split_ticks += 1;
+        }
+        if !a && !b {
+            out.ticks.push(t);
+            if is_midnight(t, ts) {
+                out.value_added_reports += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The month figures `sim` should show when the ticks in `dropped` never
+/// arrived: a month's value added is its last report that arrived (none: the
+/// month has no figure, `None`); its kWh is unchanged by a gap inside the
+/// month, since a counter's delta across a gap is the consumption of the
+/// whole gap. A gap at the first tick, the last, or across the start of a
+/// month cannot be attributed exactly (the aggregator splits a delta across
+/// months by time, not by the load curve), so that kWh figure is `None`:
+/// not checked.
+pub fn month_figures_after_drops(
+    sim: Sim,
+    start: DateTime<Utc>,
+    step: Duration,
+    ticks: u64,
+    dropped: &BTreeSet<u64>,
+) -> Vec<(String, Option<f64>, Option<f64>)> {
+    let full = produced(sim, start, step, ticks);
+    let mut out = Vec::new();
+    for m in &full.months {
+        let mut va = None;
+        let mut kwh_exact = !dropped.contains(&0) && !dropped.contains(&ticks.saturating_sub(1));
+        for t in 0..ticks {
+            let ts = start + step * t as i32;
+            let month = Period::month_of(ts).to_string();
+            if t > 0 && dropped.contains(&t) {
+                let before = Period::month_of(ts - step).to_string();
+                if before != month && (before == m.period || month == m.period) {
+                    kwh_exact = false;
+                }
+            }
+            if is_midnight(t, ts) && !dropped.contains(&t) {
+                let day_before = ts - Duration::seconds(1);
+                if Period::month_of(day_before).to_string() == m.period {
+                    va = Some(sim.va_per_day * f64::from(day_before.with_timezone(&CST).day()));
+                }
+            }
+        }
+        out.push((m.period.clone(), kwh_exact.then_some(m.kwh), va));
+    }
+    out
 }
 
 impl Census {
@@ -128,12 +225,30 @@ impl Census {
         let mut c = Census::default();
         for kv in facts.scan_prefix(b"r") {
             let (key, _) = kv.map_err(|e| e.to_string())?;
-            let parts: Vec<String> = key[1..]
-                .splitn(5, |b| *b == 0)
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-                .collect();
+            // The time key (the fifth part) is binary: keep its bytes.
+            let raw: Vec<&[u8]> = key[1..].splitn(5, |b| *b == 0).collect();
+            let parts: Vec<String> = raw.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
             if let [_, e, ind, point, _] = parts.as_slice() {
                 *c.readings.entry((e.clone(), ind.clone(), point.clone())).or_default() += 1;
+                let micros = raw
+                    .get(4)
+                    .and_then(|t| t.strip_prefix(b"t"))
+                    .and_then(|t| <[u8; 8]>::try_from(t).ok());
+                if let (true, Some(m)) = (ind == "electricity", micros) {
+                    c.meter_times
+                        .entry((e.clone(), point.clone()))
+                        .or_default()
+                        .insert(u64::from_be_bytes(m));
+                }
+            }
+        }
+        for kv in facts.scan_prefix(b"d") {
+            let (key, _) = kv.map_err(|e| e.to_string())?;
+            let parts: Vec<&[u8]> = key[1..].splitn(3, |b| *b == 0).collect();
+            if let [_, e, _] = parts.as_slice() {
+                *c.declarations
+                    .entry(String::from_utf8_lossy(e).into_owned())
+                    .or_default() += 1;
             }
         }
         for kv in facts.scan_prefix(b"s") {
@@ -209,6 +324,31 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-09-30T16:00:00Z")
             .unwrap()
             .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn drops_change_only_what_they_can() {
+        let sim = Sim {
+            enterprise: "E1",
+            kwh_rate: 10.0,
+            va_per_day: 40.0,
+        };
+        let step = Duration::seconds(900);
+        // 3 days + the closing midnight; ticks 90..=100 dropped: the first midnight (96) among them.
+        let dropped: BTreeSet<u64> = (90..=100).collect();
+        let f = month_figures_after_drops(sim, start(), step, 3 * 96 + 1, &dropped);
+        let full = produced(sim, start(), step, 3 * 96 + 1);
+        assert_eq!(f, vec![("2026-10".into(), Some(full.months[0].kwh), Some(120.0))]);
+        // Only the first midnight arrived: the month's figure is its report.
+        let dropped: BTreeSet<u64> = (150..=200).collect();
+        let f = month_figures_after_drops(sim, start(), step, 2 * 96 + 1, &dropped);
+        assert_eq!(f[0].2, Some(40.0));
+        // The first tick dropped: the month's kWh cannot be attributed.
+        let f = month_figures_after_drops(sim, start(), step, 97, &[0].into_iter().collect());
+        assert_eq!(f[0].1, None);
+        // A month's start dropped: both months' kWh unchecked.
+        let f = month_figures_after_drops(sim, start(), step, 31 * 96 + 10, &[31 * 96].into_iter().collect());
+        assert_eq!((f[0].1, f[1].1), (None, None));
     }
 
     #[test]

@@ -104,15 +104,12 @@ pub enum FaultKind {
     /// One agent's link deafened (batches reach the broker, PUBACKs never come
     /// back), then cut: the agent resends batches already stored (QoS 1 duplicates).
     LostAcks,
-    /// An agent's outbox disk budget exhausted, so the outbox policy drops
-    /// readings and reports their count upstream (`dropped_readings`).
-    /// Pending: needs the agent's `[outbox] disk_budget_bytes` and the
-    /// aggregator's figure of dropped readings, which are not in this build.
-    /// Where it plugs in: `available()` returns Ok once they exist; `inject()`
-    /// rewrites one agent's config with a small budget and restarts it (or
-    /// stops its link so the outbox fills), the recovery restores the budget;
-    /// and the final count adds the aggregator's figure of dropped readings
-    /// to `FaultReport::dropped_reported`, which `lost()` already allows for.
+    /// The outbox disk budget of agent-c (which runs with a small one when
+    /// this kind is drawn) exhausted: its link is cut and refused while its
+    /// simulator keeps producing, until its status file shows the budget full
+    /// and readings dropped; then healed. The outbox drops the oldest and
+    /// reports the count upstream (`dropped_readings` in presence), and the
+    /// final count attributes every drop to a missing reading key.
     OutboxFull,
 }
 
@@ -144,12 +141,7 @@ impl FaultKind {
 
     /// Whether this build can inject it; `Err` says what it waits for.
     pub fn available(self) -> Result<(), &'static str> {
-        match self {
-            FaultKind::OutboxFull => {
-                Err("pending: needs the agent's [outbox] disk_budget_bytes and a dropped_readings figure upstream")
-            }
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// Its name in `ZONESYNC_FAULT_KINDS`.

@@ -33,8 +33,18 @@ pub struct FaultReport {
     pub month_figures_over: u64,
     /// Month value-added figures the API gives exactly.
     pub value_added_exact: u64,
-    /// Readings the outbox policy dropped and reported upstream.
+    /// Readings the outbox policy dropped and reported upstream, as the
+    /// aggregator shows them (`zonesync_aggregator_agent_dropped_readings`).
     pub dropped_reported: u64,
+    /// Of the meter readings missing from the store, those the agents'
+    /// reported drops cover (a shortfall of the report counts as lost).
+    pub dropped_meter: u64,
+    /// Reported drops that do not match what the store lacks (either way).
+    pub drops_unattributed: u64,
+    /// Month figures not checked: readings dropped across a month's start.
+    pub month_figures_unchecked: u64,
+    /// Outbox-full faults healed without seeing the budget overflow.
+    pub overflow_waits_expired: u32,
     /// Batches the aggregator recognised as already stored, summed over its incarnations.
     pub duplicate_batches: u64,
     /// Readings the aggregator recognised as already stored under another batch.
@@ -52,11 +62,12 @@ pub struct FaultReport {
 }
 
 impl FaultReport {
-    /// Meter readings neither stored nor dropped-and-reported, plus month figures short of the ledger.
+    /// Meter readings neither stored nor dropped-and-reported (attributed one
+    /// for one), plus month figures short of the ledger.
     pub fn lost(&self) -> u64 {
         (self
             .produced_meter
-            .saturating_sub(self.stored_meter + self.dropped_reported))
+            .saturating_sub(self.stored_meter + self.dropped_meter))
             + (self.month_figures - self.month_figures_exact - self.month_figures_over)
     }
 
@@ -114,7 +125,18 @@ impl fmt::Display for FaultReport {
             "  month figures exact           {} of {}",
             self.month_figures_exact, self.month_figures
         )?;
-        writeln!(f, "  dropped and reported          {}", self.dropped_reported)?;
+        writeln!(
+            f,
+            "  dropped and reported          {} (aggregator's figure; {} meter readings among them; not matching the store: {})",
+            self.dropped_reported, self.dropped_meter, self.drops_unattributed
+        )?;
+        if self.month_figures_unchecked > 0 || self.overflow_waits_expired > 0 {
+            writeln!(
+                f,
+                "  month figures not checked     {}; outbox-full faults that saw no overflow {}",
+                self.month_figures_unchecked, self.overflow_waits_expired
+            )?;
+        }
         writeln!(f, "  lost                          {}", self.lost())?;
         writeln!(f, "  counted twice                 {}", self.counted_twice())?;
         writeln!(f, "  duplicate batches suppressed  {}", self.duplicate_batches)?;
