@@ -391,6 +391,20 @@ mod tests {
         (zs.readings_stored, zs.enterprises.get(&ent()).map_or(0, |e| e.readings))
     }
 
+    /// The enterprise's reported value added for October 2026, as the state holds it.
+    fn october_value_added(app: &App) -> Option<f64> {
+        let st = app.state.read().expect("state");
+        let es = st
+            .zones
+            .get(&zone())
+            .and_then(|z| z.enterprises.get(&ent()))
+            .expect("enterprise");
+        es.reported
+            .get("value_added")
+            .and_then(|m| m.get(&Period::Month(2026, 10)))
+            .copied()
+    }
+
     #[test]
     fn reading_counts_are_the_same_before_and_after_a_restart() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -429,18 +443,7 @@ mod tests {
 
         let app = open(dir.path());
         assert_eq!(counts(&app), (4, 4));
-        let st = app.state.read().expect("state");
-        let es = st
-            .zones
-            .get(&zone())
-            .and_then(|z| z.enterprises.get(&ent()))
-            .expect("enterprise");
-        assert_eq!(
-            es.reported
-                .get("value_added")
-                .and_then(|m| m.get(&Period::Month(2026, 10))),
-            Some(&56.0)
-        );
+        assert_eq!(october_value_added(&app), Some(56.0));
     }
 
     #[test]
@@ -453,18 +456,7 @@ mod tests {
         assert_eq!(send(&app, &first), Handled::Stored);
         let later = batch(11, true, vec![amount(1240.0, 10)]);
         assert_eq!(send(&app, &later), Handled::Stored);
-        let st = app.state.read().expect("state");
-        let es = st
-            .zones
-            .get(&zone())
-            .and_then(|z| z.enterprises.get(&ent()))
-            .expect("enterprise");
-        assert_eq!(
-            es.reported
-                .get("value_added")
-                .and_then(|m| m.get(&Period::Month(2026, 10))),
-            Some(&1240.0)
-        );
+        assert_eq!(october_value_added(&app), Some(1240.0));
         assert_eq!(app.metrics.backfill_stale.load(Ordering::Relaxed), 0);
     }
 
