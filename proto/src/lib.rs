@@ -20,4 +20,4 @@ pub use validate::{
     check_period, check_ts, Accepted, CanonicalReading, DeclaredValue, Limits, Location, Problem, Reason, Scenario,
     ScenarioLevel, Validator,
 };
-pub use wire::{Batch, Declaration, Presence, PresenceStatus, Reading, ReadingTime, WIRE_VERSION};
+pub use wire::{Batch, Confirm, Declaration, Presence, PresenceStatus, Reading, ReadingTime, WIRE_VERSION};

@@ -3,6 +3,7 @@
 //! ```text
 //! zonesync/v1/{zone}/{agent}/state               retained presence (birth / last will)
 //! zonesync/v1/{zone}/{agent}/data/{enterprise}   batches, QoS 1
+//! zonesync/v1/{zone}/{agent}/confirm             the aggregator's end-to-end confirmations, QoS 1
 //! zonesync/v1/{zone}/summary                      the aggregator's goal table, retained
 //! zonesync/v1/{zone}/alerts                       the aggregator's alert transitions
 //! ```
@@ -67,6 +68,15 @@ impl Topic {
     /// The subscription filters for one zone's agents: presence and data.
     pub fn zone_filters(zone: &ZoneId) -> [String; 2] {
         [format!("{ROOT}/{zone}/+/state"), format!("{ROOT}/{zone}/+/data/+")]
+    }
+
+    /// Where the aggregator tells one agent which of its batches it has
+    /// durably handled (stored, already held, or dead-lettered), so an agent
+    /// that asks for end-to-end confirmation keeps a batch until then and not
+    /// merely until the broker's PUBACK (a broker killed before it saved its
+    /// queue would otherwise lose acknowledged batches).
+    pub fn confirm(zone: &ZoneId, agent: &AgentId) -> String {
+        format!("{ROOT}/{zone}/{agent}/confirm")
     }
 
     /// Where the aggregator publishes a zone's goal table (retained).
@@ -140,7 +150,8 @@ mod tests {
             let (f, t): (Vec<&str>, Vec<&str>) = (filter.split('/').collect(), topic.split('/').collect());
             f.len() == t.len() && f.iter().zip(&t).all(|(a, b)| *a == "+" || a == b)
         };
-        for out in [Topic::summary(&z), Topic::alerts(&z)] {
+        let a0 = AgentId::parse("gw").unwrap();
+        for out in [Topic::summary(&z), Topic::alerts(&z), Topic::confirm(&z, &a0)] {
             assert!(Topic::zone_filters(&z).iter().all(|f| !matches(f, &out)), "{out}");
         }
         let a = AgentId::parse("gw").unwrap();

@@ -119,6 +119,63 @@ pub struct Presence {
     pub enterprises: Vec<EnterpriseId>,
 }
 
+/// The aggregator's end-to-end confirmation on `zonesync/v1/{zone}/{agent}/confirm`:
+/// these sequence numbers of this agent are durably handled — stored, found
+/// already stored, or dead-lettered with a reason (resending those would not
+/// help). Published at QoS 1, not retained, after the store's flush.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Confirm {
+    /// Wire format version.
+    pub v: u32,
+    /// The agent whose batches these are.
+    pub agent: AgentId,
+    /// Inclusive ranges `[first, last]` of sequence numbers handled, ascending, not overlapping.
+    pub seqs: Vec<[u64; 2]>,
+    /// The aggregator's clock when it flushed them; with the agent's own
+    /// send and receive times this bounds the agent's clock offset.
+    pub at: DateTime<Utc>,
+}
+
+impl Confirm {
+    /// Builds a confirmation from sequence numbers in any order, merging runs into ranges.
+    pub fn from_seqs(agent: AgentId, mut seqs: Vec<u64>, at: DateTime<Utc>) -> Self {
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut ranges: Vec<[u64; 2]> = Vec::new();
+        for s in seqs {
+            match ranges.last_mut() {
+                Some(r) if r[1].checked_add(1) == Some(s) => r[1] = s,
+                _ => ranges.push([s, s]),
+            }
+        }
+        Self {
+            v: WIRE_VERSION,
+            agent,
+            seqs: ranges,
+            at,
+        }
+    }
+
+    /// Whether `seq` is among those confirmed.
+    pub fn contains(&self, seq: u64) -> bool {
+        self.seqs.iter().any(|[a, b]| (*a..=*b).contains(&seq))
+    }
+
+    /// Every sequence number confirmed, ascending (ranges are bounded by what
+    /// one flush handled; a forged huge range is capped at `limit` numbers).
+    pub fn iter_seqs(&self, limit: usize) -> impl Iterator<Item = u64> + '_ {
+        self.seqs
+            .iter()
+            .flat_map(|[a, b]| if a <= b { *a..=*b } else { 1..=0 })
+            .take(limit)
+    }
+
+    /// Serialises the confirmation to its JSON payload.
+    pub fn to_payload(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
 impl Batch {
     /// Serialises the batch to its JSON payload.
     pub fn to_payload(&self) -> Vec<u8> {
@@ -132,5 +189,29 @@ impl Presence {
     /// Serialises the presence message to its JSON payload.
     pub fn to_payload(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod confirm_tests {
+    use super::*;
+
+    #[test]
+    fn runs_become_ranges_and_round_trip() {
+        let agent = AgentId::parse("gw-1").unwrap();
+        let at = DateTime::parse_from_rfc3339("2026-11-23T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let c = Confirm::from_seqs(agent, vec![7, 3, 4, 5, 9, 4, u64::MAX], at);
+        assert_eq!(c.seqs, vec![[3, 5], [7, 7], [9, 9], [u64::MAX, u64::MAX]]);
+        assert!(c.contains(4) && !c.contains(6) && c.contains(u64::MAX));
+        assert_eq!(c.iter_seqs(4).collect::<Vec<_>>(), vec![3, 4, 5, 7]);
+        let back: Confirm = serde_json::from_slice(&c.to_payload()).unwrap();
+        assert_eq!(back, c);
+        let forged = Confirm {
+            seqs: vec![[9, 2], [0, u64::MAX]],
+            ..c
+        };
+        assert_eq!(forged.iter_seqs(3).collect::<Vec<_>>(), vec![0, 1, 2]);
     }
 }
