@@ -83,6 +83,7 @@ impl Link {
             at: Utc::now(),
             next_seq: self.outbox.next_seq(),
             dropped_readings: self.outbox.dropped_readings(),
+            clock_offset_ms: None,
             version: env!("CARGO_PKG_VERSION").into(),
             enterprises: self.enterprises.clone(),
         }

@@ -532,6 +532,7 @@ mod tests {
             version: "test".into(),
             enterprises: vec![ent()],
             dropped_readings: dropped,
+            clock_offset_ms: None,
         }
     }
 

@@ -112,6 +112,11 @@ pub struct Presence {
     /// its disk budget was full: they will never arrive. 0 from older agents.
     #[serde(default)]
     pub dropped_readings: u64,
+    /// The agent's clock minus the aggregator's, milliseconds, as the agent
+    /// last measured it from an end-to-end confirmation (`None`: not known —
+    /// no confirmation yet, or an older agent). Positive: the agent is ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
     /// Agent software version.
     pub version: String,
     /// Enterprises this agent reports for.
