@@ -759,5 +759,16 @@ async fn a_read_token_guards_the_api_but_not_health() {
         .await,
         401
     );
+    // A malformed query string is refused in JSON, saying what was wrong.
+    let r = http
+        .get(format!("{base}/api/v1/dead-letters?limit=many"))
+        .bearer_auth("r3ad")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.expect("a JSON error body");
+    let why = body["error"].as_str().unwrap_or_default();
+    assert!(why.starts_with("query string: ") && why.contains("limit"), "{body}");
     t.stop().await;
 }
