@@ -160,7 +160,12 @@ fn time_utc(t: DateTime<Utc>) -> String {
 
 /// Writes the history in `dir` as CSV to `out`, one day file at a time.
 /// `catalog` fills the indicator's Chinese name when given.
-pub fn export(dir: &Path, filter: &Filter, catalog: Option<&Catalog>, out: &mut dyn Write) -> Result<Summary, ExportError> {
+pub fn export(
+    dir: &Path,
+    filter: &Filter,
+    catalog: Option<&Catalog>,
+    out: &mut dyn Write,
+) -> Result<Summary, ExportError> {
     if let (Some(from), Some(to)) = (filter.from, filter.to) {
         if from > to {
             return Err(ExportError::BadRange { from, to });
@@ -226,16 +231,35 @@ pub fn export(dir: &Path, filter: &Filter, catalog: Option<&Catalog>, out: &mut 
                 continue;
             };
             let written = match (&entry, filter.kind) {
-                (Entry::Reading { enterprise: e, reading: r }, Kind::Readings) => {
-                    if enterprise.as_ref().is_some_and(|f| f != e) || filter.indicator.as_ref().is_some_and(|i| *i != r.indicator) {
+                (
+                    Entry::Reading {
+                        enterprise: e,
+                        reading: r,
+                    },
+                    Kind::Readings,
+                ) => {
+                    if enterprise.as_ref().is_some_and(|f| f != e)
+                        || filter.indicator.as_ref().is_some_and(|i| *i != r.indicator)
+                    {
                         false
                     } else {
                         let value = r.value.to_string();
-                        let (cst, utc) = r.ts.map_or((String::new(), String::new()), |t| (time_cst(t), time_utc(t)));
+                        let (cst, utc) =
+                            r.ts.map_or((String::new(), String::new()), |t| (time_cst(t), time_utc(t)));
                         let period = r.period.map(|p| p.to_string()).unwrap_or_default();
                         row(
                             &mut buf,
-                            &[e, &r.indicator, name(&r.indicator), &r.point, &value, &r.unit, &cst, &utc, &period],
+                            &[
+                                e,
+                                &r.indicator,
+                                name(&r.indicator),
+                                &r.point,
+                                &value,
+                                &r.unit,
+                                &cst,
+                                &utc,
+                                &period,
+                            ],
                         );
                         true
                     }
@@ -248,7 +272,9 @@ pub fn export(dir: &Path, filter: &Filter, catalog: Option<&Catalog>, out: &mut 
                     },
                     Kind::Declarations,
                 ) => {
-                    if enterprise.as_ref().is_some_and(|f| f != e) || filter.indicator.as_ref().is_some_and(|i| *i != d.indicator) {
+                    if enterprise.as_ref().is_some_and(|f| f != e)
+                        || filter.indicator.as_ref().is_some_and(|i| *i != d.indicator)
+                    {
                         false
                     } else {
                         let value = match &d.value {
@@ -257,7 +283,14 @@ pub fn export(dir: &Path, filter: &Filter, catalog: Option<&Catalog>, out: &mut 
                         };
                         row(
                             &mut buf,
-                            &[e, &d.indicator, name(&d.indicator), &value, &time_cst(*recorded), &time_utc(*recorded)],
+                            &[
+                                e,
+                                &d.indicator,
+                                name(&d.indicator),
+                                &value,
+                                &time_cst(*recorded),
+                                &time_utc(*recorded),
+                            ],
                         );
                         true
                     }
@@ -301,7 +334,9 @@ mod tests {
 
     #[test]
     fn times_in_china_and_utc() {
-        let t = DateTime::parse_from_rfc3339("2026-11-22T16:00:00Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-22T16:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(time_cst(t), "2026-11-23 00:00:00");
         assert_eq!(time_utc(t), "2026-11-22T16:00:00Z");
         let t = t + chrono::Duration::milliseconds(250);
@@ -311,7 +346,10 @@ mod tests {
 
     #[test]
     fn bad_dates_are_refused_with_the_expected_form() {
-        assert_eq!(parse_day("2026-11-23").unwrap(), NaiveDate::from_ymd_opt(2026, 11, 23).unwrap());
+        assert_eq!(
+            parse_day("2026-11-23").unwrap(),
+            NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
+        );
         for s in ["2026-13-01", "23/11/2026", "", "2026-11-31"] {
             let e = parse_day(s).unwrap_err();
             assert!(e.to_string().contains("YYYY-MM-DD"), "{e}");

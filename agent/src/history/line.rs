@@ -73,22 +73,19 @@ pub fn encode_reading(enterprise: &EnterpriseId, r: &Reading, out: &mut Vec<u8>)
 
 /// Appends a declaration's line (with its `\n`) to `out`.
 pub fn encode_declaration(enterprise: &EnterpriseId, d: &Declaration, recorded: DateTime<Utc>, out: &mut Vec<u8>) {
-    let line = ("d", recorded.timestamp_millis(), enterprise.as_str(), &d.indicator, &d.value);
+    let line = (
+        "d",
+        recorded.timestamp_millis(),
+        enterprise.as_str(),
+        &d.indicator,
+        &d.value,
+    );
     if serde_json::to_writer(&mut *out, &line).is_ok() {
         out.push(b'\n');
     }
 }
 
-type ReadingLine = (
-    String,
-    Option<i64>,
-    Option<Period>,
-    String,
-    String,
-    String,
-    f64,
-    String,
-);
+type ReadingLine = (String, Option<i64>, Option<Period>, String, String, String, f64, String);
 type DeclarationLine = (String, i64, String, String, serde_json::Value);
 
 fn millis(ms: i64) -> Option<DateTime<Utc>> {
@@ -213,7 +210,12 @@ mod tests {
         let line = &out[..out.len() - 1];
         assert!(decode(line).is_some());
         for cut in 0..line.len() {
-            assert_eq!(decode(&line[..cut]), None, "cut at {cut}: {}", String::from_utf8_lossy(&line[..cut]));
+            assert_eq!(
+                decode(&line[..cut]),
+                None,
+                "cut at {cut}: {}",
+                String::from_utf8_lossy(&line[..cut])
+            );
         }
         assert_eq!(decode(br#"["x",1]"#), None, "unknown kinds are skipped");
     }

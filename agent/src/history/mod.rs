@@ -370,8 +370,11 @@ impl History {
                 budget = self.config.disk_budget_bytes, "history: deleted the oldest days to stay within the disk budget");
         }
         if total > self.config.disk_budget_bytes {
-            tracing::warn!(bytes = total, budget = self.config.disk_budget_bytes,
-                "history: the newest day alone exceeds the disk budget");
+            tracing::warn!(
+                bytes = total,
+                budget = self.config.disk_budget_bytes,
+                "history: the newest day alone exceeds the disk budget"
+            );
         }
         Ok(pass)
     }

@@ -48,7 +48,10 @@ fn parse(text: &str) -> Vec<Vec<String>> {
     let body = text.strip_prefix('\u{feff}').expect("starts with a BOM");
     let mut r = csv::ReaderBuilder::new().has_headers(true).from_reader(body.as_bytes());
     let header: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
-    assert!(header == READING_COLUMNS || header == export::DECLARATION_COLUMNS, "{header:?}");
+    assert!(
+        header == READING_COLUMNS || header == export::DECLARATION_COLUMNS,
+        "{header:?}"
+    );
     r.records()
         .map(|rec| rec.unwrap().iter().map(str::to_owned).collect())
         .collect()
@@ -88,7 +91,11 @@ fn chinese_commas_and_quotes_survive_record_then_export() {
     let (text, summary) = run_export(dir.path(), &Filter::default());
     assert!(text.as_bytes().starts_with(BOM));
     assert!(text.ends_with("\r\n"));
-    assert_eq!(text.matches("\r\n").count(), 3, "header and two rows, CRLF each:\n{text}");
+    assert_eq!(
+        text.matches("\r\n").count(),
+        3,
+        "header and two rows, CRLF each:\n{text}"
+    );
     assert_eq!(
         parse(&text),
         vec![
@@ -148,10 +155,16 @@ fn a_reading_at_china_midnight_belongs_to_the_new_day() {
     };
     let (text, s) = run_export(dir.path(), &only("2026-11-23"));
     assert_eq!(s.rows, 1);
-    assert!(text.contains(",2,kWh,2026-11-23 00:00:00,2026-11-22T16:00:00Z,"), "{text}");
+    assert!(
+        text.contains(",2,kWh,2026-11-23 00:00:00,2026-11-22T16:00:00Z,"),
+        "{text}"
+    );
     let (text, s) = run_export(dir.path(), &only("2026-11-22"));
     assert_eq!(s.rows, 1);
-    assert!(text.contains(",1,kWh,2026-11-22 23:59:59,2026-11-22T15:59:59Z,"), "{text}");
+    assert!(
+        text.contains(",1,kWh,2026-11-22 23:59:59,2026-11-22T15:59:59Z,"),
+        "{text}"
+    );
 }
 
 /// One reading per day for `days` days ending at `last`.
@@ -178,11 +191,22 @@ fn retention_deletes_exactly_the_days_older_than_it() {
     assert_eq!(pass.expired, [day("2026-11-16"), day("2026-11-17"), day("2026-11-18")]);
     assert!(pass.over_budget.is_empty());
     let left: Vec<NaiveDate> = list_days(dir.path()).unwrap().into_iter().map(|d| d.0).collect();
-    assert_eq!(left.first(), Some(&day("2026-11-19")), "today and the four days before it stay");
+    assert_eq!(
+        left.first(),
+        Some(&day("2026-11-19")),
+        "today and the four days before it stay"
+    );
     assert_eq!(left.len(), 5);
     let s = h.stats();
     assert_eq!((s.days_deleted_retention, s.days_deleted_budget, s.days), (3, 0, 5));
-    assert_eq!(h.enforce(today).unwrap(), Pass { bytes_left: s.bytes, ..Pass::default() }, "a second pass deletes nothing");
+    assert_eq!(
+        h.enforce(today).unwrap(),
+        Pass {
+            bytes_left: s.bytes,
+            ..Pass::default()
+        },
+        "a second pass deletes nothing"
+    );
 }
 
 #[test]
@@ -204,7 +228,10 @@ fn over_budget_the_oldest_days_go_first_never_the_newest() {
     );
     assert!(h.over_budget());
     let pass = h.enforce(today).unwrap();
-    assert_eq!(pass.over_budget, [day("2026-11-18"), day("2026-11-19"), day("2026-11-20")]);
+    assert_eq!(
+        pass.over_budget,
+        [day("2026-11-18"), day("2026-11-19"), day("2026-11-20")]
+    );
     assert_eq!(pass.bytes_left, newest_three);
     assert!(!h.over_budget());
     assert_eq!(h.stats().days_deleted_budget, 3);
@@ -239,7 +266,11 @@ fn a_crash_cut_line_is_skipped_counted_and_does_not_swallow_the_next() {
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() - 10]).unwrap();
     let (_, s) = run_export(dir.path(), &Filter::default());
-    assert_eq!((s.rows, s.skipped_lines), (1, 1), "the cut last line is skipped and counted");
+    assert_eq!(
+        (s.rows, s.skipped_lines),
+        (1, 1),
+        "the cut last line is skipped and counted"
+    );
 
     // The next run appends after the damage: only the damaged line is lost.
     let h = open(dir.path(), HistoryConfig::default());
@@ -344,7 +375,10 @@ fn backfill_over_many_days_keeps_few_files_open_and_loses_nothing() {
     assert!(h.lock().len() <= MAX_OPEN_DAYS);
     h.flush();
     let (_, s) = run_export(dir.path(), &Filter::default());
-    assert_eq!((s.rows, s.skipped_lines, s.days), (3 * (MAX_OPEN_DAYS as u64 + 3), 0, MAX_OPEN_DAYS as u64 + 3));
+    assert_eq!(
+        (s.rows, s.skipped_lines, s.days),
+        (3 * (MAX_OPEN_DAYS as u64 + 3), 0, MAX_OPEN_DAYS as u64 + 3)
+    );
     assert_eq!(h.stats().lines_written, s.rows);
 }
 
@@ -355,5 +389,8 @@ fn zero_retention_is_refused() {
         retention_days: 0,
         ..HistoryConfig::default()
     };
-    assert!(matches!(History::open(dir.path(), config), Err(HistoryError::NoRetention)));
+    assert!(matches!(
+        History::open(dir.path(), config),
+        Err(HistoryError::NoRetention)
+    ));
 }

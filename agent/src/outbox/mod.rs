@@ -256,7 +256,10 @@ impl Outbox {
     /// step. Never waits for room: when the disk budget is full, the oldest
     /// unacknowledged items are dropped (and counted) to make it.
     pub fn append(&self, items: Vec<(EnterpriseId, Item)>, cursor: Option<(&str, &[u8])>) -> Result<(), OutboxError> {
-        let history = self.history.as_ref().map(|h| (h, crate::history::History::encode(&items, Utc::now())));
+        let history = self
+            .history
+            .as_ref()
+            .map(|h| (h, crate::history::History::encode(&items, Utc::now())));
         let mut encoded = Vec::with_capacity(items.len());
         for (enterprise, item) in items {
             let v = serde_json::to_vec(&PendingItem { enterprise, item }).map_err(|e| OutboxError::Corrupt {
