@@ -1,9 +1,9 @@
 //! History: record → export round trips, China-time days, retention, the
 //! budget, damaged lines and filters.
 
-use super::export::{export, ExportError, Filter, Kind, Summary, BOM, READING_COLUMNS};
+use super::export::{export, ExportError, Filter, Summary};
 use super::*;
-use zonesync_proto::{Declaration, Reading};
+use zonesync_proto::Reading;
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -42,96 +42,102 @@ fn run_export(dir: &Path, filter: &Filter) -> (String, Summary) {
     (String::from_utf8(out).unwrap(), summary)
 }
 
-/// Rows of an export read back with the csv crate (header and BOM checked and removed).
+/// The round trip read back with the csv crate, an independent reader.
 #[cfg(feature = "csv")]
-fn parse(text: &str) -> Vec<Vec<String>> {
-    let body = text.strip_prefix('\u{feff}').expect("starts with a BOM");
-    let mut r = csv::ReaderBuilder::new().has_headers(true).from_reader(body.as_bytes());
-    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
-    assert!(
-        header == READING_COLUMNS || header == export::DECLARATION_COLUMNS,
-        "{header:?}"
-    );
-    r.records()
-        .map(|rec| rec.unwrap().iter().map(str::to_owned).collect())
-        .collect()
-}
+mod csv_round_trip {
+    use super::export::{Kind, BOM, READING_COLUMNS};
+    use super::*;
+    use zonesync_proto::Declaration;
 
-#[cfg(feature = "csv")]
-#[test]
-fn chinese_commas_and_quotes_survive_record_then_export() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = open(dir.path(), HistoryConfig::default());
-    let point = "一号车间, \"总\"表";
-    h.record(
-        &[
-            (ent(E1), reading(point, 12345.678, "2026-11-23T01:00:00Z")),
-            (
-                ent(E1),
-                Item::Reading(Reading {
-                    indicator: "value_added".into(),
-                    point: String::new(),
-                    value: 30.5,
-                    unit: "万元".into(),
-                    ts: None,
-                    period: Some(zonesync_proto::Period::Month(2026, 11)),
-                }),
-            ),
-            (
-                ent(E2),
-                Item::Declaration(Declaration {
-                    indicator: "dt_maturity".into(),
-                    value: serde_json::json!("L3, \"优化\""),
-                }),
-            ),
-        ],
-        utc("2026-11-23T02:00:00Z"),
-    );
-    h.flush();
-    let (text, summary) = run_export(dir.path(), &Filter::default());
-    assert!(text.as_bytes().starts_with(BOM));
-    assert!(text.ends_with("\r\n"));
-    assert_eq!(
-        text.matches("\r\n").count(),
-        3,
-        "header and two rows, CRLF each:\n{text}"
-    );
-    assert_eq!(
-        parse(&text),
-        vec![
-            vec![
-                E1,
-                "electricity",
-                "电力",
-                point,
-                "12345.678",
-                "kWh",
-                "2026-11-23 09:00:00",
-                "2026-11-23T01:00:00Z",
-                ""
+    /// Rows of an export read back with the csv crate (header and BOM checked and removed).
+    fn parse(text: &str) -> Vec<Vec<String>> {
+        let body = text.strip_prefix('\u{feff}').expect("starts with a BOM");
+        let mut r = csv::ReaderBuilder::new().has_headers(true).from_reader(body.as_bytes());
+        let header: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
+        assert!(
+            header == READING_COLUMNS || header == export::DECLARATION_COLUMNS,
+            "{header:?}"
+        );
+        r.records()
+            .map(|rec| rec.unwrap().iter().map(str::to_owned).collect())
+            .collect()
+    }
+
+    #[test]
+    fn chinese_commas_and_quotes_survive_record_then_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = open(dir.path(), HistoryConfig::default());
+        let point = "一号车间, \"总\"表";
+        h.record(
+            &[
+                (ent(E1), reading(point, 12345.678, "2026-11-23T01:00:00Z")),
+                (
+                    ent(E1),
+                    Item::Reading(Reading {
+                        indicator: "value_added".into(),
+                        point: String::new(),
+                        value: 30.5,
+                        unit: "万元".into(),
+                        ts: None,
+                        period: Some(zonesync_proto::Period::Month(2026, 11)),
+                    }),
+                ),
+                (
+                    ent(E2),
+                    Item::Declaration(Declaration {
+                        indicator: "dt_maturity".into(),
+                        value: serde_json::json!("L3, \"优化\""),
+                    }),
+                ),
             ],
-            vec![E1, "value_added", "工业增加值", "", "30.5", "万元", "", "", "2026-11"],
-        ]
-    );
-    assert_eq!(
-        summary,
-        Summary {
-            days: 1,
-            rows: 2,
-            skipped_lines: 0,
-            span: Some((day("2026-11-23"), day("2026-11-23")))
-        }
-    );
-    let decl = Filter {
-        kind: Kind::Declarations,
-        ..Filter::default()
-    };
-    let (text, summary) = run_export(dir.path(), &decl);
-    assert_eq!(summary.rows, 1);
-    let rows = parse(&text);
-    assert_eq!(rows[0][..2], [E2.to_owned(), "dt_maturity".to_owned()]);
-    assert_eq!(rows[0][3], "L3, \"优化\"");
-    assert_eq!(rows[0][4], "2026-11-23 10:00:00");
+            utc("2026-11-23T02:00:00Z"),
+        );
+        h.flush();
+        let (text, summary) = run_export(dir.path(), &Filter::default());
+        assert!(text.as_bytes().starts_with(BOM));
+        assert!(text.ends_with("\r\n"));
+        assert_eq!(
+            text.matches("\r\n").count(),
+            3,
+            "header and two rows, CRLF each:\n{text}"
+        );
+        assert_eq!(
+            parse(&text),
+            vec![
+                vec![
+                    E1,
+                    "electricity",
+                    "电力",
+                    point,
+                    "12345.678",
+                    "kWh",
+                    "2026-11-23 09:00:00",
+                    "2026-11-23T01:00:00Z",
+                    ""
+                ],
+                vec![E1, "value_added", "工业增加值", "", "30.5", "万元", "", "", "2026-11"],
+            ]
+        );
+        assert_eq!(
+            summary,
+            Summary {
+                days: 1,
+                rows: 2,
+                skipped_lines: 0,
+                span: Some((day("2026-11-23"), day("2026-11-23")))
+            }
+        );
+        let decl = Filter {
+            kind: Kind::Declarations,
+            ..Filter::default()
+        };
+        let (text, summary) = run_export(dir.path(), &decl);
+        assert_eq!(summary.rows, 1);
+        let rows = parse(&text);
+        assert_eq!(rows[0][..2], [E2.to_owned(), "dt_maturity".to_owned()]);
+        assert_eq!(rows[0][3], "L3, \"优化\"");
+        assert_eq!(rows[0][4], "2026-11-23 10:00:00");
+    }
 }
 
 #[test]
