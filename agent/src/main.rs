@@ -92,6 +92,16 @@ fn main() -> anyhow::Result<()> {
             println!("agent {} in zone {}", cfg.agent_id, cfg.zone);
             println!("broker {}:{}", cfg.mqtt.host, cfg.mqtt.port);
             println!("outbox {}", cfg.data_dir.join("outbox").display());
+            if cfg.history.enabled {
+                println!(
+                    "history {} ({} days, budget {} bytes)",
+                    zonesync_agent::history::dir(&cfg.data_dir).display(),
+                    cfg.history.retention_days,
+                    cfg.history.disk_budget_bytes
+                );
+            } else {
+                println!("history off");
+            }
             if let Some(s) = &cfg.simulator {
                 println!(
                     "simulator: {} enterprises, {} meters each",
