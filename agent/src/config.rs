@@ -105,6 +105,9 @@ pub struct AgentConfig {
     /// Bounds on reading timestamps, checked before anything is queued.
     #[serde(default)]
     pub clock_sanity: crate::sources::clock::ClockSanityConfig,
+    /// Local history kept for export (retention, disk budget).
+    #[serde(default)]
+    pub history: crate::history::HistoryConfig,
 }
 
 fn default_data_dir() -> PathBuf {

@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod config;
+pub mod history;
 pub mod link;
 pub mod outbox;
 pub mod run;

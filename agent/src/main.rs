@@ -31,6 +31,30 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Export the local history as CSV (UTF-8 with BOM, for Excel); works
+    /// while the agent runs.
+    Export {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// First day, China time (YYYY-MM-DD); default: the oldest kept.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, China time (YYYY-MM-DD), inclusive; default: the newest.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this enterprise (credit code).
+        #[arg(long)]
+        enterprise: Option<String>,
+        /// Only this indicator code, e.g. electricity.
+        #[arg(long)]
+        indicator: Option<String>,
+        /// Export declarations instead of readings.
+        #[arg(long)]
+        declarations: bool,
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,6 +92,16 @@ fn main() -> anyhow::Result<()> {
             println!("agent {} in zone {}", cfg.agent_id, cfg.zone);
             println!("broker {}:{}", cfg.mqtt.host, cfg.mqtt.port);
             println!("outbox {}", cfg.data_dir.join("outbox").display());
+            if cfg.history.enabled {
+                println!(
+                    "history {} ({} days, budget {} bytes)",
+                    zonesync_agent::history::dir(&cfg.data_dir).display(),
+                    cfg.history.retention_days,
+                    cfg.history.disk_budget_bytes
+                );
+            } else {
+                println!("history off");
+            }
             if let Some(s) = &cfg.simulator {
                 println!(
                     "simulator: {} enterprises, {} meters each",
@@ -118,6 +152,84 @@ fn main() -> anyhow::Result<()> {
                 .context("opening the outbox (is the agent running without writing status.json?)")?;
             eprintln!("agent not running; its outbox:");
             println!("{}", serde_json::to_string_pretty(&outbox.stats())?);
+            let days =
+                zonesync_agent::history::list_days(&zonesync_agent::history::dir(&cfg.data_dir)).unwrap_or_default();
+            if let (Some(first), Some(last)) = (days.first(), days.last()) {
+                let bytes: u64 = days.iter().map(|d| d.1).sum();
+                eprintln!(
+                    "history: {} to {} (China time), {} days, {bytes} bytes",
+                    first.0,
+                    last.0,
+                    days.len()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Export {
+            config,
+            from,
+            to,
+            enterprise,
+            indicator,
+            declarations,
+            output,
+        } => {
+            use zonesync_agent::history::export;
+            let cfg = AgentConfig::load(&config)?;
+            let filter = export::Filter {
+                from: from.as_deref().map(export::parse_day).transpose()?,
+                to: to.as_deref().map(export::parse_day).transpose()?,
+                enterprise,
+                indicator,
+                kind: if declarations {
+                    export::Kind::Declarations
+                } else {
+                    export::Kind::Readings
+                },
+            };
+            let catalog = zonesync_agent::config::load_catalog(cfg.catalog.as_deref())?;
+            let dir = zonesync_agent::history::dir(&cfg.data_dir);
+            let summary = match &output {
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut out = std::io::BufWriter::new(stdout.lock());
+                    export::export(&dir, &filter, Some(&catalog), &mut out)?
+                }
+                Some(path) => {
+                    // Written beside and renamed, so a failed export never leaves a half file under the asked name.
+                    let part = path.with_extension("csv.part");
+                    let file = std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+                    let mut out = std::io::BufWriter::new(file);
+                    let res = export::export(&dir, &filter, Some(&catalog), &mut out);
+                    drop(out);
+                    match res {
+                        Ok(s) => {
+                            std::fs::rename(&part, path).with_context(|| format!("writing {}", path.display()))?;
+                            s
+                        }
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&part);
+                            return Err(e.into());
+                        }
+                    }
+                }
+            };
+            let span = summary.span.map(|(a, b)| format!("{a} to {b}")).unwrap_or_default();
+            eprintln!(
+                "exported {} rows from {} days ({span}, China time){}",
+                summary.rows,
+                summary.days,
+                output
+                    .as_ref()
+                    .map(|p| format!(" to {}", p.display()))
+                    .unwrap_or_default()
+            );
+            if summary.skipped_lines > 0 {
+                eprintln!(
+                    "skipped {} unreadable lines (cut short by a crash, or being written right now)",
+                    summary.skipped_lines
+                );
+            }
             Ok(())
         }
     }

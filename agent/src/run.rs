@@ -2,6 +2,7 @@
 //! source and the link, and waits for all of them after shutdown.
 
 use crate::config::AgentConfig;
+use crate::history::History;
 use crate::link::{Link, LinkStats};
 use crate::outbox::{Outbox, OutboxError};
 use crate::shutdown::Shutdown;
@@ -18,6 +19,8 @@ pub enum AgentError {
     DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[cfg(feature = "modbus")]
@@ -69,10 +72,19 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let outbox = Arc::new(Outbox::open_with(
-        &config.data_dir.join("outbox"),
-        (&config.outbox).into(),
-    )?);
+    let outbox = Outbox::open_with(&config.data_dir.join("outbox"), (&config.outbox).into())?;
+    // History records what the outbox took, so it is attached before any source starts.
+    let history = match config.history.enabled {
+        true => Some(Arc::new(History::open(
+            &crate::history::dir(&config.data_dir),
+            config.history.clone(),
+        )?)),
+        false => None,
+    };
+    let outbox = Arc::new(match &history {
+        Some(h) => outbox.with_history(h.clone()),
+        None => outbox,
+    });
     let boot = outbox.next_boot()?;
     let stats = outbox.stats();
     tracing::info!(agent = %config.agent_id, boot, pending = stats.pending_items, sealed = stats.sealed_batches,
@@ -136,8 +148,12 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         boot,
         outbox: outbox.clone(),
         link: link_stats.clone(),
+        history: history.clone(),
     };
     tasks.spawn(reporter.run(shutdown.clone()));
+    if let Some(h) = &history {
+        tasks.spawn(h.clone().run(shutdown.clone()));
+    }
     let link = Link {
         agent: config.agent_id.clone(),
         zone: config.zone.clone(),
@@ -161,6 +177,10 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         first_error.get_or_insert(err);
     }
     outbox.flush()?;
+    // Every source has stopped: nothing more can be recorded after this.
+    if let Some(h) = &history {
+        h.flush();
+    }
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),

@@ -3,6 +3,7 @@
 //! the last acknowledgement while the agent holds the outbox (sled lets only
 //! one process open it). From branch h-outbox, on the sled outbox.
 
+use crate::history::{History, HistoryStats};
 use crate::link::LinkStats;
 use crate::outbox::{Outbox, OutboxStats};
 use crate::shutdown::Shutdown;
@@ -42,6 +43,9 @@ pub struct Status {
     pub last_ack: Option<DateTime<Utc>>,
     /// The outbox: backlog, oldest pending reading, drops.
     pub outbox: OutboxStats,
+    /// Local history: span, size, days deleted (absent when disabled).
+    #[serde(default)]
+    pub history: Option<HistoryStats>,
 }
 
 impl Status {
@@ -86,6 +90,8 @@ pub struct Reporter {
     pub outbox: Arc<Outbox>,
     /// The link's counters.
     pub link: Arc<LinkStats>,
+    /// Local history, when enabled.
+    pub history: Option<Arc<History>>,
 }
 
 impl Reporter {
@@ -106,6 +112,7 @@ impl Reporter {
                 .then(|| Utc.timestamp_millis_opt(i64::try_from(ms).unwrap_or(0)).single())
                 .flatten(),
             outbox: self.outbox.stats(),
+            history: self.history.as_ref().map(|h| h.stats()),
         }
     }
 
@@ -145,6 +152,7 @@ mod tests {
             items_acked: 20,
             last_ack: Some(written_at),
             outbox,
+            history: None,
         }
     }
 

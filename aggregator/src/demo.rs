@@ -411,6 +411,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
             dlt645: vec![],
             http_pull: vec![],
             clock_sanity: Default::default(),
+            history: Default::default(),
         };
         let s = shutdown.clone();
         agents.push(tokio::spawn(async move {

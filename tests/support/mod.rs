@@ -217,6 +217,18 @@ impl Drop for Proc {
     }
 }
 
+/// Runs a workspace binary to its end (a one-shot command such as
+/// `zonesync-agent status` or `export`) and returns what it printed.
+pub fn run_to_end(binary: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin(binary))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap_or_else(|e| panic!("run {binary}: {e}"))
+}
+
 /// An aggregator process started with `run -c`.
 pub fn spawn_aggregator(config: &Path) -> (Proc, Api) {
     let p = Proc::spawn(

@@ -138,6 +138,8 @@ pub struct Outbox {
     /// PUBACK awaited); the disk budget never drops them, so a batch is either
     /// acknowledged or dropped, never both.
     on_wire_below: AtomicU64,
+    /// Where every appended item is also recorded for export (crate::history).
+    history: Option<std::sync::Arc<crate::history::History>>,
 }
 
 /// One batch's readings and declarations, while sealing.
@@ -226,7 +228,14 @@ impl Outbox {
             counters: Mutex::new(counters),
             next_seq: AtomicU64::new(next_seq),
             on_wire_below: AtomicU64::new(0),
+            history: None,
         })
+    }
+
+    /// Also records every appended item in `history`, after the outbox has it.
+    pub fn with_history(mut self, history: std::sync::Arc<crate::history::History>) -> Self {
+        self.history = Some(history);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Counters> {
@@ -247,6 +256,10 @@ impl Outbox {
     /// step. Never waits for room: when the disk budget is full, the oldest
     /// unacknowledged items are dropped (and counted) to make it.
     pub fn append(&self, items: Vec<(EnterpriseId, Item)>, cursor: Option<(&str, &[u8])>) -> Result<(), OutboxError> {
+        let history = self
+            .history
+            .as_ref()
+            .map(|h| (h, crate::history::History::encode(&items, Utc::now())));
         let mut encoded = Vec::with_capacity(items.len());
         for (enterprise, item) in items {
             let v = serde_json::to_vec(&PendingItem { enterprise, item }).map_err(|e| OutboxError::Corrupt {
@@ -278,6 +291,9 @@ impl Outbox {
             *guard = next;
         }
         self.tree.flush()?;
+        if let Some((h, lines)) = history {
+            h.write(lines);
+        }
         Ok(())
     }
 
