@@ -43,7 +43,7 @@ fn items_survive_reopen_and_leave_only_when_acked() {
         let s = o.seal(10, &a, &z, 1, Utc::now()).unwrap();
         assert_eq!(s.len(), 2, "one batch per enterprise");
         assert_eq!((s[0].seq, s[0].items, s[1].seq, s[1].items), (first, 2, first + 1, 1));
-        o.ack(first).unwrap();
+        o.ack(0, first).unwrap();
         o.flush().unwrap();
     }
     let o = Outbox::open(dir.path(), 1 << 20).unwrap();
@@ -89,6 +89,7 @@ fn small(budget: u64) -> OutboxOptions {
         cache_bytes: 1 << 20,
         disk_budget_bytes: budget,
         backfill_after: Duration::seconds(300),
+        upstreams: vec![PRIMARY.into()],
     }
 }
 
@@ -122,8 +123,8 @@ fn counters_match_a_recount_and_survive_reopen() {
         // The first chunk alone exceeds 20 items: sealed whole, as 20 + 10.
         let s = o.seal(20, &a, &z, 1, Utc::now()).unwrap();
         assert_eq!(s.iter().map(|b| b.items).collect::<Vec<_>>(), vec![20, 10]);
-        o.ack(s[0].seq).unwrap();
-        o.ack(s[0].seq).unwrap();
+        o.ack(0, s[0].seq).unwrap();
+        o.ack(0, s[0].seq).unwrap();
         // An item stored by an outbox from before chunks (one JSON per key).
         let legacy = serde_json::to_vec(&PendingItem {
             enterprise: e2.clone(),
@@ -140,12 +141,12 @@ fn counters_match_a_recount_and_survive_reopen() {
     }
     // Without stored counters (an older outbox) they are counted once, then kept.
     let o = Outbox::open_with(dir.path(), small(1 << 30)).unwrap();
-    assert_eq!(*o.lock(), expected);
+    assert_eq!(o.lock().counters, expected);
     assert_eq!(o.stats().pending_items, 2);
     let s = o.seal(10, &a, &z, 1, Utc::now()).unwrap();
     let b: Batch = serde_json::from_slice(&s[0].payload).unwrap();
     assert_eq!(b.readings.iter().map(|r| r.value).collect::<Vec<_>>(), vec![99.0, 7.0]);
-    assert_eq!(*o.lock(), Counters::recount(&o.tree).unwrap());
+    assert_eq!(o.lock().counters, Counters::recount(&o.tree).unwrap());
 }
 
 #[test]
@@ -167,12 +168,12 @@ fn a_full_budget_drops_the_oldest_and_counts_each_exactly() {
         )
         .unwrap();
         produced += 15;
-        let c = *o.lock();
+        let c = o.lock().counters;
         assert!(c.held_bytes <= 6_000, "round {round}: {} bytes held", c.held_bytes);
         assert_eq!(c, Counters::recount(&o.tree).unwrap().with_dropped(c.dropped));
     }
     let kept = values(&o);
-    let c = *o.lock();
+    let c = o.lock().counters;
     assert_eq!(kept.len() as u64 + c.dropped, produced, "every reading kept or counted");
     assert!(c.dropped > 0);
     // The newest are kept, in order: what is held is a suffix of what was produced.
@@ -204,7 +205,7 @@ fn batches_on_the_wire_are_never_dropped() {
     o.append((0..10).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
         .unwrap();
     let s = o.seal(10, &a, &z, 1, Utc::now()).unwrap();
-    o.set_on_wire_below(s[0].seq + 1);
+    o.set_on_wire_below(0, s[0].seq + 1);
     o.append((0..40).map(|i| (e1.clone(), reading(100.0 + i as f64))).collect(), None)
         .unwrap();
     assert_eq!(
@@ -212,7 +213,7 @@ fn batches_on_the_wire_are_never_dropped() {
         1,
         "the published batch stays for its PUBACK"
     );
-    assert_eq!(o.ack(s[0].seq).unwrap(), 10);
+    assert_eq!(o.ack(0, s[0].seq).unwrap(), Some(10));
     assert_eq!(values(&o).len() as u64 + o.dropped_readings() + 10, 50);
 }
 
