@@ -546,9 +546,13 @@ async fn broker_acl_pins_each_agent_to_its_own_zone_agent_and_enterprises() {
     let dir = tempfile::tempdir().unwrap();
     // Users and an ACL in the shape of deploy/mosquitto/zonesync.acl.
     let passwd = dir.path().join("passwd");
-    for (i, (user, pass)) in [("zonesync-aggregator", "agg-pass"), ("gw-a", "a-pass")]
-        .iter()
-        .enumerate()
+    for (i, (user, pass)) in [
+        ("zonesync-aggregator", "agg-pass"),
+        ("gw-a", "a-pass"),
+        ("gw-b", "b-pass"),
+    ]
+    .iter()
+    .enumerate()
     {
         let mut cmd = std::process::Command::new("mosquitto_passwd");
         if i == 0 {
@@ -568,9 +572,12 @@ async fn broker_acl_pins_each_agent_to_its_own_zone_agent_and_enterprises() {
     std::fs::write(
         &acl,
         format!(
-            "user zonesync-aggregator\ntopic read zonesync/v1/{ZONE}/+/state\ntopic read zonesync/v1/{ZONE}/+/data/+\n\n\
-             user gw-a\ntopic write zonesync/v1/{ZONE}/gw-a/state\ntopic write zonesync/v1/{ZONE}/gw-a/data/{}\n",
-            E[0]
+            "user zonesync-aggregator\ntopic read zonesync/v1/{ZONE}/+/state\ntopic read zonesync/v1/{ZONE}/+/data/+\n\
+             topic write zonesync/v1/{ZONE}/+/confirm\n\n\
+             user gw-a\ntopic write zonesync/v1/{ZONE}/gw-a/state\ntopic write zonesync/v1/{ZONE}/gw-a/data/{}\n\
+             topic read zonesync/v1/{ZONE}/gw-a/confirm\n\n\
+             user gw-b\ntopic write zonesync/v1/{ZONE}/gw-b/data/{}\ntopic read zonesync/v1/{ZONE}/gw-b/confirm\n",
+            E[0], E[1]
         ),
     )
     .unwrap();
@@ -598,14 +605,45 @@ async fn broker_acl_pins_each_agent_to_its_own_zone_agent_and_enterprises() {
             "enterprise": e, "readings": [{"indicator": "electricity", "point": "M1", "value": seq as f64, "unit": "kWh", "ts": ts}]}))
         .unwrap()
     };
+    // gw-b listens for its confirmations; gw-a for its own.
+    let listen = |user: &'static str, pass: &'static str| {
+        let mut o = MqttOptions::new(format!("{user}-listen"), "127.0.0.1", broker.port);
+        o.set_credentials(user, pass);
+        let (client, mut events) = AsyncClient::new(o, 16);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<zonesync_proto::Confirm>();
+        tokio::spawn(async move {
+            while let Ok(ev) = events.poll().await {
+                match ev {
+                    Event::Incoming(Packet::ConnAck(_)) => {
+                        let t = format!("zonesync/v1/{ZONE}/{user}/confirm");
+                        client.subscribe(t, QoS::AtLeastOnce).await.unwrap();
+                    }
+                    Event::Incoming(Packet::Publish(p)) => {
+                        if let Ok(c) = serde_json::from_slice(&p.payload) {
+                            let _ = tx.send(c);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        rx
+    };
+    let mut confirms_a = listen("gw-a", "a-pass");
+    let mut confirms_b = listen("gw-b", "b-pass");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
     let mut o = MqttOptions::new("gw-a", "127.0.0.1", broker.port);
     o.set_credentials("gw-a", "a-pass");
     let (client, mut events) = AsyncClient::new(o, 16);
+    let forged = zonesync_proto::Confirm::from_seqs(zonesync_proto::AgentId::parse("gw-b").unwrap(), vec![777], now);
     let attempts = vec![
         // As enterprise E2, which gw-a is not allowed to speak for.
         (format!("zonesync/v1/{ZONE}/gw-a/data/{}", E[1]), batch("gw-a", 1, E[1])),
         // Under another agent's name.
         (format!("zonesync/v1/{ZONE}/gw-b/data/{}", E[0]), batch("gw-b", 1, E[0])),
+        // A confirmation forged for gw-b, which would make it drop unsaved batches.
+        (format!("zonesync/v1/{ZONE}/gw-b/confirm"), forged.to_payload()),
         // Its own: allowed.
         (format!("zonesync/v1/{ZONE}/gw-a/data/{}", E[0]), batch("gw-a", 2, E[0])),
     ];
@@ -627,10 +665,38 @@ async fn broker_acl_pins_each_agent_to_its_own_zone_agent_and_enterprises() {
     .unwrap();
     api.wait_metric("zonesync_aggregator_readings_stored_total", 1.0, WAIT)
         .await;
+    // The aggregator confirms what it stored, to the agent that sent it only.
+    let c = tokio::time::timeout(WAIT, confirms_a.recv()).await.unwrap().unwrap();
+    assert_eq!((c.agent.as_str(), c.seqs.clone()), ("gw-a", vec![[2, 2]]));
+    // gw-b's own batch, in a unit the catalog does not know, is refused, and
+    // confirmed all the same: resending it cannot help.
+    let mut o = MqttOptions::new("gw-b", "127.0.0.1", broker.port);
+    o.set_credentials("gw-b", "b-pass");
+    let (client_b, mut events_b) = AsyncClient::new(o, 16);
+    client_b
+        .publish(
+            format!("zonesync/v1/{ZONE}/gw-b/data/{}", E[1]),
+            QoS::AtLeastOnce,
+            false,
+            String::from_utf8(batch("gw-b", 9, E[1]))
+                .unwrap()
+                .replace("\"kWh\"", "\"furlong\""),
+        )
+        .await
+        .unwrap();
+    tokio::spawn(async move { while events_b.poll().await.is_ok() {} });
+    let c = tokio::time::timeout(WAIT, confirms_b.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        c.seqs,
+        vec![[9, 9]],
+        "the first confirmation gw-b sees is the aggregator's, not gw-a's forgery"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Mosquitto acknowledges and drops what the ACL forbids (MQTT 3.1.1 has no negative PUBACK).
-    assert_eq!(api.metric("zonesync_aggregator_messages_received_total").await, 1.0);
+    assert_eq!(api.metric("zonesync_aggregator_messages_received_total").await, 2.0);
     assert_eq!(api.metric("zonesync_aggregator_readings_stored_total").await, 1.0);
+    assert_eq!(api.metric("zonesync_aggregator_confirms_published_total").await, 2.0);
+    assert!(confirms_a.try_recv().is_err() && confirms_b.try_recv().is_err());
     let e2 = api.get(&format!("/api/v1/zones/{ZONE}/enterprises/{}", E[1])).await;
     assert_eq!(
         e2["readings"],
@@ -693,5 +759,16 @@ async fn a_read_token_guards_the_api_but_not_health() {
         .await,
         401
     );
+    // A malformed query string is refused in JSON, saying what was wrong.
+    let r = http
+        .get(format!("{base}/api/v1/dead-letters?limit=many"))
+        .bearer_auth("r3ad")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.expect("a JSON error body");
+    let why = body["error"].as_str().unwrap_or_default();
+    assert!(why.starts_with("query string: ") && why.contains("limit"), "{body}");
     t.stop().await;
 }

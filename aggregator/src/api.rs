@@ -30,6 +30,26 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
+/// Query parameters whose refusal is a JSON error like every other one
+/// (axum's own `Query` answers a malformed query string in plain text,
+/// which a client parsing `{"error": …}` cannot read).
+pub(crate) struct Params<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Params(q))
+            .map_err(|e| bad_request(format!("query string: {}", e.body_text())))
+    }
+}
+
 fn not_found(what: String) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, what)
 }
@@ -125,7 +145,7 @@ async fn zones(State(app): State<Arc<App>>) -> ApiResult {
     Ok(Json(json!({ "zones": list })))
 }
 
-async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): Query<PeriodQuery>) -> ApiResult {
+async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q): Params<PeriodQuery>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let period = period_param(&q)?;
     let (reg, c) = zone_table(&app, &z, period)?;
@@ -203,11 +223,15 @@ fn rollup(app: &App, level: Level, period: Period) -> ApiResult {
     })))
 }
 
-async fn city_goals(State(app): State<Arc<App>>, Path(city): Path<String>, Query(q): Query<PeriodQuery>) -> ApiResult {
+async fn city_goals(
+    State(app): State<Arc<App>>,
+    Path(city): Path<String>,
+    Params(q): Params<PeriodQuery>,
+) -> ApiResult {
     rollup(&app, Level::City(city), period_param(&q)?)
 }
 
-async fn province_goals(State(app): State<Arc<App>>, Query(q): Query<PeriodQuery>) -> ApiResult {
+async fn province_goals(State(app): State<Arc<App>>, Params(q): Params<PeriodQuery>) -> ApiResult {
     rollup(&app, Level::Province, period_param(&q)?)
 }
 
@@ -224,7 +248,7 @@ struct ReportQuery {
 async fn zone_report(
     State(app): State<Arc<App>>,
     Path(zone): Path<String>,
-    Query(q): Query<ReportQuery>,
+    Params(q): Params<ReportQuery>,
 ) -> Result<Response, ApiError> {
     let z = zone_param(&app, &zone)?;
     let period = period_param(&PeriodQuery { period: q.period })?;
@@ -248,7 +272,11 @@ async fn zone_report(
     Ok(resp)
 }
 
-async fn zone_energy(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): Query<PeriodQuery>) -> ApiResult {
+async fn zone_energy(
+    State(app): State<Arc<App>>,
+    Path(zone): Path<String>,
+    Params(q): Params<PeriodQuery>,
+) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let period = period_param(&q)?;
     let reg = registered(&app, &z)?;
@@ -262,7 +290,7 @@ async fn zone_energy(State(app): State<Arc<App>>, Path(zone): Path<String>, Quer
 async fn classification(
     State(app): State<Arc<App>>,
     Path(zone): Path<String>,
-    Query(q): Query<PeriodQuery>,
+    Params(q): Params<PeriodQuery>,
 ) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let year = period_param(&q)?.year();
@@ -279,7 +307,7 @@ async fn classification(
     Ok(Json(json!({ "zone": z, "classification": c })))
 }
 
-async fn quality(State(app): State<Arc<App>>, Path(zone): Path<String>, Query(q): Query<PeriodQuery>) -> ApiResult {
+async fn quality(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q): Params<PeriodQuery>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let month = match period_param(&q)? {
         p @ Period::Month(..) => p,
@@ -358,7 +386,7 @@ struct AlertQuery {
     all: Option<bool>,
 }
 
-async fn alerts(State(app): State<Arc<App>>, Query(q): Query<AlertQuery>) -> ApiResult {
+async fn alerts(State(app): State<Arc<App>>, Params(q): Params<AlertQuery>) -> ApiResult {
     let list: Vec<AlertRecord> = app
         .store
         .alerts()
@@ -377,7 +405,7 @@ struct LimitQuery {
     limit: Option<usize>,
 }
 
-async fn alert_history(State(app): State<Arc<App>>, Query(q): Query<LimitQuery>) -> ApiResult {
+async fn alert_history(State(app): State<Arc<App>>, Params(q): Params<LimitQuery>) -> ApiResult {
     let list = app
         .store
         .alert_history(q.limit.unwrap_or(100).min(10_000))
@@ -460,7 +488,7 @@ struct DeadQuery {
     zone: Option<String>,
 }
 
-async fn dead_letters(State(app): State<Arc<App>>, Query(q): Query<DeadQuery>) -> ApiResult {
+async fn dead_letters(State(app): State<Arc<App>>, Params(q): Params<DeadQuery>) -> ApiResult {
     let limit = q.limit.unwrap_or(100).min(10_000);
     let list = app
         .store

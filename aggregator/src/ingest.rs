@@ -13,12 +13,13 @@ use crate::config::MqttConfig;
 use crate::store::{DeadLetter, Outcome, StoreError};
 use chrono::{DateTime, Utc};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, SubscribeFilter};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use zonesync_agent::shutdown::Shutdown;
-use zonesync_proto::{Presence, Problem, Topic, TopicKind};
+use zonesync_proto::{AgentId, Confirm, Presence, Problem, Topic, TopicKind, ZoneId};
 
 /// Largest group of messages stored under one flush.
 const GROUP: usize = 512;
@@ -77,23 +78,43 @@ fn problems(ps: &[Problem]) -> Vec<(String, &'static str)> {
 /// Handles one message: validate, admit, store, update state; or dead-letter.
 /// Writes are not flushed here; the caller flushes before acknowledging.
 pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Result<Handled, StoreError> {
+    handle_with_seq(app, topic, payload, now).map(|(h, _)| h)
+}
+
+/// Only the sequence number of a batch the validator refused whole: enough to
+/// confirm it (resending a refused batch would never help the agent).
+#[derive(serde::Deserialize)]
+struct SeqOnly {
+    seq: u64,
+}
+
+/// As [`handle`], also returning the batch's sequence number when there is
+/// one to confirm: a batch stored, found already stored, or dead-lettered
+/// with a readable `seq`, on a data topic (whose agent level the broker's ACL
+/// pins to the publisher, so the confirmation goes back to that agent only).
+fn handle_with_seq(
+    app: &App,
+    topic: &str,
+    payload: &[u8],
+    now: DateTime<Utc>,
+) -> Result<(Handled, Option<u64>), StoreError> {
     app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
     let t = match Topic::parse_with_test_prefix(topic, app.validator.limits.test_prefix.as_deref()) {
         Ok(t) => t,
         Err(e) => {
             app.store
                 .dead_letter(dead(app, topic, payload, now, vec![(e.to_string(), "bad_topic")]))?;
-            return Ok(Handled::DeadLettered);
+            return Ok((Handled::DeadLettered, None));
         }
     };
     if !app.zones.contains(&t.zone) {
         let why = format!("zone {} is not served by this aggregator", t.zone);
         app.store
             .dead_letter(dead(app, topic, payload, now, vec![(why, "unknown_zone")]))?;
-        return Ok(Handled::DeadLettered);
+        return Ok((Handled::DeadLettered, None));
     }
     if t.kind == TopicKind::State {
-        return match serde_json::from_slice::<Presence>(payload) {
+        let h = match serde_json::from_slice::<Presence>(payload) {
             Ok(p) if p.zone == t.zone && p.agent == t.agent => {
                 app.store.put_presence(&p)?;
                 if let Ok(mut st) = app.state.write() {
@@ -115,29 +136,33 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
                 Ok(Handled::DeadLettered)
             }
         };
+        return h.map(|h| (h, None));
     }
     let mut acc = match app.validator.batch(Some(&t), payload, now) {
         Ok(a) => a,
         Err(ps) => {
-            app.store.dead_letter(dead(app, topic, payload, now, problems(&ps)))?;
-            return Ok(Handled::DeadLettered);
+            let seq = serde_json::from_slice::<SeqOnly>(payload).ok().map(|s| s.seq);
+            let mut d = dead(app, topic, payload, now, problems(&ps));
+            d.seq = seq;
+            app.store.dead_letter(d)?;
+            return Ok((Handled::DeadLettered, seq));
         }
     };
     if let Err(refusal) = app.registry.admit(&acc.zone, &acc.agent, &acc.enterprise) {
         let mut d = dead(app, topic, payload, now, vec![(refusal.to_string(), refusal.label())]);
         d.seq = Some(acc.seq);
         app.store.dead_letter(d)?;
-        return Ok(Handled::DeadLettered);
+        return Ok((Handled::DeadLettered, Some(acc.seq)));
     }
     match app.store.apply(&mut acc)? {
         Outcome::Duplicate => {
             app.metrics.batches_duplicate.fetch_add(1, Ordering::Relaxed);
-            Ok(Handled::Duplicate)
+            Ok((Handled::Duplicate, Some(acc.seq)))
         }
         Outcome::Stored {
             duplicate_readings,
             replaced,
-            stale_backfill,
+            stale,
         } => {
             // `acc.readings` now holds only the readings new to the store, and
             // corrections (`replaced`), which are not new readings.
@@ -153,7 +178,9 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
                 .fetch_add(acc.declarations.len() as u64, Ordering::Relaxed);
             if acc.backfill {
                 m.readings_backfilled.fetch_add(new_readings, Ordering::Relaxed);
-                m.backfill_stale.fetch_add(stale_backfill as u64, Ordering::Relaxed);
+                m.backfill_stale.fetch_add(stale as u64, Ordering::Relaxed);
+            } else {
+                m.overtaken_stale.fetch_add(stale as u64, Ordering::Relaxed);
             }
             if let Ok(mut st) = app.state.write() {
                 st.apply_stored(
@@ -175,27 +202,61 @@ pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Res
                 d.whole_batch = false;
                 app.store.dead_letter(d)?;
             }
-            Ok(Handled::Stored)
+            Ok((Handled::Stored, Some(acc.seq)))
         }
     }
 }
 
+/// Sequence numbers durably handled in one group, per (zone, agent): what
+/// the end-to-end confirmations say once the group is flushed.
+type Confirms = BTreeMap<(ZoneId, AgentId), Vec<u64>>;
+
 /// Handles a group of messages in arrival order; returns those handled
 /// (stored, refused or recognised as duplicates), which may be acknowledged
-/// once flushed. A message the store failed on is left out, so never acknowledged.
-fn handle_group(app: &App, group: Group) -> Group {
+/// once flushed, and the sequence numbers to confirm then. A message the
+/// store failed on is left out, so neither acknowledged nor confirmed.
+fn handle_group(app: &App, group: Group) -> (Group, Confirms) {
     let now = Utc::now();
     let mut done = Vec::with_capacity(group.len());
+    let mut confirms = Confirms::new();
     for (g, p) in group {
-        match handle(app, &p.topic, &p.payload, now) {
-            Ok(_) => done.push((g, p)),
+        match handle_with_seq(app, &p.topic, &p.payload, now) {
+            Ok((_, seq)) => {
+                if let Some(seq) = seq {
+                    if let Ok(t) = Topic::parse_with_test_prefix(&p.topic, app.validator.limits.test_prefix.as_deref())
+                    {
+                        confirms.entry((t.zone, t.agent)).or_default().push(seq);
+                    }
+                }
+                done.push((g, p));
+            }
             Err(e) => {
                 app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(topic = %p.topic, "not stored, not acknowledged: {e}");
             }
         }
     }
-    done
+    (done, confirms)
+}
+
+/// Publishes one confirmation per agent for what the last flush made durable.
+/// Every agent gets them; only those asking for end-to-end confirmation
+/// subscribe. A confirmation lost on the way only means the agent resends
+/// and the batch is confirmed again as a duplicate.
+async fn confirm(app: &App, client: &AsyncClient, confirms: Confirms) {
+    let at = Utc::now();
+    for ((zone, agent), seqs) in confirms {
+        let payload = Confirm::from_seqs(agent.clone(), seqs, at).to_payload();
+        match client
+            .publish(Topic::confirm(&zone, &agent), QoS::AtLeastOnce, false, payload)
+            .await
+        {
+            Ok(()) => {
+                app.metrics.confirms_published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(%agent, "confirmation not queued: {e}"),
+        }
+    }
 }
 
 /// Subscribes to the served zones and ingests until shutdown.
@@ -292,7 +353,7 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
                 Err(_) => break,
             }
         }
-        let done = handle_group(&app, group);
+        let (done, confirms) = handle_group(&app, group);
         if let Err(e) = app.store.flush() {
             app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!("flush failed, {} messages left unacknowledged: {e}", done.len());
@@ -304,6 +365,7 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
                 app.metrics.acks_sent.fetch_add(1, Ordering::Relaxed);
             }
         }
+        confirm(&app, &client, confirms).await;
     }
     if let Err(e) = app.store.flush() {
         tracing::error!("final flush failed: {e}");
@@ -316,6 +378,7 @@ mod tests {
     use super::*;
     use crate::config::AggregatorConfig;
     use crate::testkit::utc;
+    use rumqttc::{Publish, QoS};
     use zonesync_proto::{AgentId, Batch, EnterpriseId, Period, PresenceStatus, Reading, ZoneId, WIRE_VERSION};
 
     const NOW: &str = "2026-11-23T08:00:00Z";
@@ -461,6 +524,52 @@ mod tests {
     }
 
     #[test]
+    fn a_resent_live_batch_never_restates_what_the_agent_sent_after_it() {
+        // After a broker crash the agent resends batches the broker lost; by
+        // then later ones may be stored. Not backfilled, but overtaken.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = open(dir.path());
+        assert_eq!(send(&app, &batch(7, false, vec![amount(56.0, 10)])), Handled::Stored);
+        assert_eq!(send(&app, &batch(5, false, vec![amount(50.0, 10)])), Handled::Stored);
+        assert_eq!(october_value_added(&app), Some(56.0));
+        assert_eq!(app.metrics.overtaken_stale.load(Ordering::Relaxed), 1);
+        assert_eq!(app.metrics.readings_replaced.load(Ordering::Relaxed), 0);
+        // In order, a restated figure still replaces the held one.
+        assert_eq!(send(&app, &batch(8, false, vec![amount(61.0, 10)])), Handled::Stored);
+        assert_eq!(october_value_added(&app), Some(61.0));
+        assert_eq!(app.metrics.readings_replaced.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_group_confirms_stored_duplicate_and_refused_batches_to_their_agent() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = open(dir.path());
+        let topic = Topic::data(&zone(), &agent(), &ent());
+        let publish = |payload: Vec<u8>| (1u64, Publish::new(&topic, QoS::AtLeastOnce, payload));
+        let good = batch(3, false, vec![amount(50.0, 10)]).to_payload();
+        let mut unknown_unit = batch(4, false, vec![amount(50.0, 10)]);
+        unknown_unit.readings[0].unit = "furlong".into();
+        let group = vec![
+            publish(good.clone()),
+            publish(good),
+            publish(unknown_unit.to_payload()),
+            publish(b"{\"seq\": tru".to_vec()),
+            (
+                1,
+                Publish::new(Topic::state(&zone(), &agent()), QoS::AtLeastOnce, b"{}".to_vec()),
+            ),
+        ];
+        let (done, confirms) = handle_group(&app, group);
+        assert_eq!(done.len(), 5, "everything handled is acknowledged");
+        let mut expected = Confirms::new();
+        expected.insert((zone(), agent()), vec![3, 3, 4]);
+        assert_eq!(
+            confirms, expected,
+            "truncated JSON and presence carry no seq to confirm"
+        );
+    }
+
+    #[test]
     fn backfill_never_replaces_a_newer_live_value() {
         let dir = tempfile::tempdir().expect("temp dir");
         let app = open(dir.path());
@@ -578,6 +687,36 @@ mod tests {
         app.store.flush().expect("flush");
         drop(app);
         assert_eq!(report(&open(dir.path())).readings_dropped_at_source, 12);
+    }
+
+    #[test]
+    fn an_agents_measured_clock_offset_is_kept_and_flagged_beyond_the_limit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = open(dir.path());
+        let zone_reg = app.registry.zone(&zone()).expect("zone").clone();
+        let liveness = |app: &App| {
+            let st = app.state.read().expect("state");
+            let r = crate::quality::report(
+                &zone_reg,
+                st.zones.get(&zone()),
+                Period::Month(2026, 11),
+                utc(NOW),
+                &app.catalog,
+                &app.quality,
+            );
+            let a = &r.agents[0];
+            (a.clock_offset_ms, a.clock_off, a.flagged)
+        };
+        let mut p = presence(1, 1, 0);
+        p.clock_offset_ms = Some(1_500);
+        say(&app, &p, utc(NOW));
+        assert_eq!(liveness(&app), (Some(1_500), false, false));
+        // A later presence without a measurement keeps the last one.
+        say(&app, &presence(1, 1, 0), utc(NOW));
+        assert_eq!(liveness(&app).0, Some(1_500));
+        p.clock_offset_ms = Some(-61_000);
+        say(&app, &p, utc(NOW));
+        assert_eq!(liveness(&app), (Some(-61_000), true, true));
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct Metrics {
     pub readings_backfilled: AtomicU64,
     /// Backfilled readings and declarations not stored because a newer value is held.
     pub backfill_stale: AtomicU64,
+    /// Readings and declarations of live batches not stored because the same
+    /// agent's later batch, stored first, holds a newer value (resends).
+    pub overtaken_stale: AtomicU64,
     /// Readings identical to one already stored under another batch.
     pub readings_duplicate: AtomicU64,
     /// Declarations stored.
@@ -31,6 +34,8 @@ pub struct Metrics {
     pub presence_received: AtomicU64,
     /// PUBACKs sent after durable storage.
     pub acks_sent: AtomicU64,
+    /// End-to-end confirmations published (one per agent per flushed group).
+    pub confirms_published: AtomicU64,
     /// Dead letters written.
     pub dead_letters: AtomicU64,
     /// Storage errors.
@@ -65,7 +70,7 @@ impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 18] = [
+        let rows: [(&str, &str, &str, u64); 20] = [
             (
                 "messages_received_total",
                 "MQTT messages received.",
@@ -109,6 +114,12 @@ impl Metrics {
                 g(&self.backfill_stale),
             ),
             (
+                "overtaken_stale_total",
+                "Readings and declarations of resent live batches not stored because a newer value from the same agent is held.",
+                "counter",
+                g(&self.overtaken_stale),
+            ),
+            (
                 "readings_duplicate_total",
                 "Readings already stored under another batch.",
                 "counter",
@@ -131,6 +142,12 @@ impl Metrics {
                 "PUBACKs sent after durable storage.",
                 "counter",
                 g(&self.acks_sent),
+            ),
+            (
+                "confirms_published_total",
+                "End-to-end confirmations published to agents after durable storage.",
+                "counter",
+                g(&self.confirms_published),
             ),
             (
                 "dead_letters_total",

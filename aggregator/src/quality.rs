@@ -28,6 +28,10 @@ pub struct QualitySettings {
     /// neither a presence nor a batch arrived from it for this long, seconds
     /// (time for the agent to drain its outbox after reconnecting).
     pub missing_seq_grace_secs: i64,
+    /// An agent whose measured clock offset exceeds this is flagged, seconds:
+    /// the validator accepts readings up to 300 s ahead, so an agent a minute
+    /// off is still stored but its 15-minute intervals are skewed.
+    pub clock_offset_flag_secs: u64,
 }
 
 impl Default for QualitySettings {
@@ -37,6 +41,7 @@ impl Default for QualitySettings {
             max_consistency_gap: 0.05,
             silent_after_secs: 3600,
             missing_seq_grace_secs: 600,
+            clock_offset_flag_secs: 60,
         }
     }
 }
@@ -114,6 +119,11 @@ pub struct AgentLiveness {
     pub dropped_readings: u64,
     /// Last presence status.
     pub status: Option<zonesync_proto::PresenceStatus>,
+    /// The agent's clock minus ours, milliseconds, as the agent measured it
+    /// from end-to-end confirmations (`None`: not measured).
+    pub clock_offset_ms: Option<i64>,
+    /// That offset is beyond `clock_offset_flag_secs`: its readings' times are suspect.
+    pub clock_off: bool,
 }
 
 /// The zone's quality report for a month.
@@ -219,17 +229,23 @@ pub fn report(
                 .map(|(id, a)| {
                     let silent = a.last_seen.map(|t| (now - t).num_seconds());
                     let missing = a.missing_seqs(now, q.missing_seq_grace_secs);
+                    let clock_off = a
+                        .measured_clock_offset_ms
+                        .is_some_and(|ms| ms.unsigned_abs() / 1000 > q.clock_offset_flag_secs);
                     AgentLiveness {
                         agent: id.to_string(),
                         last_seen: a.last_seen,
                         silent_secs: silent,
                         flagged: silent.is_none_or(|s| s > q.silent_after_secs)
                             || a.status == Some(zonesync_proto::PresenceStatus::Offline)
-                            || missing.is_some(),
+                            || missing.is_some()
+                            || clock_off,
                         seq_gaps: a.seq_gaps,
                         missing_seqs: missing.map(|(from, to)| [from, to]),
                         dropped_readings: a.dropped_readings,
                         status: a.status,
+                        clock_offset_ms: a.measured_clock_offset_ms,
+                        clock_off,
                     }
                 })
                 .collect()

@@ -229,6 +229,10 @@ pub struct AgentState {
     pub last_seen: Option<DateTime<Utc>>,
     /// Its clock minus ours when its last batch arrived, seconds (includes transit and backlog).
     pub clock_offset_secs: Option<i64>,
+    /// Its clock minus ours as the agent itself measured it from our end-to-end
+    /// confirmations (round-trip bounded, so without transit or backlog), from its
+    /// last presence; `None` until an agent in confirm mode has measured it.
+    pub measured_clock_offset_ms: Option<i64>,
     /// When its last batch arrived (since start).
     pub last_batch_at: Option<DateTime<Utc>>,
     /// Backfilled (historical) readings stored from it since start.
@@ -482,6 +486,9 @@ impl State {
         a.boot = a.boot.max(p.boot);
         a.last_seen = Some(a.last_seen.map_or(received, |t| t.max(received)));
         a.dropped_readings = p.dropped_readings;
+        if p.clock_offset_ms.is_some() {
+            a.measured_clock_offset_ms = p.clock_offset_ms;
+        }
         a.announced = Some(Announced {
             boot: p.boot,
             next_seq: p.next_seq,

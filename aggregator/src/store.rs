@@ -78,9 +78,11 @@ pub enum Outcome {
         /// Fresh readings that replace a stored value at the same key (a corrected
         /// period figure): applied, but not new readings, so not counted as such.
         replaced: usize,
-        /// Backfilled readings and declarations not written because a different
-        /// value is already held (dropped from the batch).
-        stale_backfill: usize,
+        /// Readings and declarations not written because a different value is
+        /// already held that is newer (dropped from the batch): from a
+        /// backfilled batch, or from a batch overtaken by the same agent's
+        /// later ones (a resend after a lost confirmation or a broker crash).
+        stale: usize,
     },
 }
 
@@ -93,7 +95,7 @@ enum Fresh {
     Identical,
     /// The same key, another value, sent live: the later report wins.
     Replacement,
-    /// The same key, another value, backfilled: what is held stays.
+    /// The same key, another value, held from newer data: what is held stays.
     Stale,
 }
 
@@ -235,13 +237,16 @@ impl Store {
     /// On `Stored`, `a.readings` keeps only the readings new to the store (or
     /// corrections of a period amount): those the state must apply. They are
     /// filtered in place rather than copied, as this runs for every reading.
-    /// A backfilled batch (`a.backfill`) never replaces a newer stored value.
-    /// At the same instant a held reading always stays. A period figure or a
-    /// declaration (one key, restated over time) stays only when the batch was
-    /// overtaken: the same agent's later batches were stored before it. From
+    /// A batch never replaces a newer stored value. Backfilled (`a.backfill`):
+    /// at the same instant a held reading always stays. Any batch: a held
+    /// period figure or declaration (one key, restated over time), or a held
+    /// reading at the same instant, stays when the batch was overtaken — the
+    /// same agent's later batches were stored before it (a resend after a
+    /// broker crash or a lost end-to-end confirmation arrives that way). From
     /// one agent batches otherwise arrive in the order they were made (its
-    /// outbox is first in, first out), so a backfilled month-to-date figure
-    /// that arrives in order is the newer one and replaces the held figure.
+    /// outbox is first in, first out), so a month-to-date figure that arrives
+    /// in order is the newer one and replaces the held figure. Whether the
+    /// batch was overtaken costs one lookup, made only when a held value differs.
     pub fn apply(&self, a: &mut Accepted) -> Result<Outcome, StoreError> {
         let seen = k(
             &[
@@ -254,14 +259,15 @@ impl Store {
         if self.facts.contains_key(&seen)? {
             return Ok(Outcome::Duplicate);
         }
-        let overtaken = a.backfill && self.overtaken(a)?;
+        // Looked up once, and only if some held value differs.
+        let mut overtaken: Option<bool> = None;
         let mut batch = sled::Batch::default();
         batch.insert(seen, &a.boot.to_be_bytes());
         let mut fresh = Vec::with_capacity(a.readings.len());
         // Readings this batch writes, by key: a key sent twice in one batch is
         // one stored reading, as the rebuild will count it.
         let mut writes: HashMap<Vec<u8>, [u8; 8]> = HashMap::new();
-        let (mut replaced, mut stale_backfill) = (0, 0);
+        let (mut replaced, mut stale) = (0, 0);
         // Held until the batch is applied, so `newest` never runs behind the store.
         let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
         if newest.len() >= NEWEST_CAP {
@@ -293,10 +299,16 @@ impl Store {
             let kind = match held {
                 None => Fresh::New,
                 Some(old) if old == value => Fresh::Identical,
-                // Backfill never replaces a value held for the same instant,
-                // nor a restated figure the same agent sent after it.
-                Some(_) if a.backfill && (overtaken || matches!(r.at, ReadingTime::Ts(_))) => Fresh::Stale,
-                Some(_) => Fresh::Replacement,
+                // Backfill never replaces a value held for the same instant.
+                Some(_) if a.backfill && matches!(r.at, ReadingTime::Ts(_)) => Fresh::Stale,
+                // No batch replaces what the same agent sent after it.
+                Some(_) => {
+                    if *overtaken.get_or_insert(self.overtaken(a)?) {
+                        Fresh::Stale
+                    } else {
+                        Fresh::Replacement
+                    }
+                }
             };
             match kind {
                 Fresh::New | Fresh::Replacement => {
@@ -309,7 +321,7 @@ impl Store {
                         replaced += 1;
                     }
                 }
-                Fresh::Stale => stale_backfill += 1,
+                Fresh::Stale => stale += 1,
                 Fresh::Identical => {}
             }
             fresh.push(matches!(kind, Fresh::New | Fresh::Replacement));
@@ -320,7 +332,7 @@ impl Store {
         let before = a.readings.len();
         let mut is_fresh = fresh.into_iter();
         a.readings.retain(|_| is_fresh.next().unwrap_or(false));
-        let duplicate_readings = before - a.readings.len() - stale_backfill;
+        let duplicate_readings = before - a.readings.len() - stale;
         let mut keep = Vec::with_capacity(a.declarations.len());
         for (code, v) in &a.declarations {
             let key = k(
@@ -331,8 +343,8 @@ impl Store {
                 ],
                 b'd',
             );
-            // A declaration from an overtaken backfill only fills a gap: whatever is held came later.
-            let stale = overtaken && self.facts.contains_key(&key)?;
+            // A declaration from an overtaken batch only fills a gap: whatever is held came later.
+            let stale = self.facts.contains_key(&key)? && *overtaken.get_or_insert(self.overtaken(a)?);
             if !stale {
                 batch.insert(key, serde_json::to_vec(v).unwrap_or_default());
             }
@@ -346,7 +358,7 @@ impl Store {
         Ok(Outcome::Stored {
             duplicate_readings,
             replaced,
-            stale_backfill: stale_backfill + stale_declarations,
+            stale: stale + stale_declarations,
         })
     }
 

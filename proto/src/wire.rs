@@ -171,7 +171,8 @@ impl Confirm {
     pub fn iter_seqs(&self, limit: usize) -> impl Iterator<Item = u64> + '_ {
         self.seqs
             .iter()
-            .flat_map(|[a, b]| if a <= b { *a..=*b } else { 1..=0 })
+            .filter(|[a, b]| a <= b)
+            .flat_map(|[a, b]| *a..=*b)
             .take(limit)
     }
 

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
-use zonesync_proto::{check_period, check_ts, EnterpriseId, Limits, Reason, CST};
+use zonesync_proto::{check_period, check_ts, EnterpriseId, Limits, Reading, Reason, CST};
 
 /// `[clock_sanity]`: bounds on the timestamps the agent queues.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,9 +174,21 @@ impl ClockGuard {
         }
     }
 
-    /// Checks one item's time against the bounds for its enterprise.
+    /// Checks one item's time against the bounds for its enterprise (declarations carry none).
     pub fn check(&self, enterprise: &EnterpriseId, item: &Item, now: DateTime<Utc>) -> Result<(), ClockRefusal> {
-        let Item::Reading(r) = item else { return Ok(()) };
+        match item {
+            Item::Reading(r) => self.check_reading(enterprise, r, now),
+            Item::Declaration(_) => Ok(()),
+        }
+    }
+
+    /// Checks one reading's time against the bounds for its enterprise.
+    pub fn check_reading(
+        &self,
+        enterprise: &EnterpriseId,
+        r: &Reading,
+        now: DateTime<Utc>,
+    ) -> Result<(), ClockRefusal> {
         let (earliest, established) = self.earliest(enterprise);
         let res = match (r.ts, r.period) {
             (Some(ts), _) => check_ts(ts, now, self.max_ahead, earliest),
@@ -193,6 +205,30 @@ impl ClockGuard {
         })
     }
 
+    /// Checks one reading's time, counting and logging a refusal under its reason.
+    pub fn check_counted(
+        &self,
+        source: &str,
+        enterprise: &EnterpriseId,
+        reading: &Reading,
+        now: DateTime<Utc>,
+    ) -> Result<(), ClockRefusal> {
+        self.check_reading(enterprise, reading, now).inspect_err(|refusal| {
+            let counter = match refusal {
+                ClockRefusal::Future(_) => &self.stats.future,
+                ClockRefusal::BeforeEstablished { .. } => &self.stats.before_established,
+                ClockRefusal::BeforeFloor(_) => &self.stats.before_floor,
+            };
+            // Warn on the first of each kind, then every thousandth:
+            // a gateway stuck at 1970 would otherwise fill the log.
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            if n % 1000 == 0 {
+                tracing::warn!(source, enterprise = %enterprise, reason = refusal.label(), refused_so_far = n + 1,
+                    "reading refused by the clock check: {refusal}");
+            }
+        })
+    }
+
     /// Keeps the items whose time is sane; counts and logs the others.
     pub fn admit(
         &self,
@@ -202,23 +238,9 @@ impl ClockGuard {
     ) -> Vec<(EnterpriseId, Item)> {
         items
             .into_iter()
-            .filter(|(e, item)| match self.check(e, item, now) {
-                Ok(()) => true,
-                Err(refusal) => {
-                    let counter = match refusal {
-                        ClockRefusal::Future(_) => &self.stats.future,
-                        ClockRefusal::BeforeEstablished { .. } => &self.stats.before_established,
-                        ClockRefusal::BeforeFloor(_) => &self.stats.before_floor,
-                    };
-                    // Warn on the first of each kind, then every thousandth:
-                    // a gateway stuck at 1970 would otherwise fill the log.
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    if n % 1000 == 0 {
-                        tracing::warn!(source, enterprise = %e, reason = refusal.label(), refused_so_far = n + 1,
-                            "reading refused by the clock check: {refusal}");
-                    }
-                    false
-                }
+            .filter(|(e, item)| match item {
+                Item::Reading(r) => self.check_counted(source, e, r, now).is_ok(),
+                Item::Declaration(_) => true,
             })
             .collect()
     }

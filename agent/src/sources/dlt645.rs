@@ -375,24 +375,26 @@ impl Dlt645Gateway {
                 ts: Some(ts),
                 period: None,
             };
-            let checked = serde_json::to_value(&reading)
-                .map_err(|e| e.to_string())
-                .and_then(|v| self.validator.reading(&v, Utc::now()).map_err(|r| r.to_string()));
-            if let Err(why) = checked {
-                self.refuse(m, &why);
-                continue;
-            }
-            let mut item = (m.cfg.enterprise.clone(), Item::Reading(reading));
-            if let Some(clock) = &self.clock {
-                // The guard counts and logs the reason; here it is one more value not sent.
-                match clock.admit(&self.source_name(), vec![item], Utc::now()).pop() {
-                    Some(kept) => item = kept,
-                    None => {
-                        bump(&self.stats.refused);
-                        continue;
-                    }
+            let admitted = super::admit::reading(
+                &self.validator,
+                self.clock.as_deref(),
+                &self.source_name(),
+                &m.cfg.enterprise,
+                reading,
+                Utc::now(),
+            );
+            let item = match admitted {
+                Ok(r) => (m.cfg.enterprise.clone(), Item::Reading(r)),
+                Err(super::admit::Refused::Invalid(why)) => {
+                    self.refuse(m, &why);
+                    continue;
                 }
-            }
+                // The guard counts and logs the reason; here it is one more value not sent.
+                Err(super::admit::Refused::Clock(_)) => {
+                    bump(&self.stats.refused);
+                    continue;
+                }
+            };
             next.insert(m.key.clone(), state);
             items.push(item);
         }

@@ -305,20 +305,19 @@ impl HttpPull {
             ts: Some(ts),
             period: None,
         };
-        let now = Utc::now();
-        serde_json::to_value(&reading)
-            .map_err(|e| e.to_string())
-            .and_then(|j| self.validator.reading(&j, now).map(|_| ()).map_err(|r| r.to_string()))
-            .map_err(ValueError::Refused)?;
-        if let Some(clock) = &self.clock {
-            let item = Item::Reading(reading.clone());
-            if let Err(why) = clock.check(&m.enterprise, &item, now) {
-                // Let the guard count it under its own reason, too.
-                clock.admit(&self.source_name(), vec![(m.enterprise.clone(), item)], now);
-                return Err(ValueError::Clock(why.to_string()));
-            }
+        let admitted = super::admit::reading(
+            &self.validator,
+            self.clock.as_deref(),
+            &self.source_name(),
+            &m.enterprise,
+            reading,
+            Utc::now(),
+        );
+        match admitted {
+            Ok(r) => Ok(r),
+            Err(super::admit::Refused::Invalid(why)) => Err(ValueError::Refused(why)),
+            Err(super::admit::Refused::Clock(why)) => Err(ValueError::Clock(why)),
         }
-        Ok(reading)
     }
 
     /// Polls until shutdown; only an outbox failure ends the task.

@@ -3,6 +3,8 @@
 //! resumes exactly where its last durable readings end: nothing lost, nothing
 //! produced twice.
 
+#[cfg(any(feature = "modbus", feature = "dlt645", feature = "http-pull"))]
+pub mod admit;
 pub mod clock;
 #[cfg(feature = "csv")]
 pub mod csv_drop;

@@ -405,25 +405,27 @@ impl ModbusDevice {
                 ts: Some(ts),
                 period: None,
             };
-            let checked = serde_json::to_value(&reading)
-                .map_err(|e| e.to_string())
-                .and_then(|v| self.validator.reading(&v, Utc::now()).map_err(|r| r.to_string()));
-            if let Err(why) = checked {
-                self.refuse(refusing, &cfg.point, &format!("value {}: {why}", reading.value));
-                continue;
-            }
-            let mut item = (self.config.enterprise.clone(), Item::Reading(reading));
-            if let Some(clock) = &self.clock {
-                // The guard counts and logs its reason; here it is one more value not sent.
-                match clock.admit(&self.source_name(), vec![item], Utc::now()).pop() {
-                    Some(kept) => item = kept,
-                    None => {
-                        bump(&self.stats.refused);
-                        *refusing = true;
-                        continue;
-                    }
+            let value = reading.value;
+            let admitted = super::admit::reading(
+                &self.validator,
+                self.clock.as_deref(),
+                &self.source_name(),
+                &self.config.enterprise,
+                reading,
+                Utc::now(),
+            );
+            let item = match admitted {
+                Ok(r) => (self.config.enterprise.clone(), Item::Reading(r)),
+                Err(super::admit::Refused::Invalid(why)) => {
+                    self.refuse(refusing, &cfg.point, &format!("value {value}: {why}"));
+                    continue;
                 }
-            }
+                Err(super::admit::Refused::Clock(_)) => {
+                    bump(&self.stats.refused);
+                    *refusing = true;
+                    continue;
+                }
+            };
             if std::mem::replace(refusing, false) {
                 tracing::info!(device = %name, point = %cfg.point, "valid values again");
             }

@@ -4,9 +4,11 @@
 
 use super::events;
 use super::series::{self, months_ending};
-use crate::api::{bad_request, period_param, read_guard, read_state, registered, zone_param, ApiError, PeriodQuery};
+use crate::api::{
+    bad_request, period_param, read_guard, read_state, registered, zone_param, ApiError, Params, PeriodQuery,
+};
 use crate::app::App;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -39,7 +41,7 @@ struct SeriesQuery {
 async fn energy_series(
     State(app): State<Arc<App>>,
     Path(zone): Path<String>,
-    Query(q): Query<SeriesQuery>,
+    Params(q): Params<SeriesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let z = zone_param(&app, &zone)?;
     let last = period_param(&PeriodQuery { period: q.period })?;
