@@ -344,6 +344,31 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_second_upstream_is_valid_once_uncommented() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let mut out = Vec::new();
+        let mut inside = false;
+        for line in text.lines() {
+            inside = (inside || line == "# [[upstream]]") && !line.is_empty();
+            match line.strip_prefix("# ") {
+                Some(l) if inside && !l.starts_with("password") => out.push(l.to_owned()),
+                _ => out.push(line.to_owned()),
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("agent.toml");
+        std::fs::write(&q, out.join("\n")).unwrap();
+        let c = AgentConfig::load(&q).unwrap();
+        let u = c.upstreams().unwrap();
+        assert_eq!(
+            u.iter().map(|u| (u.name.as_str(), u.mqtt.end_to_end_confirm)).collect::<Vec<_>>(),
+            vec![("primary", false), ("city", true)]
+        );
+        assert!(u[1].mqtt.tls.is_some());
+    }
+
+    #[test]
     fn upstreams_are_named_unique_and_on_distinct_brokers() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("agent.toml");
