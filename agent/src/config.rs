@@ -362,7 +362,9 @@ mod tests {
         let c = AgentConfig::load(&q).unwrap();
         let u = c.upstreams().unwrap();
         assert_eq!(
-            u.iter().map(|u| (u.name.as_str(), u.mqtt.end_to_end_confirm)).collect::<Vec<_>>(),
+            u.iter()
+                .map(|u| (u.name.as_str(), u.mqtt.end_to_end_confirm))
+                .collect::<Vec<_>>(),
             vec![("primary", false), ("city", true)]
         );
         assert!(u[1].mqtt.tls.is_some());

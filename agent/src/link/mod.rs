@@ -426,11 +426,11 @@ impl Link {
             Event::Incoming(Packet::Publish(p)) if self.mqtt.end_to_end_confirm => {
                 self.on_confirm(&p.payload, marks, clock)?;
             }
-            Event::Incoming(Packet::SubAck(s)) => {
-                if s.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
-                    tracing::error!(agent = %self.agent, upstream = %self.name(),
-                        "the broker refused the subscription to the confirm topic: no batch will ever be confirmed (check its ACL)");
-                }
+            Event::Incoming(Packet::SubAck(s))
+                if s.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
+            {
+                tracing::error!(agent = %self.agent, upstream = %self.name(),
+                    "the broker refused the subscription to the confirm topic: no batch will ever be confirmed (check its ACL)");
             }
             _ => {}
         }
