@@ -21,6 +21,12 @@ pub enum ConfigError {
     CatalogFile { path: String, source: std::io::Error },
     #[error("indicator catalog {path}: {source}")]
     Catalog { path: String, source: CatalogError },
+    #[error("upstream {index} ({what}): {problem}")]
+    Upstream {
+        index: usize,
+        what: String,
+        problem: String,
+    },
 }
 
 /// Loads a TOML configuration file into `T`, then applies `ZONESYNC_…`
@@ -74,9 +80,14 @@ pub struct AgentConfig {
     /// The zone's own indicator catalog (default: the one compiled in).
     #[serde(default)]
     pub catalog: Option<PathBuf>,
-    /// Broker connection.
+    /// Broker connection: the first upstream (named `primary` unless it has a `name`).
     #[serde(default)]
     pub mqtt: MqttConfig,
+    /// Further upstreams (e.g. the city's data center beside the zone's),
+    /// one `[[upstream]]` table each, every one with a unique `name`. Each
+    /// gets every reading, with its own acknowledged cursor in the outbox.
+    #[serde(default)]
+    pub upstream: Vec<MqttConfig>,
     /// Batching and outbox sizing.
     #[serde(default)]
     pub outbox: OutboxConfig,
@@ -114,10 +125,15 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/zonesync-agent")
 }
 
-/// Broker connection settings.
+/// Broker connection settings of one upstream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
+    /// The upstream's name, in status and logs and as the key of its cursor
+    /// in the outbox (renaming one makes a new upstream, which is sent the
+    /// whole backlog held). Optional for `[mqtt]` (`primary`), required for
+    /// `[[upstream]]`; letters, digits, `-` and `_`, at most 64.
+    pub name: Option<String>,
     /// Broker host.
     pub host: String,
     /// Broker port.
@@ -134,11 +150,17 @@ pub struct MqttConfig {
     pub reconnect_max_ms: u64,
     /// TLS (rustls); plain TCP when absent.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Keep a batch until the aggregator confirms it on the agent's confirm
+    /// topic (after its durable flush), not merely until the broker's PUBACK:
+    /// a broker killed before saving its queue then loses nothing. Needs an
+    /// aggregator that publishes confirmations.
+    pub end_to_end_confirm: bool,
 }
 
 impl Default for MqttConfig {
     fn default() -> Self {
         Self {
+            name: None,
             host: "127.0.0.1".into(),
             port: 1883,
             username: None,
@@ -147,8 +169,22 @@ impl Default for MqttConfig {
             reconnect_min_ms: 200,
             reconnect_max_ms: 30_000,
             tls: None,
+            end_to_end_confirm: false,
         }
     }
+}
+
+/// One configured upstream, named.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Its name (the outbox's key for its cursor).
+    pub name: String,
+    /// Its broker settings.
+    pub mqtt: MqttConfig,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Batching and storage settings.
@@ -170,6 +206,16 @@ pub struct OutboxConfig {
     /// A batch carrying a reading stamped more than this many seconds before
     /// it is sealed is marked `backfill` (after an outage, or old figures).
     pub backfill_after_secs: u64,
+    /// Upstreams with `end_to_end_confirm`: a batch not confirmed this many
+    /// seconds after it was published is published again; the wait doubles
+    /// on every resend of the same batch, up to `confirm_timeout_max_secs`.
+    pub confirm_timeout_secs: u64,
+    /// The longest wait between resends of an unconfirmed batch, seconds.
+    pub confirm_timeout_max_secs: u64,
+    /// Upstreams with `end_to_end_confirm`: most batches published and
+    /// awaiting confirmation at once (only their sequence numbers and send
+    /// times are held in memory; payloads are re-read from the outbox).
+    pub confirm_window: usize,
 }
 
 impl Default for OutboxConfig {
@@ -181,14 +227,64 @@ impl Default for OutboxConfig {
             cache_capacity_bytes: 4 * 1024 * 1024,
             disk_budget_bytes: 256 * 1024 * 1024,
             backfill_after_secs: 300,
+            confirm_timeout_secs: 30,
+            confirm_timeout_max_secs: 600,
+            confirm_window: 256,
         }
     }
 }
 
 impl AgentConfig {
-    /// Loads a file, then applies `ZONESYNC_…` environment overrides.
+    /// Loads a file, then applies `ZONESYNC_…` environment overrides; the
+    /// upstreams are checked (see [`AgentConfig::upstreams`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        load_with_env(path)
+        let c: Self = load_with_env(path)?;
+        c.upstreams()?;
+        Ok(c)
+    }
+
+    /// Every upstream, `[mqtt]` first: names valid and unique, and no two on
+    /// the same broker (both would connect with the agent's client id and
+    /// throw each other off).
+    pub fn upstreams(&self) -> Result<Vec<Upstream>, ConfigError> {
+        let mut out: Vec<Upstream> = Vec::with_capacity(1 + self.upstream.len());
+        let first = std::iter::once((&self.mqtt, Some(crate::outbox::PRIMARY)));
+        for (index, (mqtt, default)) in first.chain(self.upstream.iter().map(|u| (u, None))).enumerate() {
+            let err = |problem: String| ConfigError::Upstream {
+                index,
+                what: format!("{}:{}", mqtt.host, mqtt.port),
+                problem,
+            };
+            let name = match (&mqtt.name, default) {
+                (Some(n), _) => n.clone(),
+                (None, Some(d)) => d.to_owned(),
+                (None, None) => return Err(err("an [[upstream]] table needs a `name`".into())),
+            };
+            if !valid_name(&name) {
+                return Err(err(format!("name {name:?}: use 1 to 64 letters, digits, '-' or '_'")));
+            }
+            if out.iter().any(|u| u.name == name) {
+                return Err(err(format!("name {name:?} is used twice")));
+            }
+            if let Some(u) = out
+                .iter()
+                .find(|u| u.mqtt.host == mqtt.host && u.mqtt.port == mqtt.port)
+            {
+                return Err(err(format!("same broker as upstream {:?}", u.name)));
+            }
+            out.push(Upstream {
+                name,
+                mqtt: mqtt.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// How the outbox is opened: its sizing, and every upstream's name.
+    pub fn outbox_options(&self) -> Result<crate::outbox::OutboxOptions, ConfigError> {
+        let mut o = crate::outbox::OutboxOptions::from(&self.outbox);
+        o.upstreams = self.upstreams()?.into_iter().map(|u| u.name).collect();
+        Ok(o)
     }
 }
 
@@ -248,5 +344,79 @@ mod tests {
         assert!(AgentConfig::load(&p).is_err(), "unknown keys are refused");
         std::fs::write(&p, "agent_id = \"gw/1\"\nzone = \"jiyuan-hitech\"\n").unwrap();
         assert!(AgentConfig::load(&p).is_err(), "ids are validated");
+    }
+
+    #[test]
+    fn the_commented_second_upstream_is_valid_once_uncommented() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let mut out = Vec::new();
+        let mut inside = false;
+        for line in text.lines() {
+            inside = (inside || line == "# [[upstream]]") && !line.is_empty();
+            match line.strip_prefix("# ") {
+                Some(l) if inside && !l.starts_with("password") => out.push(l.to_owned()),
+                _ => out.push(line.to_owned()),
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("agent.toml");
+        std::fs::write(&q, out.join("\n")).unwrap();
+        let c = AgentConfig::load(&q).unwrap();
+        let u = c.upstreams().unwrap();
+        assert_eq!(
+            u.iter()
+                .map(|u| (u.name.as_str(), u.mqtt.end_to_end_confirm))
+                .collect::<Vec<_>>(),
+            vec![("primary", false), ("city", true)]
+        );
+        assert!(u[1].mqtt.tls.is_some());
+    }
+
+    #[test]
+    fn upstreams_are_named_unique_and_on_distinct_brokers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        let head = "agent_id = \"gw-1\"\nzone = \"z\"\n";
+        std::fs::write(&p, head).unwrap();
+        let c = AgentConfig::load(&p).unwrap();
+        let u = c.upstreams().unwrap();
+        assert_eq!(u.len(), 1);
+        assert_eq!((u[0].name.as_str(), u[0].mqtt.end_to_end_confirm), ("primary", false));
+        assert_eq!(c.outbox.confirm_window, 256);
+
+        let two = format!(
+            "{head}[mqtt]\nname = \"zone\"\nend_to_end_confirm = true\n[outbox]\nconfirm_timeout_secs = 5\n\
+             [[upstream]]\nname = \"city\"\nhost = \"10.0.0.9\"\nport = 8883\n"
+        );
+        std::fs::write(&p, &two).unwrap();
+        let c = AgentConfig::load(&p).unwrap();
+        let u = c.upstreams().unwrap();
+        assert_eq!(
+            u.iter()
+                .map(|u| (u.name.as_str(), u.mqtt.port, u.mqtt.end_to_end_confirm))
+                .collect::<Vec<_>>(),
+            vec![("zone", 1883, true), ("city", 8883, false)]
+        );
+        assert_eq!(c.outbox_options().unwrap().upstreams, vec!["zone", "city"]);
+        assert_eq!(c.outbox.confirm_timeout_secs, 5);
+
+        for (bad, why) in [
+            (format!("{head}[[upstream]]\nport = 2\n"), "needs a `name`"),
+            (
+                format!("{head}[[upstream]]\nname = \"primary\"\nport = 2\n"),
+                "used twice",
+            ),
+            (format!("{head}[[upstream]]\nname = \"city\"\n"), "same broker"),
+            (format!("{head}[[upstream]]\nname = \"c/1\"\nport = 2\n"), "letters"),
+            (
+                format!("{head}[[upstream]]\nname = \"c\"\nport = 2\nconfirm = 1\n"),
+                "unknown field",
+            ),
+        ] {
+            std::fs::write(&p, &bad).unwrap();
+            let e = AgentConfig::load(&p).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

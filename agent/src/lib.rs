@@ -11,6 +11,7 @@ pub mod link;
 pub mod outbox;
 pub mod run;
 pub mod shutdown;
+pub mod sled_open;
 pub mod sources;
 pub mod status;
 pub mod tls;

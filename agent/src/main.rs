@@ -90,7 +90,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Check { config } => {
             let cfg = AgentConfig::load(&config)?;
             println!("agent {} in zone {}", cfg.agent_id, cfg.zone);
-            println!("broker {}:{}", cfg.mqtt.host, cfg.mqtt.port);
+            for u in cfg.upstreams()? {
+                let mode = if u.mqtt.end_to_end_confirm {
+                    "kept until the aggregator confirms"
+                } else {
+                    "kept until the broker's PUBACK"
+                };
+                println!("upstream {}: broker {}:{} ({mode})", u.name, u.mqtt.host, u.mqtt.port);
+            }
             println!("outbox {}", cfg.data_dir.join("outbox").display());
             if cfg.history.enabled {
                 println!(
@@ -148,7 +155,9 @@ fn main() -> anyhow::Result<()> {
                     return Ok(());
                 }
             }
-            let outbox = Outbox::open_with(&cfg.data_dir.join("outbox"), (&cfg.outbox).into())
+            // Opened with the configured upstreams, as the next start would:
+            // a new upstream gets its cursor, a removed one loses its own.
+            let outbox = Outbox::open_with(&cfg.data_dir.join("outbox"), cfg.outbox_options()?)
                 .context("opening the outbox (is the agent running without writing status.json?)")?;
             eprintln!("agent not running; its outbox:");
             println!("{}", serde_json::to_string_pretty(&outbox.stats())?);

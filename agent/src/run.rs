@@ -1,5 +1,5 @@
 //! Starts an agent: opens the outbox, counts the boot, starts every configured
-//! source and the link, and waits for all of them after shutdown.
+//! source and one link per upstream, and waits for all of them after shutdown.
 
 use crate::config::AgentConfig;
 use crate::history::History;
@@ -72,7 +72,8 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let outbox = Outbox::open_with(&config.data_dir.join("outbox"), (&config.outbox).into())?;
+    let upstreams = config.upstreams()?;
+    let outbox = Outbox::open_with(&config.data_dir.join("outbox"), config.outbox_options()?)?;
     // History records what the outbox took, so it is attached before any source starts.
     let history = match config.history.enabled {
         true => Some(Arc::new(History::open(
@@ -140,31 +141,38 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     for source in http_pull {
         tasks.spawn(source.with_clock(clock.clone()).run(outbox.clone(), shutdown.clone()));
     }
-    let link_stats = Arc::new(LinkStats::default());
+    let links: Vec<(crate::config::Upstream, Arc<LinkStats>)> = upstreams
+        .into_iter()
+        .map(|u| (u, Arc::new(LinkStats::default())))
+        .collect();
     let reporter = crate::status::Reporter {
         path: crate::status::path(&config.data_dir),
         agent: config.agent_id.clone(),
         zone: config.zone.clone(),
         boot,
         outbox: outbox.clone(),
-        link: link_stats.clone(),
+        links: links.clone(),
         history: history.clone(),
     };
     tasks.spawn(reporter.run(shutdown.clone()));
     if let Some(h) = &history {
         tasks.spawn(h.clone().run(shutdown.clone()));
     }
-    let link = Link {
-        agent: config.agent_id.clone(),
-        zone: config.zone.clone(),
-        boot,
-        enterprises: enterprises(&config),
-        mqtt: config.mqtt.clone(),
-        batching: config.outbox.clone(),
-        outbox: outbox.clone(),
-        stats: link_stats,
-    };
-    tasks.spawn(link.run(shutdown.clone()));
+    // The outbox was opened with these upstreams in this order.
+    for (index, (upstream, stats)) in links.into_iter().enumerate() {
+        let link = Link {
+            agent: config.agent_id.clone(),
+            zone: config.zone.clone(),
+            boot,
+            enterprises: enterprises(&config),
+            mqtt: upstream.mqtt,
+            upstream: index,
+            batching: config.outbox.clone(),
+            outbox: outbox.clone(),
+            stats,
+        };
+        tasks.spawn(link.run(shutdown.clone()));
+    }
 
     let mut first_error = None;
     while let Some(res) = tasks.join_next().await {

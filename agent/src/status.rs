@@ -1,8 +1,9 @@
 //! The running agent's status, rewritten atomically into `data_dir/status.json`
 //! every few seconds, so `zonesync-agent status` can show backlog, drops and
-//! the last acknowledgement while the agent holds the outbox (sled lets only
-//! one process open it). From branch h-outbox, on the sled outbox.
+//! the last acknowledgement — per upstream — while the agent holds the outbox
+//! (sled lets only one process open it). From branch h-outbox, on the sled outbox.
 
+use crate::config::Upstream;
 use crate::history::{History, HistoryStats};
 use crate::link::LinkStats;
 use crate::outbox::{Outbox, OutboxStats};
@@ -31,21 +32,109 @@ pub struct Status {
     pub pid: u32,
     /// When this file was written.
     pub written_at: DateTime<Utc>,
-    /// Whether a broker session is up.
+    /// Whether the first upstream's (`[mqtt]`) session is up; every upstream's is in `upstreams`.
     pub connected: bool,
-    /// Broker sessions opened in this run.
+    /// The first upstream's sessions opened in this run.
     pub sessions: u64,
-    /// Batches and items acknowledged in this run.
+    /// Batches the first upstream acknowledged in this run.
     pub batches_acked: u64,
     /// Items in them.
     pub items_acked: u64,
-    /// When the broker last acknowledged a batch.
+    /// When the first upstream last acknowledged a batch.
     pub last_ack: Option<DateTime<Utc>>,
-    /// The outbox: backlog, oldest pending reading, drops.
+    /// The outbox: backlog, oldest pending reading, drops (each once, however many upstreams missed it).
     pub outbox: OutboxStats,
     /// Local history: span, size, days deleted (absent when disabled).
     #[serde(default)]
     pub history: Option<HistoryStats>,
+    /// Each upstream, in configuration order.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamStatus>,
+}
+
+/// One upstream's link and cursor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpstreamStatus {
+    /// Its name.
+    pub name: String,
+    /// Its broker, `host:port`.
+    pub broker: String,
+    /// Whether batches wait for the aggregator's confirmation rather than the PUBACK.
+    pub end_to_end_confirm: bool,
+    /// Whether its session is up.
+    pub connected: bool,
+    /// Sessions opened in this run.
+    pub sessions: u64,
+    /// Lowest sequence number it has not acknowledged.
+    pub cursor: u64,
+    /// Sealed batches it has not acknowledged.
+    pub unacked_batches: u64,
+    /// Items in them.
+    pub unacked_items: u64,
+    /// Batches it acknowledged in this run.
+    pub batches_acked: u64,
+    /// Items in them.
+    pub items_acked: u64,
+    /// When it last acknowledged a batch.
+    pub last_ack: Option<DateTime<Utc>>,
+    /// Readings dropped, ever, before it acknowledged them (its presence reports this).
+    pub dropped_readings: u64,
+    /// Batches published to it, resends included.
+    pub batches_sent: u64,
+    /// Confirm mode: batches awaiting confirmation now.
+    pub awaiting_confirm: u64,
+    /// Confirm mode: batches republished for want of a confirmation.
+    pub resends: u64,
+    /// Confirm mode: confirmation messages received.
+    pub confirms_received: u64,
+    /// Confirm mode: sequence numbers confirmed that it had no batch for.
+    pub confirm_unknown_seqs: u64,
+    /// Confirm mode: confirmation payloads refused.
+    pub confirms_malformed: u64,
+    /// The agent's clock minus the aggregator's, ms (positive: the agent is
+    /// ahead), from confirmations; `None` until one is measured.
+    pub clock_offset_ms: Option<i64>,
+    /// Its uncertainty, ± ms.
+    pub clock_uncertainty_ms: Option<i64>,
+}
+
+fn unix_ms(ms: u64) -> Option<DateTime<Utc>> {
+    (ms > 0)
+        .then(|| Utc.timestamp_millis_opt(i64::try_from(ms).unwrap_or(0)).single())
+        .flatten()
+}
+
+/// Each upstream's status from its link counters and the outbox's cursors.
+pub fn upstreams(links: &[(Upstream, Arc<LinkStats>)], outbox: &OutboxStats) -> Vec<UpstreamStatus> {
+    links
+        .iter()
+        .map(|(u, l)| {
+            let o = outbox.upstreams.iter().find(|o| o.name == u.name);
+            let clock = l.clock_offset();
+            UpstreamStatus {
+                name: u.name.clone(),
+                broker: format!("{}:{}", u.mqtt.host, u.mqtt.port),
+                end_to_end_confirm: u.mqtt.end_to_end_confirm,
+                connected: l.connected.load(Ordering::Relaxed),
+                sessions: l.sessions.load(Ordering::Relaxed),
+                cursor: o.map_or(0, |o| o.cursor),
+                unacked_batches: o.map_or(0, |o| o.unacked_batches),
+                unacked_items: o.map_or(0, |o| o.unacked_items),
+                batches_acked: l.batches_acked.load(Ordering::Relaxed),
+                items_acked: l.items_acked.load(Ordering::Relaxed),
+                last_ack: unix_ms(l.last_ack_unix_ms.load(Ordering::Relaxed)),
+                dropped_readings: o.map_or(0, |o| o.dropped_readings),
+                batches_sent: l.batches_sent.load(Ordering::Relaxed),
+                awaiting_confirm: l.awaiting_confirm.load(Ordering::Relaxed),
+                resends: l.resends.load(Ordering::Relaxed),
+                confirms_received: l.confirms_received.load(Ordering::Relaxed),
+                confirm_unknown_seqs: l.confirm_unknown_seqs.load(Ordering::Relaxed),
+                confirms_malformed: l.confirms_malformed.load(Ordering::Relaxed),
+                clock_offset_ms: clock.map(|c| c.offset_ms),
+                clock_uncertainty_ms: clock.map(|c| c.uncertainty_ms),
+            }
+        })
+        .collect()
 }
 
 impl Status {
@@ -88,8 +177,8 @@ pub struct Reporter {
     pub boot: u64,
     /// The outbox.
     pub outbox: Arc<Outbox>,
-    /// The link's counters.
-    pub link: Arc<LinkStats>,
+    /// Each upstream and its link's counters, in configuration order.
+    pub links: Vec<(Upstream, Arc<LinkStats>)>,
     /// Local history, when enabled.
     pub history: Option<Arc<History>>,
 }
@@ -97,22 +186,23 @@ pub struct Reporter {
 impl Reporter {
     /// The status right now.
     pub fn snapshot(&self) -> Status {
-        let ms = self.link.last_ack_unix_ms.load(Ordering::Relaxed);
+        let outbox = self.outbox.stats();
+        let upstreams = upstreams(&self.links, &outbox);
+        let first = upstreams.first();
         Status {
             agent: self.agent.clone(),
             zone: self.zone.clone(),
             boot: self.boot,
             pid: std::process::id(),
             written_at: Utc::now(),
-            connected: self.link.connected.load(Ordering::Relaxed),
-            sessions: self.link.sessions.load(Ordering::Relaxed),
-            batches_acked: self.link.batches_acked.load(Ordering::Relaxed),
-            items_acked: self.link.items_acked.load(Ordering::Relaxed),
-            last_ack: (ms > 0)
-                .then(|| Utc.timestamp_millis_opt(i64::try_from(ms).unwrap_or(0)).single())
-                .flatten(),
-            outbox: self.outbox.stats(),
+            connected: first.is_some_and(|u| u.connected),
+            sessions: first.map_or(0, |u| u.sessions),
+            batches_acked: first.map_or(0, |u| u.batches_acked),
+            items_acked: first.map_or(0, |u| u.items_acked),
+            last_ack: first.and_then(|u| u.last_ack),
+            outbox,
             history: self.history.as_ref().map(|h| h.stats()),
+            upstreams,
         }
     }
 
@@ -153,6 +243,7 @@ mod tests {
             last_ack: Some(written_at),
             outbox,
             history: None,
+            upstreams: Vec::new(),
         }
     }
 

@@ -393,6 +393,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
                 port: broker.addr.port(),
                 ..MqttConfig::default()
             },
+            upstream: Vec::new(),
             outbox: OutboxConfig::default(),
             simulator: Some(SimulatorConfig {
                 enterprises: sim,

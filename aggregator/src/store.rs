@@ -174,27 +174,11 @@ fn reading_key(zone: &ZoneId, enterprise: &EnterpriseId, r: &CanonicalReading) -
     (v, series)
 }
 
-/// Opens sled, waiting up to a second for its file lock. sled releases the
-/// lock from a background thread after the last handle is dropped, so opening
-/// the same store right after closing it (a restart in the same process, as
-/// the tests do) can find it still held; any other error returns at once.
-fn open_when_released(config: &sled::Config) -> sled::Result<sled::Db> {
-    let mut waits = 0;
-    loop {
-        match config.open() {
-            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && waits < 20 => {
-                waits += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            other => return other,
-        }
-    }
-}
-
 impl Store {
     /// Opens (or creates) the store with a page cache of `cache_bytes`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db = open_when_released(&sled::Config::new().path(path).cache_capacity(cache_bytes))?;
+        let db =
+            zonesync_agent::sled_open::open_when_released(&sled::Config::new().path(path).cache_capacity(cache_bytes))?;
         let facts = db.open_tree("facts")?;
         let dead = db.open_tree("dead_letters")?;
         let alerts = db.open_tree("alerts")?;

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod certs;
+pub mod collector;
 pub mod corpus;
 pub mod dataset;
 pub mod faults;

@@ -1,9 +1,17 @@
 //! The disk budget: the outbox never makes a source wait. When new items
 //! would take the bytes held past `disk_budget_bytes`, the oldest
-//! unacknowledged items go first — sealed batches not on the wire, oldest
-//! `seq` first, then pending chunks, oldest first — and, if the new items alone
-//! exceed the budget, the oldest of them. Every item dropped is added to the
-//! persisted `dropped` counter in the same atomic batch that removes it.
+//! unacknowledged items go first — sealed batches on no upstream's wire,
+//! oldest `seq` first, then pending chunks, oldest first — and, if the new
+//! items alone exceed the budget, the oldest of them. Every item dropped is
+//! added to the persisted `dropped` counter, and to the `dropped` of every
+//! upstream that had not acknowledged it, in the same atomic batch that
+//! removes it: each upstream's presence then reports exactly the readings it
+//! will never receive, and a reading is either acknowledged by an upstream or
+//! counted as dropped for it, never both.
+//!
+//! A slow or absent upstream therefore costs the others nothing: batches
+//! the others have acknowledged stay only for it, and are the first to go
+//! when the budget is full.
 //!
 //! Why the bytes held and not sled's file size: sled's log keeps superseded
 //! versions until it compacts a segment, so its size lags the data by an
@@ -12,15 +20,22 @@
 //! change with what the outbox holds; `OutboxStats::size_on_disk` shows sled's
 //! own size beside them.
 
-use super::{chunk, entry_bytes, sealed_items, Counters, Outbox, OutboxError, PENDING, SEALED};
-use std::sync::atomic::Ordering;
+use super::{chunk, entry_bytes, sealed_items, Outbox, OutboxError, State, PENDING, SEALED};
+
+/// Counts `items` dropped before any upstream could have them.
+fn dropped_for_all(next: &mut State, items: u64) {
+    next.counters.dropped += items;
+    for u in &mut next.upstreams {
+        u.rec.dropped += items;
+    }
+}
 
 /// Adds to `batch` the removals that make room for a chunk of `incoming`
 /// items (JSON, oldest first) within the budget, updating `next`. Returns how
 /// many of the incoming items must themselves be dropped (the first ones).
 pub(super) fn make_room(
     outbox: &Outbox,
-    next: &mut Counters,
+    next: &mut State,
     batch: &mut sled::Batch,
     incoming: &[Vec<u8>],
 ) -> Result<usize, OutboxError> {
@@ -32,32 +47,41 @@ pub(super) fn make_room(
         skipped += 1;
         need = chunk::stored_bytes(&incoming[skipped..]);
     }
-    next.dropped += skipped as u64;
-    if next.held_bytes + need <= budget {
+    dropped_for_all(next, skipped as u64);
+    if next.counters.held_bytes + need <= budget {
         return Ok(skipped);
     }
-    let from = super::key(SEALED, outbox.on_wire_below.load(Ordering::SeqCst));
-    for kv in outbox.tree.range(from..=super::key(SEALED, u64::MAX)) {
-        if next.held_bytes + need <= budget {
+    for kv in outbox.tree.range(super::key(SEALED, 0)..=super::key(SEALED, u64::MAX)) {
+        if next.counters.held_bytes + need <= budget {
             return Ok(skipped);
         }
         let (k, v) = kv?;
+        let seq = super::seq_of(&k).unwrap_or(0);
+        if next.upstreams.iter().any(|u| u.on_wire(seq)) {
+            continue;
+        }
         let items = sealed_items(&v);
-        next.sealed_batches = next.sealed_batches.saturating_sub(1);
-        next.sealed_items = next.sealed_items.saturating_sub(items);
-        next.held_bytes = next.held_bytes.saturating_sub(entry_bytes(&k, &v));
-        next.dropped += items;
+        let c = &mut next.counters;
+        c.sealed_batches = c.sealed_batches.saturating_sub(1);
+        c.sealed_items = c.sealed_items.saturating_sub(items);
+        c.held_bytes = c.held_bytes.saturating_sub(entry_bytes(&k, &v));
+        c.dropped += items;
+        for u in &mut next.upstreams {
+            if !u.forget(seq, items) {
+                u.rec.dropped += items;
+            }
+        }
         batch.remove(k);
     }
     for kv in outbox.tree.scan_prefix([PENDING]) {
-        if next.held_bytes + need <= budget {
+        if next.counters.held_bytes + need <= budget {
             break;
         }
         let (k, v) = kv?;
         let items = chunk::count(&v);
-        next.pending_items = next.pending_items.saturating_sub(items);
-        next.held_bytes = next.held_bytes.saturating_sub(entry_bytes(&k, &v));
-        next.dropped += items;
+        next.counters.pending_items = next.counters.pending_items.saturating_sub(items);
+        next.counters.held_bytes = next.counters.held_bytes.saturating_sub(entry_bytes(&k, &v));
+        dropped_for_all(next, items);
         batch.remove(k);
     }
     Ok(skipped)

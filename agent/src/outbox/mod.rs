@@ -1,13 +1,14 @@
 //! The durable outbox: every reading lands here before anything is sent, and
-//! leaves only when the broker has acknowledged the batch that carried it —
-//! or, when the disk budget is full, when it is the oldest and is dropped and
-//! counted.
+//! leaves only when every upstream has acknowledged the batch that carried it
+//! (see [`upstreams`]) — or, when the disk budget is full, when it is the
+//! oldest and is dropped and counted, per upstream that had not acknowledged it.
 //!
 //! Layout (one sled tree, so that each step is one atomic `apply_batch`):
 //! - `p` + id  → a pending chunk: the items (readings or declarations, each
 //!   with its enterprise) of one append, see [`chunk`]
 //! - `b` + seq → a sealed batch: item count (u32), topic (u16 length + text), exact payload
 //! - `c` + source name → a source's cursor, written atomically with its items
+//! - `u` + upstream name → that upstream's acknowledged cursor and counts, see [`upstreams`]
 //! - `m` + name → counters: next sequence number, boot counter, and
 //!   [`Counters`] (backlog, bytes held, drops). A new outbox starts its
 //!   sequence at the clock in µs so a reinstalled gateway never reuses
@@ -27,6 +28,7 @@ mod chunk;
 mod counters;
 #[cfg(test)]
 mod tests;
+mod upstreams;
 
 use crate::config::OutboxConfig;
 use chrono::{DateTime, Duration, Utc};
@@ -35,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use upstreams::{Record, Upstream};
 use zonesync_proto::{AgentId, Batch, Declaration, EnterpriseId, Reading, Topic, ZoneId, WIRE_VERSION};
 
 const PENDING: u8 = b'p';
@@ -50,6 +53,8 @@ pub enum OutboxError {
     Store(#[from] sled::Error),
     #[error("outbox entry {key} is corrupt: {problem}")]
     Corrupt { key: String, problem: String },
+    #[error("an outbox needs at least one upstream")]
+    NoUpstream,
 }
 
 /// One item waiting to be batched.
@@ -102,6 +107,24 @@ pub struct OutboxStats {
     pub next_seq: u64,
     /// Time of the oldest reading not yet acknowledged, if any carries one.
     pub oldest_pending: Option<DateTime<Utc>>,
+    /// Per upstream: its cursor, what it has not acknowledged, what was dropped for it.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamOutboxStats>,
+}
+
+/// One upstream's view of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamOutboxStats {
+    /// The upstream's configured name.
+    pub name: String,
+    /// Lowest sequence number it has not acknowledged.
+    pub cursor: u64,
+    /// Sealed batches held that it has not acknowledged.
+    pub unacked_batches: u64,
+    /// Items in them (pending items, not yet sealed, are not counted here).
+    pub unacked_items: u64,
+    /// Readings and declarations dropped, ever, before it acknowledged them: it will never receive them.
+    pub dropped_readings: u64,
 }
 
 /// How an outbox is opened.
@@ -113,7 +136,13 @@ pub struct OutboxOptions {
     pub disk_budget_bytes: u64,
     /// A batch with a reading older than this at sealing is marked `backfill`.
     pub backfill_after: Duration,
+    /// The configured upstreams' names, in configuration order; an upstream
+    /// stored but not named here is forgotten at open.
+    pub upstreams: Vec<String>,
 }
+
+/// The name of the `[mqtt]` upstream when it has none.
+pub const PRIMARY: &str = "primary";
 
 impl From<&OutboxConfig> for OutboxOptions {
     fn from(c: &OutboxConfig) -> Self {
@@ -121,6 +150,7 @@ impl From<&OutboxConfig> for OutboxOptions {
             cache_bytes: c.cache_capacity_bytes,
             disk_budget_bytes: c.disk_budget_bytes,
             backfill_after: Duration::seconds(i64::try_from(c.backfill_after_secs).unwrap_or(i64::MAX / 1000)),
+            upstreams: vec![PRIMARY.into()],
         }
     }
 }
@@ -130,16 +160,32 @@ pub struct Outbox {
     db: sled::Db,
     tree: sled::Tree,
     options: OutboxOptions,
-    /// Serialises every read-modify-write of the counters with the change it
-    /// counts; the value is what the tree holds under `mcounters`.
-    counters: Mutex<Counters>,
+    /// Serialises every read-modify-write of the counters and upstream
+    /// records with the change they count; the values are what the tree
+    /// holds under `mcounters` and `u…`.
+    state: Mutex<State>,
     next_seq: AtomicU64,
-    /// Sealed batches below this sequence number are on the wire (published,
-    /// PUBACK awaited); the disk budget never drops them, so a batch is either
-    /// acknowledged or dropped, never both.
-    on_wire_below: AtomicU64,
     /// Where every appended item is also recorded for export (crate::history).
     history: Option<std::sync::Arc<crate::history::History>>,
+}
+
+/// What the outbox's lock guards: a copy is changed, written, then swapped in,
+/// so a failed write leaves the last good state.
+#[derive(Debug, Clone)]
+struct State {
+    counters: Counters,
+    upstreams: Vec<Upstream>,
+}
+
+impl State {
+    /// Adds to `batch` the records of upstreams that differ from `before`.
+    fn write_changed(&self, before: &State, batch: &mut sled::Batch) {
+        for (u, b) in self.upstreams.iter().zip(&before.upstreams) {
+            if u.rec != b.rec {
+                batch.insert(upstreams::key(&u.name), &u.rec.encode()[..]);
+            }
+        }
+    }
 }
 
 /// One batch's readings and declarations, while sealing.
@@ -176,6 +222,30 @@ fn sealed_items(v: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
+/// A stored sealed batch: item count (u32), topic (u16 length + text), payload.
+fn decode_sealed(k: &[u8], v: &[u8]) -> Result<Sealed, OutboxError> {
+    let seq = seq_of(k).unwrap_or(0);
+    let corrupt = |problem: String| OutboxError::Corrupt {
+        key: format!("b{seq}"),
+        problem,
+    };
+    let header = v.get(..6).ok_or_else(|| corrupt("no header".into()))?;
+    let items = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let n = u16::from_be_bytes([header[4], header[5]]) as usize;
+    let topic = v
+        .get(6..6 + n)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .ok_or_else(|| corrupt("bad topic".into()))?
+        .to_owned();
+    let payload = v[6 + n..].to_vec();
+    Ok(Sealed {
+        seq,
+        topic,
+        items,
+        payload,
+    })
+}
+
 fn entry_bytes(k: &[u8], v: &[u8]) -> u64 {
     (k.len() + v.len()) as u64
 }
@@ -191,11 +261,11 @@ impl Outbox {
 
     /// Opens (or creates) the outbox at `path`.
     pub fn open_with(path: &Path, options: OutboxOptions) -> Result<Self, OutboxError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_bytes)
-            .flush_every_ms(Some(500))
-            .open()?;
+            .flush_every_ms(Some(500));
+        let db = crate::sled_open::open_when_released(&config)?;
         let tree = db.open_tree("outbox")?;
         let next_seq = match tree.get(META_NEXT_SEQ)? {
             Some(_) => read_u64(&tree, META_NEXT_SEQ)?,
@@ -221,13 +291,13 @@ impl Outbox {
                 c
             }
         };
+        let state = Self::open_upstreams(&tree, &options.upstreams, counters, next_seq)?;
         Ok(Self {
             db,
             tree,
             options,
-            counters: Mutex::new(counters),
+            state: Mutex::new(state),
             next_seq: AtomicU64::new(next_seq),
-            on_wire_below: AtomicU64::new(0),
             history: None,
         })
     }
@@ -238,10 +308,91 @@ impl Outbox {
         self
     }
 
-    fn lock(&self) -> MutexGuard<'_, Counters> {
-        // The counters are only replaced after a successful write, so a panic
-        // elsewhere cannot leave them half-updated.
-        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    /// Loads the configured upstreams' records, starts a new upstream at the
+    /// lowest batch held (it gets the backlog still on disk), forgets
+    /// upstreams no longer configured, and deletes the batches every
+    /// remaining upstream has passed (a removed upstream may have been the
+    /// only one holding them). One atomic, flushed step.
+    fn open_upstreams(
+        tree: &sled::Tree,
+        names: &[String],
+        mut counters: Counters,
+        next_seq: u64,
+    ) -> Result<State, OutboxError> {
+        if names.is_empty() {
+            return Err(OutboxError::NoUpstream);
+        }
+        let mut batch = sled::Batch::default();
+        let mut changed = false;
+        let mut stored = std::collections::HashMap::new();
+        for kv in tree.scan_prefix([upstreams::PREFIX]) {
+            let (k, v) = kv?;
+            let name = String::from_utf8_lossy(&k[1..]).into_owned();
+            if names.contains(&name) {
+                stored.insert(name, Record::decode(&k, &v)?);
+            } else {
+                tracing::info!(upstream = %name, "upstream no longer configured: its cursor is dropped");
+                batch.remove(k);
+                changed = true;
+            }
+        }
+        let lowest_held = match tree.scan_prefix([SEALED]).next() {
+            Some(kv) => seq_of(&kv?.0).unwrap_or(next_seq),
+            None => next_seq,
+        };
+        let mut ups = Vec::with_capacity(names.len());
+        for name in names {
+            let rec = match stored.get(name) {
+                Some(r) => *r,
+                None => {
+                    let r = Record {
+                        cursor: lowest_held,
+                        dropped: 0,
+                        batches: counters.sealed_batches,
+                        items: counters.sealed_items,
+                    };
+                    tracing::info!(upstream = %name, cursor = r.cursor, batches = r.batches, "new upstream: starts at the oldest batch held");
+                    batch.insert(upstreams::key(name), &r.encode()[..]);
+                    changed = true;
+                    r
+                }
+            };
+            ups.push(Upstream::new(name.clone(), rec));
+        }
+        let min_cursor = ups.iter().map(|u| u.rec.cursor).min().unwrap_or(0);
+        for kv in tree.range(key(SEALED, 0)..key(SEALED, min_cursor)) {
+            let (k, v) = kv?;
+            counters.sealed_batches = counters.sealed_batches.saturating_sub(1);
+            counters.sealed_items = counters.sealed_items.saturating_sub(sealed_items(&v));
+            counters.held_bytes = counters.held_bytes.saturating_sub(entry_bytes(&k, &v));
+            batch.remove(k);
+            changed = true;
+        }
+        if changed {
+            batch.insert(counters::KEY, &counters.encode()[..]);
+            tree.apply_batch(batch)?;
+            tree.flush()?;
+        }
+        Ok(State {
+            counters,
+            upstreams: ups,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is only replaced after a successful write, so a panic
+        // elsewhere cannot leave it half-updated.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The configured upstreams' names, in the order given at open (indexes for [`Outbox::ack`] and friends).
+    pub fn upstream_names(&self) -> Vec<String> {
+        self.lock().upstreams.iter().map(|u| u.name.clone()).collect()
+    }
+
+    /// The index of the upstream called `name`.
+    pub fn upstream_index(&self, name: &str) -> Option<usize> {
+        self.lock().upstreams.iter().position(|u| u.name == name)
     }
 
     /// Counts one more boot and returns it; durable before it returns.
@@ -270,15 +421,15 @@ impl Outbox {
         }
         {
             let mut guard = self.lock();
-            let mut next = *guard;
+            let mut next = guard.clone();
             let mut batch = sled::Batch::default();
             let fresh = budget::make_room(self, &mut next, &mut batch, &encoded)?;
             for items in encoded[fresh..].chunks(chunk::MAX_ITEMS) {
                 // Ids grow, so chunks keep the order items arrived in.
                 let k = key(PENDING, self.db.generate_id()?);
                 let v = chunk::encode(items);
-                next.pending_items += items.len() as u64;
-                next.held_bytes += entry_bytes(&k, &v);
+                next.counters.pending_items += items.len() as u64;
+                next.counters.held_bytes += entry_bytes(&k, &v);
                 batch.insert(&k[..], v);
             }
             if let Some((source, c)) = cursor {
@@ -286,7 +437,8 @@ impl Outbox {
                 k.extend_from_slice(source.as_bytes());
                 batch.insert(k, c);
             }
-            batch.insert(counters::KEY, &next.encode()[..]);
+            batch.insert(counters::KEY, &next.counters.encode()[..]);
+            next.write_changed(&guard, &mut batch);
             self.tree.apply_batch(batch)?;
             *guard = next;
         }
@@ -306,41 +458,51 @@ impl Outbox {
 
     /// Items waiting to be sealed.
     pub fn pending_items(&self) -> usize {
-        self.lock().pending_items as usize
+        self.lock().counters.pending_items as usize
     }
 
-    /// Readings and declarations dropped, ever, because the disk budget was full.
+    /// Readings and declarations dropped, ever, because the disk budget was
+    /// full (each once, however many upstreams had not acknowledged it).
     pub fn dropped_readings(&self) -> u64 {
-        self.lock().dropped
+        self.lock().counters.dropped
     }
 
-    /// Tells the outbox which sealed batches are on the wire (published,
-    /// PUBACK awaited): every one below `seq`. The disk budget leaves those
-    /// alone. The link resets it to 0 when a session ends.
-    pub fn set_on_wire_below(&self, seq: u64) {
-        let _guard = self.lock();
-        self.on_wire_below.store(seq, Ordering::SeqCst);
+    /// Readings and declarations dropped, ever, before upstream `upstream`
+    /// acknowledged them: the figure its presence reports (0 for an unknown index).
+    pub fn dropped_for(&self, upstream: usize) -> u64 {
+        self.lock().upstreams.get(upstream).map_or(0, |u| u.rec.dropped)
     }
 
-    /// Claims sealed batch `seq` for publishing: from now on the disk budget
-    /// leaves it (and every batch before it) alone. `false` if the budget
-    /// dropped it already, so it must not be sent: a reading is either
-    /// acknowledged or counted as dropped, never both.
-    pub fn put_on_wire(&self, seq: u64) -> Result<bool, OutboxError> {
-        let _guard = self.lock();
-        if !self.tree.contains_key(key(SEALED, seq))? {
+    /// Tells the outbox which sealed batches are on upstream `upstream`'s
+    /// wire (published, acknowledgement awaited): every one below `seq` it has
+    /// not acknowledged. The disk budget leaves those alone. The link resets
+    /// it to 0 when a session ends.
+    pub fn set_on_wire_below(&self, upstream: usize, seq: u64) {
+        if let Some(u) = self.lock().upstreams.get_mut(upstream) {
+            u.on_wire_below = seq;
+        }
+    }
+
+    /// Claims sealed batch `seq` for publishing to `upstream`: from now on
+    /// the disk budget leaves it (and every batch before it this upstream has
+    /// not acknowledged) alone. `false` if the budget dropped it already or
+    /// the upstream acknowledged it, so it must not be sent: a reading is
+    /// either acknowledged or counted as dropped, never both.
+    pub fn put_on_wire(&self, upstream: usize, seq: u64) -> Result<bool, OutboxError> {
+        let mut guard = self.lock();
+        let Some(u) = guard.upstreams.get_mut(upstream) else {
+            return Ok(false);
+        };
+        if u.has_acked(seq) || !self.tree.contains_key(key(SEALED, seq))? {
             return Ok(false);
         }
-        self.on_wire_below.fetch_max(seq + 1, Ordering::SeqCst);
+        u.on_wire_below = u.on_wire_below.max(seq + 1);
         Ok(true)
     }
 
     /// Seals the oldest pending chunks, at least one and no more than
     /// `max_items` items unless the first chunk alone is larger, into batches
-    /// of at most `max_items` items of one enterprise each, each with the next
-    /// sequence number; durable before it returns. A batch
-    /// holding a reading stamped more than the backfill window before `now`
-    /// is marked `backfill`, once, here, so every resend is identical.
+    /// of at most `max_items` items of one enterprise each; see [`Outbox::seal_up_to`].
     pub fn seal(
         &self,
         max_items: usize,
@@ -349,9 +511,30 @@ impl Outbox {
         boot: u64,
         now: DateTime<Utc>,
     ) -> Result<Vec<Sealed>, OutboxError> {
+        self.seal_up_to(max_items, max_items, agent, zone, boot, now)
+    }
+
+    /// Seals the oldest pending chunks, at least one and no more than
+    /// `max_take` items unless the first chunk alone is larger, into batches
+    /// of at most `max_items` items of one enterprise each, each with the next
+    /// sequence number; durable (one write, one flush) before it returns.
+    /// The link takes a whole free window's worth at once: one flush per
+    /// window instead of one per batch is what bounds its drain speed. A batch
+    /// holding a reading stamped more than the backfill window before `now`
+    /// is marked `backfill`, once, here, so every resend is identical.
+    pub fn seal_up_to(
+        &self,
+        max_items: usize,
+        max_take: usize,
+        agent: &AgentId,
+        zone: &ZoneId,
+        boot: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Sealed>, OutboxError> {
         let mut guard = self.lock();
-        let mut next = *guard;
+        let mut next = guard.clone();
         let max_items = max_items.max(1);
+        let max_take = max_take.max(max_items);
         // Per enterprise, in order of first appearance: batches being filled.
         let mut groups: Vec<(EnterpriseId, Vec<Contents>)> = Vec::new();
         let mut taken = Vec::new();
@@ -359,7 +542,7 @@ impl Outbox {
         for kv in self.tree.scan_prefix([PENDING]) {
             let (k, v) = kv?;
             let n = chunk::count(&v);
-            if !taken.is_empty() && taken_items + n > max_items as u64 {
+            if !taken.is_empty() && taken_items + n > max_take as u64 {
                 break;
             }
             for p in chunk::decode(&k, &v)? {
@@ -381,7 +564,7 @@ impl Outbox {
                     }
                 }
             }
-            next.held_bytes = next.held_bytes.saturating_sub(entry_bytes(&k, &v));
+            next.counters.held_bytes = next.counters.held_bytes.saturating_sub(entry_bytes(&k, &v));
             taken_items += n;
             taken.push(k);
         }
@@ -418,9 +601,15 @@ impl Outbox {
             stored.extend_from_slice(topic.as_bytes());
             stored.extend_from_slice(&payload);
             let k = key(SEALED, seq);
-            next.held_bytes += entry_bytes(&k, &stored);
-            next.sealed_batches += 1;
-            next.sealed_items += items as u64;
+            next.counters.held_bytes += entry_bytes(&k, &stored);
+            next.counters.sealed_batches += 1;
+            next.counters.sealed_items += items as u64;
+            // Every cursor is at or below the next sequence number, so a new
+            // batch is unacknowledged by every upstream.
+            for u in &mut next.upstreams {
+                u.rec.batches += 1;
+                u.rec.items += items as u64;
+            }
             batch.insert(&k[..], stored);
             sealed.push(Sealed {
                 seq,
@@ -430,12 +619,13 @@ impl Outbox {
             });
             seq += 1;
         }
-        next.pending_items = next.pending_items.saturating_sub(taken_items);
+        next.counters.pending_items = next.counters.pending_items.saturating_sub(taken_items);
         for k in taken {
             batch.remove(k);
         }
         batch.insert(META_NEXT_SEQ, &seq.to_be_bytes());
-        batch.insert(counters::KEY, &next.encode()[..]);
+        batch.insert(counters::KEY, &next.counters.encode()[..]);
+        next.write_changed(&guard, &mut batch);
         self.tree.apply_batch(batch)?;
         *guard = next;
         self.next_seq.store(seq, Ordering::SeqCst);
@@ -444,55 +634,90 @@ impl Outbox {
         Ok(sealed)
     }
 
-    /// Sealed, unacknowledged batches with a sequence number ≥ `from`, oldest first.
+    /// Sealed batches held with a sequence number ≥ `from`, oldest first.
     pub fn sealed_from(&self, from: u64, limit: usize) -> Result<Vec<Sealed>, OutboxError> {
         let mut out = Vec::new();
         for kv in self.tree.range(key(SEALED, from)..=key(SEALED, u64::MAX)).take(limit) {
             let (k, v) = kv?;
-            let seq = seq_of(&k).unwrap_or(0);
-            let corrupt = |problem: String| OutboxError::Corrupt {
-                key: format!("b{seq}"),
-                problem,
-            };
-            let header = v.get(..6).ok_or_else(|| corrupt("no header".into()))?;
-            let items = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            let n = u16::from_be_bytes([header[4], header[5]]) as usize;
-            let topic = v
-                .get(6..6 + n)
-                .and_then(|t| std::str::from_utf8(t).ok())
-                .ok_or_else(|| corrupt("bad topic".into()))?
-                .to_owned();
-            let payload = v[6 + n..].to_vec();
-            out.push(Sealed {
-                seq,
-                topic,
-                items,
-                payload,
-            });
+            out.push(decode_sealed(&k, &v)?);
         }
         Ok(out)
     }
 
-    /// Forgets an acknowledged batch. Not flushed: losing this in a crash only
-    /// means a resend, which the aggregator de-duplicates.
-    /// Returns how many items the batch carried (0 if it was already gone).
-    pub fn ack(&self, seq: u64) -> Result<usize, OutboxError> {
+    /// Sealed batches held that `upstream` has not acknowledged, with a
+    /// sequence number ≥ `from`, oldest first.
+    pub fn sealed_for(&self, upstream: usize, from: u64, limit: usize) -> Result<Vec<Sealed>, OutboxError> {
+        let (cursor, acked) = {
+            let guard = self.lock();
+            let Some(u) = guard.upstreams.get(upstream) else {
+                return Ok(Vec::new());
+            };
+            (u.rec.cursor, u.acked_above.keys().copied().collect::<Vec<u64>>())
+        };
+        let mut out = Vec::new();
+        for kv in self.tree.range(key(SEALED, from.max(cursor))..=key(SEALED, u64::MAX)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            if seq_of(&k).is_some_and(|s| acked.binary_search(&s).is_ok()) {
+                continue;
+            }
+            out.push(decode_sealed(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Sealed batch `seq`, if it is still held (to resend it without keeping
+    /// its payload in memory meanwhile).
+    pub fn sealed_one(&self, seq: u64) -> Result<Option<Sealed>, OutboxError> {
+        let k = key(SEALED, seq);
+        match self.tree.get(k)? {
+            Some(v) => Ok(Some(decode_sealed(&k, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records that `upstream` acknowledged batch `seq`: moves its cursor when
+    /// it can, and deletes the batch once every upstream has acknowledged it
+    /// (counters and records in the same atomic step). Not flushed: losing
+    /// this in a crash only means a resend, which the aggregator
+    /// de-duplicates. Returns the items the batch carried, or `None` when it
+    /// is unknown to this upstream (not held, or acknowledged already).
+    pub fn ack(&self, upstream: usize, seq: u64) -> Result<Option<usize>, OutboxError> {
         let k = key(SEALED, seq);
         let mut guard = self.lock();
+        match guard.upstreams.get(upstream) {
+            Some(u) if !u.has_acked(seq) => {}
+            _ => return Ok(None),
+        }
         let Some(v) = self.tree.get(k)? else {
-            return Ok(0);
+            return Ok(None);
         };
         let items = sealed_items(&v);
-        let mut next = *guard;
-        next.sealed_batches = next.sealed_batches.saturating_sub(1);
-        next.sealed_items = next.sealed_items.saturating_sub(items);
-        next.held_bytes = next.held_bytes.saturating_sub(entry_bytes(&k, &v));
+        let mut next = guard.clone();
+        let next_seq = self.next_seq.load(Ordering::SeqCst);
         let mut batch = sled::Batch::default();
-        batch.remove(&k[..]);
-        batch.insert(counters::KEY, &next.encode()[..]);
+        if let Some(u) = next.upstreams.get_mut(upstream) {
+            u.acked_above.insert(seq, items);
+            // Also when `seq` is above the cursor: the batches between may be
+            // gone (dropped by the budget), and the cursor must not stay on them.
+            u.advance(&self.tree, next_seq)?;
+        }
+        if next.upstreams.iter().all(|u| u.has_acked(seq)) {
+            for u in &mut next.upstreams {
+                u.forget(seq, items);
+            }
+            next.counters.sealed_batches = next.counters.sealed_batches.saturating_sub(1);
+            next.counters.sealed_items = next.counters.sealed_items.saturating_sub(items);
+            next.counters.held_bytes = next.counters.held_bytes.saturating_sub(entry_bytes(&k, &v));
+            batch.remove(&k[..]);
+            batch.insert(counters::KEY, &next.counters.encode()[..]);
+        }
+        next.write_changed(&guard, &mut batch);
         self.tree.apply_batch(batch)?;
         *guard = next;
-        Ok(items as usize)
+        Ok(Some(items as usize))
     }
 
     /// Writes everything to disk.
@@ -503,7 +728,24 @@ impl Outbox {
 
     /// Current counts (from the counters, plus one look at the oldest entry).
     pub fn stats(&self) -> OutboxStats {
-        let c = *self.lock();
+        let (c, upstreams) = {
+            let guard = self.lock();
+            let ups = guard
+                .upstreams
+                .iter()
+                .map(|u| {
+                    let (batches, items) = u.unacked();
+                    UpstreamOutboxStats {
+                        name: u.name.clone(),
+                        cursor: u.rec.cursor,
+                        unacked_batches: batches,
+                        unacked_items: items,
+                        dropped_readings: u.rec.dropped,
+                    }
+                })
+                .collect();
+            (guard.counters, ups)
+        };
         OutboxStats {
             pending_items: c.pending_items,
             sealed_batches: c.sealed_batches,
@@ -514,6 +756,7 @@ impl Outbox {
             dropped_readings: c.dropped,
             next_seq: self.next_seq.load(Ordering::SeqCst),
             oldest_pending: self.oldest_pending(),
+            upstreams,
         }
     }
 

@@ -43,7 +43,7 @@ fn items_survive_reopen_and_leave_only_when_acked() {
         let s = o.seal(10, &a, &z, 1, Utc::now()).unwrap();
         assert_eq!(s.len(), 2, "one batch per enterprise");
         assert_eq!((s[0].seq, s[0].items, s[1].seq, s[1].items), (first, 2, first + 1, 1));
-        o.ack(first).unwrap();
+        o.ack(0, first).unwrap();
         o.flush().unwrap();
     }
     let o = Outbox::open(dir.path(), 1 << 20).unwrap();
@@ -89,6 +89,7 @@ fn small(budget: u64) -> OutboxOptions {
         cache_bytes: 1 << 20,
         disk_budget_bytes: budget,
         backfill_after: Duration::seconds(300),
+        upstreams: vec![PRIMARY.into()],
     }
 }
 
@@ -122,8 +123,8 @@ fn counters_match_a_recount_and_survive_reopen() {
         // The first chunk alone exceeds 20 items: sealed whole, as 20 + 10.
         let s = o.seal(20, &a, &z, 1, Utc::now()).unwrap();
         assert_eq!(s.iter().map(|b| b.items).collect::<Vec<_>>(), vec![20, 10]);
-        o.ack(s[0].seq).unwrap();
-        o.ack(s[0].seq).unwrap();
+        o.ack(0, s[0].seq).unwrap();
+        o.ack(0, s[0].seq).unwrap();
         // An item stored by an outbox from before chunks (one JSON per key).
         let legacy = serde_json::to_vec(&PendingItem {
             enterprise: e2.clone(),
@@ -140,12 +141,12 @@ fn counters_match_a_recount_and_survive_reopen() {
     }
     // Without stored counters (an older outbox) they are counted once, then kept.
     let o = Outbox::open_with(dir.path(), small(1 << 30)).unwrap();
-    assert_eq!(*o.lock(), expected);
+    assert_eq!(o.lock().counters, expected);
     assert_eq!(o.stats().pending_items, 2);
     let s = o.seal(10, &a, &z, 1, Utc::now()).unwrap();
     let b: Batch = serde_json::from_slice(&s[0].payload).unwrap();
     assert_eq!(b.readings.iter().map(|r| r.value).collect::<Vec<_>>(), vec![99.0, 7.0]);
-    assert_eq!(*o.lock(), Counters::recount(&o.tree).unwrap());
+    assert_eq!(o.lock().counters, Counters::recount(&o.tree).unwrap());
 }
 
 #[test]
@@ -167,12 +168,12 @@ fn a_full_budget_drops_the_oldest_and_counts_each_exactly() {
         )
         .unwrap();
         produced += 15;
-        let c = *o.lock();
+        let c = o.lock().counters;
         assert!(c.held_bytes <= 6_000, "round {round}: {} bytes held", c.held_bytes);
         assert_eq!(c, Counters::recount(&o.tree).unwrap().with_dropped(c.dropped));
     }
     let kept = values(&o);
-    let c = *o.lock();
+    let c = o.lock().counters;
     assert_eq!(kept.len() as u64 + c.dropped, produced, "every reading kept or counted");
     assert!(c.dropped > 0);
     // The newest are kept, in order: what is held is a suffix of what was produced.
@@ -204,7 +205,7 @@ fn batches_on_the_wire_are_never_dropped() {
     o.append((0..10).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
         .unwrap();
     let s = o.seal(10, &a, &z, 1, Utc::now()).unwrap();
-    o.set_on_wire_below(s[0].seq + 1);
+    o.set_on_wire_below(0, s[0].seq + 1);
     o.append((0..40).map(|i| (e1.clone(), reading(100.0 + i as f64))).collect(), None)
         .unwrap();
     assert_eq!(
@@ -212,7 +213,7 @@ fn batches_on_the_wire_are_never_dropped() {
         1,
         "the published batch stays for its PUBACK"
     );
-    assert_eq!(o.ack(s[0].seq).unwrap(), 10);
+    assert_eq!(o.ack(0, s[0].seq).unwrap(), Some(10));
     assert_eq!(values(&o).len() as u64 + o.dropped_readings() + 10, 50);
 }
 
@@ -241,4 +242,305 @@ fn old_readings_are_sealed_as_backfill_once() {
     // A resend is the stored payload, byte for byte.
     let again = o.sealed_from(0, 10).unwrap();
     assert_eq!(again[0].payload, s[0].payload);
+}
+
+fn two(budget: u64, names: &[&str]) -> OutboxOptions {
+    OutboxOptions {
+        upstreams: names.iter().map(|n| n.to_string()).collect(),
+        ..small(budget)
+    }
+}
+
+fn up(o: &Outbox, name: &str) -> UpstreamOutboxStats {
+    o.stats().upstreams.into_iter().find(|u| u.name == name).unwrap()
+}
+
+fn seqs(v: &[Sealed]) -> Vec<u64> {
+    v.iter().map(|s| s.seq).collect()
+}
+
+#[test]
+fn two_upstreams_ack_in_different_orders_and_a_batch_leaves_when_both_have_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, z, e1, _) = ids();
+    let s;
+    {
+        let o = Outbox::open_with(dir.path(), two(1 << 30, &["zone", "city"])).unwrap();
+        o.append((0..30).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
+            .unwrap();
+        s = seqs(&o.seal_up_to(10, 30, &a, &z, 1, Utc::now()).unwrap());
+        assert_eq!(s.len(), 3, "one seal, three batches");
+        assert_eq!(seqs(&o.sealed_for(0, 0, 10).unwrap()), s);
+        // zone: 1 then 0; city: 2 then 0.
+        assert_eq!(o.ack(0, s[1]).unwrap(), Some(10));
+        assert_eq!(up(&o, "zone").cursor, s[0], "out of order: the cursor waits");
+        assert_eq!(o.ack(0, s[0]).unwrap(), Some(10));
+        assert_eq!(o.ack(0, s[0]).unwrap(), None, "already acknowledged");
+        assert_eq!(o.ack(1, s[2]).unwrap(), Some(10));
+        assert_eq!(o.ack(1, s[0]).unwrap(), Some(10));
+        assert_eq!(
+            seqs(&o.sealed_from(0, 10).unwrap()),
+            vec![s[1], s[2]],
+            "only s0 had both"
+        );
+        let (zone, city) = (up(&o, "zone"), up(&o, "city"));
+        assert_eq!((zone.cursor, zone.unacked_batches, zone.unacked_items), (s[2], 1, 10));
+        assert_eq!((city.cursor, city.unacked_batches, city.unacked_items), (s[1], 1, 10));
+        assert_eq!(
+            seqs(&o.sealed_for(1, 0, 10).unwrap()),
+            vec![s[1]],
+            "city's ack of s2 is remembered"
+        );
+        assert_eq!(o.lock().counters, Counters::recount(&o.tree).unwrap());
+        o.flush().unwrap();
+    }
+    // After a restart the out-of-order ack above city's cursor is forgotten: s2 goes to city again.
+    let o = Outbox::open_with(dir.path(), two(1 << 30, &["zone", "city"])).unwrap();
+    let city = up(&o, "city");
+    assert_eq!((city.cursor, city.unacked_batches, city.unacked_items), (s[1], 2, 20));
+    assert_eq!(seqs(&o.sealed_for(1, 0, 10).unwrap()), vec![s[1], s[2]]);
+    assert_eq!(seqs(&o.sealed_for(0, 0, 10).unwrap()), vec![s[2]]);
+    assert_eq!(o.ack(0, s[2]).unwrap(), Some(10));
+    assert_eq!(o.sealed_from(0, 10).unwrap().len(), 2, "city has neither");
+    assert_eq!(o.ack(1, s[1]).unwrap(), Some(10));
+    assert_eq!(o.ack(1, s[2]).unwrap(), Some(10));
+    assert!(o.sealed_from(0, 10).unwrap().is_empty());
+    let st = o.stats();
+    assert_eq!((st.sealed_batches, st.sealed_items), (0, 0));
+    for u in &st.upstreams {
+        assert_eq!(
+            (u.cursor, u.unacked_batches, u.unacked_items),
+            (o.next_seq(), 0, 0),
+            "{}",
+            u.name
+        );
+    }
+    assert_eq!(o.lock().counters, Counters::recount(&o.tree).unwrap());
+}
+
+#[test]
+fn a_removed_upstream_stops_pinning_batches_and_a_new_one_gets_the_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, z, e1, _) = ids();
+    let s;
+    {
+        let o = Outbox::open_with(dir.path(), two(1 << 30, &["zone", "city"])).unwrap();
+        o.append((0..20).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
+            .unwrap();
+        s = seqs(&o.seal_up_to(10, 20, &a, &z, 1, Utc::now()).unwrap());
+        o.ack(0, s[0]).unwrap();
+        o.ack(0, s[1]).unwrap();
+        assert_eq!(o.sealed_from(0, 10).unwrap().len(), 2, "held for city");
+        o.flush().unwrap();
+    }
+    {
+        // city removed from the configuration: nothing holds the batches any more.
+        let o = Outbox::open_with(dir.path(), two(1 << 30, &["zone"])).unwrap();
+        assert!(o.sealed_from(0, 10).unwrap().is_empty());
+        assert_eq!(o.stats().sealed_batches, 0);
+        assert_eq!(o.upstream_names(), vec!["zone"]);
+        assert_eq!(o.lock().counters, Counters::recount(&o.tree).unwrap());
+        o.append((0..10).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
+            .unwrap();
+        let more = seqs(&o.seal(10, &a, &z, 1, Utc::now()).unwrap());
+        o.append((0..10).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
+            .unwrap();
+        let last = seqs(&o.seal(10, &a, &z, 1, Utc::now()).unwrap());
+        o.ack(0, more[0]).unwrap();
+        assert_eq!(seqs(&o.sealed_from(0, 10).unwrap()), last);
+        o.flush().unwrap();
+    }
+    // city added again: a new upstream, it starts at the oldest batch held.
+    let o = Outbox::open_with(dir.path(), two(1 << 30, &["zone", "city"])).unwrap();
+    let city = up(&o, "city");
+    let held = seqs(&o.sealed_from(0, 10).unwrap());
+    assert_eq!(
+        (
+            city.cursor,
+            city.unacked_batches,
+            city.unacked_items,
+            city.dropped_readings
+        ),
+        (held[0], 1, 10, 0)
+    );
+    assert_eq!(seqs(&o.sealed_for(1, 0, 10).unwrap()), held);
+    // An outbox with no upstream at all is refused rather than emptied.
+    drop(o);
+    assert!(matches!(
+        Outbox::open_with(dir.path(), two(1 << 30, &[])),
+        Err(OutboxError::NoUpstream)
+    ));
+}
+
+#[test]
+fn budget_drops_count_for_each_upstream_that_had_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, z, e1, _) = ids();
+    let o = Outbox::open_with(dir.path(), two(8_000, &["zone", "city"])).unwrap();
+    o.append((0..30).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
+        .unwrap();
+    let s = seqs(&o.seal_up_to(10, 30, &a, &z, 1, Utc::now()).unwrap());
+    // zone has everything; city has the middle batch only and the first on its wire.
+    let mut zone_acked = 0;
+    for seq in &s {
+        zone_acked += o.ack(0, *seq).unwrap().unwrap();
+    }
+    let city_acked = o.ack(1, s[1]).unwrap().unwrap();
+    assert!(o.put_on_wire(1, s[0]).unwrap());
+    assert!(!o.put_on_wire(1, s[1]).unwrap(), "acknowledged: not sent again");
+    assert_eq!(seqs(&o.sealed_from(0, 10).unwrap()), vec![s[0], s[2]]);
+    let mut produced = 30;
+    for round in 0..8 {
+        o.append(
+            (0..15)
+                .map(|i| (e1.clone(), reading((round * 15 + i) as f64)))
+                .collect(),
+            None,
+        )
+        .unwrap();
+        produced += 15;
+    }
+    let st = o.stats();
+    let (zone, city) = (up(&o, "zone"), up(&o, "city"));
+    assert!(st.dropped_readings > 0);
+    assert!(
+        o.sealed_from(0, 10).unwrap().iter().any(|b| b.seq == s[0]),
+        "on city's wire: kept"
+    );
+    assert!(
+        o.sealed_from(0, 10).unwrap().iter().all(|b| b.seq != s[2]),
+        "held for city only: dropped first"
+    );
+    // Every reading is acknowledged, held for, or dropped for each upstream — exactly once.
+    let held_pending = st.pending_items;
+    assert_eq!(
+        zone_acked as u64 + zone.unacked_items + held_pending + zone.dropped_readings,
+        produced
+    );
+    assert_eq!(
+        city_acked as u64 + city.unacked_items + held_pending + city.dropped_readings,
+        produced
+    );
+    assert_eq!(
+        city.dropped_readings,
+        zone.dropped_readings + 10,
+        "s0 was dropped for city alone"
+    );
+    assert_eq!(
+        o.lock().counters,
+        Counters::recount(&o.tree).unwrap().with_dropped(st.dropped_readings)
+    );
+    drop(o);
+    let o = Outbox::open_with(dir.path(), two(8_000, &["zone", "city"])).unwrap();
+    assert_eq!(
+        up(&o, "city").dropped_readings,
+        city.dropped_readings,
+        "per-upstream drops persist"
+    );
+    assert_eq!(up(&o, "zone").dropped_readings, zone.dropped_readings);
+}
+
+/// A deterministic generator for the model test (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Random appends, seals, acknowledgements in any order by two upstreams,
+/// sessions ending, and restarts, against a small budget; after every step
+/// each upstream's produced readings are exactly acknowledged (as the outbox
+/// knows it) + held for it + dropped for it, and the counters match a recount.
+#[test]
+fn model_two_upstreams_every_reading_acked_held_or_dropped_exactly_once() {
+    for seed in 1..=4u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, z, e1, _) = ids();
+        let opts = || two(12_000, &["zone", "city"]);
+        let mut o = Outbox::open_with(dir.path(), opts()).unwrap();
+        let mut rng = Rng(seed);
+        let mut produced = 0u64;
+        // Per upstream: seq → items it acknowledged, as the outbox knows it.
+        let mut acked: [std::collections::BTreeMap<u64, u64>; 2] = Default::default();
+        for step in 0..300 {
+            match rng.below(10) {
+                0..=3 => {
+                    let n = 1 + rng.below(20);
+                    o.append((0..n).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
+                        .unwrap();
+                    produced += n;
+                }
+                4 => {
+                    o.seal_up_to(1 + rng.below(15) as usize, 40, &a, &z, 1, Utc::now())
+                        .unwrap();
+                }
+                5..=7 => {
+                    let u = rng.below(2) as usize;
+                    let cand = o.sealed_for(u, 0, 6).unwrap();
+                    if let Some(b) = cand.get(rng.below(cand.len() as u64) as usize) {
+                        if o.put_on_wire(u, b.seq).unwrap() {
+                            let items = o.ack(u, b.seq).unwrap().unwrap();
+                            assert_eq!(items, b.items);
+                            acked[u].insert(b.seq, items as u64);
+                        }
+                    }
+                }
+                8 => {
+                    let u = rng.below(2) as usize;
+                    let cand = o.sealed_for(u, 0, 4).unwrap();
+                    for b in &cand {
+                        assert!(o.put_on_wire(u, b.seq).unwrap());
+                    }
+                    if rng.below(2) == 0 {
+                        o.set_on_wire_below(u, 0);
+                    }
+                }
+                _ => {
+                    o.flush().unwrap();
+                    drop(o);
+                    o = Outbox::open_with(dir.path(), opts()).unwrap();
+                    // Out-of-order acknowledgements of batches still held are
+                    // memory only (a batch both had is gone, and stays had).
+                    let held: Vec<u64> = seqs(&o.sealed_from(0, usize::MAX).unwrap());
+                    for (u, name) in ["zone", "city"].iter().enumerate() {
+                        let cursor = up(&o, name).cursor;
+                        acked[u].retain(|s, _| *s < cursor || held.binary_search(s).is_err());
+                    }
+                }
+            }
+            let st = o.stats();
+            assert_eq!(
+                o.lock().counters,
+                Counters::recount(&o.tree).unwrap().with_dropped(st.dropped_readings),
+                "seed {seed} step {step}"
+            );
+            for (u, name) in ["zone", "city"].iter().enumerate() {
+                let s = up(&o, name);
+                let held: u64 = o
+                    .sealed_from(0, usize::MAX)
+                    .unwrap()
+                    .iter()
+                    .filter(|b| b.seq >= s.cursor && !acked[u].contains_key(&b.seq))
+                    .map(|b| b.items as u64)
+                    .sum();
+                assert_eq!(s.unacked_items, held, "seed {seed} step {step} {name}: unacked items");
+                let known: u64 = acked[u].values().sum();
+                assert_eq!(
+                    known + s.unacked_items + st.pending_items + s.dropped_readings,
+                    produced,
+                    "seed {seed} step {step} {name}"
+                );
+            }
+        }
+    }
 }

@@ -55,6 +55,7 @@ pub fn link(outbox: Arc<Outbox>, port: u16, agent: &str, stats: Arc<LinkStats>) 
             port,
             ..MqttConfig::default()
         },
+        upstream: 0,
         batching: OutboxConfig::default(),
         outbox,
         stats,

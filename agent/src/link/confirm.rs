@@ -1,0 +1,260 @@
+//! End-to-end confirmation, without I/O: which batches of one upstream await
+//! the aggregator's [`Confirm`], when each is due to be published again, and
+//! the clock offset the confirmations measure.
+//!
+//! Only marks (sequence number, send times, attempts) are held — never
+//! payloads: a window of 256 batches of 500 readings would otherwise keep
+//! tens of MiB resident; a resend re-reads its payload from the outbox.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+use zonesync_proto::{AgentId, Confirm};
+
+/// One published batch awaiting confirmation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// When it was last published (monotonic).
+    pub sent: Instant,
+    /// The same moment by the wall clock, Unix milliseconds.
+    pub sent_unix_ms: i64,
+    /// Publications so far (1 after the first).
+    pub attempts: u32,
+}
+
+/// Batches awaiting confirmation, by sequence number.
+#[derive(Debug)]
+pub struct Marks {
+    by_seq: BTreeMap<u64, Mark>,
+    timeout: Duration,
+    max_timeout: Duration,
+}
+
+impl Marks {
+    /// Resend after `timeout`, doubling per attempt up to `max_timeout`.
+    pub fn new(timeout: Duration, max_timeout: Duration) -> Self {
+        Self {
+            by_seq: BTreeMap::new(),
+            timeout,
+            max_timeout: max_timeout.max(timeout),
+        }
+    }
+
+    /// Batches awaiting confirmation.
+    pub fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    /// Whether none awaits confirmation.
+    pub fn is_empty(&self) -> bool {
+        self.by_seq.is_empty()
+    }
+
+    /// Records that `seq` was (re)published now.
+    pub fn sent(&mut self, seq: u64, now: Instant, unix_ms: i64) {
+        let attempts = self.by_seq.get(&seq).map_or(0, |m| m.attempts).saturating_add(1);
+        self.by_seq.insert(
+            seq,
+            Mark {
+                sent: now,
+                sent_unix_ms: unix_ms,
+                attempts,
+            },
+        );
+    }
+
+    /// Forgets `seq` (confirmed, or no longer held); its mark, if it had one.
+    pub fn remove(&mut self, seq: u64) -> Option<Mark> {
+        self.by_seq.remove(&seq)
+    }
+
+    /// How long after its latest publication a batch published `attempts` times is due again.
+    pub fn wait(&self, attempts: u32) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(31);
+        self.timeout
+            .checked_mul(1u32 << doublings)
+            .unwrap_or(self.max_timeout)
+            .min(self.max_timeout)
+    }
+
+    /// Batches due for a resend at `now`, oldest sequence number first.
+    pub fn due(&self, now: Instant) -> Vec<u64> {
+        self.by_seq
+            .iter()
+            .filter(|(_, m)| now.saturating_duration_since(m.sent) >= self.wait(m.attempts))
+            .map(|(s, _)| *s)
+            .collect()
+    }
+}
+
+/// Why a confirm payload was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfirmError {
+    #[error("not a confirmation: {0}")]
+    Malformed(String),
+    #[error("a confirmation for agent {0}, not this one")]
+    OtherAgent(String),
+}
+
+/// Decodes a confirmation meant for `agent`.
+pub fn parse(payload: &[u8], agent: &AgentId) -> Result<Confirm, ConfirmError> {
+    let c: Confirm = serde_json::from_slice(payload).map_err(|e| ConfirmError::Malformed(e.to_string()))?;
+    if &c.agent != agent {
+        return Err(ConfirmError::OtherAgent(c.agent.to_string()));
+    }
+    Ok(c)
+}
+
+/// The agent's clock minus the aggregator's, milliseconds, and how far off it may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockOffset {
+    /// Positive: the agent is ahead.
+    pub offset_ms: i64,
+    /// The true offset lies within ± this.
+    pub uncertainty_ms: i64,
+}
+
+impl ClockOffset {
+    /// From a batch published at `t1` and confirmed at `t2` (agent's clock,
+    /// Unix ms), the aggregator having flushed it at `at` (its clock): `at`
+    /// happened between `t1` and `t2`, so the offset is their midpoint minus
+    /// `at`, give or take half the round trip. `None` if `t2` precedes `t1`
+    /// (the wall clock was stepped back meanwhile).
+    pub fn measure(t1: i64, t2: i64, at: i64) -> Option<Self> {
+        let span = t2.checked_sub(t1).filter(|s| *s >= 0)?;
+        let mid = t1.checked_add(span / 2)?;
+        Some(Self {
+            offset_ms: mid.checked_sub(at)?,
+            uncertainty_ms: span - span / 2,
+        })
+    }
+}
+
+/// Keeps the offset measurements of a recent window and answers the one with
+/// the smallest uncertainty (a quick round trip bounds the offset best).
+#[derive(Debug)]
+pub struct ClockEstimator {
+    samples: VecDeque<(Instant, ClockOffset)>,
+    keep: Duration,
+}
+
+/// Most measurements kept.
+const MAX_SAMPLES: usize = 64;
+
+impl ClockEstimator {
+    /// Keeps measurements for `keep`.
+    pub fn new(keep: Duration) -> Self {
+        Self {
+            samples: VecDeque::new(),
+            keep,
+        }
+    }
+
+    /// Adds a measurement taken at `now`.
+    pub fn add(&mut self, now: Instant, m: ClockOffset) {
+        if self.samples.len() >= MAX_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now, m));
+    }
+
+    /// The best measurement of the window ending at `now` (the newest among equals).
+    pub fn best(&mut self, now: Instant) -> Option<ClockOffset> {
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > self.keep)
+        {
+            self.samples.pop_front();
+        }
+        self.samples
+            .iter()
+            .rev()
+            .min_by_key(|(_, m)| m.uncertainty_ms)
+            .map(|(_, m)| *m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn resends_back_off_doubling_up_to_the_cap() {
+        let t0 = Instant::now();
+        let mut m = Marks::new(Duration::from_secs(30), Duration::from_secs(100));
+        m.sent(7, t0, 0);
+        m.sent(9, t0, 0);
+        assert_eq!(m.due(t0 + Duration::from_secs(29)), Vec::<u64>::new());
+        assert_eq!(m.due(t0 + Duration::from_secs(30)), vec![7, 9]);
+        let t1 = t0 + Duration::from_secs(30);
+        m.sent(7, t1, 1);
+        assert_eq!(m.wait(2), Duration::from_secs(60));
+        assert_eq!(m.due(t1 + Duration::from_secs(59)), vec![9]);
+        assert_eq!(m.due(t1 + Duration::from_secs(60)), vec![7, 9]);
+        m.sent(7, t1, 1);
+        assert_eq!(m.wait(3), Duration::from_secs(100), "capped");
+        assert_eq!(m.wait(u32::MAX), Duration::from_secs(100));
+        assert_eq!(m.remove(9).map(|k| k.attempts), Some(1));
+        assert_eq!(m.remove(9), None);
+        assert_eq!((m.len(), m.remove(7).map(|k| k.attempts)), (1, Some(3)));
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn confirmations_for_another_agent_or_malformed_are_refused() {
+        let me = AgentId::parse("gw-1").unwrap();
+        let at = Utc.timestamp_millis_opt(1_800_000_000_000).unwrap();
+        let ok = Confirm::from_seqs(me.clone(), vec![1, 2], at);
+        assert_eq!(parse(&ok.to_payload(), &me).unwrap(), ok);
+        let other = Confirm::from_seqs(AgentId::parse("gw-2").unwrap(), vec![1], at);
+        assert!(matches!(
+            parse(&other.to_payload(), &me),
+            Err(ConfirmError::OtherAgent(_))
+        ));
+        for bad in [&b""[..], b"{", b"{\"v\":1}", b"\xff\xfe", b"[1,2]"] {
+            assert!(matches!(parse(bad, &me), Err(ConfirmError::Malformed(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn clock_offset_is_the_midpoint_and_the_tightest_recent_one_wins() {
+        // Agent 2 s ahead: sent at 10_000 (agent), aggregator flushed at 8_100 (its clock), confirmed at 10_400.
+        assert_eq!(
+            ClockOffset::measure(10_000, 10_400, 8_100),
+            Some(ClockOffset {
+                offset_ms: 2_100,
+                uncertainty_ms: 200
+            })
+        );
+        assert_eq!(ClockOffset::measure(10_000, 9_999, 0), None, "clock stepped back");
+        assert_eq!(
+            ClockOffset::measure(0, 3, 0).map(|c| c.uncertainty_ms),
+            Some(2),
+            "rounded up"
+        );
+        let t0 = Instant::now();
+        let mut e = ClockEstimator::new(Duration::from_secs(60));
+        assert_eq!(e.best(t0), None);
+        let loose = ClockOffset {
+            offset_ms: 5,
+            uncertainty_ms: 300,
+        };
+        let tight = ClockOffset {
+            offset_ms: -7,
+            uncertainty_ms: 20,
+        };
+        e.add(t0, tight);
+        e.add(t0 + Duration::from_secs(30), loose);
+        assert_eq!(e.best(t0 + Duration::from_secs(30)), Some(tight));
+        assert_eq!(
+            e.best(t0 + Duration::from_secs(61)),
+            Some(loose),
+            "the tight one aged out"
+        );
+        for i in 0..200 {
+            e.add(t0 + Duration::from_secs(61), ClockOffset { offset_ms: i, ..loose });
+        }
+        assert_eq!(e.samples.len(), MAX_SAMPLES);
+    }
+}

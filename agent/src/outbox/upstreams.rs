@@ -1,0 +1,201 @@
+//! Per-upstream acknowledgement: sealed batches are stored once and shared by
+//! every upstream (the zone's broker, the city's broker, …); each upstream
+//! has its own cursor, so a slow or absent one neither loses data for the
+//! others nor holds them back.
+//!
+//! Stored under `u` + name, in the same atomic sled batch as the change it
+//! counts (like [`super::Counters`]): the cursor (lowest seq this upstream has
+//! not acknowledged), the items dropped by the disk budget before this
+//! upstream acknowledged them, and the sealed batches (and their items) held
+//! at or above the cursor.
+//!
+//! Acknowledgements above the cursor (out of order: a later PUBACK or
+//! confirmation first) are kept only in memory; after a restart those batches
+//! are simply sent again and the aggregator de-duplicates them by
+//! (agent, seq). A batch leaves the tree once every upstream has acknowledged
+//! it (its cursor passed it, or it is in its in-memory set).
+//!
+//! An upstream new to the outbox starts at the lowest sealed batch held, so
+//! it receives the whole backlog still on disk (what was deleted before it was
+//! configured is gone); an upstream no longer configured has its record
+//! deleted at open, so it cannot pin batches forever.
+
+use super::{OutboxError, SEALED};
+use std::collections::BTreeMap;
+
+/// Key prefix of an upstream's record.
+pub(super) const PREFIX: u8 = b'u';
+
+/// Fields of a record (u64 big-endian each).
+const FIELDS: usize = 4;
+
+/// What is stored per upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Record {
+    /// Lowest sequence number not acknowledged by this upstream.
+    pub cursor: u64,
+    /// Items dropped by the disk budget before this upstream acknowledged them, ever.
+    pub dropped: u64,
+    /// Sealed batches held with `seq ≥ cursor` (acknowledged out of order or not).
+    pub batches: u64,
+    /// Items in them.
+    pub items: u64,
+}
+
+impl Record {
+    pub(super) fn encode(&self) -> [u8; FIELDS * 8] {
+        let mut out = [0u8; FIELDS * 8];
+        for (i, f) in [self.cursor, self.dropped, self.batches, self.items].iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&f.to_be_bytes());
+        }
+        out
+    }
+
+    pub(super) fn decode(k: &[u8], v: &[u8]) -> Result<Self, OutboxError> {
+        let corrupt = || OutboxError::Corrupt {
+            key: String::from_utf8_lossy(k).into_owned(),
+            problem: format!("{} bytes, expected {}", v.len(), FIELDS * 8),
+        };
+        if v.len() != FIELDS * 8 {
+            return Err(corrupt());
+        }
+        let f = |i: usize| {
+            v[i * 8..i * 8 + 8]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| corrupt())
+        };
+        Ok(Self {
+            cursor: f(0)?,
+            dropped: f(1)?,
+            batches: f(2)?,
+            items: f(3)?,
+        })
+    }
+}
+
+/// The key of an upstream's record.
+pub(super) fn key(name: &str) -> Vec<u8> {
+    let mut k = vec![PREFIX];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// One upstream's state: its stored record and what is kept only in memory.
+#[derive(Debug, Clone)]
+pub(super) struct Upstream {
+    /// Its configured name.
+    pub name: String,
+    /// What is stored.
+    pub rec: Record,
+    /// Acknowledged above the cursor: seq → items.
+    pub acked_above: BTreeMap<u64, u64>,
+    /// Batches below this, at or above the cursor and not acknowledged, are on
+    /// this upstream's wire (published, acknowledgement awaited): the disk
+    /// budget leaves them alone, so a reading is either acknowledged or
+    /// counted as dropped for an upstream, never both.
+    pub on_wire_below: u64,
+}
+
+impl Upstream {
+    pub(super) fn new(name: String, rec: Record) -> Self {
+        Self {
+            name,
+            rec,
+            acked_above: BTreeMap::new(),
+            on_wire_below: 0,
+        }
+    }
+
+    /// Whether this upstream has acknowledged `seq`.
+    pub(super) fn has_acked(&self, seq: u64) -> bool {
+        seq < self.rec.cursor || self.acked_above.contains_key(&seq)
+    }
+
+    /// Whether `seq` is on this upstream's wire.
+    pub(super) fn on_wire(&self, seq: u64) -> bool {
+        seq < self.on_wire_below && !self.has_acked(seq)
+    }
+
+    /// Accounts for a held batch leaving the tree (deleted once everyone
+    /// acknowledged it, or dropped by the budget). Returns whether this
+    /// upstream had acknowledged it.
+    pub(super) fn forget(&mut self, seq: u64, items: u64) -> bool {
+        if seq < self.rec.cursor {
+            return true;
+        }
+        self.rec.batches = self.rec.batches.saturating_sub(1);
+        self.rec.items = self.rec.items.saturating_sub(items);
+        self.acked_above.remove(&seq).is_some()
+    }
+
+    /// Moves the cursor past every batch acknowledged out of order or no
+    /// longer held, up to the first held one not acknowledged (or `next_seq`).
+    pub(super) fn advance(&mut self, tree: &sled::Tree, next_seq: u64) -> Result<(), OutboxError> {
+        let from = super::key(SEALED, self.rec.cursor);
+        for kv in tree.range(from..=super::key(SEALED, u64::MAX)) {
+            let (k, v) = kv?;
+            let seq = super::seq_of(&k).unwrap_or(u64::MAX);
+            match self.acked_above.remove(&seq) {
+                Some(items) => {
+                    self.rec.batches = self.rec.batches.saturating_sub(1);
+                    self.rec.items = self.rec.items.saturating_sub(items);
+                    debug_assert_eq!(items, super::sealed_items(&v));
+                }
+                None => {
+                    self.rec.cursor = seq;
+                    self.acked_above = self.acked_above.split_off(&seq);
+                    return Ok(());
+                }
+            }
+        }
+        self.rec.cursor = next_seq;
+        self.acked_above.clear();
+        Ok(())
+    }
+
+    /// Sealed batches held and not yet acknowledged by this upstream, and their items.
+    pub(super) fn unacked(&self) -> (u64, u64) {
+        let items: u64 = self.acked_above.values().sum();
+        (
+            self.rec.batches.saturating_sub(self.acked_above.len() as u64),
+            self.rec.items.saturating_sub(items),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_and_refuses_a_wrong_length() {
+        let r = Record {
+            cursor: 1,
+            dropped: 2,
+            batches: 3,
+            items: u64::MAX,
+        };
+        assert_eq!(Record::decode(b"ux", &r.encode()).unwrap(), r);
+        assert!(matches!(
+            Record::decode(b"ux", &[0u8; 9]),
+            Err(OutboxError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn on_wire_and_acked_are_disjoint() {
+        let mut u = Upstream::new(
+            "a".into(),
+            Record {
+                cursor: 10,
+                ..Record::default()
+            },
+        );
+        u.on_wire_below = 15;
+        u.acked_above.insert(12, 5);
+        assert!(!u.on_wire(9) && u.has_acked(9));
+        assert!(u.on_wire(10) && u.on_wire(11) && !u.on_wire(12) && u.has_acked(12));
+        assert!(!u.on_wire(15));
+    }
+}
