@@ -133,9 +133,17 @@ fn write_files(
     std::fs::write(&agent_c, text_c).expect("write agent-c config");
     let cfgs = vec![ds.agent_a, ds.agent_b, agent_c];
     for (i, (cfg, proxy)) in cfgs.iter().zip(proxy_ports).enumerate() {
+        // End-to-end confirmation: a batch leaves the outbox when the
+        // aggregator has stored it, not at the broker's PUBACK, so a broker
+        // SIGKILL (which loses what Mosquitto acknowledged but had not saved)
+        // costs resends, not readings. A short timeout keeps rounds short.
         let mut text = std::fs::read_to_string(cfg)
             .expect("read agent config")
-            .replace(&format!("port = {broker_port}\n"), &format!("port = {proxy}\n"));
+            .replace(
+                &format!("port = {broker_port}\n"),
+                &format!("port = {proxy}\nend_to_end_confirm = true\n"),
+            )
+            .replace("[outbox]\n", "[outbox]\nconfirm_timeout_secs = 2\nconfirm_timeout_max_secs = 8\n");
         if let (Some(b), true) = (budget, i == BUDGET_AGENT) {
             text = text.replace("[outbox]\n", &format!("[outbox]\ndisk_budget_bytes = {b}\n"));
         }

@@ -126,17 +126,11 @@ impl FaultKind {
     ];
 
     /// Whether a run draws it when `ZONESYNC_FAULT_KINDS` does not choose:
-    /// every kind this build can inject and survive. A broker SIGKILL loses
-    /// data today (docs/reliability.md), so it runs only when asked for, until
-    /// delivery is acknowledged end to end.
+    /// every kind this build can inject and survive. A broker SIGKILL is
+    /// survived since the harness's agents keep each batch until the
+    /// aggregator confirms it (end-to-end confirmation, docs/reliability.md).
     pub fn drawn_by_default(self) -> Result<(), &'static str> {
-        match self {
-            FaultKind::KillBroker => Err(
-                "not drawn by default: Mosquitto acknowledges batches before saving them, so a SIGKILL loses them; \
-                 include it with ZONESYNC_FAULT_KINDS",
-            ),
-            _ => self.available(),
-        }
+        self.available()
     }
 
     /// Whether this build can inject it; `Err` says what it waits for.
