@@ -541,6 +541,28 @@ mod tests {
     }
 
     #[test]
+    fn a_resent_restatement_replaces_older_ones_even_when_later_batches_overtook_it() {
+        // Seen in the fault harness (broker SIGKILL, seed 5): the month-to-date
+        // figure of seq 20 was lost with the broker and resent after seq 21
+        // (meter readings only) was stored. It is newer than the held figure
+        // (seq 10), so it must replace it; a still older resend must not.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = open(dir.path());
+        assert_eq!(send(&app, &batch(10, false, vec![amount(20.0, 10)])), Handled::Stored);
+        let meters = batch(21, false, vec![gauge(120.0, "2026-11-23T07:30:00Z")]);
+        assert_eq!(send(&app, &meters), Handled::Stored);
+        assert_eq!(send(&app, &batch(20, false, vec![amount(310.0, 10)])), Handled::Stored);
+        assert_eq!(october_value_added(&app), Some(310.0));
+        assert_eq!(send(&app, &batch(15, false, vec![amount(150.0, 10)])), Handled::Stored);
+        assert_eq!(october_value_added(&app), Some(310.0));
+        assert_eq!(app.metrics.overtaken_stale.load(Ordering::Relaxed), 1);
+        // The rebuilt state agrees.
+        app.store.flush().expect("flush");
+        drop(app);
+        assert_eq!(october_value_added(&open(dir.path())), Some(310.0));
+    }
+
+    #[test]
     fn a_group_confirms_stored_duplicate_and_refused_batches_to_their_agent() {
         let dir = tempfile::tempdir().expect("temp dir");
         let app = open(dir.path());

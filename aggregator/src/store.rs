@@ -174,7 +174,51 @@ fn reading_key(zone: &ZoneId, enterprise: &EnterpriseId, r: &CanonicalReading) -
     (v, series)
 }
 
+/// Where the stamp of a restated fact (a period figure or a declaration)
+/// lives: `o` + the fact's key.
+fn stamp_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(b'o');
+    k.extend_from_slice(key);
+    k
+}
+
+/// Which batch made a restated fact: its seq, its `sent_at` (µs, the agent's
+/// clock at sealing, the same on every resend) and its agent. A month-to-date
+/// figure is restated many times; resends after a broker crash or a lost
+/// confirmation arrive after later restatements, and must not undo them.
+fn stamp(a: &Accepted) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 + a.agent.as_str().len());
+    v.extend_from_slice(&a.seq.to_be_bytes());
+    v.extend_from_slice(&a.sent_at.timestamp_micros().to_be_bytes());
+    v.extend_from_slice(a.agent.as_str().as_bytes());
+    v
+}
+
+/// Whether batch `a` was made after the stamp `held`: by sequence number for
+/// the same agent (its outbox numbers batches in the order it made them), by
+/// `sent_at` across agents. `None` for a stamp that does not parse.
+fn made_after_stamp(a: &Accepted, held: &[u8]) -> Option<bool> {
+    let seq = u64::from_be_bytes(held.get(..8)?.try_into().ok()?);
+    let sent = i64::from_be_bytes(held.get(8..16)?.try_into().ok()?);
+    let agent = held.get(16..)?;
+    Some(if agent == a.agent.as_str().as_bytes() {
+        a.seq >= seq
+    } else {
+        a.sent_at.timestamp_micros() >= sent
+    })
+}
+
 impl Store {
+    /// Whether batch `a` was made after the one that wrote the fact at `key`
+    /// (`None`: no stamp held — a fact stored before stamps were kept).
+    fn made_after(&self, key: &[u8], a: &Accepted) -> Result<Option<bool>, StoreError> {
+        Ok(self
+            .facts
+            .get(stamp_key(key))?
+            .and_then(|held| made_after_stamp(a, &held)))
+    }
+
     /// Opens (or creates) the store with a page cache of `cache_bytes`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db =
@@ -273,27 +317,42 @@ impl Store {
                     later
                 }
             };
+            let in_batch = writes.get(&key).map(|v| v.to_vec());
+            let from_batch = in_batch.is_some();
             let held = if later {
                 None
-            } else if let Some(v) = writes.get(&key) {
-                Some(v.to_vec())
+            } else if in_batch.is_some() {
+                in_batch
             } else {
                 self.facts.get(&key)?.map(|v| v.to_vec())
             };
+            let period = matches!(r.at, ReadingTime::Period(_));
             let kind = match held {
                 None => Fresh::New,
                 Some(old) if old == value => Fresh::Identical,
+                // Later in the same batch wins.
+                Some(_) if from_batch => Fresh::Replacement,
                 // Backfill never replaces a value held for the same instant.
-                Some(_) if a.backfill && matches!(r.at, ReadingTime::Ts(_)) => Fresh::Stale,
-                // No batch replaces what the same agent sent after it.
-                Some(_) => {
-                    if *overtaken.get_or_insert(self.overtaken(a)?) {
-                        Fresh::Stale
-                    } else {
-                        Fresh::Replacement
+                Some(_) if a.backfill && !period => Fresh::Stale,
+                // A restated period figure replaces the held one only if its
+                // batch was made after the one that wrote it.
+                Some(_) => match period.then(|| self.made_after(&key, a)).transpose()?.flatten() {
+                    Some(true) => Fresh::Replacement,
+                    Some(false) => Fresh::Stale,
+                    // No stamp (an instant, or a store written before stamps):
+                    // no batch replaces what the same agent sent after it.
+                    None => {
+                        if *overtaken.get_or_insert(self.overtaken(a)?) {
+                            Fresh::Stale
+                        } else {
+                            Fresh::Replacement
+                        }
                     }
-                }
+                },
             };
+            if period && matches!(kind, Fresh::New | Fresh::Replacement) {
+                batch.insert(stamp_key(&key), stamp(a));
+            }
             match kind {
                 Fresh::New | Fresh::Replacement => {
                     if later {
@@ -327,9 +386,15 @@ impl Store {
                 ],
                 b'd',
             );
-            // A declaration from an overtaken batch only fills a gap: whatever is held came later.
-            let stale = self.facts.contains_key(&key)? && *overtaken.get_or_insert(self.overtaken(a)?);
+            // A held declaration is replaced only by one made after it; without
+            // a stamp, an overtaken batch only fills a gap.
+            let stale = self.facts.contains_key(&key)?
+                && match self.made_after(&key, a)? {
+                    Some(after) => !after,
+                    None => *overtaken.get_or_insert(self.overtaken(a)?),
+                };
             if !stale {
+                batch.insert(stamp_key(&key), stamp(a));
                 batch.insert(key, serde_json::to_vec(v).unwrap_or_default());
             }
             keep.push(!stale);

@@ -143,7 +143,10 @@ fn write_files(
                 &format!("port = {broker_port}\n"),
                 &format!("port = {proxy}\nend_to_end_confirm = true\n"),
             )
-            .replace("[outbox]\n", "[outbox]\nconfirm_timeout_secs = 2\nconfirm_timeout_max_secs = 8\n");
+            .replace(
+                "[outbox]\n",
+                "[outbox]\nconfirm_timeout_secs = 2\nconfirm_timeout_max_secs = 8\n",
+            );
         if let (Some(b), true) = (budget, i == BUDGET_AGENT) {
             text = text.replace("[outbox]\n", &format!("[outbox]\ndisk_budget_bytes = {b}\n"));
         }
