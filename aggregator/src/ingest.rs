@@ -190,6 +190,7 @@ fn handle_with_seq(
                     &acc.declarations,
                     &app.catalog,
                     replaced as u64,
+                    Some(&app.store),
                 );
                 st.note_batch(&acc.zone, &acc.agent, acc.boot, acc.seq, acc.sent_at, now);
                 if acc.backfill {
@@ -560,6 +561,50 @@ mod tests {
         app.store.flush().expect("flush");
         drop(app);
         assert_eq!(october_value_added(&open(dir.path())), Some(310.0));
+    }
+
+    #[test]
+    fn late_registers_between_held_ones_split_consumption_as_a_rebuild_does() {
+        // After a broker crash the lost batches are resent after later ones:
+        // their registers land between held ones, across a month boundary.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = open(dir.path());
+        let kwh = |app: &App, month: u32| {
+            let st = app.state.read().expect("state");
+            let zs = st.zones.get(&zone()).expect("zone");
+            let es = zs.enterprises.get(&ent()).expect("enterprise");
+            (
+                es.amount("electricity", Period::Month(2026, month)).map(|(v, _)| v),
+                es.late_readings,
+            )
+        };
+        let held = batch(
+            2,
+            false,
+            vec![
+                gauge(1000.0, "2026-10-31T14:00:00Z"),
+                gauge(1080.0, "2026-10-31T19:00:00Z"),
+            ],
+        );
+        assert_eq!(send(&app, &held), Handled::Stored);
+        // Held: 22:00 China time on 31 October and 03:00 on 1 November (80 kWh,
+        // split 2 h : 3 h by time). Late: 23:00 and 01:00, so in time order
+        // October gets 10 + 30 and November 30 + 10.
+        let late = batch(
+            1,
+            false,
+            vec![
+                gauge(1010.0, "2026-10-31T15:00:00Z"),
+                gauge(1070.0, "2026-10-31T17:00:00Z"),
+            ],
+        );
+        assert_eq!(send(&app, &late), Handled::Stored);
+        let live = (kwh(&app, 10), kwh(&app, 11));
+        assert_eq!(live, ((Some(40.0), 0), (Some(40.0), 0)));
+        app.store.flush().expect("flush");
+        drop(app);
+        let rebuilt = open(dir.path());
+        assert_eq!((kwh(&rebuilt, 10), kwh(&rebuilt, 11)), live);
     }
 
     #[test]

@@ -54,6 +54,30 @@ pub struct Touched {
     pub attributes: Vec<String>,
 }
 
+/// The registers either side of a late one among those the state has
+/// applied: consumption between them was split by time; with the late
+/// register it is split exactly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbours {
+    /// The last applied register before it: time and value.
+    pub before: (DateTime<Utc>, f64),
+    /// The first applied register after it.
+    pub after: (DateTime<Utc>, f64),
+}
+
+/// Finds a late register's [`Neighbours`] in the store, skipping the times
+/// `unapplied` says are not applied yet (the rest of its own batch).
+pub trait RegisterLookup {
+    /// The neighbours of `r` for `enterprise`, if both exist.
+    fn neighbours(
+        &self,
+        zone: &ZoneId,
+        enterprise: &EnterpriseId,
+        r: &CanonicalReading,
+        unapplied: &dyn Fn(DateTime<Utc>) -> bool,
+    ) -> Option<Neighbours>;
+}
+
 /// A half-open interval of time `[from, to)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -272,6 +296,13 @@ impl AgentState {
 impl EnterpriseState {
     /// Applies one stored reading.
     pub fn apply_reading(&mut self, r: &CanonicalReading, kind: IndicatorKind) {
+        self.apply_reading_with(r, kind, None);
+    }
+
+    /// Applies one stored reading; a register between two applied ones
+    /// uses `neighbours` (when known) to split consumption exactly, as
+    /// applying every register in time order would.
+    pub fn apply_reading_with(&mut self, r: &CanonicalReading, kind: IndicatorKind, neighbours: Option<Neighbours>) {
         self.readings += 1;
         let key = (r.indicator.clone(), r.point.clone());
         let newer = match self.latest.get(&key) {
@@ -304,7 +335,14 @@ impl EnterpriseState {
                         self.meter(&r.indicator, ts, r.value, first_ts, first);
                         self.first_registers.insert(key, (ts, r.value));
                     }
-                    _ => self.late_readings += 1,
+                    _ => match neighbours {
+                        Some(Neighbours { before, after }) if before.0 < ts && ts < after.0 => {
+                            self.unmeter(&r.indicator, before, after);
+                            self.meter(&r.indicator, before.0, before.1, ts, r.value);
+                            self.meter(&r.indicator, ts, r.value, after.0, after.1);
+                        }
+                        _ => self.late_readings += 1,
+                    },
                 },
             },
             ReadingTime::Ts(_) => {}
@@ -320,6 +358,19 @@ impl EnterpriseState {
         let months = self.metered.entry(indicator.to_owned()).or_default();
         for (month, amount) in split_by_month(from_ts, to_ts, d.amount()) {
             *months.entry(month).or_default() += amount;
+        }
+    }
+
+    /// Takes back the consumption between two registers (a late register
+    /// between them splits the interval in two).
+    fn unmeter(&mut self, indicator: &str, from: (DateTime<Utc>, f64), to: (DateTime<Utc>, f64)) {
+        let d = delta(from.1, to.1);
+        if matches!(d, Delta::Reset(_)) {
+            self.counter_resets = self.counter_resets.saturating_sub(1);
+        }
+        let months = self.metered.entry(indicator.to_owned()).or_default();
+        for (month, amount) in split_by_month(from.0, to.0, d.amount()) {
+            *months.entry(month).or_default() -= amount;
         }
     }
 
@@ -387,6 +438,21 @@ impl State {
         declarations: &[(String, DeclaredValue)],
         catalog: &Catalog,
     ) {
+        self.apply_with(zone, enterprise, readings, declarations, catalog, None);
+    }
+
+    /// As [`State::apply`]; with `lookup`, a counter register between two
+    /// applied ones (a resend arriving after later batches) is split exactly
+    /// with its neighbours from the store instead of being counted late.
+    pub fn apply_with(
+        &mut self,
+        zone: &ZoneId,
+        enterprise: &EnterpriseId,
+        readings: &[CanonicalReading],
+        declarations: &[(String, DeclaredValue)],
+        catalog: &Catalog,
+        lookup: Option<&dyn RegisterLookup>,
+    ) {
         let zs = self.zone_mut(zone);
         zs.readings_stored += readings.len() as u64;
         zs.version += 1;
@@ -403,16 +469,51 @@ impl State {
             }
         };
         let es = zs.enterprises.entry(enterprise.clone()).or_default();
+        let kind_of = |r: &CanonicalReading| catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
+        // A late register is one at or before the series' latest applied register.
+        let late = |es: &EnterpriseState, r: &CanonicalReading| match r.at {
+            ReadingTime::Ts(ts) if kind_of(r) == IndicatorKind::Counter => es
+                .counters
+                .get(&(r.indicator.clone(), r.point.clone()))
+                .is_some_and(|(latest, _)| ts < *latest),
+            _ => false,
+        };
+        // Times of this batch's registers per series, not yet applied.
+        let batch_times = |r: &CanonicalReading, from: usize| -> Vec<DateTime<Utc>> {
+            readings[from..]
+                .iter()
+                .filter(|o| o.indicator == r.indicator && o.point == r.point)
+                .filter_map(|o| match o.at {
+                    ReadingTime::Ts(t) => Some(t),
+                    ReadingTime::Period(_) => None,
+                })
+                .collect()
+        };
+        let mut touched = Touched::of(es, readings, declarations, catalog);
+        if let Some(lookup) = lookup {
+            // The interval a late register splits may start a month earlier than it.
+            for r in readings.iter().filter(|r| late(es, r)) {
+                let unapplied = batch_times(r, 0);
+                if let Some(n) = lookup.neighbours(zone, enterprise, r, &|t| unapplied.contains(&t)) {
+                    touched
+                        .indicators
+                        .push((r.indicator.clone(), months(n.before.0, n.after.0)));
+                }
+            }
+        }
         let pending = tallies
             .as_ref()
             .filter(|ix| ix.watches(enterprise))
-            .and_then(|ix| ix.before(enterprise, es, &Touched::of(es, readings, declarations, catalog)));
-        for r in readings {
-            let kind = catalog
-                .get(&r.indicator)
-                .map(|i| i.kind)
-                .unwrap_or(IndicatorKind::Gauge);
-            es.apply_reading(r, kind);
+            .and_then(|ix| ix.before(enterprise, es, &touched));
+        for (i, r) in readings.iter().enumerate() {
+            let neighbours = match lookup {
+                Some(lookup) if late(es, r) => {
+                    let unapplied = batch_times(r, i + 1);
+                    lookup.neighbours(zone, enterprise, r, &|t| unapplied.contains(&t))
+                }
+                _ => None,
+            };
+            es.apply_reading_with(r, kind_of(r), neighbours);
         }
         for (code, v) in declarations {
             es.declarations.insert(code.clone(), v.clone());
@@ -460,8 +561,9 @@ impl State {
         declarations: &[(String, DeclaredValue)],
         catalog: &Catalog,
         replaced: u64,
+        lookup: Option<&dyn RegisterLookup>,
     ) {
-        self.apply(zone, enterprise, readings, declarations, catalog);
+        self.apply_with(zone, enterprise, readings, declarations, catalog, lookup);
         let zs = self.zone_mut(zone);
         zs.readings_stored = zs.readings_stored.saturating_sub(replaced);
         zs.readings_replaced += replaced;

@@ -209,6 +209,44 @@ fn made_after_stamp(a: &Accepted, held: &[u8]) -> Option<bool> {
     })
 }
 
+impl crate::state::RegisterLookup for Store {
+    /// The stored registers either side of `r` in its series, skipping the
+    /// times `unapplied` names; `None` if either side is missing or unreadable.
+    fn neighbours(
+        &self,
+        zone: &ZoneId,
+        enterprise: &EnterpriseId,
+        r: &CanonicalReading,
+        unapplied: &dyn Fn(DateTime<Utc>) -> bool,
+    ) -> Option<crate::state::Neighbours> {
+        let (key, series) = reading_key(zone, enterprise, r);
+        let prefix = key.get(..series)?;
+        let register = |kv: sled::Result<(sled::IVec, sled::IVec)>| -> Option<(DateTime<Utc>, f64)> {
+            let (k, v) = kv.ok()?;
+            let ReadingTime::Ts(ts) = parse_time_key(k.get(series..)?)? else {
+                return None;
+            };
+            Some((ts, f64::from_be_bytes(v.as_ref().try_into().ok()?)))
+        };
+        let before = self
+            .facts
+            .range(prefix..key.as_slice())
+            .rev()
+            .map(register)
+            .find(|x| x.is_none_or(|(t, _)| !unapplied(t)))??;
+        let mut after_start = key.clone();
+        after_start.push(0);
+        let mut end = prefix.to_vec();
+        end.push(0xff);
+        let after = self
+            .facts
+            .range(after_start..end)
+            .map(register)
+            .find(|x| x.is_none_or(|(t, _)| !unapplied(t)))??;
+        Some(crate::state::Neighbours { before, after })
+    }
+}
+
 impl Store {
     /// Whether batch `a` was made after the one that wrote the fact at `key`
     /// (`None`: no stamp held — a fact stored before stamps were kept).
