@@ -3,6 +3,10 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use zonesync_agent::{config::AgentConfig, outbox::Outbox, shutdown};
 
 #[derive(Parser)]
@@ -33,21 +37,38 @@ enum Cmd {
     },
 }
 
+/// The log filter from `RUST_LOG`: a level (`warn`) and/or `target=level`
+/// directives, comma-separated (`info,sled=warn`). Parsed by
+/// tracing-subscriber's `Targets`, which needs no regex engine; `EnvFilter`'s
+/// span and field filters are not supported. Unset or unreadable: `info`.
+fn log_filter() -> (Targets, Option<String>) {
+    let info = || Targets::new().with_default(Level::INFO);
+    match std::env::var("RUST_LOG") {
+        Err(_) => (info(), None),
+        Ok(v) => match v.parse() {
+            Ok(t) => (t, None),
+            Err(e) => (info(), Some(format!("RUST_LOG={v:?} ignored ({e}); logging at info"))),
+        },
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let (filter, problem) = log_filter();
+    tracing_subscriber::fmt().with_ansi(false).finish().with(filter).init();
+    if let Some(p) = problem {
+        tracing::warn!("{p}");
+    }
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
+            // One thread runs every task. The agent's work (a few sources, the
+            // link, sled writes) fits on one core; each extra worker thread
+            // costs a malloc arena and lets transient seal buffers pile up side
+            // by side, ~1.6 MB of peak RSS in figure 4b (docs/profiles.md,
+            // "Agent footprint"). Blocking sled calls already run inline in
+            // the tasks, so two workers bought little parallelism.
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
                 let (trigger, signal) = shutdown::channel();
                 let mut agent = tokio::spawn(zonesync_agent::run(cfg, signal));

@@ -22,6 +22,11 @@ use tokio::process::Command;
 const COLLECTD: &str = "/usr/sbin/collectd";
 const COLLECTD_PLUGINS: [&str; 5] = ["cpu", "memory", "load", "interface", "mqtt"];
 
+/// glibc malloc arenas the agent may use, set as the systemd unit sets it
+/// (`Environment=MALLOC_ARENA_MAX=2`): one arena per thread would keep each
+/// thread's freed memory apart.
+const MALLOC_ARENA_MAX: &str = "2";
+
 /// Name the harness gives the `--no-default-features` build (simulator and declarations only).
 const MINIMAL: &str = "zonesync-agent-minimal";
 
@@ -32,7 +37,15 @@ const PROFILE: &str = "gateway";
 async fn cargo_build(extra: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut child = Command::new(cargo)
-        .args(["build", "--profile", PROFILE, "-p", "zonesync-agent", "--bin", "zonesync-agent"])
+        .args([
+            "build",
+            "--profile",
+            PROFILE,
+            "-p",
+            "zonesync-agent",
+            "--bin",
+            "zonesync-agent",
+        ])
         .args(extra)
         .current_dir(crate::workspace())
         .stdout(Stdio::null())
@@ -149,6 +162,8 @@ async fn agent_run(ctx: &Ctx, binary: &Path, run: usize, backlog: bool) -> Resul
         .arg("-c")
         .arg(&cfg)
         .env("RUST_LOG", "warn")
+        // As deploy/systemd/zonesync-agent.service starts it.
+        .env("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -342,10 +357,12 @@ pub async fn measure(ctx: &Ctx, built: Result<(PathBuf, Option<Duration>)>) -> V
     }
     let template = ctx.outbox_template().map(|t| t.items).unwrap_or(0);
     rss.notes.push(format!(
-        "The gateway-profile binary as a process (`zonesync-agent run -c …`, RUST_LOG=warn): simulator with 1 enterprise × \
+        "The gateway-profile binary as a process (`zonesync-agent run -c …`, RUST_LOG=warn, MALLOC_ARENA_MAX={} as \
+         the systemd unit sets it): simulator with 1 enterprise × \
          50 meters at interval 1000 ms, its outbox pre-loaded with a copy of figure 3's backlog ({} readings), \
          default outbox settings (sled cache 4 MiB, disk budget 256 MiB), publishing to Mosquitto. VmHWM read from /proc/<pid>/status \
          every 200 ms for {} s, then SIGTERM.",
+        MALLOC_ARENA_MAX,
         crate::report::thousands(template as f64),
         ctx.sizes.footprint_secs
     ));
