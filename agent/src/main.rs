@@ -37,15 +37,16 @@ enum Cmd {
     },
 }
 
-/// The log filter from `RUST_LOG`: a level (`warn`) and/or `target=level`
-/// directives, comma-separated (`info,sled=warn`). Parsed by
+/// The log filter from `RUST_LOG` (`value`): a level (`warn`) and/or
+/// `target=level` directives, comma-separated (`info,sled=warn`). Parsed by
 /// tracing-subscriber's `Targets`, which needs no regex engine; `EnvFilter`'s
-/// span and field filters are not supported. Unset or unreadable: `info`.
-fn log_filter() -> (Targets, Option<String>) {
+/// span and field filters are not supported. Unset or unreadable: `info`,
+/// with the reason to log when it was set but unreadable.
+fn log_filter(value: Option<&str>) -> (Targets, Option<String>) {
     let info = || Targets::new().with_default(Level::INFO);
-    match std::env::var("RUST_LOG") {
-        Err(_) => (info(), None),
-        Ok(v) => match v.parse() {
+    match value {
+        None => (info(), None),
+        Some(v) => match v.parse() {
             Ok(t) => (t, None),
             Err(e) => (info(), Some(format!("RUST_LOG={v:?} ignored ({e}); logging at info"))),
         },
@@ -53,8 +54,13 @@ fn log_filter() -> (Targets, Option<String>) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let (filter, problem) = log_filter();
-    tracing_subscriber::fmt().with_ansi(false).finish().with(filter).init();
+    let (filter, problem) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    // A registry with the fmt layer rather than `fmt()`'s builder, whose own
+    // INFO ceiling would hide what RUST_LOG=debug asks for.
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_ansi(false))
+        .with(filter)
+        .init();
     if let Some(p) = problem {
         tracing::warn!("{p}");
     }
@@ -141,5 +147,29 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&outbox.stats())?);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_filter_reads_levels_and_targets_and_falls_back_to_info() {
+        let (f, problem) = log_filter(Some("warn,sled=debug"));
+        assert!(problem.is_none());
+        assert!(f.would_enable("zonesync_agent::link", &Level::WARN));
+        assert!(!f.would_enable("zonesync_agent::link", &Level::INFO));
+        assert!(f.would_enable("sled::pagecache", &Level::DEBUG));
+        assert!(!f.would_enable("sled::pagecache", &Level::TRACE));
+
+        let (f, problem) = log_filter(None);
+        assert!(problem.is_none());
+        assert!(f.would_enable("zonesync_agent", &Level::INFO));
+        assert!(!f.would_enable("zonesync_agent", &Level::DEBUG));
+
+        let (f, problem) = log_filter(Some("a=b=c"));
+        assert!(problem.is_some_and(|p| p.contains("a=b=c")));
+        assert!(f.would_enable("zonesync_agent", &Level::INFO));
     }
 }
