@@ -29,7 +29,7 @@ pub struct Options {
     pub runs: usize,
     /// Where the report goes.
     pub out: PathBuf,
-    /// Build the release agent before measuring its footprint.
+    /// Build the agent (gateway profile) before measuring its footprint.
     pub build_agent: bool,
     /// Only these figures (by number); empty means all.
     pub only: Vec<String>,
@@ -121,7 +121,7 @@ pub struct Ctx {
     pub runs: usize,
     /// Work per figure.
     pub sizes: Sizes,
-    /// Build the release agent in figure 4.
+    /// Build the agent (gateway profile) in figure 4.
     pub build_agent: bool,
     work: tempfile::TempDir,
     /// The batch file `mosquitto_pub -l` reads (figures 1, 2).

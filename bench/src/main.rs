@@ -25,7 +25,7 @@ struct Cli {
     /// Runs per figure; the report gives the median, min and max (at least 3).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(3..=20))]
     runs: u16,
-    /// Do not run `cargo build --release -p zonesync-agent` before figure 4 (expect it built).
+    /// Do not run `cargo build --profile gateway -p zonesync-agent` before figure 4 (expect it built).
     #[arg(long)]
     no_build: bool,
     /// Only these figures, by number (e.g. `--only 1,2`); figure 1 runs too when 2, 3 or 7 need its baseline.

@@ -223,7 +223,7 @@ impl Report {
             .map_or(0.0, |(_, secs)| *secs);
         let total = if build >= 5.0 {
             format!(
-                "{:.0} s in all, {build:.0} s of it rebuilding the release agent",
+                "{:.0} s in all, {build:.0} s of it rebuilding the agent (gateway profile)",
                 self.elapsed_secs
             )
         } else {
@@ -318,7 +318,7 @@ impl Report {
         let _ = writeln!(
             s,
             "\nRatio = median ÷ the baseline's median. Wall-clock time per figure, set-up included, and of the \
-             release build of the agent that figure 4 measures (a no-op when it is up to date): {}.",
+             gateway-profile build of the agent that figure 4 measures (a no-op when it is up to date): {}.",
             timings.join(", ")
         );
         let _ = writeln!(s, "\n## How each figure was measured\n");

@@ -1,6 +1,7 @@
-//! Figure 4: what the agent costs a gateway — the stripped release binary,
-//! and the peak resident memory (VmHWM) of an agent process simulating
-//! 50 meters at 1 s while it drains a large backlog into Mosquitto.
+//! Figure 4: what the agent costs a gateway — the stripped binary as gateways
+//! build it (`--profile gateway`), and the peak resident memory (VmHWM) of an
+//! agent process simulating 50 meters at 1 s while it drains a large backlog
+//! into Mosquitto.
 //!
 //! collectd is the comparison the issue asks for; it is measured only when
 //! Debian's `collectd-core` is installed (the harness never installs
@@ -21,20 +22,37 @@ use tokio::process::Command;
 const COLLECTD: &str = "/usr/sbin/collectd";
 const COLLECTD_PLUGINS: [&str; 5] = ["cpu", "memory", "load", "interface", "mqtt"];
 
+/// glibc malloc arenas the agent may use, set as the systemd unit sets it
+/// (`Environment=MALLOC_ARENA_MAX=2`): one arena per thread would keep each
+/// thread's freed memory apart.
+const MALLOC_ARENA_MAX: &str = "2";
+
 /// Name the harness gives the `--no-default-features` build (simulator and declarations only).
 const MINIMAL: &str = "zonesync-agent-minimal";
+
+/// The cargo profile gateways are told to build with (workspace Cargo.toml):
+/// optimised for size, fat LTO, one codegen unit, panic = abort, stripped.
+const PROFILE: &str = "gateway";
 
 async fn cargo_build(extra: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut child = Command::new(cargo)
-        .args(["build", "--release", "-p", "zonesync-agent", "--bin", "zonesync-agent"])
+        .args([
+            "build",
+            "--profile",
+            PROFILE,
+            "-p",
+            "zonesync-agent",
+            "--bin",
+            "zonesync-agent",
+        ])
         .args(extra)
         .current_dir(crate::workspace())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
-    let what = format!("cargo build --release -p zonesync-agent {}", extra.join(" "));
+    let what = format!("cargo build --profile {PROFILE} -p zonesync-agent {}", extra.join(" "));
     let st = wait_child(&mut child, &what, Duration::from_secs(900)).await?;
     if !st.success() {
         bail!("{what} failed ({st})");
@@ -42,12 +60,18 @@ async fn cargo_build(extra: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Builds (or finds up to date) the release agent; returns its path and the
-/// build's duration. The `--no-default-features` build comes first and is
-/// copied aside as [`MINIMAL`], since both land on the same path.
+/// Builds (or finds up to date) the agent as gateways build it ([`PROFILE`]);
+/// returns its path and the build's duration. The `--no-default-features`
+/// build comes first and is copied aside as [`MINIMAL`], since both land on
+/// the same path.
 pub async fn agent_binary(build: bool) -> Result<(PathBuf, Option<Duration>)> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("harness binary has no directory")?;
+    // The harness runs from target/release; cargo puts the profile's output beside it.
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("harness binary has no target directory")?
+        .join(PROFILE);
     let t0 = Instant::now();
     let p = dir.join("zonesync-agent");
     if build {
@@ -57,7 +81,7 @@ pub async fn agent_binary(build: bool) -> Result<(PathBuf, Option<Duration>)> {
     }
     if !p.exists() {
         bail!(
-            "{} not found (build it: cargo build --release -p zonesync-agent)",
+            "{} not found (build it: cargo build --profile gateway -p zonesync-agent)",
             p.display()
         );
     }
@@ -81,7 +105,7 @@ fn stripped(p: &Path) -> String {
                 "strip state unknown".to_owned()
             }
         })
-        .unwrap_or_else(|| "the release profile sets strip = true".into())
+        .unwrap_or_else(|| "the gateway profile sets strip = true".into())
 }
 
 /// Samples a process's VmHWM every 200 ms for `secs`; returns the last (peak) value.
@@ -138,6 +162,8 @@ async fn agent_run(ctx: &Ctx, binary: &Path, run: usize, backlog: bool) -> Resul
         .arg("-c")
         .arg(&cfg)
         .env("RUST_LOG", "warn")
+        // As deploy/systemd/zonesync-agent.service starts it.
+        .env("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -215,7 +241,7 @@ fn collectd_size() -> u64 {
 pub async fn measure(ctx: &Ctx, built: Result<(PathBuf, Option<Duration>)>) -> Vec<Row> {
     let mut size = Row::new(
         "4",
-        "Agent footprint: stripped release binary zonesync-agent",
+        "Agent footprint: stripped binary zonesync-agent (gateway profile)",
         Unit::Bytes,
     );
     let mut rss = Row::new(
@@ -240,15 +266,16 @@ pub async fn measure(ctx: &Ctx, built: Result<(PathBuf, Option<Duration>)>) -> V
             // A file's size does not vary between runs: one reading is the figure.
             size.runs = vec![m.len() as f64];
             size.notes.push(format!(
-                "{} ({} bytes, {}), built with the workspace's release profile (strip = true, thin LTO, \
-                 codegen-units 4). A file size is deterministic, so it is read once rather than over several runs.",
+                "{} ({} bytes, {}), built with the workspace's `gateway` profile, as the deployment docs tell \
+                 gateways to build it (release with opt-level \"s\", fat LTO, codegen-units 1, panic = abort, \
+                 strip = true). A file size is deterministic, so it is read once rather than over several runs.",
                 binary.display(),
                 crate::report::thousands(m.len() as f64),
                 stripped(&binary)
             ));
             size.notes.push(match build_time {
                 Some(t) => format!(
-                    "The harness ran `cargo build --release -p zonesync-agent` first ({:.0} s, not part of any figure).",
+                    "The harness ran `cargo build --profile gateway -p zonesync-agent` first ({:.0} s, not part of any figure).",
                     t.as_secs_f64()
                 ),
                 None => "Measured as found (--no-build).".into(),
@@ -258,7 +285,7 @@ pub async fn measure(ctx: &Ctx, built: Result<(PathBuf, Option<Duration>)>) -> V
     }
     let mut minimal = Row::new(
         "4c",
-        "Agent footprint: stripped release binary built with --no-default-features (simulator and declarations only)",
+        "Agent footprint: stripped binary built with --no-default-features (gateway profile; simulator and declarations only)",
         Unit::Bytes,
     );
     let minimal_path = binary.with_file_name(MINIMAL);
@@ -266,8 +293,8 @@ pub async fn measure(ctx: &Ctx, built: Result<(PathBuf, Option<Duration>)>) -> V
         Ok(m) => {
             minimal.runs = vec![m.len() as f64];
             minimal.notes.push(format!(
-                "{} ({} bytes, {}): `cargo build --release -p zonesync-agent --no-default-features`, i.e. without \
-                 the modbus, csv, dlt645 and http-pull features; same release profile as figure 4.",
+                "{} ({} bytes, {}): `cargo build --profile gateway -p zonesync-agent --no-default-features`, i.e. \
+                 without the modbus, csv, dlt645 and http-pull features; same profile as figure 4.",
                 minimal_path.display(),
                 crate::report::thousands(m.len() as f64),
                 stripped(&minimal_path)
@@ -330,10 +357,12 @@ pub async fn measure(ctx: &Ctx, built: Result<(PathBuf, Option<Duration>)>) -> V
     }
     let template = ctx.outbox_template().map(|t| t.items).unwrap_or(0);
     rss.notes.push(format!(
-        "The release binary as a process (`zonesync-agent run -c …`, RUST_LOG=warn): simulator with 1 enterprise × \
+        "The gateway-profile binary as a process (`zonesync-agent run -c …`, RUST_LOG=warn, MALLOC_ARENA_MAX={} as \
+         the systemd unit sets it): simulator with 1 enterprise × \
          50 meters at interval 1000 ms, its outbox pre-loaded with a copy of figure 3's backlog ({} readings), \
          default outbox settings (sled cache 4 MiB, disk budget 256 MiB), publishing to Mosquitto. VmHWM read from /proc/<pid>/status \
          every 200 ms for {} s, then SIGTERM.",
+        MALLOC_ARENA_MAX,
         crate::report::thousands(template as f64),
         ctx.sizes.footprint_secs
     ));
