@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod ids;
 pub mod period;
+pub mod rng;
 pub mod topic;
 pub mod validate;
 pub mod wire;

@@ -440,22 +440,8 @@ fn budget_drops_count_for_each_upstream_that_had_not_acknowledged() {
     assert_eq!(up(&o, "zone").dropped_readings, zone.dropped_readings);
 }
 
-/// A deterministic generator for the model test (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+/// The model test's generator (SplitMix64, one copy in proto).
+use zonesync_proto::rng::SplitMix64 as Rng;
 
 /// Random appends, seals, acknowledgements in any order by two upstreams,
 /// sessions ending, and restarts, against a small budget; after every step
@@ -468,7 +454,7 @@ fn model_two_upstreams_every_reading_acked_held_or_dropped_exactly_once() {
         let (a, z, e1, _) = ids();
         let opts = || two(12_000, &["zone", "city"]);
         let mut o = Outbox::open_with(dir.path(), opts()).unwrap();
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut produced = 0u64;
         // Per upstream: seq → items it acknowledged, as the outbox knows it.
         let mut acked: [std::collections::BTreeMap<u64, u64>; 2] = Default::default();

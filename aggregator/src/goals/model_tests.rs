@@ -16,30 +16,12 @@ use std::sync::{Arc, Mutex};
 use zonesync_proto::{CanonicalReading, Catalog, DeclaredValue, Period, ReadingTime, Scenario, ScenarioLevel, ZoneId};
 
 /// splitmix64: deterministic, so a failure names a step that can be replayed.
-struct Rng(u64);
+use zonesync_proto::rng::SplitMix64 as Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-
-    /// Awkward amounts: fractions that do not add up exactly in binary, several magnitudes.
-    fn amount(&mut self) -> f64 {
-        let scale = *self.pick(&[0.1, 1.0, 7.3, 1000.0, 123_456.7]);
-        (self.below(10_000) as f64 + 0.1) * scale
-    }
+/// Awkward amounts: fractions that do not add up exactly in binary, several magnitudes.
+fn amount(r: &mut Rng) -> f64 {
+    let scale = *r.pick(&[0.1, 1.0, 7.3, 1000.0, 123_456.7]);
+    (r.below(10_000) as f64 + 0.1) * scale
 }
 
 fn zone() -> Zone {
@@ -123,7 +105,7 @@ fn period_amount(r: &mut Rng, indicators: &[&str]) -> CanonicalReading {
     CanonicalReading {
         indicator: (*r.pick(indicators)).into(),
         point: String::new(),
-        value: r.amount(),
+        value: amount(r),
         at: ReadingTime::Period(period),
     }
 }
@@ -163,7 +145,7 @@ impl Meters {
         let value = if r.below(12) == 0 {
             r.below(50) as f64 // meter replaced
         } else {
-            *reg + r.amount() / 100.0
+            *reg + amount(r) / 100.0
         };
         if next > *ts {
             *ts = next;
@@ -183,7 +165,7 @@ fn stock_reading(r: &mut Rng) -> CanonicalReading {
     CanonicalReading {
         indicator: (*r.pick(&["land_area", "land_area_low_efficiency"])).into(),
         point: (*r.pick(&["P1", "P2"])).into(),
-        value: r.amount(),
+        value: amount(r),
         at: ReadingTime::Ts(utc(r.pick::<&str>(&[
             "2025-06-30T12:00:00+08:00",
             "2026-10-31T23:59:00+08:00",
@@ -253,7 +235,7 @@ fn kept_tallies_equal_a_full_scan_after_every_random_step() {
     .map(|p| Period::parse(p).unwrap())
     .collect();
     for seed in 1..=3u64 {
-        let mut r = Rng(seed);
+        let mut r = Rng::new(seed);
         let mut st = State::default();
         st.zone_mut(&z.id).goal_tallies =
             Mutex::new(Some(ZoneGoals::new(&z, Arc::from(goals.clone()), &cat, &settings)));
@@ -261,7 +243,7 @@ fn kept_tallies_equal_a_full_scan_after_every_random_step() {
         let mut asked = 1;
         assert_same(&st, &z, &goals, &cat, periods[0], 0);
         for step in 1..=200 {
-            let e = r.below(8); // enterprise 9 never reports
+            let e = r.below(8) as usize; // enterprise 9 never reports
             let mut readings = Vec::new();
             let mut declarations = Vec::new();
             for _ in 0..1 + r.below(3) {
@@ -311,10 +293,10 @@ fn least_recently_used_spans_are_dropped_and_rebuilt_equal() {
         &cat,
         &GoalSettings::default(),
     )));
-    let mut r = Rng(42);
+    let mut r = Rng::new(42);
     let mut meters = Meters { at: HashMap::new() };
     for step in 0..40 {
-        let e = r.below(8);
+        let e = r.below(8) as usize;
         let readings = vec![
             meters.reading(&mut r, e),
             period_amount(&mut r, &["value_added", "revenue"]),
@@ -344,7 +326,7 @@ fn city_and_province_tables_merge_the_zones_tallies_exactly() {
         st.zone_mut(&z.id).goal_tallies =
             Mutex::new(Some(ZoneGoals::new(z, Arc::from(goals.clone()), &cat, &settings)));
     }
-    let mut r = Rng(5);
+    let mut r = Rng::new(5);
     let mut meters = Meters { at: HashMap::new() };
     let amounts = [
         "value_added",
@@ -357,7 +339,7 @@ fn city_and_province_tables_merge_the_zones_tallies_exactly() {
     let period = Period::Month(2026, 10);
     for step in 0..80 {
         let z = if r.below(2) == 0 { &a } else { &b };
-        let e = r.below(8);
+        let e = r.below(8) as usize;
         let readings = vec![meters.reading(&mut r, e), period_amount(&mut r, &amounts)];
         st.apply(&z.id, &id(e as u32 + 1), &readings, &[declaration(&mut r)], &cat);
         for level in [Level::Province, Level::City("濮阳".into())] {

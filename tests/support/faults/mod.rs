@@ -248,7 +248,7 @@ impl Cluster {
             Recovery::StartBroker => self.broker.restart(),
             Recovery::Cut(i) => {
                 self.proxies[i].cut_and_refuse();
-                due.push((Instant::now() + rng.ms(100, 2000), Recovery::Heal(i)));
+                due.push((Instant::now() + rng.millis(100, 2000), Recovery::Heal(i)));
             }
             Recovery::Heal(i) => {
                 self.proxies[i].heal();
@@ -290,7 +290,7 @@ impl Cluster {
                 if let Some(mut p) = self.agents[i].take() {
                     p.kill9();
                 }
-                due.push((now + rng.ms(0, 1500), Recovery::StartAgent(i)));
+                due.push((now + rng.millis(0, 1500), Recovery::StartAgent(i)));
             }
             FaultKind::KillAggregator => {
                 if self.aggregator.is_none() {
@@ -303,7 +303,7 @@ impl Cluster {
                 if let Some((mut p, _)) = self.aggregator.take() {
                     p.kill9();
                 }
-                due.push((Instant::now() + rng.ms(0, 2500), Recovery::StartAggregator));
+                due.push((Instant::now() + rng.millis(0, 2500), Recovery::StartAggregator));
             }
             FaultKind::KillBroker | FaultKind::StopBroker => {
                 if !self.broker.is_running() {
@@ -311,10 +311,10 @@ impl Cluster {
                 }
                 if kind == FaultKind::KillBroker {
                     self.broker.kill9();
-                    due.push((now + rng.ms(0, 2000), Recovery::StartBroker));
+                    due.push((now + rng.millis(0, 2000), Recovery::StartBroker));
                 } else {
                     self.broker.stop();
-                    due.push((now + rng.ms(500, 3000), Recovery::StartBroker));
+                    due.push((now + rng.millis(500, 3000), Recovery::StartBroker));
                 }
             }
             FaultKind::Partition | FaultKind::LostAcks => {
@@ -328,7 +328,7 @@ impl Cluster {
                 } else {
                     self.proxies[i].deafen();
                 }
-                due.push((now + rng.ms(200, 1500), Recovery::Cut(i)));
+                due.push((now + rng.millis(200, 1500), Recovery::Cut(i)));
             }
             FaultKind::OutboxFull => {
                 let i = BUDGET_AGENT;
@@ -464,7 +464,7 @@ pub async fn run(plan: &FaultPlan, dir: &Path) -> FaultReport {
     let mut due: Vec<(Instant, Recovery)> = Vec::new();
     let mut injected = 0;
     while injected < plan.rounds {
-        let gap = rng.ms(100, 1200);
+        let gap = rng.millis(100, 1200);
         let until = Instant::now() + gap;
         while Instant::now() < until {
             c.run_due(&mut due, &mut rng, false).await;

@@ -2,8 +2,6 @@
 //! environment), the seeded generator every choice comes from, and the kinds
 //! of fault.
 
-use std::time::Duration;
-
 /// What a run is asked to do.
 #[derive(Debug, Clone)]
 pub struct FaultPlan {
@@ -57,35 +55,8 @@ impl FaultPlan {
     }
 }
 
-/// SplitMix64: tiny, seedable, and the same on every platform, so a seed
-/// replays the same schedule anywhere.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// A duration uniform in `lo..=hi` milliseconds.
-    pub fn ms(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi.saturating_sub(lo) + 1))
-    }
-}
+/// The schedule's generator (one copy, in proto).
+pub use zonesync_proto::rng::SplitMix64 as Rng;
 
 /// The kinds of fault the harness injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -162,36 +133,5 @@ impl FaultKind {
             FaultKind::LostAcks => "PUBACKs lost, link cut",
             FaultKind::OutboxFull => "outbox disk budget exhausted",
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_seed_replays_the_same_choices() {
-        let a: Vec<u64> = (0..5)
-            .map({
-                let mut r = Rng::new(42);
-                move |_| r.below(1000)
-            })
-            .collect();
-        let b: Vec<u64> = (0..5)
-            .map({
-                let mut r = Rng::new(42);
-                move |_| r.below(1000)
-            })
-            .collect();
-        assert_eq!(a, b);
-        assert_ne!(
-            a,
-            (0..5)
-                .map({
-                    let mut r = Rng::new(43);
-                    move |_| r.below(1000)
-                })
-                .collect::<Vec<_>>()
-        );
     }
 }
