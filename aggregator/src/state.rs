@@ -470,7 +470,7 @@ impl State {
         };
         let es = zs.enterprises.entry(enterprise.clone()).or_default();
         let kind_of = |r: &CanonicalReading| catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
-        // A late register is one at or before the series' latest applied register.
+        // A late register is one before the series' latest applied register.
         let late = |es: &EnterpriseState, r: &CanonicalReading| match r.at {
             ReadingTime::Ts(ts) if kind_of(r) == IndicatorKind::Counter => es
                 .counters

@@ -228,16 +228,20 @@ impl crate::state::RegisterLookup for Store {
             };
             Some((ts, f64::from_be_bytes(v.as_ref().try_into().ok()?)))
         };
+        // Only the series' time-stamped keys (`t`…): its period figures (`p`…)
+        // sort just before them and are no registers.
+        let mut first = prefix.to_vec();
+        first.push(b't');
         let before = self
             .facts
-            .range(prefix..key.as_slice())
+            .range(first.as_slice()..key.as_slice())
             .rev()
             .map(register)
             .find(|x| x.is_none_or(|(t, _)| !unapplied(t)))??;
         let mut after_start = key.clone();
         after_start.push(0);
         let mut end = prefix.to_vec();
-        end.push(0xff);
+        end.push(b't' + 1);
         let after = self
             .facts
             .range(after_start..end)
