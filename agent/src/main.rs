@@ -182,12 +182,24 @@ fn main() -> anyhow::Result<()> {
                     return Ok(());
                 }
             }
-            // Opened with the configured upstreams, as the next start would:
-            // a new upstream gets its cursor, a removed one loses its own.
-            let outbox = Outbox::open_with(&cfg.data_dir.join("outbox"), cfg.outbox_options()?)
+            let path = cfg.data_dir.join("outbox");
+            if !path.exists() {
+                anyhow::bail!("agent not running and no outbox at {} yet", path.display());
+            }
+            // Looked at, not opened to run: an upstream taken out of the
+            // configuration keeps its cursor until the agent next starts.
+            let outbox = Outbox::inspect(&path, cfg.outbox_options()?)
                 .context("opening the outbox (is the agent running without writing status.json?)")?;
             eprintln!("agent not running; its outbox:");
-            println!("{}", serde_json::to_string_pretty(&outbox.stats())?);
+            let stats = outbox.stats();
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+            for u in stats.upstreams.iter().filter(|u| !u.configured) {
+                eprintln!(
+                    "upstream {:?} is no longer configured but holds {} unacknowledged batches ({} items): \
+                     the next start forgets its cursor and the batches only it still needs",
+                    u.name, u.unacked_batches, u.unacked_items
+                );
+            }
             let days =
                 zonesync_agent::history::list_days(&zonesync_agent::history::dir(&cfg.data_dir)).unwrap_or_default();
             if let (Some(first), Some(last)) = (days.first(), days.last()) {

@@ -125,6 +125,15 @@ pub struct UpstreamOutboxStats {
     pub unacked_items: u64,
     /// Readings and declarations dropped, ever, before it acknowledged them: it will never receive them.
     pub dropped_readings: u64,
+    /// False for an upstream the outbox still holds a cursor for but the
+    /// configuration no longer names (only seen by [`Outbox::inspect`]): the
+    /// next start forgets it, with the batches only it still needed.
+    #[serde(default = "configured_default")]
+    pub configured: bool,
+}
+
+fn configured_default() -> bool {
+    true
 }
 
 /// How an outbox is opened.
@@ -137,8 +146,17 @@ pub struct OutboxOptions {
     /// A batch with a reading older than this at sealing is marked `backfill`.
     pub backfill_after: Duration,
     /// The configured upstreams' names, in configuration order; an upstream
-    /// stored but not named here is forgotten at open.
+    /// stored but not named here is forgotten at open (kept by [`Outbox::inspect`]).
     pub upstreams: Vec<String>,
+}
+
+/// Why an outbox is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// To run: the configured upstreams become the stored ones.
+    Run,
+    /// To look: nothing about upstreams is written.
+    Inspect,
 }
 
 /// The name of the `[mqtt]` upstream when it has none.
@@ -261,6 +279,21 @@ impl Outbox {
 
     /// Opens (or creates) the outbox at `path`.
     pub fn open_with(path: &Path, options: OutboxOptions) -> Result<Self, OutboxError> {
+        Self::open_as(path, options, Open::Run)
+    }
+
+    /// Opens the outbox at `path` to look at it (`zonesync-agent status`):
+    /// unlike [`Outbox::open_with`] it changes no upstream's record, so an
+    /// upstream taken out of the configuration keeps its cursor and its
+    /// batches (and is listed with `configured: false`), and a new one is
+    /// shown from the oldest batch held without being stored. Looking must
+    /// not decide what a start would: an operator who comments out an
+    /// upstream and runs `status` to see the effect has lost nothing yet.
+    pub fn inspect(path: &Path, options: OutboxOptions) -> Result<Self, OutboxError> {
+        Self::open_as(path, options, Open::Inspect)
+    }
+
+    fn open_as(path: &Path, options: OutboxOptions, open: Open) -> Result<Self, OutboxError> {
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_bytes)
@@ -291,7 +324,7 @@ impl Outbox {
                 c
             }
         };
-        let state = Self::open_upstreams(&tree, &options.upstreams, counters, next_seq)?;
+        let state = Self::open_upstreams(&tree, &options.upstreams, counters, next_seq, open)?;
         Ok(Self {
             db,
             tree,
@@ -312,12 +345,15 @@ impl Outbox {
     /// lowest batch held (it gets the backlog still on disk), forgets
     /// upstreams no longer configured, and deletes the batches every
     /// remaining upstream has passed (a removed upstream may have been the
-    /// only one holding them). One atomic, flushed step.
+    /// only one holding them). One atomic, flushed step; with
+    /// [`Open::Inspect`], the same view is built in memory, the removed
+    /// upstreams are kept after the configured ones, and nothing is written.
     fn open_upstreams(
         tree: &sled::Tree,
         names: &[String],
         mut counters: Counters,
         next_seq: u64,
+        open: Open,
     ) -> Result<State, OutboxError> {
         if names.is_empty() {
             return Err(OutboxError::NoUpstream);
@@ -325,11 +361,14 @@ impl Outbox {
         let mut batch = sled::Batch::default();
         let mut changed = false;
         let mut stored = std::collections::HashMap::new();
+        let mut unconfigured = Vec::new();
         for kv in tree.scan_prefix([upstreams::PREFIX]) {
             let (k, v) = kv?;
             let name = String::from_utf8_lossy(&k[1..]).into_owned();
             if names.contains(&name) {
                 stored.insert(name, Record::decode(&k, &v)?);
+            } else if open == Open::Inspect {
+                unconfigured.push(Upstream::new(name, Record::decode(&k, &v)?));
             } else {
                 tracing::info!(upstream = %name, "upstream no longer configured: its cursor is dropped");
                 batch.remove(k);
@@ -358,6 +397,13 @@ impl Outbox {
                 }
             };
             ups.push(Upstream::new(name.clone(), rec));
+        }
+        ups.extend(unconfigured);
+        if open == Open::Inspect {
+            return Ok(State {
+                counters,
+                upstreams: ups,
+            });
         }
         let min_cursor = ups.iter().map(|u| u.rec.cursor).min().unwrap_or(0);
         for kv in tree.range(key(SEALED, 0)..key(SEALED, min_cursor)) {
@@ -741,6 +787,7 @@ impl Outbox {
                         unacked_batches: batches,
                         unacked_items: items,
                         dropped_readings: u.rec.dropped,
+                        configured: self.options.upstreams.contains(&u.name),
                     }
                 })
                 .collect();

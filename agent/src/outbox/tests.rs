@@ -333,6 +333,32 @@ fn a_removed_upstream_stops_pinning_batches_and_a_new_one_gets_the_backlog() {
         assert_eq!(o.sealed_from(0, 10).unwrap().len(), 2, "held for city");
         o.flush().unwrap();
     }
+    for _ in 0..2 {
+        // Looked at (`status`) with city removed from the configuration:
+        // city is listed as unconfigured, keeps its cursor and its batches,
+        // and a new upstream is shown but not stored; twice, to see nothing was written.
+        let o = Outbox::inspect(dir.path(), two(1 << 30, &["zone", "town"])).unwrap();
+        let stats = o.stats();
+        let names: Vec<_> = stats
+            .upstreams
+            .iter()
+            .map(|u| (u.name.as_str(), u.configured))
+            .collect();
+        assert_eq!(names, vec![("zone", true), ("town", true), ("city", false)]);
+        let city = up(&o, "city");
+        assert_eq!((city.cursor, city.unacked_batches, city.unacked_items), (s[0], 2, 20));
+        assert_eq!(
+            up(&o, "town").unacked_batches,
+            2,
+            "a new upstream would get the backlog"
+        );
+        assert_eq!(stats.sealed_batches, 2);
+        drop(o);
+        let o = Outbox::open_with(dir.path(), two(1 << 30, &["zone", "city"])).unwrap();
+        assert_eq!(o.upstream_names(), vec!["zone", "city"], "town was not stored");
+        assert_eq!(up(&o, "city").unacked_batches, 2);
+        o.flush().unwrap();
+    }
     {
         // city removed from the configuration: nothing holds the batches any more.
         let o = Outbox::open_with(dir.path(), two(1 << 30, &["zone"])).unwrap();
