@@ -77,8 +77,13 @@ pub struct UpstreamStatus {
     pub items_acked: u64,
     /// When it last acknowledged a batch.
     pub last_ack: Option<DateTime<Utc>>,
-    /// Readings dropped, ever, before it acknowledged them (its presence reports this).
+    /// Readings dropped, ever, before it acknowledged them and before they
+    /// were ever published to it (its presence reports this).
     pub dropped_readings: u64,
+    /// Readings dropped, ever, after being published to it without an
+    /// acknowledgement: they may have arrived (its presence reports this too).
+    #[serde(default)]
+    pub dropped_sent_readings: u64,
     /// Batches published to it, resends included.
     pub batches_sent: u64,
     /// Confirm mode: batches awaiting confirmation now.
@@ -124,6 +129,7 @@ pub fn upstreams(links: &[(Upstream, Arc<LinkStats>)], outbox: &OutboxStats) -> 
                 items_acked: l.items_acked.load(Ordering::Relaxed),
                 last_ack: unix_ms(l.last_ack_unix_ms.load(Ordering::Relaxed)),
                 dropped_readings: o.map_or(0, |o| o.dropped_readings),
+                dropped_sent_readings: o.map_or(0, |o| o.dropped_sent_readings),
                 batches_sent: l.batches_sent.load(Ordering::Relaxed),
                 awaiting_confirm: l.awaiting_confirm.load(Ordering::Relaxed),
                 resends: l.resends.load(Ordering::Relaxed),

@@ -697,6 +697,10 @@ mod tests {
     }
 
     fn presence(boot: u64, next_seq: u64, dropped: u64) -> Presence {
+        presence_sent(boot, next_seq, dropped, 0)
+    }
+
+    fn presence_sent(boot: u64, next_seq: u64, dropped: u64, dropped_sent: u64) -> Presence {
         Presence {
             v: WIRE_VERSION,
             agent: agent(),
@@ -708,6 +712,7 @@ mod tests {
             version: "test".into(),
             enterprises: vec![ent()],
             dropped_readings: dropped,
+            dropped_sent_readings: dropped_sent,
             clock_offset_ms: None,
         }
     }
@@ -725,7 +730,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let app = open(dir.path());
         say(&app, &presence(1, 1, 7), utc(NOW));
-        say(&app, &presence(2, 1, 12), utc(NOW));
+        say(&app, &presence_sent(2, 1, 12, 5), utc(NOW));
         let zone_reg = app.registry.zone(&zone()).expect("zone").clone();
         let report = |app: &App| {
             let st = app.state.read().expect("state");
@@ -740,6 +745,7 @@ mod tests {
         };
         let r = report(&app);
         assert_eq!(r.readings_dropped_at_source, 12);
+        assert_eq!(r.readings_dropped_sent_at_source, 5);
         assert_eq!(
             r.agents.iter().map(|a| a.dropped_readings).collect::<Vec<_>>(),
             vec![12]
@@ -750,6 +756,9 @@ mod tests {
         };
         assert!(text.contains(
             "zonesync_aggregator_agent_dropped_readings{zone=\"jiyuan-hitech\",agent=\"jy-hitech-gw01\"} 12"
+        ));
+        assert!(text.contains(
+            "zonesync_aggregator_agent_dropped_sent_readings{zone=\"jiyuan-hitech\",agent=\"jy-hitech-gw01\"} 5"
         ));
         app.store.flush().expect("flush");
         drop(app);

@@ -211,13 +211,14 @@ impl Metrics {
 }
 
 /// Per-agent figures from the state, in Prometheus text:
-/// `zonesync_aggregator_agent_dropped_readings{zone,agent}` (what the agent's
+/// `zonesync_aggregator_agent_dropped_readings{zone,agent}` and
+/// `zonesync_aggregator_agent_dropped_sent_readings{zone,agent}` (what the agent's
 /// last presence reported) and `zonesync_aggregator_agent_backfilled_readings_total{zone,agent}`.
 pub fn render_agents(state: &crate::state::State) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "# HELP zonesync_aggregator_agent_dropped_readings Readings the agent's outbox policy dropped (its running total)."
+        "# HELP zonesync_aggregator_agent_dropped_readings Readings the agent's outbox policy dropped before sending them (its running total)."
     );
     let _ = writeln!(s, "# TYPE zonesync_aggregator_agent_dropped_readings gauge");
     for (zone, zs) in &state.zones {
@@ -226,6 +227,20 @@ pub fn render_agents(state: &crate::state::State) -> String {
                 s,
                 "zonesync_aggregator_agent_dropped_readings{{zone=\"{zone}\",agent=\"{agent}\"}} {}",
                 a.dropped_readings
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "# HELP zonesync_aggregator_agent_dropped_sent_readings Readings the agent's outbox policy dropped after sending them unacknowledged (its running total; some may be stored)."
+    );
+    let _ = writeln!(s, "# TYPE zonesync_aggregator_agent_dropped_sent_readings gauge");
+    for (zone, zs) in &state.zones {
+        for (agent, a) in &zs.agents {
+            let _ = writeln!(
+                s,
+                "zonesync_aggregator_agent_dropped_sent_readings{{zone=\"{zone}\",agent=\"{agent}\"}} {}",
+                a.dropped_sent_readings
             );
         }
     }

@@ -115,8 +115,10 @@ pub struct AgentLiveness {
     /// Sequence numbers `[from, to]` the agent's last presence says it assigned
     /// (below its `next_seq`) but never stored, after the grace period.
     pub missing_seqs: Option<[u64; 2]>,
-    /// Readings the agent's outbox policy dropped (running total it reports): they will never arrive.
+    /// Readings the agent's outbox policy dropped before sending them (running total it reports): they will never arrive.
     pub dropped_readings: u64,
+    /// Readings it dropped after sending them without an acknowledgement: they may or may not have arrived.
+    pub dropped_sent_readings: u64,
     /// Last presence status.
     pub status: Option<zonesync_proto::PresenceStatus>,
     /// The agent's clock minus ours, milliseconds, as the agent measured it
@@ -142,6 +144,10 @@ pub struct QualityReport {
     /// Σ readings the zone's agents report dropped at the source (all time, not
     /// only this month): lost, not late, so completeness will not recover them.
     pub readings_dropped_at_source: u64,
+    /// Σ readings the zone's agents dropped after sending them without an
+    /// acknowledgement (all time): between 0 and all of these were stored,
+    /// so the zone's loss lies between the figure above and the sum of both.
+    pub readings_dropped_sent_at_source: u64,
 }
 
 /// Computes the report for `month` as of `now`.
@@ -243,6 +249,7 @@ pub fn report(
                         seq_gaps: a.seq_gaps,
                         missing_seqs: missing.map(|(from, to)| [from, to]),
                         dropped_readings: a.dropped_readings,
+                        dropped_sent_readings: a.dropped_sent_readings,
                         status: a.status,
                         clock_offset_ms: a.measured_clock_offset_ms,
                         clock_off,
@@ -256,6 +263,7 @@ pub fn report(
         settings: q.clone(),
         completeness: (ze > 0).then(|| zr as f64 / ze as f64),
         readings_dropped_at_source: agents.iter().map(|a: &AgentLiveness| a.dropped_readings).sum(),
+        readings_dropped_sent_at_source: agents.iter().map(|a: &AgentLiveness| a.dropped_sent_readings).sum(),
         enterprises,
         agents,
     }

@@ -261,9 +261,13 @@ pub struct AgentState {
     pub last_batch_at: Option<DateTime<Utc>>,
     /// Backfilled (historical) readings stored from it since start.
     pub backfilled_readings: u64,
-    /// Readings its outbox policy dropped, as its last presence reported (a running
-    /// total kept by the agent): readings that will never arrive.
+    /// Readings its outbox policy dropped before publishing them to us, as its
+    /// last presence reported (a running total kept by the agent): readings
+    /// that will never arrive.
     pub dropped_readings: u64,
+    /// Readings its outbox policy dropped after publishing them to us without
+    /// an acknowledgement, as its last presence reported: some may be stored.
+    pub dropped_sent_readings: u64,
     /// `next_seq` and `boot` of its last presence, and when that arrived.
     pub announced: Option<Announced>,
 }
@@ -588,6 +592,7 @@ impl State {
         a.boot = a.boot.max(p.boot);
         a.last_seen = Some(a.last_seen.map_or(received, |t| t.max(received)));
         a.dropped_readings = p.dropped_readings;
+        a.dropped_sent_readings = p.dropped_sent_readings;
         if p.clock_offset_ms.is_some() {
             a.measured_clock_offset_ms = p.clock_offset_ms;
         }

@@ -109,9 +109,18 @@ pub struct Presence {
     /// The next sequence number the agent will assign; lets the aggregator see gaps.
     pub next_seq: u64,
     /// Readings (and declarations) the agent's outbox has ever dropped because
-    /// its disk budget was full: they will never arrive. 0 from older agents.
+    /// its disk budget was full, before publishing them on this link: they
+    /// will never arrive. 0 from older agents (which counted the next field
+    /// in this one).
     #[serde(default)]
     pub dropped_readings: u64,
+    /// Readings (and declarations) the outbox dropped for a full disk budget
+    /// after publishing them on this link without an acknowledgement (the
+    /// session broke, or the end-to-end confirmation never came): they may
+    /// have been stored. Lost readings are at least `dropped_readings` and at
+    /// most the sum of both. 0 from older agents.
+    #[serde(default)]
+    pub dropped_sent_readings: u64,
     /// The agent's clock minus the aggregator's, milliseconds, as the agent
     /// last measured it from an end-to-end confirmation (`None`: not known —
     /// no confirmation yet, or an older agent). Positive: the agent is ahead.

@@ -181,6 +181,7 @@ impl Link {
     }
 
     fn presence(&self, status: PresenceStatus) -> Vec<u8> {
+        let (dropped, dropped_sent) = self.outbox.dropped_for(self.upstream);
         Presence {
             v: WIRE_VERSION,
             agent: self.agent.clone(),
@@ -189,7 +190,8 @@ impl Link {
             boot: self.boot,
             at: Utc::now(),
             next_seq: self.outbox.next_seq(),
-            dropped_readings: self.outbox.dropped_for(self.upstream),
+            dropped_readings: dropped,
+            dropped_sent_readings: dropped_sent,
             clock_offset_ms: self.stats.clock_offset().map(|c| c.offset_ms),
             version: env!("CARGO_PKG_VERSION").into(),
             enterprises: self.enterprises.clone(),

@@ -3,11 +3,13 @@
 //! unacknowledged items go first — sealed batches on no upstream's wire,
 //! oldest `seq` first, then pending chunks, oldest first — and, if the new
 //! items alone exceed the budget, the oldest of them. Every item dropped is
-//! added to the persisted `dropped` counter, and to the `dropped` of every
-//! upstream that had not acknowledged it, in the same atomic batch that
-//! removes it: each upstream's presence then reports exactly the readings it
-//! will never receive, and a reading is either acknowledged by an upstream or
-//! counted as dropped for it, never both.
+//! added to the persisted `dropped` counter, and to the dropped counts of
+//! every upstream that had not acknowledged it, in the same atomic batch that
+//! removes it: `dropped` if it was never published to that upstream (it will
+//! certainly never arrive), `dropped_sent` if it was, without an
+//! acknowledgement (a broken session, a confirmation that never came: it may
+//! have been stored). Each upstream's presence reports both, and a reading is
+//! either acknowledged by an upstream or counted as dropped for it, never both.
 //!
 //! A slow or absent upstream therefore costs the others nothing: batches
 //! the others have acknowledged stay only for it, and are the first to go
@@ -68,7 +70,7 @@ pub(super) fn make_room(
         c.dropped += items;
         for u in &mut next.upstreams {
             if !u.forget(seq, items) {
-                u.rec.dropped += items;
+                u.count_dropped(seq, items);
             }
         }
         batch.remove(k);

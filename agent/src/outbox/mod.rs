@@ -123,8 +123,13 @@ pub struct UpstreamOutboxStats {
     pub unacked_batches: u64,
     /// Items in them (pending items, not yet sealed, are not counted here).
     pub unacked_items: u64,
-    /// Readings and declarations dropped, ever, before it acknowledged them: it will never receive them.
+    /// Readings and declarations dropped, ever, before it acknowledged them
+    /// and never published to it: it will never receive them.
     pub dropped_readings: u64,
+    /// Readings and declarations dropped, ever, after being published to it
+    /// without an acknowledgement: they may have arrived.
+    #[serde(default)]
+    pub dropped_sent_readings: u64,
     /// False for an upstream the outbox still holds a cursor for but the
     /// configuration no longer names (only seen by [`Outbox::inspect`]): the
     /// next start forgets it, with the batches only it still needed.
@@ -389,6 +394,8 @@ impl Outbox {
                         dropped: 0,
                         batches: counters.sealed_batches,
                         items: counters.sealed_items,
+                        dropped_sent: 0,
+                        sent_below: 0,
                     };
                     tracing::info!(upstream = %name, cursor = r.cursor, batches = r.batches, "new upstream: starts at the oldest batch held");
                     batch.insert(upstreams::key(name), &r.encode()[..]);
@@ -514,9 +521,14 @@ impl Outbox {
     }
 
     /// Readings and declarations dropped, ever, before upstream `upstream`
-    /// acknowledged them: the figure its presence reports (0 for an unknown index).
-    pub fn dropped_for(&self, upstream: usize) -> u64 {
-        self.lock().upstreams.get(upstream).map_or(0, |u| u.rec.dropped)
+    /// acknowledged them, as its presence reports them (0, 0 for an unknown
+    /// index): those never published to it, and those published to it
+    /// without an acknowledgement (they may have arrived).
+    pub fn dropped_for(&self, upstream: usize) -> (u64, u64) {
+        self.lock()
+            .upstreams
+            .get(upstream)
+            .map_or((0, 0), |u| (u.rec.dropped, u.rec.dropped_sent))
     }
 
     /// Tells the outbox which sealed batches are on upstream `upstream`'s
@@ -543,6 +555,7 @@ impl Outbox {
             return Ok(false);
         }
         u.on_wire_below = u.on_wire_below.max(seq + 1);
+        u.rec.sent_below = u.rec.sent_below.max(seq + 1);
         Ok(true)
     }
 
@@ -787,6 +800,7 @@ impl Outbox {
                         unacked_batches: batches,
                         unacked_items: items,
                         dropped_readings: u.rec.dropped,
+                        dropped_sent_readings: u.rec.dropped_sent,
                         configured: self.options.upstreams.contains(&u.name),
                     }
                 })

@@ -466,6 +466,52 @@ fn budget_drops_count_for_each_upstream_that_had_not_acknowledged() {
     assert_eq!(up(&o, "zone").dropped_readings, zone.dropped_readings);
 }
 
+#[test]
+fn a_batch_dropped_after_it_was_sent_unacknowledged_is_counted_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, z, e1, _) = ids();
+    let o = Outbox::open_with(dir.path(), small(8_000)).unwrap();
+    o.append((0..30).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
+        .unwrap();
+    let s = seqs(&o.seal_up_to(10, 30, &a, &z, 1, Utc::now()).unwrap());
+    // s0 published and acknowledged; s1 published, then the session broke
+    // before its acknowledgement (it may have been stored); s2 never published.
+    assert!(o.put_on_wire(0, s[0]).unwrap());
+    assert!(o.put_on_wire(0, s[1]).unwrap());
+    assert_eq!(o.ack(0, s[0]).unwrap(), Some(10));
+    o.set_on_wire_below(0, 0);
+    let mut produced = 30;
+    for round in 0..8 {
+        o.append(
+            (0..15)
+                .map(|i| (e1.clone(), reading((round * 15 + i) as f64)))
+                .collect(),
+            None,
+        )
+        .unwrap();
+        produced += 15;
+    }
+    assert!(o.sealed_from(0, 10).unwrap().is_empty(), "s1 and s2 dropped");
+    let st = o.stats();
+    let p = up(&o, PRIMARY);
+    assert_eq!(p.dropped_sent_readings, 10, "s1 alone was sent before it was dropped");
+    assert_eq!(p.dropped_readings, st.dropped_readings - 10);
+    assert!(p.dropped_readings >= 10, "s2 and pending items never sent");
+    assert_eq!(
+        10 + st.pending_items + p.dropped_readings + p.dropped_sent_readings,
+        produced
+    );
+    assert_eq!(o.dropped_for(0), (p.dropped_readings, p.dropped_sent_readings));
+    drop(o);
+    let o = Outbox::open_with(dir.path(), small(8_000)).unwrap();
+    let again = up(&o, PRIMARY);
+    assert_eq!(
+        (again.dropped_readings, again.dropped_sent_readings),
+        (p.dropped_readings, p.dropped_sent_readings),
+        "both persist"
+    );
+}
+
 /// The model test's generator (SplitMix64, one copy in proto).
 use zonesync_proto::rng::SplitMix64 as Rng;
 
@@ -548,7 +594,7 @@ fn model_two_upstreams_every_reading_acked_held_or_dropped_exactly_once() {
                 assert_eq!(s.unacked_items, held, "seed {seed} step {step} {name}: unacked items");
                 let known: u64 = acked[u].values().sum();
                 assert_eq!(
-                    known + s.unacked_items + st.pending_items + s.dropped_readings,
+                    known + s.unacked_items + st.pending_items + s.dropped_readings + s.dropped_sent_readings,
                     produced,
                     "seed {seed} step {step} {name}"
                 );

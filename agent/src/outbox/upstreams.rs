@@ -6,8 +6,10 @@
 //! Stored under `u` + name, in the same atomic sled batch as the change it
 //! counts (like [`super::Counters`]): the cursor (lowest seq this upstream has
 //! not acknowledged), the items dropped by the disk budget before this
-//! upstream acknowledged them, and the sealed batches (and their items) held
-//! at or above the cursor.
+//! upstream acknowledged them (split into those never published to it and
+//! those published without an acknowledgement, which may have arrived), the
+//! sealed batches (and their items) held at or above the cursor, and the
+//! seq below which batches have been published to it.
 //!
 //! Acknowledgements above the cursor (out of order: a later PUBACK or
 //! confirmation first) are kept only in memory; after a restart those batches
@@ -27,25 +29,45 @@ use std::collections::BTreeMap;
 pub(super) const PREFIX: u8 = b'u';
 
 /// Fields of a record (u64 big-endian each).
-const FIELDS: usize = 4;
+const FIELDS: usize = 6;
+
+/// Fields of a record written before `dropped_sent` and `sent_below` were kept.
+const FIELDS_V1: usize = 4;
 
 /// What is stored per upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Record {
     /// Lowest sequence number not acknowledged by this upstream.
     pub cursor: u64,
-    /// Items dropped by the disk budget before this upstream acknowledged them, ever.
+    /// Items dropped by the disk budget, ever, that were never published to
+    /// this upstream: it will certainly never have them.
     pub dropped: u64,
     /// Sealed batches held with `seq ≥ cursor` (acknowledged out of order or not).
     pub batches: u64,
     /// Items in them.
     pub items: u64,
+    /// Items dropped by the disk budget, ever, after being published to this
+    /// upstream without an acknowledgement (a session broke, or a
+    /// confirmation never came): they may have arrived and been stored.
+    pub dropped_sent: u64,
+    /// Every batch below this seq has been published to this upstream at
+    /// least once (persisted with the record's next write, so after a crash
+    /// it can lag: a batch sent just before may be counted in `dropped`).
+    pub sent_below: u64,
 }
 
 impl Record {
     pub(super) fn encode(&self) -> [u8; FIELDS * 8] {
         let mut out = [0u8; FIELDS * 8];
-        for (i, f) in [self.cursor, self.dropped, self.batches, self.items].iter().enumerate() {
+        let fields = [
+            self.cursor,
+            self.dropped,
+            self.batches,
+            self.items,
+            self.dropped_sent,
+            self.sent_below,
+        ];
+        for (i, f) in fields.iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&f.to_be_bytes());
         }
         out
@@ -54,9 +76,9 @@ impl Record {
     pub(super) fn decode(k: &[u8], v: &[u8]) -> Result<Self, OutboxError> {
         let corrupt = || OutboxError::Corrupt {
             key: String::from_utf8_lossy(k).into_owned(),
-            problem: format!("{} bytes, expected {}", v.len(), FIELDS * 8),
+            problem: format!("{} bytes, expected {} (or {})", v.len(), FIELDS * 8, FIELDS_V1 * 8),
         };
-        if v.len() != FIELDS * 8 {
+        if v.len() != FIELDS * 8 && v.len() != FIELDS_V1 * 8 {
             return Err(corrupt());
         }
         let f = |i: usize| {
@@ -70,6 +92,8 @@ impl Record {
             dropped: f(1)?,
             batches: f(2)?,
             items: f(3)?,
+            dropped_sent: if v.len() > FIELDS_V1 * 8 { f(4)? } else { 0 },
+            sent_below: if v.len() > FIELDS_V1 * 8 { f(5)? } else { 0 },
         })
     }
 }
@@ -110,6 +134,16 @@ impl Upstream {
     /// Whether this upstream has acknowledged `seq`.
     pub(super) fn has_acked(&self, seq: u64) -> bool {
         seq < self.rec.cursor || self.acked_above.contains_key(&seq)
+    }
+
+    /// Counts `items` of batch `seq` dropped by the budget before this
+    /// upstream acknowledged them, under whether they were ever published to it.
+    pub(super) fn count_dropped(&mut self, seq: u64, items: u64) {
+        if seq < self.rec.sent_below {
+            self.rec.dropped_sent += items;
+        } else {
+            self.rec.dropped += items;
+        }
     }
 
     /// Whether `seq` is on this upstream's wire.
@@ -175,8 +209,20 @@ mod tests {
             dropped: 2,
             batches: 3,
             items: u64::MAX,
+            dropped_sent: 4,
+            sent_below: 5,
         };
         assert_eq!(Record::decode(b"ux", &r.encode()).unwrap(), r);
+        // A record written before the last two fields were kept.
+        let old = Record::decode(b"ux", &r.encode()[..FIELDS_V1 * 8]).unwrap();
+        assert_eq!(
+            old,
+            Record {
+                dropped_sent: 0,
+                sent_below: 0,
+                ..r
+            }
+        );
         assert!(matches!(
             Record::decode(b"ux", &[0u8; 9]),
             Err(OutboxError::Corrupt { .. })

@@ -211,19 +211,21 @@ impl Cluster {
     }
 
     /// Per agent, the readings its outbox dropped as the aggregator shows them
-    /// (`zonesync_aggregator_agent_dropped_readings`, from its presence):
-    /// the figure an operator sees.
-    async fn dropped_now(&self) -> Vec<u64> {
+    /// (`zonesync_aggregator_agent_dropped_readings` and `…_dropped_sent_readings`,
+    /// from its presence): the figures an operator sees, never sent and sent
+    /// without an acknowledgement.
+    async fn dropped_now(&self) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
         for id in &self.agent_ids {
             let n = match &self.aggregator {
                 Some((_, api)) => {
-                    api.metric(&format!(
-                        "zonesync_aggregator_agent_dropped_readings{{zone=\"{ZONE}\",agent=\"{id}\"}}"
-                    ))
-                    .await as u64
+                    let of = |m: &str| format!("zonesync_aggregator_agent_{m}{{zone=\"{ZONE}\",agent=\"{id}\"}}");
+                    (
+                        api.metric(&of("dropped_readings")).await as u64,
+                        api.metric(&of("dropped_sent_readings")).await as u64,
+                    )
                 }
-                None => 0,
+                None => (0, 0),
             };
             out.push(n);
         }
@@ -504,12 +506,15 @@ pub async fn run(plan: &FaultPlan, dir: &Path) -> FaultReport {
     while Instant::now() < deadline {
         let figures = c.month_figures(&ledgers).await;
         let drops = c.dropped_now().await;
-        let settled = (0..drops.len()).all(|i| c.status(i).is_none_or(|s| s.outbox.dropped_readings == drops[i]));
+        let settled = (0..drops.len()).all(|i| {
+            c.status(i)
+                .is_none_or(|s| s.outbox.dropped_readings == drops[i].0 + drops[i].1)
+        });
         let exact = figures.iter().all(|(what, got, want)| {
             got == want
                 || simulated()
                     .iter()
-                    .any(|(i, sim)| drops[*i] > 0 && what.starts_with(sim.enterprise))
+                    .any(|(i, sim)| drops[*i] != (0, 0) && what.starts_with(sim.enterprise))
         });
         if Some(&figures) != last.as_ref() {
             last = Some(figures);
@@ -568,18 +573,24 @@ pub async fn run(plan: &FaultPlan, dir: &Path) -> FaultReport {
     }
     for i in 0..agents {
         let attributed = meter_missing[i] + va_missing[i] + decl_missing[i];
-        report.dropped_reported += drops[i];
-        // Reported beyond what is missing: readings counted as dropped that
-        // were stored all the same. Short of it: readings missing that no
-        // report covers, which count as lost.
-        let short = attributed.saturating_sub(drops[i]);
+        let (never_sent, sent) = drops[i];
+        report.dropped_reported += never_sent + sent;
+        report.dropped_sent_reported += sent;
+        // What is missing must lie between the readings reported dropped
+        // before sending (they cannot have arrived) and those plus the ones
+        // dropped after sending unacknowledged (which may have). Short of the
+        // sum: readings missing that no report covers, which count as lost.
+        // Above the first: readings reported as never sent that were stored.
+        let short = attributed.saturating_sub(never_sent + sent);
         report.dropped_meter += meter_missing[i].saturating_sub(short);
-        report.drops_unattributed += drops[i].abs_diff(attributed) + split[i];
-        if drops[i] > 0 || attributed > 0 {
+        report.drops_unattributed += never_sent.saturating_sub(attributed) + split[i];
+        report.dropped_sent_stored += (never_sent + sent).saturating_sub(attributed.max(never_sent));
+        if never_sent + sent > 0 || attributed > 0 {
             report.lines.push(format!(
-                "{}: dropped and reported {} (aggregator); missing from the store {} = {} meter readings + {} value-added reports + {} declarations{}",
+                "{}: dropped and reported {} never sent + {} sent unacknowledged (aggregator); missing from the store {} = {} meter readings + {} value-added reports + {} declarations{}",
                 c.agent_ids[i],
-                drops[i],
+                never_sent,
+                sent,
                 attributed,
                 meter_missing[i],
                 va_missing[i],

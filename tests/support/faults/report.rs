@@ -34,12 +34,18 @@ pub struct FaultReport {
     /// Month value-added figures the API gives exactly.
     pub value_added_exact: u64,
     /// Readings the outbox policy dropped and reported upstream, as the
-    /// aggregator shows them (`zonesync_aggregator_agent_dropped_readings`).
+    /// aggregator shows them (`zonesync_aggregator_agent_dropped_readings`
+    /// plus `…_dropped_sent_readings`).
     pub dropped_reported: u64,
+    /// Of those, the ones dropped after being sent without an acknowledgement.
+    pub dropped_sent_reported: u64,
+    /// Of those, the ones the store holds all the same (they had arrived).
+    pub dropped_sent_stored: u64,
     /// Of the meter readings missing from the store, those the agents'
     /// reported drops cover (a shortfall of the report counts as lost).
     pub dropped_meter: u64,
-    /// Reported drops that do not match what the store lacks (either way).
+    /// Readings reported as dropped before sending that the store holds
+    /// (plus ticks where one meter only is missing).
     pub drops_unattributed: u64,
     /// Month figures not checked: readings dropped across a month's start.
     pub month_figures_unchecked: u64,
@@ -127,8 +133,13 @@ impl fmt::Display for FaultReport {
         )?;
         writeln!(
             f,
-            "  dropped and reported          {} (aggregator's figure; {} meter readings among them; not matching the store: {})",
+            "  dropped and reported          {} (aggregator's figures; {} meter readings among them; not matching the store: {})",
             self.dropped_reported, self.dropped_meter, self.drops_unattributed
+        )?;
+        writeln!(
+            f,
+            "    of which sent unacknowledged {} (may have arrived: {} of them are in the store)",
+            self.dropped_sent_reported, self.dropped_sent_stored
         )?;
         if self.month_figures_unchecked > 0 || self.overflow_waits_expired > 0 {
             writeln!(
