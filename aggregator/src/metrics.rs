@@ -215,47 +215,35 @@ impl Metrics {
 /// `zonesync_aggregator_agent_dropped_sent_readings{zone,agent}` (what the agent's
 /// last presence reported) and `zonesync_aggregator_agent_backfilled_readings_total{zone,agent}`.
 pub fn render_agents(state: &crate::state::State) -> String {
+    type Field = fn(&crate::state::AgentState) -> u64;
+    let families: [(&str, &str, &str, Field); 3] = [
+        (
+            "zonesync_aggregator_agent_dropped_readings",
+            "gauge",
+            "Readings the agent's outbox policy dropped before sending them (its running total).",
+            |a| a.dropped_readings,
+        ),
+        (
+            "zonesync_aggregator_agent_dropped_sent_readings",
+            "gauge",
+            "Readings the agent's outbox policy dropped after sending them unacknowledged (its running total; some may be stored).",
+            |a| a.dropped_sent_readings,
+        ),
+        (
+            "zonesync_aggregator_agent_backfilled_readings_total",
+            "counter",
+            "Backfilled readings stored from the agent since start.",
+            |a| a.backfilled_readings,
+        ),
+    ];
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "# HELP zonesync_aggregator_agent_dropped_readings Readings the agent's outbox policy dropped before sending them (its running total)."
-    );
-    let _ = writeln!(s, "# TYPE zonesync_aggregator_agent_dropped_readings gauge");
-    for (zone, zs) in &state.zones {
-        for (agent, a) in &zs.agents {
-            let _ = writeln!(
-                s,
-                "zonesync_aggregator_agent_dropped_readings{{zone=\"{zone}\",agent=\"{agent}\"}} {}",
-                a.dropped_readings
-            );
-        }
-    }
-    let _ = writeln!(
-        s,
-        "# HELP zonesync_aggregator_agent_dropped_sent_readings Readings the agent's outbox policy dropped after sending them unacknowledged (its running total; some may be stored)."
-    );
-    let _ = writeln!(s, "# TYPE zonesync_aggregator_agent_dropped_sent_readings gauge");
-    for (zone, zs) in &state.zones {
-        for (agent, a) in &zs.agents {
-            let _ = writeln!(
-                s,
-                "zonesync_aggregator_agent_dropped_sent_readings{{zone=\"{zone}\",agent=\"{agent}\"}} {}",
-                a.dropped_sent_readings
-            );
-        }
-    }
-    let _ = writeln!(
-        s,
-        "# HELP zonesync_aggregator_agent_backfilled_readings_total Backfilled readings stored from the agent since start."
-    );
-    let _ = writeln!(s, "# TYPE zonesync_aggregator_agent_backfilled_readings_total counter");
-    for (zone, zs) in &state.zones {
-        for (agent, a) in &zs.agents {
-            let _ = writeln!(
-                s,
-                "zonesync_aggregator_agent_backfilled_readings_total{{zone=\"{zone}\",agent=\"{agent}\"}} {}",
-                a.backfilled_readings
-            );
+    for (name, kind, help, field) in families {
+        let _ = writeln!(s, "# HELP {name} {help}");
+        let _ = writeln!(s, "# TYPE {name} {kind}");
+        for (zone, zs) in &state.zones {
+            for (agent, a) in &zs.agents {
+                let _ = writeln!(s, "{name}{{zone=\"{zone}\",agent=\"{agent}\"}} {}", field(a));
+            }
         }
     }
     s

@@ -398,6 +398,18 @@ fn a_removed_upstream_stops_pinning_batches_and_a_new_one_gets_the_backlog() {
     ));
 }
 
+/// Appends `rounds` chunks of 15 readings; returns how many.
+fn append_rounds(o: &Outbox, e: &EnterpriseId, rounds: u64) -> u64 {
+    for round in 0..rounds {
+        o.append(
+            (0..15).map(|i| (e.clone(), reading((round * 15 + i) as f64))).collect(),
+            None,
+        )
+        .unwrap();
+    }
+    rounds * 15
+}
+
 #[test]
 fn budget_drops_count_for_each_upstream_that_had_not_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -415,17 +427,7 @@ fn budget_drops_count_for_each_upstream_that_had_not_acknowledged() {
     assert!(o.put_on_wire(1, s[0]).unwrap());
     assert!(!o.put_on_wire(1, s[1]).unwrap(), "acknowledged: not sent again");
     assert_eq!(seqs(&o.sealed_from(0, 10).unwrap()), vec![s[0], s[2]]);
-    let mut produced = 30;
-    for round in 0..8 {
-        o.append(
-            (0..15)
-                .map(|i| (e1.clone(), reading((round * 15 + i) as f64)))
-                .collect(),
-            None,
-        )
-        .unwrap();
-        produced += 15;
-    }
+    let produced = 30 + append_rounds(&o, &e1, 8);
     let st = o.stats();
     let (zone, city) = (up(&o, "zone"), up(&o, "city"));
     assert!(st.dropped_readings > 0);
@@ -480,17 +482,7 @@ fn a_batch_dropped_after_it_was_sent_unacknowledged_is_counted_apart() {
     assert!(o.put_on_wire(0, s[1]).unwrap());
     assert_eq!(o.ack(0, s[0]).unwrap(), Some(10));
     o.set_on_wire_below(0, 0);
-    let mut produced = 30;
-    for round in 0..8 {
-        o.append(
-            (0..15)
-                .map(|i| (e1.clone(), reading((round * 15 + i) as f64)))
-                .collect(),
-            None,
-        )
-        .unwrap();
-        produced += 15;
-    }
+    let produced = 30 + append_rounds(&o, &e1, 8);
     assert!(o.sealed_from(0, 10).unwrap().is_empty(), "s1 and s2 dropped");
     let st = o.stats();
     let p = up(&o, PRIMARY);
