@@ -140,8 +140,14 @@ pub struct MqttConfig {
     pub port: u16,
     /// User name, if the broker wants one.
     pub username: Option<String>,
-    /// Password (prefer `ZONESYNC_MQTT__PASSWORD` over the file).
+    /// Password (prefer `password_file`, or `ZONESYNC_MQTT__PASSWORD` for
+    /// `[mqtt]`, over the configuration file).
     pub password: Option<String>,
+    /// A file holding the password (one line; a trailing newline is
+    /// ignored), read at start-up. The way to keep an `[[upstream]]`'s
+    /// password out of the configuration: environment overrides cannot
+    /// reach the entries of a TOML array.
+    pub password_file: Option<PathBuf>,
     /// MQTT keep-alive, seconds.
     pub keep_alive_secs: u64,
     /// First reconnect delay, milliseconds; doubles up to `reconnect_max_ms`.
@@ -165,6 +171,7 @@ impl Default for MqttConfig {
             port: 1883,
             username: None,
             password: None,
+            password_file: None,
             keep_alive_secs: 30,
             reconnect_min_ms: 200,
             reconnect_max_ms: 30_000,
@@ -272,10 +279,16 @@ impl AgentConfig {
             {
                 return Err(err(format!("same broker as upstream {:?}", u.name)));
             }
-            out.push(Upstream {
-                name,
-                mqtt: mqtt.clone(),
-            });
+            let mut mqtt = mqtt.clone();
+            if let Some(file) = mqtt.password_file.take() {
+                if mqtt.password.is_some() {
+                    return Err(err("give `password` or `password_file`, not both".into()));
+                }
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| err(format!("password_file {}: {e}", file.display())))?;
+                mqtt.password = Some(text.trim_end_matches(['\n', '\r']).to_owned());
+            }
+            out.push(Upstream { name, mqtt });
         }
         Ok(out)
     }
@@ -344,6 +357,35 @@ mod tests {
         assert!(AgentConfig::load(&p).is_err(), "unknown keys are refused");
         std::fs::write(&p, "agent_id = \"gw/1\"\nzone = \"jiyuan-hitech\"\n").unwrap();
         assert!(AgentConfig::load(&p).is_err(), "ids are validated");
+    }
+
+    #[test]
+    fn an_upstreams_password_comes_from_its_file_and_never_from_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("city.pw");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let p = dir.path().join("agent.toml");
+        let with = |extra: &str| {
+            format!(
+                "agent_id = \"gw-1\"\nzone = \"jiyuan-hitech\"\n[[upstream]]\nname = \"city\"\nport = 1999\n{extra}\n"
+            )
+        };
+        std::fs::write(&p, with(&format!("password_file = {:?}", secret.display().to_string()))).unwrap();
+        let ups = AgentConfig::load(&p).unwrap().upstreams().unwrap();
+        assert_eq!(ups[1].mqtt.password.as_deref(), Some("s3cret"));
+        assert_eq!(ups[0].mqtt.password, None);
+        std::fs::write(
+            &p,
+            with(&format!(
+                "password = \"x\"\npassword_file = {:?}",
+                secret.display().to_string()
+            )),
+        )
+        .unwrap();
+        assert!(AgentConfig::load(&p).unwrap_err().to_string().contains("not both"));
+        std::fs::write(&p, with("password_file = \"/nonexistent/city.pw\"")).unwrap();
+        let e = AgentConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("upstream 1") && e.contains("/nonexistent/city.pw"), "{e}");
     }
 
     #[test]
