@@ -163,6 +163,21 @@ pub struct MqttConfig {
     pub end_to_end_confirm: bool,
 }
 
+impl MqttConfig {
+    /// Replaces `password_file` by the password it holds.
+    fn read_password_file(&mut self) -> Result<(), String> {
+        let Some(file) = self.password_file.take() else {
+            return Ok(());
+        };
+        if self.password.is_some() {
+            return Err("give `password` or `password_file`, not both".into());
+        }
+        let text = std::fs::read_to_string(&file).map_err(|e| format!("password_file {}: {e}", file.display()))?;
+        self.password = Some(text.trim_end_matches(['\n', '\r']).to_owned());
+        Ok(())
+    }
+}
+
 impl Default for MqttConfig {
     fn default() -> Self {
         Self {
@@ -245,7 +260,15 @@ impl AgentConfig {
     /// Loads a file, then applies `ZONESYNC_…` environment overrides; the
     /// upstreams are checked (see [`AgentConfig::upstreams`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let c: Self = load_with_env(path)?;
+        let mut c: Self = load_with_env(path)?;
+        // Read once here, so later uses of the configuration do no I/O.
+        for (index, mqtt) in std::iter::once(&mut c.mqtt).chain(c.upstream.iter_mut()).enumerate() {
+            mqtt.read_password_file().map_err(|problem| ConfigError::Upstream {
+                index,
+                what: format!("{}:{}", mqtt.host, mqtt.port),
+                problem,
+            })?;
+        }
         c.upstreams()?;
         Ok(c)
     }
@@ -279,16 +302,10 @@ impl AgentConfig {
             {
                 return Err(err(format!("same broker as upstream {:?}", u.name)));
             }
-            let mut mqtt = mqtt.clone();
-            if let Some(file) = mqtt.password_file.take() {
-                if mqtt.password.is_some() {
-                    return Err(err("give `password` or `password_file`, not both".into()));
-                }
-                let text = std::fs::read_to_string(&file)
-                    .map_err(|e| err(format!("password_file {}: {e}", file.display())))?;
-                mqtt.password = Some(text.trim_end_matches(['\n', '\r']).to_owned());
-            }
-            out.push(Upstream { name, mqtt });
+            out.push(Upstream {
+                name,
+                mqtt: mqtt.clone(),
+            });
         }
         Ok(out)
     }
