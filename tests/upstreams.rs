@@ -133,10 +133,8 @@ async fn confirm_mode_keeps_batches_until_confirmed_and_resends_the_rest() {
     // Hostile confirmations: not JSON, another agent's, and a forged range
     // over every number; none may crash the link or confirm a real batch.
     let forged = Confirm {
-        v: 1,
-        agent: agent_id.clone(),
         seqs: vec![[0, u64::MAX]],
-        at: Utc::now(),
+        ..Confirm::from_seqs(agent_id.clone(), vec![], Utc::now())
     };
     let other = Confirm::from_seqs(AgentId::parse("agent-a").unwrap(), vec![1, 2, 3], Utc::now());
     for payload in [b"{not json".to_vec(), other.to_payload(), forged.to_payload()] {

@@ -671,6 +671,8 @@ mod tests {
         Accepted {
             agent: AgentId::parse("gw-1").expect("agent id"),
             boot: 1,
+            outbox: None,
+            digest: format!("d{seq}"),
             seq,
             sent_at: utc("2026-11-23T08:00:00Z"),
             zone: ZoneId::parse("z").expect("zone id"),

@@ -16,6 +16,8 @@ pub enum IdError {
     Zone(String),
     #[error("agent id {0:?} must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'")]
     Agent(String),
+    #[error("outbox id {0:?} must be 8-64 characters of a-z, 0-9 and '-'")]
+    Outbox(String),
     #[error("enterprise id {0:?} must be 18 characters (unified social credit code), got {1}")]
     CreditCodeLength(String, usize),
     #[error("enterprise id {id:?} has {ch:?} at position {pos}, not allowed in a unified social credit code")]
@@ -64,6 +66,39 @@ impl AgentId {
             Err(IdError::Agent(truncate(s)))
         }
     }
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The identity of one agent's outbox: drawn at random when the outbox is
+/// created (never from a clock), so a reinstalled gateway, a wiped disk or
+/// an outbox restored from a copy that moves to a fresh identity numbers its
+/// batches in a space no earlier outbox used. A batch is named by
+/// (agent, outbox, seq); sequence numbers are only compared within one outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct OutboxId(String);
+
+impl OutboxId {
+    /// Parses an outbox id.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let ok = (8..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::Outbox(truncate(s)))
+        }
+    }
+
+    /// An id from 16 random bytes (lower-case hex, 32 characters).
+    pub fn from_random(bytes: [u8; 16]) -> Self {
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -185,6 +220,7 @@ macro_rules! string_id {
 string_id!(ZoneId);
 string_id!(AgentId);
 string_id!(EnterpriseId);
+string_id!(OutboxId);
 
 #[cfg(test)]
 mod tests {
@@ -243,5 +279,15 @@ mod tests {
         assert!(AgentId::parse("gw_01-a").is_ok());
         assert!(AgentId::parse("gw+1").is_err());
         assert!(AgentId::parse("").is_err());
+    }
+
+    #[test]
+    fn outbox_ids_are_random_hex_and_refuse_topic_characters() {
+        let id = OutboxId::from_random([0xab; 16]);
+        assert_eq!(id.as_str().len(), 32);
+        assert_eq!(OutboxId::parse(id.as_str()).unwrap(), id);
+        assert!(OutboxId::parse("short").is_err());
+        assert!(OutboxId::parse("abcdefgh/").is_err());
+        assert!(OutboxId::parse(&"a".repeat(65)).is_err());
     }
 }

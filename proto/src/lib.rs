@@ -14,11 +14,14 @@ pub mod validate;
 pub mod wire;
 
 pub use catalog::{Catalog, CatalogError, Indicator, IndicatorKind, ValueType};
-pub use ids::{AgentId, EnterpriseId, IdError, ZoneId};
+pub use ids::{AgentId, EnterpriseId, IdError, OutboxId, ZoneId};
 pub use period::{Period, PeriodError, CST};
 pub use topic::{Topic, TopicError, TopicKind};
 pub use validate::{
     check_period, check_ts, Accepted, CanonicalReading, DeclaredValue, Limits, Location, Problem, Reason, Scenario,
     ScenarioLevel, Validator,
 };
-pub use wire::{Batch, Confirm, Declaration, Presence, PresenceStatus, Reading, ReadingTime, WIRE_VERSION};
+pub use wire::{
+    digest, Batch, Confirm, Declaration, Presence, PresenceStatus, Reading, ReadingTime, Refusal, REFUSED_REUSED_SEQ,
+    WIRE_VERSION,
+};

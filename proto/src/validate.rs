@@ -7,7 +7,7 @@
 //! meter never costs the enterprise its other readings.
 
 use crate::catalog::{Catalog, Indicator, IndicatorKind, ValueType};
-use crate::ids::{AgentId, EnterpriseId, ZoneId};
+use crate::ids::{AgentId, EnterpriseId, OutboxId, ZoneId};
 use crate::period::Period;
 use crate::topic::{Topic, TopicKind};
 use crate::wire::{ReadingTime, WIRE_VERSION};
@@ -113,6 +113,12 @@ pub enum Reason {
         ahead_secs: i64,
         limit_secs: i64,
     },
+    #[error("sent_at {sent_at} is {ahead_secs} s ahead of the receiver's clock (limit {limit_secs} s): the sender's clock is wrong")]
+    SentAtFuture {
+        sent_at: DateTime<Utc>,
+        ahead_secs: i64,
+        limit_secs: i64,
+    },
     #[error("timestamp {ts} is before {earliest}")]
     TooOld { ts: DateTime<Utc>, earliest: DateTime<Utc> },
     #[error("period {0} has not started yet")]
@@ -167,6 +173,7 @@ impl Problem {
             Reason::WrongTime { .. } | Reason::TimeCount(_) => "bad_time",
             Reason::Future { .. } | Reason::TooOld { .. } | Reason::PeriodInFuture(_) => "clock",
             Reason::DeclarationValue { .. } => "bad_declaration",
+            Reason::SentAtFuture { .. } => "sent_at_future",
         }
     }
 }
@@ -226,8 +233,12 @@ pub struct Accepted {
     pub agent: AgentId,
     /// Sender's boot counter.
     pub boot: u64,
-    /// Sender's sequence number.
+    /// The outbox that numbered the batch (`None`: an agent older than outbox ids).
+    pub outbox: Option<OutboxId>,
+    /// Sender's sequence number within its outbox.
     pub seq: u64,
+    /// [`crate::wire::digest`] of the payload: with (agent, outbox, seq), what names the batch.
+    pub digest: String,
     /// Sender's clock at sending.
     pub sent_at: DateTime<Utc>,
     /// Zone.
@@ -300,6 +311,14 @@ impl Validator {
         });
         let seq = uint_field(obj, "seq", &mut field);
         let boot = uint_field(obj, "boot", &mut field);
+        let outbox = match obj.get("outbox") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => OutboxId::parse(s).map_err(|e| field("outbox", e.to_string())).ok(),
+            Some(v) => {
+                field("outbox", format!("must be a string, got {}", json_type(v)));
+                None
+            }
+        };
         let sent_at =
             text_field(obj, "sent_at", &mut field).and_then(|s| parse_ts(s).map_err(|e| field("sent_at", e)).ok());
         let backfill = match obj.get("backfill") {
@@ -344,6 +363,15 @@ impl Validator {
         else {
             return Err(problems);
         };
+        // A batch stamped far ahead of our clock comes from a wrong clock (or
+        // a forger): nothing it says about when may be trusted.
+        if sent_at > now + self.limits.max_future_skew {
+            problems.push(Problem::envelope(Reason::SentAtFuture {
+                sent_at,
+                ahead_secs: (sent_at - now).num_seconds(),
+                limit_secs: self.limits.max_future_skew.num_seconds(),
+            }));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -351,7 +379,9 @@ impl Validator {
         let mut accepted = Accepted {
             agent,
             boot,
+            outbox,
             seq,
+            digest: crate::wire::digest(payload),
             sent_at,
             zone,
             enterprise,

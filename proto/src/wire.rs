@@ -1,12 +1,16 @@
 //! Wire format v1: the batch envelope an agent publishes and the presence
 //! (birth / death) message it keeps retained.
 //!
-//! The (agent, seq) pair is the only de-duplication key: MQTT QoS 1 may
-//! deliver a batch twice and rumqttc keeps its session only in memory, so the
-//! agent's durable sequence number is what makes "exactly once" possible.
+//! A batch is named by (agent, outbox, seq) and de-duplicated by that mark
+//! *and* a digest of its payload: MQTT QoS 1 may deliver a batch twice and
+//! rumqttc keeps its session only in memory, so the agent's durable sequence
+//! number within its outbox is what makes "exactly once" possible; the digest
+//! is what tells a redelivery (same mark, same bytes) from a reused sequence
+//! number (same mark, other bytes: an outbox restored from a copy, or a
+//! forger claiming numbers ahead), which is refused and never confirmed.
 //! See `docs/protocol.md` for examples of every message.
 
-use crate::ids::{AgentId, EnterpriseId, ZoneId};
+use crate::ids::{AgentId, EnterpriseId, OutboxId, ZoneId};
 use crate::period::Period;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,7 +27,11 @@ pub struct Batch {
     pub agent: AgentId,
     /// Agent boot counter: grows by one on every start, so a restart is told from a gap.
     pub boot: u64,
-    /// Per-agent sequence number; only grows, survives restarts.
+    /// The outbox that numbered this batch (absent from agents older than
+    /// outbox identities: their batches share one legacy numbering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxId>,
+    /// Sequence number within the outbox; only grows, survives restarts.
     pub seq: u64,
     /// When the agent (first) sent the batch, by the agent's clock.
     pub sent_at: DateTime<Utc>,
@@ -106,6 +114,9 @@ pub struct Presence {
     pub boot: u64,
     /// When this session connected, by the agent's clock.
     pub at: DateTime<Utc>,
+    /// The outbox whose numbers `next_seq` is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxId>,
     /// The next sequence number the agent will assign; lets the aggregator see gaps.
     pub next_seq: u64,
     /// Readings (and declarations) the agent's outbox has ever dropped because
@@ -134,24 +145,68 @@ pub struct Presence {
 }
 
 /// The aggregator's end-to-end confirmation on `zonesync/v1/{zone}/{agent}/confirm`:
-/// these sequence numbers of this agent are durably handled — stored, found
-/// already stored, or dead-lettered with a reason (resending those would not
-/// help). Published at QoS 1, not retained, after the store's flush.
+/// these sequence numbers of this agent's outbox are durably handled — stored,
+/// found already stored with the same digest, or dead-lettered with a reason
+/// (resending those would not help) — and these were refused. Published at
+/// QoS 1, not retained, after the store's flush.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Confirm {
     /// Wire format version.
     pub v: u32,
     /// The agent whose batches these are.
     pub agent: AgentId,
+    /// The outbox the sequence numbers belong to (`None`: legacy numbering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxId>,
     /// Inclusive ranges `[first, last]` of sequence numbers handled, ascending, not overlapping.
     pub seqs: Vec<[u64; 2]>,
+    /// The digest ([`digest`]) of each handled batch as the aggregator holds
+    /// it, ascending by seq. An agent forgets a batch only when its own
+    /// digest is the one listed: a confirmation of what a forger sent under
+    /// its numbers must not delete the real batch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub digests: Vec<(u64, String)>,
+    /// Batches refused and not handled, each with its reason; see [`Refusal`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<Refusal>,
+    /// The highest sequence number the aggregator holds under this outbox.
+    /// Above the agent's own next number, someone else numbered batches in
+    /// its outbox: the agent moves to a fresh outbox identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub highest: Option<u64>,
     /// The aggregator's clock when it flushed them; with the agent's own
     /// send and receive times this bounds the agent's clock offset.
     pub at: DateTime<Utc>,
 }
 
+/// A batch the aggregator refused without handling it: not stored, not
+/// confirmed, so the agent keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The digest of the payload refused.
+    pub digest: String,
+    /// Why, as a metric label: [`REFUSED_REUSED_SEQ`] (another batch is held
+    /// under this mark: move to a fresh outbox identity and resend),
+    /// `seq_ahead` (far beyond what the outbox announced), `sent_at_future`.
+    pub reason: String,
+}
+
+/// The refusal that tells an agent its (outbox, seq) was used by other bytes.
+pub const REFUSED_REUSED_SEQ: &str = "reused_seq";
+
+/// The digest that names a batch's content: the first 16 bytes of SHA-256
+/// of its exact payload, lower-case hex. A sealed batch's payload never
+/// changes, so every resend has the same digest.
+pub fn digest(payload: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, payload);
+    d.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 impl Confirm {
-    /// Builds a confirmation from sequence numbers in any order, merging runs into ranges.
+    /// Builds a confirmation from sequence numbers in any order, merging runs
+    /// into ranges (no digests: see [`Confirm::handled`]).
     pub fn from_seqs(agent: AgentId, mut seqs: Vec<u64>, at: DateTime<Utc>) -> Self {
         seqs.sort_unstable();
         seqs.dedup();
@@ -165,9 +220,42 @@ impl Confirm {
         Self {
             v: WIRE_VERSION,
             agent,
+            outbox: None,
             seqs: ranges,
+            digests: Vec::new(),
+            refused: Vec::new(),
+            highest: None,
             at,
         }
+    }
+
+    /// A confirmation for `outbox` of batches handled with their digests,
+    /// and of refusals.
+    pub fn handled(
+        agent: AgentId,
+        outbox: Option<OutboxId>,
+        mut handled: Vec<(u64, String)>,
+        refused: Vec<Refusal>,
+        highest: Option<u64>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        handled.sort();
+        handled.dedup_by_key(|(s, _)| *s);
+        let mut c = Self::from_seqs(agent, handled.iter().map(|(s, _)| *s).collect(), at);
+        c.outbox = outbox;
+        c.digests = handled;
+        c.refused = refused;
+        c.highest = highest;
+        c
+    }
+
+    /// The digest confirmed for `seq`, if the confirmation lists digests.
+    pub fn digest_of(&self, seq: u64) -> Option<&str> {
+        self.digests
+            .binary_search_by_key(&seq, |(s, _)| *s)
+            .ok()
+            .and_then(|i| self.digests.get(i))
+            .map(|(_, d)| d.as_str())
     }
 
     /// Whether `seq` is among those confirmed.
@@ -228,5 +316,36 @@ mod confirm_tests {
             ..c
         };
         assert_eq!(forged.iter_seqs(3).collect::<Vec<_>>(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn handled_batches_carry_their_digests_and_refusals() {
+        let agent = AgentId::parse("gw-1").unwrap();
+        let at = DateTime::parse_from_rfc3339("2026-11-23T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let ob = OutboxId::from_random([7; 16]);
+        let refused = vec![Refusal {
+            seq: 9,
+            digest: digest(b"other"),
+            reason: REFUSED_REUSED_SEQ.into(),
+        }];
+        let c = Confirm::handled(
+            agent,
+            Some(ob.clone()),
+            vec![(4, digest(b"b")), (3, digest(b"a")), (4, digest(b"b"))],
+            refused.clone(),
+            Some(9),
+            at,
+        );
+        assert_eq!(c.seqs, vec![[3, 4]]);
+        assert_eq!(c.digest_of(3), Some(digest(b"a").as_str()));
+        assert_eq!(c.digest_of(5), None);
+        let back: Confirm = serde_json::from_slice(&c.to_payload()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.outbox, Some(ob));
+        assert_eq!(back.refused, refused);
+        assert_ne!(digest(b"a"), digest(b"b"));
+        assert_eq!(digest(b"a").len(), 32);
     }
 }

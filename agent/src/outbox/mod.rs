@@ -644,6 +644,7 @@ impl Outbox {
                 v: WIRE_VERSION,
                 agent: agent.clone(),
                 boot,
+                outbox: None,
                 seq,
                 sent_at: now,
                 zone: zone.clone(),
