@@ -103,9 +103,21 @@ pub fn router(app: Arc<App>) -> Router {
     open.merge(api).with_state(app)
 }
 
-async fn healthz(State(app): State<Arc<App>>) -> Json<Value> {
+/// 200 while every task runs and the store takes writes; 503 with the
+/// problems otherwise (a load balancer or systemd watchdog must not see "ok"
+/// from a process whose ingest is dead).
+async fn healthz(State(app): State<Arc<App>>) -> Response {
     let connected = app.metrics.mqtt_connected.load(Ordering::Relaxed) == 1;
-    Json(json!({ "status": "ok", "mqtt_connected": connected }))
+    let problems = app.health.problems();
+    if problems.is_empty() {
+        Json(json!({ "status": "ok", "mqtt_connected": connected })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unhealthy", "mqtt_connected": connected, "problems": problems })),
+        )
+            .into_response()
+    }
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

@@ -61,6 +61,8 @@ pub struct App {
     pub state: RwLock<State>,
     /// Counters.
     pub metrics: Metrics,
+    /// Dead tasks and store failures.
+    pub health: crate::health::Health,
 }
 
 impl App {
@@ -106,6 +108,7 @@ impl App {
             store,
             state: RwLock::new(state),
             metrics: Metrics::default(),
+            health: Default::default(),
         })
     }
 }

@@ -10,16 +10,20 @@
 
 use crate::app::App;
 use crate::config::MqttConfig;
+use crate::state::{numbering_key, Neighbours, Numbering, RegisterLookup};
 use crate::store::{DeadLetter, Outcome, StoreError};
 use chrono::{DateTime, Utc};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, SubscribeFilter};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use zonesync_agent::shutdown::Shutdown;
-use zonesync_proto::{AgentId, Confirm, Presence, Problem, Topic, TopicKind, ZoneId};
+use zonesync_proto::{
+    Accepted, AgentId, CanonicalReading, Confirm, EnterpriseId, OutboxId, Presence, Problem, Reason, Refusal, Topic,
+    TopicKind, ZoneId, REFUSED_REUSED_SEQ,
+};
 
 /// Largest group of messages stored under one flush.
 const GROUP: usize = 512;
@@ -36,6 +40,9 @@ pub enum Handled {
     Duplicate,
     /// Whole message refused.
     DeadLettered,
+    /// Refused and not confirmed: the agent keeps the batch (a reused
+    /// sequence number, a sequence far ahead, a clock far ahead).
+    Refused,
     /// Presence message.
     Presence,
 }
@@ -75,99 +82,316 @@ fn problems(ps: &[Problem]) -> Vec<(String, &'static str)> {
     ps.iter().map(|p| (p.to_string(), p.label())).collect()
 }
 
-/// Handles one message: validate, admit, store, update state; or dead-letter.
-/// Writes are not flushed here; the caller flushes before acknowledging.
-pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Result<Handled, StoreError> {
-    handle_with_seq(app, topic, payload, now).map(|(h, _)| h)
+/// What a handled message changes in memory once the store has made it
+/// durable: nothing in the state or the counts moves before the flush.
+#[derive(Debug)]
+enum Effect {
+    None,
+    Presence(Presence),
+    Stored {
+        acc: Accepted,
+        replaced: usize,
+        duplicate_readings: usize,
+        stale: usize,
+    },
+    Refused {
+        zone: ZoneId,
+        agent: AgentId,
+        label: &'static str,
+    },
 }
 
-/// Only the sequence number of a batch the validator refused whole: enough to
-/// confirm it (resending a refused batch would never help the agent).
+/// What the confirmation to the batch's agent says of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    /// Durably handled: the agent may forget it if the digest is its own.
+    Handled { seq: u64, digest: String },
+    /// Not handled; the agent keeps it.
+    Refused(Refusal),
+}
+
+/// One message's outcome: for the caller, for the confirmation, for memory.
+struct Outcome1 {
+    handled: Handled,
+    answer: Option<(Option<OutboxId>, Answer)>,
+    effect: Effect,
+}
+
+impl Outcome1 {
+    fn plain(handled: Handled) -> Self {
+        Self {
+            handled,
+            answer: None,
+            effect: Effect::None,
+        }
+    }
+}
+
+/// The numberings this group has moved so far (announced by a presence,
+/// raised by a stored batch) over the state, which moves only after the
+/// flush: a seq is judged against both.
+#[derive(Default)]
+struct GroupView {
+    numberings: HashMap<(ZoneId, AgentId, String), Numbering>,
+}
+
+impl GroupView {
+    fn numbering(&mut self, app: &App, zone: &ZoneId, agent: &AgentId, outbox: Option<&OutboxId>) -> &mut Numbering {
+        let key = (zone.clone(), agent.clone(), numbering_key(outbox));
+        self.numberings.entry(key).or_insert_with(|| {
+            app.state
+                .read()
+                .ok()
+                .and_then(|st| {
+                    st.zones
+                        .get(zone)
+                        .and_then(|z| z.agents.get(agent))
+                        .and_then(|a| a.numberings.get(&numbering_key(outbox)).copied())
+                })
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// Handles one message and applies what it changes in memory at once,
+/// without flushing (tests, the bench's goal figure). The ingest task
+/// instead applies a whole group's changes after the flush.
+pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Result<Handled, StoreError> {
+    let o = handle_one(app, &mut GroupView::default(), topic, payload, now)?;
+    apply_effect(app, o.effect, now, &app.store);
+    Ok(o.handled)
+}
+
+/// Only the sequence number (and outbox) of a batch the validator refused
+/// whole: enough to confirm it (resending a refused batch would never help the agent).
 #[derive(serde::Deserialize)]
 struct SeqOnly {
     seq: u64,
+    #[serde(default)]
+    outbox: Option<OutboxId>,
 }
 
-/// As [`handle`], also returning the batch's sequence number when there is
-/// one to confirm: a batch stored, found already stored, or dead-lettered
-/// with a readable `seq`, on a data topic (whose agent level the broker's ACL
-/// pins to the publisher, so the confirmation goes back to that agent only).
-fn handle_with_seq(
+fn refusal(seq: u64, digest: String, reason: &str) -> Answer {
+    Answer::Refused(Refusal {
+        seq,
+        digest,
+        reason: reason.to_owned(),
+    })
+}
+
+/// Validates, admits and stores one message, or dead-letters it; says what
+/// to confirm and what to change in memory after the flush. A batch gets a
+/// confirmation when it is stored, found already stored with the same
+/// digest, or dead-lettered with a readable `seq`, on a data topic (whose
+/// agent level the broker's ACL pins to the publisher, so the confirmation
+/// goes back to that agent only).
+fn handle_one(
     app: &App,
+    view: &mut GroupView,
     topic: &str,
     payload: &[u8],
     now: DateTime<Utc>,
-) -> Result<(Handled, Option<u64>), StoreError> {
+) -> Result<Outcome1, StoreError> {
     app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
     let t = match Topic::parse_with_test_prefix(topic, app.validator.limits.test_prefix.as_deref()) {
         Ok(t) => t,
         Err(e) => {
             app.store
                 .dead_letter(dead(app, topic, payload, now, vec![(e.to_string(), "bad_topic")]))?;
-            return Ok((Handled::DeadLettered, None));
+            return Ok(Outcome1::plain(Handled::DeadLettered));
         }
     };
     if !app.zones.contains(&t.zone) {
         let why = format!("zone {} is not served by this aggregator", t.zone);
         app.store
             .dead_letter(dead(app, topic, payload, now, vec![(why, "unknown_zone")]))?;
-        return Ok((Handled::DeadLettered, None));
+        return Ok(Outcome1::plain(Handled::DeadLettered));
     }
     if t.kind == TopicKind::State {
-        let h = match serde_json::from_slice::<Presence>(payload) {
+        return match serde_json::from_slice::<Presence>(payload) {
             Ok(p) if p.zone == t.zone && p.agent == t.agent => {
                 app.store.put_presence(&p)?;
-                if let Ok(mut st) = app.state.write() {
-                    st.apply_presence(&p, now);
-                }
-                app.metrics.presence_received.fetch_add(1, Ordering::Relaxed);
-                Ok(Handled::Presence)
+                view.numbering(app, &p.zone, &p.agent, p.outbox.as_ref()).announced = Some(p.next_seq);
+                Ok(Outcome1 {
+                    handled: Handled::Presence,
+                    answer: None,
+                    effect: Effect::Presence(p),
+                })
             }
             Ok(p) => {
                 let why = format!("presence names {}/{} but came on {topic}", p.zone, p.agent);
                 app.store
                     .dead_letter(dead(app, topic, payload, now, vec![(why, "topic_mismatch")]))?;
-                Ok(Handled::DeadLettered)
+                Ok(Outcome1::plain(Handled::DeadLettered))
             }
             Err(e) => {
                 let why = format!("presence message is not valid: {e}");
                 app.store
                     .dead_letter(dead(app, topic, payload, now, vec![(why, "bad_presence")]))?;
-                Ok(Handled::DeadLettered)
+                Ok(Outcome1::plain(Handled::DeadLettered))
             }
         };
-        return h.map(|h| (h, None));
     }
     let mut acc = match app.validator.batch(Some(&t), payload, now) {
         Ok(a) => a,
         Err(ps) => {
-            let seq = serde_json::from_slice::<SeqOnly>(payload).ok().map(|s| s.seq);
+            let head = serde_json::from_slice::<SeqOnly>(payload).ok();
             let mut d = dead(app, topic, payload, now, problems(&ps));
-            d.seq = seq;
+            d.seq = head.as_ref().map(|h| h.seq);
             app.store.dead_letter(d)?;
-            return Ok((Handled::DeadLettered, seq));
+            let digest = zonesync_proto::digest(payload);
+            // A clock far ahead is the agent's to fix: the batch is kept
+            // (not confirmed) and is accepted once the clocks agree.
+            let future = ps.iter().any(|p| matches!(p.reason, Reason::SentAtFuture { .. }));
+            let answer = head.map(|h| {
+                let a = if future {
+                    refusal(h.seq, digest, "sent_at_future")
+                } else {
+                    Answer::Handled { seq: h.seq, digest }
+                };
+                (h.outbox, a)
+            });
+            return Ok(Outcome1 {
+                handled: if future {
+                    Handled::Refused
+                } else {
+                    Handled::DeadLettered
+                },
+                answer,
+                effect: Effect::None,
+            });
         }
     };
+    let outbox = acc.outbox.clone();
+    let confirm_as = |answer: Answer| Some((outbox.clone(), answer));
     if let Err(refusal) = app.registry.admit(&acc.zone, &acc.agent, &acc.enterprise) {
         let mut d = dead(app, topic, payload, now, vec![(refusal.to_string(), refusal.label())]);
         d.seq = Some(acc.seq);
         app.store.dead_letter(d)?;
-        return Ok((Handled::DeadLettered, Some(acc.seq)));
+        return Ok(Outcome1 {
+            handled: Handled::DeadLettered,
+            answer: confirm_as(Answer::Handled {
+                seq: acc.seq,
+                digest: acc.digest.clone(),
+            }),
+            effect: Effect::None,
+        });
+    }
+    let limit = view
+        .numbering(app, &acc.zone, &acc.agent, acc.outbox.as_ref())
+        .seq_limit();
+    if acc.seq > limit {
+        let why = format!(
+            "seq {} is far beyond what outbox {} announced or sent (at most {limit} accepted): a forged or broken numbering",
+            acc.seq,
+            acc.outbox.as_ref().map_or("(legacy)", |o| o.as_str()),
+        );
+        let mut d = dead(app, topic, payload, now, vec![(why, "seq_ahead")]);
+        d.seq = Some(acc.seq);
+        app.store.dead_letter(d)?;
+        return Ok(Outcome1 {
+            handled: Handled::Refused,
+            answer: confirm_as(refusal(acc.seq, acc.digest.clone(), "seq_ahead")),
+            effect: Effect::Refused {
+                zone: acc.zone.clone(),
+                agent: acc.agent.clone(),
+                label: "seq_ahead",
+            },
+        });
     }
     match app.store.apply(&mut acc)? {
         Outcome::Duplicate => {
             app.metrics.batches_duplicate.fetch_add(1, Ordering::Relaxed);
-            Ok((Handled::Duplicate, Some(acc.seq)))
+            Ok(Outcome1 {
+                handled: Handled::Duplicate,
+                answer: confirm_as(Answer::Handled {
+                    seq: acc.seq,
+                    digest: acc.digest.clone(),
+                }),
+                effect: Effect::None,
+            })
+        }
+        Outcome::Reused { held } => {
+            let why = format!(
+                "seq {} of outbox {} is held with other content (digest {held}, this one {}): a reused sequence number — an outbox restored from a copy, or batches numbered ahead by someone else; refused, the agent must move to a fresh outbox identity and resend",
+                acc.seq,
+                acc.outbox.as_ref().map_or("(legacy)", |o| o.as_str()),
+                acc.digest
+            );
+            tracing::warn!(zone = %acc.zone, agent = %acc.agent, seq = acc.seq, "{why}");
+            let mut d = dead(app, topic, payload, now, vec![(why, REFUSED_REUSED_SEQ)]);
+            d.seq = Some(acc.seq);
+            app.store.dead_letter(d)?;
+            Ok(Outcome1 {
+                handled: Handled::Refused,
+                answer: confirm_as(refusal(acc.seq, acc.digest.clone(), REFUSED_REUSED_SEQ)),
+                effect: Effect::Refused {
+                    zone: acc.zone.clone(),
+                    agent: acc.agent.clone(),
+                    label: REFUSED_REUSED_SEQ,
+                },
+            })
         }
         Outcome::Stored {
             duplicate_readings,
             replaced,
             stale,
         } => {
-            // `acc.readings` now holds only the readings new to the store, and
+            let n = view.numbering(app, &acc.zone, &acc.agent, acc.outbox.as_ref());
+            n.highest = Some(n.highest.map_or(acc.seq, |h| h.max(acc.seq)));
+            if !acc.refused.is_empty() {
+                let mut d = dead(app, topic, payload, now, problems(&acc.refused));
+                d.seq = Some(acc.seq);
+                d.whole_batch = false;
+                app.store.dead_letter(d)?;
+            }
+            Ok(Outcome1 {
+                handled: Handled::Stored,
+                answer: confirm_as(Answer::Handled {
+                    seq: acc.seq,
+                    digest: acc.digest.clone(),
+                }),
+                effect: Effect::Stored {
+                    acc,
+                    replaced,
+                    duplicate_readings,
+                    stale,
+                },
+            })
+        }
+    }
+}
+
+/// Applies what a durably handled message changes in memory: the state and
+/// the counts of what is stored.
+fn apply_effect(app: &App, effect: Effect, now: DateTime<Utc>, lookup: &dyn RegisterLookup) {
+    match effect {
+        Effect::None => {}
+        Effect::Presence(p) => {
+            if let Ok(mut st) = app.state.write() {
+                st.apply_presence(&p, now);
+            }
+            app.metrics.presence_received.fetch_add(1, Ordering::Relaxed);
+        }
+        Effect::Refused { zone, agent, label } => {
+            if let Ok(mut st) = app.state.write() {
+                let a = st.zone_mut(&zone).agents.entry(agent).or_default();
+                match label {
+                    REFUSED_REUSED_SEQ => a.refused_reused_seq += 1,
+                    _ => a.refused_seq_ahead += 1,
+                }
+            }
+        }
+        Effect::Stored {
+            acc,
+            replaced,
+            duplicate_readings,
+            stale,
+        } => {
+            // `acc.readings` holds only the readings new to the store, and
             // corrections (`replaced`), which are not new readings.
             let fresh = &acc.readings;
-            let new_readings = (fresh.len() - replaced) as u64;
+            let new_readings = fresh.len().saturating_sub(replaced) as u64;
             let m = &app.metrics;
             m.batches_stored.fetch_add(1, Ordering::Relaxed);
             m.readings_stored.fetch_add(new_readings, Ordering::Relaxed);
@@ -190,64 +414,79 @@ fn handle_with_seq(
                     &acc.declarations,
                     &app.catalog,
                     replaced as u64,
-                    Some(&app.store),
+                    Some(lookup),
                 );
-                st.note_batch(&acc.zone, &acc.agent, acc.boot, acc.seq, acc.sent_at, now);
+                st.note_batch(
+                    &acc.zone,
+                    &acc.agent,
+                    acc.outbox.as_ref(),
+                    acc.boot,
+                    acc.seq,
+                    acc.sent_at,
+                    now,
+                );
                 if acc.backfill {
                     st.note_backfill(&acc.zone, &acc.agent, new_readings);
                 }
             }
-            if !acc.refused.is_empty() {
-                let mut d = dead(app, topic, payload, now, problems(&acc.refused));
-                d.seq = Some(acc.seq);
-                d.whole_batch = false;
-                app.store.dead_letter(d)?;
-            }
-            Ok((Handled::Stored, Some(acc.seq)))
         }
     }
 }
 
-/// Sequence numbers durably handled in one group, per (zone, agent): what
-/// the end-to-end confirmations say once the group is flushed.
-type Confirms = BTreeMap<(ZoneId, AgentId), Vec<u64>>;
+/// What the confirmations say once the group is flushed, per (zone, agent, outbox).
+type Confirms = BTreeMap<(ZoneId, AgentId, Option<OutboxId>), Vec<Answer>>;
 
 /// Handles a group of messages in arrival order; returns those handled
 /// (stored, refused or recognised as duplicates), which may be acknowledged
-/// once flushed, and the sequence numbers to confirm then. A message the
-/// store failed on is left out, so neither acknowledged nor confirmed.
-fn handle_group(app: &App, group: Group) -> (Group, Confirms) {
-    let now = Utc::now();
+/// once flushed, the confirmations to send then, and what to change in
+/// memory then. A message the store failed on is left out, so neither
+/// acknowledged nor confirmed.
+fn handle_group(app: &App, group: Group, now: DateTime<Utc>) -> (Group, Confirms, Vec<Effect>, Group) {
+    let mut failed = Vec::new();
     let mut done = Vec::with_capacity(group.len());
     let mut confirms = Confirms::new();
+    let mut effects = Vec::with_capacity(group.len());
+    let mut view = GroupView::default();
     for (g, p) in group {
-        match handle_with_seq(app, &p.topic, &p.payload, now) {
-            Ok((_, seq)) => {
-                if let Some(seq) = seq {
+        match handle_one(app, &mut view, &p.topic, &p.payload, now) {
+            Ok(o) => {
+                if let Some((outbox, answer)) = o.answer {
                     if let Ok(t) = Topic::parse_with_test_prefix(&p.topic, app.validator.limits.test_prefix.as_deref())
                     {
-                        confirms.entry((t.zone, t.agent)).or_default().push(seq);
+                        confirms.entry((t.zone, t.agent, outbox)).or_default().push(answer);
                     }
                 }
+                effects.push(o.effect);
                 done.push((g, p));
             }
             Err(e) => {
                 app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(topic = %p.topic, "not stored, not acknowledged: {e}");
+                failed.push((g, p));
             }
         }
     }
-    (done, confirms)
+    (done, confirms, effects, failed)
 }
 
-/// Publishes one confirmation per agent for what the last flush made durable.
-/// Every agent gets them; only those asking for end-to-end confirmation
-/// subscribe. A confirmation lost on the way only means the agent resends
-/// and the batch is confirmed again as a duplicate.
+/// Publishes one confirmation per agent and outbox for what the last flush
+/// made durable, with the digests held, the refusals, and the highest seq
+/// held under that outbox. Every agent gets them; only those asking for
+/// end-to-end confirmation subscribe. A confirmation lost on the way only
+/// means the agent resends and the batch is confirmed again as a duplicate.
 async fn confirm(app: &App, client: &AsyncClient, confirms: Confirms) {
     let at = Utc::now();
-    for ((zone, agent), seqs) in confirms {
-        let payload = Confirm::from_seqs(agent.clone(), seqs, at).to_payload();
+    for ((zone, agent, outbox), answers) in confirms {
+        let mut handled = Vec::new();
+        let mut refused = Vec::new();
+        for a in answers {
+            match a {
+                Answer::Handled { seq, digest } => handled.push((seq, digest)),
+                Answer::Refused(r) => refused.push(r),
+            }
+        }
+        let highest = app.store.highest(&zone, &agent, &outbox).ok().flatten();
+        let payload = Confirm::handled(agent.clone(), outbox, handled, refused, highest, at).to_payload();
         match client
             .publish(Topic::confirm(&zone, &agent), QoS::AtLeastOnce, false, payload)
             .await
@@ -260,8 +499,116 @@ async fn confirm(app: &App, client: &AsyncClient, confirms: Confirms) {
     }
 }
 
+/// Tries at storing and flushing one group before the store counts as
+/// broken (about half a minute with the backoff below).
+const STORE_TRIES: u32 = 8;
+
+/// A group stored and flushed: what to acknowledge, confirm and apply.
+struct Stored {
+    done: Group,
+    confirms: Confirms,
+    effects: Vec<Effect>,
+    at: DateTime<Utc>,
+}
+
+enum GroupError {
+    Shutdown,
+    Store(StoreError),
+}
+
+/// Stores a group and flushes it. A message the store failed on (disk full)
+/// is tried again, with backoff, as is the flush; what was handled before
+/// keeps its effects until a flush makes it durable, so nothing in memory
+/// runs ahead of the store.
+async fn store_group(app: &App, group: Group, shutdown: &mut Shutdown) -> Result<Stored, GroupError> {
+    let at = Utc::now();
+    let mut out = Stored {
+        done: Vec::with_capacity(group.len()),
+        confirms: Confirms::new(),
+        effects: Vec::with_capacity(group.len()),
+        at,
+    };
+    let mut todo = group;
+    let mut backoff = Duration::from_millis(250);
+    for attempt in 1..=STORE_TRIES {
+        let (done, confirms, effects, failed) = handle_group(app, todo, at);
+        out.done.extend(done);
+        for (k, v) in confirms {
+            out.confirms.entry(k).or_default().extend(v);
+        }
+        out.effects.extend(effects);
+        let flushed = app.store.flush();
+        let error = match (flushed, failed.is_empty()) {
+            (Ok(()), true) => return Ok(out),
+            (Err(e), _) => e,
+            (Ok(()), false) => StoreError::Corrupt(format!("{} messages could not be written", failed.len())),
+        };
+        app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+        if attempt == STORE_TRIES {
+            return Err(GroupError::Store(error));
+        }
+        tracing::warn!(
+            attempt,
+            delay_ms = backoff.as_millis() as u64,
+            "store: {error}; trying again"
+        );
+        tokio::select! {
+            _ = shutdown.wait() => return Err(GroupError::Shutdown),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(8));
+        todo = failed;
+    }
+    Err(GroupError::Shutdown)
+}
+
+/// Applies a flushed group's effects in arrival order. A late register's
+/// neighbours are looked up in the store, which by now also holds the
+/// group's later batches: those are hidden from the lookup, so each batch
+/// sees the store as it stood when it was stored.
+fn apply_effects(app: &App, effects: Vec<Effect>, now: DateTime<Utc>) {
+    let mut effects = effects.into_iter().collect::<std::collections::VecDeque<_>>();
+    while let Some(e) = effects.pop_front() {
+        let later = Later {
+            store: &app.store,
+            later: effects.make_contiguous(),
+        };
+        apply_effect(app, e, now, &later);
+    }
+}
+
+/// The store as a register lookup that skips the registers of batches not yet applied.
+struct Later<'a> {
+    store: &'a crate::store::Store,
+    later: &'a [Effect],
+}
+
+impl RegisterLookup for Later<'_> {
+    fn neighbours(
+        &self,
+        zone: &ZoneId,
+        enterprise: &EnterpriseId,
+        r: &CanonicalReading,
+        unapplied: &dyn Fn(DateTime<Utc>) -> bool,
+    ) -> Option<Neighbours> {
+        let pending = |t: DateTime<Utc>| {
+            self.later.iter().any(|e| match e {
+                Effect::Stored { acc, .. } if &acc.zone == zone && &acc.enterprise == enterprise => {
+                    acc.readings.iter().any(|o| {
+                        o.indicator == r.indicator && o.point == r.point && o.at == zonesync_proto::ReadingTime::Ts(t)
+                    })
+                }
+                _ => false,
+            })
+        };
+        self.store
+            .neighbours(zone, enterprise, r, &|t| unapplied(t) || pending(t))
+    }
+}
+
 /// Subscribes to the served zones and ingests until shutdown.
 pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
+    let alive = app.health.task("ingest");
     let mut opts = MqttOptions::new(mqtt.client_id.clone(), mqtt.host.clone(), mqtt.port);
     match zonesync_agent::tls::transport(mqtt.tls.as_ref()) {
         Ok(t) => {
@@ -354,24 +701,43 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
                 Err(_) => break,
             }
         }
-        let (done, confirms) = handle_group(&app, group);
-        if let Err(e) = app.store.flush() {
-            app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("flush failed, {} messages left unacknowledged: {e}", done.len());
-            continue;
-        }
-        let current = generation.load(Ordering::SeqCst);
-        for (g, p) in done {
-            if g == current && client.ack(&p).await.is_ok() {
-                app.metrics.acks_sent.fetch_add(1, Ordering::Relaxed);
+        match store_group(&app, group, &mut shutdown).await {
+            Ok(Stored {
+                done,
+                confirms,
+                effects,
+                at,
+            }) => {
+                // Durable: now the state and the counts may move, then the broker
+                // and the agents are told.
+                apply_effects(&app, effects, at);
+                let current = generation.load(Ordering::SeqCst);
+                for (g, p) in done {
+                    if g == current && client.ack(&p).await.is_ok() {
+                        app.metrics.acks_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                confirm(&app, &client, confirms).await;
+            }
+            Err(GroupError::Shutdown) => break,
+            Err(GroupError::Store(e)) => {
+                // Nothing of the group was acknowledged: the broker keeps it
+                // (persistent session) and hands it to the restarted process.
+                app.health.fail(format!(
+                    "store {} cannot be written after {STORE_TRIES} tries ({e}); the process ends so that systemd restarts it",
+                    app.store.path().display()
+                ));
+                break;
             }
         }
-        confirm(&app, &client, confirms).await;
     }
     if let Err(e) = app.store.flush() {
         tracing::error!("final flush failed: {e}");
     }
     let _ = poller.await;
+    if shutdown.is_triggered() {
+        alive.finished();
+    }
 }
 
 #[cfg(test)]
@@ -617,6 +983,15 @@ mod tests {
         let good = batch(3, false, vec![amount(50.0, 10)]).to_payload();
         let mut unknown_unit = batch(4, false, vec![amount(50.0, 10)]);
         unknown_unit.readings[0].unit = "furlong".into();
+        let handled = |seq, payload: &[u8]| Answer::Handled {
+            seq,
+            digest: zonesync_proto::digest(payload),
+        };
+        let answers = vec![
+            handled(3, &good),
+            handled(3, &good),
+            handled(4, &unknown_unit.to_payload()),
+        ];
         let group = vec![
             publish(good.clone()),
             publish(good),
@@ -627,10 +1002,11 @@ mod tests {
                 Publish::new(Topic::state(&zone(), &agent()), QoS::AtLeastOnce, b"{}".to_vec()),
             ),
         ];
-        let (done, confirms) = handle_group(&app, group);
+        let (done, confirms, _, failed) = handle_group(&app, group, utc(NOW));
         assert_eq!(done.len(), 5, "everything handled is acknowledged");
+        assert!(failed.is_empty());
         let mut expected = Confirms::new();
-        expected.insert((zone(), agent()), vec![3, 3, 4]);
+        expected.insert((zone(), agent(), None), answers);
         assert_eq!(
             confirms, expected,
             "truncated JSON and presence carry no seq to confirm"

@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod energy;
 pub mod goals;
+pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod outbound;
@@ -43,12 +44,37 @@ pub struct Running {
 }
 
 impl Running {
+    /// Resolves when a fatal problem (a dead task, a store that cannot be
+    /// written) made the aggregator unhealthy: the caller shuts down and
+    /// exits non-zero so systemd restarts the process.
+    pub async fn failed(&self) -> Vec<String> {
+        self.app.health.wait_fatal().await;
+        self.app.health.problems()
+    }
+
     /// Waits for every task to end (after shutdown).
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
         }
     }
+}
+
+/// Spawns a task that must run until shutdown: if it ends before (returns
+/// or panics), the aggregator is unhealthy and `main` ends the process.
+fn watched<F>(app: &Arc<App>, name: &'static str, shutdown: &Shutdown, task: F) -> JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let app = app.clone();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let alive = app.health.task(name);
+        task.await;
+        if shutdown.is_triggered() {
+            alive.finished();
+        }
+    })
 }
 
 /// Opens the store, starts ingest and the HTTP API; returns once both are up.
@@ -66,25 +92,41 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
     })?;
     let router = api::router(app.clone()).merge(dashboard::router(app.clone(), shutdown.clone()));
     let mut http_shutdown = shutdown.clone();
-    let http = tokio::spawn(async move {
+    let http = watched(&app, "HTTP API", &shutdown, async move {
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move { http_shutdown.wait().await });
         if let Err(e) = serve.await {
             tracing::error!("HTTP server: {e}");
         }
     });
-    let alerts = tokio::spawn(alerts::run(app.clone(), cfg.alerts.clone(), shutdown.clone()));
-    let refresher = tokio::spawn(goals::cache::refresh(
-        app.clone(),
-        cfg.goal_refresh_ms,
-        shutdown.clone(),
-    ));
-    let summaries = tokio::spawn(summaries::run(app.clone(), cfg.summaries.clone(), shutdown.clone()));
+    let alerts = watched(
+        &app,
+        "alerts",
+        &shutdown,
+        alerts::run(app.clone(), cfg.alerts.clone(), shutdown.clone()),
+    );
+    let refresher = watched(
+        &app,
+        "goal refresher",
+        &shutdown,
+        goals::cache::refresh(app.clone(), cfg.goal_refresh_ms, shutdown.clone()),
+    );
+    let summaries = watched(
+        &app,
+        "summaries",
+        &shutdown,
+        summaries::run(app.clone(), cfg.summaries.clone(), shutdown.clone()),
+    );
     let (publisher, publisher_task) = outbound::publisher::start(&cfg.mqtt, shutdown.clone());
     let retry = outbound::Retry {
         base_ms: cfg.outbound.retry_base_ms,
         max_ms: cfg.outbound.retry_max_ms,
     };
-    let outbound = tokio::spawn(outbound::run(app.clone(), publisher, retry, shutdown.clone()));
+    let outbound = watched(
+        &app,
+        "outbound delivery",
+        &shutdown,
+        outbound::run(app.clone(), publisher, retry, shutdown.clone()),
+    );
     let ingest = tokio::spawn(ingest::run(app.clone(), cfg.mqtt.clone(), shutdown));
     tracing::info!(%http_addr, broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "aggregator started");
     Ok(Running {

@@ -95,10 +95,17 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .context("starting the aggregator")?;
                 println!("API on http://{}", running.http_addr);
-                shutdown::os_signal().await;
+                let failed = tokio::select! {
+                    _ = shutdown::os_signal() => None,
+                    problems = running.failed() => Some(problems),
+                };
                 trigger.fire();
                 running.wait().await;
-                anyhow::Ok(())
+                match failed {
+                    // Ended so that systemd (Restart=always) starts it afresh.
+                    Some(problems) => anyhow::bail!("stopped unhealthy: {}", problems.join("; ")),
+                    None => anyhow::Ok(()),
+                }
             })
         }
         Cmd::Report {

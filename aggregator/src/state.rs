@@ -11,9 +11,16 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use zonesync_proto::{
-    AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, Period, Presence, PresenceStatus,
-    ReadingTime, ZoneId,
+    AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, OutboxId, Period, Presence,
+    PresenceStatus, ReadingTime, ZoneId,
 };
+
+/// How far past what an outbox announced (its presence's `next_seq`) or
+/// what is held from it (highest seq + 1) a batch's seq may be. An agent
+/// numbers batches one by one and announces its next number at every
+/// connect, so a real batch is never this far ahead; a seq near u64::MAX is
+/// a forgery (or a broken outbox) and is refused, not stored.
+pub const MAX_SEQ_AHEAD: u64 = 100_000;
 
 /// All zones.
 #[derive(Debug, Default)]
@@ -270,6 +277,41 @@ pub struct AgentState {
     pub dropped_sent_readings: u64,
     /// `next_seq` and `boot` of its last presence, and when that arrived.
     pub announced: Option<Announced>,
+    /// The outbox its last presence named (`None`: an agent older than outbox ids).
+    pub outbox: Option<OutboxId>,
+    /// Per outbox numbering seen from it: highest seq handled, next seq announced.
+    pub numberings: BTreeMap<String, Numbering>,
+    /// Batches refused because their (outbox, seq) was held with other content.
+    pub refused_reused_seq: u64,
+    /// Batches refused because their seq was far beyond what the outbox announced.
+    pub refused_seq_ahead: u64,
+}
+
+/// What is known of one outbox's numbering.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Numbering {
+    /// Highest seq handled (stored or refused whole with a reason).
+    pub highest: Option<u64>,
+    /// The `next_seq` its last presence announced.
+    pub announced: Option<u64>,
+}
+
+impl Numbering {
+    /// The highest seq a batch of this outbox may carry now: [`MAX_SEQ_AHEAD`]
+    /// past the larger of what was announced and the highest held + 1.
+    pub fn seq_limit(&self) -> u64 {
+        let base = self
+            .announced
+            .unwrap_or(0)
+            .max(self.highest.map_or(0, |h| h.saturating_add(1)))
+            .max(1);
+        base.saturating_add(MAX_SEQ_AHEAD)
+    }
+}
+
+/// The key of an outbox's numbering in [`AgentState::numberings`] (empty: legacy).
+pub fn numbering_key(outbox: Option<&OutboxId>) -> String {
+    outbox.map_or_else(String::new, |o| o.as_str().to_owned())
 }
 
 /// What an agent's presence message said about its sequence numbers.
@@ -293,7 +335,13 @@ impl AgentState {
         let last = self.last_seq?;
         let quiet = |t: DateTime<Utc>| (now - t).num_seconds() >= grace_secs;
         let settled = quiet(an.at) && self.last_batch_at.is_none_or(quiet);
-        (an.boot >= self.boot && settled && last.saturating_add(1) < an.next_seq).then(|| (last + 1, an.next_seq - 1))
+        let first = last.checked_add(1)?;
+        (an.boot >= self.boot && settled && first < an.next_seq).then(|| (first, an.next_seq - 1))
+    }
+
+    /// The numbering of `outbox`, created on first use.
+    pub fn numbering_mut(&mut self, outbox: Option<&OutboxId>) -> &mut Numbering {
+        self.numberings.entry(numbering_key(outbox)).or_default()
     }
 }
 
@@ -528,28 +576,50 @@ impl State {
     }
 
     /// Notes a stored batch from an agent (liveness, gaps, clock offset).
+    /// `sent_at` is only shown (as the offset); it decides nothing.
+    #[allow(clippy::too_many_arguments)]
     pub fn note_batch(
         &mut self,
         zone: &ZoneId,
         agent: &AgentId,
+        outbox: Option<&OutboxId>,
         boot: u64,
         seq: u64,
         sent_at: DateTime<Utc>,
         received: DateTime<Utc>,
     ) {
         let a = self.zone_mut(zone).agents.entry(agent.clone()).or_default();
-        // Gaps are counted within one boot only: a new outbox (reinstalled
-        // gateway) starts its numbers at the clock, which is a jump, not a loss.
-        if let (Some(last), true) = (a.last_seq, boot == a.boot) {
-            if seq > last + 1 {
-                a.seq_gaps += seq - last - 1;
+        let current = a.outbox.as_ref() == outbox;
+        let n = a.numbering_mut(outbox);
+        // Gaps are counted within one outbox and one boot only.
+        if let (Some(last), true) = (n.highest, boot == a.boot) {
+            if seq > last.saturating_add(1) {
+                let gap = seq - last - 1;
+                a.seq_gaps = a.seq_gaps.saturating_add(gap);
             }
         }
-        a.last_seq = Some(a.last_seq.map_or(seq, |l| l.max(seq)));
+        let n = a.numbering_mut(outbox);
+        n.highest = Some(n.highest.map_or(seq, |l| l.max(seq)));
+        let highest = n.highest;
+        if current || a.last_seq.is_none() {
+            a.last_seq = highest;
+        }
         a.boot = a.boot.max(boot);
         a.last_seen = Some(received);
         a.last_batch_at = Some(received);
         a.clock_offset_secs = Some((sent_at - received).num_seconds());
+    }
+
+    /// Notes a batch mark found in the store at rebuild.
+    pub fn note_stored_mark(&mut self, zone: &ZoneId, agent: &AgentId, outbox: Option<&OutboxId>, seq: u64, boot: u64) {
+        let a = self.zone_mut(zone).agents.entry(agent.clone()).or_default();
+        let n = a.numbering_mut(outbox);
+        n.highest = Some(n.highest.map_or(seq, |l| l.max(seq)));
+        let highest = n.highest;
+        if a.outbox.as_ref() == outbox || a.last_seq.is_none() {
+            a.last_seq = highest;
+        }
+        a.boot = a.boot.max(boot);
     }
 
     /// Applies the fresh readings and declarations of a batch just stored.
@@ -601,6 +671,13 @@ impl State {
             next_seq: p.next_seq,
             at: received,
         });
+        a.numbering_mut(p.outbox.as_ref()).announced = Some(p.next_seq);
+        if a.outbox != p.outbox {
+            // A new outbox (reinstalled gateway, restored or rotated outbox):
+            // gaps and missing numbers are judged in its numbering from now on.
+            a.outbox = p.outbox.clone();
+            a.last_seq = a.numbering_mut(p.outbox.as_ref()).highest;
+        }
     }
 }
 

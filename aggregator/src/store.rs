@@ -2,14 +2,25 @@
 //! can judge it and a later backend swap touches one file.
 //!
 //! Keys in the `facts` tree (components separated by 0x00, which no id contains):
-//! - `s` zone agent seq(u64 BE)                  → boot: batches already stored (the de-dup set)
+//! - `b` zone agent outbox seq(u64 BE)           → boot(u64 BE) + digest: batches already
+//!   handled (the de-dup set); outbox empty for agents older than outbox ids
+//! - `s` zone agent seq(u64 BE)                  → boot: the de-dup set of stores written
+//!   before outbox ids (read, never written)
 //! - `r` zone enterprise indicator point timekey → value (f64 BE); timekey `t`+µs (u64 BE) or `p`+period
 //! - `d` zone enterprise indicator               → declared value (JSON)
 //! - `a` zone agent                              → last presence (JSON)
+//! - `o` + an `r` or `d` key                     → the stamp of the batch that wrote a
+//!   restated fact (see [`Stamp`])
+//! - `zaccepted`                                 → batches accepted, ever (u64 BE): the
+//!   count the high-water mark file beside the store must never exceed
 //!
 //! A batch's de-dup mark and its readings go in one atomic `apply_batch`, so
 //! after a crash either both are there or neither is. Callers `flush()` before
-//! they acknowledge anything to the broker.
+//! they acknowledge anything to the broker; the flush then raises the
+//! high-water mark kept in a file apart from the store (`store.high-water`),
+//! so a store that silently lost flushed writes (sled recovering past a
+//! damaged segment, an old disk image) is refused at open instead of
+//! starting with confirmed batches gone.
 
 use crate::alerts::{AlertRecord, Event};
 use crate::outbound::Delivery;
@@ -18,10 +29,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use zonesync_proto::{
-    Accepted, AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, Period, Presence, ReadingTime, ZoneId,
+    Accepted, AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, OutboxId, Period, Presence, ReadingTime,
+    ZoneId,
 };
+use zonesync_runtime::{HighWater, HighWaterError, StoreOpenError};
+
+/// The key of the accepted-batch counter.
+const ACCEPTED: &[u8] = b"zaccepted";
 
 /// Most dead letters kept; the oldest go first.
 const DEAD_LETTER_CAP: usize = 100_000;
@@ -37,6 +54,17 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("store entry is corrupt: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Open(#[from] StoreOpenError),
+    #[error(transparent)]
+    HighWater(#[from] HighWaterError),
+    #[error("store {store} rolled back: it holds {held} accepted batches, but {mark} records that {flushed} were durably stored (and confirmed to agents, who then deleted them). Do not run on it: stop the aggregator, restore {store} from a backup taken after the loss began, or — to accept the loss and go on — move {mark} aside; the agents' local history (`zonesync-agent export`) holds the readings to resend")]
+    RolledBack {
+        store: String,
+        mark: String,
+        held: u64,
+        flushed: u64,
+    },
 }
 
 /// A payload or items refused, with the reasons.
@@ -69,8 +97,15 @@ pub struct DeadLetter {
 /// Result of storing a batch.
 #[derive(Debug)]
 pub enum Outcome {
-    /// (agent, seq) was stored before: nothing written.
+    /// (agent, outbox, seq) was handled before with the same digest: nothing written.
     Duplicate,
+    /// (agent, outbox, seq) is held with another digest: a reused sequence
+    /// number (an outbox restored from a copy, or a forger numbering ahead
+    /// of the agent). Nothing written; never confirmed.
+    Reused {
+        /// The digest held under the mark.
+        held: String,
+    },
     /// Stored; the batch's `readings` now hold only those new to the store.
     Stored {
         /// Readings already stored identically under another batch (dropped from the batch).
@@ -107,6 +142,12 @@ pub struct Store {
     alerts: sled::Tree,
     alert_history: sled::Tree,
     deliveries: sled::Tree,
+    /// Batches accepted ever, as written to the store (not necessarily flushed).
+    accepted: AtomicU64,
+    /// The count durably flushed, kept apart from the store.
+    high_water: HighWater,
+    /// Where the store lives, for messages.
+    path: std::path::PathBuf,
     /// Series (the `r` key up to its time) → time key of the newest reading
     /// stored in it. Meters report in time order, so nearly every reading is
     /// later than its series' newest and needs no lookup to be known new; only
@@ -183,30 +224,83 @@ fn stamp_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Which batch made a restated fact: its seq, its `sent_at` (µs, the agent's
-/// clock at sealing, the same on every resend) and its agent. A month-to-date
-/// figure is restated many times; resends after a broker crash or a lost
-/// confirmation arrive after later restatements, and must not undo them.
-fn stamp(a: &Accepted) -> Vec<u8> {
-    let mut v = Vec::with_capacity(16 + a.agent.as_str().len());
-    v.extend_from_slice(&a.seq.to_be_bytes());
-    v.extend_from_slice(&a.sent_at.timestamp_micros().to_be_bytes());
-    v.extend_from_slice(a.agent.as_str().as_bytes());
+/// The outbox a batch was numbered in, as a key component (empty: legacy numbering).
+fn outbox_part(outbox: &Option<OutboxId>) -> &[u8] {
+    outbox.as_ref().map_or(&[][..], |o| o.as_str().as_bytes())
+}
+
+/// The de-dup mark of a batch: `b` zone agent outbox seq.
+fn mark_key(zone: &ZoneId, agent: &AgentId, outbox: &Option<OutboxId>, seq: u64) -> Vec<u8> {
+    k(
+        &[
+            zone.as_str().as_bytes(),
+            agent.as_str().as_bytes(),
+            outbox_part(outbox),
+            &seq.to_be_bytes(),
+        ],
+        b'b',
+    )
+}
+
+/// Which batch made a restated fact (a period figure or a declaration): its
+/// agent, the outbox that numbered it and its seq. Stamps never hold a clock:
+/// an agent's clock decides nothing about which value wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    seq: u64,
+    /// `agent` 0x00 `outbox`.
+    numbering: Vec<u8>,
+}
+
+/// Marks stamps written since outbox ids (older ones start with a seq).
+const STAMP_V2: u8 = 0xff;
+
+fn numbering(a: &Accepted) -> Vec<u8> {
+    let mut v = a.agent.as_str().as_bytes().to_vec();
+    v.push(0);
+    v.extend_from_slice(outbox_part(&a.outbox));
     v
 }
 
-/// Whether batch `a` was made after the stamp `held`: by sequence number for
-/// the same agent (its outbox numbers batches in the order it made them), by
-/// `sent_at` across agents. `None` for a stamp that does not parse.
-fn made_after_stamp(a: &Accepted, held: &[u8]) -> Option<bool> {
-    let seq = u64::from_be_bytes(held.get(..8)?.try_into().ok()?);
-    let sent = i64::from_be_bytes(held.get(8..16)?.try_into().ok()?);
-    let agent = held.get(16..)?;
-    Some(if agent == a.agent.as_str().as_bytes() {
-        a.seq >= seq
-    } else {
-        a.sent_at.timestamp_micros() >= sent
+fn stamp(a: &Accepted) -> Vec<u8> {
+    let mut v = vec![STAMP_V2];
+    v.extend_from_slice(&a.seq.to_be_bytes());
+    v.extend_from_slice(&numbering(a));
+    v
+}
+
+fn parse_stamp(held: &[u8]) -> Option<Stamp> {
+    if held.first() == Some(&STAMP_V2) {
+        return Some(Stamp {
+            seq: u64::from_be_bytes(held.get(1..9)?.try_into().ok()?),
+            numbering: held.get(9..)?.to_vec(),
+        });
+    }
+    // Before outbox ids: seq, sent_at (ignored: a clock decides nothing), agent.
+    let mut numbering = held.get(16..)?.to_vec();
+    numbering.push(0);
+    Some(Stamp {
+        seq: u64::from_be_bytes(held.get(..8)?.try_into().ok()?),
+        numbering,
     })
+}
+
+/// Whether batch `a` may replace a restated fact stamped `held`. Within one
+/// outbox's numbering, the later seq wins (a resend overtaken by later
+/// batches never undoes them). Across outboxes or agents no number or clock
+/// compares, so arrival decides: a batch replaces what another outbox wrote
+/// unless it was itself overtaken in its own outbox (`overtaken`: a resend
+/// arriving after later batches of its outbox, whose place in time is unknown).
+fn may_replace(
+    a: &Accepted,
+    held: &Stamp,
+    overtaken: impl FnOnce() -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
+    if held.numbering == numbering(a) {
+        Ok(a.seq >= held.seq)
+    } else {
+        Ok(!overtaken()?)
+    }
 }
 
 impl crate::state::RegisterLookup for Store {
@@ -252,20 +346,42 @@ impl crate::state::RegisterLookup for Store {
 }
 
 impl Store {
-    /// Whether batch `a` was made after the one that wrote the fact at `key`
-    /// (`None`: no stamp held — a fact stored before stamps were kept).
-    fn made_after(&self, key: &[u8], a: &Accepted) -> Result<Option<bool>, StoreError> {
-        Ok(self
-            .facts
-            .get(stamp_key(key))?
-            .and_then(|held| made_after_stamp(a, &held)))
+    /// The stamp of the batch that wrote the fact at `key` (`None`: no stamp
+    /// held — a fact stored before stamps were kept).
+    fn stamp_of(&self, key: &[u8]) -> Result<Option<Stamp>, StoreError> {
+        Ok(self.facts.get(stamp_key(key))?.and_then(|held| parse_stamp(&held)))
     }
 
     /// Opens (or creates) the store with a page cache of `cache_bytes`.
+    ///
+    /// Refused — with an error naming the files and what to do — when sled
+    /// cannot read it, or when it holds fewer accepted batches than the
+    /// high-water mark beside it says were flushed (it rolled back).
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db =
-            zonesync_agent::sled_open::open_when_released(&sled::Config::new().path(path).cache_capacity(cache_bytes))?;
+        let mark_path = high_water_path(path);
+        let high_water = HighWater::open(&mark_path)?;
+        let db = zonesync_runtime::open_sled(&sled::Config::new().path(path).cache_capacity(cache_bytes), path)?;
         let facts = db.open_tree("facts")?;
+        let held = match facts.get(ACCEPTED)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("accepted-batch counter".into()))?,
+            ),
+            None => 0,
+        };
+        if let Some(flushed) = high_water.get().filter(|f| *f > held) {
+            return Err(StoreError::RolledBack {
+                store: path.display().to_string(),
+                mark: mark_path.display().to_string(),
+                held,
+                flushed,
+            });
+        }
+        if high_water.get().is_none() && held > 0 {
+            // A store from before the mark was kept: start the mark from it.
+            high_water.raise(held)?;
+        }
         let dead = db.open_tree("dead_letters")?;
         let alerts = db.open_tree("alerts")?;
         let alert_history = db.open_tree("alert_history")?;
@@ -277,29 +393,82 @@ impl Store {
             alerts,
             alert_history,
             deliveries,
+            accepted: AtomicU64::new(held),
+            high_water,
+            path: path.to_owned(),
             newest: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Whether a batch of `a`'s agent with a higher sequence number is stored
-    /// already, i.e. `a` arrives after newer data from the same agent.
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether a batch of `a`'s outbox with a higher sequence number is stored
+    /// already, i.e. `a` arrives after newer data from the same outbox.
     fn overtaken(&self, a: &Accepted) -> Result<bool, StoreError> {
-        let Some(next) = a.seq.checked_add(1) else {
-            return Ok(false);
+        Ok(self.highest(&a.zone, &a.agent, &a.outbox)?.is_some_and(|h| h > a.seq))
+    }
+
+    /// The highest sequence number handled under an outbox's numbering.
+    pub fn highest(
+        &self,
+        zone: &ZoneId,
+        agent: &AgentId,
+        outbox: &Option<OutboxId>,
+    ) -> Result<Option<u64>, StoreError> {
+        let key = mark_key(zone, agent, outbox, 0);
+        let prefix = &key[..key.len() - 8];
+        let newest = match self.facts.scan_prefix(prefix).next_back().transpose()? {
+            Some((k, _)) if k.len() == key.len() => k
+                .get(prefix.len()..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes),
+            _ => None,
         };
-        let start = k(
-            &[
-                a.zone.as_str().as_bytes(),
-                a.agent.as_str().as_bytes(),
-                &next.to_be_bytes(),
-            ],
-            b's',
-        );
-        let prefix = start.len() - 8;
-        Ok(match self.facts.range(start.as_slice()..).next().transpose()? {
-            Some((key, _)) => key.len() == start.len() && key.get(..prefix) == start.get(..prefix),
-            None => false,
-        })
+        // Legacy numbering also lives under the older `s` marks.
+        let legacy = if outbox.is_none() {
+            let start = k(
+                &[zone.as_str().as_bytes(), agent.as_str().as_bytes(), &0u64.to_be_bytes()],
+                b's',
+            );
+            let lp = &start[..start.len() - 8];
+            match self.facts.scan_prefix(lp).next_back().transpose()? {
+                Some((k, _)) if k.len() == start.len() => k
+                    .get(lp.len()..)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Ok(newest.max(legacy))
+    }
+
+    /// What is held under a batch's mark: `None` if nothing, else the digest
+    /// (empty for a batch stored before digests were kept).
+    fn held_mark(&self, a: &Accepted) -> Result<Option<String>, StoreError> {
+        if let Some(v) = self.facts.get(mark_key(&a.zone, &a.agent, &a.outbox, a.seq))? {
+            return Ok(Some(
+                String::from_utf8_lossy(v.get(8..).unwrap_or_default()).into_owned(),
+            ));
+        }
+        if a.outbox.is_none() {
+            let legacy = k(
+                &[
+                    a.zone.as_str().as_bytes(),
+                    a.agent.as_str().as_bytes(),
+                    &a.seq.to_be_bytes(),
+                ],
+                b's',
+            );
+            if self.facts.contains_key(legacy)? {
+                return Ok(Some(String::new()));
+            }
+        }
+        Ok(None)
     }
 
     /// Stores a validated batch unless (agent, seq) was stored before. Not flushed.
@@ -318,21 +487,20 @@ impl Store {
     /// in order is the newer one and replaces the held figure. Whether the
     /// batch was overtaken costs one lookup, made only when a held value differs.
     pub fn apply(&self, a: &mut Accepted) -> Result<Outcome, StoreError> {
-        let seen = k(
-            &[
-                a.zone.as_str().as_bytes(),
-                a.agent.as_str().as_bytes(),
-                &a.seq.to_be_bytes(),
-            ],
-            b's',
-        );
-        if self.facts.contains_key(&seen)? {
-            return Ok(Outcome::Duplicate);
+        match self.held_mark(a)? {
+            // A batch stored before digests were kept matches any resend.
+            Some(held) if held.is_empty() || held == a.digest => return Ok(Outcome::Duplicate),
+            Some(held) => return Ok(Outcome::Reused { held }),
+            None => {}
         }
         // Looked up once, and only if some held value differs.
         let mut overtaken: Option<bool> = None;
         let mut batch = sled::Batch::default();
-        batch.insert(seen, &a.boot.to_be_bytes());
+        let mut mark = a.boot.to_be_bytes().to_vec();
+        mark.extend_from_slice(a.digest.as_bytes());
+        batch.insert(mark_key(&a.zone, &a.agent, &a.outbox, a.seq), mark);
+        let accepted = self.accepted.load(Ordering::SeqCst).saturating_add(1);
+        batch.insert(ACCEPTED, &accepted.to_be_bytes());
         let mut fresh = Vec::with_capacity(a.readings.len());
         // Readings this batch writes, by key: a key sent twice in one batch is
         // one stored reading, as the rebuild will count it.
@@ -377,10 +545,16 @@ impl Store {
                 // Backfill never replaces a value held for the same instant.
                 Some(_) if a.backfill && !period => Fresh::Stale,
                 // A restated period figure replaces the held one only if its
-                // batch was made after the one that wrote it.
-                Some(_) => match period.then(|| self.made_after(&key, a)).transpose()?.flatten() {
-                    Some(true) => Fresh::Replacement,
-                    Some(false) => Fresh::Stale,
+                // batch may replace the one that wrote it (see `may_replace`).
+                Some(_) => match period.then(|| self.stamp_of(&key)).transpose()?.flatten() {
+                    Some(held) => {
+                        let replace = may_replace(a, &held, || Ok(*overtaken.get_or_insert(self.overtaken(a)?)))?;
+                        if replace {
+                            Fresh::Replacement
+                        } else {
+                            Fresh::Stale
+                        }
+                    }
                     // No stamp (an instant, or a store written before stamps):
                     // no batch replaces what the same agent sent after it.
                     None => {
@@ -428,11 +602,11 @@ impl Store {
                 ],
                 b'd',
             );
-            // A held declaration is replaced only by one made after it; without
-            // a stamp, an overtaken batch only fills a gap.
+            // A held declaration is replaced only by a batch that may replace
+            // the one that wrote it; without a stamp, an overtaken batch only fills a gap.
             let stale = self.facts.contains_key(&key)?
-                && match self.made_after(&key, a)? {
-                    Some(after) => !after,
+                && match self.stamp_of(&key)? {
+                    Some(held) => !may_replace(a, &held, || Ok(*overtaken.get_or_insert(self.overtaken(a)?)))?,
                     None => *overtaken.get_or_insert(self.overtaken(a)?),
                 };
             if !stale {
@@ -445,6 +619,7 @@ impl Store {
         let mut kept = keep.into_iter();
         a.declarations.retain(|_| kept.next().unwrap_or(false));
         self.facts.apply_batch(batch)?;
+        self.accepted.store(accepted, Ordering::SeqCst);
         drop(newest);
         Ok(Outcome::Stored {
             duplicate_readings,
@@ -587,9 +762,12 @@ impl Store {
         Ok(())
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable, then raises the high-water
+    /// mark to the batches it holds.
     pub fn flush(&self) -> Result<(), StoreError> {
+        let accepted = self.accepted.load(Ordering::SeqCst);
         self.db.flush()?;
+        self.high_water.raise(accepted)?;
         Ok(())
     }
 
@@ -632,22 +810,47 @@ impl Store {
             let p: Presence = serde_json::from_slice(&v).map_err(|_| corrupt("presence", &key))?;
             state.apply_presence(&p, p.at);
         }
-        for kv in self.facts.scan_prefix(b"s") {
-            let (key, v) = kv?;
-            let parts: Vec<&[u8]> = key[1..].splitn(3, |b| *b == 0).collect();
-            let [z, a, seq] = parts.as_slice() else {
-                return Err(corrupt("seen", &key));
-            };
-            let zone = id_from::<ZoneId>(z).ok_or_else(|| corrupt("seen", &key))?;
-            let agent = id_from::<AgentId>(a).ok_or_else(|| corrupt("seen", &key))?;
-            let seq = u64::from_be_bytes((*seq).try_into().map_err(|_| corrupt("seen", &key))?);
-            let boot = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
-            let st = state.zone_mut(&zone).agents.entry(agent).or_default();
-            st.last_seq = Some(st.last_seq.map_or(seq, |l| l.max(seq)));
-            st.boot = st.boot.max(boot);
+        for (tag, parts_n) in [(b"s", 3usize), (b"b", 4)] {
+            for kv in self.facts.scan_prefix(tag) {
+                let (key, v) = kv?;
+                // The seq is the last 8 bytes (they may hold 0x00); ids never do.
+                let Some((head, seq)) = key.len().checked_sub(8).map(|n| key.split_at(n)) else {
+                    return Err(corrupt("seen", &key));
+                };
+                let parts: Vec<&[u8]> = head.get(1..).unwrap_or_default().splitn(parts_n, |b| *b == 0).collect();
+                let (Some(z), Some(a)) = (parts.first(), parts.get(1)) else {
+                    return Err(corrupt("seen", &key));
+                };
+                let outbox = match parts.get(2) {
+                    Some(o) if parts_n == 4 && !o.is_empty() => {
+                        Some(id_from::<OutboxId>(o).ok_or_else(|| corrupt("seen", &key))?)
+                    }
+                    _ => None,
+                };
+                let zone = id_from::<ZoneId>(z).ok_or_else(|| corrupt("seen", &key))?;
+                let agent = id_from::<AgentId>(a).ok_or_else(|| corrupt("seen", &key))?;
+                let seq = u64::from_be_bytes(seq.try_into().map_err(|_| corrupt("seen", &key))?);
+                let boot = v
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                state.note_stored_mark(&zone, &agent, outbox.as_ref(), seq, boot);
+            }
         }
         Ok(())
     }
+}
+
+/// The high-water mark file of the store at `path`: beside it, not in it,
+/// so whatever damages or restores the store's directory leaves it alone.
+pub fn high_water_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "store".into());
+    name.push(".high-water");
+    path.with_file_name(name)
 }
 
 fn json_of<T: serde::de::DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
