@@ -888,6 +888,68 @@ mod tests {
     }
 
     #[test]
+    fn a_store_put_back_from_an_older_copy_is_refused_at_open_naming_both_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store");
+        let store = Store::open(&path, 1 << 20).expect("store");
+        store
+            .apply(&mut accepted(1, vec![register(1.0, "2026-11-23T07:45:00Z")]))
+            .expect("apply");
+        store.flush().expect("flush");
+        drop(store);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let copy = dir.path().join("copy");
+        copy_dir(&path, &copy);
+        let store = Store::open(&path, 1 << 20).expect("store");
+        for seq in 2..=4 {
+            store
+                .apply(&mut accepted(seq, vec![register(seq as f64, "2026-11-23T07:45:00Z")]))
+                .expect("apply");
+        }
+        store.flush().expect("flush");
+        drop(store);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::fs::remove_dir_all(&path).expect("remove");
+        copy_dir(&copy, &path);
+        let e = match Store::open(&path, 1 << 20) {
+            Err(e) => e,
+            Ok(_) => panic!("a store that lost three flushed batches must not open"),
+        };
+        let text = e.to_string();
+        assert!(
+            matches!(
+                e,
+                StoreError::RolledBack {
+                    held: 1,
+                    flushed: 4,
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&path.display().to_string()) && text.contains("store.high-water"),
+            "{text}"
+        );
+        // Moving the mark aside is the documented way to accept the loss.
+        std::fs::remove_file(high_water_path(&path)).expect("remove mark");
+        assert!(Store::open(&path, 1 << 20).is_ok());
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("read dir") {
+            let e = e.expect("entry");
+            let target = to.join(e.file_name());
+            if e.file_type().expect("type").is_dir() {
+                copy_dir(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), target).expect("copy");
+            }
+        }
+    }
+
+    #[test]
     fn reading_key_has_the_documented_layout() {
         let r = register(1.0, "2026-11-23T07:45:00Z");
         let micros = utc("2026-11-23T07:45:00Z").timestamp_micros() as u64;
