@@ -380,6 +380,7 @@ fn apply_effect(app: &App, effect: Effect, now: DateTime<Utc>, lookup: &dyn Regi
                     REFUSED_REUSED_SEQ => a.refused_reused_seq += 1,
                     _ => a.refused_seq_ahead += 1,
                 }
+                a.last_numbering_refusal_at = Some(now);
             }
         }
         Effect::Stored {
@@ -1179,7 +1180,7 @@ mod tests {
             (1u64, Publish::new(&topic, QoS::AtLeastOnce, real.to_payload())),
             (1u64, Publish::new(&topic, QoS::AtLeastOnce, forged.to_payload())),
         ];
-        let (done, confirms, _, _) = handle_group(&app, group, utc(NOW));
+        let (done, confirms, effects, _) = handle_group(&app, group, utc(NOW));
         assert_eq!(done.len(), 2, "both are handled: acknowledged to the broker");
         let answers = confirms.get(&(zone(), agent(), Some(outbox("a")))).expect("answers");
         assert_eq!(
@@ -1200,6 +1201,19 @@ mod tests {
             "the forger's redelivery is a duplicate, confirmed with its own digest"
         );
         assert_eq!(dead_labels(&app), vec![REFUSED_REUSED_SEQ.to_owned()]);
+        // Nothing moves in memory before the flush that makes it durable.
+        assert_eq!(agent_state(&app).refused_reused_seq, 0);
+        apply_effects(&app, effects, utc(NOW));
+        assert_eq!(agent_state(&app).refused_reused_seq, 1);
+        // Someone must look at that gateway: an alert, raised at once.
+        let events = crate::alerts::evaluate_once(&app, &Default::default(), utc(NOW)).expect("alerts");
+        let raised: Vec<_> = events.iter().filter(|e| e.obs.rule == "batch_identity").collect();
+        assert_eq!(raised.len(), 1, "{events:?}");
+        assert!(
+            raised[0].obs.detail.contains("jy-hitech-gw01"),
+            "{}",
+            raised[0].obs.detail
+        );
         // The agent moves to a fresh outbox and resends: its figure wins.
         announce(&app, "b", 1);
         assert_eq!(send(&app, &batch_in("b", 1, vec![amount(20.0, 10)])), Handled::Stored);

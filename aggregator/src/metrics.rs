@@ -213,10 +213,11 @@ impl Metrics {
 /// Per-agent figures from the state, in Prometheus text:
 /// `zonesync_aggregator_agent_dropped_readings{zone,agent}` and
 /// `zonesync_aggregator_agent_dropped_sent_readings{zone,agent}` (what the agent's
-/// last presence reported) and `zonesync_aggregator_agent_backfilled_readings_total{zone,agent}`.
+/// last presence reported), `zonesync_aggregator_agent_backfilled_readings_total{zone,agent}`
+/// and the batches refused for their numbering (`…_refused_reused_seq_total`, `…_refused_seq_ahead_total`).
 pub fn render_agents(state: &crate::state::State) -> String {
     type Field = fn(&crate::state::AgentState) -> u64;
-    let families: [(&str, &str, &str, Field); 3] = [
+    let families: [(&str, &str, &str, Field); 5] = [
         (
             "zonesync_aggregator_agent_dropped_readings",
             "gauge",
@@ -234,6 +235,18 @@ pub fn render_agents(state: &crate::state::State) -> String {
             "counter",
             "Backfilled readings stored from the agent since start.",
             |a| a.backfilled_readings,
+        ),
+        (
+            "zonesync_aggregator_agent_refused_reused_seq_total",
+            "counter",
+            "Batches refused since start because their (outbox, seq) was held with other content: an outbox restored from a copy, or a forger numbering ahead.",
+            |a| a.refused_reused_seq,
+        ),
+        (
+            "zonesync_aggregator_agent_refused_seq_ahead_total",
+            "counter",
+            "Batches refused since start because their seq was far beyond what the outbox announced.",
+            |a| a.refused_seq_ahead,
         ),
     ];
     let mut s = String::new();

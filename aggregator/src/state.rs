@@ -285,6 +285,8 @@ pub struct AgentState {
     pub refused_reused_seq: u64,
     /// Batches refused because their seq was far beyond what the outbox announced.
     pub refused_seq_ahead: u64,
+    /// When the last batch was refused for its numbering (reused or far ahead).
+    pub last_numbering_refusal_at: Option<DateTime<Utc>>,
 }
 
 /// What is known of one outbox's numbering.

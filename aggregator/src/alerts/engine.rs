@@ -2,7 +2,7 @@
 //! alert's lifecycle in the store, and queues every transition for each sink.
 
 use super::lifecycle::{self, step, Phase, Transition, Tuning};
-use super::rules::observe;
+use super::rules::{observe, observe_batch_identity, BATCH_IDENTITY};
 use super::{AlertRecord, AlertSettings, Event};
 use crate::app::App;
 use crate::outbound::Delivery;
@@ -55,6 +55,9 @@ pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>)
                     obs.insert(key(&o), o);
                 }
             }
+            for o in observe_batch_identity(z, st.zones.get(&z.id), now) {
+                obs.insert(key(&o), o);
+            }
         }
     }
     let mut events = Vec::new();
@@ -71,6 +74,15 @@ pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>)
             updated_at: now,
         });
         let before = rec.phase.clone();
+        // A batch refused for its numbering is raised at once.
+        let tuning = if o.rule == BATCH_IDENTITY {
+            Tuning {
+                min_duration: Duration::zero(),
+                ..tuning
+            }
+        } else {
+            tuning
+        };
         let t = step(&mut rec.phase, o.value, o.limit, now, tuning);
         let changed = before != rec.phase || rec.value != o.value;
         rec.value = o.value;

@@ -9,7 +9,7 @@ pub mod lifecycle;
 pub mod rules;
 pub mod sinks;
 
-pub use engine::{acknowledge, run, AckError};
+pub use engine::{acknowledge, evaluate_once, run, AckError};
 pub use lifecycle::{Phase, Transition};
 pub use rules::{Observation, RuleSettings, Subject};
 pub use sinks::Sink;

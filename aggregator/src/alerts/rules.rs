@@ -204,3 +204,47 @@ pub fn observe(
     }
     out
 }
+
+/// How long after a batch refused for its numbering the `batch_identity`
+/// alert stays up (it clears once this long passes without another).
+pub const NUMBERING_ALERT_HOURS: i64 = 24;
+
+/// The rule id of the alert raised when an agent's batch was refused for its
+/// numbering: its (outbox, seq) held with other content (an outbox restored
+/// from a copy, a forger using the agent's credentials), or a seq far ahead.
+/// Someone must look at that gateway: raised at once, not after a duration.
+pub const BATCH_IDENTITY: &str = "batch_identity";
+
+/// One observation per agent of the zone refused a batch for its numbering
+/// within [`NUMBERING_ALERT_HOURS`]: 1 (breached) while recent, 0 after.
+pub fn observe_batch_identity(
+    zone: &Zone,
+    zs: Option<&ZoneState>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Observation> {
+    let Some(zs) = zs else {
+        return Vec::new();
+    };
+    zs.agents
+        .iter()
+        .filter_map(|(id, a)| {
+            let at = a.last_numbering_refusal_at?;
+            let recent = now - at < chrono::Duration::hours(NUMBERING_ALERT_HOURS);
+            Some(Observation {
+                rule: BATCH_IDENTITY.into(),
+                subject: Subject {
+                    zone: zone.id.to_string(),
+                    enterprise: Some(format!("agent:{id}")),
+                    name: id.to_string(),
+                },
+                value: if recent { 1.0 } else { 0.0 },
+                limit: 0.5,
+                period: at.to_rfc3339(),
+                detail: format!(
+                    "网关 {id} 的批次编号被拒: 重复使用的序号 {} 次, 超前的序号 {} 次 (最近 {at}); 可能是从备份恢复的发件箱或冒用该网关身份的发送者",
+                    a.refused_reused_seq, a.refused_seq_ahead
+                ),
+            })
+        })
+        .collect()
+}
