@@ -1221,6 +1221,33 @@ mod tests {
     }
 
     #[test]
+    fn presence_figures_at_their_limits_overflow_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = open(dir.path());
+        for name in ["jy-hitech-gw01", "forged-gw"] {
+            let p = Presence {
+                agent: AgentId::parse(name).expect("agent"),
+                next_seq: u64::MAX,
+                clock_offset_ms: Some(i64::MIN),
+                ..presence_sent(u64::MAX, u64::MAX, u64::MAX, u64::MAX)
+            };
+            say(&app, &p, utc(NOW));
+        }
+        let zone_reg = app.registry.zone(&zone()).expect("zone").clone();
+        let st = app.state.read().expect("state");
+        let r = crate::quality::report(
+            &zone_reg,
+            st.zones.get(&zone()),
+            Period::Month(2026, 11),
+            utc(NOW) + chrono::Duration::days(1),
+            &app.catalog,
+            &app.quality,
+        );
+        assert_eq!(r.readings_dropped_at_source, u64::MAX);
+        assert_eq!(r.readings_dropped_sent_at_source, u64::MAX);
+    }
+
+    #[test]
     fn a_sent_at_beyond_the_skew_limit_is_refused_and_decides_nothing() {
         let dir = tempfile::tempdir().expect("temp dir");
         let app = open(dir.path());

@@ -262,8 +262,13 @@ pub fn report(
         period: month,
         settings: q.clone(),
         completeness: (ze > 0).then(|| zr as f64 / ze as f64),
-        readings_dropped_at_source: agents.iter().map(|a: &AgentLiveness| a.dropped_readings).sum(),
-        readings_dropped_sent_at_source: agents.iter().map(|a: &AgentLiveness| a.dropped_sent_readings).sum(),
+        // Each figure is what an agent's presence said: never trusted not to overflow.
+        readings_dropped_at_source: agents
+            .iter()
+            .fold(0u64, |s, a: &AgentLiveness| s.saturating_add(a.dropped_readings)),
+        readings_dropped_sent_at_source: agents
+            .iter()
+            .fold(0u64, |s, a: &AgentLiveness| s.saturating_add(a.dropped_sent_readings)),
         enterprises,
         agents,
     }
