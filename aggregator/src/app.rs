@@ -57,7 +57,9 @@ pub struct App {
     pub read_token: Option<String>,
     /// Storage.
     pub store: Store,
-    /// In-memory zone state.
+    /// Every fact held and the rules about them; only ingest changes it.
+    pub ledger: std::sync::Mutex<crate::facts::Ledger>,
+    /// In-memory zone state (the read model the API and goals read).
     pub state: RwLock<State>,
     /// Counters.
     pub metrics: Metrics,
@@ -87,12 +89,20 @@ impl App {
             .map_err(|e| StartError::Catalog(Box::new(e)))?;
         let store = Store::open(&cfg.data_dir.join("store"), cfg.store.cache_capacity_bytes)?;
         let mut state = State::default();
-        store.rebuild(&mut state, &catalog)?;
-        let readings: u64 = state.zones.values().map(|z| z.readings_stored).sum();
-        tracing::info!(zones = zones.len(), readings, "aggregator state rebuilt from store");
+        let mut ledger = crate::facts::Ledger::default();
+        // Tallies first, so the replay keeps them as live ingest does.
         let goals = load_goals(BUILTIN_GOALS, &catalog)?;
-        // Goal tallies follow every batch from here on (see goals::incremental).
         crate::goals::incremental::install(&mut state, &registry, &zones, &goals.goal, &catalog, &cfg.goals);
+        let started = std::time::Instant::now();
+        store.rebuild(&mut ledger, &mut state, &catalog)?;
+        let readings: u64 = state.zones.values().map(|z| z.readings_stored).sum();
+        tracing::info!(
+            zones = zones.len(),
+            readings,
+            batches = store.accepted(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "aggregator state rebuilt from store"
+        );
         Ok(Self {
             goals,
             validator: Validator::new(catalog.clone(), cfg.limits.to_limits()),
@@ -106,6 +116,7 @@ impl App {
             write_token: cfg.http.write_token.clone().filter(|t| !t.is_empty()),
             read_token: cfg.http.read_token.clone().filter(|t| !t.is_empty()),
             store,
+            ledger: std::sync::Mutex::new(ledger),
             state: RwLock::new(state),
             metrics: Metrics::default(),
             health: Default::default(),

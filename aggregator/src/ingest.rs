@@ -10,8 +10,9 @@
 
 use crate::app::App;
 use crate::config::MqttConfig;
-use crate::state::{numbering_key, Neighbours, Numbering, RegisterLookup};
-use crate::store::{DeadLetter, Outcome, StoreError};
+use crate::facts::{Applied, Identity};
+use crate::state::{numbering_key, Numbering};
+use crate::store::{DeadLetter, StoreError};
 use chrono::{DateTime, Utc};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, SubscribeFilter};
 use std::collections::{BTreeMap, HashMap};
@@ -21,8 +22,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use zonesync_agent::shutdown::Shutdown;
 use zonesync_proto::{
-    Accepted, AgentId, CanonicalReading, Confirm, EnterpriseId, OutboxId, Presence, Problem, Reason, Refusal, Topic,
-    TopicKind, ZoneId, REFUSED_REUSED_SEQ,
+    Accepted, AgentId, Confirm, OutboxId, Presence, Problem, Reason, Refusal, Topic, TopicKind, ZoneId,
+    REFUSED_REUSED_SEQ,
 };
 
 /// Largest group of messages stored under one flush.
@@ -90,9 +91,7 @@ enum Effect {
     Presence(Presence),
     Stored {
         acc: Accepted,
-        replaced: usize,
-        duplicate_readings: usize,
-        stale: usize,
+        applied: Applied,
     },
     Refused {
         zone: ZoneId,
@@ -158,7 +157,7 @@ impl GroupView {
 /// instead applies a whole group's changes after the flush.
 pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Result<Handled, StoreError> {
     let o = handle_one(app, &mut GroupView::default(), topic, payload, now)?;
-    apply_effect(app, o.effect, now, &app.store);
+    apply_effect(app, o.effect, now);
     Ok(o.handled)
 }
 
@@ -232,7 +231,7 @@ fn handle_one(
             }
         };
     }
-    let mut acc = match app.validator.batch(Some(&t), payload, now) {
+    let acc = match app.validator.batch(Some(&t), payload, now) {
         Ok(a) => a,
         Err(ps) => {
             let head = serde_json::from_slice::<SeqOnly>(payload).ok();
@@ -299,8 +298,9 @@ fn handle_one(
             },
         });
     }
-    match app.store.apply(&mut acc)? {
-        Outcome::Duplicate => {
+    let mut ledger = app.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match ledger.identify(&acc) {
+        Identity::Duplicate => {
             app.metrics.batches_duplicate.fetch_add(1, Ordering::Relaxed);
             Ok(Outcome1 {
                 handled: Handled::Duplicate,
@@ -311,7 +311,8 @@ fn handle_one(
                 effect: Effect::None,
             })
         }
-        Outcome::Reused { held } => {
+        Identity::Reused { held } => {
+            drop(ledger);
             let why = format!(
                 "seq {} of outbox {} is held with other content (digest {held}, this one {}): a reused sequence number — an outbox restored from a copy, or batches numbered ahead by someone else; refused, the agent must move to a fresh outbox identity and resend",
                 acc.seq,
@@ -332,11 +333,12 @@ fn handle_one(
                 },
             })
         }
-        Outcome::Stored {
-            duplicate_readings,
-            replaced,
-            stale,
-        } => {
+        Identity::New => {
+            // Logged first: if the store refuses, the ledger has not moved
+            // and the message is tried again.
+            app.store.append(now, &acc)?;
+            let applied = ledger.apply(&acc, &app.catalog).unwrap_or_default();
+            drop(ledger);
             let n = view.numbering(app, &acc.zone, &acc.agent, acc.outbox.as_ref());
             n.highest = Some(n.highest.map_or(acc.seq, |h| h.max(acc.seq)));
             if !acc.refused.is_empty() {
@@ -351,12 +353,7 @@ fn handle_one(
                     seq: acc.seq,
                     digest: acc.digest.clone(),
                 }),
-                effect: Effect::Stored {
-                    acc,
-                    replaced,
-                    duplicate_readings,
-                    stale,
-                },
+                effect: Effect::Stored { acc, applied },
             })
         }
     }
@@ -364,7 +361,7 @@ fn handle_one(
 
 /// Applies what a durably handled message changes in memory: the state and
 /// the counts of what is stored.
-fn apply_effect(app: &App, effect: Effect, now: DateTime<Utc>, lookup: &dyn RegisterLookup) {
+fn apply_effect(app: &App, effect: Effect, now: DateTime<Utc>) {
     match effect {
         Effect::None => {}
         Effect::Presence(p) => {
@@ -383,40 +380,25 @@ fn apply_effect(app: &App, effect: Effect, now: DateTime<Utc>, lookup: &dyn Regi
                 a.last_numbering_refusal_at = Some(now);
             }
         }
-        Effect::Stored {
-            acc,
-            replaced,
-            duplicate_readings,
-            stale,
-        } => {
-            // `acc.readings` holds only the readings new to the store, and
-            // corrections (`replaced`), which are not new readings.
-            let fresh = &acc.readings;
-            let new_readings = fresh.len().saturating_sub(replaced) as u64;
+        Effect::Stored { acc, applied } => {
             let m = &app.metrics;
+            let new_readings = applied.new_readings as u64;
             m.batches_stored.fetch_add(1, Ordering::Relaxed);
             m.readings_stored.fetch_add(new_readings, Ordering::Relaxed);
-            m.readings_replaced.fetch_add(replaced as u64, Ordering::Relaxed);
+            m.readings_replaced
+                .fetch_add(applied.replaced as u64, Ordering::Relaxed);
             m.readings_duplicate
-                .fetch_add(duplicate_readings as u64, Ordering::Relaxed);
+                .fetch_add(applied.duplicate_readings as u64, Ordering::Relaxed);
             m.declarations_stored
-                .fetch_add(acc.declarations.len() as u64, Ordering::Relaxed);
+                .fetch_add(applied.declarations as u64, Ordering::Relaxed);
             if acc.backfill {
                 m.readings_backfilled.fetch_add(new_readings, Ordering::Relaxed);
-                m.backfill_stale.fetch_add(stale as u64, Ordering::Relaxed);
+                m.backfill_stale.fetch_add(applied.stale as u64, Ordering::Relaxed);
             } else {
-                m.overtaken_stale.fetch_add(stale as u64, Ordering::Relaxed);
+                m.overtaken_stale.fetch_add(applied.stale as u64, Ordering::Relaxed);
             }
             if let Ok(mut st) = app.state.write() {
-                st.apply_stored(
-                    &acc.zone,
-                    &acc.enterprise,
-                    fresh,
-                    &acc.declarations,
-                    &app.catalog,
-                    replaced as u64,
-                    Some(lookup),
-                );
+                st.apply_applied(&acc.zone, &acc.enterprise, &applied, &app.catalog);
                 st.note_batch(
                     &acc.zone,
                     &acc.agent,
@@ -486,7 +468,11 @@ async fn confirm(app: &App, client: &AsyncClient, confirms: Confirms) {
                 Answer::Refused(r) => refused.push(r),
             }
         }
-        let highest = app.store.highest(&zone, &agent, &outbox).ok().flatten();
+        let highest = app
+            .ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .highest(&zone, &agent, &outbox);
         let payload = Confirm::handled(agent.clone(), outbox, handled, refused, highest, at).to_payload();
         match client
             .publish(Topic::confirm(&zone, &agent), QoS::AtLeastOnce, false, payload)
@@ -563,47 +549,10 @@ async fn store_group(app: &App, group: Group, shutdown: &mut Shutdown) -> Result
     Err(GroupError::Shutdown)
 }
 
-/// Applies a flushed group's effects in arrival order. A late register's
-/// neighbours are looked up in the store, which by now also holds the
-/// group's later batches: those are hidden from the lookup, so each batch
-/// sees the store as it stood when it was stored.
+/// Applies a flushed group's effects in arrival order.
 fn apply_effects(app: &App, effects: Vec<Effect>, now: DateTime<Utc>) {
-    let mut effects = effects.into_iter().collect::<std::collections::VecDeque<_>>();
-    while let Some(e) = effects.pop_front() {
-        let later = Later {
-            store: &app.store,
-            later: effects.make_contiguous(),
-        };
-        apply_effect(app, e, now, &later);
-    }
-}
-
-/// The store as a register lookup that skips the registers of batches not yet applied.
-struct Later<'a> {
-    store: &'a crate::store::Store,
-    later: &'a [Effect],
-}
-
-impl RegisterLookup for Later<'_> {
-    fn neighbours(
-        &self,
-        zone: &ZoneId,
-        enterprise: &EnterpriseId,
-        r: &CanonicalReading,
-        unapplied: &dyn Fn(DateTime<Utc>) -> bool,
-    ) -> Option<Neighbours> {
-        let pending = |t: DateTime<Utc>| {
-            self.later.iter().any(|e| match e {
-                Effect::Stored { acc, .. } if &acc.zone == zone && &acc.enterprise == enterprise => {
-                    acc.readings.iter().any(|o| {
-                        o.indicator == r.indicator && o.point == r.point && o.at == zonesync_proto::ReadingTime::Ts(t)
-                    })
-                }
-                _ => false,
-            })
-        };
-        self.store
-            .neighbours(zone, enterprise, r, &|t| unapplied(t) || pending(t))
+    for e in effects {
+        apply_effect(app, e, now);
     }
 }
 
@@ -968,7 +917,8 @@ mod tests {
         );
         assert_eq!(send(&app, &late), Handled::Stored);
         let live = (kwh(&app, 10), kwh(&app, 11));
-        assert_eq!(live, ((Some(40.0), 0), (Some(40.0), 0)));
+        // Both arrived after a later register: counted late, split in exactly.
+        assert_eq!(live, ((Some(40.0), 2), (Some(40.0), 2)));
         app.store.flush().expect("flush");
         drop(app);
         let rebuilt = open(dir.path());

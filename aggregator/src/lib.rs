@@ -13,6 +13,7 @@ pub mod config;
 pub mod dashboard;
 pub mod demo;
 pub mod energy;
+pub mod facts;
 pub mod goals;
 pub mod health;
 pub mod ingest;

@@ -5,14 +5,15 @@
 //! aggregator instances and their summaries rolled up to city and province.
 
 use crate::energy::{delta, split_by_month, Delta};
+use crate::facts::{Applied, Ledger, Op};
 use crate::goals::incremental::ZoneGoals;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use zonesync_proto::{
-    AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, OutboxId, Period, Presence,
-    PresenceStatus, ReadingTime, ZoneId,
+    Accepted, AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, OutboxId, Period,
+    Presence, PresenceStatus, ReadingTime, ZoneId,
 };
 
 /// How far past what an outbox announced (its presence's `next_seq`) or
@@ -27,6 +28,10 @@ pub const MAX_SEQ_AHEAD: u64 = 100_000;
 pub struct State {
     /// Zone states by id.
     pub zones: BTreeMap<ZoneId, ZoneState>,
+    /// The ledger [`State::apply`] feeds (tests, benches, tools that build a
+    /// state without a store); empty in a running aggregator, whose ingest
+    /// owns its ledger.
+    feed: Ledger,
 }
 
 /// One zone.
@@ -61,30 +66,6 @@ pub struct Touched {
     pub attributes: Vec<String>,
 }
 
-/// The registers either side of a late one among those the state has
-/// applied: consumption between them was split by time; with the late
-/// register it is split exactly.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Neighbours {
-    /// The last applied register before it: time and value.
-    pub before: (DateTime<Utc>, f64),
-    /// The first applied register after it.
-    pub after: (DateTime<Utc>, f64),
-}
-
-/// Finds a late register's [`Neighbours`] in the store, skipping the times
-/// `unapplied` says are not applied yet (the rest of its own batch).
-pub trait RegisterLookup {
-    /// The neighbours of `r` for `enterprise`, if both exist.
-    fn neighbours(
-        &self,
-        zone: &ZoneId,
-        enterprise: &EnterpriseId,
-        r: &CanonicalReading,
-        unapplied: &dyn Fn(DateTime<Utc>) -> bool,
-    ) -> Option<Neighbours>;
-}
-
 /// A half-open interval of time `[from, to)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -108,53 +89,51 @@ impl Window {
 }
 
 impl Touched {
-    /// What applying `readings` and `declarations` to `es` can change.
+    /// What the ledger's `ops` for one enterprise can change.
     ///
-    /// A period amount changes its period. Counter registers change the China
-    /// months from the register before (in the state or earlier in the batch)
-    /// to the latest one, whole months so an interval ending at midnight is
-    /// covered whichever way it is split. A stock (gauge) is read as of a
-    /// span's end from any earlier report or reading, so it may change any span.
-    /// Other timestamped readings only move the latest value, which flows do
-    /// not read; their month is given anyway.
-    pub fn of(
-        es: &EnterpriseState,
-        readings: &[CanonicalReading],
-        declarations: &[(String, DeclaredValue)],
-        catalog: &Catalog,
-    ) -> Touched {
-        // Earliest and latest register time per (indicator, point) in the batch.
-        let mut counters: HashMap<(&str, &str), Window> = HashMap::new();
+    /// A period amount changes its period. A register changes the China
+    /// months from the register before it to the one after (whole months, so
+    /// an interval ending at midnight is covered whichever way it is split).
+    /// A stock (gauge) is read as of a span's end from any earlier report or
+    /// reading, so it may change any span. Other time-stamped readings only
+    /// move the latest value, which flows do not read; their month is given anyway.
+    pub fn of_ops(ops: &[Op], catalog: &Catalog) -> Touched {
         let mut t = Touched::default();
-        for r in readings {
-            let kind = catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
-            let w = match (kind, r.at) {
-                (IndicatorKind::Gauge, _) => Window::ALL,
-                (_, ReadingTime::Period(p)) => Window {
-                    from: p.start(),
-                    to: p.end(),
-                },
-                (IndicatorKind::Counter, ReadingTime::Ts(ts)) => {
-                    let seen = counters
-                        .entry((&r.indicator, &r.point))
-                        .or_insert(Window { from: ts, to: ts });
-                    seen.from = seen.from.min(ts);
-                    seen.to = seen.to.max(ts);
-                    continue;
+        for op in ops {
+            match op {
+                Op::Instant {
+                    indicator,
+                    ts,
+                    counter,
+                    prev,
+                    next,
+                    ..
+                } => {
+                    let kind = catalog.get(indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
+                    let w = if *counter {
+                        months(prev.map_or(*ts, |p| p.0), next.map_or(*ts, |n| n.0))
+                    } else if kind == IndicatorKind::Gauge {
+                        Window::ALL
+                    } else {
+                        months(*ts, *ts)
+                    };
+                    t.indicators.push((indicator.clone(), w));
                 }
-                (_, ReadingTime::Ts(ts)) => months(ts, ts),
-            };
-            t.indicators.push((r.indicator.clone(), w));
+                Op::Period { indicator, period, .. } => {
+                    let kind = catalog.get(indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
+                    let w = if kind == IndicatorKind::Gauge {
+                        Window::ALL
+                    } else {
+                        Window {
+                            from: period.start(),
+                            to: period.end(),
+                        }
+                    };
+                    t.indicators.push((indicator.clone(), w));
+                }
+                Op::Declared { code, .. } => t.attributes.push(code.clone()),
+            }
         }
-        for ((code, point), Window { from: lo, to: hi }) in counters {
-            let key = (code.to_owned(), point.to_owned());
-            let prev = es.counters.get(&key).map_or(lo, |(at, _)| *at);
-            // A register before the first held one adds consumption up to it (backfill).
-            let first = es.first_registers.get(&key).map_or(hi, |(at, _)| *at);
-            t.indicators
-                .push((code.to_owned(), months(prev.min(lo), hi.max(first))));
-        }
-        t.attributes = declarations.iter().map(|(code, _)| code.clone()).collect();
         t
     }
 }
@@ -186,11 +165,6 @@ pub struct EnterpriseState {
     pub declarations: BTreeMap<String, DeclaredValue>,
     /// Latest reading per (indicator, point).
     pub latest: BTreeMap<(String, String), (ReadingTime, f64)>,
-    /// Last register per (indicator, point), for deltas.
-    counters: HashMap<(String, String), (DateTime<Utc>, f64)>,
-    /// Earliest register per (indicator, point): a backfilled register before
-    /// it adds the consumption up to it.
-    first_registers: HashMap<(String, String), (DateTime<Utc>, f64)>,
     /// Consumption from registers per (indicator, month).
     /// (Keyed by indicator first so a lookup by `&str` allocates nothing:
     /// goal tables do millions of them.)
@@ -199,7 +173,8 @@ pub struct EnterpriseState {
     pub reported: BTreeMap<String, BTreeMap<Period, f64>>,
     /// Register falls treated as meter resets.
     pub counter_resets: u64,
-    /// Register readings older than one already applied (kept, not used for deltas).
+    /// Registers that arrived after a later one of their series (each put in
+    /// its place in time: the consumption either side is split exactly).
     pub late_readings: u64,
     /// Readings stored.
     pub readings: u64,
@@ -348,58 +323,93 @@ impl AgentState {
 }
 
 impl EnterpriseState {
-    /// Applies one stored reading.
-    pub fn apply_reading(&mut self, r: &CanonicalReading, kind: IndicatorKind) {
-        self.apply_reading_with(r, kind, None);
-    }
-
-    /// Applies one stored reading; a register between two applied ones
-    /// uses `neighbours` (when known) to split consumption exactly, as
-    /// applying every register in time order would.
-    pub fn apply_reading_with(&mut self, r: &CanonicalReading, kind: IndicatorKind, neighbours: Option<Neighbours>) {
-        self.readings += 1;
-        let key = (r.indicator.clone(), r.point.clone());
-        let newer = match self.latest.get(&key) {
-            None => true,
-            Some((at, _)) => end_of(&r.at) >= end_of(at),
-        };
-        if newer {
-            self.latest.insert(key.clone(), (r.at, r.value));
-        }
-        if let ReadingTime::Ts(ts) = r.at {
-            self.points.entry(key.clone()).or_default().note(ts);
-        }
-        match r.at {
-            ReadingTime::Period(p) => {
-                self.reported.entry(r.indicator.clone()).or_default().insert(p, r.value);
-            }
-            ReadingTime::Ts(ts) if kind == IndicatorKind::Counter => match self.counters.get(&key).copied() {
-                None => {
-                    self.first_registers.insert(key.clone(), (ts, r.value));
-                    self.counters.insert(key, (ts, r.value));
+    /// Applies one change the ledger made (see [`crate::facts::Op`]).
+    pub fn apply_op(&mut self, op: &Op) {
+        match op {
+            Op::Instant {
+                indicator,
+                point,
+                ts,
+                value,
+                old,
+                counter,
+                prev,
+                next,
+                late,
+            } => {
+                let key = (indicator.clone(), point.clone());
+                let at = ReadingTime::Ts(*ts);
+                if self
+                    .latest
+                    .get(&key)
+                    .is_none_or(|(held, _)| end_of(&at) >= end_of(held))
+                {
+                    self.latest.insert(key.clone(), (at, *value));
                 }
-                Some((prev_ts, prev)) if ts > prev_ts => {
-                    self.meter(&r.indicator, prev_ts, prev, ts, r.value);
-                    self.counters.insert(key, (ts, r.value));
+                if old.is_none() {
+                    self.readings += 1;
+                    self.points.entry(key).or_default().note(*ts);
                 }
-                // Backfill can bring registers from before the first one held:
-                // the consumption up to that one is new, not late.
-                Some(_) => match self.first_registers.get(&key).copied() {
-                    Some((first_ts, first)) if ts < first_ts => {
-                        self.meter(&r.indicator, ts, r.value, first_ts, first);
-                        self.first_registers.insert(key, (ts, r.value));
-                    }
-                    _ => match neighbours {
-                        Some(Neighbours { before, after }) if before.0 < ts && ts < after.0 => {
-                            self.unmeter(&r.indicator, before, after);
-                            self.meter(&r.indicator, before.0, before.1, ts, r.value);
-                            self.meter(&r.indicator, ts, r.value, after.0, after.1);
+                if *late {
+                    self.late_readings += 1;
+                }
+                if *counter {
+                    let now = (*ts, *value);
+                    match old {
+                        // A register replaced in place: both intervals at it change.
+                        Some(o) => {
+                            let was = (*ts, *o);
+                            if let Some(p) = prev {
+                                self.unmeter(indicator, *p, was);
+                                self.meter(indicator, p.0, p.1, now.0, now.1);
+                            }
+                            if let Some(n) = next {
+                                self.unmeter(indicator, was, *n);
+                                self.meter(indicator, now.0, now.1, n.0, n.1);
+                            }
                         }
-                        _ => self.late_readings += 1,
-                    },
-                },
-            },
-            ReadingTime::Ts(_) => {}
+                        // A new register splits the interval it falls in.
+                        None => {
+                            if let (Some(p), Some(n)) = (prev, next) {
+                                self.unmeter(indicator, *p, *n);
+                            }
+                            if let Some(p) = prev {
+                                self.meter(indicator, p.0, p.1, now.0, now.1);
+                            }
+                            if let Some(n) = next {
+                                self.meter(indicator, now.0, now.1, n.0, n.1);
+                            }
+                        }
+                    }
+                }
+            }
+            Op::Period {
+                indicator,
+                point,
+                period,
+                value,
+                replaced,
+            } => {
+                let key = (indicator.clone(), point.clone());
+                let at = ReadingTime::Period(*period);
+                if self
+                    .latest
+                    .get(&key)
+                    .is_none_or(|(held, _)| end_of(&at) >= end_of(held))
+                {
+                    self.latest.insert(key, (at, *value));
+                }
+                if !replaced {
+                    self.readings += 1;
+                }
+                self.reported
+                    .entry(indicator.clone())
+                    .or_default()
+                    .insert(*period, *value);
+            }
+            Op::Declared { code, value } => {
+                self.declarations.insert(code.clone(), value.clone());
+            }
         }
     }
 
@@ -482,33 +492,13 @@ impl State {
         self.zones.entry(zone.clone()).or_default()
     }
 
-    /// Applies stored readings and declarations for one enterprise, and
-    /// brings the zone's goal tallies up to date with its new contributions.
-    pub fn apply(
-        &mut self,
-        zone: &ZoneId,
-        enterprise: &EnterpriseId,
-        readings: &[CanonicalReading],
-        declarations: &[(String, DeclaredValue)],
-        catalog: &Catalog,
-    ) {
-        self.apply_with(zone, enterprise, readings, declarations, catalog, None);
-    }
-
-    /// As [`State::apply`]; with `lookup`, a counter register between two
-    /// applied ones (a resend arriving after later batches) is split exactly
-    /// with its neighbours from the store instead of being counted late.
-    pub fn apply_with(
-        &mut self,
-        zone: &ZoneId,
-        enterprise: &EnterpriseId,
-        readings: &[CanonicalReading],
-        declarations: &[(String, DeclaredValue)],
-        catalog: &Catalog,
-        lookup: Option<&dyn RegisterLookup>,
-    ) {
+    /// Applies what the ledger did for one batch of `enterprise` (see
+    /// [`crate::facts::Ledger::apply`]) to the read model, and brings the
+    /// zone's goal tallies up to date with the enterprise's new contributions.
+    pub fn apply_applied(&mut self, zone: &ZoneId, enterprise: &EnterpriseId, applied: &Applied, catalog: &Catalog) {
         let zs = self.zone_mut(zone);
-        zs.readings_stored += readings.len() as u64;
+        zs.readings_stored += applied.new_readings as u64;
+        zs.readings_replaced += applied.replaced as u64;
         zs.version += 1;
         let tallies = match zs.goal_tallies.get_mut() {
             Ok(t) => t.as_mut(),
@@ -523,57 +513,50 @@ impl State {
             }
         };
         let es = zs.enterprises.entry(enterprise.clone()).or_default();
-        let kind_of = |r: &CanonicalReading| catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
-        // A late register is one before the series' latest applied register.
-        let late = |es: &EnterpriseState, r: &CanonicalReading| match r.at {
-            ReadingTime::Ts(ts) if kind_of(r) == IndicatorKind::Counter => es
-                .counters
-                .get(&(r.indicator.clone(), r.point.clone()))
-                .is_some_and(|(latest, _)| ts < *latest),
-            _ => false,
-        };
-        // Times of this batch's registers per series, not yet applied.
-        let batch_times = |r: &CanonicalReading, from: usize| -> Vec<DateTime<Utc>> {
-            readings[from..]
-                .iter()
-                .filter(|o| o.indicator == r.indicator && o.point == r.point)
-                .filter_map(|o| match o.at {
-                    ReadingTime::Ts(t) => Some(t),
-                    ReadingTime::Period(_) => None,
-                })
-                .collect()
-        };
-        let mut touched = Touched::of(es, readings, declarations, catalog);
-        if let Some(lookup) = lookup {
-            // The interval a late register splits may start a month earlier than it.
-            for r in readings.iter().filter(|r| late(es, r)) {
-                let unapplied = batch_times(r, 0);
-                if let Some(n) = lookup.neighbours(zone, enterprise, r, &|t| unapplied.contains(&t)) {
-                    touched
-                        .indicators
-                        .push((r.indicator.clone(), months(n.before.0, n.after.0)));
-                }
-            }
-        }
         let pending = tallies
             .as_ref()
             .filter(|ix| ix.watches(enterprise))
-            .and_then(|ix| ix.before(enterprise, es, &touched));
-        for (i, r) in readings.iter().enumerate() {
-            let neighbours = match lookup {
-                Some(lookup) if late(es, r) => {
-                    let unapplied = batch_times(r, i + 1);
-                    lookup.neighbours(zone, enterprise, r, &|t| unapplied.contains(&t))
-                }
-                _ => None,
-            };
-            es.apply_reading_with(r, kind_of(r), neighbours);
-        }
-        for (code, v) in declarations {
-            es.declarations.insert(code.clone(), v.clone());
+            .and_then(|ix| ix.before(enterprise, es, &Touched::of_ops(&applied.ops, catalog)));
+        for op in &applied.ops {
+            es.apply_op(op);
         }
         if let (Some(ix), Some(p)) = (tallies, pending) {
             ix.after(p, es);
+        }
+    }
+
+    /// Feeds readings and declarations for one enterprise through `ledger`
+    /// as one batch of a fixed numbering and applies what it made: how tests
+    /// and benches build a state without a store.
+    pub fn apply(
+        &mut self,
+        zone: &ZoneId,
+        enterprise: &EnterpriseId,
+        readings: &[CanonicalReading],
+        declarations: &[(String, DeclaredValue)],
+        catalog: &Catalog,
+    ) {
+        let agent = AgentId::parse("feed").unwrap_or_else(|_| unreachable!("a valid agent id"));
+        let seq = self
+            .feed
+            .highest(zone, &agent, &None)
+            .map_or(1, |h| h.saturating_add(1));
+        let a = Accepted {
+            agent,
+            boot: 1,
+            outbox: None,
+            seq,
+            digest: seq.to_string(),
+            sent_at: DateTime::<Utc>::UNIX_EPOCH,
+            zone: zone.clone(),
+            enterprise: enterprise.clone(),
+            backfill: false,
+            readings: readings.to_vec(),
+            declarations: declarations.to_vec(),
+            refused: Vec::new(),
+        };
+        if let Some(applied) = self.feed.apply(&a, catalog) {
+            self.apply_applied(zone, enterprise, &applied, catalog);
         }
     }
 
@@ -622,30 +605,6 @@ impl State {
             a.last_seq = highest;
         }
         a.boot = a.boot.max(boot);
-    }
-
-    /// Applies the fresh readings and declarations of a batch just stored.
-    /// `replaced` of the readings replace a stored value (see `Outcome::Stored`):
-    /// they change facts but are not new readings, so the counts stay those the
-    /// rebuild finds (one per stored key).
-    #[allow(clippy::too_many_arguments)]
-    pub fn apply_stored(
-        &mut self,
-        zone: &ZoneId,
-        enterprise: &EnterpriseId,
-        readings: &[CanonicalReading],
-        declarations: &[(String, DeclaredValue)],
-        catalog: &Catalog,
-        replaced: u64,
-        lookup: Option<&dyn RegisterLookup>,
-    ) {
-        self.apply_with(zone, enterprise, readings, declarations, catalog, lookup);
-        let zs = self.zone_mut(zone);
-        zs.readings_stored = zs.readings_stored.saturating_sub(replaced);
-        zs.readings_replaced += replaced;
-        if let Some(es) = zs.enterprises.get_mut(enterprise) {
-            es.readings = es.readings.saturating_sub(replaced);
-        }
     }
 
     /// Counts backfilled readings stored from an agent.
@@ -700,15 +659,30 @@ mod tests {
         }
     }
 
+    /// Feeds readings one batch each, in the order given, and returns the enterprise's state.
+    fn fed(readings: &[CanonicalReading]) -> EnterpriseState {
+        let cat = Catalog::builtin().expect("catalog");
+        let zone = ZoneId::parse("z").expect("zone");
+        let e = crate::testkit::id(1);
+        let mut st = State::default();
+        for r in readings {
+            st.apply(&zone, &e, std::slice::from_ref(r), &[], &cat);
+        }
+        st.zones
+            .remove(&zone)
+            .and_then(|mut z| z.enterprises.remove(&e))
+            .unwrap_or_default()
+    }
+
     #[test]
     fn registers_become_monthly_amounts_with_resets_and_late_readings() {
-        let mut e = EnterpriseState::default();
-        let k = IndicatorKind::Counter;
-        e.apply_reading(&reg(1000.0, "2026-10-31T23:45:00+08:00"), k);
-        e.apply_reading(&reg(1010.0, "2026-11-01T00:00:00+08:00"), k);
-        e.apply_reading(&reg(1030.0, "2026-11-01T00:15:00+08:00"), k);
-        e.apply_reading(&reg(5.0, "2026-11-01T00:30:00+08:00"), k); // meter replaced
-        e.apply_reading(&reg(1020.0, "2026-11-01T00:05:00+08:00"), k); // late
+        let e = fed(&[
+            reg(1000.0, "2026-10-31T23:45:00+08:00"),
+            reg(1010.0, "2026-11-01T00:00:00+08:00"),
+            reg(1030.0, "2026-11-01T00:15:00+08:00"),
+            reg(5.0, "2026-11-01T00:30:00+08:00"),    // meter replaced
+            reg(1020.0, "2026-11-01T00:05:00+08:00"), // late: split in exactly
+        ]);
         assert_eq!(e.amount("electricity", Period::Month(2026, 10)).unwrap().0, 10.0);
         assert_eq!(e.amount("electricity", Period::Month(2026, 11)).unwrap().0, 25.0);
         assert_eq!(e.amount("electricity", Period::Year(2026)).unwrap().0, 35.0);
@@ -716,53 +690,38 @@ mod tests {
     }
 
     #[test]
-    fn backfilled_registers_give_the_totals_of_time_order() {
-        let k = IndicatorKind::Counter;
+    fn registers_in_any_arrival_order_give_the_totals_of_time_order() {
         let regs = [
             reg(1000.0, "2026-10-31T23:00:00+08:00"),
             reg(1040.0, "2026-11-01T01:00:00+08:00"),
             reg(1050.0, "2026-11-01T02:00:00+08:00"),
             reg(1080.0, "2026-11-01T03:00:00+08:00"),
         ];
-        let mut in_order = EnterpriseState::default();
-        for r in &regs {
-            in_order.apply_reading(r, k);
-        }
+        let order = |ix: [usize; 4]| fed(&ix.map(|i| regs[i].clone()));
+        let in_order = order([0, 1, 2, 3]);
         // Live first (the newest registers), then the backlog drained newest
-        // first, all before the first register held: the same months exactly.
-        let mut live_first = EnterpriseState::default();
-        for i in [2, 3, 1, 0] {
-            live_first.apply_reading(&regs[i], k);
-        }
-        // Registers between held ones are late: the total holds, the interval
-        // around them is split pro rata until a rebuild reads them in order.
-        let mut between = EnterpriseState::default();
-        for i in [0, 3, 2, 1] {
-            between.apply_reading(&regs[i], k);
-        }
+        // first; and registers arriving between held ones.
+        let live_first = order([2, 3, 1, 0]);
+        let between = order([0, 3, 2, 1]);
         let amount = |e: &EnterpriseState, p| e.amount("electricity", p).map(|(v, _)| v);
         for p in [Period::Month(2026, 10), Period::Month(2026, 11), Period::Year(2026)] {
             assert_eq!(amount(&live_first, p), amount(&in_order, p), "{p}");
+            assert_eq!(amount(&between, p), amount(&in_order, p), "{p}");
         }
         assert_eq!(amount(&in_order, Period::Month(2026, 10)), Some(20.0));
         assert_eq!(amount(&between, Period::Year(2026)), Some(80.0));
-        assert_eq!((live_first.late_readings, between.late_readings), (0, 2));
+        assert_eq!((live_first.late_readings, between.late_readings), (2, 2));
     }
 
     #[test]
     fn reported_amounts_win_over_metered_and_months_sum_to_quarters() {
-        let mut e = EnterpriseState::default();
-        for (m, v) in [(7, 10.0), (8, 20.0)] {
-            e.apply_reading(
-                &CanonicalReading {
-                    indicator: "value_added".into(),
-                    point: String::new(),
-                    value: v,
-                    at: ReadingTime::Period(Period::Month(2026, m)),
-                },
-                IndicatorKind::Amount,
-            );
-        }
+        let va = |m, v| CanonicalReading {
+            indicator: "value_added".into(),
+            point: String::new(),
+            value: v,
+            at: ReadingTime::Period(Period::Month(2026, m)),
+        };
+        let e = fed(&[va(7, 10.0), va(8, 20.0)]);
         assert_eq!(
             e.amount("value_added", Period::Quarter(2026, 3)),
             Some((30.0, AmountSource::ReportedMonths))

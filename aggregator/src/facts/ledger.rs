@@ -1,0 +1,348 @@
+//! The ledger: every fact the aggregator holds and every rule about which
+//! fact stands, as pure code (no store, no clock, no lock). Ingest hands it
+//! each accepted batch in arrival order; it answers whether the batch is new,
+//! a redelivery or a reused sequence number, and for a new batch returns the
+//! [`Op`]s it made — which the read model ([`crate::state`]) and the goal
+//! tallies follow. Rebuilding after a restart replays the stored batches
+//! through the same code, so what is rebuilt is what was live.
+//!
+//! The rules:
+//! - **Identity**: a batch is (agent, outbox, seq) plus the digest of its
+//!   payload. The same mark with the same digest is a redelivery; with
+//!   another digest, a reused sequence number, refused.
+//! - **Instants** (registers, gauges): one value per series and instant. A
+//!   different value for a held instant replaces it when sent live and not
+//!   overtaken; a backfilled batch, or one overtaken in its own outbox (a
+//!   resend arriving after later batches), never replaces a held instant.
+//!   Within a batch the later value wins.
+//! - **Restated figures** (period amounts, declarations) carry the stamp of
+//!   the batch that wrote them. In the same outbox the later seq wins; across
+//!   outboxes or agents no number or clock compares, so the batch that
+//!   arrives later wins unless it was overtaken in its own outbox.
+//! - **Registers** are kept sorted by time per series; one arriving between
+//!   two held ones splits their interval exactly, so consumption per month is
+//!   that of time order whatever the arrival order (resets included).
+
+use super::series::{Point, Series};
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use zonesync_proto::{
+    Accepted, AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, OutboxId, Period,
+    ReadingTime, ZoneId,
+};
+
+/// What a batch is to the ledger, before anything is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// Not seen: to be stored and applied.
+    New,
+    /// Seen with the same digest: a redelivery.
+    Duplicate,
+    /// Seen with another digest (`held`): a reused sequence number.
+    Reused {
+        /// The digest held under the mark.
+        held: String,
+    },
+}
+
+/// One change a batch made to an enterprise's facts, in the order made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// A value at an instant, new (`old` is `None`) or replacing `old`. For
+    /// counters, `prev` and `next` are the registers either side of it.
+    Instant {
+        /// Indicator code.
+        indicator: String,
+        /// Measuring point.
+        point: String,
+        /// When.
+        ts: DateTime<Utc>,
+        /// The value now held.
+        value: f64,
+        /// The value it replaced.
+        old: Option<f64>,
+        /// A cumulative register (consumption is metered between registers).
+        counter: bool,
+        /// The register before it in time.
+        prev: Option<Point>,
+        /// The register after it in time.
+        next: Option<Point>,
+        /// It arrived after a later instant of its series was held.
+        late: bool,
+    },
+    /// A period figure, new or replacing the held one.
+    Period {
+        /// Indicator code.
+        indicator: String,
+        /// Measuring point (empty for enterprise totals).
+        point: String,
+        /// The period.
+        period: Period,
+        /// The value now held.
+        value: f64,
+        /// It replaced a different value.
+        replaced: bool,
+    },
+    /// A declared attribute.
+    Declared {
+        /// Attribute code.
+        code: String,
+        /// Its value.
+        value: DeclaredValue,
+    },
+}
+
+/// What applying a new batch did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// The changes, in order.
+    pub ops: Vec<Op>,
+    /// Readings new to the ledger.
+    pub new_readings: usize,
+    /// Readings that replaced a held value.
+    pub replaced: usize,
+    /// Readings held already with the same value.
+    pub duplicate_readings: usize,
+    /// Readings and declarations not applied because what is held is newer.
+    pub stale: usize,
+    /// Declarations applied (new, changed or restated unchanged).
+    pub declarations: usize,
+}
+
+/// Which batch wrote a restated fact: the numbering (agent and outbox, as
+/// an index into the zone's numberings) and its seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    numbering: usize,
+    seq: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Held<T> {
+    value: T,
+    stamp: Stamp,
+}
+
+/// The marks of one outbox's numbering: seq → digest.
+#[derive(Debug, Default)]
+struct Marks {
+    seqs: BTreeMap<u64, String>,
+}
+
+#[derive(Debug, Default)]
+struct EnterpriseFacts {
+    series: HashMap<(String, String), Series>,
+    periods: HashMap<(String, String, Period), Held<f64>>,
+    declarations: HashMap<String, Held<DeclaredValue>>,
+}
+
+#[derive(Debug, Default)]
+struct ZoneFacts {
+    enterprises: HashMap<EnterpriseId, EnterpriseFacts>,
+    numbering_ids: HashMap<(AgentId, Option<OutboxId>), usize>,
+    marks: Vec<Marks>,
+}
+
+/// Every fact of every zone, and the rules.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    zones: HashMap<ZoneId, ZoneFacts>,
+}
+
+impl ZoneFacts {
+    fn numbering(&mut self, agent: &AgentId, outbox: &Option<OutboxId>) -> usize {
+        if let Some(i) = self.numbering_ids.get(&(agent.clone(), outbox.clone())) {
+            return *i;
+        }
+        self.marks.push(Marks::default());
+        let i = self.marks.len() - 1;
+        self.numbering_ids.insert((agent.clone(), outbox.clone()), i);
+        i
+    }
+}
+
+impl Ledger {
+    /// What `a` is: new, a redelivery, or a reused sequence number.
+    pub fn identify(&self, a: &Accepted) -> Identity {
+        let held = self
+            .zones
+            .get(&a.zone)
+            .and_then(|z| {
+                z.numbering_ids
+                    .get(&(a.agent.clone(), a.outbox.clone()))
+                    .map(|i| (z, *i))
+            })
+            .and_then(|(z, i)| z.marks.get(i))
+            .and_then(|m| m.seqs.get(&a.seq));
+        match held {
+            None => Identity::New,
+            Some(d) if d == &a.digest => Identity::Duplicate,
+            Some(d) => Identity::Reused { held: d.clone() },
+        }
+    }
+
+    /// The highest seq held under an outbox's numbering.
+    pub fn highest(&self, zone: &ZoneId, agent: &AgentId, outbox: &Option<OutboxId>) -> Option<u64> {
+        let z = self.zones.get(zone)?;
+        let i = z.numbering_ids.get(&(agent.clone(), outbox.clone()))?;
+        z.marks.get(*i)?.seqs.keys().next_back().copied()
+    }
+
+    /// Applies a batch [`Ledger::identify`] found new; returns what changed.
+    /// A batch that is not new changes nothing and returns `None`.
+    pub fn apply(&mut self, a: &Accepted, catalog: &Catalog) -> Option<Applied> {
+        if self.identify(a) != Identity::New {
+            return None;
+        }
+        let z = self.zones.entry(a.zone.clone()).or_default();
+        let numbering = z.numbering(&a.agent, &a.outbox);
+        let marks = z.marks.get_mut(numbering)?;
+        // Overtaken: a later batch of the same outbox is held already.
+        let overtaken = marks.seqs.keys().next_back().is_some_and(|h| *h > a.seq);
+        marks.seqs.insert(a.seq, a.digest.clone());
+        let stamp = Stamp { numbering, seq: a.seq };
+        let may_replace = |held: Stamp| {
+            if held.numbering == stamp.numbering {
+                stamp.seq >= held.seq
+            } else {
+                !overtaken
+            }
+        };
+        let ent = z.enterprises.entry(a.enterprise.clone()).or_default();
+        let mut out = Applied::default();
+        // Instants and periods written by this batch: a key sent twice in one
+        // batch is one fact, the later value.
+        let mut written: HashSet<(&str, &str, ReadingTime)> = HashSet::new();
+        for r in &a.readings {
+            let from_batch = !written.insert((&r.indicator, &r.point, r.at));
+            match r.at {
+                ReadingTime::Ts(ts) => {
+                    let counter =
+                        catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind) == IndicatorKind::Counter;
+                    let series = ent.series.entry((r.indicator.clone(), r.point.clone())).or_default();
+                    let old = series.get(ts);
+                    let replace = match old {
+                        None => true,
+                        Some(v) if same(v, r.value) => {
+                            out.duplicate_readings += 1;
+                            continue;
+                        }
+                        Some(_) => from_batch || !(a.backfill || overtaken),
+                    };
+                    if !replace {
+                        out.stale += 1;
+                        continue;
+                    }
+                    let late = old.is_none() && series.last().is_some_and(|l| l > ts);
+                    let (prev, next) = series.set(ts, r.value);
+                    count(&mut out, old.is_some());
+                    out.ops.push(Op::Instant {
+                        indicator: r.indicator.clone(),
+                        point: r.point.clone(),
+                        ts,
+                        value: r.value,
+                        old,
+                        counter,
+                        prev: prev.filter(|_| counter),
+                        next: next.filter(|_| counter),
+                        late,
+                    });
+                }
+                ReadingTime::Period(p) => {
+                    let key = (r.indicator.clone(), r.point.clone(), p);
+                    let replaced = match ent.periods.get(&key) {
+                        None => false,
+                        Some(h) if same(h.value, r.value) => {
+                            out.duplicate_readings += 1;
+                            continue;
+                        }
+                        Some(h) if from_batch || may_replace(h.stamp) => true,
+                        Some(_) => {
+                            out.stale += 1;
+                            continue;
+                        }
+                    };
+                    ent.periods.insert(key, Held { value: r.value, stamp });
+                    count(&mut out, replaced);
+                    out.ops.push(Op::Period {
+                        indicator: r.indicator.clone(),
+                        point: r.point.clone(),
+                        period: p,
+                        value: r.value,
+                        replaced,
+                    });
+                }
+            }
+        }
+        for (code, value) in &a.declarations {
+            if let Some(h) = ent.declarations.get(code) {
+                if !may_replace(h.stamp) {
+                    out.stale += 1;
+                    continue;
+                }
+            }
+            out.declarations += 1;
+            ent.declarations.insert(
+                code.clone(),
+                Held {
+                    value: value.clone(),
+                    stamp,
+                },
+            );
+            out.ops.push(Op::Declared {
+                code: code.clone(),
+                value: value.clone(),
+            });
+        }
+        Some(out)
+    }
+
+    /// The readings `applied` made new or replaced, as readings (for callers
+    /// that count or forward them).
+    pub fn readings_of(applied: &Applied) -> Vec<CanonicalReading> {
+        applied
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Instant {
+                    indicator,
+                    point,
+                    ts,
+                    value,
+                    ..
+                } => Some(CanonicalReading {
+                    indicator: indicator.clone(),
+                    point: point.clone(),
+                    value: *value,
+                    at: ReadingTime::Ts(*ts),
+                }),
+                Op::Period {
+                    indicator,
+                    point,
+                    period,
+                    value,
+                    ..
+                } => Some(CanonicalReading {
+                    indicator: indicator.clone(),
+                    point: point.clone(),
+                    value: *value,
+                    at: ReadingTime::Period(*period),
+                }),
+                Op::Declared { .. } => None,
+            })
+            .collect()
+    }
+}
+
+/// The same stored value: bit for bit, as the store always compared them.
+fn same(a: f64, b: f64) -> bool {
+    a.to_bits() == b.to_bits()
+}
+
+fn count(out: &mut Applied, replaced: bool) {
+    if replaced {
+        out.replaced += 1;
+    } else {
+        out.new_readings += 1;
+    }
+}
