@@ -8,3 +8,5 @@ pub mod ledger;
 pub mod series;
 
 pub use ledger::{Applied, Identity, Ledger, Op};
+#[cfg(test)]
+mod model_tests;
