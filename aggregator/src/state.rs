@@ -275,13 +275,17 @@ pub struct Numbering {
 
 impl Numbering {
     /// The highest seq a batch of this outbox may carry now: [`MAX_SEQ_AHEAD`]
-    /// past the larger of what was announced and the highest held + 1.
+    /// past the highest held + 1 — or, for an outbox nothing is held from
+    /// yet, past what its presence announced. Once batches are held, an
+    /// announcement cannot move the limit (a forged presence announcing
+    /// u64::MAX would otherwise let a forged batch at u64::MAX through); an
+    /// agent refused as `seq_ahead` moves to a fresh outbox.
     pub fn seq_limit(&self) -> u64 {
-        let base = self
-            .announced
-            .unwrap_or(0)
-            .max(self.highest.map_or(0, |h| h.saturating_add(1)))
-            .max(1);
+        let base = match self.highest {
+            Some(h) => h.saturating_add(1),
+            None => self.announced.unwrap_or(0),
+        }
+        .max(1);
         base.saturating_add(MAX_SEQ_AHEAD)
     }
 }

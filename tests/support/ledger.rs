@@ -221,47 +221,37 @@ impl Census {
             .path(path)
             .open()
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let facts = db.open_tree("facts").map_err(|e| e.to_string())?;
+        // The store is a log of accepted batches: what it holds is the union
+        // of their keys (a key written twice is one stored reading).
+        let batches = db.open_tree("batches").map_err(|e| e.to_string())?;
         let mut c = Census::default();
-        for kv in facts.scan_prefix(b"r") {
-            let (key, _) = kv.map_err(|e| e.to_string())?;
-            // The time key (the fifth part) is binary: keep its bytes.
-            let raw: Vec<&[u8]> = key[1..].splitn(5, |b| *b == 0).collect();
-            let parts: Vec<String> = raw.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-            if let [_, e, ind, point, _] = parts.as_slice() {
-                *c.readings.entry((e.clone(), ind.clone(), point.clone())).or_default() += 1;
-                let micros = raw
-                    .get(4)
-                    .and_then(|t| t.strip_prefix(b"t"))
-                    .and_then(|t| <[u8; 8]>::try_from(t).ok());
-                if let (true, Some(m)) = (ind == "electricity", micros) {
-                    c.meter_times
-                        .entry((e.clone(), point.clone()))
-                        .or_default()
-                        .insert(u64::from_be_bytes(m));
-                }
+        let mut keys = std::collections::BTreeSet::new();
+        let mut declared = std::collections::BTreeSet::new();
+        for kv in batches.iter() {
+            let (key, v) = kv.map_err(|e| e.to_string())?;
+            let rec = zonesync_aggregator::store::record::decode(&v)
+                .ok_or_else(|| format!("batch record {key:?} does not decode"))?;
+            let a = rec.batch;
+            let e = a.enterprise.to_string();
+            for r in &a.readings {
+                keys.insert((e.clone(), r.indicator.clone(), r.point.clone(), r.at));
             }
+            for (code, _) in &a.declarations {
+                declared.insert((e.clone(), code.clone()));
+            }
+            c.seqs.entry(a.agent.to_string()).or_default().push(a.seq);
         }
-        for kv in facts.scan_prefix(b"d") {
-            let (key, _) = kv.map_err(|e| e.to_string())?;
-            let parts: Vec<&[u8]> = key[1..].splitn(3, |b| *b == 0).collect();
-            if let [_, e, _] = parts.as_slice() {
-                *c.declarations
-                    .entry(String::from_utf8_lossy(e).into_owned())
-                    .or_default() += 1;
+        for (e, ind, point, at) in keys {
+            if let (true, zonesync_proto::ReadingTime::Ts(t)) = (ind == "electricity", at) {
+                c.meter_times
+                    .entry((e.clone(), point.clone()))
+                    .or_default()
+                    .insert(t.timestamp_micros() as u64);
             }
+            *c.readings.entry((e, ind, point)).or_default() += 1;
         }
-        for kv in facts.scan_prefix(b"s") {
-            let (key, _) = kv.map_err(|e| e.to_string())?;
-            let parts: Vec<&[u8]> = key[1..].splitn(3, |b| *b == 0).collect();
-            if let [_, agent, seq] = parts.as_slice() {
-                if let Ok(b) = <[u8; 8]>::try_from(*seq) {
-                    c.seqs
-                        .entry(String::from_utf8_lossy(agent).into_owned())
-                        .or_default()
-                        .push(u64::from_be_bytes(b));
-                }
-            }
+        for (e, _) in declared {
+            *c.declarations.entry(e).or_default() += 1;
         }
         for v in c.seqs.values_mut() {
             v.sort_unstable();
