@@ -189,7 +189,7 @@ impl Link {
             status,
             boot: self.boot,
             at: Utc::now(),
-            outbox: None,
+            outbox: self.outbox.identity(),
             next_seq: self.outbox.next_seq(),
             dropped_readings: dropped,
             dropped_sent_readings: dropped_sent,
