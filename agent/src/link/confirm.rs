@@ -141,6 +141,9 @@ pub struct Verdict {
     pub withheld: Vec<u64>,
     /// Confirmed, but not held here.
     pub unknown: Vec<u64>,
+    /// Confirmed without any digest by an upstream that has sent digests
+    /// before: forged or stale, nothing released.
+    pub undigested: Vec<u64>,
     /// Refusals (other than [`REFUSED_REUSED_SEQ`]) of batches we hold: kept
     /// and sent again after a fresh presence.
     pub refused: Vec<Refusal>,
@@ -156,11 +159,15 @@ pub struct Verdict {
 /// A batch is released only when the aggregator holds exactly our bytes:
 /// a confirmation of what someone else stored under our number must not
 /// delete the real batch. A confirmation without any digests comes from an
-/// aggregator older than digests and is trusted as before.
+/// aggregator older than digests and is trusted as before — unless
+/// `digests_seen` (this upstream has sent digests already): then it is
+/// forged or stale. Sequence numbers start at 1, so a forged range over
+/// small numbers would otherwise release real batches.
 pub fn judge<E>(
     c: &Confirm,
     ours: Option<&OutboxId>,
     next_seq: u64,
+    digests_seen: bool,
     max_seqs: usize,
     mut held: impl FnMut(u64) -> Result<Option<String>, E>,
 ) -> Result<Verdict, E> {
@@ -186,7 +193,10 @@ pub fn judge<E>(
     }
     for seq in c.iter_seqs(max_seqs) {
         if c.digests.is_empty() {
-            v.ack.push(seq);
+            match digests_seen {
+                false => v.ack.push(seq),
+                true => v.undigested.push(seq),
+            }
             continue;
         }
         let Some(mine) = held(seq)? else {
@@ -403,7 +413,7 @@ mod tests {
             Some(7),
             at(),
         );
-        let v = judge(&c, Some(&ob(1)), 8, 100, held).unwrap();
+        let v = judge(&c, Some(&ob(1)), 8, false, 100, held).unwrap();
         assert_eq!(v.ack, vec![5]);
         assert_eq!(v.withheld, vec![6], "someone else's bytes under our number: kept");
         assert_eq!(v.unknown, vec![9]);
@@ -419,7 +429,7 @@ mod tests {
             refusal(99, ours(99), REFUSED_REUSED_SEQ),
         ];
         let c = Confirm::handled(me.clone(), Some(ob(1)), vec![], refused, None, at());
-        let v = judge(&c, Some(&ob(1)), 8, 100, held).unwrap();
+        let v = judge(&c, Some(&ob(1)), 8, false, 100, held).unwrap();
         assert_eq!(v.rotate, Some(RotateReason::ReusedSeq { seq: 6 }));
         assert_eq!(v.refused.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![7]);
         assert!(v.ack.is_empty());
@@ -432,14 +442,14 @@ mod tests {
             None,
             at(),
         );
-        assert_eq!(judge(&c, Some(&ob(1)), 8, 100, held).unwrap().rotate, None);
+        assert_eq!(judge(&c, Some(&ob(1)), 8, false, 100, held).unwrap().rotate, None);
     }
 
     #[test]
     fn numbers_held_ahead_of_ours_rotate_and_another_outbox_is_ignored() {
         let me = AgentId::parse("gw-1").unwrap();
         let ahead = Confirm::handled(me.clone(), Some(ob(1)), vec![(5, ours(5))], vec![], Some(8), at());
-        let v = judge(&ahead, Some(&ob(1)), 8, 100, held).unwrap();
+        let v = judge(&ahead, Some(&ob(1)), 8, false, 100, held).unwrap();
         assert_eq!(
             v.rotate,
             Some(RotateReason::HighestAhead {
@@ -448,8 +458,8 @@ mod tests {
             })
         );
         assert_eq!(v.ack, vec![5], "what is ours is still released");
-        assert_eq!(judge(&ahead, Some(&ob(1)), 9, 100, held).unwrap().rotate, None);
-        let v = judge(&ahead, Some(&ob(2)), 8, 100, held).unwrap();
+        assert_eq!(judge(&ahead, Some(&ob(1)), 9, false, 100, held).unwrap().rotate, None);
+        let v = judge(&ahead, Some(&ob(2)), 8, false, 100, held).unwrap();
         assert_eq!(
             v,
             Verdict {
@@ -463,8 +473,11 @@ mod tests {
     fn a_confirmation_without_digests_is_trusted_as_before() {
         let me = AgentId::parse("gw-1").unwrap();
         let c = Confirm::from_seqs(me, vec![5, 6, 42], at());
-        let v = judge(&c, Some(&ob(1)), 8, 100, held).unwrap();
+        let v = judge(&c, Some(&ob(1)), 8, false, 100, held).unwrap();
         assert_eq!(v.ack, vec![5, 6, 42]);
         assert_eq!(v.rotate, None);
+        let v = judge(&c, Some(&ob(1)), 8, true, 100, held).unwrap();
+        assert!(v.ack.is_empty(), "not from an upstream that sends digests");
+        assert_eq!(v.undigested, vec![5, 6, 42]);
     }
 }

@@ -75,7 +75,8 @@ pub struct LinkStats {
     /// for (acknowledged already, dropped, or never sent).
     pub confirm_unknown_seqs: AtomicU64,
     /// Confirm mode: confirmation payloads refused (not JSON of the right
-    /// shape, or for another agent).
+    /// shape, for another agent, or without digests from an upstream that
+    /// has sent them).
     pub confirms_malformed: AtomicU64,
     /// Confirm mode: confirmations about an earlier outbox identity, ignored.
     pub confirms_other_outbox: AtomicU64,
@@ -91,6 +92,9 @@ pub struct LinkStats {
     clock_offset_ms: AtomicI64,
     /// Its uncertainty, ± ms.
     clock_uncertainty_ms: AtomicI64,
+    /// Whether this upstream has sent a confirmation with digests: from then
+    /// on one without them is not trusted (see [`confirm::judge`]).
+    digests_seen: AtomicBool,
 }
 
 impl Default for LinkStats {
@@ -113,6 +117,7 @@ impl Default for LinkStats {
             identity_rotations: AtomicU64::new(0),
             clock_offset_ms: AtomicI64::new(UNKNOWN),
             clock_uncertainty_ms: AtomicI64::new(UNKNOWN),
+            digests_seen: AtomicBool::new(false),
         }
     }
 }
@@ -500,7 +505,12 @@ impl Link {
         };
         self.stats.confirms_received.fetch_add(1, Ordering::Relaxed);
         let ours = self.outbox.identity();
-        let verdict = confirm::judge(&c, ours.as_ref(), self.outbox.next_seq(), MAX_CONFIRMED_SEQS, |seq| {
+        if !c.digests.is_empty() {
+            self.stats.digests_seen.store(true, Ordering::Relaxed);
+        }
+        let digests_seen = self.stats.digests_seen.load(Ordering::Relaxed);
+        let next_seq = self.outbox.next_seq();
+        let verdict = confirm::judge(&c, ours.as_ref(), next_seq, digests_seen, MAX_CONFIRMED_SEQS, |seq| {
             Ok::<_, OutboxError>(self.outbox.sealed_one(seq)?.map(|b| zonesync_proto::digest(&b.payload)))
         })?;
         if verdict.other_outbox {
@@ -528,6 +538,11 @@ impl Link {
                     newest = Some((seq, m.sent_unix_ms));
                 }
             }
+        }
+        if !verdict.undigested.is_empty() {
+            self.stats.confirms_malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(agent = %self.agent, upstream = %self.name(), seqs = verdict.undigested.len(),
+                "confirmation without digests from an upstream that sends them: ignored (forged or stale)");
         }
         for &seq in &verdict.unknown {
             marks.remove(seq);
