@@ -121,7 +121,16 @@ async fn confirm_mode_keeps_batches_until_confirmed_and_resends_the_rest() {
                 return None;
             }
             p.confirmed.lock().unwrap().insert(b.seq);
-            let c = Confirm::from_seqs(agent.clone(), vec![b.seq], Utc::now());
+            // As the aggregator does: under the batch's outbox, with the digest of what it holds.
+            let digest = zonesync_proto::digest(&b.to_payload());
+            let c = Confirm::handled(
+                agent.clone(),
+                b.outbox.clone(),
+                vec![(b.seq, digest)],
+                vec![],
+                None,
+                Utc::now(),
+            );
             Some((topic.clone(), c.to_payload()))
         })),
     );
@@ -131,7 +140,8 @@ async fn confirm_mode_keeps_batches_until_confirmed_and_resends_the_rest() {
     let agent = tokio::spawn(zonesync_agent::run(cfg.clone(), signal));
     confirmer.wait_readings(produced, WAIT).await;
     // Hostile confirmations: not JSON, another agent's, and a forged range
-    // over every number; none may crash the link or confirm a real batch.
+    // over every number without digests (sequence numbers start at 1, so it
+    // covers real batches); none may crash the link or confirm a real batch.
     let forged = Confirm {
         seqs: vec![[0, u64::MAX]],
         ..Confirm::from_seqs(agent_id.clone(), vec![], Utc::now())
@@ -155,8 +165,7 @@ async fn confirm_mode_keeps_batches_until_confirmed_and_resends_the_rest() {
             let u = &s.upstreams[0];
             s.outbox.pending_items == 0
                 && u.resends > 0
-                && u.confirms_malformed >= 2
-                && u.confirm_unknown_seqs >= 65_536
+                && u.confirms_malformed >= 3
                 && s.outbox.sealed_batches == confirmer.seen().keys().filter(|q| *q % 2 == 0).count() as u64
         },
     )

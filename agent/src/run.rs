@@ -1,5 +1,10 @@
 //! Starts an agent: opens the outbox, counts the boot, starts every configured
 //! source and one link per upstream, and waits for all of them after shutdown.
+//!
+//! A source that fails is started again by [`supervise`]; a task that fails
+//! for good (a source whose store no longer takes writes, a link whose outbox
+//! failed) stops the whole agent with its error rather than leaving it half
+//! alive: the service manager starts it again, and the outbox is durable.
 
 use crate::config::AgentConfig;
 use crate::history::History;
@@ -8,6 +13,9 @@ use crate::outbox::{Outbox, OutboxError};
 use crate::shutdown::Shutdown;
 use crate::sources::clock::ClockGuard;
 use crate::sources::profile::ProfileFile;
+use crate::sources::supervise::{supervise, Backoff};
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use tokio::task::JoinSet;
 use zonesync_proto::{EnterpriseId, Limits, Validator};
@@ -66,8 +74,34 @@ fn enterprises(config: &AgentConfig) -> Vec<EnterpriseId> {
     out
 }
 
-/// Runs the agent until `shutdown` fires; returns once every task has ended.
-pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
+/// Spawns source `name`, started again after a failure (see [`supervise`]).
+fn spawn_source<F, Fut>(
+    tasks: &mut JoinSet<Result<(), OutboxError>>,
+    name: String,
+    outbox: &Arc<Outbox>,
+    shutdown: &Shutdown,
+    restarts: &Arc<AtomicU64>,
+    start: F,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), OutboxError>> + Send + 'static,
+{
+    tasks.spawn(supervise(
+        name,
+        outbox.clone(),
+        shutdown.clone(),
+        Backoff::default(),
+        restarts.clone(),
+        start,
+    ));
+}
+
+/// Runs the agent until `shutdown` fires, or a task fails for good; returns
+/// once every task has ended.
+pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentError> {
+    // Every task holds `shutdown`: fired by the caller's signal, or by the
+    // first task that fails for good.
+    let (stop, shutdown) = crate::shutdown::channel();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -119,27 +153,56 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     let http_pull = crate::sources::http_pull::check_all(&config.http_pull, &validator)?;
 
     let mut tasks: JoinSet<Result<(), OutboxError>> = JoinSet::new();
+    let restarts = Arc::new(AtomicU64::new(0));
+    // Each source is started again from a clone of its configuration.
+    let (o, s) = (outbox.clone(), shutdown.clone());
     if let Some(sim) = config.simulator.clone() {
-        tasks.spawn(sim.run(outbox.clone(), shutdown.clone()));
+        let (o, s) = (o.clone(), s.clone());
+        let name = crate::sources::simulator::SOURCE.to_owned();
+        spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
+            sim.clone().run(o.clone(), s.clone())
+        });
     }
     if let Some(profile) = config.profile.clone() {
-        tasks.spawn(profile.run(outbox.clone(), validator.clone(), shutdown.clone()));
+        let (o, s, v) = (o.clone(), s.clone(), validator.clone());
+        let name = crate::sources::profile::SOURCE.to_owned();
+        spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
+            profile.clone().run(o.clone(), v.clone(), s.clone())
+        });
     }
     #[cfg(feature = "modbus")]
     for device in modbus {
-        tasks.spawn(device.run(outbox.clone(), shutdown.clone()));
+        let (o, s) = (o.clone(), s.clone());
+        let name = device.source_name();
+        spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
+            device.clone().run(o.clone(), s.clone())
+        });
     }
     #[cfg(feature = "csv")]
     for folder in config.csv_drop.clone() {
-        tasks.spawn(folder.run(outbox.clone(), validator.clone(), shutdown.clone()));
+        let (o, s, v) = (o.clone(), s.clone(), validator.clone());
+        let name = format!("csv_drop {}", folder.name);
+        spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
+            folder.clone().run(o.clone(), v.clone(), s.clone())
+        });
     }
     #[cfg(feature = "dlt645")]
     for gateway in dlt645 {
-        tasks.spawn(gateway.with_clock(clock.clone()).run(outbox.clone(), shutdown.clone()));
+        let (o, s) = (o.clone(), s.clone());
+        let gateway = gateway.with_clock(clock.clone());
+        let name = gateway.source_name();
+        spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
+            gateway.clone().run(o.clone(), s.clone())
+        });
     }
     #[cfg(feature = "http-pull")]
     for source in http_pull {
-        tasks.spawn(source.with_clock(clock.clone()).run(outbox.clone(), shutdown.clone()));
+        let (o, s) = (o.clone(), s.clone());
+        let source = source.with_clock(clock.clone());
+        let name = source.source_name();
+        spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
+            source.clone().run(o.clone(), s.clone())
+        });
     }
     let links: Vec<(crate::config::Upstream, Arc<LinkStats>)> = upstreams
         .into_iter()
@@ -153,6 +216,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         outbox: outbox.clone(),
         links: links.clone(),
         history: history.clone(),
+        source_restarts: restarts.clone(),
     };
     tasks.spawn(reporter.run(shutdown.clone()));
     if let Some(h) = &history {
@@ -175,13 +239,27 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     }
 
     let mut first_error = None;
-    while let Some(res) = tasks.join_next().await {
+    loop {
+        let res = tokio::select! {
+            _ = outer.wait(), if !shutdown.is_triggered() => {
+                stop.fire();
+                continue;
+            }
+            res = tasks.join_next() => match res {
+                Some(res) => res,
+                None => break,
+            },
+        };
         let err = match res {
             Ok(Ok(())) => continue,
             Ok(Err(e)) => AgentError::Outbox(e),
             Err(e) => AgentError::Task(e.to_string()),
         };
         tracing::error!(agent = %config.agent_id, "{err}");
+        if first_error.is_none() {
+            tracing::error!(agent = %config.agent_id, "a task failed for good: stopping the agent");
+            stop.fire();
+        }
         first_error.get_or_insert(err);
     }
     outbox.flush()?;

@@ -50,6 +50,9 @@ pub struct Status {
     /// Each upstream, in configuration order.
     #[serde(default)]
     pub upstreams: Vec<UpstreamStatus>,
+    /// Sources started again after a failure in this run (each logged with its error).
+    #[serde(default)]
+    pub source_restarts: u64,
 }
 
 /// One upstream's link and cursor.
@@ -101,6 +104,18 @@ pub struct UpstreamStatus {
     pub clock_offset_ms: Option<i64>,
     /// Its uncertainty, ± ms.
     pub clock_uncertainty_ms: Option<i64>,
+    /// Confirm mode: confirmations about an earlier outbox identity, ignored.
+    #[serde(default)]
+    pub confirms_other_outbox: u64,
+    /// Confirm mode: sequence numbers confirmed with another batch's digest (kept).
+    #[serde(default)]
+    pub confirm_digest_mismatches: u64,
+    /// Confirm mode: batches refused for a reason other than a reused number (kept).
+    #[serde(default)]
+    pub refusals: u64,
+    /// Fresh outbox identities this upstream's confirmations asked for, in this run.
+    #[serde(default)]
+    pub identity_rotations: u64,
 }
 
 fn unix_ms(ms: u64) -> Option<DateTime<Utc>> {
@@ -138,6 +153,10 @@ pub fn upstreams(links: &[(Upstream, Arc<LinkStats>)], outbox: &OutboxStats) -> 
                 confirms_malformed: l.confirms_malformed.load(Ordering::Relaxed),
                 clock_offset_ms: clock.map(|c| c.offset_ms),
                 clock_uncertainty_ms: clock.map(|c| c.uncertainty_ms),
+                confirms_other_outbox: l.confirms_other_outbox.load(Ordering::Relaxed),
+                confirm_digest_mismatches: l.confirm_digest_mismatches.load(Ordering::Relaxed),
+                refusals: l.refusals.load(Ordering::Relaxed),
+                identity_rotations: l.identity_rotations.load(Ordering::Relaxed),
             }
         })
         .collect()
@@ -187,6 +206,8 @@ pub struct Reporter {
     pub links: Vec<(Upstream, Arc<LinkStats>)>,
     /// Local history, when enabled.
     pub history: Option<Arc<History>>,
+    /// Sources started again after a failure.
+    pub source_restarts: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Reporter {
@@ -209,6 +230,7 @@ impl Reporter {
             outbox,
             history: self.history.as_ref().map(|h| h.stats()),
             upstreams,
+            source_restarts: self.source_restarts.load(Ordering::Relaxed),
         }
     }
 
@@ -250,6 +272,7 @@ mod tests {
             outbox,
             history: None,
             upstreams: Vec::new(),
+            source_restarts: 0,
         }
     }
 

@@ -1,6 +1,7 @@
 //! End-to-end confirmation, without I/O: which batches of one upstream await
-//! the aggregator's [`Confirm`], when each is due to be published again, and
-//! the clock offset the confirmations measure.
+//! the aggregator's [`Confirm`], when each is due to be published again, what
+//! a confirmation means for the batches held ([`judge`]), and the clock
+//! offset the confirmations measure.
 //!
 //! Only marks (sequence number, send times, attempts) are held — never
 //! payloads: a window of 256 batches of 500 readings would otherwise keep
@@ -8,7 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
-use zonesync_proto::{AgentId, Confirm};
+use zonesync_proto::{AgentId, Confirm, OutboxId, Refusal, REFUSED_REUSED_SEQ};
 
 /// One published batch awaiting confirmation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,122 @@ pub fn parse(payload: &[u8], agent: &AgentId) -> Result<Confirm, ConfirmError> {
         return Err(ConfirmError::OtherAgent(c.agent.to_string()));
     }
     Ok(c)
+}
+
+/// Why a confirmation makes the outbox move to a fresh identity: in each
+/// case other bytes are (or will be) stored under one of our marks, and
+/// nothing sent again under the same identity could fix that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateReason {
+    /// Our batch `seq` was refused: the aggregator holds other bytes under it.
+    ReusedSeq { seq: u64 },
+    /// `seq` was confirmed with a digest that is not our batch's.
+    DigestMismatch { seq: u64 },
+    /// The aggregator holds numbers up to `highest` in our outbox, at or past our `next_seq`.
+    HighestAhead { highest: u64, next_seq: u64 },
+}
+
+impl RotateReason {
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::ReusedSeq { .. } => "reused_seq",
+            Self::DigestMismatch { .. } => "digest_mismatch",
+            Self::HighestAhead { .. } => "highest_ahead",
+        }
+    }
+}
+
+/// What one confirmation means for the batches this agent holds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// About another (earlier) outbox identity: nothing in it applies.
+    pub other_outbox: bool,
+    /// Confirmed with our own digest (or by an aggregator that sends no
+    /// digests): acknowledge them.
+    pub ack: Vec<u64>,
+    /// Confirmed, but not with our batch's digest: kept.
+    pub withheld: Vec<u64>,
+    /// Confirmed, but not held here.
+    pub unknown: Vec<u64>,
+    /// Confirmed without any digest by an upstream that has sent digests
+    /// before: forged or stale, nothing released.
+    pub undigested: Vec<u64>,
+    /// Refusals (other than [`REFUSED_REUSED_SEQ`]) of batches we hold: kept
+    /// and sent again after a fresh presence.
+    pub refused: Vec<Refusal>,
+    /// The first reason found to move to a fresh identity.
+    pub rotate: Option<RotateReason>,
+}
+
+/// Judges confirmation `c` against what is held: `ours` is the outbox's
+/// identity now, `next_seq` its next number, and `held(seq)` the digest of
+/// our held batch `seq` (`None`: not held). At most `max_seqs` sequence
+/// numbers and refusals are looked at. Pure but for `held`.
+///
+/// A batch is released only when the aggregator holds exactly our bytes:
+/// a confirmation of what someone else stored under our number must not
+/// delete the real batch. A confirmation without any digests comes from an
+/// aggregator older than digests and is trusted as before — unless
+/// `digests_seen` (this upstream has sent digests already): then it is
+/// forged or stale. Sequence numbers start at 1, so a forged range over
+/// small numbers would otherwise release real batches.
+pub fn judge<E>(
+    c: &Confirm,
+    ours: Option<&OutboxId>,
+    next_seq: u64,
+    digests_seen: bool,
+    max_seqs: usize,
+    mut held: impl FnMut(u64) -> Result<Option<String>, E>,
+) -> Result<Verdict, E> {
+    let mut v = Verdict::default();
+    if c.outbox.is_some() && c.outbox.as_ref() != ours {
+        v.other_outbox = true;
+        return Ok(v);
+    }
+    // Refusals first: a refusal of our own bytes is the most direct reason.
+    for r in c.refused.iter().take(max_seqs) {
+        let Some(mine) = held(r.seq)? else {
+            continue;
+        };
+        if r.reason == REFUSED_REUSED_SEQ {
+            // Only when the bytes refused are ours: a forger's refused
+            // batch under our number leaves ours stored and confirmable.
+            if r.digest == mine {
+                v.rotate.get_or_insert(RotateReason::ReusedSeq { seq: r.seq });
+            }
+        } else {
+            v.refused.push(r.clone());
+        }
+    }
+    for seq in c.iter_seqs(max_seqs) {
+        if c.digests.is_empty() {
+            match digests_seen {
+                false => v.ack.push(seq),
+                true => v.undigested.push(seq),
+            }
+            continue;
+        }
+        let Some(mine) = held(seq)? else {
+            v.unknown.push(seq);
+            continue;
+        };
+        match c.digest_of(seq) {
+            Some(theirs) if theirs == mine => v.ack.push(seq),
+            Some(_) => {
+                v.withheld.push(seq);
+                v.rotate.get_or_insert(RotateReason::DigestMismatch { seq });
+            }
+            // Digests listed, but none for this one: not proof of our bytes.
+            None => v.withheld.push(seq),
+        }
+    }
+    if let (Some(highest), Some(_)) = (c.highest, &c.outbox) {
+        if highest >= next_seq {
+            v.rotate.get_or_insert(RotateReason::HighestAhead { highest, next_seq });
+        }
+    }
+    Ok(v)
 }
 
 /// The agent's clock minus the aggregator's, milliseconds, and how far off it may be.
@@ -256,5 +373,111 @@ mod tests {
             e.add(t0 + Duration::from_secs(61), ClockOffset { offset_ms: i, ..loose });
         }
         assert_eq!(e.samples.len(), MAX_SAMPLES);
+    }
+
+    fn ob(n: u8) -> OutboxId {
+        OutboxId::from_random([n; 16])
+    }
+
+    fn at() -> chrono::DateTime<Utc> {
+        Utc.timestamp_millis_opt(1_800_000_000_000).unwrap()
+    }
+
+    /// We hold seqs 5..=7, each with payload "p{seq}".
+    fn held(seq: u64) -> Result<Option<String>, std::convert::Infallible> {
+        Ok((5..=7)
+            .contains(&seq)
+            .then(|| zonesync_proto::digest(format!("p{seq}").as_bytes())))
+    }
+
+    fn ours(seq: u64) -> String {
+        zonesync_proto::digest(format!("p{seq}").as_bytes())
+    }
+
+    fn refusal(seq: u64, digest: String, reason: &str) -> Refusal {
+        Refusal {
+            seq,
+            digest,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn only_our_own_digest_releases_a_batch_and_another_one_rotates() {
+        let me = AgentId::parse("gw-1").unwrap();
+        let c = Confirm::handled(
+            me,
+            Some(ob(1)),
+            vec![(5, ours(5)), (6, zonesync_proto::digest(b"forged")), (9, ours(9))],
+            vec![],
+            Some(7),
+            at(),
+        );
+        let v = judge(&c, Some(&ob(1)), 8, false, 100, held).unwrap();
+        assert_eq!(v.ack, vec![5]);
+        assert_eq!(v.withheld, vec![6], "someone else's bytes under our number: kept");
+        assert_eq!(v.unknown, vec![9]);
+        assert_eq!(v.rotate, Some(RotateReason::DigestMismatch { seq: 6 }));
+    }
+
+    #[test]
+    fn a_refusal_of_our_bytes_as_a_reused_seq_rotates_and_other_refusals_keep_the_batch() {
+        let me = AgentId::parse("gw-1").unwrap();
+        let refused = vec![
+            refusal(7, ours(7), "seq_ahead"),
+            refusal(6, ours(6), REFUSED_REUSED_SEQ),
+            refusal(99, ours(99), REFUSED_REUSED_SEQ),
+        ];
+        let c = Confirm::handled(me.clone(), Some(ob(1)), vec![], refused, None, at());
+        let v = judge(&c, Some(&ob(1)), 8, false, 100, held).unwrap();
+        assert_eq!(v.rotate, Some(RotateReason::ReusedSeq { seq: 6 }));
+        assert_eq!(v.refused.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![7]);
+        assert!(v.ack.is_empty());
+        // A forger's bytes refused under our number: ours are what is stored.
+        let c = Confirm::handled(
+            me,
+            Some(ob(1)),
+            vec![],
+            vec![refusal(6, zonesync_proto::digest(b"forged"), REFUSED_REUSED_SEQ)],
+            None,
+            at(),
+        );
+        assert_eq!(judge(&c, Some(&ob(1)), 8, false, 100, held).unwrap().rotate, None);
+    }
+
+    #[test]
+    fn numbers_held_ahead_of_ours_rotate_and_another_outbox_is_ignored() {
+        let me = AgentId::parse("gw-1").unwrap();
+        let ahead = Confirm::handled(me.clone(), Some(ob(1)), vec![(5, ours(5))], vec![], Some(8), at());
+        let v = judge(&ahead, Some(&ob(1)), 8, false, 100, held).unwrap();
+        assert_eq!(
+            v.rotate,
+            Some(RotateReason::HighestAhead {
+                highest: 8,
+                next_seq: 8
+            })
+        );
+        assert_eq!(v.ack, vec![5], "what is ours is still released");
+        assert_eq!(judge(&ahead, Some(&ob(1)), 9, false, 100, held).unwrap().rotate, None);
+        let v = judge(&ahead, Some(&ob(2)), 8, false, 100, held).unwrap();
+        assert_eq!(
+            v,
+            Verdict {
+                other_outbox: true,
+                ..Verdict::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_confirmation_without_digests_is_trusted_as_before() {
+        let me = AgentId::parse("gw-1").unwrap();
+        let c = Confirm::from_seqs(me, vec![5, 6, 42], at());
+        let v = judge(&c, Some(&ob(1)), 8, false, 100, held).unwrap();
+        assert_eq!(v.ack, vec![5, 6, 42]);
+        assert_eq!(v.rotate, None);
+        let v = judge(&c, Some(&ob(1)), 8, true, 100, held).unwrap();
+        assert!(v.ack.is_empty(), "not from an upstream that sends digests");
+        assert_eq!(v.undigested, vec![5, 6, 42]);
     }
 }

@@ -75,12 +75,26 @@ pub struct LinkStats {
     /// for (acknowledged already, dropped, or never sent).
     pub confirm_unknown_seqs: AtomicU64,
     /// Confirm mode: confirmation payloads refused (not JSON of the right
-    /// shape, or for another agent).
+    /// shape, for another agent, or without digests from an upstream that
+    /// has sent them).
     pub confirms_malformed: AtomicU64,
+    /// Confirm mode: confirmations about an earlier outbox identity, ignored.
+    pub confirms_other_outbox: AtomicU64,
+    /// Confirm mode: sequence numbers confirmed with a digest that is not our
+    /// batch's (someone else's bytes stored under our number): kept.
+    pub confirm_digest_mismatches: AtomicU64,
+    /// Confirm mode: batches the aggregator refused for a reason other than a
+    /// reused number (`seq_ahead`, `sent_at_future`): kept and sent again.
+    pub refusals: AtomicU64,
+    /// Fresh outbox identities this link asked for (each logged with its reason).
+    pub identity_rotations: AtomicU64,
     /// The agent's clock minus the aggregator's, ms, as confirmations measure it.
     clock_offset_ms: AtomicI64,
     /// Its uncertainty, ± ms.
     clock_uncertainty_ms: AtomicI64,
+    /// Whether this upstream has sent a confirmation with digests: from then
+    /// on one without them is not trusted (see [`confirm::judge`]).
+    digests_seen: AtomicBool,
 }
 
 impl Default for LinkStats {
@@ -97,8 +111,13 @@ impl Default for LinkStats {
             confirms_received: AtomicU64::new(0),
             confirm_unknown_seqs: AtomicU64::new(0),
             confirms_malformed: AtomicU64::new(0),
+            confirms_other_outbox: AtomicU64::new(0),
+            confirm_digest_mismatches: AtomicU64::new(0),
+            refusals: AtomicU64::new(0),
+            identity_rotations: AtomicU64::new(0),
             clock_offset_ms: AtomicI64::new(UNKNOWN),
             clock_uncertainty_ms: AtomicI64::new(UNKNOWN),
+            digests_seen: AtomicBool::new(false),
         }
     }
 }
@@ -163,6 +182,9 @@ struct Wire {
     awaiting_pkid: VecDeque<Option<u64>>,
     /// Then by packet id, until the PUBACK.
     by_pkid: HashMap<u16, Option<u64>>,
+    /// A fresh presence is due before anything is sent again (a refusal
+    /// judged against the last one's `next_seq`).
+    reannounce: bool,
 }
 
 impl Wire {
@@ -189,7 +211,7 @@ impl Link {
             status,
             boot: self.boot,
             at: Utc::now(),
-            outbox: None,
+            outbox: self.outbox.identity(),
             next_seq: self.outbox.next_seq(),
             dropped_readings: dropped,
             dropped_sent_readings: dropped_sent,
@@ -289,6 +311,7 @@ impl Link {
             Duration::from_secs(self.batching.confirm_timeout_max_secs),
         );
         let mut wire = Wire::default();
+        let mut announced_id = self.outbox.identity();
         self.announce(&client, PresenceStatus::Online, &mut wire);
         // A fresh birth message whenever the disk budget drops readings (so
         // the zone learns of the loss while the session lasts) or the
@@ -306,6 +329,25 @@ impl Link {
         let mut tick = tokio::time::interval(max_age.clamp(Duration::from_millis(10), Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // A fresh identity (this link's confirmation, another link's, or
+            // none): announce it, then send every held batch again under it.
+            let id = self.outbox.identity();
+            if id != announced_id || wire.reannounce {
+                if id != announced_id {
+                    tracing::info!(agent = %self.agent, %upstream, outbox = id.as_ref().map(|i| i.as_str()),
+                        next_seq = self.outbox.next_seq(), "announcing the outbox's new identity");
+                    if confirm_mode {
+                        marks = Marks::new(
+                            Duration::from_secs(self.batching.confirm_timeout_secs.max(1)),
+                            Duration::from_secs(self.batching.confirm_timeout_max_secs),
+                        );
+                        next_pos = 0;
+                    }
+                    announced_id = id;
+                }
+                wire.reannounce = false;
+                self.announce(&client, PresenceStatus::Online, &mut wire);
+            }
             // Unconfirmed batches past their deadline go out again, re-read from the outbox.
             if confirm_mode {
                 for seq in marks.due(Instant::now()) {
@@ -427,7 +469,7 @@ impl Link {
                 }
             }
             Event::Incoming(Packet::Publish(p)) if self.mqtt.end_to_end_confirm => {
-                self.on_confirm(&p.payload, marks, clock)?;
+                self.on_confirm(&p.payload, wire, marks, clock)?;
             }
             Event::Incoming(Packet::SubAck(s))
                 if s.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
@@ -440,10 +482,18 @@ impl Link {
         Ok(())
     }
 
-    /// A confirmation from the aggregator: each sequence number it names is
-    /// acknowledged for this upstream only. Malformed ones are counted and
-    /// logged, never fatal; sequence numbers unknown here are counted.
-    fn on_confirm(&self, payload: &[u8], marks: &mut Marks, clock: &mut ClockEstimator) -> Result<(), OutboxError> {
+    /// A confirmation from the aggregator: each sequence number it names
+    /// with our batch's digest is acknowledged for this upstream only (see
+    /// [`confirm::judge`]); one that shows other bytes under our marks moves
+    /// the outbox to a fresh identity. Malformed ones are counted and logged,
+    /// never fatal; sequence numbers unknown here are counted.
+    fn on_confirm(
+        &self,
+        payload: &[u8],
+        wire: &mut Wire,
+        marks: &mut Marks,
+        clock: &mut ClockEstimator,
+    ) -> Result<(), OutboxError> {
         let received_ms = Utc::now().timestamp_millis();
         let c = match confirm::parse(payload, &self.agent) {
             Ok(c) => c,
@@ -454,11 +504,27 @@ impl Link {
             }
         };
         self.stats.confirms_received.fetch_add(1, Ordering::Relaxed);
+        let ours = self.outbox.identity();
+        if !c.digests.is_empty() {
+            self.stats.digests_seen.store(true, Ordering::Relaxed);
+        }
+        let digests_seen = self.stats.digests_seen.load(Ordering::Relaxed);
+        let next_seq = self.outbox.next_seq();
+        let verdict = confirm::judge(&c, ours.as_ref(), next_seq, digests_seen, MAX_CONFIRMED_SEQS, |seq| {
+            Ok::<_, OutboxError>(self.outbox.sealed_one(seq)?.map(|b| zonesync_proto::digest(&b.payload)))
+        })?;
+        if verdict.other_outbox {
+            // An earlier identity's (in flight across a rotation): its
+            // batches are sent again under the current one.
+            self.stats.confirms_other_outbox.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(agent = %self.agent, outbox = c.outbox.as_ref().map(|o| o.as_str()), "confirmation for an earlier outbox identity ignored");
+            return Ok(());
+        }
         // The newest batch confirmed that was published once: with a resend
         // the confirmation may answer an earlier publication, and the send
         // time would not bound the aggregator's flush.
         let mut newest: Option<(u64, i64)> = None;
-        for seq in c.iter_seqs(MAX_CONFIRMED_SEQS) {
+        for &seq in &verdict.ack {
             let mark = marks.remove(seq);
             match self.outbox.ack(self.upstream, seq)? {
                 Some(items) => self.stats.acked(items),
@@ -472,6 +538,35 @@ impl Link {
                     newest = Some((seq, m.sent_unix_ms));
                 }
             }
+        }
+        if !verdict.undigested.is_empty() {
+            self.stats.confirms_malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(agent = %self.agent, upstream = %self.name(), seqs = verdict.undigested.len(),
+                "confirmation without digests from an upstream that sends them: ignored (forged or stale)");
+        }
+        for &seq in &verdict.unknown {
+            marks.remove(seq);
+            self.stats.confirm_unknown_seqs.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(agent = %self.agent, seq, "confirmation for a batch not held");
+        }
+        if !verdict.withheld.is_empty() {
+            self.stats
+                .confirm_digest_mismatches
+                .fetch_add(verdict.withheld.len() as u64, Ordering::Relaxed);
+            tracing::warn!(agent = %self.agent, upstream = %self.name(), seqs = ?verdict.withheld,
+                "confirmed without our batch's digest: other bytes are stored under these numbers; batches kept");
+        }
+        for r in &verdict.refused {
+            self.stats.refusals.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(agent = %self.agent, upstream = %self.name(), seq = r.seq, reason = %r.reason,
+                "the aggregator refused a batch: kept, sent again after a fresh presence");
+            wire.reannounce = true;
+        }
+        if let Some(reason) = verdict.rotate {
+            self.stats.identity_rotations.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(agent = %self.agent, upstream = %self.name(), reason = reason.label(), detail = ?reason,
+                "other bytes are held under our outbox's numbers: moving to a fresh outbox identity");
+            self.outbox.rotate_identity()?;
         }
         if let Some(m) = newest.and_then(|(_, t1)| ClockOffset::measure(t1, received_ms, c.at.timestamp_millis())) {
             clock.add(Instant::now(), m);
@@ -521,3 +616,6 @@ impl Link {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

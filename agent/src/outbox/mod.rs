@@ -9,10 +9,16 @@
 //! - `b` + seq → a sealed batch: item count (u32), topic (u16 length + text), exact payload
 //! - `c` + source name → a source's cursor, written atomically with its items
 //! - `u` + upstream name → that upstream's acknowledged cursor and counts, see [`upstreams`]
-//! - `m` + name → counters: next sequence number, boot counter, and
-//!   [`Counters`] (backlog, bytes held, drops). A new outbox starts its
-//!   sequence at the clock in µs so a reinstalled gateway never reuses
-//!   numbers the aggregator has already seen.
+//! - `m` + name → counters: next sequence number, boot counter, the
+//!   outbox's random identity, rollbacks and rotations seen, and
+//!   [`Counters`] (backlog, bytes held, drops). A new outbox draws a random
+//!   identity and starts its sequence at 1; a reinstalled gateway's new
+//!   outbox numbers its batches under another identity, so it never reuses
+//!   a mark the aggregator has seen (see [`identity`]).
+//!
+//! Beside the store, `<outbox>.seq-hw` holds the high-water mark of the
+//! sequence numbers, raised before each seal is written, so a store that
+//! lost its newest writes is caught at open instead of numbering again.
 //!
 //! The counters are written in the same batch as the change they count, so
 //! opening an outbox never scans its backlog (a million pending readings
@@ -26,6 +32,9 @@
 mod budget;
 mod chunk;
 mod counters;
+pub mod identity;
+#[cfg(test)]
+mod identity_tests;
 #[cfg(test)]
 mod tests;
 mod upstreams;
@@ -38,13 +47,16 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use upstreams::{Record, Upstream};
-use zonesync_proto::{AgentId, Batch, Declaration, EnterpriseId, Reading, Topic, ZoneId, WIRE_VERSION};
+use zonesync_proto::{AgentId, Batch, Declaration, EnterpriseId, OutboxId, Reading, Topic, ZoneId, WIRE_VERSION};
+use zonesync_runtime::{HighWater, HighWaterError, StoreOpenError};
 
 const PENDING: u8 = b'p';
 const SEALED: u8 = b'b';
 const CURSOR: u8 = b'c';
 const META_NEXT_SEQ: &[u8] = b"mnext_seq";
 const META_BOOT: &[u8] = b"mboot";
+/// Written by [`Outbox::check_writable`]; its value means nothing.
+const META_PROBE: &[u8] = b"mprobe";
 
 /// What went wrong in the outbox.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +67,14 @@ pub enum OutboxError {
     Corrupt { key: String, problem: String },
     #[error("an outbox needs at least one upstream")]
     NoUpstream,
+    #[error(transparent)]
+    Open(#[from] StoreOpenError),
+    #[error(transparent)]
+    HighWater(#[from] HighWaterError),
+    #[error("the system's random number generator failed; no outbox identity can be drawn")]
+    Random,
+    #[error("an outbox opened to inspect it is read-only")]
+    Inspecting,
 }
 
 /// One item waiting to be batched.
@@ -110,6 +130,18 @@ pub struct OutboxStats {
     /// Per upstream: its cursor, what it has not acknowledged, what was dropped for it.
     #[serde(default)]
     pub upstreams: Vec<UpstreamOutboxStats>,
+    /// The identity batches are numbered under (absent: an old outbox only inspected).
+    #[serde(default)]
+    pub outbox_id: Option<OutboxId>,
+    /// The sequence high-water mark kept beside the store (absent when inspected).
+    #[serde(default)]
+    pub seq_high_water: Option<u64>,
+    /// Times, ever, the store opened below the high-water mark (rolled back or restored).
+    #[serde(default)]
+    pub store_rollbacks: u64,
+    /// Fresh identities drawn, ever, after the first (rollbacks included).
+    #[serde(default)]
+    pub identity_rotations: u64,
 }
 
 /// One upstream's view of the outbox.
@@ -188,6 +220,8 @@ pub struct Outbox {
     /// holds under `mcounters` and `u…`.
     state: Mutex<State>,
     next_seq: AtomicU64,
+    /// Raised before every seal is written; `None` when opened to inspect.
+    high_water: Option<HighWater>,
     /// Where every appended item is also recorded for export (crate::history).
     history: Option<std::sync::Arc<crate::history::History>>,
 }
@@ -198,6 +232,12 @@ pub struct Outbox {
 struct State {
     counters: Counters,
     upstreams: Vec<Upstream>,
+    /// The identity batches are sealed under (`meta` key `moutbox_id`).
+    identity: Option<OutboxId>,
+    /// Rollbacks detected, ever.
+    rollbacks: u64,
+    /// Identities drawn after the first, ever.
+    rotations: u64,
 }
 
 impl State {
@@ -269,6 +309,16 @@ fn decode_sealed(k: &[u8], v: &[u8]) -> Result<Sealed, OutboxError> {
     })
 }
 
+/// A sealed batch as stored: item count (u32), topic (u16 length + text), payload.
+fn encode_sealed(items: usize, topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(payload.len() + topic.len() + 6);
+    stored.extend_from_slice(&(items as u32).to_be_bytes());
+    stored.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    stored.extend_from_slice(topic.as_bytes());
+    stored.extend_from_slice(payload);
+    stored
+}
+
 fn entry_bytes(k: &[u8], v: &[u8]) -> u64 {
     (k.len() + v.len()) as u64
 }
@@ -303,41 +353,91 @@ impl Outbox {
             .path(path)
             .cache_capacity(options.cache_bytes)
             .flush_every_ms(Some(500));
-        let db = crate::sled_open::open_when_released(&config)?;
+        let db = zonesync_runtime::open_sled(&config, path)?;
         let tree = db.open_tree("outbox")?;
-        let next_seq = match tree.get(META_NEXT_SEQ)? {
-            Some(_) => read_u64(&tree, META_NEXT_SEQ)?,
-            None => {
-                // A new outbox (new gateway, or a wiped disk) must never reuse
-                // sequence numbers an earlier outbox of the same agent sent, or
-                // the aggregator would drop its batches as duplicates. Starting
-                // at the clock in microseconds is above any earlier outbox's
-                // numbers, which grow by one per batch.
-                let start = u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0);
-                tree.insert(META_NEXT_SEQ, &start.to_be_bytes())?;
-                tree.flush()?;
-                start
-            }
+        // Looking must not create the mark (nor anything else).
+        let hw_path = identity::high_water_path(path);
+        let high_water = match open {
+            Open::Run => Some(HighWater::open(&hw_path)?),
+            Open::Inspect if hw_path.exists() => Some(HighWater::open(&hw_path)?),
+            Open::Inspect => None,
         };
+        let mark = high_water.as_ref().and_then(HighWater::get);
+        let stored_next = match tree.get(META_NEXT_SEQ)? {
+            Some(_) => Some(read_u64(&tree, META_NEXT_SEQ)?),
+            None => None,
+        };
+        // Every number ever published is below the mark, so continuing from
+        // it never issues one twice, whatever the store forgot.
+        let rolled_back = mark.is_some_and(|m| m > stored_next.unwrap_or(1));
+        let next_seq = stored_next.unwrap_or(1).max(mark.unwrap_or(1)).max(1);
+        let mut stored_id = identity::load(&tree)?;
+        if open == Open::Run && (stored_id.is_none() || stored_next != Some(next_seq)) {
+            let mut batch = sled::Batch::default();
+            if stored_id.is_none() {
+                // A new outbox, or one from before identities: its held
+                // batches keep the legacy numbering they may have been
+                // published under (resending them unchanged is exact), and
+                // from now on it seals under this identity.
+                let id = identity::draw()?;
+                if stored_next.is_some() {
+                    tracing::info!(outbox = id.as_str(), next_seq, "outbox without an identity: drew one");
+                }
+                batch.insert(identity::META_ID, id.as_str().as_bytes());
+                stored_id = Some(id);
+            }
+            batch.insert(META_NEXT_SEQ, &next_seq.to_be_bytes());
+            tree.apply_batch(batch)?;
+            tree.flush()?;
+        }
         let counters = match Counters::load(&tree)? {
             Some(c) => c,
             // An outbox written before the counters were kept: count once.
-            None => {
+            None if open == Open::Run => {
                 let c = Counters::recount(&tree)?;
                 tree.insert(counters::KEY, &c.encode()[..])?;
                 tree.flush()?;
                 c
             }
+            None => Counters::recount(&tree)?,
         };
-        let state = Self::open_upstreams(&tree, &options.upstreams, counters, next_seq, open)?;
-        Ok(Self {
+        let (upstreams, counters) = Self::open_upstreams(&tree, &options.upstreams, counters, next_seq, open)?;
+        let state = State {
+            counters,
+            upstreams,
+            identity: stored_id,
+            rollbacks: identity::load_count(&tree, identity::META_ROLLBACKS)?,
+            rotations: identity::load_count(&tree, identity::META_ROTATIONS)?,
+        };
+        let outbox = Self {
             db,
             tree,
             options,
             state: Mutex::new(state),
             next_seq: AtomicU64::new(next_seq),
+            high_water,
             history: None,
-        })
+        };
+        if open == Open::Run {
+            if rolled_back {
+                tracing::warn!(
+                    store = %path.display(),
+                    high_water = %hw_path.display(),
+                    store_next_seq = stored_next.unwrap_or(0),
+                    mark = mark.unwrap_or(0),
+                    next_seq,
+                    "outbox store rolled back or was restored: its next sequence number is below the high-water mark \
+                     kept beside it; numbering continues from the mark under a fresh outbox identity (batches the \
+                     store lost may have been published)"
+                );
+                outbox.rotate(identity::Rotation::Rollback)?;
+            }
+            // An outbox older than the mark gets one; a new one records its start.
+            if let Some(hw) = &outbox.high_water {
+                hw.raise(next_seq)?;
+            }
+        }
+        Ok(outbox)
     }
 
     /// Also records every appended item in `history`, after the outbox has it.
@@ -359,7 +459,7 @@ impl Outbox {
         mut counters: Counters,
         next_seq: u64,
         open: Open,
-    ) -> Result<State, OutboxError> {
+    ) -> Result<(Vec<Upstream>, Counters), OutboxError> {
         if names.is_empty() {
             return Err(OutboxError::NoUpstream);
         }
@@ -407,10 +507,7 @@ impl Outbox {
         }
         ups.extend(unconfigured);
         if open == Open::Inspect {
-            return Ok(State {
-                counters,
-                upstreams: ups,
-            });
+            return Ok((ups, counters));
         }
         let min_cursor = ups.iter().map(|u| u.rec.cursor).min().unwrap_or(0);
         for kv in tree.range(key(SEALED, 0)..key(SEALED, min_cursor)) {
@@ -426,10 +523,7 @@ impl Outbox {
             tree.apply_batch(batch)?;
             tree.flush()?;
         }
-        Ok(State {
-            counters,
-            upstreams: ups,
-        })
+        Ok((ups, counters))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -630,6 +724,9 @@ impl Outbox {
         if taken.is_empty() {
             return Ok(Vec::new());
         }
+        let Some(hw) = &self.high_water else {
+            return Err(OutboxError::Inspecting);
+        };
         let live_since = now - self.options.backfill_after;
         let mut seq = self.next_seq.load(Ordering::SeqCst);
         let mut sealed = Vec::with_capacity(groups.len());
@@ -644,7 +741,7 @@ impl Outbox {
                 v: WIRE_VERSION,
                 agent: agent.clone(),
                 boot,
-                outbox: None,
+                outbox: guard.identity.clone(),
                 seq,
                 sent_at: now,
                 zone: zone.clone(),
@@ -655,11 +752,7 @@ impl Outbox {
             };
             let payload = b.to_payload();
             let topic = Topic::data(zone, agent, &enterprise);
-            let mut stored = Vec::with_capacity(payload.len() + topic.len() + 6);
-            stored.extend_from_slice(&(items as u32).to_be_bytes());
-            stored.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-            stored.extend_from_slice(topic.as_bytes());
-            stored.extend_from_slice(&payload);
+            let stored = encode_sealed(items, &topic, &payload);
             let k = key(SEALED, seq);
             next.counters.held_bytes += entry_bytes(&k, &stored);
             next.counters.sealed_batches += 1;
@@ -686,6 +779,9 @@ impl Outbox {
         batch.insert(META_NEXT_SEQ, &seq.to_be_bytes());
         batch.insert(counters::KEY, &next.counters.encode()[..]);
         next.write_changed(&guard, &mut batch);
+        // The mark first: if the store later loses this write, its next
+        // opening still finds every number handed out here below the mark.
+        hw.raise(seq)?;
         self.tree.apply_batch(batch)?;
         *guard = next;
         self.next_seq.store(seq, Ordering::SeqCst);
@@ -788,7 +884,7 @@ impl Outbox {
 
     /// Current counts (from the counters, plus one look at the oldest entry).
     pub fn stats(&self) -> OutboxStats {
-        let (c, upstreams) = {
+        let (c, upstreams, outbox_id, rollbacks, rotations) = {
             let guard = self.lock();
             let ups = guard
                 .upstreams
@@ -806,7 +902,13 @@ impl Outbox {
                     }
                 })
                 .collect();
-            (guard.counters, ups)
+            (
+                guard.counters,
+                ups,
+                guard.identity.clone(),
+                guard.rollbacks,
+                guard.rotations,
+            )
         };
         OutboxStats {
             pending_items: c.pending_items,
@@ -819,6 +921,10 @@ impl Outbox {
             next_seq: self.next_seq.load(Ordering::SeqCst),
             oldest_pending: self.oldest_pending(),
             upstreams,
+            outbox_id,
+            seq_high_water: self.high_water.as_ref().and_then(HighWater::get),
+            store_rollbacks: rollbacks,
+            identity_rotations: rotations,
         }
     }
 
@@ -844,5 +950,17 @@ impl Outbox {
     /// Next sequence number to be assigned.
     pub fn next_seq(&self) -> u64 {
         self.next_seq.load(Ordering::SeqCst)
+    }
+
+    /// Whether the store still takes a write and makes it durable. sled
+    /// 0.34 keeps the first failed write to its log (a full disk) as an
+    /// error every later flush returns until the store is reopened, so a
+    /// source whose append failed asks this to tell a passing failure from
+    /// a store this process can no longer use.
+    pub fn check_writable(&self) -> Result<(), OutboxError> {
+        let now = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+        self.tree.insert(META_PROBE, &now.to_be_bytes())?;
+        self.tree.flush()?;
+        Ok(())
     }
 }

@@ -27,7 +27,7 @@ fn items_survive_reopen_and_leave_only_when_acked() {
     let dir = tempfile::tempdir().unwrap();
     let (a, z, e1, e2) = ids();
     {
-        let o = Outbox::open(dir.path(), 1 << 20).unwrap();
+        let o = Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap();
         assert_eq!(o.next_boot().unwrap(), 1);
         o.append(
             vec![
@@ -39,14 +39,14 @@ fn items_survive_reopen_and_leave_only_when_acked() {
         )
         .unwrap();
         let first = o.next_seq();
-        assert!(first > 1_700_000_000_000_000, "a new outbox starts at the clock in µs");
+        assert_eq!(first, 1, "a new outbox starts at 1, never at the clock");
         let s = o.seal(10, &a, &z, 1, Utc::now()).unwrap();
         assert_eq!(s.len(), 2, "one batch per enterprise");
         assert_eq!((s[0].seq, s[0].items, s[1].seq, s[1].items), (first, 2, first + 1, 1));
         o.ack(0, first).unwrap();
         o.flush().unwrap();
     }
-    let o = Outbox::open(dir.path(), 1 << 20).unwrap();
+    let o = Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap();
     assert_eq!(o.next_boot().unwrap(), 2);
     assert_eq!(o.cursor("sim").unwrap().as_deref(), Some(&b"42"[..]));
     let left = o.sealed_from(0, 10).unwrap();
@@ -64,7 +64,7 @@ fn items_survive_reopen_and_leave_only_when_acked() {
 fn sealing_respects_the_batch_size_and_order() {
     let dir = tempfile::tempdir().unwrap();
     let (a, z, e1, _) = ids();
-    let o = Outbox::open(dir.path(), 1 << 20).unwrap();
+    let o = Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap();
     let first = o.next_seq();
     o.append((0..25).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
         .unwrap();
@@ -116,7 +116,7 @@ fn counters_match_a_recount_and_survive_reopen() {
     let (a, z, e1, e2) = ids();
     let expected;
     {
-        let o = Outbox::open_with(dir.path(), small(1 << 30)).unwrap();
+        let o = Outbox::open_with(&dir.path().join("outbox"), small(1 << 30)).unwrap();
         o.append((0..30).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
             .unwrap();
         o.append(vec![(e2.clone(), reading(99.0))], None).unwrap();
@@ -140,7 +140,7 @@ fn counters_match_a_recount_and_survive_reopen() {
         expected = c;
     }
     // Without stored counters (an older outbox) they are counted once, then kept.
-    let o = Outbox::open_with(dir.path(), small(1 << 30)).unwrap();
+    let o = Outbox::open_with(&dir.path().join("outbox"), small(1 << 30)).unwrap();
     assert_eq!(o.lock().counters, expected);
     assert_eq!(o.stats().pending_items, 2);
     let s = o.seal(10, &a, &z, 1, Utc::now()).unwrap();
@@ -154,7 +154,7 @@ fn a_full_budget_drops_the_oldest_and_counts_each_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let (a, z, e1, _) = ids();
     // Room for about 40 pending items of ~150 bytes.
-    let o = Outbox::open_with(dir.path(), small(6_000)).unwrap();
+    let o = Outbox::open_with(&dir.path().join("outbox"), small(6_000)).unwrap();
     o.append((0..20).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
         .unwrap();
     o.seal(10, &a, &z, 1, Utc::now()).unwrap();
@@ -189,7 +189,7 @@ fn a_full_budget_drops_the_oldest_and_counts_each_exactly() {
     assert_eq!(kept.last(), Some(&1099.0));
     assert_eq!(kept.len() as u64 + o.dropped_readings(), produced + 100);
     drop(o);
-    let o = Outbox::open_with(dir.path(), small(6_000)).unwrap();
+    let o = Outbox::open_with(&dir.path().join("outbox"), small(6_000)).unwrap();
     assert_eq!(
         o.stats().dropped_readings + values(&o).len() as u64,
         produced + 100,
@@ -201,7 +201,7 @@ fn a_full_budget_drops_the_oldest_and_counts_each_exactly() {
 fn batches_on_the_wire_are_never_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let (a, z, e1, _) = ids();
-    let o = Outbox::open_with(dir.path(), small(4_000)).unwrap();
+    let o = Outbox::open_with(&dir.path().join("outbox"), small(4_000)).unwrap();
     o.append((0..10).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
         .unwrap();
     let s = o.seal(10, &a, &z, 1, Utc::now()).unwrap();
@@ -221,7 +221,7 @@ fn batches_on_the_wire_are_never_dropped() {
 fn old_readings_are_sealed_as_backfill_once() {
     let dir = tempfile::tempdir().unwrap();
     let (a, z, e1, e2) = ids();
-    let o = Outbox::open_with(dir.path(), small(1 << 30)).unwrap();
+    let o = Outbox::open_with(&dir.path().join("outbox"), small(1 << 30)).unwrap();
     let now = Utc::now();
     let mut old = reading(1.0);
     if let Item::Reading(r) = &mut old {
@@ -265,7 +265,7 @@ fn two_upstreams_ack_in_different_orders_and_a_batch_leaves_when_both_have_it() 
     let (a, z, e1, _) = ids();
     let s;
     {
-        let o = Outbox::open_with(dir.path(), two(1 << 30, &["zone", "city"])).unwrap();
+        let o = Outbox::open_with(&dir.path().join("outbox"), two(1 << 30, &["zone", "city"])).unwrap();
         o.append((0..30).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
             .unwrap();
         s = seqs(&o.seal_up_to(10, 30, &a, &z, 1, Utc::now()).unwrap());
@@ -295,7 +295,7 @@ fn two_upstreams_ack_in_different_orders_and_a_batch_leaves_when_both_have_it() 
         o.flush().unwrap();
     }
     // After a restart the out-of-order ack above city's cursor is forgotten: s2 goes to city again.
-    let o = Outbox::open_with(dir.path(), two(1 << 30, &["zone", "city"])).unwrap();
+    let o = Outbox::open_with(&dir.path().join("outbox"), two(1 << 30, &["zone", "city"])).unwrap();
     let city = up(&o, "city");
     assert_eq!((city.cursor, city.unacked_batches, city.unacked_items), (s[1], 2, 20));
     assert_eq!(seqs(&o.sealed_for(1, 0, 10).unwrap()), vec![s[1], s[2]]);
@@ -324,7 +324,7 @@ fn a_removed_upstream_stops_pinning_batches_and_a_new_one_gets_the_backlog() {
     let (a, z, e1, _) = ids();
     let s;
     {
-        let o = Outbox::open_with(dir.path(), two(1 << 30, &["zone", "city"])).unwrap();
+        let o = Outbox::open_with(&dir.path().join("outbox"), two(1 << 30, &["zone", "city"])).unwrap();
         o.append((0..20).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
             .unwrap();
         s = seqs(&o.seal_up_to(10, 20, &a, &z, 1, Utc::now()).unwrap());
@@ -337,7 +337,7 @@ fn a_removed_upstream_stops_pinning_batches_and_a_new_one_gets_the_backlog() {
         // Looked at (`status`) with city removed from the configuration:
         // city is listed as unconfigured, keeps its cursor and its batches,
         // and a new upstream is shown but not stored; twice, to see nothing was written.
-        let o = Outbox::inspect(dir.path(), two(1 << 30, &["zone", "town"])).unwrap();
+        let o = Outbox::inspect(&dir.path().join("outbox"), two(1 << 30, &["zone", "town"])).unwrap();
         let stats = o.stats();
         let names: Vec<_> = stats
             .upstreams
@@ -354,14 +354,14 @@ fn a_removed_upstream_stops_pinning_batches_and_a_new_one_gets_the_backlog() {
         );
         assert_eq!(stats.sealed_batches, 2);
         drop(o);
-        let o = Outbox::open_with(dir.path(), two(1 << 30, &["zone", "city"])).unwrap();
+        let o = Outbox::open_with(&dir.path().join("outbox"), two(1 << 30, &["zone", "city"])).unwrap();
         assert_eq!(o.upstream_names(), vec!["zone", "city"], "town was not stored");
         assert_eq!(up(&o, "city").unacked_batches, 2);
         o.flush().unwrap();
     }
     {
         // city removed from the configuration: nothing holds the batches any more.
-        let o = Outbox::open_with(dir.path(), two(1 << 30, &["zone"])).unwrap();
+        let o = Outbox::open_with(&dir.path().join("outbox"), two(1 << 30, &["zone"])).unwrap();
         assert!(o.sealed_from(0, 10).unwrap().is_empty());
         assert_eq!(o.stats().sealed_batches, 0);
         assert_eq!(o.upstream_names(), vec!["zone"]);
@@ -377,7 +377,7 @@ fn a_removed_upstream_stops_pinning_batches_and_a_new_one_gets_the_backlog() {
         o.flush().unwrap();
     }
     // city added again: a new upstream, it starts at the oldest batch held.
-    let o = Outbox::open_with(dir.path(), two(1 << 30, &["zone", "city"])).unwrap();
+    let o = Outbox::open_with(&dir.path().join("outbox"), two(1 << 30, &["zone", "city"])).unwrap();
     let city = up(&o, "city");
     let held = seqs(&o.sealed_from(0, 10).unwrap());
     assert_eq!(
@@ -393,7 +393,7 @@ fn a_removed_upstream_stops_pinning_batches_and_a_new_one_gets_the_backlog() {
     // An outbox with no upstream at all is refused rather than emptied.
     drop(o);
     assert!(matches!(
-        Outbox::open_with(dir.path(), two(1 << 30, &[])),
+        Outbox::open_with(&dir.path().join("outbox"), two(1 << 30, &[])),
         Err(OutboxError::NoUpstream)
     ));
 }
@@ -414,7 +414,7 @@ fn append_rounds(o: &Outbox, e: &EnterpriseId, rounds: u64) -> u64 {
 fn budget_drops_count_for_each_upstream_that_had_not_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let (a, z, e1, _) = ids();
-    let o = Outbox::open_with(dir.path(), two(8_000, &["zone", "city"])).unwrap();
+    let o = Outbox::open_with(&dir.path().join("outbox"), two(8_000, &["zone", "city"])).unwrap();
     o.append((0..30).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
         .unwrap();
     let s = seqs(&o.seal_up_to(10, 30, &a, &z, 1, Utc::now()).unwrap());
@@ -459,7 +459,7 @@ fn budget_drops_count_for_each_upstream_that_had_not_acknowledged() {
         Counters::recount(&o.tree).unwrap().with_dropped(st.dropped_readings)
     );
     drop(o);
-    let o = Outbox::open_with(dir.path(), two(8_000, &["zone", "city"])).unwrap();
+    let o = Outbox::open_with(&dir.path().join("outbox"), two(8_000, &["zone", "city"])).unwrap();
     assert_eq!(
         up(&o, "city").dropped_readings,
         city.dropped_readings,
@@ -472,7 +472,7 @@ fn budget_drops_count_for_each_upstream_that_had_not_acknowledged() {
 fn a_batch_dropped_after_it_was_sent_unacknowledged_is_counted_apart() {
     let dir = tempfile::tempdir().unwrap();
     let (a, z, e1, _) = ids();
-    let o = Outbox::open_with(dir.path(), small(8_000)).unwrap();
+    let o = Outbox::open_with(&dir.path().join("outbox"), small(8_000)).unwrap();
     o.append((0..30).map(|i| (e1.clone(), reading(i as f64))).collect(), None)
         .unwrap();
     let s = seqs(&o.seal_up_to(10, 30, &a, &z, 1, Utc::now()).unwrap());
@@ -495,7 +495,7 @@ fn a_batch_dropped_after_it_was_sent_unacknowledged_is_counted_apart() {
     );
     assert_eq!(o.dropped_for(0), (p.dropped_readings, p.dropped_sent_readings));
     drop(o);
-    let o = Outbox::open_with(dir.path(), small(8_000)).unwrap();
+    let o = Outbox::open_with(&dir.path().join("outbox"), small(8_000)).unwrap();
     let again = up(&o, PRIMARY);
     assert_eq!(
         (again.dropped_readings, again.dropped_sent_readings),
@@ -517,7 +517,7 @@ fn model_two_upstreams_every_reading_acked_held_or_dropped_exactly_once() {
         let dir = tempfile::tempdir().unwrap();
         let (a, z, e1, _) = ids();
         let opts = || two(12_000, &["zone", "city"]);
-        let mut o = Outbox::open_with(dir.path(), opts()).unwrap();
+        let mut o = Outbox::open_with(&dir.path().join("outbox"), opts()).unwrap();
         let mut rng = Rng::new(seed);
         let mut produced = 0u64;
         // Per upstream: seq → items it acknowledged, as the outbox knows it.
@@ -558,7 +558,7 @@ fn model_two_upstreams_every_reading_acked_held_or_dropped_exactly_once() {
                 _ => {
                     o.flush().unwrap();
                     drop(o);
-                    o = Outbox::open_with(dir.path(), opts()).unwrap();
+                    o = Outbox::open_with(&dir.path().join("outbox"), opts()).unwrap();
                     // Out-of-order acknowledgements of batches still held are
                     // memory only (a batch both had is gone, and stays had).
                     let held: Vec<u64> = seqs(&o.sealed_from(0, usize::MAX).unwrap());

@@ -17,3 +17,4 @@ pub mod modbus;
 pub mod probe;
 pub mod profile;
 pub mod simulator;
+pub mod supervise;

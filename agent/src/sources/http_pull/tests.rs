@@ -199,7 +199,7 @@ mod run_tests {
             .unwrap();
         let stats = source.stats.clone();
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Arc::new(Outbox::open(dir.path(), 1 << 20).unwrap());
+        let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap());
         let (trigger, signal) = crate::shutdown::channel();
         let task = tokio::spawn(source.run(outbox.clone(), signal));
         let deadline = std::time::Instant::now() + Duration::from_secs(60);

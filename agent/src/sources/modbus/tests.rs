@@ -313,7 +313,7 @@ async fn polls_every_type_and_a_rollover_survives_a_restart() {
                  [[points]]\npoint = \"P2\"\nindicator = \"active_power\"\nregister = 30\ndata_type = \"f32\"\nunit = \"kW\"\n";
     let cfg = config(port, extra);
     let dir = tempfile::tempdir().unwrap();
-    let outbox = Arc::new(Outbox::open(dir.path(), 1 << 20).unwrap());
+    let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap());
 
     let s = run_until(cfg.check(&validator()).unwrap(), outbox.clone(), |s| s.readings >= 3).await;
     assert_eq!((s.failed_reads, s.timeouts, s.exceptions), (0, 0, 0));
@@ -349,7 +349,7 @@ async fn an_exception_loses_one_point_and_keeps_the_connection() {
     let port = fake_meter(meter.clone()).await;
     let extra = "[[points]]\npoint = \"M2\"\nindicator = \"electricity\"\nregister = 500\ndata_type = \"u16\"\nunit = \"kWh\"\n";
     let dir = tempfile::tempdir().unwrap();
-    let outbox = Arc::new(Outbox::open(dir.path(), 1 << 20).unwrap());
+    let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap());
     let device = config(port, extra).check(&validator()).unwrap();
     let s = run_until(device, outbox.clone(), |s| s.readings >= 2).await;
     assert!(s.exceptions >= 2 && s.failed_reads >= 2, "{s:?}");
@@ -372,7 +372,7 @@ async fn a_silent_meter_times_out_and_sends_nothing() {
     let extra =
         "[[points]]\npoint = \"M2\"\nindicator = \"electricity\"\nregister = 1\ndata_type = \"u16\"\nunit = \"kWh\"\n";
     let dir = tempfile::tempdir().unwrap();
-    let outbox = Arc::new(Outbox::open(dir.path(), 1 << 20).unwrap());
+    let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap());
     let device = config(port, extra).check(&validator()).unwrap();
     let s = run_until(device, outbox.clone(), |s| s.failed_reads >= 2).await;
     // retries = 1: two timed-out attempts on M1, then M2 is skipped.
@@ -387,7 +387,7 @@ async fn nothing_listening_counts_connect_failures() {
         l.local_addr().unwrap().port()
     };
     let dir = tempfile::tempdir().unwrap();
-    let outbox = Arc::new(Outbox::open(dir.path(), 1 << 20).unwrap());
+    let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap());
     let device = config(port, "").check(&validator()).unwrap();
     let s = run_until(device, outbox.clone(), |s| s.polls >= 3).await;
     assert!(s.connect_failures >= 4 && s.readings == 0, "{s:?}");
@@ -403,7 +403,7 @@ async fn shutdown_interrupts_a_hanging_read() {
     let mut cfg = config(port, "");
     cfg.timeout_ms = 60_000;
     let dir = tempfile::tempdir().unwrap();
-    let outbox = Arc::new(Outbox::open(dir.path(), 1 << 20).unwrap());
+    let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap());
     let start = std::time::Instant::now();
     let s = run_until(cfg.check(&validator()).unwrap(), outbox, |s| s.polls >= 1).await;
     assert!(start.elapsed() < Duration::from_secs(5));

@@ -1,0 +1,155 @@
+//! The link's handling of confirmations against a real outbox, without a
+//! broker: what is released, what is kept, and when the identity moves.
+
+use super::*;
+use crate::config::{MqttConfig, OutboxConfig};
+use crate::outbox::{Item, Sealed};
+use zonesync_proto::{Batch, Confirm, Reading, Refusal, REFUSED_REUSED_SEQ};
+
+fn link(dir: &std::path::Path) -> Link {
+    let outbox = Arc::new(Outbox::open(&dir.join("outbox"), 1 << 20).unwrap());
+    Link {
+        agent: AgentId::parse("gw").unwrap(),
+        zone: ZoneId::parse("z").unwrap(),
+        boot: 1,
+        enterprises: Vec::new(),
+        mqtt: MqttConfig {
+            end_to_end_confirm: true,
+            ..MqttConfig::default()
+        },
+        upstream: 0,
+        batching: OutboxConfig::default(),
+        outbox,
+        stats: Arc::new(LinkStats::default()),
+    }
+}
+
+fn seal(l: &Link, n: usize) -> Vec<Sealed> {
+    let e = EnterpriseId::parse("91350100M000100Y43").unwrap();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let r = Reading {
+            indicator: "electricity".into(),
+            point: "M1".into(),
+            value: i as f64,
+            unit: "kWh".into(),
+            ts: Some(Utc::now()),
+            period: None,
+        };
+        l.outbox.append(vec![(e.clone(), Item::Reading(r))], None).unwrap();
+        out.extend(l.outbox.seal(10, &l.agent, &l.zone, 1, Utc::now()).unwrap());
+    }
+    out
+}
+
+fn confirm(l: &Link, c: &Confirm) -> (Wire, Marks) {
+    let mut wire = Wire::default();
+    let mut marks = Marks::new(Duration::from_secs(30), Duration::from_secs(60));
+    let mut clock = ClockEstimator::new(CLOCK_WINDOW);
+    l.on_confirm(&c.to_payload(), &mut wire, &mut marks, &mut clock)
+        .unwrap();
+    (wire, marks)
+}
+
+fn held(l: &Link) -> Vec<u64> {
+    l.outbox.sealed_from(0, 100).unwrap().iter().map(|s| s.seq).collect()
+}
+
+#[test]
+fn a_confirmation_with_our_digest_releases_and_a_mismatched_one_keeps_and_rotates() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = link(dir.path());
+    let s = seal(&l, 2);
+    let id = l.outbox.identity();
+    let c = Confirm::handled(
+        l.agent.clone(),
+        id.clone(),
+        vec![
+            (s[0].seq, zonesync_proto::digest(&s[0].payload)),
+            (s[1].seq, zonesync_proto::digest(b"someone else's batch")),
+        ],
+        vec![],
+        Some(s[1].seq),
+        Utc::now(),
+    );
+    confirm(&l, &c);
+    assert_eq!(
+        held(&l),
+        vec![s[1].seq],
+        "only the batch whose digest is ours is released"
+    );
+    assert_eq!(l.stats.confirm_digest_mismatches.load(Ordering::Relaxed), 1);
+    assert_eq!(l.stats.identity_rotations.load(Ordering::Relaxed), 1);
+    let fresh = l.outbox.identity();
+    assert!(fresh.is_some() && fresh != id, "moved to a fresh identity");
+    let kept: Batch = serde_json::from_slice(&l.outbox.sealed_one(s[1].seq).unwrap().unwrap().payload).unwrap();
+    assert_eq!(kept.outbox, fresh, "the kept batch goes out again under it");
+    let p: Presence = serde_json::from_slice(&l.presence(PresenceStatus::Online)).unwrap();
+    assert_eq!((p.outbox, p.next_seq), (fresh, l.outbox.next_seq()));
+
+    // A late confirmation about the earlier identity changes nothing.
+    let late = Confirm::handled(
+        l.agent.clone(),
+        id,
+        vec![(s[1].seq, zonesync_proto::digest(&s[1].payload))],
+        vec![],
+        None,
+        Utc::now(),
+    );
+    confirm(&l, &late);
+    assert_eq!(held(&l), vec![s[1].seq]);
+    assert_eq!(l.stats.confirms_other_outbox.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_reused_seq_refusal_rotates_and_other_refusals_keep_the_batch_and_reannounce() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = link(dir.path());
+    let s = seal(&l, 2);
+    let id = l.outbox.identity();
+    let ahead = Confirm::handled(
+        l.agent.clone(),
+        id.clone(),
+        vec![],
+        vec![Refusal {
+            seq: s[0].seq,
+            digest: zonesync_proto::digest(&s[0].payload),
+            reason: "seq_ahead".into(),
+        }],
+        None,
+        Utc::now(),
+    );
+    let (wire, _) = confirm(&l, &ahead);
+    assert!(wire.reannounce, "a fresh presence before the batch goes again");
+    assert_eq!(held(&l), vec![s[0].seq, s[1].seq]);
+    assert_eq!(l.stats.refusals.load(Ordering::Relaxed), 1);
+    assert_eq!(l.outbox.identity(), id, "no rotation for seq_ahead");
+
+    let reused = Confirm::handled(
+        l.agent.clone(),
+        id.clone(),
+        vec![],
+        vec![Refusal {
+            seq: s[1].seq,
+            digest: zonesync_proto::digest(&s[1].payload),
+            reason: REFUSED_REUSED_SEQ.into(),
+        }],
+        None,
+        Utc::now(),
+    );
+    confirm(&l, &reused);
+    assert_eq!(held(&l), vec![s[0].seq, s[1].seq], "nothing released");
+    assert_eq!(l.stats.identity_rotations.load(Ordering::Relaxed), 1);
+    assert_ne!(l.outbox.identity(), id);
+}
+
+#[test]
+fn a_confirmation_without_digests_releases_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = link(dir.path());
+    let s = seal(&l, 2);
+    let c = Confirm::from_seqs(l.agent.clone(), vec![s[0].seq, s[1].seq], Utc::now());
+    confirm(&l, &c);
+    assert!(held(&l).is_empty());
+    assert_eq!(l.stats.identity_rotations.load(Ordering::Relaxed), 0);
+}
