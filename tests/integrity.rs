@@ -725,3 +725,205 @@ async fn seqs_claimed_ahead_by_a_forger_refuse_the_real_batches_until_a_fresh_ou
     assert_healthy(&api).await;
     stop(agg);
 }
+
+/// Copies a directory tree (`cp -a`).
+fn copy_tree(from: &Path, to: &Path) {
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("run cp")
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
+}
+
+/// Inverts `n` bytes of `file` from the middle on.
+fn flip_middle(file: &Path, n: usize) {
+    let mut bytes = std::fs::read(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+    assert!(!bytes.is_empty(), "{} is empty", file.display());
+    let from = bytes.len() / 2;
+    let to = (from + n).min(bytes.len());
+    for b in &mut bytes[from..to] {
+        *b ^= 0xff;
+    }
+    std::fs::write(file, bytes).unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
+}
+
+/// Sixty batches for E1 with 20 new meter registers each (4 points × 5
+/// minutes), seqs after `set` earlier sets; the set's last batch also states
+/// October's value added as `va`. Returns the messages and the readings they add.
+fn register_set(ob: &OutboxId, set: u64, va: f64) -> (Vec<Msg>, u64) {
+    let base = Utc::now() - Span::days(3);
+    let mut msgs = Vec::new();
+    for b in 0..60u64 {
+        let seq = set * 60 + b + 1;
+        let mut readings = Vec::new();
+        for j in 0..5u64 {
+            let tick = (seq - 1) * 5 + j;
+            for p in 1..=4u64 {
+                let ts = base + Span::minutes(tick as i64);
+                readings.push(register(&format!("M{p}"), (tick * 10 + p) as f64, ts));
+            }
+        }
+        if b == 59 {
+            readings.push(value_added(va));
+        }
+        msgs.push(batch("agent-a", ob, seq, 0, Utc::now(), readings));
+    }
+    // The month's figure is one stored reading, restated by later sets.
+    (msgs, 60 * 20 + u64::from(set == 0))
+}
+
+/// Readings the zone holds, as `/api/v1/zones` counts them.
+async fn readings_stored(api: &Api) -> u64 {
+    api.get("/api/v1/zones").await["zones"][0]["readings_stored"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+async fn wait_readings(api: &Api, want: u64) {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = 0;
+    while Instant::now() < deadline {
+        seen = readings_stored(api).await;
+        if seen >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, want, "readings stored");
+}
+
+/// How a damaged store came out at start.
+#[derive(Debug)]
+enum Verdict {
+    /// Refused at start, with this message.
+    Refused(String),
+    /// Opened with every batch and reading there.
+    Intact,
+}
+
+/// Starts an aggregator on a damaged store: it must either refuse to start
+/// (non-zero exit, an error message naming the store) or hold everything
+/// that was stored — never start with less.
+async fn judge(case: &str, config: &Path, store: &Path, want_readings: u64, want_va: f64) -> Verdict {
+    match try_spawn_aggregator(config, WAIT) {
+        AggregatorStart::Exited(status, stderr) => {
+            eprintln!("{case}: refused at start ({status}):\n{stderr}");
+            assert!(!status.success(), "{case}: a refusal ends non-zero");
+            assert!(
+                stderr.contains("Error:") && stderr.contains(&store.display().to_string()),
+                "{case}: the error names the store {}, not only a panic:\n{stderr}",
+                store.display()
+            );
+            Verdict::Refused(stderr)
+        }
+        AggregatorStart::Serving(p, api) => {
+            let held = readings_stored(&api).await;
+            assert_eq!(
+                held, want_readings,
+                "{case}: the store opened but holds {held} readings of {want_readings}: a silent loss"
+            );
+            assert_eq!(shown_value_added(&api, 0).await, Some(want_va), "{case}");
+            assert_eq!(agent_state(&api, "agent-a").await["last_seq"], 120, "{case}");
+            assert_healthy(&api).await;
+            eprintln!("{case}: opened intact ({held} readings)");
+            stop(p);
+            Verdict::Intact
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_rolled_back_store_is_refused_at_start_or_found_intact_never_silently_short() {
+    let s = setup();
+    let port = s.broker.port;
+    let data = s.dir.path().join("aggregator");
+    let store = data.join("store");
+    let ob = outbox(0x51);
+    let (agg, api) = start(&s.config);
+    announce(&api, port, "agent-a", &ob, 1).await;
+    let (first, n1) = register_set(&ob, 0, 40.0);
+    publish(port, first).await;
+    wait_readings(&api, n1).await;
+    stop(agg);
+    let after_first = s.dir.path().join("store-after-first-set");
+    copy_tree(&store, &after_first);
+
+    let (agg, api) = start(&s.config);
+    let (second, n2) = register_set(&ob, 1, 41.0);
+    publish(port, second).await;
+    wait_readings(&api, n1 + n2).await;
+    wait_value_added(&api, 0, 41.0).await;
+    stop(agg);
+    let want = n1 + n2;
+    let files: Vec<String> = std::fs::read_dir(&store)
+        .expect("store dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    eprintln!("store files: {files:?}");
+
+    // Each case damages its own copy of the stopped aggregator's data directory.
+    let config_text = std::fs::read_to_string(&s.config).expect("config");
+    let case = |name: &str| {
+        let d = s.dir.path().join(format!("case-{name}"));
+        copy_tree(&data, &d);
+        let cfg = s.dir.path().join(format!("aggregator-{name}.toml"));
+        let text = config_text.replace(
+            &format!("data_dir = \"{}\"", data.display()),
+            &format!("data_dir = \"{}\"", d.display()),
+        );
+        assert_ne!(text, config_text, "data_dir replaced");
+        std::fs::write(&cfg, text).expect("write config");
+        (cfg, d.join("store"))
+    };
+
+    // (a) Bytes flipped in the middle of sled's data file.
+    let (cfg, st) = case("flipped-db");
+    flip_middle(&st.join("db"), 64);
+    let a = judge("flipped db", &cfg, &st, want, 41.0).await;
+
+    // (b) The data file truncated to a third: refused, with a message naming the store.
+    let (cfg, st) = case("truncated-db");
+    let db = st.join("db");
+    let len = std::fs::metadata(&db).expect("db").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .and_then(|f| f.set_len(len / 3))
+        .expect("truncate db");
+    let b = judge("truncated db", &cfg, &st, want, 41.0).await;
+    assert!(matches!(b, Verdict::Refused(_)), "a third of the data file cannot hold it all: {b:?}");
+
+    // (c) A byte flipped in sled's `conf`, and in its snapshot if there is one.
+    let (cfg, st) = case("flipped-conf");
+    flip_middle(&st.join("conf"), 1);
+    let c1 = judge("flipped conf", &cfg, &st, want, 41.0).await;
+    let snaps: Vec<PathBuf> = std::fs::read_dir(&store)
+        .expect("store dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("snap."))
+        .map(|e| e.file_name().into())
+        .collect();
+    let mut c2 = Vec::new();
+    for snap in &snaps {
+        let (cfg, st) = case(&format!("flipped-{}", snap.display()));
+        flip_middle(&st.join(snap), 1);
+        c2.push(judge(&format!("flipped {}", snap.display()), &cfg, &st, want, 41.0).await);
+    }
+
+    // (d) The store put back to a copy taken after the first set: the
+    // high-water mark beside it knows more was stored and confirmed.
+    let (cfg, st) = case("rolled-back");
+    std::fs::remove_dir_all(&st).expect("remove store");
+    copy_tree(&after_first, &st);
+    match judge("rolled back", &cfg, &st, want, 41.0).await {
+        Verdict::Refused(stderr) => assert!(
+            stderr.contains("rolled back") && stderr.contains("store.high-water"),
+            "the rollback message names the mark:\n{stderr}"
+        ),
+        Verdict::Intact => panic!("a store missing the second set cannot be intact"),
+    }
+    eprintln!("flipped db: {a:?}\nflipped conf: {c1:?}\nflipped snapshots {snaps:?}: {c2:?}");
+}
