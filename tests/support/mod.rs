@@ -154,11 +154,23 @@ pub struct Proc {
     child: Child,
     /// Lines it printed on stdout.
     pub stdout: std::sync::mpsc::Receiver<String>,
+    /// What it printed on stderr, when started by [`Proc::spawn_capturing`].
+    stderr: Option<std::sync::Arc<std::sync::Mutex<String>>>,
 }
 
 impl Proc {
     /// Starts `binary` with `args`.
     pub fn spawn(binary: &str, args: &[&str]) -> Self {
+        Self::spawn_with(binary, args, false)
+    }
+
+    /// Starts `binary` with `args`, keeping what it prints on stderr (see
+    /// [`Proc::stderr_text`]) and passing it on to the test's own stderr.
+    pub fn spawn_capturing(binary: &str, args: &[&str]) -> Self {
+        Self::spawn_with(binary, args, true)
+    }
+
+    fn spawn_with(binary: &str, args: &[&str], capture_stderr: bool) -> Self {
         let mut cmd = Command::new(bin(binary));
         // The fault harness's knobs (ZONESYNC_FAULT_SEED, …) share the prefix
         // the binaries read configuration overrides from; they are not theirs.
@@ -166,6 +178,9 @@ impl Proc {
             if k.to_string_lossy().starts_with("ZONESYNC_FAULT_") {
                 cmd.env_remove(k);
             }
+        }
+        if capture_stderr {
+            cmd.stderr(Stdio::piped());
         }
         let mut child = cmd
             .args(args)
@@ -180,7 +195,52 @@ impl Proc {
                 let _ = tx.send(line);
             }
         });
-        Self { child, stdout: rx }
+        let stderr = child.stderr.take().map(|err| {
+            let kept = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let sink = kept.clone();
+            let name = binary.to_owned();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    eprintln!("[{name}] {line}");
+                    let mut s = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+            kept
+        });
+        Self {
+            child,
+            stdout: rx,
+            stderr,
+        }
+    }
+
+    /// What it printed on stderr so far (empty unless started by [`Proc::spawn_capturing`]).
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+            .unwrap_or_default()
+    }
+
+    /// Its exit status if it has ended.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `timeout` for it to end by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Sends SIGKILL and waits.
@@ -240,6 +300,53 @@ pub fn spawn_aggregator(config: &Path) -> (Proc, Api) {
     (p, Api::new(&format!("http://{addr}")))
 }
 
+/// How an aggregator process started with `run -c` came out.
+pub enum AggregatorStart {
+    /// It serves its API.
+    Serving(Proc, Api),
+    /// It ended before serving: its exit status and what it printed on stderr.
+    Exited(std::process::ExitStatus, String),
+}
+
+/// Starts an aggregator process with `run -c`, keeping its stderr, and
+/// waits up to `timeout` for it to serve its API or to end.
+pub fn try_spawn_aggregator(config: &Path, timeout: Duration) -> AggregatorStart {
+    let mut p = Proc::spawn_capturing(
+        "zonesync-aggregator",
+        &["run", "-c", config.to_str().expect("utf-8 path")],
+    );
+    let deadline = Instant::now() + timeout;
+    loop {
+        match p.stdout.recv_timeout(Duration::from_millis(50)) {
+            Ok(l) => {
+                if let Some(addr) = l.strip_prefix("API on http://") {
+                    let api = Api::new(&format!("http://{}", addr.trim()));
+                    return AggregatorStart::Serving(p, api);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            // stdout closed: the process is ending.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = p
+                    .wait_exit(Duration::from_secs(10))
+                    .expect("ended after closing stdout");
+                // Let the stderr reader drain what is left.
+                std::thread::sleep(Duration::from_millis(200));
+                return AggregatorStart::Exited(status, p.stderr_text());
+            }
+        }
+        if let Some(status) = p.try_wait() {
+            std::thread::sleep(Duration::from_millis(200));
+            return AggregatorStart::Exited(status, p.stderr_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the aggregator neither served nor ended within {timeout:?}; stderr:\n{}",
+            p.stderr_text()
+        );
+    }
+}
+
 /// An agent process started with `run -c`.
 pub fn spawn_agent(config: &Path) -> Proc {
     Proc::spawn("zonesync-agent", &["run", "-c", config.to_str().expect("utf-8 path")])
@@ -270,6 +377,26 @@ impl Api {
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         r.json().await.unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+    }
+
+    /// GETs a JSON document with its HTTP status (e.g. `/healthz`, 503 when unhealthy).
+    pub async fn get_with_status(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = r.status().as_u16();
+        let body = r.json().await.unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"));
+        (status, body)
+    }
+
+    /// Like [`Api::get_with_status`], but `None` when nothing answers (the process ended).
+    pub async fn try_get_with_status(&self, path: &str) -> Option<(u16, Value)> {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.json().await.ok()?))
     }
 
     /// One counter from /metrics (0 when absent).
