@@ -116,6 +116,10 @@ pub enum RotateReason {
     DigestMismatch { seq: u64 },
     /// The aggregator holds numbers up to `highest` in our outbox, at or past our `next_seq`.
     HighestAhead { highest: u64, next_seq: u64 },
+    /// Our batch `seq` was refused as far ahead of what the aggregator holds
+    /// from our outbox (batches dropped unsent by the disk budget, or a
+    /// forger's numbers): only a fresh numbering is judged afresh.
+    SeqAhead { seq: u64 },
 }
 
 impl RotateReason {
@@ -125,6 +129,7 @@ impl RotateReason {
             Self::ReusedSeq { .. } => "reused_seq",
             Self::DigestMismatch { .. } => "digest_mismatch",
             Self::HighestAhead { .. } => "highest_ahead",
+            Self::SeqAhead { .. } => "seq_ahead",
         }
     }
 }
@@ -187,6 +192,8 @@ pub fn judge<E>(
             if r.digest == mine {
                 v.rotate.get_or_insert(RotateReason::ReusedSeq { seq: r.seq });
             }
+        } else if r.reason == "seq_ahead" && r.digest == mine {
+            v.rotate.get_or_insert(RotateReason::SeqAhead { seq: r.seq });
         } else {
             v.refused.push(r.clone());
         }
@@ -430,8 +437,9 @@ mod tests {
         ];
         let c = Confirm::handled(me.clone(), Some(ob(1)), vec![], refused, None, at());
         let v = judge(&c, Some(&ob(1)), 8, false, 100, held).unwrap();
-        assert_eq!(v.rotate, Some(RotateReason::ReusedSeq { seq: 6 }));
-        assert_eq!(v.refused.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![7]);
+        // The first reason found wins; a seq_ahead refusal of ours rotates too.
+        assert_eq!(v.rotate, Some(RotateReason::SeqAhead { seq: 7 }));
+        assert!(v.refused.is_empty());
         assert!(v.ack.is_empty());
         // A forger's bytes refused under our number: ours are what is stored.
         let c = Confirm::handled(

@@ -102,7 +102,7 @@ fn a_confirmation_with_our_digest_releases_and_a_mismatched_one_keeps_and_rotate
 }
 
 #[test]
-fn a_reused_seq_refusal_rotates_and_other_refusals_keep_the_batch_and_reannounce() {
+fn a_reused_seq_refusal_rotates_and_a_clock_refusal_keeps_the_batch_and_reannounces() {
     let dir = tempfile::tempdir().unwrap();
     let l = link(dir.path());
     let s = seal(&l, 2);
@@ -114,7 +114,7 @@ fn a_reused_seq_refusal_rotates_and_other_refusals_keep_the_batch_and_reannounce
         vec![Refusal {
             seq: s[0].seq,
             digest: zonesync_proto::digest(&s[0].payload),
-            reason: "seq_ahead".into(),
+            reason: "sent_at_future".into(),
         }],
         None,
         Utc::now(),
@@ -123,7 +123,7 @@ fn a_reused_seq_refusal_rotates_and_other_refusals_keep_the_batch_and_reannounce
     assert!(wire.reannounce, "a fresh presence before the batch goes again");
     assert_eq!(held(&l), vec![s[0].seq, s[1].seq]);
     assert_eq!(l.stats.refusals.load(Ordering::Relaxed), 1);
-    assert_eq!(l.outbox.identity(), id, "no rotation for seq_ahead");
+    assert_eq!(l.outbox.identity(), id, "no rotation for a clock refusal");
 
     let reused = Confirm::handled(
         l.agent.clone(),
