@@ -3,11 +3,15 @@
 //! put in its place and the consumption either side of it is known exactly.
 
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::ops::Bound;
 
-/// Values by time (µs since the epoch), ascending, one per instant.
+/// Values by time (µs since the epoch), one per instant. A B-tree, so a
+/// register arriving in any order — newest first after an outage — costs
+/// O(log n), as one in time order does.
 #[derive(Debug, Clone, Default)]
 pub struct Series {
-    points: Vec<(i64, f64)>,
+    points: BTreeMap<i64, f64>,
 }
 
 /// A series' value at an instant.
@@ -20,44 +24,25 @@ fn at(micros: i64) -> DateTime<Utc> {
 impl Series {
     /// The value held at `t`, if any.
     pub fn get(&self, t: DateTime<Utc>) -> Option<f64> {
-        let k = t.timestamp_micros();
-        self.points
-            .binary_search_by_key(&k, |(m, _)| *m)
-            .ok()
-            .and_then(|i| self.points.get(i))
-            .map(|(_, v)| *v)
+        self.points.get(&t.timestamp_micros()).copied()
     }
 
-    /// Sets the value at `t`; returns the points either side of it. Meters
-    /// report in time order, so the common case is a push at the end.
+    /// Sets the value at `t`; returns the points either side of it.
     pub fn set(&mut self, t: DateTime<Utc>, value: f64) -> (Option<Point>, Option<Point>) {
         let k = t.timestamp_micros();
-        let i = match self.points.last() {
-            Some((last, _)) if *last < k => self.points.len(),
-            None => 0,
-            _ => match self.points.binary_search_by_key(&k, |(m, _)| *m) {
-                Ok(i) => {
-                    if let Some(p) = self.points.get_mut(i) {
-                        p.1 = value;
-                    }
-                    return (self.before(i), self.points.get(i + 1).map(|(m, v)| (at(*m), *v)));
-                }
-                Err(i) => i,
-            },
-        };
-        self.points.insert(i, (k, value));
-        (self.before(i), self.points.get(i + 1).map(|(m, v)| (at(*m), *v)))
-    }
-
-    fn before(&self, i: usize) -> Option<Point> {
-        i.checked_sub(1)
-            .and_then(|j| self.points.get(j))
-            .map(|(m, v)| (at(*m), *v))
+        self.points.insert(k, value);
+        let before = self.points.range(..k).next_back().map(|(m, v)| (at(*m), *v));
+        let after = self
+            .points
+            .range((Bound::Excluded(k), Bound::Unbounded))
+            .next()
+            .map(|(m, v)| (at(*m), *v));
+        (before, after)
     }
 
     /// The newest instant held.
     pub fn last(&self) -> Option<DateTime<Utc>> {
-        self.points.last().map(|(m, _)| at(*m))
+        self.points.keys().next_back().map(|m| at(*m))
     }
 
     /// Points held.
