@@ -126,6 +126,8 @@ pub struct Ctx {
     work: tempfile::TempDir,
     /// The batch file `mosquitto_pub -l` reads (figures 1, 2).
     pub lines: PathBuf,
+    /// The same batches, newest first (figure 2n: a backlog drained newest first).
+    pub lines_newest_first: PathBuf,
     /// Its topic.
     pub topic: String,
     /// Batches in it.
@@ -160,6 +162,11 @@ impl Ctx {
             sizes.batches,
         )?;
         let payload_bytes = std::fs::metadata(&lines)?.len() as usize;
+        let lines_newest_first = work.path().join("batches-newest-first.jsonl");
+        let text = std::fs::read_to_string(&lines)?;
+        let mut reversed: Vec<&str> = text.lines().collect();
+        reversed.reverse();
+        std::fs::write(&lines_newest_first, reversed.join("\n") + "\n")?;
         Ok(Self {
             runs: opts.runs.max(3),
             batches: sizes.batches,
@@ -167,6 +174,7 @@ impl Ctx {
             build_agent: opts.build_agent,
             work,
             lines,
+            lines_newest_first,
             topic,
             payload_bytes,
             enterprise,
