@@ -10,11 +10,13 @@ pub mod history;
 pub mod link;
 pub mod outbox;
 pub mod run;
-pub mod shutdown;
 pub mod sled_open;
 pub mod sources;
 pub mod status;
-pub mod tls;
+
+// Moved to the shared runtime crate; re-exported so `crate::shutdown` and
+// `zonesync_agent::tls` keep their paths.
+pub use zonesync_runtime::{shutdown, tls};
 
 pub use config::AgentConfig;
 pub use run::{run, AgentError};

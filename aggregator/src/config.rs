@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use zonesync_proto::{Limits, ZoneId};
 
-pub use zonesync_agent::config::ConfigError;
+pub use zonesync_runtime::config::ConfigError;
 
 /// Top-level aggregator configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,7 +89,7 @@ pub struct MqttConfig {
     /// breaking the connection (and being redelivered forever).
     pub max_packet_bytes: usize,
     /// TLS (rustls); plain TCP when absent.
-    pub tls: Option<zonesync_agent::tls::TlsConfig>,
+    pub tls: Option<zonesync_runtime::tls::TlsConfig>,
 }
 
 impl Default for MqttConfig {
@@ -194,7 +194,7 @@ impl Default for StoreConfig {
 impl AggregatorConfig {
     /// Loads a file, then applies `ZONESYNC_…` environment overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        zonesync_agent::config::load_with_env(path)
+        zonesync_runtime::config::load_with_env(path)
     }
 }
 

@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use zonesync_agent::shutdown::Shutdown;
 use zonesync_proto::{
     Accepted, AgentId, Confirm, OutboxId, Presence, Problem, Reason, Refusal, Topic, TopicKind, ZoneId,
     REFUSED_REUSED_SEQ,
 };
+use zonesync_runtime::shutdown::Shutdown;
 
 /// Largest group of messages stored under one flush.
 const GROUP: usize = 512;
@@ -560,7 +560,7 @@ fn apply_effects(app: &App, effects: Vec<Effect>, now: DateTime<Utc>) {
 pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
     let alive = app.health.task("ingest");
     let mut opts = MqttOptions::new(mqtt.client_id.clone(), mqtt.host.clone(), mqtt.port);
-    match zonesync_agent::tls::transport(mqtt.tls.as_ref()) {
+    match zonesync_runtime::tls::transport(mqtt.tls.as_ref()) {
         Ok(t) => {
             opts.set_transport(t);
         }

@@ -33,7 +33,7 @@ use config::AggregatorConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
-use zonesync_agent::shutdown::Shutdown;
+use zonesync_runtime::shutdown::Shutdown;
 
 /// A started aggregator.
 pub struct Running {

@@ -3,8 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use zonesync_agent::shutdown;
 use zonesync_aggregator::{config::AggregatorConfig, demo};
+use zonesync_runtime::shutdown;
 
 #[derive(Parser)]
 #[command(version, about = "zonesync zone aggregator")]

@@ -12,7 +12,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use zonesync_agent::shutdown::Shutdown;
+use zonesync_runtime::shutdown::Shutdown;
 
 /// One publish request.
 pub struct Request {
@@ -57,7 +57,7 @@ pub fn start(mqtt: &MqttConfig, mut shutdown: Shutdown) -> (Publisher, tokio::ta
             let mut o = MqttOptions::new(format!("{}-pub", mqtt.client_id), mqtt.host.clone(), mqtt.port);
             o.set_keep_alive(Duration::from_secs(mqtt.keep_alive_secs.max(5)));
             o.set_max_packet_size(mqtt.max_packet_bytes, mqtt.max_packet_bytes);
-            match zonesync_agent::tls::transport(mqtt.tls.as_ref()) {
+            match zonesync_runtime::tls::transport(mqtt.tls.as_ref()) {
                 Ok(t) => {
                     o.set_transport(t);
                 }
