@@ -2,7 +2,7 @@
 //! outbox and publishes batches over MQTT.
 //!
 //! `main.rs` only parses arguments; everything here runs in-process too (the
-//! aggregator's demo starts agents this way).
+//! demo, `zonesync-demo`, starts agents this way).
 
 pub mod check;
 pub mod config;

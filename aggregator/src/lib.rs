@@ -2,16 +2,14 @@
 //! batches, stores them, keeps each zone's goal state and serves the API.
 //!
 //! `main.rs` only parses arguments; [`start`] runs everything in-process (the
-//! demo and the end-to-end tests use it directly).
+//! demo, in the `zonesync-demo` crate, and the end-to-end tests use it directly).
 
 pub mod alerts;
 pub mod api;
 pub mod app;
-pub mod broker;
 pub mod classify;
 pub mod config;
 pub mod dashboard;
-pub mod demo;
 pub mod energy;
 pub mod facts;
 pub mod goals;
