@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use zonesync_agent::shutdown;
-use zonesync_aggregator::demo;
+use zonesync_demo as demo;
 use zonesync_e2e::browser::Browser;
 use zonesync_e2e::Api;
 
@@ -105,7 +105,7 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     assert_eq!(zones.len(), 3);
 
     // Declarations in: every zone's digital-transformation coverage has all its
-    // in-scope enterprises but the one that never declares (see demo.rs).
+    // in-scope enterprises but the one that never declares (see demo/src/lib.rs).
     for z in &zones {
         wait_api(
             &api,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use zonesync_agent::config::AgentConfig;
 use zonesync_agent::shutdown;
 use zonesync_aggregator::config::AggregatorConfig;
-use zonesync_aggregator::demo;
+use zonesync_demo as demo;
 use zonesync_e2e::dataset::{self, Dataset, E, ZONE};
 use zonesync_e2e::inprocess::InProcess;
 use zonesync_e2e::proxy::Proxy;
@@ -333,7 +333,7 @@ async fn start_receiver(port: u16, got: std::sync::Arc<std::sync::Mutex<Vec<Valu
 async fn intensity_alert_raises_once_clears_once_and_survives_a_receiver_outage() {
     tracing_init();
     let dir = tempfile::tempdir().unwrap();
-    let broker = zonesync_aggregator::broker::start_embedded(0, 1 << 20).unwrap();
+    let broker = zonesync_demo::broker::start_embedded(0, 1 << 20).unwrap();
     let receiver_port = zonesync_e2e::free_port();
     std::fs::write(
         dir.path().join("registry.toml"),

@@ -7,20 +7,14 @@ use crate::sources::profile::ProfileConfig;
 use crate::sources::simulator::SimulatorConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use zonesync_proto::{AgentId, Catalog, CatalogError, ZoneId};
+use zonesync_proto::{AgentId, Catalog, ZoneId};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading configuration {path}: {source}")]
-    Load {
-        path: String,
-        source: Box<config::ConfigError>,
-    },
-    #[error("reading indicator catalog {path}: {source}")]
-    CatalogFile { path: String, source: std::io::Error },
-    #[error("indicator catalog {path}: {source}")]
-    Catalog { path: String, source: CatalogError },
+    /// The file or the catalog (shared with the aggregator: `zonesync_runtime::config`).
+    #[error(transparent)]
+    File(#[from] zonesync_runtime::config::ConfigError),
     #[error("upstream {index} ({what}): {problem}")]
     Upstream {
         index: usize,
@@ -29,41 +23,11 @@ pub enum ConfigError {
     },
 }
 
-/// Loads a TOML configuration file into `T`, then applies `ZONESYNC_…`
-/// environment overrides (nesting with `__`). Shared by every zonesync binary.
-pub fn load_with_env<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml))
-        .add_source(
-            config::Environment::with_prefix("ZONESYNC")
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true),
-        )
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(|source| ConfigError::Load {
-            path: path.display().to_string(),
-            source: Box::new(source),
-        })
-}
+pub use zonesync_runtime::config::load_with_env;
 
 /// The compiled-in indicator catalog, or the zone's own file when one is configured.
 pub fn load_catalog(path: Option<&Path>) -> Result<Catalog, ConfigError> {
-    let Some(path) = path else {
-        return Catalog::builtin().map_err(|source| ConfigError::Catalog {
-            path: "(built in)".into(),
-            source,
-        });
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::CatalogFile {
-        path: path.display().to_string(),
-        source,
-    })?;
-    Catalog::from_toml(&text).map_err(|source| ConfigError::Catalog {
-        path: path.display().to_string(),
-        source,
-    })
+    Ok(zonesync_runtime::config::load_catalog(path)?)
 }
 
 /// Top-level agent configuration.
@@ -337,25 +301,6 @@ mod tests {
             9,
             "every example entry is valid"
         );
-    }
-
-    #[test]
-    fn catalog_override_is_read_and_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(load_catalog(None).unwrap().get("electricity").is_some());
-        let p = dir.path().join("catalog.toml");
-        std::fs::write(
-            &p,
-            zonesync_proto::catalog::BUILTIN_CATALOG.replace("0.0001229", "0.0003"),
-        )
-        .unwrap();
-        assert_eq!(load_catalog(Some(&p)).unwrap().tce("electricity", 1.0), Some(0.0003));
-        std::fs::write(&p, "[[indicator]]\ncode = 1\n").unwrap();
-        assert!(matches!(load_catalog(Some(&p)), Err(ConfigError::Catalog { .. })));
-        assert!(matches!(
-            load_catalog(Some(&dir.path().join("missing.toml"))),
-            Err(ConfigError::CatalogFile { .. })
-        ));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! outbox and publishes batches over MQTT.
 //!
 //! `main.rs` only parses arguments; everything here runs in-process too (the
-//! aggregator's demo starts agents this way).
+//! demo, `zonesync-demo`, starts agents this way).
 
 pub mod check;
 pub mod config;
@@ -10,11 +10,13 @@ pub mod history;
 pub mod link;
 pub mod outbox;
 pub mod run;
-pub mod shutdown;
 pub mod sled_open;
 pub mod sources;
 pub mod status;
-pub mod tls;
+
+// Moved to the shared runtime crate; re-exported so `crate::shutdown` and
+// `zonesync_agent::tls` keep their paths.
+pub use zonesync_runtime::{shutdown, tls};
 
 pub use config::AgentConfig;
 pub use run::{run, AgentError};

@@ -121,14 +121,13 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let mut text = app.metrics.render();
+    let sampled = crate::metrics::Sampled {
+        dead_letters_stored: app.store.dead_letter_count() as u64,
+    };
+    let mut text = app.metrics.render(&sampled);
     if let Ok(st) = app.state.read() {
         text.push_str(&crate::metrics::render_agents(&st));
     }
-    text.push_str(&format!(
-        "# HELP zonesync_aggregator_dead_letters_stored Dead letters held in the store.\n# TYPE zonesync_aggregator_dead_letters_stored gauge\nzonesync_aggregator_dead_letters_stored {}\n",
-        app.store.dead_letter_count()
-    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

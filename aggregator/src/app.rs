@@ -18,7 +18,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Catalog(Box<zonesync_agent::config::ConfigError>),
+    Catalog(Box<zonesync_runtime::config::ConfigError>),
     #[error(transparent)]
     Goals(#[from] GoalError),
     #[error("zone {0} is configured but not in the registry")]
@@ -26,7 +26,7 @@ pub enum StartError {
     #[error("creating {path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("MQTT TLS settings: {0}")]
-    Tls(#[from] zonesync_agent::tls::TlsError),
+    Tls(#[from] zonesync_runtime::tls::TlsError),
     #[error("HTTP listener on {addr}: {source}")]
     Http { addr: String, source: std::io::Error },
 }
@@ -71,7 +71,7 @@ impl App {
     /// Opens the store and rebuilds the state from it.
     pub fn open(cfg: &AggregatorConfig) -> Result<Self, StartError> {
         // Refuse to start on unusable TLS settings rather than retry for ever.
-        zonesync_agent::tls::transport(cfg.mqtt.tls.as_ref())?;
+        zonesync_runtime::tls::transport(cfg.mqtt.tls.as_ref())?;
         let registry = Registry::load(&cfg.registry)?;
         let zones = if cfg.zones.is_empty() {
             registry.zones().map(|z| z.id.clone()).collect()
@@ -85,7 +85,7 @@ impl App {
             path: cfg.data_dir.display().to_string(),
             source,
         })?;
-        let catalog = zonesync_agent::config::load_catalog(cfg.catalog.as_deref())
+        let catalog = zonesync_runtime::config::load_catalog(cfg.catalog.as_deref())
             .map_err(|e| StartError::Catalog(Box::new(e)))?;
         let store = Store::open(&cfg.data_dir.join("store"), cfg.store.cache_capacity_bytes)?;
         let mut state = State::default();

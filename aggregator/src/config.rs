@@ -5,9 +5,11 @@ use crate::goals::GoalSettings;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use zonesync_proto::{Limits, ZoneId};
+use zonesync_runtime::mqtt::{Backoff, ConnectSettings};
 
-pub use zonesync_agent::config::ConfigError;
+pub use zonesync_runtime::config::ConfigError;
 
 /// Top-level aggregator configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,7 +91,34 @@ pub struct MqttConfig {
     /// breaking the connection (and being redelivered forever).
     pub max_packet_bytes: usize,
     /// TLS (rustls); plain TCP when absent.
-    pub tls: Option<zonesync_agent::tls::TlsConfig>,
+    pub tls: Option<zonesync_runtime::tls::TlsConfig>,
+}
+
+/// First reconnect delay of the aggregator's MQTT clients; doubles per failure.
+const RECONNECT_MIN: Duration = Duration::from_millis(200);
+/// Longest reconnect delay: a restarted broker is back in use within seconds.
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+impl MqttConfig {
+    /// How a client of this broker named `client_id` connects, sending
+    /// packets of at most `max_outgoing_bytes`.
+    pub fn connect_settings(&self, client_id: String, max_outgoing_bytes: usize) -> ConnectSettings {
+        ConnectSettings {
+            client_id,
+            host: self.host.clone(),
+            port: self.port,
+            credentials: self.username.clone().zip(self.password.clone()),
+            tls: self.tls.clone(),
+            keep_alive: Duration::from_secs(self.keep_alive_secs),
+            max_incoming_bytes: self.max_packet_bytes,
+            max_outgoing_bytes,
+        }
+    }
+
+    /// The reconnect delay of the aggregator's MQTT clients.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(RECONNECT_MIN, RECONNECT_MAX)
+    }
 }
 
 impl Default for MqttConfig {
@@ -194,7 +223,7 @@ impl Default for StoreConfig {
 impl AggregatorConfig {
     /// Loads a file, then applies `ZONESYNC_…` environment overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        zonesync_agent::config::load_with_env(path)
+        zonesync_runtime::config::load_with_env(path)
     }
 }
 

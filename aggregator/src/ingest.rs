@@ -14,17 +14,17 @@ use crate::facts::{Applied, Identity};
 use crate::state::{numbering_key, Numbering};
 use crate::store::{DeadLetter, StoreError};
 use chrono::{DateTime, Utc};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, Packet, Publish, QoS, SubscribeFilter};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use zonesync_agent::shutdown::Shutdown;
 use zonesync_proto::{
     Accepted, AgentId, Confirm, OutboxId, Presence, Problem, Reason, Refusal, Topic, TopicKind, ZoneId,
     REFUSED_REUSED_SEQ,
 };
+use zonesync_runtime::shutdown::Shutdown;
 
 /// Largest group of messages stored under one flush.
 const GROUP: usize = 512;
@@ -559,24 +559,16 @@ fn apply_effects(app: &App, effects: Vec<Effect>, now: DateTime<Utc>) {
 /// Subscribes to the served zones and ingests until shutdown.
 pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
     let alive = app.health.task("ingest");
-    let mut opts = MqttOptions::new(mqtt.client_id.clone(), mqtt.host.clone(), mqtt.port);
-    match zonesync_agent::tls::transport(mqtt.tls.as_ref()) {
-        Ok(t) => {
-            opts.set_transport(t);
-        }
+    let mut opts = match mqtt.connect_settings(mqtt.client_id.clone(), 64 * 1024).options() {
+        Ok(o) => o,
         Err(e) => {
             // Without a usable TLS setting there is nothing to connect with; say so and stop ingest.
             tracing::error!("MQTT TLS settings: {e}; ingest is not started");
             return;
         }
-    }
-    opts.set_keep_alive(Duration::from_secs(mqtt.keep_alive_secs.max(5)));
+    };
     opts.set_clean_session(false);
     opts.set_manual_acks(true);
-    opts.set_max_packet_size(mqtt.max_packet_bytes, 64 * 1024);
-    if let (Some(u), Some(p)) = (&mqtt.username, &mqtt.password) {
-        opts.set_credentials(u.clone(), p.clone());
-    }
     // Unacknowledged messages are bounded by the broker's in-flight window,
     // far below this capacity, so `ack().await` below never waits on the poller.
     let (client, mut events) = AsyncClient::new(opts, 4096);
@@ -594,8 +586,8 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
         let client = client.clone();
         let generation = generation.clone();
         let mut shutdown = shutdown.clone();
+        let mut backoff = mqtt.backoff();
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(200);
             loop {
                 let ev = tokio::select! {
                     _ = shutdown.wait() => break,
@@ -605,7 +597,7 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         let g = generation.fetch_add(1, Ordering::SeqCst) + 1;
                         app.metrics.mqtt_connected.store(1, Ordering::Relaxed);
-                        backoff = Duration::from_millis(200);
+                        backoff.reset();
                         tracing::info!(
                             session_present = ack.session_present,
                             generation = g,
@@ -624,12 +616,10 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
                     Ok(_) => {}
                     Err(e) => {
                         app.metrics.mqtt_connected.store(0, Ordering::Relaxed);
-                        tracing::warn!(delay_ms = backoff.as_millis() as u64, "broker connection: {e}");
-                        tokio::select! {
-                            _ = shutdown.wait() => break,
-                            _ = tokio::time::sleep(backoff) => {}
+                        tracing::warn!(delay_ms = backoff.delay().as_millis() as u64, "broker connection: {e}");
+                        if !backoff.wait(&mut shutdown).await {
+                            break;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
             }

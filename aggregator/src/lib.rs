@@ -2,16 +2,14 @@
 //! batches, stores them, keeps each zone's goal state and serves the API.
 //!
 //! `main.rs` only parses arguments; [`start`] runs everything in-process (the
-//! demo and the end-to-end tests use it directly).
+//! demo, in the `zonesync-demo` crate, and the end-to-end tests use it directly).
 
 pub mod alerts;
 pub mod api;
 pub mod app;
-pub mod broker;
 pub mod classify;
 pub mod config;
 pub mod dashboard;
-pub mod demo;
 pub mod energy;
 pub mod facts;
 pub mod goals;
@@ -33,7 +31,7 @@ use config::AggregatorConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
-use zonesync_agent::shutdown::Shutdown;
+use zonesync_runtime::shutdown::Shutdown;
 
 /// A started aggregator.
 pub struct Running {

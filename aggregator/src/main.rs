@@ -3,8 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use zonesync_agent::shutdown;
-use zonesync_aggregator::{config::AggregatorConfig, demo};
+use zonesync_aggregator::config::AggregatorConfig;
+use zonesync_runtime::shutdown;
 
 #[derive(Parser)]
 #[command(version, about = "zonesync zone aggregator")]
@@ -15,20 +15,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a whole simulated zone system in one process: embedded broker, agents, aggregator, API.
+    /// The demo moved to its own crate: `cargo run -p zonesync-demo` (binary `zonesync-demo`).
+    #[command(hide = true)]
     Demo {
-        /// Where to keep the demo's stores (default: a fresh temporary directory).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Preferred HTTP port; a free one is used if it is taken.
-        #[arg(long, default_value_t = 8080)]
-        http_port: u16,
-        /// Preferred MQTT port; a free one is used if it is taken.
-        #[arg(long, default_value_t = 1883)]
-        mqtt_port: u16,
-        /// Real milliseconds per simulated 15 minutes while the simulator catches up.
-        #[arg(long, default_value_t = 10)]
-        tick_ms: u64,
+        /// Whatever followed `demo`, so old invocations get the message rather than a usage error.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        _args: Vec<String>,
     },
     /// Run against an external broker (Mosquitto) until SIGTERM / Ctrl-C.
     Run {
@@ -59,34 +51,15 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {
-        Cmd::Demo {
-            data,
-            http_port,
-            mqtt_port,
-            tick_ms,
-        } => {
-            let tmp;
-            let data_dir = match data {
-                Some(d) => d,
-                None => {
-                    tmp = tempfile::Builder::new().prefix("zonesync-demo-").tempdir()?;
-                    tmp.path().to_path_buf()
-                }
-            };
-            rt.block_on(demo::run(demo::DemoOptions {
-                data_dir,
-                http_port,
-                mqtt_port,
-                tick_ms,
-            }))?;
-            Ok(())
-        }
+        Cmd::Demo { .. } => anyhow::bail!(
+            "the demo is no longer part of zonesync-aggregator: run `cargo run -p zonesync-demo` (or the zonesync-demo binary)"
+        ),
         Cmd::Run { config } => {
             let cfg = AggregatorConfig::load(&config)?;
             rt.block_on(async move {

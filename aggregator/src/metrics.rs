@@ -1,4 +1,5 @@
-//! Every aggregator counter, defined once, and its Prometheus rendering.
+//! Every aggregator metric, declared once (one row of the `metrics!` table
+//! or of `render_agents`' families), and its Prometheus rendering.
 //! Names follow `zonesync_aggregator_<what>_<unit>`.
 
 use std::collections::BTreeMap;
@@ -6,52 +7,68 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// Counters for the ingest path.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// MQTT messages received.
-    pub messages_received: AtomicU64,
-    /// Batches stored (new).
-    pub batches_stored: AtomicU64,
-    /// Batches dropped as already seen (agent, seq).
-    pub batches_duplicate: AtomicU64,
-    /// Readings stored: new stored keys (a corrected value at a stored key is not one).
-    pub readings_stored: AtomicU64,
-    /// Stored values replaced by a later report (corrected period figures).
-    pub readings_replaced: AtomicU64,
-    /// Readings stored from backfilled (historical) batches; included in `readings_stored`.
-    pub readings_backfilled: AtomicU64,
-    /// Backfilled readings and declarations not stored because a newer value is held.
-    pub backfill_stale: AtomicU64,
-    /// Readings and declarations of live batches not stored because the same
-    /// agent's later batch, stored first, holds a newer value (resends).
-    pub overtaken_stale: AtomicU64,
-    /// Readings identical to one already stored under another batch.
-    pub readings_duplicate: AtomicU64,
-    /// Declarations stored.
-    pub declarations_stored: AtomicU64,
-    /// Presence messages handled.
-    pub presence_received: AtomicU64,
-    /// PUBACKs sent after durable storage.
-    pub acks_sent: AtomicU64,
-    /// End-to-end confirmations published (one per agent per flushed group).
-    pub confirms_published: AtomicU64,
-    /// Dead letters written.
-    pub dead_letters: AtomicU64,
-    /// Storage errors.
-    pub store_errors: AtomicU64,
-    /// 1 while the MQTT session is up.
-    pub mqtt_connected: AtomicU64,
-    /// Alerts raised.
-    pub alerts_raised: AtomicU64,
-    /// Alerts cleared.
-    pub alerts_cleared: AtomicU64,
-    /// Outbound messages (alerts, summaries) delivered.
-    pub deliveries: AtomicU64,
-    /// Outbound delivery attempts that failed (and will be retried).
-    pub delivery_failures: AtomicU64,
-    /// Rejections by reason label.
-    rejected: Mutex<BTreeMap<&'static str, u64>>,
+/// Declares each process-wide metric once: its field, its Prometheus kind and
+/// its help text (also the field's doc). The exposed name is
+/// `zonesync_aggregator_<field>`, with `_total` added to counters. Counted
+/// metrics become [`Metrics`] fields; sampled ones (read from elsewhere at
+/// scrape time) become [`Sampled`] fields.
+macro_rules! metrics {
+    (
+        counted { $($field:ident: $kind:literal, $help:literal;)* }
+        sampled { $($sfield:ident: $skind:literal, $shelp:literal;)* }
+    ) => {
+        /// Counters and gauges kept by the aggregator's tasks.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $(#[doc = $help] pub $field: AtomicU64,)*
+            /// Rejections by reason label.
+            rejected: Mutex<BTreeMap<&'static str, u64>>,
+        }
+
+        /// Figures read at scrape time from where they live (the store).
+        #[derive(Debug, Default, Clone, Copy)]
+        pub struct Sampled {
+            $(#[doc = $shelp] pub $sfield: u64,)*
+        }
+
+        impl Metrics {
+            /// Every declared metric with its value: (field, kind, help, value).
+            fn rows(&self, sampled: &Sampled) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+                vec![
+                    $((stringify!($field), $kind, $help, self.$field.load(Ordering::Relaxed)),)*
+                    $((stringify!($sfield), $skind, $shelp, sampled.$sfield),)*
+                ]
+            }
+        }
+    };
+}
+
+metrics! {
+    counted {
+        messages_received: "counter", "MQTT messages received.";
+        batches_stored: "counter", "Batches stored.";
+        batches_duplicate: "counter", "Batches dropped as already stored (agent, seq).";
+        readings_stored: "counter", "Readings stored (new stored keys).";
+        readings_replaced: "counter", "Stored values replaced by a later report (corrected period figures); not new readings.";
+        readings_backfilled: "counter", "Readings stored from backfilled batches (included in readings_stored_total).";
+        backfill_stale: "counter", "Backfilled readings and declarations not stored because a newer value is held.";
+        overtaken_stale: "counter", "Readings and declarations of resent live batches not stored because a newer value from the same agent is held.";
+        readings_duplicate: "counter", "Readings already stored under another batch.";
+        declarations_stored: "counter", "Declarations stored.";
+        presence_received: "counter", "Presence messages handled.";
+        acks_sent: "counter", "PUBACKs sent after durable storage.";
+        confirms_published: "counter", "End-to-end confirmations published to agents after durable storage.";
+        dead_letters: "counter", "Dead letters written.";
+        store_errors: "counter", "Storage errors.";
+        mqtt_connected: "gauge", "1 while the MQTT session is up.";
+        alerts_raised: "counter", "Alerts raised.";
+        alerts_cleared: "counter", "Alerts cleared.";
+        deliveries: "counter", "Outbound messages (alerts, summaries) delivered.";
+        delivery_failures: "counter", "Outbound delivery attempts that failed and will be retried.";
+    }
+    sampled {
+        dead_letters_stored: "gauge", "Dead letters held in the store.";
+    }
 }
 
 impl Metrics {
@@ -67,136 +84,14 @@ impl Metrics {
         self.rejected.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 20] = [
-            (
-                "messages_received_total",
-                "MQTT messages received.",
-                "counter",
-                g(&self.messages_received),
-            ),
-            (
-                "batches_stored_total",
-                "Batches stored.",
-                "counter",
-                g(&self.batches_stored),
-            ),
-            (
-                "batches_duplicate_total",
-                "Batches dropped as already stored (agent, seq).",
-                "counter",
-                g(&self.batches_duplicate),
-            ),
-            (
-                "readings_stored_total",
-                "Readings stored (new stored keys).",
-                "counter",
-                g(&self.readings_stored),
-            ),
-            (
-                "readings_replaced_total",
-                "Stored values replaced by a later report (corrected period figures); not new readings.",
-                "counter",
-                g(&self.readings_replaced),
-            ),
-            (
-                "readings_backfilled_total",
-                "Readings stored from backfilled batches (included in readings_stored_total).",
-                "counter",
-                g(&self.readings_backfilled),
-            ),
-            (
-                "backfill_stale_total",
-                "Backfilled readings and declarations not stored because a newer value is held.",
-                "counter",
-                g(&self.backfill_stale),
-            ),
-            (
-                "overtaken_stale_total",
-                "Readings and declarations of resent live batches not stored because a newer value from the same agent is held.",
-                "counter",
-                g(&self.overtaken_stale),
-            ),
-            (
-                "readings_duplicate_total",
-                "Readings already stored under another batch.",
-                "counter",
-                g(&self.readings_duplicate),
-            ),
-            (
-                "declarations_stored_total",
-                "Declarations stored.",
-                "counter",
-                g(&self.declarations_stored),
-            ),
-            (
-                "presence_received_total",
-                "Presence messages handled.",
-                "counter",
-                g(&self.presence_received),
-            ),
-            (
-                "acks_sent_total",
-                "PUBACKs sent after durable storage.",
-                "counter",
-                g(&self.acks_sent),
-            ),
-            (
-                "confirms_published_total",
-                "End-to-end confirmations published to agents after durable storage.",
-                "counter",
-                g(&self.confirms_published),
-            ),
-            (
-                "dead_letters_total",
-                "Dead letters written.",
-                "counter",
-                g(&self.dead_letters),
-            ),
-            (
-                "store_errors_total",
-                "Storage errors.",
-                "counter",
-                g(&self.store_errors),
-            ),
-            (
-                "mqtt_connected",
-                "1 while the MQTT session is up.",
-                "gauge",
-                g(&self.mqtt_connected),
-            ),
-            (
-                "alerts_raised_total",
-                "Alerts raised.",
-                "counter",
-                g(&self.alerts_raised),
-            ),
-            (
-                "alerts_cleared_total",
-                "Alerts cleared.",
-                "counter",
-                g(&self.alerts_cleared),
-            ),
-            (
-                "deliveries_total",
-                "Outbound messages (alerts, summaries) delivered.",
-                "counter",
-                g(&self.deliveries),
-            ),
-            (
-                "delivery_failures_total",
-                "Outbound delivery attempts that failed and will be retried.",
-                "counter",
-                g(&self.delivery_failures),
-            ),
-        ];
+    /// Prometheus text exposition of every declared metric, `sampled` included.
+    pub fn render(&self, sampled: &Sampled) -> String {
         let mut s = String::new();
-        for (name, help, kind, v) in rows {
-            let _ = writeln!(s, "# HELP zonesync_aggregator_{name} {help}");
-            let _ = writeln!(s, "# TYPE zonesync_aggregator_{name} {kind}");
-            let _ = writeln!(s, "zonesync_aggregator_{name} {v}");
+        for (field, kind, help, v) in self.rows(sampled) {
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            let _ = writeln!(s, "# HELP zonesync_aggregator_{field}{suffix} {help}");
+            let _ = writeln!(s, "# TYPE zonesync_aggregator_{field}{suffix} {kind}");
+            let _ = writeln!(s, "zonesync_aggregator_{field}{suffix} {v}");
         }
         let _ = writeln!(
             s,
@@ -272,8 +167,15 @@ mod tests {
         m.reject("unknown_unit");
         m.reject("unknown_unit");
         m.batches_stored.fetch_add(3, Ordering::Relaxed);
-        let text = m.render();
+        m.mqtt_connected.store(1, Ordering::Relaxed);
+        let text = m.render(&Sampled { dead_letters_stored: 4 });
         assert!(text.contains("zonesync_aggregator_rejected_total{reason=\"unknown_unit\"} 2"));
         assert!(text.contains("zonesync_aggregator_batches_stored_total 3"));
+        assert!(
+            text.contains("# TYPE zonesync_aggregator_mqtt_connected gauge\nzonesync_aggregator_mqtt_connected 1\n")
+        );
+        assert!(text.contains(
+            "# TYPE zonesync_aggregator_dead_letters_stored gauge\nzonesync_aggregator_dead_letters_stored 4\n"
+        ));
     }
 }

@@ -11,8 +11,8 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
-use zonesync_agent::shutdown::Shutdown;
 use zonesync_proto::{Period, Topic};
+use zonesync_runtime::shutdown::Shutdown;
 
 /// Summary settings (`[summaries]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -33,7 +33,7 @@ pub fn client_binary(name: &str) -> Result<PathBuf> {
 
 /// A free loopback port.
 pub fn free_port() -> Result<u16> {
-    Ok(zonesync_aggregator::broker::free_port()?)
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Peak and current resident set size of a process, bytes (VmHWM, VmRSS).

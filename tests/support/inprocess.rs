@@ -5,9 +5,9 @@ use crate::dataset::{self, Dataset};
 use crate::Api;
 use std::path::Path;
 use zonesync_agent::shutdown::{self, Shutdown, Trigger};
-use zonesync_aggregator::broker::{start_embedded, EmbeddedBroker};
 use zonesync_aggregator::config::AggregatorConfig;
 use zonesync_aggregator::Running;
+use zonesync_demo::broker::{start_embedded, EmbeddedBroker};
 
 /// A running set-up; `stop` shuts it down and waits.
 pub struct InProcess {

@@ -34,9 +34,12 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A free loopback port.
+/// A free loopback port (there is a small race until it is bound again).
 pub fn free_port() -> u16 {
-    zonesync_aggregator::broker::free_port().expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// Waits until a TCP port accepts connections.

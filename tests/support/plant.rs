@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use zonesync_agent::config::AgentConfig;
 use zonesync_agent::shutdown::{self, Shutdown, Trigger};
-use zonesync_aggregator::broker::EmbeddedBroker;
 use zonesync_aggregator::config::AggregatorConfig;
+use zonesync_demo::broker::EmbeddedBroker;
 
 /// How long a test waits for a value to show up.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -57,7 +57,7 @@ impl Plant {
         let broker = if mosquitto {
             Broker::Mosquitto(Mosquitto::start(dir.path()))
         } else {
-            Broker::Embedded(zonesync_aggregator::broker::start_embedded(0, 1 << 20).expect("embedded broker"))
+            Broker::Embedded(zonesync_demo::broker::start_embedded(0, 1 << 20).expect("embedded broker"))
         };
         let agg_cfg = write_aggregator(dir.path(), broker.port());
         let (trigger, signal) = shutdown::channel();

@@ -11,8 +11,8 @@ use chrono::{Duration, Utc};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use zonesync_agent::shutdown::Shutdown;
 use zonesync_proto::Period;
+use zonesync_runtime::shutdown::Shutdown;
 
 /// Why an acknowledgement was refused.
 #[derive(Debug, thiserror::Error)]

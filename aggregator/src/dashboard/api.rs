@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use zonesync_agent::shutdown::Shutdown;
+use zonesync_runtime::shutdown::Shutdown;
 
 /// Most months one series request may span.
 const MAX_MONTHS: usize = 36;

@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
-use zonesync_agent::shutdown::Shutdown;
+use zonesync_runtime::shutdown::Shutdown;
 
 /// How often the state is looked at.
 const SAMPLE: Duration = Duration::from_millis(500);

@@ -16,8 +16,8 @@ use crate::app::App;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use zonesync_agent::shutdown::Shutdown;
 use zonesync_proto::{Period, ZoneId};
+use zonesync_runtime::shutdown::Shutdown;
 
 /// A cached table.
 #[derive(Clone)]

@@ -13,7 +13,7 @@ use publisher::Publisher;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use zonesync_agent::shutdown::Shutdown;
+use zonesync_runtime::shutdown::Shutdown;
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,11 +8,11 @@
 //! rebuilt; the queue retries later.
 
 use crate::config::MqttConfig;
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use zonesync_agent::shutdown::Shutdown;
+use zonesync_runtime::shutdown::Shutdown;
 
 /// One publish request.
 pub struct Request {
@@ -52,23 +52,16 @@ pub fn start(mqtt: &MqttConfig, mut shutdown: Shutdown) -> (Publisher, tokio::ta
     let (tx, mut rx) = mpsc::channel::<Request>(64);
     let mqtt = mqtt.clone();
     let task = tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = mqtt.backoff();
+        let settings = mqtt.connect_settings(format!("{}-pub", mqtt.client_id), mqtt.max_packet_bytes);
         loop {
-            let mut o = MqttOptions::new(format!("{}-pub", mqtt.client_id), mqtt.host.clone(), mqtt.port);
-            o.set_keep_alive(Duration::from_secs(mqtt.keep_alive_secs.max(5)));
-            o.set_max_packet_size(mqtt.max_packet_bytes, mqtt.max_packet_bytes);
-            match zonesync_agent::tls::transport(mqtt.tls.as_ref()) {
-                Ok(t) => {
-                    o.set_transport(t);
-                }
+            let o = match settings.options() {
+                Ok(o) => o,
                 Err(e) => {
                     tracing::error!("publisher TLS settings: {e}; nothing will be published");
                     return;
                 }
-            }
-            if let (Some(u), Some(p)) = (&mqtt.username, &mqtt.password) {
-                o.set_credentials(u.clone(), p.clone());
-            }
+            };
             let (client, mut events) = AsyncClient::new(o, 128);
             let mut awaiting: VecDeque<oneshot::Sender<bool>> = VecDeque::new();
             let mut by_pkid: HashMap<u16, oneshot::Sender<bool>> = HashMap::new();
@@ -87,7 +80,7 @@ pub fn start(mqtt: &MqttConfig, mut shutdown: Shutdown) -> (Publisher, tokio::ta
                         }
                     }
                     ev = events.poll() => match ev {
-                        Ok(Event::Incoming(Packet::ConnAck(_))) => backoff = Duration::from_millis(200),
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => backoff.reset(),
                         Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                             if let Some(done) = awaiting.pop_front() {
                                 by_pkid.insert(pkid, done);
@@ -103,15 +96,16 @@ pub fn start(mqtt: &MqttConfig, mut shutdown: Shutdown) -> (Publisher, tokio::ta
                     },
                 }
             };
-            tracing::warn!(delay_ms = backoff.as_millis() as u64, "publisher connection: {failed}");
+            tracing::warn!(
+                delay_ms = backoff.delay().as_millis() as u64,
+                "publisher connection: {failed}"
+            );
             for done in awaiting.drain(..).chain(by_pkid.drain().map(|(_, d)| d)) {
                 let _ = done.send(false);
             }
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.wait(&mut shutdown).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     });
     (Publisher(tx), task)

@@ -1,4 +1,4 @@
-//! `zonesync-aggregator demo`: a whole simulated zone system in one process.
+//! `zonesync-demo`: a whole simulated zone system in one process.
 //!
 //! An embedded broker, Jiyuan's three development zones (高新区, 经开区,
 //! 现代服务业开发区, after seed 003) with simulated enterprises, one agent per
@@ -7,21 +7,27 @@
 //! value added before that, so the dashboard has history to draw), and the aggregator with its API. Free ports
 //! are picked when 1883 or 8080 are taken. All enterprises are fictitious
 //! (names carry 示例, "example"), with valid credit codes.
+//!
+//! A crate of its own because it needs both the agent and the aggregator
+//! (and an embedded broker, [`broker`]), which the production binaries must
+//! not link into each other.
 
-use crate::app::StartError;
-use crate::broker::{start_embedded, BrokerError};
-use crate::config::{AggregatorConfig, HttpConfig, MqttConfig as AggMqtt};
-use crate::registry::{Enterprise, Registry, RegistryError, Zone};
+pub mod broker;
+
+use broker::{start_embedded, BrokerError};
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use zonesync_agent::config::{AgentConfig, MqttConfig, OutboxConfig};
-use zonesync_agent::shutdown::{self, Shutdown};
 use zonesync_agent::sources::profile::{EnterpriseProfile, Figure, ProfileConfig, ProfileFile};
 use zonesync_agent::sources::simulator::{SimEnterprise, SimulatorConfig};
+use zonesync_aggregator::app::StartError;
+use zonesync_aggregator::config::{AggregatorConfig, HttpConfig, MqttConfig as AggMqtt};
+use zonesync_aggregator::registry::{Enterprise, Registry, RegistryError, Zone};
 use zonesync_proto::{AgentId, EnterpriseId, Period, ZoneId, CST};
+use zonesync_runtime::shutdown::{self, Shutdown};
 
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +205,7 @@ fn sim_kwh_rate(i: u32) -> f64 {
 /// The ten months before the simulator's first month: reported as monthly
 /// figures, so the energy page has a year of history to draw.
 fn history_months(now: DateTime<Utc>) -> Vec<Period> {
-    let mut months = crate::dashboard::series::months_ending(last_month(now), 11);
+    let mut months = zonesync_aggregator::dashboard::series::months_ending(last_month(now), 11);
     months.pop();
     months
 }
@@ -271,13 +277,13 @@ fn demo_token() -> String {
 /// acknowledge within seconds. The limits are illustrative, picked against the
 /// simulated enterprises' steady intensities (about 0.035-0.12 tce/10k yuan) so
 /// a few are over them all month; they are not policy figures.
-fn demo_alerts() -> crate::alerts::AlertSettings {
-    use crate::alerts::rules::{IntensityLimit, RuleSettings};
+fn demo_alerts() -> zonesync_aggregator::alerts::AlertSettings {
+    use zonesync_aggregator::alerts::rules::{IntensityLimit, RuleSettings};
     let limit = |industry: &str, limit: f64| IntensityLimit {
         industry: industry.into(),
         limit,
     };
-    crate::alerts::AlertSettings {
+    zonesync_aggregator::alerts::AlertSettings {
         evaluate_every_ms: 1000,
         min_duration_secs: 3.0,
         rules: RuleSettings {
@@ -310,7 +316,7 @@ pub struct DemoHandle {
     /// Broker address.
     pub broker_addr: SocketAddr,
     /// Tasks to await after shutdown.
-    pub running: crate::Running,
+    pub running: zonesync_aggregator::Running,
     /// Agent tasks.
     pub agents: Vec<tokio::task::JoinHandle<()>>,
     /// The write token this run accepts (alert acknowledgement from the dashboard).
@@ -349,14 +355,14 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         classification: Default::default(),
         alerts: demo_alerts(),
         quality: Default::default(),
-        summaries: crate::summaries::SummarySettings {
+        summaries: zonesync_aggregator::summaries::SummarySettings {
             every_secs: 10.0,
             ..Default::default()
         },
         outbound: Default::default(),
         store: Default::default(),
     };
-    let running = crate::start(agg, shutdown.clone()).await?;
+    let running = zonesync_aggregator::start(agg, shutdown.clone()).await?;
     let start = first_of_last_month(Utc::now());
     let mut agents = Vec::new();
     for z in ZONES {
@@ -437,7 +443,10 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let base = format!("http://{}", h.http_addr);
     let last = last_month(Utc::now());
     println!("zonesync demo is running (Ctrl-C stops it)");
-    println!("  dashboard:              {base}{}", crate::dashboard::PATH);
+    println!(
+        "  dashboard:              {base}{}",
+        zonesync_aggregator::dashboard::PATH
+    );
     println!("  write token (ack):      {}", h.write_token);
     println!("  MQTT broker (embedded): mqtt://{}", h.broker_addr);
     println!("  API:                    {base}/api/v1/zones");
