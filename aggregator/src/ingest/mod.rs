@@ -1,0 +1,256 @@
+//! Ingest: MQTT in, validated and de-duplicated facts out to the store and
+//! the in-memory state, dead letters for everything refused.
+//!
+//! The session is persistent (clean_session = false) and acks are manual: a
+//! PUBACK goes out only after the batch is durably stored (flush), in arrival
+//! order, so neither a crash nor a restart loses a batch the broker handed
+//! us. Acks from a previous connection are dropped (their packet ids may
+//! mean other messages now); the broker redelivers those and the (agent, seq)
+//! de-duplication makes the redelivery harmless.
+
+mod handle;
+
+use handle::{apply_effects, handle_group, Answer, Confirms, Effect};
+pub use handle::{handle, Handled};
+
+use crate::app::App;
+use crate::config::MqttConfig;
+use crate::store::StoreError;
+use chrono::{DateTime, Utc};
+use rumqttc::{AsyncClient, Event, Packet, Publish, QoS, SubscribeFilter};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use zonesync_proto::{Confirm, Topic};
+use zonesync_runtime::shutdown::Shutdown;
+
+/// Largest group of messages stored under one flush.
+const GROUP: usize = 512;
+
+/// Messages with the connection generation they arrived on, in arrival order.
+type Group = Vec<(u64, Publish)>;
+
+/// Publishes one confirmation per agent and outbox for what the last flush
+/// made durable, with the digests held, the refusals, and the highest seq
+/// held under that outbox. Every agent gets them; only those asking for
+/// end-to-end confirmation subscribe. A confirmation lost on the way only
+/// means the agent resends and the batch is confirmed again as a duplicate.
+async fn confirm(app: &App, client: &AsyncClient, confirms: Confirms) {
+    let at = Utc::now();
+    for ((zone, agent, outbox), answers) in confirms {
+        let mut handled = Vec::new();
+        let mut refused = Vec::new();
+        for a in answers {
+            match a {
+                Answer::Handled { seq, digest } => handled.push((seq, digest)),
+                Answer::Refused(r) => refused.push(r),
+            }
+        }
+        let highest = app
+            .ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .highest(&zone, &agent, &outbox);
+        let payload = Confirm::handled(agent.clone(), outbox, handled, refused, highest, at).to_payload();
+        match client
+            .publish(Topic::confirm(&zone, &agent), QoS::AtLeastOnce, false, payload)
+            .await
+        {
+            Ok(()) => {
+                app.metrics.confirms_published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(%agent, "confirmation not queued: {e}"),
+        }
+    }
+}
+
+/// Tries at storing and flushing one group before the store counts as
+/// broken (about half a minute with the backoff below).
+const STORE_TRIES: u32 = 8;
+
+/// A group stored and flushed: what to acknowledge, confirm and apply.
+struct Stored {
+    done: Group,
+    confirms: Confirms,
+    effects: Vec<Effect>,
+    at: DateTime<Utc>,
+}
+
+enum GroupError {
+    Shutdown,
+    Store(StoreError),
+}
+
+/// Stores a group and flushes it. A message the store failed on (disk full)
+/// is tried again, with backoff, as is the flush; what was handled before
+/// keeps its effects until a flush makes it durable, so nothing in memory
+/// runs ahead of the store.
+async fn store_group(app: &App, group: Group, shutdown: &mut Shutdown) -> Result<Stored, GroupError> {
+    let at = Utc::now();
+    let mut out = Stored {
+        done: Vec::with_capacity(group.len()),
+        confirms: Confirms::new(),
+        effects: Vec::with_capacity(group.len()),
+        at,
+    };
+    let mut todo = group;
+    let mut backoff = Duration::from_millis(250);
+    for attempt in 1..=STORE_TRIES {
+        let (done, confirms, effects, failed) = handle_group(app, todo, at);
+        out.done.extend(done);
+        for (k, v) in confirms {
+            out.confirms.entry(k).or_default().extend(v);
+        }
+        out.effects.extend(effects);
+        let flushed = app.store.flush();
+        let error = match (flushed, failed.is_empty()) {
+            (Ok(()), true) => return Ok(out),
+            (Err(e), _) => e,
+            (Ok(()), false) => StoreError::Corrupt(format!("{} messages could not be written", failed.len())),
+        };
+        app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+        if attempt == STORE_TRIES {
+            return Err(GroupError::Store(error));
+        }
+        tracing::warn!(
+            attempt,
+            delay_ms = backoff.as_millis() as u64,
+            "store: {error}; trying again"
+        );
+        tokio::select! {
+            _ = shutdown.wait() => return Err(GroupError::Shutdown),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(8));
+        todo = failed;
+    }
+    Err(GroupError::Shutdown)
+}
+
+/// Subscribes to the served zones and ingests until shutdown.
+pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
+    let alive = app.health.task("ingest");
+    let mut opts = match mqtt.connect_settings(mqtt.client_id.clone(), 64 * 1024).options() {
+        Ok(o) => o,
+        Err(e) => {
+            // Without a usable TLS setting there is nothing to connect with; say so and stop ingest.
+            tracing::error!("MQTT TLS settings: {e}; ingest is not started");
+            return;
+        }
+    };
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
+    // Unacknowledged messages are bounded by the broker's in-flight window,
+    // far below this capacity, so `ack().await` below never waits on the poller.
+    let (client, mut events) = AsyncClient::new(opts, 4096);
+    let (tx, mut rx) = mpsc::channel::<(u64, Publish)>(4096);
+    let generation = Arc::new(AtomicU64::new(0));
+    let filters: Vec<SubscribeFilter> = app
+        .zones
+        .iter()
+        .flat_map(Topic::zone_filters)
+        .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
+        .collect();
+
+    let poller = {
+        let app = app.clone();
+        let client = client.clone();
+        let generation = generation.clone();
+        let mut shutdown = shutdown.clone();
+        let mut backoff = mqtt.backoff();
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = shutdown.wait() => break,
+                    ev = events.poll() => ev,
+                };
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        let g = generation.fetch_add(1, Ordering::SeqCst) + 1;
+                        app.metrics.mqtt_connected.store(1, Ordering::Relaxed);
+                        backoff.reset();
+                        tracing::info!(
+                            session_present = ack.session_present,
+                            generation = g,
+                            "connected to broker"
+                        );
+                        if let Err(e) = client.try_subscribe_many(filters.clone()) {
+                            tracing::error!("subscribe request failed: {e}");
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let g = generation.load(Ordering::SeqCst);
+                        if tx.send((g, p)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        app.metrics.mqtt_connected.store(0, Ordering::Relaxed);
+                        tracing::warn!(delay_ms = backoff.delay().as_millis() as u64, "broker connection: {e}");
+                        if !backoff.wait(&mut shutdown).await {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = client.try_disconnect();
+            let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
+            app.metrics.mqtt_connected.store(0, Ordering::Relaxed);
+        })
+    };
+
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.wait() => break,
+            m = rx.recv() => match m { Some(m) => m, None => break },
+        };
+        let mut group = vec![first];
+        while group.len() < GROUP {
+            match rx.try_recv() {
+                Ok(m) => group.push(m),
+                Err(_) => break,
+            }
+        }
+        match store_group(&app, group, &mut shutdown).await {
+            Ok(Stored {
+                done,
+                confirms,
+                effects,
+                at,
+            }) => {
+                // Durable: now the state and the counts may move, then the broker
+                // and the agents are told.
+                apply_effects(&app, effects, at);
+                let current = generation.load(Ordering::SeqCst);
+                for (g, p) in done {
+                    if g == current && client.ack(&p).await.is_ok() {
+                        app.metrics.acks_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                confirm(&app, &client, confirms).await;
+            }
+            Err(GroupError::Shutdown) => break,
+            Err(GroupError::Store(e)) => {
+                // Nothing of the group was acknowledged: the broker keeps it
+                // (persistent session) and hands it to the restarted process.
+                app.health.fail(format!(
+                    "store {} cannot be written after {STORE_TRIES} tries ({e}); the process ends so that systemd restarts it",
+                    app.store.path().display()
+                ));
+                break;
+            }
+        }
+    }
+    if let Err(e) = app.store.flush() {
+        tracing::error!("final flush failed: {e}");
+    }
+    let _ = poller.await;
+    if shutdown.is_triggered() {
+        alive.finished();
+    }
+}
+
+#[cfg(test)]
+mod tests;
