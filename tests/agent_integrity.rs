@@ -433,12 +433,13 @@ struct SniffedBatches {
 }
 
 impl Sniffed {
-    /// Starts recording what `AGENT` publishes on the broker at `port`.
-    async fn start(&self, port: u16) {
+    /// Starts recording what `AGENT` publishes on the broker at `port`,
+    /// until the returned task is aborted.
+    #[must_use]
+    async fn start(&self, port: u16) -> tokio::task::JoinHandle<()> {
         let seen = self.0.clone();
         let filter = format!("{}/{ZONE}/{AGENT}/data/+", zonesync_proto::topic::ROOT);
-        // The subscriber lives as long as the test's runtime.
-        let _ = subscribe(port, filter, move |_, payload| {
+        subscribe(port, filter, move |_, payload| {
             if let Ok(b) = serde_json::from_slice::<Batch>(&payload) {
                 let ob = b.outbox.map(|o| o.as_str().to_owned()).unwrap_or_default();
                 let mut m = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -446,7 +447,7 @@ impl Sniffed {
                 m.meter_times.extend(b.readings.iter().filter_map(|r| r.ts));
             }
         })
-        .await;
+        .await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SniffedBatches> {
@@ -1012,11 +1013,20 @@ async fn restore_and_run_again(with_mark: bool) -> Restored {
     let port = s.broker.port;
     let (agg, api) = start(&s.config);
     let sniffed = Sniffed::default();
-    sniffed.start(port).await;
+    let _sniffer = sniffed.start(port).await;
     let data = s.dir.path().join("agent-data");
     let mut agent = Agent::new(s.dir.path(), port, &data, AgentOpts::default());
     let p = agent.start();
     wait_readings(&api, sim_readings(1, 2, 100)).await;
+    // Copied with nothing held: after the restore the first batches it
+    // publishes are new seals under reused numbers. (With a batch still held,
+    // its resend's confirmation would show the aggregator's `highest` past
+    // the restored next seq and the agent would rotate before reissuing any.)
+    wait_status(&agent, "every batch confirmed before the copy", Utc::now(), |v| {
+        let o = outbox_of(v);
+        o["sealed_batches"] == 0 && o["pending_items"] == 0
+    })
+    .await;
     stop_agent(p);
     let snapshot = s.dir.path().join("agent-data-copy");
     copy_tree(&data, &snapshot);
@@ -1187,7 +1197,7 @@ async fn damaged_case(root: &Path, name: &str, pristine: &Pristine, damage: impl
     );
     let (agg, api) = start(&ds.aggregator);
     let sniffed = pristine.sniffed.fork();
-    sniffed.start(broker.port).await;
+    let sniffer = sniffed.start(broker.port).await;
     let mut p = agent.start();
     let want = sim_readings(1, 2, AFTER_DAMAGE);
     let deadline = Instant::now() + WAIT;
@@ -1203,6 +1213,7 @@ async fn damaged_case(root: &Path, name: &str, pristine: &Pristine, damage: impl
                 outbox.display()
             );
             assert!(!stderr.contains("panicked"), "{name}: no panic:\n{stderr}");
+            sniffer.abort();
             stop(agg);
             return Verdict::Refused;
         }
@@ -1232,6 +1243,7 @@ async fn damaged_case(root: &Path, name: &str, pristine: &Pristine, damage: impl
         "{name}: ran on; outbox {}",
         serde_json::to_string(outbox_of(&status)).unwrap_or_default()
     );
+    sniffer.abort();
     stop_agent(p);
     stop(agg);
     assert_one_batch_per_mark(&dir.join("aggregator").join("store"));
@@ -1244,7 +1256,7 @@ async fn damaged_outbox_files_stop_the_agent_with_their_path_or_lose_and_reissue
     let port = s.broker.port;
     let (agg, api) = start(&s.config);
     let sniffed = Sniffed::default();
-    sniffed.start(port).await;
+    let _sniffer = sniffed.start(port).await;
     let data = s.dir.path().join("agent-data");
     let mut agent = Agent::new(s.dir.path(), port, &data, AgentOpts::default());
     let p = agent.start();
