@@ -213,7 +213,7 @@ fn rollup(app: &App, level: Level, period: Period) -> ApiResult {
     let kept: Option<Vec<(&Zone, &crate::state::ZoneState)>> =
         zones.iter().map(|(z, zs)| zs.map(|zs| (*z, zs))).collect();
     let rows = kept
-        .and_then(|k| rollup_table(&k, &app.goals.goal, &app.settings, &level, period))
+        .and_then(|k| rollup_table(&app.tallies, &k, &app.goals.goal, &app.settings, &level, period))
         .unwrap_or_else(|| {
             evaluate(
                 &app.goals.goal,

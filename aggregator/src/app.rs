@@ -59,6 +59,8 @@ pub struct App {
     pub store: Store,
     /// Every fact held and the rules about them; only ingest changes it.
     pub ledger: std::sync::Mutex<crate::facts::Ledger>,
+    /// Each served zone's goal tallies, kept in step with the state.
+    pub tallies: crate::goals::incremental::Tallies,
     /// In-memory zone state (the read model the API and goals read).
     pub state: RwLock<State>,
     /// Counters.
@@ -90,9 +92,9 @@ impl App {
         let store = Store::open(&cfg.data_dir.join("store"), cfg.store.cache_capacity_bytes)?;
         let mut state = State::default();
         let mut ledger = crate::facts::Ledger::default();
-        // Tallies first, so the replay keeps them as live ingest does.
         let goals = load_goals(BUILTIN_GOALS, &catalog)?;
-        crate::goals::incremental::install(&mut state, &registry, &zones, &goals.goal, &catalog, &cfg.goals);
+        // Empty until a table asks for a span: the replay has nothing to keep up to date.
+        let tallies = crate::goals::incremental::Tallies::new(&registry, &zones, &goals.goal, &catalog, &cfg.goals);
         let started = std::time::Instant::now();
         store.rebuild(&mut ledger, &mut state, &catalog)?;
         let readings: u64 = state.zones.values().map(|z| z.readings_stored).sum();
@@ -117,6 +119,7 @@ impl App {
             read_token: cfg.http.read_token.clone().filter(|t| !t.is_empty()),
             store,
             ledger: std::sync::Mutex::new(ledger),
+            tallies,
             state: RwLock::new(state),
             metrics: Metrics::default(),
             health: Default::default(),

@@ -6,11 +6,9 @@
 
 use crate::energy::{delta, split_by_month, Delta};
 use crate::facts::{Applied, Ledger, Op};
-use crate::goals::incremental::ZoneGoals;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use zonesync_proto::{
     Accepted, AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, OutboxId, Period,
     Presence, PresenceStatus, ReadingTime, ZoneId,
@@ -48,10 +46,17 @@ pub struct ZoneState {
     pub readings_replaced: u64,
     /// Grows with every change to the zone's facts; cached goal tables compare it.
     pub version: u64,
-    /// Goal tallies kept up to date by [`State::apply`] (installed for served zones,
-    /// see `goals::incremental`). Behind its own lock so a goal query can build a
-    /// missing tally while holding only the state's read lock.
-    pub goal_tallies: Mutex<Option<ZoneGoals>>,
+}
+
+/// What follows an enterprise's facts as batches change them — the goal
+/// tallies (`goals::incremental`) — told what a batch can change before it
+/// is applied, and shown the enterprise after. The read model knows nothing
+/// of goals: they depend on it, not it on them.
+pub trait Follower {
+    /// `es` is about to change as `t` says.
+    fn will_change(&mut self, enterprise: &EnterpriseId, es: &EnterpriseState, t: &Touched);
+    /// `es` changed.
+    fn changed(&mut self, enterprise: &EnterpriseId, es: &EnterpriseState);
 }
 
 /// What a batch can change for one enterprise, worked out before it is
@@ -499,39 +504,34 @@ impl State {
     /// Applies what the ledger did for one batch of `enterprise` (see
     /// [`crate::facts::Ledger::apply`]) to the read model, and brings the
     /// zone's goal tallies up to date with the enterprise's new contributions.
-    pub fn apply_applied(&mut self, zone: &ZoneId, enterprise: &EnterpriseId, applied: &Applied, catalog: &Catalog) {
+    pub fn apply_applied(
+        &mut self,
+        zone: &ZoneId,
+        enterprise: &EnterpriseId,
+        applied: &Applied,
+        catalog: &Catalog,
+        follower: Option<&mut dyn Follower>,
+    ) {
         let zs = self.zone_mut(zone);
         zs.readings_stored += applied.new_readings as u64;
         zs.readings_replaced += applied.replaced as u64;
         zs.version += 1;
-        let tallies = match zs.goal_tallies.get_mut() {
-            Ok(t) => t.as_mut(),
-            Err(poisoned) => {
-                // A panic mid-update may have left a tally half changed: drop them all (rebuilt on demand).
-                let t = poisoned.into_inner();
-                if let Some(ix) = t.as_mut() {
-                    ix.reset();
-                }
-                zs.goal_tallies.clear_poison();
-                zs.goal_tallies.get_mut().ok().and_then(|t| t.as_mut())
-            }
-        };
         let es = zs.enterprises.entry(enterprise.clone()).or_default();
-        let pending = tallies
-            .as_ref()
-            .filter(|ix| ix.watches(enterprise))
-            .and_then(|ix| ix.before(enterprise, es, &Touched::of_ops(&applied.ops, catalog)));
+        let mut follower = follower;
+        if let Some(f) = follower.as_deref_mut() {
+            f.will_change(enterprise, es, &Touched::of_ops(&applied.ops, catalog));
+        }
         for op in &applied.ops {
             es.apply_op(op);
         }
-        if let (Some(ix), Some(p)) = (tallies, pending) {
-            ix.after(p, es);
+        if let Some(f) = follower {
+            f.changed(enterprise, es);
         }
     }
 
-    /// Feeds readings and declarations for one enterprise through `ledger`
-    /// as one batch of a fixed numbering and applies what it made: how tests
-    /// and benches build a state without a store.
+    /// Feeds readings and declarations for one enterprise through the
+    /// state's own ledger as one batch of a fixed numbering and applies what
+    /// it made: how tests and benches build a state without a store.
     pub fn apply(
         &mut self,
         zone: &ZoneId,
@@ -539,6 +539,19 @@ impl State {
         readings: &[CanonicalReading],
         declarations: &[(String, DeclaredValue)],
         catalog: &Catalog,
+    ) {
+        self.apply_following(zone, enterprise, readings, declarations, catalog, None);
+    }
+
+    /// As [`State::apply`], keeping `follower` (a zone's goal tallies) in step.
+    pub fn apply_following(
+        &mut self,
+        zone: &ZoneId,
+        enterprise: &EnterpriseId,
+        readings: &[CanonicalReading],
+        declarations: &[(String, DeclaredValue)],
+        catalog: &Catalog,
+        follower: Option<&mut dyn Follower>,
     ) {
         let agent = AgentId::parse("feed").unwrap_or_else(|_| unreachable!("a valid agent id"));
         let seq = self
@@ -560,7 +573,7 @@ impl State {
             refused: Vec::new(),
         };
         if let Some(applied) = self.feed.apply(&a, catalog) {
-            self.apply_applied(zone, enterprise, &applied, catalog);
+            self.apply_applied(zone, enterprise, &applied, catalog, follower);
         }
     }
 

@@ -58,16 +58,18 @@ pub fn compute(app: &App, zone: &ZoneId, period: Period) -> Option<Cached> {
     let zs = st.zones.get(zone);
     let version = zs.map_or(0, |z| z.version);
     // A served zone always has tallies (`App::open` installs them); the scan is the fallback.
-    let rows = zs.and_then(|zs| zone_table(zs, period)).unwrap_or_else(|| {
-        evaluate(
-            &app.goals.goal,
-            &[(reg, zs)],
-            Level::Zone(zone.to_string()),
-            period,
-            &app.catalog,
-            &app.settings,
-        )
-    });
+    let rows = zs
+        .and_then(|zs| zone_table(&app.tallies, zs, zone, period))
+        .unwrap_or_else(|| {
+            evaluate(
+                &app.goals.goal,
+                &[(reg, zs)],
+                Level::Zone(zone.to_string()),
+                period,
+                &app.catalog,
+                &app.settings,
+            )
+        });
     drop(st);
     let c = Cached {
         version,

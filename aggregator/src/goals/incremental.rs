@@ -18,13 +18,13 @@
 //! needs them (trend goals need the base year's span too) and kept for the
 //! [`MAX_SPANS`] spans used most recently.
 
-use super::eval::{table, Level, Span, Tallies};
+use super::eval::{table, Level, Span, Tallies as TallySource};
 use super::tally::{contribution, scan_zone, Contribution, Tally};
 use super::{GoalDef, GoalKind, GoalRow, GoalSettings};
 use crate::registry::{Registry, Zone};
-use crate::state::{EnterpriseState, State, Touched, ZoneState};
+use crate::state::{EnterpriseState, Follower, Touched, ZoneState};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use zonesync_proto::{Catalog, EnterpriseId, Period, ZoneId};
 
 /// Spans whose tallies a zone keeps; the least recently used beyond this are dropped
@@ -49,6 +49,8 @@ pub struct ZoneGoals {
     pub scans: u64,
     /// Contributions replaced so far.
     pub updates: u64,
+    /// Contributions captured by [`Follower::will_change`], for [`Follower::changed`].
+    pending: Option<Pending>,
 }
 
 /// The tallies of one span, by goal index (None until asked for; always None for trends).
@@ -131,6 +133,7 @@ impl ZoneGoals {
             clock: 0,
             scans: 0,
             updates: 0,
+            pending: None,
         }
     }
 
@@ -268,51 +271,87 @@ struct Source<'a> {
     states: &'a BTreeMap<EnterpriseId, EnterpriseState>,
 }
 
-impl Tallies for Source<'_> {
+impl TallySource for Source<'_> {
     fn tallies(&mut self, gi: usize, span: Span) -> Vec<Tally> {
         vec![self.ix.tally(gi, span, self.states)]
     }
 }
 
-/// Gives every served zone (creating its state) empty tallies over `goals`.
-pub fn install(
-    state: &mut State,
-    registry: &Registry,
-    zones: &[ZoneId],
-    goals: &[GoalDef],
-    catalog: &Catalog,
-    settings: &GoalSettings,
-) {
-    let goals: Arc<[GoalDef]> = goals.into();
-    for z in zones.iter().filter_map(|z| registry.zone(z)) {
-        let ix = ZoneGoals::new(z, goals.clone(), catalog, settings);
-        state.zone_mut(&z.id).goal_tallies = std::sync::Mutex::new(Some(ix));
+impl Follower for ZoneGoals {
+    fn will_change(&mut self, e: &EnterpriseId, es: &EnterpriseState, t: &Touched) {
+        self.pending = if self.watches(e) { self.before(e, es, t) } else { None };
     }
-}
 
-/// The zone's tallies, locked; tallies a panic may have left half changed are dropped first.
-fn lock(zs: &ZoneState) -> MutexGuard<'_, Option<ZoneGoals>> {
-    match zs.goal_tallies.lock() {
-        Ok(g) => g,
-        Err(poisoned) => {
-            let mut g = poisoned.into_inner();
-            if let Some(ix) = g.as_mut() {
-                ix.reset();
-            }
-            zs.goal_tallies.clear_poison();
-            g
+    fn changed(&mut self, _e: &EnterpriseId, es: &EnterpriseState) {
+        if let Some(p) = self.pending.take() {
+            self.after(p, es);
         }
     }
 }
 
-/// The zone's goal table from its tallies; None when the zone has none installed.
+/// Every served zone's tallies, each behind its own lock so a goal query can
+/// build a missing tally while holding only the state's read lock. Locked
+/// after the state, never before.
+#[derive(Debug, Default)]
+pub struct Tallies {
+    zones: HashMap<ZoneId, Mutex<ZoneGoals>>,
+}
+
+impl Tallies {
+    /// Empty tallies over `goals` for every served zone.
+    pub fn new(
+        registry: &Registry,
+        zones: &[ZoneId],
+        goals: &[GoalDef],
+        catalog: &Catalog,
+        settings: &GoalSettings,
+    ) -> Self {
+        Self::for_zones(zones.iter().filter_map(|z| registry.zone(z)), goals, catalog, settings)
+    }
+
+    /// Empty tallies over `goals` for these zones (their registry entries).
+    pub fn for_zones<'a>(
+        zones: impl IntoIterator<Item = &'a Zone>,
+        goals: &[GoalDef],
+        catalog: &Catalog,
+        settings: &GoalSettings,
+    ) -> Self {
+        let goals: Arc<[GoalDef]> = goals.into();
+        Self {
+            zones: zones
+                .into_iter()
+                .map(|z| {
+                    (
+                        z.id.clone(),
+                        Mutex::new(ZoneGoals::new(z, goals.clone(), catalog, settings)),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// One zone's tallies, locked; tallies a panic may have left half changed are dropped first.
+    pub fn lock(&self, zone: &ZoneId) -> Option<MutexGuard<'_, ZoneGoals>> {
+        let m = self.zones.get(zone)?;
+        Some(match m.lock() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                let mut g = poisoned.into_inner();
+                g.reset();
+                m.clear_poison();
+                g
+            }
+        })
+    }
+}
+
+/// The zone's goal table from its tallies; None when the zone has none.
 ///
 /// Holds the zone's tally lock (not the state's write lock) while it works, so
 /// other readers go on; a scan for a span not kept yet blocks writers for its
 /// duration, once per span.
-pub fn zone_table(zs: &ZoneState, period: Period) -> Option<Vec<GoalRow>> {
-    let mut guard = lock(zs);
-    let ix = guard.as_mut()?;
+pub fn zone_table(tallies: &Tallies, zs: &ZoneState, zone: &ZoneId, period: Period) -> Option<Vec<GoalRow>> {
+    let mut ix = tallies.lock(zone)?;
     let level = Level::Zone(ix.zone.id.to_string());
     Some(ix.table(&zs.enterprises, &level, period))
 }
@@ -321,22 +360,23 @@ pub fn zone_table(zs: &ZoneState, period: Period) -> Option<Vec<GoalRow>> {
 /// tallies, merged: the same rows as [`super::evaluate`] over those zones.
 /// None when a zone has no tallies over exactly `goals` (then scan instead).
 pub fn rollup_table(
+    tallies: &Tallies,
     zones: &[(&Zone, &ZoneState)],
     goals: &[GoalDef],
     settings: &GoalSettings,
     level: &Level,
     period: Period,
 ) -> Option<Vec<GoalRow>> {
-    let same = |zs: &ZoneState| {
-        lock(zs)
-            .as_ref()
+    let same = |z: &Zone| {
+        tallies
+            .lock(&z.id)
             .is_some_and(|ix| ix.goals.len() == goals.len() && ix.goals.iter().zip(goals).all(|(a, b)| a.id == b.id))
     };
-    if zones.is_empty() || !zones.iter().all(|(_, zs)| same(zs)) {
+    if zones.is_empty() || !zones.iter().all(|(z, _)| same(z)) {
         return None;
     }
-    for (_, zs) in zones {
-        if let Some(ix) = lock(zs).as_mut() {
+    for (z, _) in zones {
+        if let Some(mut ix) = tallies.lock(&z.id) {
             ix.clock += 1;
         }
     }
@@ -345,9 +385,9 @@ pub fn rollup_table(
             .iter()
             .any(|(z, _)| z.goal_sets.is_empty() || z.goal_sets.contains(&g.set))
     };
-    let rows = table(&mut Zones { zones }, goals, applies, level, period, settings);
-    for (_, zs) in zones {
-        if let Some(ix) = lock(zs).as_mut() {
+    let rows = table(&mut Zones { tallies, zones }, goals, applies, level, period, settings);
+    for (z, _) in zones {
+        if let Some(mut ix) = tallies.lock(&z.id) {
             ix.evict();
         }
     }
@@ -356,17 +396,18 @@ pub fn rollup_table(
 
 /// Tallies for `eval::table` from several zones' kept tallies, one zone locked at a time.
 struct Zones<'a> {
+    tallies: &'a Tallies,
     zones: &'a [(&'a Zone, &'a ZoneState)],
 }
 
-impl Tallies for Zones<'_> {
+impl TallySource for Zones<'_> {
     fn tallies(&mut self, gi: usize, span: Span) -> Vec<Tally> {
         self.zones
             .iter()
-            .map(|(_, zs)| {
-                lock(zs)
-                    .as_mut()
-                    .map_or_else(Tally::default, |ix| ix.tally(gi, span, &zs.enterprises))
+            .map(|(z, zs)| {
+                self.tallies
+                    .lock(&z.id)
+                    .map_or_else(Tally::default, |mut ix| ix.tally(gi, span, &zs.enterprises))
             })
             .collect()
     }

@@ -5,15 +5,17 @@
 //! `State::apply`, and after every step the table from the tallies must equal
 //! `evaluate`'s, bit for bit, for every period asked so far, without another scan.
 
-use super::incremental::{rollup_table, zone_table, ZoneGoals, MAX_SPANS};
+use super::incremental::{rollup_table, zone_table, Tallies, MAX_SPANS};
 use super::*;
 use crate::registry::Zone;
 use crate::state::{State, ZoneState};
 use crate::testkit::{self, enterprise, id, utc};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use zonesync_proto::{CanonicalReading, Catalog, DeclaredValue, Period, ReadingTime, Scenario, ScenarioLevel, ZoneId};
+
+use zonesync_proto::{
+    CanonicalReading, Catalog, DeclaredValue, EnterpriseId, Period, ReadingTime, Scenario, ScenarioLevel, ZoneId,
+};
 
 /// splitmix64: deterministic, so a failure names a step that can be replayed.
 use zonesync_proto::rng::SplitMix64 as Rng;
@@ -175,15 +177,28 @@ fn stock_reading(r: &mut Rng) -> CanonicalReading {
     }
 }
 
-fn scans(st: &State, z: &Zone) -> u64 {
-    let zs = st.zones.get(&z.id).unwrap();
-    let ix = zs.goal_tallies.lock().unwrap();
-    ix.as_ref().unwrap().scans
+fn scans(t: &Tallies, z: &Zone) -> u64 {
+    t.lock(&z.id).unwrap().scans
 }
 
-fn assert_same(st: &State, z: &Zone, goals: &[GoalDef], cat: &Catalog, period: Period, step: usize) {
+/// Applies a batch to `st`, keeping the zone's tallies in step.
+fn feed(
+    st: &mut State,
+    t: &Tallies,
+    z: &Zone,
+    e: &EnterpriseId,
+    readings: &[CanonicalReading],
+    declarations: &[(String, DeclaredValue)],
+    cat: &Catalog,
+) {
+    let mut ix = t.lock(&z.id).unwrap();
+    st.apply_following(&z.id, e, readings, declarations, cat, Some(&mut *ix));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn assert_same(st: &State, t: &Tallies, z: &Zone, goals: &[GoalDef], cat: &Catalog, period: Period, step: usize) {
     let zs = st.zones.get(&z.id).unwrap();
-    let kept = zone_table(zs, period).unwrap();
+    let kept = zone_table(t, zs, &z.id, period).unwrap();
     let scanned = evaluate(
         goals,
         &[(z, Some(zs))],
@@ -237,11 +252,11 @@ fn kept_tallies_equal_a_full_scan_after_every_random_step() {
     for seed in 1..=3u64 {
         let mut r = Rng::new(seed);
         let mut st = State::default();
-        st.zone_mut(&z.id).goal_tallies =
-            Mutex::new(Some(ZoneGoals::new(&z, Arc::from(goals.clone()), &cat, &settings)));
+        st.zone_mut(&z.id);
+        let t = Tallies::for_zones([&z], &goals, &cat, &settings);
         let mut meters = Meters { at: HashMap::new() };
         let mut asked = 1;
-        assert_same(&st, &z, &goals, &cat, periods[0], 0);
+        assert_same(&st, &t, &z, &goals, &cat, periods[0], 0);
         for step in 1..=200 {
             let e = r.below(8) as usize; // enterprise 9 never reports
             let mut readings = Vec::new();
@@ -254,30 +269,25 @@ fn kept_tallies_equal_a_full_scan_after_every_random_step() {
                     _ => declarations.push(declaration(&mut r)),
                 }
             }
-            st.apply(&z.id, &id(e as u32 + 1), &readings, &declarations, &cat);
+            feed(&mut st, &t, &z, &id(e as u32 + 1), &readings, &declarations, &cat);
             let new_period = step % 25 == 0 && asked < periods.len();
             if new_period {
                 asked += 1;
             }
-            let before = scans(&st, &z);
+            let before = scans(&t, &z);
             for p in &periods[..asked] {
-                assert_same(&st, &z, &goals, &cat, *p, step);
+                assert_same(&st, &t, &z, &goals, &cat, *p, step);
             }
             if !new_period {
                 assert_eq!(
-                    scans(&st, &z),
+                    scans(&t, &z),
                     before,
                     "step {step}: a table after a change needed a scan"
                 );
             }
         }
-        let zs = st.zones.get(&z.id).unwrap();
-        let ix = zs.goal_tallies.lock().unwrap();
-        assert!(
-            ix.as_ref().unwrap().updates > 100,
-            "the steps changed tallies: {:?}",
-            ix
-        );
+        let ix = t.lock(&z.id).unwrap();
+        assert!(ix.updates > 100, "the steps changed tallies: {:?}", *ix);
     }
 }
 
@@ -287,12 +297,7 @@ fn least_recently_used_spans_are_dropped_and_rebuilt_equal() {
     let goals = goals(&cat);
     let z = zone();
     let mut st = State::default();
-    st.zone_mut(&z.id).goal_tallies = Mutex::new(Some(ZoneGoals::new(
-        &z,
-        Arc::from(goals.clone()),
-        &cat,
-        &GoalSettings::default(),
-    )));
+    let t = Tallies::for_zones([&z], &goals, &cat, &GoalSettings::default());
     let mut r = Rng::new(42);
     let mut meters = Meters { at: HashMap::new() };
     for step in 0..40 {
@@ -301,13 +306,20 @@ fn least_recently_used_spans_are_dropped_and_rebuilt_equal() {
             meters.reading(&mut r, e),
             period_amount(&mut r, &["value_added", "revenue"]),
         ];
-        st.apply(&z.id, &id(e as u32 + 1), &readings, &[declaration(&mut r)], &cat);
+        feed(
+            &mut st,
+            &t,
+            &z,
+            &id(e as u32 + 1),
+            &readings,
+            &[declaration(&mut r)],
+            &cat,
+        );
         // Every month of 2020..2022 once, then back to the first ones.
         let p = Period::Month(2020 + step / 12, 1 + (step % 12) as u32);
-        assert_same(&st, &z, &goals, &cat, p, step as usize);
-        assert_same(&st, &z, &goals, &cat, Period::Month(2026, 10), step as usize);
-        let zs = st.zones.get(&z.id).unwrap();
-        assert!(zs.goal_tallies.lock().unwrap().as_ref().unwrap().spans() <= MAX_SPANS);
+        assert_same(&st, &t, &z, &goals, &cat, p, step as usize);
+        assert_same(&st, &t, &z, &goals, &cat, Period::Month(2026, 10), step as usize);
+        assert!(t.lock(&z.id).unwrap().spans() <= MAX_SPANS);
     }
 }
 
@@ -322,10 +334,9 @@ fn city_and_province_tables_merge_the_zones_tallies_exactly() {
     b.city = "濮阳".into();
     b.leading_industries = vec!["C32".into()];
     let mut st = State::default();
-    for z in [&a, &b] {
-        st.zone_mut(&z.id).goal_tallies =
-            Mutex::new(Some(ZoneGoals::new(z, Arc::from(goals.clone()), &cat, &settings)));
-    }
+    let t = Tallies::for_zones([&a, &b], &goals, &cat, &settings);
+    st.zone_mut(&a.id);
+    st.zone_mut(&b.id);
     let mut r = Rng::new(5);
     let mut meters = Meters { at: HashMap::new() };
     let amounts = [
@@ -341,7 +352,15 @@ fn city_and_province_tables_merge_the_zones_tallies_exactly() {
         let z = if r.below(2) == 0 { &a } else { &b };
         let e = r.below(8) as usize;
         let readings = vec![meters.reading(&mut r, e), period_amount(&mut r, &amounts)];
-        st.apply(&z.id, &id(e as u32 + 1), &readings, &[declaration(&mut r)], &cat);
+        feed(
+            &mut st,
+            &t,
+            z,
+            &id(e as u32 + 1),
+            &readings,
+            &[declaration(&mut r)],
+            &cat,
+        );
         for level in [Level::Province, Level::City("濮阳".into())] {
             let zones: Vec<&Zone> = [&a, &b]
                 .into_iter()
@@ -349,7 +368,7 @@ fn city_and_province_tables_merge_the_zones_tallies_exactly() {
                 .collect();
             let states: Vec<(&Zone, &ZoneState)> = zones.iter().map(|z| (*z, st.zones.get(&z.id).unwrap())).collect();
             let opt: Vec<(&Zone, Option<&ZoneState>)> = states.iter().map(|(z, zs)| (*z, Some(*zs))).collect();
-            let kept = rollup_table(&states, &goals, &settings, &level, period).unwrap();
+            let kept = rollup_table(&t, &states, &goals, &settings, &level, period).unwrap();
             let scanned = evaluate(&goals, &opt, level.clone(), period, &cat, &settings);
             assert_eq!(kept, scanned, "step {step}, {level:?}");
         }

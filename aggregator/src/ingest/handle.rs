@@ -380,7 +380,10 @@ pub(super) fn apply_effect(app: &App, effect: Effect, now: DateTime<Utc>) {
                 m.overtaken_stale.fetch_add(applied.stale as u64, Ordering::Relaxed);
             }
             if let Ok(mut st) = app.state.write() {
-                st.apply_applied(&acc.zone, &acc.enterprise, &applied, &app.catalog);
+                let mut tallies = app.tallies.lock(&acc.zone);
+                let follower = tallies.as_deref_mut().map(|t| t as &mut dyn crate::state::Follower);
+                st.apply_applied(&acc.zone, &acc.enterprise, &applied, &app.catalog, follower);
+                drop(tallies);
                 st.note_batch(
                     &acc.zone,
                     &acc.agent,
