@@ -102,19 +102,29 @@ impl Touched {
     /// A stock (gauge) is read as of a span's end from any earlier report or
     /// reading, so it may change any span. Other time-stamped readings only
     /// move the latest value, which flows do not read; their month is given anyway.
-    pub fn of_ops(ops: &[Op], catalog: &Catalog) -> Touched {
+    pub fn of_ops(ops: &[Op], batch: &Accepted, catalog: &Catalog) -> Touched {
         let mut t = Touched::default();
+        // One window per indicator, widened: a batch of a hundred registers
+        // of one indicator asks the goal tallies once, not a hundred times.
+        let mut widen = |code: &str, w: Window| match t.indicators.iter_mut().find(|(c, _)| c == code) {
+            Some((_, held)) => {
+                held.from = held.from.min(w.from);
+                held.to = held.to.max(w.to);
+            }
+            None => t.indicators.push((code.to_owned(), w)),
+        };
         for op in ops {
             match op {
                 Op::Instant {
-                    indicator,
+                    reading,
                     ts,
                     counter,
                     prev,
                     next,
                     ..
                 } => {
-                    let kind = catalog.get(indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
+                    let Some(r) = batch.readings.get(*reading) else { continue };
+                    let kind = catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
                     let w = if *counter {
                         months(prev.map_or(*ts, |p| p.0), next.map_or(*ts, |n| n.0))
                     } else if kind == IndicatorKind::Gauge {
@@ -122,10 +132,11 @@ impl Touched {
                     } else {
                         months(*ts, *ts)
                     };
-                    t.indicators.push((indicator.clone(), w));
+                    widen(&r.indicator, w);
                 }
-                Op::Period { indicator, period, .. } => {
-                    let kind = catalog.get(indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
+                Op::Period { reading, period, .. } => {
+                    let Some(r) = batch.readings.get(*reading) else { continue };
+                    let kind = catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
                     let w = if kind == IndicatorKind::Gauge {
                         Window::ALL
                     } else {
@@ -134,9 +145,13 @@ impl Touched {
                             to: period.end(),
                         }
                     };
-                    t.indicators.push((indicator.clone(), w));
+                    widen(&r.indicator, w);
                 }
-                Op::Declared { code, .. } => t.attributes.push(code.clone()),
+                Op::Declared { declaration } => {
+                    if let Some((code, _)) = batch.declarations.get(*declaration) {
+                        t.attributes.push(code.clone());
+                    }
+                }
             }
         }
         t
@@ -332,12 +347,11 @@ impl AgentState {
 }
 
 impl EnterpriseState {
-    /// Applies one change the ledger made (see [`crate::facts::Op`]).
-    pub fn apply_op(&mut self, op: &Op) {
+    /// Applies one change the ledger made to `batch` (see [`crate::facts::Op`]).
+    pub fn apply_op(&mut self, op: &Op, batch: &Accepted) {
         match op {
             Op::Instant {
-                indicator,
-                point,
+                reading,
                 ts,
                 value,
                 old,
@@ -346,18 +360,23 @@ impl EnterpriseState {
                 next,
                 late,
             } => {
-                let key = (indicator.clone(), point.clone());
+                let Some(r) = batch.readings.get(*reading) else { return };
+                let indicator = r.indicator.as_str();
+                let key = (r.indicator.clone(), r.point.clone());
                 let at = ReadingTime::Ts(*ts);
-                if self
-                    .latest
-                    .get(&key)
-                    .is_none_or(|(held, _)| end_of(&at) >= end_of(held))
-                {
-                    self.latest.insert(key.clone(), (at, *value));
+                match self.latest.get_mut(&key) {
+                    Some(held) if end_of(&at) >= end_of(&held.0) => *held = (at, *value),
+                    Some(_) => {}
+                    None => {
+                        self.latest.insert(key.clone(), (at, *value));
+                    }
                 }
                 if old.is_none() {
                     self.readings += 1;
-                    self.points.entry(key).or_default().note(*ts);
+                    match self.points.get_mut(&key) {
+                        Some(p) => p.note(*ts),
+                        None => self.points.entry(key).or_default().note(*ts),
+                    }
                 }
                 if *late {
                     self.late_readings += 1;
@@ -393,32 +412,41 @@ impl EnterpriseState {
                 }
             }
             Op::Period {
-                indicator,
-                point,
+                reading,
                 period,
                 value,
                 replaced,
             } => {
-                let key = (indicator.clone(), point.clone());
+                let Some(r) = batch.readings.get(*reading) else { return };
+                let key = (r.indicator.clone(), r.point.clone());
                 let at = ReadingTime::Period(*period);
-                if self
-                    .latest
-                    .get(&key)
-                    .is_none_or(|(held, _)| end_of(&at) >= end_of(held))
-                {
+                if self.latest.get(&key).is_none_or(|(held, _)| end_of(&at) >= end_of(held)) {
                     self.latest.insert(key, (at, *value));
                 }
                 if !replaced {
                     self.readings += 1;
                 }
                 self.reported
-                    .entry(indicator.clone())
+                    .entry(r.indicator.clone())
                     .or_default()
                     .insert(*period, *value);
             }
-            Op::Declared { code, value } => {
-                self.declarations.insert(code.clone(), value.clone());
+            Op::Declared { declaration } => {
+                if let Some((code, value)) = batch.declarations.get(*declaration) {
+                    self.declarations.insert(code.clone(), value.clone());
+                }
             }
+        }
+    }
+
+    /// The months of one indicator's metered consumption, created on first use.
+    fn metered_mut(&mut self, indicator: &str) -> &mut BTreeMap<Period, f64> {
+        if !self.metered.contains_key(indicator) {
+            self.metered.insert(indicator.to_owned(), BTreeMap::new());
+        }
+        match self.metered.get_mut(indicator) {
+            Some(m) => m,
+            None => unreachable!("inserted just above"),
         }
     }
 
@@ -428,7 +456,7 @@ impl EnterpriseState {
         if matches!(d, Delta::Reset(_)) {
             self.counter_resets += 1;
         }
-        let months = self.metered.entry(indicator.to_owned()).or_default();
+        let months = self.metered_mut(indicator);
         for (month, amount) in split_by_month(from_ts, to_ts, d.amount()) {
             *months.entry(month).or_default() += amount;
         }
@@ -441,7 +469,7 @@ impl EnterpriseState {
         if matches!(d, Delta::Reset(_)) {
             self.counter_resets = self.counter_resets.saturating_sub(1);
         }
-        let months = self.metered.entry(indicator.to_owned()).or_default();
+        let months = self.metered_mut(indicator);
         for (month, amount) in split_by_month(from.0, to.0, d.amount()) {
             *months.entry(month).or_default() -= amount;
         }
@@ -506,12 +534,12 @@ impl State {
     /// zone's goal tallies up to date with the enterprise's new contributions.
     pub fn apply_applied(
         &mut self,
-        zone: &ZoneId,
-        enterprise: &EnterpriseId,
+        batch: &Accepted,
         applied: &Applied,
         catalog: &Catalog,
         follower: Option<&mut dyn Follower>,
     ) {
+        let (zone, enterprise) = (&batch.zone, &batch.enterprise);
         let zs = self.zone_mut(zone);
         zs.readings_stored += applied.new_readings as u64;
         zs.readings_replaced += applied.replaced as u64;
@@ -519,10 +547,10 @@ impl State {
         let es = zs.enterprises.entry(enterprise.clone()).or_default();
         let mut follower = follower;
         if let Some(f) = follower.as_deref_mut() {
-            f.will_change(enterprise, es, &Touched::of_ops(&applied.ops, catalog));
+            f.will_change(enterprise, es, &Touched::of_ops(&applied.ops, batch, catalog));
         }
         for op in &applied.ops {
-            es.apply_op(op);
+            es.apply_op(op, batch);
         }
         if let Some(f) = follower {
             f.changed(enterprise, es);
@@ -573,7 +601,7 @@ impl State {
             refused: Vec::new(),
         };
         if let Some(applied) = self.feed.apply(&a, catalog) {
-            self.apply_applied(zone, enterprise, &applied, catalog, follower);
+            self.apply_applied(&a, &applied, catalog, follower);
         }
     }
 

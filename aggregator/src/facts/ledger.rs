@@ -26,8 +26,9 @@
 use super::series::{Point, Series};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use zonesync_proto::{
-    Accepted, AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, OutboxId, Period,
+    Accepted, AgentId, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, OutboxId, Period,
     ReadingTime, ZoneId,
 };
 
@@ -46,15 +47,16 @@ pub enum Identity {
 }
 
 /// One change a batch made to an enterprise's facts, in the order made.
+/// Ops name the batch's reading or declaration by index rather than copying
+/// its codes: whoever applies them holds the batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// A value at an instant, new (`old` is `None`) or replacing `old`. For
-    /// counters, `prev` and `next` are the registers either side of it.
+    /// The value of `batch.readings[reading]` at its instant, new (`old` is
+    /// `None`) or replacing `old`. For counters, `prev` and `next` are the
+    /// registers either side of it.
     Instant {
-        /// Indicator code.
-        indicator: String,
-        /// Measuring point.
-        point: String,
+        /// Index into the batch's readings.
+        reading: usize,
         /// When.
         ts: DateTime<Utc>,
         /// The value now held.
@@ -70,12 +72,10 @@ pub enum Op {
         /// It arrived after a later instant of its series was held.
         late: bool,
     },
-    /// A period figure, new or replacing the held one.
+    /// `batch.readings[reading]`, a period figure, new or replacing the held one.
     Period {
-        /// Indicator code.
-        indicator: String,
-        /// Measuring point (empty for enterprise totals).
-        point: String,
+        /// Index into the batch's readings.
+        reading: usize,
         /// The period.
         period: Period,
         /// The value now held.
@@ -83,12 +83,10 @@ pub enum Op {
         /// It replaced a different value.
         replaced: bool,
     },
-    /// A declared attribute.
+    /// `batch.declarations[declaration]` now holds.
     Declared {
-        /// Attribute code.
-        code: String,
-        /// Its value.
-        value: DeclaredValue,
+        /// Index into the batch's declarations.
+        declaration: usize,
     },
 }
 
@@ -131,9 +129,48 @@ struct Marks {
 
 #[derive(Debug, Default)]
 struct EnterpriseFacts {
-    series: HashMap<(String, String), Series>,
+    /// Indicator → point → series (nested, so a lookup by `&str` allocates nothing).
+    series: FxMap<String, FxMap<String, Series>>,
     periods: HashMap<(String, String, Period), Held<f64>>,
     declarations: HashMap<String, Held<DeclaredValue>>,
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// A small, fast, non-cryptographic hasher (the rustc "Fx" hash) for maps
+/// keyed by codes this process validated: no attacker picks them freely
+/// beyond the catalog's codes and the per-agent series limits.
+#[derive(Default)]
+struct FxHasher {
+    hash: u64,
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, w: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -212,14 +249,21 @@ impl Ledger {
         let mut out = Applied::default();
         // Instants and periods written by this batch: a key sent twice in one
         // batch is one fact, the later value.
-        let mut written: HashSet<(&str, &str, ReadingTime)> = HashSet::new();
-        for r in &a.readings {
+        let mut written: HashSet<(&str, &str, ReadingTime), BuildHasherDefault<FxHasher>> = HashSet::default();
+        for (i, r) in a.readings.iter().enumerate() {
             let from_batch = !written.insert((&r.indicator, &r.point, r.at));
             match r.at {
                 ReadingTime::Ts(ts) => {
                     let counter =
                         catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind) == IndicatorKind::Counter;
-                    let series = ent.series.entry((r.indicator.clone(), r.point.clone())).or_default();
+                    let points = match ent.series.get_mut(r.indicator.as_str()) {
+                        Some(p) => p,
+                        None => ent.series.entry(r.indicator.clone()).or_default(),
+                    };
+                    let series = match points.get_mut(r.point.as_str()) {
+                        Some(s) => s,
+                        None => points.entry(r.point.clone()).or_default(),
+                    };
                     let old = series.get(ts);
                     let replace = match old {
                         None => true,
@@ -237,8 +281,7 @@ impl Ledger {
                     let (prev, next) = series.set(ts, r.value);
                     count(&mut out, old.is_some());
                     out.ops.push(Op::Instant {
-                        indicator: r.indicator.clone(),
-                        point: r.point.clone(),
+                        reading: i,
                         ts,
                         value: r.value,
                         old,
@@ -265,8 +308,7 @@ impl Ledger {
                     ent.periods.insert(key, Held { value: r.value, stamp });
                     count(&mut out, replaced);
                     out.ops.push(Op::Period {
-                        indicator: r.indicator.clone(),
-                        point: r.point.clone(),
+                        reading: i,
                         period: p,
                         value: r.value,
                         replaced,
@@ -274,7 +316,7 @@ impl Ledger {
                 }
             }
         }
-        for (code, value) in &a.declarations {
+        for (i, (code, value)) in a.declarations.iter().enumerate() {
             if let Some(h) = ent.declarations.get(code) {
                 if !may_replace(h.stamp) {
                     out.stale += 1;
@@ -289,48 +331,9 @@ impl Ledger {
                     stamp,
                 },
             );
-            out.ops.push(Op::Declared {
-                code: code.clone(),
-                value: value.clone(),
-            });
+            out.ops.push(Op::Declared { declaration: i });
         }
         Some(out)
-    }
-
-    /// The readings `applied` made new or replaced, as readings (for callers
-    /// that count or forward them).
-    pub fn readings_of(applied: &Applied) -> Vec<CanonicalReading> {
-        applied
-            .ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Instant {
-                    indicator,
-                    point,
-                    ts,
-                    value,
-                    ..
-                } => Some(CanonicalReading {
-                    indicator: indicator.clone(),
-                    point: point.clone(),
-                    value: *value,
-                    at: ReadingTime::Ts(*ts),
-                }),
-                Op::Period {
-                    indicator,
-                    point,
-                    period,
-                    value,
-                    ..
-                } => Some(CanonicalReading {
-                    indicator: indicator.clone(),
-                    point: point.clone(),
-                    value: *value,
-                    at: ReadingTime::Period(*period),
-                }),
-                Op::Declared { .. } => None,
-            })
-            .collect()
     }
 }
 

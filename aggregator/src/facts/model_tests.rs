@@ -292,7 +292,7 @@ fn run(seed: u64, steps: usize) -> Result<(), String> {
         if got == Identity::New {
             reference.accepted.push(a.clone());
             let applied = ledger.apply(&a, &cat).ok_or("a new batch was not applied")?;
-            state.apply_applied(&a.zone, &a.enterprise, &applied, &cat, None);
+            state.apply_applied(&a, &applied, &cat, None);
         }
         for e in &g.enterprises {
             let want = reference.held(e);

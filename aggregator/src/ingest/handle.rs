@@ -382,7 +382,7 @@ pub(super) fn apply_effect(app: &App, effect: Effect, now: DateTime<Utc>) {
             if let Ok(mut st) = app.state.write() {
                 let mut tallies = app.tallies.lock(&acc.zone);
                 let follower = tallies.as_deref_mut().map(|t| t as &mut dyn crate::state::Follower);
-                st.apply_applied(&acc.zone, &acc.enterprise, &applied, &app.catalog, follower);
+                st.apply_applied(&acc, &applied, &app.catalog, follower);
                 drop(tallies);
                 st.note_batch(
                     &acc.zone,

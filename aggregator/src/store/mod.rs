@@ -214,7 +214,7 @@ impl Store {
             })?;
             let a = &rec.batch;
             if let Some(applied) = ledger.apply(a, catalog) {
-                state.apply_applied(&a.zone, &a.enterprise, &applied, catalog, None);
+                state.apply_applied(a, &applied, catalog, None);
                 state.note_batch(
                     &a.zone,
                     &a.agent,
@@ -422,7 +422,7 @@ mod tests {
             if ledger.identify(a) == crate::facts::Identity::New {
                 store.append(utc("2026-11-23T10:00:00Z"), a).expect("append");
                 let applied = ledger.apply(a, &cat).expect("applied");
-                live.apply_applied(&a.zone, &a.enterprise, &applied, &cat, None);
+                live.apply_applied(a, &applied, &cat, None);
             }
         }
         store.flush().expect("flush");
