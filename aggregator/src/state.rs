@@ -123,7 +123,9 @@ impl Touched {
                     next,
                     ..
                 } => {
-                    let Some(r) = batch.readings.get(*reading) else { continue };
+                    let Some(r) = batch.readings.get(*reading) else {
+                        continue;
+                    };
                     let kind = catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
                     let w = if *counter {
                         months(prev.map_or(*ts, |p| p.0), next.map_or(*ts, |n| n.0))
@@ -135,7 +137,9 @@ impl Touched {
                     widen(&r.indicator, w);
                 }
                 Op::Period { reading, period, .. } => {
-                    let Some(r) = batch.readings.get(*reading) else { continue };
+                    let Some(r) = batch.readings.get(*reading) else {
+                        continue;
+                    };
                     let kind = catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
                     let w = if kind == IndicatorKind::Gauge {
                         Window::ALL
@@ -420,7 +424,11 @@ impl EnterpriseState {
                 let Some(r) = batch.readings.get(*reading) else { return };
                 let key = (r.indicator.clone(), r.point.clone());
                 let at = ReadingTime::Period(*period);
-                if self.latest.get(&key).is_none_or(|(held, _)| end_of(&at) >= end_of(held)) {
+                if self
+                    .latest
+                    .get(&key)
+                    .is_none_or(|(held, _)| end_of(&at) >= end_of(held))
+                {
                     self.latest.insert(key, (at, *value));
                 }
                 if !replaced {

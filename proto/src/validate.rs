@@ -274,7 +274,27 @@ impl Validator {
     ///
     /// `Err` holds every envelope problem: nothing in the batch may be stored.
     /// `Ok` may still carry refused items in [`Accepted::refused`].
+    ///
+    /// A well-formed batch is read straight into typed fields borrowing the
+    /// payload ([`crate::fast`]); anything that is not — or that has any
+    /// problem at all — is read again through the generic JSON tree, which
+    /// names every problem. Both give the same `Accepted` for a valid batch.
     pub fn batch(&self, topic: Option<&Topic>, payload: &[u8], now: DateTime<Utc>) -> Result<Accepted, Vec<Problem>> {
+        if payload.len() <= self.limits.max_payload_bytes {
+            if let Some(a) = crate::fast::batch(self, topic, payload, now) {
+                return Ok(a);
+            }
+        }
+        self.batch_detailed(topic, payload, now)
+    }
+
+    /// [`Validator::batch`] through the generic JSON tree: every problem named.
+    pub fn batch_detailed(
+        &self,
+        topic: Option<&Topic>,
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Accepted, Vec<Problem>> {
         let env = |r| vec![Problem::envelope(r)];
         if payload.len() > self.limits.max_payload_bytes {
             return Err(env(Reason::TooLarge {
@@ -457,6 +477,18 @@ impl Validator {
             }
         };
         let unit = str_in(obj, "unit")?;
+        let value = self.canonical_value(ind, raw, unit)?;
+        let at = self.time(ind, obj, now)?;
+        Ok(CanonicalReading {
+            indicator: ind.code.clone(),
+            point,
+            value,
+            at,
+        })
+    }
+
+    /// A reading's value in the indicator's canonical unit, within the limits.
+    pub(crate) fn canonical_value(&self, ind: &Indicator, raw: f64, unit: &str) -> Result<f64, Reason> {
         let factor = ind.factor(unit).ok_or_else(|| Reason::UnknownUnit {
             indicator: ind.code.clone(),
             unit: unit.chars().take(32).collect(),
@@ -478,43 +510,52 @@ impl Validator {
                 value: raw,
             });
         }
-        let at = self.time(ind, obj, now)?;
-        Ok(CanonicalReading {
-            indicator: ind.code.clone(),
-            point,
-            value,
-            at,
-        })
+        Ok(value)
     }
 
     fn time(&self, ind: &Indicator, obj: &Map<String, Value>, now: DateTime<Utc>) -> Result<ReadingTime, Reason> {
-        let ts = obj.get("ts").filter(|v| !v.is_null());
-        let period = obj.get("period").filter(|v| !v.is_null());
+        let text = |field: &'static str, v: Option<&'_ Value>, problem: &str| -> Result<Option<String>, Reason> {
+            match v.filter(|v| !v.is_null()) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(Reason::Field {
+                    field,
+                    problem: problem.into(),
+                }),
+            }
+        };
+        let ts_v = obj.get("ts").filter(|v| !v.is_null());
+        let period_v = obj.get("period").filter(|v| !v.is_null());
+        if ts_v.is_some() && period_v.is_some() {
+            return Err(Reason::TimeCount("both"));
+        }
+        let ts = text("ts", ts_v, "must be an RFC 3339 text timestamp")?;
+        let period = text("period", period_v, "must be text like 2026-10")?;
+        self.time_of(ind, ts.as_deref(), period.as_deref(), now)
+    }
+
+    /// When a reading applies, from its `ts` or `period` text, checked
+    /// against the clock and against what the indicator can carry.
+    pub(crate) fn time_of(
+        &self,
+        ind: &Indicator,
+        ts: Option<&str>,
+        period: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<ReadingTime, Reason> {
         let at = match (ts, period) {
             (Some(_), Some(_)) => return Err(Reason::TimeCount("both")),
             (None, None) => return Err(Reason::TimeCount("neither")),
-            (Some(ts), None) => {
-                let s = ts.as_str().ok_or(Reason::Field {
-                    field: "ts",
-                    problem: "must be an RFC 3339 text timestamp".into(),
-                })?;
+            (Some(s), None) => {
                 let ts = parse_ts(s).map_err(|problem| Reason::Field { field: "ts", problem })?;
                 check_ts(ts, now, self.limits.max_future_skew, self.limits.earliest)?;
                 ReadingTime::Ts(ts)
             }
-            (None, Some(p)) => {
-                let p = p
-                    .as_str()
-                    .ok_or_else(|| Reason::Field {
-                        field: "period",
-                        problem: "must be text like 2026-10".into(),
-                    })
-                    .and_then(|s| {
-                        Period::parse(s).map_err(|e| Reason::Field {
-                            field: "period",
-                            problem: e.to_string(),
-                        })
-                    })?;
+            (None, Some(s)) => {
+                let p = Period::parse(s).map_err(|e| Reason::Field {
+                    field: "period",
+                    problem: e.to_string(),
+                })?;
                 check_period(p, now, self.limits.max_future_skew, self.limits.earliest)?;
                 ReadingTime::Period(p)
             }
@@ -613,7 +654,7 @@ pub fn check_period(p: Period, now: DateTime<Utc>, max_ahead: Duration, earliest
     Ok(())
 }
 
-fn parse_ts(s: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {

@@ -28,8 +28,7 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use zonesync_proto::{
-    Accepted, AgentId, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, OutboxId, Period,
-    ReadingTime, ZoneId,
+    Accepted, AgentId, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, OutboxId, Period, ReadingTime, ZoneId,
 };
 
 /// What a batch is to the ledger, before anything is applied.
