@@ -62,6 +62,8 @@ pub struct Sizes {
     pub transit_messages: usize,
     /// Clients in figure 8.
     pub connections: usize,
+    /// Readings in the store figure 9 rebuilds from.
+    pub rebuild_readings: usize,
     /// Longest any single throughput run may take.
     pub limit: Duration,
 }
@@ -83,6 +85,7 @@ impl Sizes {
                 recovery_readings: 20_000,
                 transit_messages: 100,
                 connections: 100,
+                rebuild_readings: 1_000_000,
                 limit: Duration::from_secs(30),
             }
         } else {
@@ -96,9 +99,10 @@ impl Sizes {
                 goal_round_limit: Duration::from_secs(10),
                 health_requests: 500,
                 freshness_ticks: 6,
-                recovery_readings: 200_000,
+                recovery_readings: 3_600_000,
                 transit_messages: 300,
                 connections: 1_000,
+                rebuild_readings: 10_000_000,
                 limit: Duration::from_secs(120),
             }
         }
@@ -224,7 +228,7 @@ impl Ctx {
 }
 
 /// Figures by number and name, for rows of figures not selected.
-const FIGURES: [(&str, &str); 8] = [
+const FIGURES: [(&str, &str); 9] = [
     ("1", "Broker path ceiling (baseline)"),
     ("2", "Aggregator ingest"),
     ("3", "Agent drain"),
@@ -233,6 +237,7 @@ const FIGURES: [(&str, &str); 8] = [
     ("6", "End-to-end freshness"),
     ("7", "Recovery time for a backlog"),
     ("8", "Connections"),
+    ("9", "Start-up rebuild"),
 ];
 
 /// Runs every selected figure and returns the report.
@@ -257,7 +262,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         rows.push(path);
         rows.push(only);
     }
-    let steps: [(&str, &str); 7] = [
+    let steps: [(&str, &str); 8] = [
         ("2", "aggregator ingest"),
         ("3", "agent drain"),
         ("4", "agent footprint"),
@@ -265,6 +270,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         ("6", "end-to-end freshness"),
         ("7", "recovery"),
         ("8", "connections"),
+        ("9", "start-up rebuild"),
     ];
     for (id, what) in steps {
         if !want(id) {
@@ -287,6 +293,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
             "5" => rows.extend(figures::goals::measure(&ctx).await),
             "6" => rows.extend(figures::freshness::measure(&ctx).await),
             "7" => rows.push(figures::recovery::measure(&ctx, ceiling).await),
+            "9" => rows.push(figures::rebuild::measure(&ctx).await),
             _ => rows.extend(figures::connections::measure(&ctx).await),
         }
         timings.push((id.to_owned(), t.elapsed().as_secs_f64()));

@@ -7,4 +7,5 @@ pub mod footprint;
 pub mod freshness;
 pub mod goals;
 pub mod ingest;
+pub mod rebuild;
 pub mod recovery;
