@@ -122,7 +122,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let sampled = crate::metrics::Sampled {
-        dead_letters_stored: app.store.dead_letter_count() as u64,
+        dead_letters_stored: app.dead_letters.count() as u64,
     };
     let mut text = app.metrics.render(&sampled);
     if let Ok(st) = app.state.read() {
@@ -399,15 +399,15 @@ struct AlertQuery {
 
 async fn alerts(State(app): State<Arc<App>>, Params(q): Params<AlertQuery>) -> ApiResult {
     let list: Vec<AlertRecord> = app
-        .store
-        .alerts()
+        .alert_store
+        .all()
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .into_iter()
         .filter(|a| q.zone.as_deref().is_none_or(|z| a.subject.zone == z))
         .filter(|a| q.all.unwrap_or(false) || a.phase != Phase::Clear)
         .collect();
     Ok(Json(
-        json!({ "alerts": list, "pending_deliveries": app.store.pending_deliveries() }),
+        json!({ "alerts": list, "pending_deliveries": app.deliveries.pending() }),
     ))
 }
 
@@ -418,8 +418,8 @@ struct LimitQuery {
 
 async fn alert_history(State(app): State<Arc<App>>, Params(q): Params<LimitQuery>) -> ApiResult {
     let list = app
-        .store
-        .alert_history(q.limit.unwrap_or(100).min(10_000))
+        .alert_store
+        .history(q.limit.unwrap_or(100).min(10_000))
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(json!({ "events": list })))
 }
@@ -502,11 +502,11 @@ struct DeadQuery {
 async fn dead_letters(State(app): State<Arc<App>>, Params(q): Params<DeadQuery>) -> ApiResult {
     let limit = q.limit.unwrap_or(100).min(10_000);
     let list = app
-        .store
-        .dead_letters(limit, q.zone.as_deref())
+        .dead_letters
+        .list(limit, q.zone.as_deref())
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(json!({
-        "total_stored": app.store.dead_letter_count(),
+        "total_stored": app.dead_letters.count(),
         "rejected_by_reason": app.metrics.rejected(),
         "dead_letters": list,
     })))

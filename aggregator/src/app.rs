@@ -55,8 +55,14 @@ pub struct App {
     pub write_token: Option<String>,
     /// Bearer token for reads, when reads are protected.
     pub read_token: Option<String>,
-    /// Storage.
+    /// Storage: the batch log and presences.
     pub store: Store,
+    /// Refused payloads and items, with their reasons.
+    pub dead_letters: crate::dead_letters::DeadLetters,
+    /// Alert states and history.
+    pub alert_store: crate::alerts::store::AlertStore,
+    /// The durable queue of deliveries to sinks.
+    pub deliveries: crate::outbound::queue::DeliveryQueue,
     /// Every fact held and the rules about them; only ingest changes it.
     pub ledger: std::sync::Mutex<crate::facts::Ledger>,
     /// Each served zone's goal tallies, kept in step with the state.
@@ -117,6 +123,9 @@ impl App {
             goal_cache: Default::default(),
             write_token: cfg.http.write_token.clone().filter(|t| !t.is_empty()),
             read_token: cfg.http.read_token.clone().filter(|t| !t.is_empty()),
+            dead_letters: crate::dead_letters::DeadLetters::open(store.db())?,
+            alert_store: crate::alerts::store::AlertStore::open(store.db())?,
+            deliveries: crate::outbound::queue::DeliveryQueue::open(store.db())?,
             store,
             ledger: std::sync::Mutex::new(ledger),
             tallies,

@@ -10,6 +10,7 @@ pub mod app;
 pub mod classify;
 pub mod config;
 pub mod dashboard;
+pub mod dead_letters;
 pub mod energy;
 pub mod facts;
 pub mod goals;

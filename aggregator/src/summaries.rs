@@ -61,8 +61,8 @@ pub fn queue_all(app: &App, s: &SummarySettings) -> Result<usize, StoreError> {
             targets.push(Destination::Http { url: url.clone() });
         }
         for to in targets {
-            app.store.drop_queued("summary", &to)?;
-            app.store.enqueue_delivery(Delivery::new(to, body.clone(), "summary"))?;
+            app.deliveries.drop_queued("summary", &to)?;
+            app.deliveries.enqueue(Delivery::new(to, body.clone(), "summary"))?;
             n += 1;
         }
     }

@@ -9,6 +9,7 @@ pub mod catalog;
 mod fast;
 pub mod ids;
 pub mod period;
+pub mod problem;
 pub mod rng;
 pub mod topic;
 pub mod validate;

@@ -62,7 +62,7 @@ pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>)
     }
     let mut events = Vec::new();
     for (k, o) in obs {
-        let mut rec = app.store.alert(&k)?.unwrap_or_else(|| AlertRecord {
+        let mut rec = app.alert_store.get(&k)?.unwrap_or_else(|| AlertRecord {
             key: k.clone(),
             rule: o.rule.clone(),
             subject: o.subject.clone(),
@@ -91,7 +91,7 @@ pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>)
         rec.detail = o.detail.clone();
         rec.updated_at = now;
         if changed {
-            app.store.put_alert(&rec)?;
+            app.alert_store.put(&rec)?;
         }
         if let Some(transition) = t {
             let mut e = Event {
@@ -101,9 +101,9 @@ pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>)
                 obs: o,
                 at: now,
             };
-            e.id = app.store.push_alert_history(&e)?;
+            e.id = app.alert_store.push_history(&e)?;
             for sink in &cfg.sinks {
-                app.store.enqueue_delivery(Delivery::new(
+                app.deliveries.enqueue(Delivery::new(
                     sink.destination(&e.obs.subject.zone),
                     sink.body(&e),
                     "alert",
@@ -138,11 +138,14 @@ pub async fn run(app: Arc<App>, cfg: AlertSettings, mut shutdown: Shutdown) {
 
 /// Acknowledges an active alert.
 pub fn acknowledge(app: &App, key: &str, by: &str) -> Result<AlertRecord, AckError> {
-    let mut rec = app.store.alert(key)?.ok_or_else(|| AckError::Unknown(key.to_owned()))?;
+    let mut rec = app
+        .alert_store
+        .get(key)?
+        .ok_or_else(|| AckError::Unknown(key.to_owned()))?;
     if !lifecycle::acknowledge(&mut rec.phase, by, Utc::now()) {
         return Err(AckError::NotActive(key.to_owned()));
     }
-    app.store.put_alert(&rec)?;
+    app.alert_store.put(&rec)?;
     app.store.flush()?;
     Ok(rec)
 }

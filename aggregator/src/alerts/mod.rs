@@ -8,6 +8,7 @@ mod engine;
 pub mod lifecycle;
 pub mod rules;
 pub mod sinks;
+pub mod store;
 
 pub use engine::{acknowledge, evaluate_once, run, AckError};
 pub use lifecycle::{Phase, Transition};

@@ -40,7 +40,7 @@ fn snapshot(app: &App) -> Snapshot {
     };
     let mut h = DefaultHasher::new();
     // A failed read counts as "no alerts"; the next sample tries again.
-    for a in app.store.alerts().unwrap_or_default() {
+    for a in app.alert_store.all().unwrap_or_default() {
         a.key.hash(&mut h);
         serde_json::to_string(&a.phase).unwrap_or_default().hash(&mut h);
         a.updated_at.hash(&mut h);

@@ -4,9 +4,10 @@
 
 use super::Group;
 use crate::app::App;
+use crate::dead_letters::DeadLetter;
 use crate::facts::{Applied, Identity};
 use crate::state::{numbering_key, Numbering};
-use crate::store::{DeadLetter, StoreError};
+use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -177,15 +178,15 @@ pub(super) fn handle_one(
     let t = match Topic::parse_with_test_prefix(topic, app.validator.limits.test_prefix.as_deref()) {
         Ok(t) => t,
         Err(e) => {
-            app.store
-                .dead_letter(dead(app, topic, payload, now, vec![(e.to_string(), "bad_topic")]))?;
+            app.dead_letters
+                .put(dead(app, topic, payload, now, vec![(e.to_string(), "bad_topic")]))?;
             return Ok(Outcome1::plain(Handled::DeadLettered));
         }
     };
     if !app.zones.contains(&t.zone) {
         let why = format!("zone {} is not served by this aggregator", t.zone);
-        app.store
-            .dead_letter(dead(app, topic, payload, now, vec![(why, "unknown_zone")]))?;
+        app.dead_letters
+            .put(dead(app, topic, payload, now, vec![(why, "unknown_zone")]))?;
         return Ok(Outcome1::plain(Handled::DeadLettered));
     }
     if t.kind == TopicKind::State {
@@ -201,14 +202,14 @@ pub(super) fn handle_one(
             }
             Ok(p) => {
                 let why = format!("presence names {}/{} but came on {topic}", p.zone, p.agent);
-                app.store
-                    .dead_letter(dead(app, topic, payload, now, vec![(why, "topic_mismatch")]))?;
+                app.dead_letters
+                    .put(dead(app, topic, payload, now, vec![(why, "topic_mismatch")]))?;
                 Ok(Outcome1::plain(Handled::DeadLettered))
             }
             Err(e) => {
                 let why = format!("presence message is not valid: {e}");
-                app.store
-                    .dead_letter(dead(app, topic, payload, now, vec![(why, "bad_presence")]))?;
+                app.dead_letters
+                    .put(dead(app, topic, payload, now, vec![(why, "bad_presence")]))?;
                 Ok(Outcome1::plain(Handled::DeadLettered))
             }
         };
@@ -219,7 +220,7 @@ pub(super) fn handle_one(
             let head = serde_json::from_slice::<SeqOnly>(payload).ok();
             let mut d = dead(app, topic, payload, now, problems(&ps));
             d.seq = head.as_ref().map(|h| h.seq);
-            app.store.dead_letter(d)?;
+            app.dead_letters.put(d)?;
             let digest = zonesync_proto::digest(payload);
             // A clock far ahead is the agent's to fix: the batch is kept
             // (not confirmed) and is accepted once the clocks agree.
@@ -248,7 +249,7 @@ pub(super) fn handle_one(
     if let Err(refusal) = app.registry.admit(&acc.zone, &acc.agent, &acc.enterprise) {
         let mut d = dead(app, topic, payload, now, vec![(refusal.to_string(), refusal.label())]);
         d.seq = Some(acc.seq);
-        app.store.dead_letter(d)?;
+        app.dead_letters.put(d)?;
         return Ok(Outcome1 {
             handled: Handled::DeadLettered,
             answer: confirm_as(Answer::Handled {
@@ -269,7 +270,7 @@ pub(super) fn handle_one(
         );
         let mut d = dead(app, topic, payload, now, vec![(why, "seq_ahead")]);
         d.seq = Some(acc.seq);
-        app.store.dead_letter(d)?;
+        app.dead_letters.put(d)?;
         return Ok(Outcome1 {
             handled: Handled::Refused,
             answer: confirm_as(refusal(acc.seq, acc.digest.clone(), "seq_ahead")),
@@ -304,7 +305,7 @@ pub(super) fn handle_one(
             tracing::warn!(zone = %acc.zone, agent = %acc.agent, seq = acc.seq, "{why}");
             let mut d = dead(app, topic, payload, now, vec![(why, REFUSED_REUSED_SEQ)]);
             d.seq = Some(acc.seq);
-            app.store.dead_letter(d)?;
+            app.dead_letters.put(d)?;
             Ok(Outcome1 {
                 handled: Handled::Refused,
                 answer: confirm_as(refusal(acc.seq, acc.digest.clone(), REFUSED_REUSED_SEQ)),
@@ -327,7 +328,7 @@ pub(super) fn handle_one(
                 let mut d = dead(app, topic, payload, now, problems(&acc.refused));
                 d.seq = Some(acc.seq);
                 d.whole_batch = false;
-                app.store.dead_letter(d)?;
+                app.dead_letters.put(d)?;
             }
             Ok(Outcome1 {
                 handled: Handled::Stored,

@@ -358,8 +358,8 @@ fn announce(app: &App, ob: &str, next_seq: u64) {
 
 fn dead_labels(app: &App) -> Vec<String> {
     let mut v: Vec<String> = app
-        .store
-        .dead_letters(100, None)
+        .dead_letters
+        .list(100, None)
         .expect("dead letters")
         .into_iter()
         .flat_map(|d| d.labels)

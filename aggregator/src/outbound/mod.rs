@@ -5,6 +5,7 @@
 //! receiver or the broker is down.
 
 pub mod publisher;
+pub mod queue;
 
 use crate::app::App;
 use crate::store::StoreError;
@@ -109,10 +110,10 @@ async fn attempt(d: &Delivery, http: &reqwest::Client, mqtt: &Publisher) -> Resu
 /// Tries every due delivery once.
 pub async fn deliver_due(app: &App, http: &reqwest::Client, mqtt: &Publisher, retry: Retry) -> Result<(), StoreError> {
     let now = Utc::now();
-    for mut d in app.store.due_deliveries(now, 64)? {
+    for mut d in app.deliveries.due(now, 64)? {
         match attempt(&d, http, mqtt).await {
             Ok(()) => {
-                app.store.remove_delivery(d.id)?;
+                app.deliveries.remove(d.id)?;
                 app.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
@@ -125,7 +126,7 @@ pub async fn deliver_due(app: &App, http: &reqwest::Client, mqtt: &Publisher, re
                 tracing::warn!(what = %d.what, to = ?d.to, attempts = d.attempts, "delivery failed: {e}");
                 d.last_error = Some(e);
                 app.metrics.delivery_failures.fetch_add(1, Ordering::Relaxed);
-                app.store.update_delivery(&d)?;
+                app.deliveries.update(&d)?;
             }
         }
     }

@@ -10,7 +10,9 @@
 //!   batches accepted ever (u64 BE), written with each record. Stores written
 //!   before the log also hold readings (`r`), declarations (`d`) and marks
 //!   (`s`, `b`, `o`) here: they are moved into the log once, at open.
-//! - `dead_letters`, `alerts`, `alert_history`, `alert_deliveries`.
+//! - `dead_letters`, `alerts`, `alert_history`, `alert_deliveries`: kept by the
+//!   modules that own them (`dead_letters`, `alerts::store`, `outbound::queue`)
+//!   in this database, so [`Store::flush`] makes them durable too.
 //!
 //! Callers `flush()` before they acknowledge anything to the broker; the
 //! flush then raises the high-water mark kept in a file beside the store
@@ -21,19 +23,13 @@
 mod legacy;
 pub mod record;
 
-use crate::alerts::{AlertRecord, Event};
 use crate::facts::Ledger;
-use crate::outbound::Delivery;
 use crate::state::State;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use zonesync_proto::{Accepted, Catalog, Presence};
 use zonesync_runtime::{HighWater, HighWaterError, StoreOpenError};
-
-/// Most dead letters kept; the oldest go first.
-const DEAD_LETTER_CAP: usize = 100_000;
 
 /// The key of the accepted-batch counter.
 const ACCEPTED: &[u8] = b"zaccepted";
@@ -58,42 +54,11 @@ pub enum StoreError {
     },
 }
 
-/// A payload or items refused, with the reasons.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// Store id (grows with time).
-    pub id: u64,
-    /// When it arrived.
-    pub received_at: DateTime<Utc>,
-    /// MQTT topic.
-    pub topic: String,
-    /// Zone, if known.
-    pub zone: Option<String>,
-    /// Agent, if known.
-    pub agent: Option<String>,
-    /// Sequence number, if known.
-    pub seq: Option<u64>,
-    /// Every reason, human-readable.
-    pub reasons: Vec<String>,
-    /// Metric labels of the reasons.
-    pub labels: Vec<String>,
-    /// Whole batch refused (true) or only some items (false).
-    pub whole_batch: bool,
-    /// Payload size, bytes.
-    pub payload_bytes: usize,
-    /// Start of the payload, lossy UTF-8.
-    pub excerpt: String,
-}
-
 /// The sled store.
 pub struct Store {
     db: sled::Db,
     facts: sled::Tree,
     batches: sled::Tree,
-    dead: sled::Tree,
-    alerts: sled::Tree,
-    alert_history: sled::Tree,
-    deliveries: sled::Tree,
     /// Batches accepted ever, as written to the store (not necessarily flushed):
     /// the next record's arrival number.
     accepted: AtomicU64,
@@ -101,6 +66,11 @@ pub struct Store {
     high_water: HighWater,
     /// Where the store lives, for messages.
     path: PathBuf,
+}
+
+/// Reads a JSON value the store's database holds (the trees other modules keep there).
+pub(crate) fn json_of<T: serde::de::DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// The high-water mark file of the store at `path`: beside it, not in it,
@@ -139,6 +109,9 @@ impl Store {
     /// high-water mark beside it says were flushed (it rolled back).
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let mark_path = high_water_path(path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Corrupt(format!("creating {}: {e}", dir.display())))?;
+        }
         let high_water = HighWater::open(&mark_path)?;
         let db = zonesync_runtime::open_sled(&sled::Config::new().path(path).cache_capacity(cache_bytes), path)?;
         let facts = db.open_tree("facts")?;
@@ -156,10 +129,6 @@ impl Store {
             });
         }
         let store = Self {
-            dead: db.open_tree("dead_letters")?,
-            alerts: db.open_tree("alerts")?,
-            alert_history: db.open_tree("alert_history")?,
-            deliveries: db.open_tree("alert_deliveries")?,
             db,
             facts,
             batches,
@@ -177,6 +146,12 @@ impl Store {
     /// Where the store lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The database, for the modules that keep their own trees in it (dead
+    /// letters, alerts, the delivery queue): one flush makes them all durable.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     /// Appends an accepted batch to the log (not flushed); returns its arrival number.
@@ -244,137 +219,6 @@ impl Store {
         self.facts.insert(key, serde_json::to_vec(p).unwrap_or_default())?;
         Ok(())
     }
-
-    /// Writes a dead letter (assigning its id). Not flushed.
-    pub fn dead_letter(&self, mut d: DeadLetter) -> Result<u64, StoreError> {
-        d.id = self.db.generate_id()?;
-        self.dead
-            .insert(d.id.to_be_bytes(), serde_json::to_vec(&d).unwrap_or_default())?;
-        if d.id.is_multiple_of(1024) {
-            let excess = self.dead.len().saturating_sub(DEAD_LETTER_CAP);
-            for kv in self.dead.iter().take(excess) {
-                self.dead.remove(kv?.0)?;
-            }
-        }
-        Ok(d.id)
-    }
-
-    /// The newest dead letters first, optionally of one zone.
-    pub fn dead_letters(&self, limit: usize, zone: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.dead.iter().rev() {
-            let (_, v) = kv?;
-            let d: DeadLetter = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if zone.is_none() || d.zone.as_deref() == zone {
-                out.push(d);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Dead letters held.
-    pub fn dead_letter_count(&self) -> usize {
-        self.dead.len()
-    }
-
-    /// One alert's state.
-    pub fn alert(&self, key: &str) -> Result<Option<AlertRecord>, StoreError> {
-        self.alerts.get(key)?.map(|v| json_of(&v)).transpose()
-    }
-
-    /// Saves one alert's state. Not flushed.
-    pub fn put_alert(&self, rec: &AlertRecord) -> Result<(), StoreError> {
-        self.alerts
-            .insert(rec.key.as_bytes(), serde_json::to_vec(rec).unwrap_or_default())?;
-        Ok(())
-    }
-
-    /// Every alert state.
-    pub fn alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
-        self.alerts.iter().map(|kv| json_of(&kv?.1)).collect()
-    }
-
-    /// Appends a transition to the history, assigning its id. Not flushed.
-    pub fn push_alert_history(&self, e: &Event) -> Result<u64, StoreError> {
-        let id = self.db.generate_id()?;
-        let mut e = e.clone();
-        e.id = id;
-        self.alert_history
-            .insert(id.to_be_bytes(), serde_json::to_vec(&e).unwrap_or_default())?;
-        Ok(id)
-    }
-
-    /// The newest transitions first.
-    pub fn alert_history(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.alert_history
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|kv| json_of(&kv?.1))
-            .collect()
-    }
-
-    /// Queues a delivery, assigning its id. Not flushed.
-    pub fn enqueue_delivery(&self, mut d: Delivery) -> Result<u64, StoreError> {
-        d.id = self.db.generate_id()?;
-        self.deliveries
-            .insert(d.id.to_be_bytes(), serde_json::to_vec(&d).unwrap_or_default())?;
-        Ok(d.id)
-    }
-
-    /// Deliveries due at `now`, oldest first.
-    pub fn due_deliveries(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Delivery>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.deliveries.iter() {
-            let d: Delivery = json_of(&kv?.1)?;
-            if d.next_attempt_at <= now {
-                out.push(d);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Deliveries waiting.
-    pub fn pending_deliveries(&self) -> usize {
-        self.deliveries.len()
-    }
-
-    /// Rewrites a delivery after a failed attempt. Not flushed.
-    pub fn update_delivery(&self, d: &Delivery) -> Result<(), StoreError> {
-        self.deliveries
-            .insert(d.id.to_be_bytes(), serde_json::to_vec(d).unwrap_or_default())?;
-        Ok(())
-    }
-
-    /// Drops queued deliveries to `to` of kind `what` (a newer summary supersedes older ones). Not flushed.
-    pub fn drop_queued(&self, what: &str, to: &crate::outbound::Destination) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for kv in self.deliveries.iter() {
-            let (k, v) = kv?;
-            let d: Delivery = json_of(&v)?;
-            if d.what == what && &d.to == to {
-                self.deliveries.remove(k)?;
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// Drops a delivered (or undeliverable) item. Not flushed.
-    pub fn remove_delivery(&self, id: u64) -> Result<(), StoreError> {
-        self.deliveries.remove(id.to_be_bytes())?;
-        Ok(())
-    }
-}
-
-fn json_of<T: serde::de::DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]

@@ -175,8 +175,8 @@ async fn serve_zone(ctx: &Ctx, n: usize, name: &str) -> Result<Served> {
     if stored != n || dead > 0 {
         bail!(
             "fed {n} enterprises: {stored} stored, {dead} dead letters (first: {:?})",
-            app.store
-                .dead_letters(1, None)
+            app.dead_letters
+                .list(1, None)
                 .ok()
                 .and_then(|d| d.into_iter().next())
                 .map(|d| d.reasons)

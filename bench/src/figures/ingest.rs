@@ -113,8 +113,8 @@ async fn run_once(ctx: &Ctx, run: usize, shape: Shape) -> Result<Outcome> {
         dead_letters: app.metrics.dead_letters.load(Ordering::Relaxed),
         duplicates: app.metrics.batches_duplicate.load(Ordering::Relaxed),
         reasons: app
-            .store
-            .dead_letters(5, None)
+            .dead_letters
+            .list(5, None)
             .unwrap_or_default()
             .into_iter()
             .map(|d| format!("{} on {} ({})", d.labels.join("+"), d.topic, d.reasons.join("; ")))

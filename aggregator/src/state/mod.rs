@@ -4,6 +4,10 @@
 //! Everything is keyed by zone first, so zones can later be split across
 //! aggregator instances and their summaries rolled up to city and province.
 
+mod agents;
+
+pub use agents::{numbering_key, AgentState, Announced, Numbering, MAX_SEQ_AHEAD};
+
 use crate::energy::{delta, split_by_month, Delta};
 use crate::facts::{Applied, Ledger, Op};
 use chrono::{DateTime, Utc};
@@ -11,15 +15,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use zonesync_proto::{
     Accepted, AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, OutboxId, Period,
-    Presence, PresenceStatus, ReadingTime, ZoneId,
+    Presence, ReadingTime, ZoneId,
 };
-
-/// How far past what an outbox announced (its presence's `next_seq`) or
-/// what is held from it (highest seq + 1) a batch's seq may be. An agent
-/// numbers batches one by one and announces its next number at every
-/// connect, so a real batch is never this far ahead; a seq near u64::MAX is
-/// a forgery (or a broken outbox) and is refused, not stored.
-pub const MAX_SEQ_AHEAD: u64 = 100_000;
 
 /// All zones.
 #[derive(Debug, Default)]
@@ -241,112 +238,6 @@ impl PointStats {
         }
         self.first = Some(self.first.map_or(ts, |f| f.min(ts)));
         self.last = Some(self.last.map_or(ts, |l| l.max(ts)));
-    }
-}
-
-/// What the aggregator knows about an agent.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct AgentState {
-    /// From the last presence message.
-    pub status: Option<PresenceStatus>,
-    /// Boot counter last seen.
-    pub boot: u64,
-    /// Highest sequence number stored.
-    pub last_seq: Option<u64>,
-    /// Sequence numbers skipped (a jump forward), summed.
-    pub seq_gaps: u64,
-    /// Last message received from it.
-    pub last_seen: Option<DateTime<Utc>>,
-    /// Its clock minus ours when its last batch arrived, seconds (includes transit and backlog).
-    pub clock_offset_secs: Option<i64>,
-    /// Its clock minus ours as the agent itself measured it from our end-to-end
-    /// confirmations (round-trip bounded, so without transit or backlog), from its
-    /// last presence; `None` until an agent in confirm mode has measured it.
-    pub measured_clock_offset_ms: Option<i64>,
-    /// When its last batch arrived (since start).
-    pub last_batch_at: Option<DateTime<Utc>>,
-    /// Backfilled (historical) readings stored from it since start.
-    pub backfilled_readings: u64,
-    /// Readings its outbox policy dropped before publishing them to us, as its
-    /// last presence reported (a running total kept by the agent): readings
-    /// that will never arrive.
-    pub dropped_readings: u64,
-    /// Readings its outbox policy dropped after publishing them to us without
-    /// an acknowledgement, as its last presence reported: some may be stored.
-    pub dropped_sent_readings: u64,
-    /// `next_seq` and `boot` of its last presence, and when that arrived.
-    pub announced: Option<Announced>,
-    /// The outbox its last presence named (`None`: an agent older than outbox ids).
-    pub outbox: Option<OutboxId>,
-    /// Per outbox numbering seen from it: highest seq handled, next seq announced.
-    pub numberings: BTreeMap<String, Numbering>,
-    /// Batches refused because their (outbox, seq) was held with other content.
-    pub refused_reused_seq: u64,
-    /// Batches refused because their seq was far beyond what the outbox announced.
-    pub refused_seq_ahead: u64,
-    /// When the last batch was refused for its numbering (reused or far ahead).
-    pub last_numbering_refusal_at: Option<DateTime<Utc>>,
-}
-
-/// What is known of one outbox's numbering.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Numbering {
-    /// Highest seq handled (stored or refused whole with a reason).
-    pub highest: Option<u64>,
-    /// The `next_seq` its last presence announced.
-    pub announced: Option<u64>,
-}
-
-impl Numbering {
-    /// The highest seq a batch of this outbox may carry now: [`MAX_SEQ_AHEAD`]
-    /// past the highest held + 1 — or, for an outbox nothing is held from
-    /// yet, past what its presence announced. Once batches are held, an
-    /// announcement cannot move the limit (a forged presence announcing
-    /// u64::MAX would otherwise let a forged batch at u64::MAX through); an
-    /// agent refused as `seq_ahead` moves to a fresh outbox.
-    pub fn seq_limit(&self) -> u64 {
-        let base = match self.highest {
-            Some(h) => h.saturating_add(1),
-            None => self.announced.unwrap_or(0),
-        }
-        .max(1);
-        base.saturating_add(MAX_SEQ_AHEAD)
-    }
-}
-
-/// The key of an outbox's numbering in [`AgentState::numberings`] (empty: legacy).
-pub fn numbering_key(outbox: Option<&OutboxId>) -> String {
-    outbox.map_or_else(String::new, |o| o.as_str().to_owned())
-}
-
-/// What an agent's presence message said about its sequence numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Announced {
-    /// The agent's boot counter.
-    pub boot: u64,
-    /// The next sequence number it will assign: everything below was assigned.
-    pub next_seq: u64,
-    /// When the presence arrived.
-    pub at: DateTime<Utc>,
-}
-
-impl AgentState {
-    /// Sequence numbers the agent said it assigned (its presence's `next_seq`)
-    /// that were never stored, when nothing arrived for `grace_secs` since: the
-    /// range `[from, to]`. A reinstalled outbox (boot lower than the batches')
-    /// numbers afresh, so it is no gap; an agent never heard from has no known start.
-    pub fn missing_seqs(&self, now: DateTime<Utc>, grace_secs: i64) -> Option<(u64, u64)> {
-        let an = self.announced?;
-        let last = self.last_seq?;
-        let quiet = |t: DateTime<Utc>| (now - t).num_seconds() >= grace_secs;
-        let settled = quiet(an.at) && self.last_batch_at.is_none_or(quiet);
-        let first = last.checked_add(1)?;
-        (an.boot >= self.boot && settled && first < an.next_seq).then(|| (first, an.next_seq - 1))
-    }
-
-    /// The numbering of `outbox`, created on first use.
-    pub fn numbering_mut(&mut self, outbox: Option<&OutboxId>) -> &mut Numbering {
-        self.numberings.entry(numbering_key(outbox)).or_default()
     }
 }
 
@@ -648,18 +539,6 @@ impl State {
         a.clock_offset_secs = Some((sent_at - received).num_seconds());
     }
 
-    /// Notes a batch mark found in the store at rebuild.
-    pub fn note_stored_mark(&mut self, zone: &ZoneId, agent: &AgentId, outbox: Option<&OutboxId>, seq: u64, boot: u64) {
-        let a = self.zone_mut(zone).agents.entry(agent.clone()).or_default();
-        let n = a.numbering_mut(outbox);
-        n.highest = Some(n.highest.map_or(seq, |l| l.max(seq)));
-        let highest = n.highest;
-        if a.outbox.as_ref() == outbox || a.last_seq.is_none() {
-            a.last_seq = highest;
-        }
-        a.boot = a.boot.max(boot);
-    }
-
     /// Counts backfilled readings stored from an agent.
     pub fn note_backfill(&mut self, zone: &ZoneId, agent: &AgentId, readings: u64) {
         self.zone_mut(zone)
@@ -696,89 +575,4 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    fn reg(v: f64, ts: &str) -> CanonicalReading {
-        CanonicalReading {
-            indicator: "electricity".into(),
-            point: "M1".into(),
-            value: v,
-            at: ReadingTime::Ts(utc(ts)),
-        }
-    }
-
-    /// Feeds readings one batch each, in the order given, and returns the enterprise's state.
-    fn fed(readings: &[CanonicalReading]) -> EnterpriseState {
-        let cat = Catalog::builtin().expect("catalog");
-        let zone = ZoneId::parse("z").expect("zone");
-        let e = crate::testkit::id(1);
-        let mut st = State::default();
-        for r in readings {
-            st.apply(&zone, &e, std::slice::from_ref(r), &[], &cat);
-        }
-        st.zones
-            .remove(&zone)
-            .and_then(|mut z| z.enterprises.remove(&e))
-            .unwrap_or_default()
-    }
-
-    #[test]
-    fn registers_become_monthly_amounts_with_resets_and_late_readings() {
-        let e = fed(&[
-            reg(1000.0, "2026-10-31T23:45:00+08:00"),
-            reg(1010.0, "2026-11-01T00:00:00+08:00"),
-            reg(1030.0, "2026-11-01T00:15:00+08:00"),
-            reg(5.0, "2026-11-01T00:30:00+08:00"),    // meter replaced
-            reg(1020.0, "2026-11-01T00:05:00+08:00"), // late: split in exactly
-        ]);
-        assert_eq!(e.amount("electricity", Period::Month(2026, 10)).unwrap().0, 10.0);
-        assert_eq!(e.amount("electricity", Period::Month(2026, 11)).unwrap().0, 25.0);
-        assert_eq!(e.amount("electricity", Period::Year(2026)).unwrap().0, 35.0);
-        assert_eq!((e.counter_resets, e.late_readings), (1, 1));
-    }
-
-    #[test]
-    fn registers_in_any_arrival_order_give_the_totals_of_time_order() {
-        let regs = [
-            reg(1000.0, "2026-10-31T23:00:00+08:00"),
-            reg(1040.0, "2026-11-01T01:00:00+08:00"),
-            reg(1050.0, "2026-11-01T02:00:00+08:00"),
-            reg(1080.0, "2026-11-01T03:00:00+08:00"),
-        ];
-        let order = |ix: [usize; 4]| fed(&ix.map(|i| regs[i].clone()));
-        let in_order = order([0, 1, 2, 3]);
-        // Live first (the newest registers), then the backlog drained newest
-        // first; and registers arriving between held ones.
-        let live_first = order([2, 3, 1, 0]);
-        let between = order([0, 3, 2, 1]);
-        let amount = |e: &EnterpriseState, p| e.amount("electricity", p).map(|(v, _)| v);
-        for p in [Period::Month(2026, 10), Period::Month(2026, 11), Period::Year(2026)] {
-            assert_eq!(amount(&live_first, p), amount(&in_order, p), "{p}");
-            assert_eq!(amount(&between, p), amount(&in_order, p), "{p}");
-        }
-        assert_eq!(amount(&in_order, Period::Month(2026, 10)), Some(20.0));
-        assert_eq!(amount(&between, Period::Year(2026)), Some(80.0));
-        assert_eq!((live_first.late_readings, between.late_readings), (2, 2));
-    }
-
-    #[test]
-    fn reported_amounts_win_over_metered_and_months_sum_to_quarters() {
-        let va = |m, v| CanonicalReading {
-            indicator: "value_added".into(),
-            point: String::new(),
-            value: v,
-            at: ReadingTime::Period(Period::Month(2026, m)),
-        };
-        let e = fed(&[va(7, 10.0), va(8, 20.0)]);
-        assert_eq!(
-            e.amount("value_added", Period::Quarter(2026, 3)),
-            Some((30.0, AmountSource::ReportedMonths))
-        );
-        assert_eq!(e.amount("value_added", Period::Month(2026, 9)), None);
-    }
-}
+mod tests;
