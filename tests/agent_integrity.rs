@@ -15,7 +15,7 @@
 //! day for E1) and a CSV drop folder for month figures, confirmed end to end.
 
 use chrono::{DateTime, Duration as Span, Utc};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zonesync_e2e::dataset::{self, E, ZONE};
+use zonesync_e2e::hostile::{copy_tree, fill, flip_middle, publish, truncate, Msg, Tmpfs};
 use zonesync_e2e::{run_to_end, try_spawn_aggregator, AggregatorStart, Api, Mosquitto, Proc};
 use zonesync_proto::{
     digest, AgentId, Batch, EnterpriseId, OutboxId, Period, Presence, PresenceStatus, Reading, Topic, ZoneId,
@@ -255,12 +256,6 @@ async fn wait_status(agent: &Agent, what: &str, after: DateTime<Utc>, ok: impl F
 // MQTT: publishing as a forger, reading presence, sniffing the agent's batches.
 
 /// One MQTT message to publish.
-struct Msg {
-    topic: String,
-    payload: Vec<u8>,
-    retain: bool,
-}
-
 /// A batch of `AGENT` for E`ent+1` under outbox `ob` (`None`: an agent older than outbox ids).
 fn batch(ob: Option<&OutboxId>, seq: u64, ent: usize, readings: Vec<Reading>) -> Msg {
     let b = Batch {
@@ -276,11 +271,7 @@ fn batch(ob: Option<&OutboxId>, seq: u64, ent: usize, readings: Vec<Reading>) ->
         readings,
         declarations: vec![],
     };
-    Msg {
-        topic: Topic::data(&b.zone, &b.agent, &b.enterprise),
-        payload: b.to_payload(),
-        retain: false,
-    }
+    Msg::batch(&b)
 }
 
 /// The retained presence of `AGENT` announcing outbox `ob` numbering next from `next_seq`.
@@ -300,11 +291,7 @@ fn presence(ob: Option<&OutboxId>, next_seq: u64) -> Msg {
         version: "old-install".into(),
         enterprises: vec![enterprise(0)],
     };
-    Msg {
-        topic: Topic::state(&p.zone, &p.agent),
-        payload: p.to_payload(),
-        retain: true,
-    }
+    Msg::presence(&p)
 }
 
 /// October's value added, month to date, in 10k yuan.
@@ -327,35 +314,6 @@ fn client_id(role: &str) -> String {
         std::process::id(),
         CLIENTS.fetch_add(1, Ordering::SeqCst)
     )
-}
-
-/// Publishes `msgs` in order at QoS 1 on one fresh connection and waits for every PUBACK.
-async fn publish(port: u16, msgs: Vec<Msg>) {
-    let mut o = MqttOptions::new(client_id("pub"), "127.0.0.1", port);
-    o.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut events) = AsyncClient::new(o, 256);
-    let n = msgs.len();
-    let poll = tokio::spawn(async move {
-        let mut acked = 0;
-        while acked < n {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                Ok(_) => {}
-                Err(e) => panic!("publisher connection: {e}"),
-            }
-        }
-    });
-    for m in msgs {
-        client
-            .publish(m.topic, QoS::AtLeastOnce, m.retain, m.payload)
-            .await
-            .expect("queue publish");
-    }
-    tokio::time::timeout(WAIT, poll)
-        .await
-        .expect("every message acknowledged by the broker")
-        .expect("publisher task");
 }
 
 /// Subscribes to `filter` and passes every message (topic, payload) to
@@ -646,95 +604,6 @@ fn assert_one_batch_per_mark(store: &Path) -> usize {
 
 // ---------------------------------------------------------------------------
 // Files.
-
-/// Copies a directory tree (`cp -a`).
-fn copy_tree(from: &Path, to: &Path) {
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .expect("run cp")
-        .success();
-    assert!(ok, "cp -a {} {}", from.display(), to.display());
-}
-
-/// Inverts `n` bytes of `file` from the middle on.
-fn flip_middle(file: &Path, n: usize) {
-    let mut bytes = std::fs::read(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-    assert!(!bytes.is_empty(), "{} is empty", file.display());
-    let from = bytes.len() / 2;
-    let to = (from + n).min(bytes.len());
-    for b in &mut bytes[from..to] {
-        *b ^= 0xff;
-    }
-    std::fs::write(file, bytes).unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
-}
-
-/// Cuts `file` to `len` bytes.
-fn truncate(file: &Path, len: u64) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(file)
-        .and_then(|f| f.set_len(len))
-        .unwrap_or_else(|e| panic!("truncate {}: {e}", file.display()));
-}
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "4m") at `path`. A test that needs a
-    /// full disk cannot run without one: it fails, saying why, never skips.
-    fn mount(path: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(path).expect("mount point");
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "cannot mount a {size} tmpfs at {} ({}): this test fills a disk and needs root with CAP_SYS_ADMIN; it does not skip",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Self { path: path.to_owned() }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = std::process::Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Still busy (a process that has not quite gone): detach it lazily.
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
-}
-
-/// Fills the file system holding `dir` with a file until a write fails; returns the file.
-fn fill(dir: &Path) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("filler");
-    let mut f = std::fs::File::create(&path).expect("create filler");
-    for chunk in [64 * 1024, 512, 1] {
-        let block = vec![0xa5u8; chunk];
-        while f.write_all(&block).is_ok() {}
-    }
-    let _ = f.sync_all();
-    assert!(
-        std::fs::write(dir.join("probe"), [0u8; 4096]).is_err(),
-        "{} is full",
-        dir.display()
-    );
-    path
-}
 
 // ---------------------------------------------------------------------------
 // 1. A fast clock at first install, then a reinstall.

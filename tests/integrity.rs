@@ -12,13 +12,14 @@
 //! for them; the sent-at test binds E1 to two agents explicitly.
 
 use chrono::{DateTime, Duration as Span, Utc};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 use zonesync_e2e::dataset::{self, E, ZONE};
+use zonesync_e2e::hostile::{copy_tree, fill, flip_middle, publish, Msg, Tmpfs};
 use zonesync_e2e::{try_spawn_aggregator, AggregatorStart, Api, Mosquitto, Proc};
 use zonesync_proto::{
     digest, AgentId, Batch, Confirm, EnterpriseId, OutboxId, Period, Presence, PresenceStatus, Reading, Topic, ZoneId,
@@ -72,12 +73,6 @@ fn register(point: &str, value: f64, ts: DateTime<Utc>) -> Reading {
 }
 
 /// One MQTT message to publish.
-struct Msg {
-    topic: String,
-    payload: Vec<u8>,
-    retain: bool,
-}
-
 /// A live batch of `agent`'s outbox for E`ent+1`, sent now unless `sent_at` says otherwise.
 fn batch(agent_name: &str, ob: &OutboxId, seq: u64, ent: usize, sent_at: DateTime<Utc>, readings: Vec<Reading>) -> Msg {
     let b = Batch {
@@ -93,11 +88,7 @@ fn batch(agent_name: &str, ob: &OutboxId, seq: u64, ent: usize, sent_at: DateTim
         readings,
         declarations: vec![],
     };
-    Msg {
-        topic: Topic::data(&b.zone, &b.agent, &b.enterprise),
-        payload: b.to_payload(),
-        retain: false,
-    }
+    Msg::batch(&b)
 }
 
 /// The retained presence an agent publishes when its outbox `ob` will number next from `next_seq`.
@@ -117,49 +108,10 @@ fn presence(agent_name: &str, ob: &OutboxId, next_seq: u64) -> Msg {
         version: "integrity-test".into(),
         enterprises: vec![enterprise(0)],
     };
-    Msg {
-        topic: Topic::state(&p.zone, &p.agent),
-        payload: p.to_payload(),
-        retain: true,
-    }
+    Msg::presence(&p)
 }
 
 static CLIENTS: AtomicU64 = AtomicU64::new(0);
-
-/// Publishes `msgs` in order at QoS 1 on one fresh connection (the broker
-/// keeps their order to each subscriber) and waits for every PUBACK.
-async fn publish(port: u16, msgs: Vec<Msg>) {
-    let id = format!(
-        "integrity-pub-{}-{}",
-        std::process::id(),
-        CLIENTS.fetch_add(1, Ordering::SeqCst)
-    );
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut events) = AsyncClient::new(o, 256);
-    let n = msgs.len();
-    let poll = tokio::spawn(async move {
-        let mut acked = 0;
-        while acked < n {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                Ok(_) => {}
-                Err(e) => panic!("publisher connection: {e}"),
-            }
-        }
-    });
-    for m in msgs {
-        client
-            .publish(m.topic, QoS::AtLeastOnce, m.retain, m.payload)
-            .await
-            .expect("queue publish");
-    }
-    tokio::time::timeout(WAIT, poll)
-        .await
-        .expect("every message acknowledged by the broker")
-        .expect("publisher task");
-}
 
 /// Subscribes to the aggregator's confirmations for `agent_name` (before
 /// returning, so none published afterwards is missed).
@@ -723,29 +675,6 @@ async fn seqs_claimed_ahead_by_a_forger_refuse_the_real_batches_until_a_fresh_ou
 }
 
 /// Copies a directory tree (`cp -a`).
-fn copy_tree(from: &Path, to: &Path) {
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .expect("run cp")
-        .success();
-    assert!(ok, "cp -a {} {}", from.display(), to.display());
-}
-
-/// Inverts `n` bytes of `file` from the middle on.
-fn flip_middle(file: &Path, n: usize) {
-    let mut bytes = std::fs::read(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-    assert!(!bytes.is_empty(), "{} is empty", file.display());
-    let from = bytes.len() / 2;
-    let to = (from + n).min(bytes.len());
-    for b in &mut bytes[from..to] {
-        *b ^= 0xff;
-    }
-    std::fs::write(file, bytes).unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
-}
-
 /// Sixty batches for E1 with 20 new meter registers each (4 points × 5
 /// minutes), seqs after `set` earlier sets; the set's last batch also states
 /// October's value added as `va`. Returns the messages and the readings they add.
@@ -925,62 +854,6 @@ async fn a_damaged_or_rolled_back_store_is_refused_at_start_or_found_intact_neve
         Verdict::Intact => panic!("a store missing the second set cannot be intact"),
     }
     eprintln!("flipped db: {a:?}\nflipped conf: {c1:?}\nflipped snapshots {snaps:?}: {c2:?}");
-}
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "8m") at `path`. A test that needs a
-    /// full disk cannot run without one: it fails, saying why, never skips.
-    fn mount(path: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(path).expect("mount point");
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "cannot mount a {size} tmpfs at {} ({}): this test fills a disk and needs root with CAP_SYS_ADMIN; it does not skip",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Self { path: path.to_owned() }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = std::process::Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Still busy (a process that has not quite gone): detach it lazily.
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
-}
-
-/// Fills the file system holding `dir` with a file until a write fails; returns the file.
-fn fill(dir: &Path) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("filler");
-    let mut f = std::fs::File::create(&path).expect("create filler");
-    for chunk in [64 * 1024, 512] {
-        let block = vec![0xa5u8; chunk];
-        while f.write_all(&block).is_ok() {}
-    }
-    let _ = f.sync_all();
-    assert!(
-        std::fs::write(dir.join("probe"), [0u8; 4096]).is_err(),
-        "{} is full",
-        dir.display()
-    );
-    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

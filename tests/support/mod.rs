@@ -8,6 +8,7 @@ pub mod collector;
 pub mod corpus;
 pub mod dataset;
 pub mod faults;
+pub mod hostile;
 pub mod inprocess;
 pub mod ledger;
 pub mod peers;

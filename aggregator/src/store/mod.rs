@@ -110,7 +110,8 @@ impl Store {
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let mark_path = high_water_path(path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Corrupt(format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Corrupt(format!("creating {}: {e}", dir.display())))?;
         }
         let high_water = HighWater::open(&mark_path)?;
         let db = zonesync_runtime::open_sled(&sled::Config::new().path(path).cache_capacity(cache_bytes), path)?;

@@ -34,10 +34,28 @@ pub fn enterprises() -> Result<Vec<zonesync_proto::EnterpriseId>> {
     (0..ENTERPRISES).map(|i| data::enterprise(100 + i)).collect()
 }
 
+/// Disk budget of the bench's outboxes: room for figure 7's one-hour backlog
+/// of 3.6 M readings (about 300 MB held), which the default 256 MiB budget
+/// would partly drop — a gateway meant to ride out an hour at 1,000
+/// readings/s needs `disk_budget_bytes` raised likewise.
+pub const BENCH_BUDGET_BYTES: u64 = 2 << 30;
+
+/// Opens a bench outbox at `dir`: default settings but [`BENCH_BUDGET_BYTES`].
+pub fn open_outbox(dir: &Path) -> Result<Outbox> {
+    let cfg = OutboxConfig {
+        disk_budget_bytes: BENCH_BUDGET_BYTES,
+        ..OutboxConfig::default()
+    };
+    Ok(Outbox::open_with(
+        dir,
+        zonesync_agent::outbox::OutboxOptions::from(&cfg),
+    )?)
+}
+
 /// Builds the outbox template at `dir` with `readings` items; returns the time it took.
 pub fn build_template(dir: &Path, readings: usize) -> Result<(usize, Duration)> {
     let t0 = Instant::now();
-    let outbox = Outbox::open(dir, OutboxConfig::default().cache_capacity_bytes)?;
+    let outbox = open_outbox(dir)?;
     let n = data::fill_outbox(&outbox, &enterprises()?, METERS, readings)?;
     outbox.flush()?;
     drop(outbox);
@@ -66,7 +84,7 @@ async fn run_once(ctx: &Ctx, template: &Path, items: usize, run: usize) -> Resul
     let dir = ctx.scratch(&format!("drain-{run}"));
     let path = dir.join("outbox");
     data::copy_dir(template, &path)?;
-    let outbox = Arc::new(Outbox::open(&path, OutboxConfig::default().cache_capacity_bytes)?);
+    let outbox = Arc::new(open_outbox(&path)?);
     let before = outbox.stats();
     if before.pending_items != items as u64 {
         bail!("the outbox copy holds {} items, expected {items}", before.pending_items);

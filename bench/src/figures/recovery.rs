@@ -18,9 +18,7 @@ use anyhow::{bail, Context, Result};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zonesync_agent::config::OutboxConfig;
 use zonesync_agent::link::LinkStats;
-use zonesync_agent::outbox::Outbox;
 use zonesync_agent::shutdown;
 use zonesync_proto::Topic;
 
@@ -44,7 +42,7 @@ async fn run_once(ctx: &Ctx, run: usize) -> Result<(f64, Option<f64>)> {
 
     let path = dir.join("outbox");
     data::copy_dir(&template.path, &path)?;
-    let outbox = Arc::new(Outbox::open(&path, OutboxConfig::default().cache_capacity_bytes)?);
+    let outbox = Arc::new(drain::open_outbox(&path)?);
     let stats = Arc::new(LinkStats::default());
     let link = drain::link(outbox, broker.port, "bench-recovery", stats.clone())?;
     let total = template.items as u64;
