@@ -103,6 +103,11 @@ impl App {
         let tallies = crate::goals::incremental::Tallies::new(&registry, &zones, &goals.goal, &catalog, &cfg.goals);
         let started = std::time::Instant::now();
         store.rebuild(&mut ledger, &mut state, &catalog)?;
+        let dead_letters = crate::dead_letters::DeadLetters::open(store.db())?;
+        // Batches refused for their numbering are counted in memory; the dead
+        // letters they left say when, so the batch_identity alert clears on
+        // time after a restart instead of staying up for ever.
+        dead_letters.each(|d| state.note_numbering_refusal(&d))?;
         let readings: u64 = state.zones.values().map(|z| z.readings_stored).sum();
         tracing::info!(
             zones = zones.len(),
@@ -123,7 +128,7 @@ impl App {
             goal_cache: Default::default(),
             write_token: cfg.http.write_token.clone().filter(|t| !t.is_empty()),
             read_token: cfg.http.read_token.clone().filter(|t| !t.is_empty()),
-            dead_letters: crate::dead_letters::DeadLetters::open(store.db())?,
+            dead_letters,
             alert_store: crate::alerts::store::AlertStore::open(store.db())?,
             deliveries: crate::outbound::queue::DeliveryQueue::open(store.db())?,
             store,

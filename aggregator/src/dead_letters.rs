@@ -80,6 +80,17 @@ impl DeadLetters {
         Ok(out)
     }
 
+    /// Every dead letter held, oldest first (for the start-up rebuild).
+    pub fn each(&self, mut f: impl FnMut(DeadLetter)) -> Result<(), StoreError> {
+        for kv in self.tree.iter() {
+            let (_, v) = kv?;
+            if let Ok(d) = serde_json::from_slice::<DeadLetter>(&v) {
+                f(d);
+            }
+        }
+        Ok(())
+    }
+
     /// Dead letters held.
     pub fn count(&self) -> usize {
         self.tree.len()

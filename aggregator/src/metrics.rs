@@ -47,7 +47,7 @@ metrics! {
     counted {
         messages_received: "counter", "MQTT messages received.";
         batches_stored: "counter", "Batches stored.";
-        batches_duplicate: "counter", "Batches dropped as already stored (agent, seq).";
+        batches_duplicate: "counter", "Batches dropped as already stored: the same (agent, outbox, seq) and the same digest.";
         readings_stored: "counter", "Readings stored (new stored keys).";
         readings_replaced: "counter", "Stored values replaced by a later report (corrected period figures); not new readings.";
         readings_backfilled: "counter", "Readings stored from backfilled batches (included in readings_stored_total).";

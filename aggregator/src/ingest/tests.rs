@@ -481,6 +481,13 @@ fn the_same_mark_with_other_content_is_refused_and_never_confirmed() {
     announce(&app, "b", 1);
     assert_eq!(send(&app, &batch_in("b", 1, vec![amount(20.0, 10)])), Handled::Stored);
     assert_eq!(october_value_added(&app), Some(20.0));
+    // After a restart the refusal is still known (from its dead letter), so
+    // the alert clears a day after it, not never.
+    app.store.flush().expect("flush");
+    drop(app);
+    let app = open(dir.path());
+    let a = agent_state(&app);
+    assert_eq!((a.refused_reused_seq, a.last_numbering_refusal_at), (1, Some(utc(NOW))));
 }
 
 #[test]

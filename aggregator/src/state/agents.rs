@@ -61,7 +61,7 @@ pub struct AgentState {
 /// What is known of one outbox's numbering.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Numbering {
-    /// Highest seq handled (stored or refused whole with a reason).
+    /// Highest seq stored.
     pub highest: Option<u64>,
     /// The `next_seq` its last presence announced.
     pub announced: Option<u64>,

@@ -539,6 +539,32 @@ impl State {
         a.clock_offset_secs = Some((sent_at - received).num_seconds());
     }
 
+    /// Counts a dead letter left by a batch refused for its numbering
+    /// (`reused_seq`, `seq_ahead`) against its agent, as ingest did live.
+    pub fn note_numbering_refusal(&mut self, d: &crate::dead_letters::DeadLetter) {
+        let (Some(zone), Some(agent)) = (
+            d.zone.as_deref().and_then(|z| ZoneId::parse(z).ok()),
+            d.agent.as_deref().and_then(|a| AgentId::parse(a).ok()),
+        ) else {
+            return;
+        };
+        let reused = d.labels.iter().any(|l| l == zonesync_proto::REFUSED_REUSED_SEQ);
+        let ahead = d.labels.iter().any(|l| l == "seq_ahead");
+        if !(reused || ahead) {
+            return;
+        }
+        let a = self.zone_mut(&zone).agents.entry(agent).or_default();
+        if reused {
+            a.refused_reused_seq += 1;
+        } else {
+            a.refused_seq_ahead += 1;
+        }
+        a.last_numbering_refusal_at = Some(
+            a.last_numbering_refusal_at
+                .map_or(d.received_at, |t| t.max(d.received_at)),
+        );
+    }
+
     /// Counts backfilled readings stored from an agent.
     pub fn note_backfill(&mut self, zone: &ZoneId, agent: &AgentId, readings: u64) {
         self.zone_mut(zone)

@@ -45,7 +45,7 @@ pub enum StoreError {
     Open(#[from] StoreOpenError),
     #[error(transparent)]
     HighWater(#[from] HighWaterError),
-    #[error("store {store} rolled back: it holds {held} accepted batches, but {mark} records that {flushed} were durably stored (and confirmed to agents, who then deleted them). Do not run on it: stop the aggregator, restore {store} from a backup taken after the loss began, or — to accept the loss and go on — move {mark} aside; the agents' local history (`zonesync-agent export`) holds the readings to resend")]
+    #[error("store {store} rolled back: it holds {held} accepted batches, but {mark} records that {flushed} were durably stored (and confirmed to agents, who then deleted them). Do not run on it: stop the aggregator and restore {store} together with {mark} from the same backup, or — to accept the loss and go on — move {mark} aside; the agents' local history (`zonesync-agent export`) holds the readings to resend")]
     RolledBack {
         store: String,
         mark: String,
