@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
 use crate::state::State;
 use crate::store::{Store, StoreError};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use zonesync_proto::{Catalog, Validator, ZoneId};
 
 /// Why the aggregator could not start.
@@ -56,13 +56,13 @@ pub struct App {
     /// Bearer token for reads, when reads are protected.
     pub read_token: Option<String>,
     /// Storage: the batch log and presences.
-    pub store: Store,
+    pub store: Arc<Store>,
     /// Refused payloads and items, with their reasons.
     pub dead_letters: crate::dead_letters::DeadLetters,
     /// Alert states and history.
     pub alert_store: crate::alerts::store::AlertStore,
     /// The durable queue of deliveries to sinks.
-    pub deliveries: crate::outbound::queue::DeliveryQueue,
+    pub deliveries: Arc<crate::outbound::queue::DeliveryQueue>,
     /// Every fact held and the rules about them; only ingest changes it.
     pub ledger: std::sync::Mutex<crate::facts::Ledger>,
     /// Each served zone's goal tallies, kept in step with the state.
@@ -70,12 +70,21 @@ pub struct App {
     /// In-memory zone state (the read model the API and goals read).
     pub state: RwLock<State>,
     /// Counters.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Dead tasks and store failures.
     pub health: crate::health::Health,
 }
 
 impl App {
+    /// The delivery task's handle.
+    pub fn outbound(&self) -> crate::outbound::Outbound {
+        crate::outbound::Outbound {
+            queue: self.deliveries.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// Opens the store and rebuilds the state from it.
     pub fn open(cfg: &AggregatorConfig) -> Result<Self, StartError> {
         // Refuse to start on unusable TLS settings rather than retry for ever.
@@ -130,12 +139,12 @@ impl App {
             read_token: cfg.http.read_token.clone().filter(|t| !t.is_empty()),
             dead_letters,
             alert_store: crate::alerts::store::AlertStore::open(store.db())?,
-            deliveries: crate::outbound::queue::DeliveryQueue::open(store.db())?,
-            store,
+            deliveries: Arc::new(crate::outbound::queue::DeliveryQueue::open(store.db())?),
+            store: Arc::new(store),
             ledger: std::sync::Mutex::new(ledger),
             tallies,
             state: RwLock::new(state),
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             health: Default::default(),
         })
     }

@@ -125,7 +125,7 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
         &app,
         "outbound delivery",
         &shutdown,
-        outbound::run(app.clone(), publisher, retry, shutdown.clone()),
+        outbound::run(app.outbound(), publisher, retry, shutdown.clone()),
     );
     let ingest = tokio::spawn(ingest::run(app.clone(), cfg.mqtt.clone(), shutdown));
     tracing::info!(%http_addr, broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "aggregator started");

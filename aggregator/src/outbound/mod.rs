@@ -7,7 +7,6 @@
 pub mod publisher;
 pub mod queue;
 
-use crate::app::App;
 use crate::store::StoreError;
 use chrono::{DateTime, Duration, Utc};
 use publisher::Publisher;
@@ -107,14 +106,31 @@ async fn attempt(d: &Delivery, http: &reqwest::Client, mqtt: &Publisher) -> Resu
     }
 }
 
+/// What the delivery task uses, and nothing more: the queue, the store
+/// whose flush makes the queue durable, and the counters.
+#[derive(Clone)]
+pub struct Outbound {
+    /// The queue.
+    pub queue: Arc<queue::DeliveryQueue>,
+    /// The store (one flush covers the queue's tree).
+    pub store: Arc<crate::store::Store>,
+    /// Counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
 /// Tries every due delivery once.
-pub async fn deliver_due(app: &App, http: &reqwest::Client, mqtt: &Publisher, retry: Retry) -> Result<(), StoreError> {
+pub async fn deliver_due(
+    o: &Outbound,
+    http: &reqwest::Client,
+    mqtt: &Publisher,
+    retry: Retry,
+) -> Result<(), StoreError> {
     let now = Utc::now();
-    for mut d in app.deliveries.due(now, 64)? {
+    for mut d in o.queue.due(now, 64)? {
         match attempt(&d, http, mqtt).await {
             Ok(()) => {
-                app.deliveries.remove(d.id)?;
-                app.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
+                o.queue.remove(d.id)?;
+                o.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 d.attempts += 1;
@@ -125,16 +141,16 @@ pub async fn deliver_due(app: &App, http: &reqwest::Client, mqtt: &Publisher, re
                 d.next_attempt_at = now + Duration::milliseconds(delay as i64);
                 tracing::warn!(what = %d.what, to = ?d.to, attempts = d.attempts, "delivery failed: {e}");
                 d.last_error = Some(e);
-                app.metrics.delivery_failures.fetch_add(1, Ordering::Relaxed);
-                app.deliveries.update(&d)?;
+                o.metrics.delivery_failures.fetch_add(1, Ordering::Relaxed);
+                o.queue.update(&d)?;
             }
         }
     }
-    app.store.flush()
+    o.store.flush()
 }
 
 /// Drains the queue until shutdown.
-pub async fn run(app: Arc<App>, mqtt: Publisher, retry: Retry, mut shutdown: Shutdown) {
+pub async fn run(o: Outbound, mqtt: Publisher, retry: Retry, mut shutdown: Shutdown) {
     let http = reqwest::Client::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(retry.base_ms.clamp(10, 1000)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -143,7 +159,7 @@ pub async fn run(app: Arc<App>, mqtt: Publisher, retry: Retry, mut shutdown: Shu
             _ = shutdown.wait() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = deliver_due(&app, &http, &mqtt, retry).await {
+        if let Err(e) = deliver_due(&o, &http, &mqtt, retry).await {
             tracing::error!("outbound queue: {e}");
         }
     }
