@@ -562,6 +562,25 @@ fn rejected(label: &str) -> String {
     format!("zonesync_aggregator_rejected_total{{reason=\"{label}\"}}")
 }
 
+/// Waits until the aggregator has handled a presence of `AGENT` announcing
+/// `next_seq`: then it is subscribed, and a batch published now reaches it
+/// (on a fresh broker nothing holds a batch published before that).
+async fn wait_announced(api: &Api, next_seq: u64) {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        let a = api.get(&format!("/api/v1/zones/{ZONE}/agents")).await;
+        let announced = a["agents"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["agent"] == AGENT))
+            .map(|x| x["state"]["announced"]["next_seq"].clone());
+        if announced == Some(Value::from(next_seq)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the aggregator never handled {AGENT}'s presence announcing {next_seq}");
+}
+
 /// The agents page's entry for `AGENT`.
 async fn agent_state(api: &Api) -> Value {
     let a = api.get(&format!("/api/v1/zones/{ZONE}/agents")).await;
@@ -620,6 +639,7 @@ async fn a_reinstalled_agent_after_a_fast_clock_install_wins_with_small_seqs_and
     let a0: u64 = 1_900_000_000_000_000;
     let old = OutboxId::from_random([0xa0; 16]);
     publish(port, vec![presence(None, a0)]).await;
+    wait_announced(&api, a0).await;
     let legacy = batch(None, a0, 0, vec![value_added(300.0)]);
     let legacy_again = Msg {
         topic: legacy.topic.clone(),
