@@ -55,7 +55,10 @@ struct Item<'a> {
 
 /// The batch, if it is valid in every respect; `None` sends it down the detailed path.
 pub(crate) fn batch(v: &Validator, topic: Option<&Topic>, payload: &[u8], now: DateTime<Utc>) -> Option<Accepted> {
-    let e: Envelope<'_> = serde_json::from_slice(payload).ok()?;
+    // serde_json checks UTF-8 only in the strings it keeps: bytes in a field
+    // it skips would pass unchecked (the fuzzer found one), so check it all.
+    let text = std::str::from_utf8(payload).ok()?;
+    let e: Envelope<'_> = serde_json::from_str(text).ok()?;
     if e.v != u64::from(WIRE_VERSION) {
         return None;
     }
@@ -205,6 +208,14 @@ mod tests {
         bad(&|b| b["outbox"] = json!("x/y"));
         bad(&|b| b["declarations"][0]["value"] = json!(99));
         bad(&|b| b["readings"][0]["point"] = json!("M\u{1}"));
+        // Invalid UTF-8 in a field neither path reads is still refused whole.
+        let mut odd = payload.clone();
+        let tail = odd.len() - 1;
+        odd.truncate(tail);
+        odd.extend_from_slice(b",\"x\":\"\xff\xfe\"}");
+        assert!(super::batch(&v, Some(&topic), &odd, now()).is_none());
+        let refused = v.batch(Some(&topic), &odd, now()).unwrap_err();
+        assert_eq!(refused[0].label(), "not_utf8");
         // Escaped text cannot be borrowed: declined, then read by the detailed path.
         let escaped = String::from_utf8(payload.clone())
             .unwrap()
