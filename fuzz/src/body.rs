@@ -42,7 +42,52 @@ pub fn check(data: &[u8]) {
     // Presence decoding is the other thing the aggregator does with raw bytes.
     let _ = serde_json::from_slice::<Presence>(payload);
 
-    match v.batch(topic.as_ref(), payload, now()) {
+    // The fast path (typed, borrowed) and the detailed one (JSON tree) must
+    // agree on every input: the same refusal or the same accepted batch.
+    let fast = v.batch(topic.as_ref(), payload, now());
+    let detailed = v.batch_detailed(topic.as_ref(), payload, now());
+    match (&fast, &detailed) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(
+                (
+                    &a.agent,
+                    a.boot,
+                    &a.outbox,
+                    a.seq,
+                    &a.digest,
+                    a.sent_at,
+                    &a.zone,
+                    &a.enterprise,
+                    a.backfill
+                ),
+                (
+                    &b.agent,
+                    b.boot,
+                    &b.outbox,
+                    b.seq,
+                    &b.digest,
+                    b.sent_at,
+                    &b.zone,
+                    &b.enterprise,
+                    b.backfill
+                ),
+                "the two paths accepted different envelopes"
+            );
+            assert_eq!(a.readings, b.readings, "the two paths accepted different readings");
+            assert_eq!(
+                a.declarations, b.declarations,
+                "the two paths accepted different declarations"
+            );
+            assert_eq!(a.refused, b.refused, "the two paths refused different items");
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b, "the two paths refused with different reasons"),
+        _ => panic!(
+            "one path accepted what the other refused: fast {:?}, detailed {:?}",
+            fast.is_ok(),
+            detailed.is_ok()
+        ),
+    }
+    match fast {
         Err(problems) => {
             // A refusal always says why, with a label the metrics know.
             assert!(!problems.is_empty(), "refused without a reason");
