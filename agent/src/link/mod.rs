@@ -14,7 +14,7 @@
 //! - on any connection error the client and event loop are dropped whole and
 //!   a new session resends every batch this upstream has not acknowledged,
 //!   from its cursor, in order. Duplicates that causes are removed by the
-//!   aggregator's (agent, seq) de-duplication.
+//!   aggregator's (agent, outbox, seq) de-duplication.
 
 pub mod confirm;
 

@@ -14,7 +14,7 @@
 //! Acknowledgements above the cursor (out of order: a later PUBACK or
 //! confirmation first) are kept only in memory; after a restart those batches
 //! are simply sent again and the aggregator de-duplicates them by
-//! (agent, seq). A batch leaves the tree once every upstream has acknowledged
+//! (agent, outbox, seq) and digest. A batch leaves the tree once every upstream has acknowledged
 //! it (its cursor passed it, or it is in its in-memory set).
 //!
 //! An upstream new to the outbox starts at the lowest sealed batch held, so

@@ -5,7 +5,7 @@
 //! PUBACK goes out only after the batch is durably stored (flush), in arrival
 //! order, so neither a crash nor a restart loses a batch the broker handed
 //! us. Acks from a previous connection are dropped (their packet ids may
-//! mean other messages now); the broker redelivers those and the (agent, seq)
+//! mean other messages now); the broker redelivers those and the (agent, outbox, seq)
 //! de-duplication makes the redelivery harmless.
 
 mod handle;
