@@ -10,7 +10,6 @@ pub mod history;
 pub mod link;
 pub mod outbox;
 pub mod run;
-pub mod sled_open;
 pub mod sources;
 pub mod status;
 
