@@ -185,8 +185,8 @@ pub fn report(
                 r_sum += received.min(expected.unwrap_or(received));
                 e_sum += expected.unwrap_or(0);
                 points.push(PointQuality {
-                    indicator: ind.clone(),
-                    point: point.clone(),
+                    indicator: ind.to_owned(),
+                    point: point.to_owned(),
                     interval_secs: interval,
                     received,
                     expected,

@@ -28,7 +28,8 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use zonesync_proto::{
-    Accepted, AgentId, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, OutboxId, Period, ReadingTime, ZoneId,
+    Accepted, AgentId, CanonicalReading, Catalog, DeclaredValue, EnterpriseId, IndicatorKind, OutboxId, Period,
+    ReadingTime, ZoneId,
 };
 
 /// What a batch is to the ledger, before anything is applied.
@@ -175,7 +176,8 @@ impl FxHasher {
 #[derive(Debug, Default)]
 struct ZoneFacts {
     enterprises: HashMap<EnterpriseId, EnterpriseFacts>,
-    numbering_ids: HashMap<(AgentId, Option<OutboxId>), usize>,
+    /// Agent → outbox → index into `marks` (nested, so a lookup borrows the batch's ids).
+    numbering_ids: HashMap<AgentId, HashMap<Option<OutboxId>, usize>>,
     marks: Vec<Marks>,
 }
 
@@ -187,13 +189,20 @@ pub struct Ledger {
 
 impl ZoneFacts {
     fn numbering(&mut self, agent: &AgentId, outbox: &Option<OutboxId>) -> usize {
-        if let Some(i) = self.numbering_ids.get(&(agent.clone(), outbox.clone())) {
-            return *i;
+        if let Some(i) = self.numbering_of(agent, outbox) {
+            return i;
         }
         self.marks.push(Marks::default());
         let i = self.marks.len() - 1;
-        self.numbering_ids.insert((agent.clone(), outbox.clone()), i);
+        self.numbering_ids
+            .entry(agent.clone())
+            .or_default()
+            .insert(outbox.clone(), i);
         i
+    }
+
+    fn numbering_of(&self, agent: &AgentId, outbox: &Option<OutboxId>) -> Option<usize> {
+        self.numbering_ids.get(agent)?.get(outbox).copied()
     }
 }
 
@@ -203,11 +212,7 @@ impl Ledger {
         let held = self
             .zones
             .get(&a.zone)
-            .and_then(|z| {
-                z.numbering_ids
-                    .get(&(a.agent.clone(), a.outbox.clone()))
-                    .map(|i| (z, *i))
-            })
+            .and_then(|z| z.numbering_of(&a.agent, &a.outbox).map(|i| (z, i)))
             .and_then(|(z, i)| z.marks.get(i))
             .and_then(|m| m.seqs.get(&a.seq));
         match held {
@@ -220,8 +225,8 @@ impl Ledger {
     /// The highest seq held under an outbox's numbering.
     pub fn highest(&self, zone: &ZoneId, agent: &AgentId, outbox: &Option<OutboxId>) -> Option<u64> {
         let z = self.zones.get(zone)?;
-        let i = z.numbering_ids.get(&(agent.clone(), outbox.clone()))?;
-        z.marks.get(*i)?.seqs.keys().next_back().copied()
+        let i = z.numbering_of(agent, outbox)?;
+        z.marks.get(i)?.seqs.keys().next_back().copied()
     }
 
     /// Applies a batch [`Ledger::identify`] found new; returns what changed.
@@ -246,11 +251,9 @@ impl Ledger {
         };
         let ent = z.enterprises.entry(a.enterprise.clone()).or_default();
         let mut out = Applied::default();
-        // Instants and periods written by this batch: a key sent twice in one
-        // batch is one fact, the later value.
-        let mut written: HashSet<(&str, &str, ReadingTime), BuildHasherDefault<FxHasher>> = HashSet::default();
+        // A key sent twice in one batch is one fact, the later value.
+        let mut earlier = EarlierInBatch::default();
         for (i, r) in a.readings.iter().enumerate() {
-            let from_batch = !written.insert((&r.indicator, &r.point, r.at));
             match r.at {
                 ReadingTime::Ts(ts) => {
                     let counter =
@@ -270,7 +273,7 @@ impl Ledger {
                             out.duplicate_readings += 1;
                             continue;
                         }
-                        Some(_) => from_batch || !(a.backfill || overtaken),
+                        Some(_) => !(a.backfill || overtaken) || earlier.holds(&a.readings, i),
                     };
                     if !replace {
                         out.stale += 1;
@@ -298,7 +301,7 @@ impl Ledger {
                             out.duplicate_readings += 1;
                             continue;
                         }
-                        Some(h) if from_batch || may_replace(h.stamp) => true,
+                        Some(h) if may_replace(h.stamp) || earlier.holds(&a.readings, i) => true,
                         Some(_) => {
                             out.stale += 1;
                             continue;
@@ -333,6 +336,28 @@ impl Ledger {
             out.ops.push(Op::Declared { declaration: i });
         }
         Some(out)
+    }
+}
+
+/// Whether a batch's reading repeats the key (indicator, point, time) of an
+/// earlier reading of the same batch. Asked only where a held value would
+/// otherwise be kept, which is rare, so the set is built on the first
+/// question, from the readings before it, and kept up to date from there.
+#[derive(Default)]
+struct EarlierInBatch<'a> {
+    keys: HashSet<(&'a str, &'a str, ReadingTime), BuildHasherDefault<FxHasher>>,
+    /// Readings before this index are in `keys`.
+    upto: usize,
+}
+
+impl<'a> EarlierInBatch<'a> {
+    fn holds(&mut self, readings: &'a [CanonicalReading], i: usize) -> bool {
+        let key = |r: &'a CanonicalReading| (r.indicator.as_str(), r.point.as_str(), r.at);
+        for r in readings.get(self.upto..i).unwrap_or_default() {
+            self.keys.insert(key(r));
+        }
+        self.upto = self.upto.max(i);
+        readings.get(i).is_some_and(|r| self.keys.contains(&key(r)))
     }
 }
 

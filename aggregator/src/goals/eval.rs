@@ -194,8 +194,8 @@ fn stock(es: &EnterpriseState, ind: &str, span: Span) -> Option<f64> {
     reported.or_else(|| {
         let vals: Vec<f64> = es
             .latest
-            .iter()
-            .filter(|((code, _), (at, _))| code == ind && matches!(at, ReadingTime::Ts(t) if *t < end))
+            .of(ind)
+            .filter(|(_, (at, _))| matches!(at, ReadingTime::Ts(t) if *t < end))
             .map(|(_, (_, v))| *v)
             .collect();
         (!vals.is_empty()).then(|| vals.iter().sum())

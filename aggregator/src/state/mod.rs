@@ -5,11 +5,13 @@
 //! aggregator instances and their summaries rolled up to city and province.
 
 mod agents;
+mod by_point;
 
 pub use agents::{numbering_key, AgentState, Announced, Numbering, MAX_SEQ_AHEAD};
 
 use crate::energy::{delta, split_by_month, Delta};
 use crate::facts::{Applied, Ledger, Op};
+pub use by_point::ByPoint;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -185,7 +187,7 @@ pub struct EnterpriseState {
     /// Latest declared value per attribute.
     pub declarations: BTreeMap<String, DeclaredValue>,
     /// Latest reading per (indicator, point).
-    pub latest: BTreeMap<(String, String), (ReadingTime, f64)>,
+    pub latest: ByPoint<(ReadingTime, f64)>,
     /// Consumption from registers per (indicator, month).
     /// (Keyed by indicator first so a lookup by `&str` allocates nothing:
     /// goal tables do millions of them.)
@@ -200,7 +202,7 @@ pub struct EnterpriseState {
     /// Readings stored.
     pub readings: u64,
     /// Time-stamped readings per (indicator, point), for completeness.
-    pub points: BTreeMap<(String, String), PointStats>,
+    pub points: ByPoint<PointStats>,
 }
 
 /// How often a measuring point reports.
@@ -257,21 +259,16 @@ impl EnterpriseState {
             } => {
                 let Some(r) = batch.readings.get(*reading) else { return };
                 let indicator = r.indicator.as_str();
-                let key = (r.indicator.clone(), r.point.clone());
                 let at = ReadingTime::Ts(*ts);
-                match self.latest.get_mut(&key) {
-                    Some(held) if end_of(&at) >= end_of(&held.0) => *held = (at, *value),
-                    Some(_) => {}
-                    None => {
-                        self.latest.insert(key.clone(), (at, *value));
-                    }
+                let held = self.latest.get_or_insert_with(indicator, &r.point, || (at, *value));
+                if end_of(&at) >= end_of(&held.0) {
+                    *held = (at, *value);
                 }
                 if old.is_none() {
                     self.readings += 1;
-                    match self.points.get_mut(&key) {
-                        Some(p) => p.note(*ts),
-                        None => self.points.entry(key).or_default().note(*ts),
-                    }
+                    self.points
+                        .get_or_insert_with(indicator, &r.point, PointStats::default)
+                        .note(*ts);
                 }
                 if *late {
                     self.late_readings += 1;
@@ -313,22 +310,19 @@ impl EnterpriseState {
                 replaced,
             } => {
                 let Some(r) = batch.readings.get(*reading) else { return };
-                let key = (r.indicator.clone(), r.point.clone());
                 let at = ReadingTime::Period(*period);
-                if self
-                    .latest
-                    .get(&key)
-                    .is_none_or(|(held, _)| end_of(&at) >= end_of(held))
-                {
-                    self.latest.insert(key, (at, *value));
+                let held = self.latest.get_or_insert_with(&r.indicator, &r.point, || (at, *value));
+                if end_of(&at) >= end_of(&held.0) {
+                    *held = (at, *value);
                 }
                 if !replaced {
                     self.readings += 1;
                 }
-                self.reported
-                    .entry(r.indicator.clone())
-                    .or_default()
-                    .insert(*period, *value);
+                let periods = match self.reported.get_mut(r.indicator.as_str()) {
+                    Some(p) => p,
+                    None => self.reported.entry(r.indicator.clone()).or_default(),
+                };
+                periods.insert(*period, *value);
             }
             Op::Declared { declaration } => {
                 if let Some((code, value)) = batch.declarations.get(*declaration) {

@@ -6,10 +6,12 @@
 //! replaying it through the same ledger in the same order, so what a restart
 //! finds is what was live. Trees:
 //! - `batches`: arrival (u64 BE) → [`record`] of an accepted batch
-//! - `facts`: `a` zone 0x00 agent → last presence (JSON); `zaccepted` →
-//!   batches accepted ever (u64 BE), written with each record. Stores written
+//! - `facts`: `a` zone 0x00 agent → last presence (JSON). Stores written
 //!   before the log also hold readings (`r`), declarations (`d`) and marks
-//!   (`s`, `b`, `o`) here: they are moved into the log once, at open.
+//!   (`s`, `b`, `o`) here: they are moved into the log once, at open; and
+//!   `zaccepted` → batches accepted ever (u64 BE), which stores of December
+//!   2026 wrote beside each record. The count is now the last record's
+//!   arrival number: one insert per batch instead of two.
 //! - `dead_letters`, `alerts`, `alert_history`, `alert_deliveries`: kept by the
 //!   modules that own them (`dead_letters`, `alerts::store`, `outbound::queue`)
 //!   in this database, so [`Store::flush`] makes them durable too.
@@ -31,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use zonesync_proto::{Accepted, Catalog, Presence};
 use zonesync_runtime::{HighWater, HighWaterError, StoreOpenError};
 
-/// The key of the accepted-batch counter.
+/// The key of the accepted-batch counter that earlier stores kept.
 const ACCEPTED: &[u8] = b"zaccepted";
 
 /// What went wrong in the store.
@@ -117,10 +119,17 @@ impl Store {
         let db = zonesync_runtime::open_sled(&sled::Config::new().path(path).cache_capacity(cache_bytes), path)?;
         let facts = db.open_tree("facts")?;
         let batches = db.open_tree("batches")?;
-        let held = match facts.get(ACCEPTED)? {
+        // Arrival numbers run from 1 without gaps, so the last record's is
+        // the count; a counter written by an earlier version counts too.
+        let last = match batches.last()? {
+            Some((k, _)) => read_u64(&k, "batch record key")?,
+            None => 0,
+        };
+        let counted = match facts.get(ACCEPTED)? {
             Some(v) => read_u64(&v, "accepted-batch counter")?,
             None => 0,
         };
+        let held = last.max(counted);
         if let Some(flushed) = high_water.get().filter(|f| *f > held) {
             return Err(StoreError::RolledBack {
                 store: path.display().to_string(),
@@ -158,10 +167,8 @@ impl Store {
     /// Appends an accepted batch to the log (not flushed); returns its arrival number.
     pub fn append(&self, received: DateTime<Utc>, a: &Accepted) -> Result<u64, StoreError> {
         let arrival = self.accepted.load(Ordering::SeqCst).saturating_add(1);
-        let mut batch = sled::Batch::default();
-        batch.insert(&arrival.to_be_bytes(), record::encode(received, a));
-        self.batches.apply_batch(batch)?;
-        self.facts.insert(ACCEPTED, &arrival.to_be_bytes())?;
+        self.batches
+            .insert(arrival.to_be_bytes(), record::encode(received, a))?;
         self.accepted.store(arrival, Ordering::SeqCst);
         Ok(arrival)
     }

@@ -90,7 +90,9 @@ async fn run_once(ctx: &Ctx, run: usize) -> Result<(Vec<f64>, f64)> {
         if let Ok(st) = app.state.read() {
             if let Some(zs) = st.zones.get(&zone) {
                 for (e, k_seen) in seen.iter_mut() {
-                    let Some((ReadingTime::Ts(t), _)) = zs.enterprises.get(e).and_then(|es| es.latest.get(&key)) else {
+                    let Some((ReadingTime::Ts(t), _)) =
+                        zs.enterprises.get(e).and_then(|es| es.latest.get(&key.0, &key.1))
+                    else {
                         continue;
                     };
                     let k = ((*t - start).num_milliseconds() as f64 / 1000.0).round() as i64;

@@ -300,7 +300,7 @@ fn backfill_never_replaces_a_newer_live_value() {
         let st = app.state.read().expect("state");
         let zs = st.zones.get(&zone()).expect("zone");
         let es = zs.enterprises.get(&ent()).expect("enterprise");
-        let latest = es.latest.get(&("electricity".to_owned(), "M1".to_owned())).copied();
+        let latest = es.latest.get("electricity", "M1").copied();
         assert_eq!(
             latest,
             Some((zonesync_proto::ReadingTime::Ts(utc("2026-11-23T07:30:00Z")), 120.0))
@@ -312,9 +312,7 @@ fn backfill_never_replaces_a_newer_live_value() {
             Some(&56.0)
         );
         assert_eq!(
-            es.points
-                .get(&("electricity".to_owned(), "M1".to_owned()))
-                .and_then(|p| p.last),
+            es.points.get("electricity", "M1").and_then(|p| p.last),
             Some(utc("2026-11-23T07:30:00Z"))
         );
         assert_eq!(zs.readings_stored, 3);
