@@ -266,7 +266,7 @@ mod tests {
         let mut st = State::default();
         let amt = |ind: &str, v: f64| CanonicalReading {
             indicator: ind.into(),
-            point: String::new(),
+            point: Default::default(),
             value: v,
             at: ReadingTime::Period(Period::Year(2026)),
         };

@@ -300,7 +300,7 @@ mod tests {
             })
             .chain([CanonicalReading {
                 indicator: "electricity".into(),
-                point: String::new(),
+                point: Default::default(),
                 value: 410.0,
                 at: ReadingTime::Period(Period::Month(2026, 11)),
             }])

@@ -45,7 +45,7 @@ pub fn utc(s: &str) -> DateTime<Utc> {
 pub fn amount(indicator: &str, period: &str, value: f64) -> CanonicalReading {
     CanonicalReading {
         indicator: indicator.into(),
-        point: String::new(),
+        point: Default::default(),
         value,
         at: ReadingTime::Period(Period::parse(period).expect("period")),
     }

@@ -12,6 +12,7 @@ use crate::validate::{parse_ts, Accepted, CanonicalReading, Validator};
 use crate::wire::WIRE_VERSION;
 use crate::IndicatorKind;
 use chrono::{DateTime, Utc};
+use compact_str::CompactString;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -116,14 +117,14 @@ fn reading(v: &Validator, r: &Item<'_>, now: DateTime<Utc>) -> Option<CanonicalR
         return None;
     }
     let point = match r.point {
-        None => String::new(),
-        Some(p) if p.len() <= 64 && !p.chars().any(char::is_control) => p.to_owned(),
+        None => CompactString::default(),
+        Some(p) if p.len() <= 64 && !p.chars().any(char::is_control) => CompactString::from(p),
         Some(_) => return None,
     };
     let value = v.canonical_value(ind, r.value, r.unit).ok()?;
     let at = v.time_of(ind, r.ts, r.period, now).ok()?;
     Some(CanonicalReading {
-        indicator: ind.code.clone(),
+        indicator: CompactString::from(ind.code.as_str()),
         point,
         value,
         at,

@@ -16,6 +16,8 @@ pub mod validate;
 pub mod wire;
 
 pub use catalog::{Catalog, CatalogError, Indicator, IndicatorKind, ValueType};
+/// The inline string type of validated readings' codes.
+pub use compact_str::CompactString;
 pub use ids::{AgentId, EnterpriseId, IdError, OutboxId, ZoneId};
 pub use period::{Period, PeriodError, CST};
 pub use topic::{Topic, TopicError, TopicKind};

@@ -12,6 +12,7 @@ use crate::period::Period;
 use crate::topic::{Topic, TopicKind};
 use crate::wire::{ReadingTime, WIRE_VERSION};
 use chrono::{DateTime, Duration, Utc};
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -85,10 +86,10 @@ pub enum DeclaredValue {
 /// A validated reading in the indicator's canonical unit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CanonicalReading {
-    /// Indicator code.
-    pub indicator: String,
-    /// Measuring point.
-    pub point: String,
+    /// Indicator code (inline: catalog codes are short).
+    pub indicator: CompactString,
+    /// Measuring point (inline up to 24 bytes, which meter ids nearly always are).
+    pub point: CompactString,
     /// Value in the catalog's canonical unit.
     pub value: f64,
     /// When it applies.
@@ -349,8 +350,8 @@ impl Validator {
         let value = self.canonical_value(ind, raw, unit)?;
         let at = self.time(ind, obj, now)?;
         Ok(CanonicalReading {
-            indicator: ind.code.clone(),
-            point,
+            indicator: CompactString::from(ind.code.as_str()),
+            point: point.into(),
             value,
             at,
         })

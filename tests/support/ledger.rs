@@ -234,7 +234,7 @@ impl Census {
             let a = rec.batch;
             let e = a.enterprise.to_string();
             for r in &a.readings {
-                keys.insert((e.clone(), r.indicator.clone(), r.point.clone(), r.at));
+                keys.insert((e.clone(), r.indicator.to_string(), r.point.to_string(), r.at));
             }
             for (code, _) in &a.declarations {
                 declared.insert((e.clone(), code.clone()));

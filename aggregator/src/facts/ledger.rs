@@ -235,7 +235,10 @@ impl Ledger {
         if self.identify(a) != Identity::New {
             return None;
         }
-        let z = self.zones.entry(a.zone.clone()).or_default();
+        let z = match self.zones.get_mut(&a.zone) {
+            Some(z) => z,
+            None => self.zones.entry(a.zone.clone()).or_default(),
+        };
         let numbering = z.numbering(&a.agent, &a.outbox);
         let marks = z.marks.get_mut(numbering)?;
         // Overtaken: a later batch of the same outbox is held already.
@@ -249,22 +252,35 @@ impl Ledger {
                 !overtaken
             }
         };
-        let ent = z.enterprises.entry(a.enterprise.clone()).or_default();
+        let ent = match z.enterprises.get_mut(&a.enterprise) {
+            Some(e) => e,
+            None => z.enterprises.entry(a.enterprise.clone()).or_default(),
+        };
         let mut out = Applied::default();
         // A key sent twice in one batch is one fact, the later value.
         let mut earlier = EarlierInBatch::default();
+        // Whether an indicator is a counter, for the last one asked: a batch
+        // is nearly always one indicator, so the catalog is searched once.
+        let mut kind: Option<(&str, bool)> = None;
         for (i, r) in a.readings.iter().enumerate() {
             match r.at {
                 ReadingTime::Ts(ts) => {
-                    let counter =
-                        catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind) == IndicatorKind::Counter;
+                    let counter = match kind {
+                        Some((code, counter)) if code == r.indicator.as_str() => counter,
+                        _ => {
+                            let counter = catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind)
+                                == IndicatorKind::Counter;
+                            kind = Some((r.indicator.as_str(), counter));
+                            counter
+                        }
+                    };
                     let points = match ent.series.get_mut(r.indicator.as_str()) {
                         Some(p) => p,
-                        None => ent.series.entry(r.indicator.clone()).or_default(),
+                        None => ent.series.entry(r.indicator.to_string()).or_default(),
                     };
                     let series = match points.get_mut(r.point.as_str()) {
                         Some(s) => s,
-                        None => points.entry(r.point.clone()).or_default(),
+                        None => points.entry(r.point.to_string()).or_default(),
                     };
                     let old = series.get(ts);
                     let replace = match old {
@@ -294,7 +310,7 @@ impl Ledger {
                     });
                 }
                 ReadingTime::Period(p) => {
-                    let key = (r.indicator.clone(), r.point.clone(), p);
+                    let key = (r.indicator.to_string(), r.point.to_string(), p);
                     let replaced = match ent.periods.get(&key) {
                         None => false,
                         Some(h) if same(h.value, r.value) => {

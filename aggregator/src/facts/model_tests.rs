@@ -73,7 +73,7 @@ impl Reference {
                 in_batch.push((r.indicator.clone(), r.point.clone(), r.at));
                 match r.at {
                     ReadingTime::Ts(t) => {
-                        let k = (r.indicator.clone(), r.point.clone(), t.timestamp_micros());
+                        let k = (r.indicator.to_string(), r.point.to_string(), t.timestamp_micros());
                         let replace = match h.instants.get(&k) {
                             None => true,
                             Some(v) if v.to_bits() == r.value.to_bits() => false,
@@ -84,7 +84,7 @@ impl Reference {
                         }
                     }
                     ReadingTime::Period(p) => {
-                        let k = (r.indicator.clone(), p);
+                        let k = (r.indicator.to_string(), p);
                         let sk = format!("p{}{p}", r.indicator);
                         let replace = match (h.periods.get(&k), stamps.get(&sk)) {
                             (None, _) => true,
@@ -192,20 +192,20 @@ impl Gen {
                     let ts = self.base + Duration::minutes(self.rng.below(48) as i64 * 30);
                     readings.push(CanonicalReading {
                         indicator: "electricity".into(),
-                        point: format!("M{point}"),
+                        point: format!("M{point}").into(),
                         value,
                         at: ReadingTime::Ts(ts),
                     });
                 }
                 2 => readings.push(CanonicalReading {
                     indicator: "value_added".into(),
-                    point: String::new(),
+                    point: Default::default(),
                     value: self.rng.below(6) as f64 * 10.0,
                     at: ReadingTime::Period(Period::Month(2026, 10 + self.rng.below(2) as u32)),
                 }),
                 _ => readings.push(CanonicalReading {
                     indicator: "gas".into(),
-                    point: String::new(),
+                    point: Default::default(),
                     value: self.rng.below(3) as f64,
                     at: ReadingTime::Period(Period::Month(2026, 11)),
                 }),

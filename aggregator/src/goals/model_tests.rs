@@ -106,7 +106,7 @@ fn period_amount(r: &mut Rng, indicators: &[&str]) -> CanonicalReading {
     };
     CanonicalReading {
         indicator: (*r.pick(indicators)).into(),
-        point: String::new(),
+        point: Default::default(),
         value: amount(r),
         at: ReadingTime::Period(period),
     }

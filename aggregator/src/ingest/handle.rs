@@ -2,7 +2,7 @@
 //! the ledger — or dead-letter with the reason — and say what to confirm and
 //! what to change in memory once the group is durable.
 
-use super::Group;
+use super::{Group, ReadGroup};
 use crate::app::App;
 use crate::dead_letters::DeadLetter;
 use crate::facts::{Applied, Identity};
@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use zonesync_proto::{
-    Accepted, AgentId, OutboxId, Presence, Problem, Reason, Refusal, Topic, TopicKind, ZoneId, REFUSED_REUSED_SEQ,
+    Accepted, AgentId, OutboxId, Presence, Problem, Reason, Refusal, Topic, TopicKind, Validator, ZoneId,
+    REFUSED_REUSED_SEQ,
 };
 
 /// What happened to one message.
@@ -139,9 +140,36 @@ impl GroupView {
 /// without flushing (tests, the bench's goal figure). The ingest task
 /// instead applies a whole group's changes after the flush.
 pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Result<Handled, StoreError> {
-    let o = handle_one(app, &mut GroupView::default(), topic, payload, now)?;
+    let r = read(&app.validator, topic, payload, now);
+    let o = handle_one(app, &mut GroupView::default(), topic, payload, r, now)?;
     apply_effect(app, o.effect, now);
     Ok(o.handled)
+}
+
+/// A message judged as far as it can be without the facts held: its topic
+/// and, on a data topic, its validated batch or every problem it has. The
+/// ingest task has this done on a stage of its own ([`super::run`]), on the
+/// other core, while it handles the messages before.
+#[derive(Debug)]
+pub(super) enum Read {
+    /// Not one of zonesync's topics.
+    BadTopic(String),
+    /// A presence (read in [`handle_one`]: it is small and rare).
+    Presence(Topic),
+    /// A batch, validated.
+    Batch(Topic, Result<Accepted, Vec<Problem>>),
+}
+
+/// Reads and validates one message: pure, no state.
+pub(super) fn read(validator: &Validator, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Read {
+    match Topic::parse_with_test_prefix(topic, validator.limits.test_prefix.as_deref()) {
+        Err(e) => Read::BadTopic(e.to_string()),
+        Ok(t) if t.kind == TopicKind::State => Read::Presence(t),
+        Ok(t) => {
+            let v = validator.batch(Some(&t), payload, now);
+            Read::Batch(t, v)
+        }
+    }
 }
 
 /// Only the sequence number (and outbox) of a batch the validator refused
@@ -172,16 +200,18 @@ pub(super) fn handle_one(
     view: &mut GroupView,
     topic: &str,
     payload: &[u8],
+    read: Read,
     now: DateTime<Utc>,
 ) -> Result<Outcome1, StoreError> {
     app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
-    let t = match Topic::parse_with_test_prefix(topic, app.validator.limits.test_prefix.as_deref()) {
-        Ok(t) => t,
-        Err(e) => {
+    let (t, validated) = match read {
+        Read::BadTopic(e) => {
             app.dead_letters
-                .put(dead(app, topic, payload, now, vec![(e.to_string(), "bad_topic")]))?;
+                .put(dead(app, topic, payload, now, vec![(e, "bad_topic")]))?;
             return Ok(Outcome1::plain(Handled::DeadLettered));
         }
+        Read::Presence(t) => (t, None),
+        Read::Batch(t, v) => (t, Some(v)),
     };
     if !app.zones.contains(&t.zone) {
         let why = format!("zone {} is not served by this aggregator", t.zone);
@@ -189,7 +219,7 @@ pub(super) fn handle_one(
             .put(dead(app, topic, payload, now, vec![(why, "unknown_zone")]))?;
         return Ok(Outcome1::plain(Handled::DeadLettered));
     }
-    if t.kind == TopicKind::State {
+    let Some(validated) = validated else {
         return match serde_json::from_slice::<Presence>(payload) {
             Ok(p) if p.zone == t.zone && p.agent == t.agent => {
                 app.store.put_presence(&p)?;
@@ -213,8 +243,8 @@ pub(super) fn handle_one(
                 Ok(Outcome1::plain(Handled::DeadLettered))
             }
         };
-    }
-    let acc = match app.validator.batch(Some(&t), payload, now) {
+    };
+    let acc = match validated {
         Ok(a) => a,
         Err(ps) => {
             let head = serde_json::from_slice::<SeqOnly>(payload).ok();
@@ -410,14 +440,14 @@ pub(super) type Confirms = BTreeMap<(ZoneId, AgentId, Option<OutboxId>), Vec<Ans
 /// once flushed, the confirmations to send then, and what to change in
 /// memory then. A message the store failed on is left out, so neither
 /// acknowledged nor confirmed.
-pub(super) fn handle_group(app: &App, group: Group, now: DateTime<Utc>) -> (Group, Confirms, Vec<Effect>, Group) {
+pub(super) fn handle_group(app: &App, group: ReadGroup, now: DateTime<Utc>) -> (Group, Confirms, Vec<Effect>, Group) {
     let mut failed = Vec::new();
     let mut done = Vec::with_capacity(group.len());
     let mut confirms = Confirms::new();
     let mut effects = Vec::with_capacity(group.len());
     let mut view = GroupView::default();
-    for (g, p) in group {
-        match handle_one(app, &mut view, &p.topic, &p.payload, now) {
+    for (g, p, read) in group {
+        match handle_one(app, &mut view, &p.topic, &p.payload, read, now) {
             Ok(o) => {
                 if let Some((outbox, answer)) = o.answer {
                     if let Ok(t) = Topic::parse_with_test_prefix(&p.topic, app.validator.limits.test_prefix.as_deref())

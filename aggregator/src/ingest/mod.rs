@@ -10,7 +10,7 @@
 
 mod handle;
 
-use handle::{apply_effects, handle_group, Answer, Confirms, Effect};
+use handle::{apply_effects, handle_group, read, Answer, Confirms, Effect, Read};
 pub use handle::{handle, Handled};
 
 use crate::app::App;
@@ -30,6 +30,9 @@ const GROUP: usize = 512;
 
 /// Messages with the connection generation they arrived on, in arrival order.
 type Group = Vec<(u64, Publish)>;
+
+/// Messages as [`Group`], each with what the reading stage made of it.
+type ReadGroup = Vec<(u64, Publish, Read)>;
 
 /// Publishes one confirmation per agent and outbox for what the last flush
 /// made durable, with the digests held, the refusals, and the highest seq
@@ -86,7 +89,7 @@ enum GroupError {
 /// is tried again, with backoff, as is the flush; what was handled before
 /// keeps its effects until a flush makes it durable, so nothing in memory
 /// runs ahead of the store.
-async fn store_group(app: &App, group: Group, shutdown: &mut Shutdown) -> Result<Stored, GroupError> {
+async fn store_group(app: &App, group: ReadGroup, shutdown: &mut Shutdown) -> Result<Stored, GroupError> {
     let at = Utc::now();
     let mut out = Stored {
         done: Vec::with_capacity(group.len()),
@@ -123,7 +126,15 @@ async fn store_group(app: &App, group: Group, shutdown: &mut Shutdown) -> Result
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(8));
-        todo = failed;
+        // Read again: what a message was read as went with the try.
+        let now = Utc::now();
+        todo = failed
+            .into_iter()
+            .map(|(g, p)| {
+                let r = read(&app.validator, &p.topic, &p.payload, now);
+                (g, p, r)
+            })
+            .collect();
     }
     Err(GroupError::Shutdown)
 }
@@ -144,7 +155,8 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
     // Unacknowledged messages are bounded by the broker's in-flight window,
     // far below this capacity, so `ack().await` below never waits on the poller.
     let (client, mut events) = AsyncClient::new(opts, 4096);
-    let (tx, mut rx) = mpsc::channel::<(u64, Publish)>(4096);
+    let (tx, mut raw) = mpsc::channel::<(u64, Publish)>(4096);
+    let (read_tx, mut rx) = mpsc::channel::<(u64, Publish, Read)>(1024);
     let generation = Arc::new(AtomicU64::new(0));
     let filters: Vec<SubscribeFilter> = app
         .zones
@@ -201,6 +213,27 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
         })
     };
 
+    // The reading stage: topic parsing and validation (JSON, digest, units,
+    // times), which need no facts, run here on the other core while the
+    // loop below handles the messages before. In order, one at a time, so
+    // arrival order holds.
+    let reader = {
+        let validator = app.validator.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let (g, p) = tokio::select! {
+                    _ = shutdown.wait() => break,
+                    m = raw.recv() => match m { Some(m) => m, None => break },
+                };
+                let r = read(&validator, &p.topic, &p.payload, Utc::now());
+                if read_tx.send((g, p, r)).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+
     loop {
         let first = tokio::select! {
             _ = shutdown.wait() => break,
@@ -247,6 +280,7 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
         tracing::error!("final flush failed: {e}");
     }
     let _ = poller.await;
+    let _ = reader.await;
     if shutdown.is_triggered() {
         alive.finished();
     }

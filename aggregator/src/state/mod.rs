@@ -101,16 +101,22 @@ impl Touched {
     /// A stock (gauge) is read as of a span's end from any earlier report or
     /// reading, so it may change any span. Other time-stamped readings only
     /// move the latest value, which flows do not read; their month is given anyway.
-    pub fn of_ops(ops: &[Op], batch: &Accepted, catalog: &Catalog) -> Touched {
+    pub fn of_ops<'a>(ops: &[Op], batch: &'a Accepted, catalog: &Catalog) -> Touched {
         let mut t = Touched::default();
         // One window per indicator, widened: a batch of a hundred registers
         // of one indicator asks the goal tallies once, not a hundred times.
-        let mut widen = |code: &str, w: Window| match t.indicators.iter_mut().find(|(c, _)| c == code) {
-            Some((_, held)) => {
-                held.from = held.from.min(w.from);
-                held.to = held.to.max(w.to);
+        // Instants are gathered as first and last time and made whole China
+        // months once, at the end.
+        let mut spans: Vec<(&str, Span)> = Vec::new();
+        // The kind of the last indicator asked (a batch is nearly always one).
+        let mut last_kind: Option<(&str, IndicatorKind)> = None;
+        let mut kind_of = |code: &'a str| match last_kind {
+            Some((c, k)) if c == code => k,
+            _ => {
+                let k = catalog.get(code).map_or(IndicatorKind::Gauge, |i| i.kind);
+                last_kind = Some((code, k));
+                k
             }
-            None => t.indicators.push((code.to_owned(), w)),
         };
         for op in ops {
             match op {
@@ -125,30 +131,28 @@ impl Touched {
                     let Some(r) = batch.readings.get(*reading) else {
                         continue;
                     };
-                    let kind = catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
-                    let w = if *counter {
-                        months(prev.map_or(*ts, |p| p.0), next.map_or(*ts, |n| n.0))
-                    } else if kind == IndicatorKind::Gauge {
-                        Window::ALL
+                    let s = span_of(&mut spans, &r.indicator);
+                    if *counter {
+                        s.instants(prev.map_or(*ts, |p| p.0), next.map_or(*ts, |n| n.0));
+                    } else if kind_of(&r.indicator) == IndicatorKind::Gauge {
+                        s.all = true;
                     } else {
-                        months(*ts, *ts)
-                    };
-                    widen(&r.indicator, w);
+                        s.instants(*ts, *ts);
+                    }
                 }
                 Op::Period { reading, period, .. } => {
                     let Some(r) = batch.readings.get(*reading) else {
                         continue;
                     };
-                    let kind = catalog.get(&r.indicator).map_or(IndicatorKind::Gauge, |i| i.kind);
-                    let w = if kind == IndicatorKind::Gauge {
-                        Window::ALL
+                    let s = span_of(&mut spans, &r.indicator);
+                    if kind_of(&r.indicator) == IndicatorKind::Gauge {
+                        s.all = true;
                     } else {
-                        Window {
+                        s.widen(Window {
                             from: period.start(),
                             to: period.end(),
-                        }
-                    };
-                    widen(&r.indicator, w);
+                        });
+                    }
                 }
                 Op::Declared { declaration } => {
                     if let Some((code, _)) = batch.declarations.get(*declaration) {
@@ -157,7 +161,58 @@ impl Touched {
                 }
             }
         }
+        for (code, s) in spans {
+            if let Some(w) = s.window() {
+                t.indicators.push((code.to_owned(), w));
+            }
+        }
         t
+    }
+}
+
+/// The gathered span of one indicator, added on first use.
+fn span_of<'s, 'a>(spans: &'s mut Vec<(&'a str, Span)>, code: &'a str) -> &'s mut Span {
+    let i = match spans.iter().position(|(c, _)| *c == code) {
+        Some(i) => i,
+        None => {
+            spans.push((code, Span::default()));
+            spans.len() - 1
+        }
+    };
+    &mut spans[i].1
+}
+
+/// What one batch's ops touch of one indicator, gathered.
+#[derive(Default)]
+struct Span {
+    /// A stock: every span.
+    all: bool,
+    /// First and last time of instants (made whole months at the end).
+    instants: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Periods.
+    window: Option<Window>,
+}
+
+impl Span {
+    fn instants(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) {
+        self.instants = Some(self.instants.map_or((from, to), |(f, t)| (f.min(from), t.max(to))));
+    }
+
+    fn widen(&mut self, w: Window) {
+        self.window = Some(self.window.map_or(w, |h| Window {
+            from: h.from.min(w.from),
+            to: h.to.max(w.to),
+        }));
+    }
+
+    fn window(mut self) -> Option<Window> {
+        if self.all {
+            return Some(Window::ALL);
+        }
+        if let Some((from, to)) = self.instants {
+            self.widen(months(from, to));
+        }
+        self.window
     }
 }
 
@@ -320,7 +375,7 @@ impl EnterpriseState {
                 }
                 let periods = match self.reported.get_mut(r.indicator.as_str()) {
                     Some(p) => p,
-                    None => self.reported.entry(r.indicator.clone()).or_default(),
+                    None => self.reported.entry(r.indicator.to_string()).or_default(),
                 };
                 periods.insert(*period, *value);
             }

@@ -73,7 +73,7 @@ fn registers_in_any_arrival_order_give_the_totals_of_time_order() {
 fn reported_amounts_win_over_metered_and_months_sum_to_quarters() {
     let va = |m, v| CanonicalReading {
         indicator: "value_added".into(),
-        point: String::new(),
+        point: Default::default(),
         value: v,
         at: ReadingTime::Period(Period::Month(2026, m)),
     };

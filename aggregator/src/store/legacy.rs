@@ -51,8 +51,8 @@ pub(super) fn migrate(store: &Store) -> Result<(), StoreError> {
         let at = time_key(tk).ok_or_else(|| corrupt("reading", &key))?;
         let value = f64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt("reading", &key))?);
         by_enterprise.entry((zone, ent)).or_default().0.push(CanonicalReading {
-            indicator: String::from_utf8_lossy(ind).into_owned(),
-            point: String::from_utf8_lossy(point).into_owned(),
+            indicator: String::from_utf8_lossy(ind).as_ref().into(),
+            point: String::from_utf8_lossy(point).as_ref().into(),
             value,
             at,
         });

@@ -124,8 +124,8 @@ pub fn decode(b: &[u8]) -> Option<Record> {
     let n = r.u32()? as usize;
     let mut readings = Vec::with_capacity(n.min(100_000));
     for _ in 0..n {
-        let indicator = r.str()?.to_owned();
-        let point = r.str()?.to_owned();
+        let indicator = r.str()?.into();
+        let point = r.str()?.into();
         let value = f64::from_bits(r.u64()?);
         let at = match r.u8()? {
             b't' => ReadingTime::Ts(r.time()?),
@@ -187,7 +187,7 @@ mod tests {
                 register(1.5, "2026-11-23T07:45:00Z"),
                 CanonicalReading {
                     indicator: "value_added".into(),
-                    point: String::new(),
+                    point: Default::default(),
                     value: -0.0,
                     at: ReadingTime::Period(Period::Month(2026, 10)),
                 },

@@ -48,7 +48,7 @@ fn write_store(ctx: &Ctx, dir: &std::path::Path, readings: usize) -> Result<std:
             readings: (0..METERS)
                 .map(|m| CanonicalReading {
                     indicator: "electricity".into(),
-                    point: format!("M{}", m + 1),
+                    point: format!("M{}", m + 1).into(),
                     value: 10_000.0 * (m as f64 + 1.0) + 2.5 * tick as f64,
                     at: ReadingTime::Ts(ts),
                 })

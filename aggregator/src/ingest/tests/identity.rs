@@ -109,7 +109,7 @@ fn the_same_mark_with_other_content_is_refused_and_never_confirmed() {
         (1u64, Publish::new(&topic, QoS::AtLeastOnce, real.to_payload())),
         (1u64, Publish::new(&topic, QoS::AtLeastOnce, forged.to_payload())),
     ];
-    let (done, confirms, effects, _) = handle_group(&app, group, utc(NOW));
+    let (done, confirms, effects, _) = handle_group(&app, read_group(&app, group), utc(NOW));
     assert_eq!(done.len(), 2, "both are handled: acknowledged to the broker");
     let answers = confirms.get(&(zone(), agent(), Some(outbox("a")))).expect("answers");
     assert_eq!(

@@ -73,6 +73,17 @@ fn batch(seq: u64, backfill: bool, readings: Vec<Reading>) -> Batch {
     }
 }
 
+/// A group as the reading stage hands it to the ingest loop.
+fn read_group(app: &App, group: Group) -> ReadGroup {
+    group
+        .into_iter()
+        .map(|(g, p)| {
+            let r = read(&app.validator, &p.topic, &p.payload, utc(NOW));
+            (g, p, r)
+        })
+        .collect()
+}
+
 fn send(app: &App, b: &Batch) -> Handled {
     let topic = Topic::data(&b.zone, &b.agent, &b.enterprise);
     handle(app, &topic, &b.to_payload(), utc(NOW)).expect("handled")
@@ -266,7 +277,7 @@ fn a_group_confirms_stored_duplicate_and_refused_batches_to_their_agent() {
             Publish::new(Topic::state(&zone(), &agent()), QoS::AtLeastOnce, b"{}".to_vec()),
         ),
     ];
-    let (done, confirms, _, failed) = handle_group(&app, group, utc(NOW));
+    let (done, confirms, _, failed) = handle_group(&app, read_group(&app, group), utc(NOW));
     assert_eq!(done.len(), 5, "everything handled is acknowledged");
     assert!(failed.is_empty());
     let mut expected = Confirms::new();
