@@ -372,6 +372,11 @@ impl Api {
         }
     }
 
+    /// The base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// GETs a JSON document.
     pub async fn get(&self, path: &str) -> Value {
         let r = self
