@@ -2,8 +2,14 @@
 //! (issue 15), each against real processes: a Mosquitto broker and the
 //! aggregator and agent binaries on free loopback ports.
 
+use chrono::Utc;
 use serde_json::{json, Value};
+use std::time::Duration;
+use zonesync_e2e::hostile::{publish, Msg};
 use zonesync_e2e::{dataset, run_to_end, spawn_aggregator, Api, Mosquitto, Proc};
+use zonesync_proto::{AgentId, Batch, EnterpriseId, OutboxId, Reading, ZoneId, WIRE_VERSION};
+
+const WAIT: Duration = Duration::from_secs(60);
 
 /// A broker, the data set's files and an aggregator process whose
 /// configuration's `[http]` section got `http_extra`.
@@ -123,4 +129,110 @@ async fn a_password_written_where_its_file_belongs_is_never_printed() {
             "{cmd}: the value is never printed:\n{text}"
         );
     }
+}
+
+/// A batch of `items` readings whose indicator, `name_len` characters long,
+/// no catalog has: refused item by item, each reason quoting the name.
+fn unknown_indicators(seq: u64, items: usize, name_len: usize) -> Msg {
+    let b = Batch {
+        v: WIRE_VERSION,
+        agent: AgentId::parse("flood-gw").expect("agent id"),
+        boot: 1,
+        outbox: Some(OutboxId::from_random([7; 16])),
+        seq,
+        sent_at: Utc::now(),
+        zone: ZoneId::parse(dataset::ZONE).expect("zone id"),
+        enterprise: EnterpriseId::parse(dataset::E[0]).expect("credit code"),
+        backfill: false,
+        readings: (0..items)
+            .map(|i| Reading {
+                indicator: format!("{i}{}", "x".repeat(name_len)),
+                point: String::new(),
+                value: 1.0,
+                unit: "kWh".into(),
+                ts: Some(Utc::now()),
+                period: None,
+            })
+            .collect(),
+        declarations: vec![],
+    };
+    Msg::batch(&b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_capped_in_bytes_and_read_in_bounded_pages() {
+    const SENT: u64 = 40;
+    const CAP: u64 = 256 * 1024;
+    const ITEMS: usize = 380;
+    let z = zone_with("", "");
+    // The cap goes into the [store] section the data set writes.
+    drop(z.aggregator);
+    let text = std::fs::read_to_string(&z.ds.aggregator).expect("aggregator config");
+    std::fs::write(
+        &z.ds.aggregator,
+        text.replace("[store]\n", &format!("[store]\ndead_letters_max_bytes = {CAP}\n")),
+    )
+    .expect("write aggregator config");
+    let (_aggregator, api) = spawn_aggregator(&z.ds.aggregator);
+
+    // 40 payloads of ~235 KB (under the 256 KiB limit), each with 380
+    // refused readings whose reasons quote a 500-character name: on main
+    // each dead letter kept ~250 KB of reasons.
+    let msgs: Vec<Msg> = (1..=SENT).map(|seq| unknown_indicators(seq, ITEMS, 500)).collect();
+    let sent_bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
+    let sizes: Vec<usize> = msgs.iter().map(|m| m.payload.len()).collect();
+    assert!(sizes.iter().all(|&n| n < 256 * 1024 && n > 200_000), "{sizes:?}");
+    publish(z.broker.port, msgs).await;
+    api.wait_metric("zonesync_aggregator_dead_letters_total", SENT as f64, WAIT)
+        .await;
+    assert_eq!(
+        api.metric("zonesync_aggregator_rejected_total{reason=\"unknown_indicator\"}")
+            .await,
+        (SENT * ITEMS as u64) as f64,
+        "every refused item is counted"
+    );
+
+    // Asked for 10,000 at once: one bounded page.
+    let r = reqwest::get(format!("{}/api/v1/dead-letters?limit=10000", api.base()))
+        .await
+        .expect("GET dead letters");
+    assert_eq!(r.status().as_u16(), 200);
+    let raw = r.bytes().await.expect("body");
+    assert!(
+        raw.len() <= 1_200_000,
+        "one page is at most ~1 MiB; got {} bytes for {sent_bytes} bytes sent",
+        raw.len()
+    );
+    let first: Value = serde_json::from_slice(&raw).expect("JSON");
+    let stored = first["total_stored"].as_u64().expect("total_stored");
+    let stored_bytes = first["stored_bytes"].as_u64().expect("stored_bytes");
+    assert!(stored_bytes <= CAP, "stored {stored_bytes} bytes, cap {CAP}");
+    assert!(
+        (1..SENT).contains(&stored),
+        "the oldest went to keep the cap: {stored} kept"
+    );
+
+    // Every page is bounded; following next_before visits each kept letter once, newest first.
+    let (mut ids, mut before): (Vec<u64>, Option<u64>) = (Vec::new(), None);
+    loop {
+        let q = before.map_or(String::new(), |b| format!("&before={b}"));
+        let page = api.get(&format!("/api/v1/dead-letters?limit=5{q}")).await;
+        let letters = page["dead_letters"].as_array().cloned().unwrap_or_default();
+        assert!(letters.len() <= 5, "{}", letters.len());
+        for l in &letters {
+            assert!(l["excerpt"].as_str().is_some_and(|e| e.len() <= 512), "excerpt bounded");
+            let reasons = l["reasons"].as_array().map_or(0, Vec::len);
+            assert!(reasons <= 21, "{reasons} reasons kept");
+            assert_eq!(l["labels"].as_array().map_or(0, Vec::len), ITEMS, "every label kept");
+            ids.push(l["id"].as_u64().expect("id"));
+        }
+        match page["next_before"].as_u64() {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len() as u64, stored, "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first, none twice: {ids:?}");
+    let (status, body) = api.get_with_status("/healthz").await;
+    assert_eq!(status, 200, "{body}");
 }

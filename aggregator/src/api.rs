@@ -462,19 +462,24 @@ async fn ack_alert(State(app): State<Arc<App>>, Json(body): Json<AckBody>) -> Ap
 
 #[derive(Deserialize)]
 struct DeadQuery {
+    /// Letters per page (default 100, at most `dead_letters::MAX_PAGE`).
     limit: Option<usize>,
+    /// Only letters older than this id: the previous page's `next_before`.
+    before: Option<u64>,
     zone: Option<String>,
 }
 
+/// One bounded page of dead letters, newest first, with the cursor to the next.
 async fn dead_letters(State(app): State<Arc<App>>, Params(q): Params<DeadQuery>) -> ApiResult {
-    let limit = q.limit.unwrap_or(100).min(10_000);
-    let list = app
+    let page = app
         .dead_letters
-        .list(limit, q.zone.as_deref())
+        .page(q.limit.unwrap_or(100), q.before, q.zone.as_deref())
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(json!({
         "total_stored": app.dead_letters.count(),
+        "stored_bytes": app.dead_letters.bytes(),
         "rejected_by_reason": app.metrics.rejected(),
-        "dead_letters": list,
+        "dead_letters": page.dead_letters,
+        "next_before": page.next_before,
     })))
 }

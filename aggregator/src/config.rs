@@ -210,12 +210,18 @@ impl LimitsConfig {
 pub struct StoreConfig {
     /// sled page cache, bytes.
     pub cache_capacity_bytes: u64,
+    /// Most bytes the dead letters may take in the store; the oldest go
+    /// first. Refusals cost a sender nothing, so this is what bounds the
+    /// store's growth from bad input (each letter is itself bounded, see
+    /// `dead_letters`).
+    pub dead_letters_max_bytes: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             cache_capacity_bytes: 256 * 1024 * 1024,
+            dead_letters_max_bytes: 16 * 1024 * 1024,
         }
     }
 }
