@@ -236,3 +236,110 @@ async fn dead_letters_are_capped_in_bytes_and_read_in_bounded_pages() {
     let (status, body) = api.get_with_status("/healthz").await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// The aggregator's HTTP port, from its API base URL.
+fn http_port(api: &Api) -> u16 {
+    api.base()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the API URL")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http_clients_cannot_take_the_file_descriptors_the_ingest_needs() {
+    // The aggregator runs under an open-file limit of 400 (as LimitNOFILE
+    // would set it): the HTTP server may hold 400 - 256 = 144 connections.
+    const NOFILE: u64 = 400;
+    const FLOOD: usize = 600;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut broker = Mosquitto::start(dir.path());
+    let ds = dataset::write(dir.path(), broker.port, 1, 2);
+    let text = std::fs::read_to_string(&ds.aggregator).expect("aggregator config");
+    std::fs::write(
+        &ds.aggregator,
+        text.replace("[http]\n", "[http]\nheader_timeout_ms = 3000\n"),
+    )
+    .expect("write aggregator config");
+    let aggregator = Proc::spawn_with_nofile(
+        "zonesync-aggregator",
+        &["run", "-c", ds.aggregator.to_str().expect("utf-8 path")],
+        NOFILE,
+    );
+    let addr = aggregator.line_after("API on http://", Duration::from_secs(20));
+    let api = Api::new(&format!("http://{addr}"));
+    let (status, _) = api.get_with_status("/healthz").await;
+    assert_eq!(status, 200);
+    let baseline = aggregator.open_fds();
+
+    // 600 clients connect and never send a byte; the test holds them open.
+    let port = http_port(&api);
+    let flood = tokio::task::spawn_blocking(move || {
+        (0..FLOOD)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("flood");
+    assert!(flood.len() >= FLOOD / 2, "{} connections made", flood.len());
+
+    // Whatever the moment, the process keeps its reserve: main reached the limit.
+    let mut most = 0;
+    for _ in 0..20 {
+        most = most.max(aggregator.open_fds());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("descriptors: {baseline} before the flood, at most {most} during it");
+    assert!(
+        most <= baseline + 144 + 8,
+        "{most} descriptors open (baseline {baseline}): more than the connection cap allows"
+    );
+
+    // A broker blip while the flood holds its connections; then a batch.
+    broker.restart();
+    let ts = Utc::now();
+    let b = Batch {
+        v: WIRE_VERSION,
+        agent: AgentId::parse("blip-gw").expect("agent id"),
+        boot: 1,
+        outbox: Some(OutboxId::from_random([9; 16])),
+        seq: 1,
+        sent_at: ts,
+        zone: ZoneId::parse(dataset::ZONE).expect("zone id"),
+        enterprise: EnterpriseId::parse(dataset::E[0]).expect("credit code"),
+        backfill: false,
+        readings: vec![Reading {
+            indicator: "electricity".into(),
+            point: "M1".into(),
+            value: 1234.0,
+            unit: "kWh".into(),
+            ts: Some(ts),
+            period: None,
+        }],
+        declarations: vec![],
+    };
+    publish(broker.port, vec![Msg::batch(&b)]).await;
+
+    // The idle connections are closed after 3 s each, the API answers
+    // again, the ingest reconnected and stored the batch.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let answered = tokio::time::timeout(Duration::from_secs(5), api.try_get_with_status("/healthz")).await;
+        if let Ok(Some((200, _))) = answered {
+            let zones = api.get("/api/v1/zones").await;
+            if zones["zones"][0]["readings_stored"].as_u64() == Some(1) {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the flood and the broker blip: /healthz {answered:?}, {} descriptors open",
+            aggregator.open_fds()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(api.metric("zonesync_aggregator_mqtt_connected").await, 1.0);
+    drop(flood);
+}

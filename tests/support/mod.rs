@@ -174,8 +174,22 @@ impl Proc {
         Self::spawn_with(binary, args, true)
     }
 
+    /// Starts `binary` with `args` under an open-file limit of `nofile`
+    /// (soft and hard, through util-linux's `prlimit`, which execs it: the
+    /// process keeps the id), as a unit's `LimitNOFILE` would set it.
+    pub fn spawn_with_nofile(binary: &str, args: &[&str], nofile: u64) -> Self {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(bin(binary));
+        Self::spawn_command(cmd, binary, args, false)
+    }
+
     fn spawn_with(binary: &str, args: &[&str], capture_stderr: bool) -> Self {
-        let mut cmd = Command::new(bin(binary));
+        Self::spawn_command(Command::new(bin(binary)), binary, args, capture_stderr)
+    }
+
+    fn spawn_command(mut cmd: Command, binary: &str, args: &[&str], capture_stderr: bool) -> Self {
         // The fault harness's knobs (ZONESYNC_FAULT_SEED, …) share the prefix
         // the binaries read configuration overrides from; they are not theirs.
         for (k, _) in std::env::vars_os() {
@@ -226,6 +240,18 @@ impl Proc {
             .as_ref()
             .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
             .unwrap_or_default()
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// File descriptors it has open now (from `/proc`).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Its exit status if it has ended.
