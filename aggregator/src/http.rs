@@ -86,7 +86,7 @@ fn raise_open_file_limit() -> Option<u64> {
             current: l.maximum,
             maximum: l.maximum,
         };
-        match setrlimit(Resource::Nofile, raised.clone()) {
+        match setrlimit(Resource::Nofile, raised) {
             Ok(()) => l = raised,
             Err(e) => tracing::debug!(error = %e, "open-file limit not raised"),
         }

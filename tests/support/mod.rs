@@ -153,6 +153,26 @@ impl Drop for Mosquitto {
     }
 }
 
+/// Writes a Mosquitto password file at `path` with `users` (name, password),
+/// through `mosquitto_passwd` as an operator would.
+pub fn mosquitto_passwords(path: &Path, users: &[(&str, &str)]) {
+    for (i, (user, pass)) in users.iter().enumerate() {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let ok = cmd
+            .arg("-b")
+            .arg(path)
+            .arg(user)
+            .arg(pass)
+            .status()
+            .expect("run mosquitto_passwd (package mosquitto)")
+            .success();
+        assert!(ok, "mosquitto_passwd {user}");
+    }
+}
+
 /// A zonesync process; SIGKILLed when dropped.
 pub struct Proc {
     child: Child,

@@ -29,6 +29,9 @@ pub enum Handled {
     Refused,
     /// Presence message.
     Presence,
+    /// An empty message on a data topic: `zonesync-agent check` testing its
+    /// route (login, ACL); acknowledged and counted, nothing stored.
+    Probe,
 }
 
 pub(super) fn excerpt(payload: &[u8]) -> String {
@@ -213,6 +216,10 @@ pub(super) fn handle_one(
                 Ok(Outcome1::plain(Handled::DeadLettered))
             }
         };
+    }
+    if payload.is_empty() {
+        app.metrics.probes_received.fetch_add(1, Ordering::Relaxed);
+        return Ok(Outcome1::plain(Handled::Probe));
     }
     let acc = match app.validator.batch(Some(&t), payload, now) {
         Ok(a) => a,
