@@ -307,11 +307,7 @@ async fn check_logs_in_to_every_upstream_and_test_publishes_on_each_data_topic()
     assert!(!ok, "{out}");
     line_with(
         &out,
-        &[
-            "mqtt",
-            "upstream primary",
-            "error: login refused: not authorized",
-        ],
+        &["mqtt", "upstream primary", "error: login refused: not authorized"],
     );
 
     // A user whose ACL lacks E2: under MQTT 3.1.1 the broker would acknowledge
