@@ -205,6 +205,20 @@ impl Proc {
         Self::spawn_command(cmd, binary, args, false)
     }
 
+    /// Starts an installed `program` (not a workspace build) as system user
+    /// `user` with its groups, through util-linux's `setpriv` (the test runs
+    /// as root), which execs it: the process keeps the id and is killed by
+    /// [`Proc::kill9`], where `runuser` would leave it running.
+    pub fn spawn_installed_as(user: &str, program: &Path, args: &[&str]) -> Self {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid", user, "--regid", user, "--init-groups", "--"])
+            .arg(program);
+        let name = program
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        Self::spawn_command(cmd, &name, args, true)
+    }
+
     fn spawn_with(binary: &str, args: &[&str], capture_stderr: bool) -> Self {
         Self::spawn_command(Command::new(bin(binary)), binary, args, capture_stderr)
     }
