@@ -22,7 +22,8 @@ const DEAD_LETTER_CAP: u64 = 100_000;
 pub const EXCERPT_BYTES: usize = 512;
 /// Most reasons kept in one dead letter; the rest are summed up in one more line.
 pub const MAX_REASONS: usize = 20;
-/// Longest reason kept, characters (a reason quotes the refused input).
+/// Longest reason kept, characters (a reason quotes the refused input; the
+/// middle goes, see `elide`).
 pub const REASON_CHARS: usize = 240;
 /// Most dead letters one page of the API returns.
 pub const MAX_PAGE: usize = 1000;
@@ -71,15 +72,28 @@ fn cut_bytes(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// `s` if it has at most `max` characters, else its start and its end
+/// around a "…": a reason quotes the input in the middle ("reading 0: value
+/// 1000…000 is outside ±1e15") and says what was wrong at the end.
+fn elide(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_owned();
+    }
+    let tail = max / 3;
+    let head = max - tail - 1;
+    let start: String = s.chars().take(head).collect();
+    let end: String = s.chars().skip(n - tail).collect();
+    format!("{start}…{end}")
+}
+
 impl DeadLetter {
     /// The letter as stored: reasons and excerpt cut to their bounds.
     fn bounded(mut self) -> Self {
         let total = self.reasons.len();
         self.reasons.truncate(MAX_REASONS);
         for r in &mut self.reasons {
-            if r.chars().count() > REASON_CHARS {
-                *r = format!("{}…", r.chars().take(REASON_CHARS).collect::<String>());
-            }
+            *r = elide(r, REASON_CHARS);
         }
         if total > MAX_REASONS {
             self.reasons
@@ -266,7 +280,11 @@ mod tests {
         assert!(l.excerpt.len() <= EXCERPT_BYTES && l.excerpt.starts_with('电'));
         assert_eq!(l.reasons.len(), MAX_REASONS + 1);
         assert!(l.reasons[MAX_REASONS].contains("480 more"), "{:?}", l.reasons.last());
-        assert!(l.reasons.iter().all(|r| r.chars().count() <= REASON_CHARS + 1));
+        assert!(l.reasons.iter().all(|r| r.chars().count() <= REASON_CHARS));
+        assert_eq!(
+            elide("reading 0: value 1000000000000000000000 is outside ±1e15", 30),
+            "reading 0: value 10…side ±1e15"
+        );
         assert_eq!(l.labels.len(), 500, "labels are kept whole");
         assert!(d.bytes() < 16 * 1024, "{} bytes", d.bytes());
     }
