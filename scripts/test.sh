@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs zonesync's whole test suite on a fresh Debian machine with Rust installed.
 # Installs what the tests need where it is missing (Mosquitto, Chromium and
-# chromedriver, from Debian's packages; pymodbus 3.x and dlt645 3.x, with pip);
+# chromedriver, dpkg-dev, from Debian's packages; pymodbus 3.x and dlt645 3.x,
+# with pip; cargo-deb, from crates.io);
 # the tests start their own brokers and
 # meters on free loopback ports, so a Mosquitto already running on 1883 is
 # neither needed nor disturbed.
@@ -83,6 +84,30 @@ fi
 if need_dlt645; then
   echo "dlt645 3.x is still missing after the install step; the DL/T 645 end-to-end tests need it (Python >= 3.10)" >&2
   exit 1
+fi
+
+# The package test (tests/package.rs) builds the .deb files with cargo-deb
+# (crates.io, pinned) and installs them with dpkg (needs root, as CI has);
+# cargo-deb's `$auto` dependencies need dpkg-shlibdeps (dpkg-dev), and the
+# test runs the services as their users with util-linux's setpriv.
+need_cargo_deb() {
+  ! cargo deb --version >/dev/null 2>&1
+}
+if need_cargo_deb; then
+  echo "== installing cargo-deb 3.8.0 (crates.io, --locked)"
+  cargo install --locked cargo-deb --version 3.8.0
+fi
+if need_cargo_deb; then
+  echo "cargo-deb is still missing after the install step; the package test needs it" >&2
+  exit 1
+fi
+if ! command -v dpkg-shlibdeps >/dev/null 2>&1 || ! command -v setpriv >/dev/null 2>&1 \
+    || ! command -v adduser >/dev/null 2>&1; then
+  echo "== installing dpkg-dev, adduser, util-linux (Debian packages)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dpkg-dev adduser util-linux >/dev/null
 fi
 
 echo "== building binaries (the end-to-end tests run them as processes)"

@@ -1,15 +1,19 @@
 //! `zonesync-agent check -c FILE` as a process, against real peers: the
 //! pymodbus meter, the DL/T 645 bus (PyPI `dlt645`), an HTTP server (axum,
-//! in the test), a CSV drop folder, a profile file and the simulator. Every
-//! source is probed once and shows what it read; a source that fails makes
-//! the exit status non-zero and says why.
+//! in the test), a CSV drop folder, a profile file and the simulator, and
+//! every upstream broker (Mosquitto with a password file and an ACL). Every
+//! source is probed once and shows what it read, every upstream is logged in
+//! to and test-published on; a source or upstream that fails makes the exit
+//! status non-zero and says why.
 
 use std::path::Path;
 use std::process::Command;
-use zonesync_e2e::dataset::{E, ZONE};
+use std::time::Duration;
+use zonesync_e2e::dataset::{self, E, ZONE};
 use zonesync_e2e::peers::{Dlt645Bus, ModbusMeter};
+use zonesync_e2e::{free_port, mosquitto_passwords, spawn_aggregator, Mosquitto};
 
-fn config(dir: &Path, modbus: u16, dlt645: u16, http: &str, extra: &str) -> String {
+fn config(dir: &Path, mqtt: u16, modbus: u16, dlt645: u16, http: &str, extra: &str) -> String {
     let e = E[0];
     let profile = dir.join("profile.toml");
     std::fs::write(
@@ -26,6 +30,9 @@ fn config(dir: &Path, modbus: u16, dlt645: u16, http: &str, extra: &str) -> Stri
         r#"agent_id = "check-gw"
 zone = "{ZONE}"
 data_dir = "{data}"
+
+[mqtt]
+port = {mqtt}
 
 [profile]
 path = "{profile}"
@@ -114,6 +121,7 @@ fn line_with<'a>(out: &'a str, parts: &[&str]) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_probes_every_source_and_fails_on_any_error() {
     let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
     let mut meter = ModbusMeter::start(dir.path());
     meter.set_holding(0, &[0x0001, 0xE240]);
     let mut bus = Dlt645Bus::start(dir.path());
@@ -129,7 +137,7 @@ async fn check_probes_every_source_and_fails_on_any_error() {
     let (ok, out) = check(
         dir.path(),
         "good.toml",
-        config(dir.path(), meter.port, bus.port, &http, ""),
+        config(dir.path(), broker.port, meter.port, bus.port, &http, ""),
     )
     .await;
     println!("{out}");
@@ -155,7 +163,11 @@ async fn check_probes_every_source_and_fails_on_any_error() {
     );
     line_with(&out, &["csv_drop", "0 csv files waiting", "ok"]);
     line_with(&out, &["simulator", "ok", "electricity [M1] = 10000 kWh"]);
-    line_with(&out, &["all 6 probes ok"]);
+    line_with(
+        &out,
+        &["mqtt", "upstream primary", "ok", "publishing allowed on 1 data topics"],
+    );
+    line_with(&out, &["all 7 probes ok"]);
 
     // A meter not on the bus, a drop folder that is not there, and a
     // mapping the document does not have: each is an error with its reason.
@@ -172,7 +184,7 @@ async fn check_probes_every_source_and_fails_on_any_error() {
     let (ok, out) = check(
         dir.path(),
         "bad.toml",
-        config(dir.path(), meter.port, bus.port, &http, &extra),
+        config(dir.path(), broker.port, meter.port, bus.port, &http, &extra),
     )
     .await;
     assert!(!ok, "a failed probe fails the command:\n{out}");
@@ -187,5 +199,139 @@ async fn check_probes_every_source_and_fails_on_any_error() {
     );
     line_with(&out, &["csv_drop", "no-such-folder", "error: folder not readable"]);
     line_with(&out, &["dlt645", "meter 202311230001 forward", "ok", "1200.5 kWh"]);
-    line_with(&out, &["3 of 9 probes failed"]);
+    line_with(&out, &["3 of 10 probes failed"]);
+}
+
+/// An agent configuration reporting for E1 and E2 (simulated) to the
+/// broker on `port` as `user`/`pass`, plus `extra` (further upstreams).
+fn broker_config(dir: &Path, port: u16, user: &str, pass: &str, extra: &str) -> String {
+    format!(
+        "agent_id = \"gw-check\"\nzone = \"{ZONE}\"\ndata_dir = \"{data}\"\n\
+         [mqtt]\nport = {port}\nusername = \"{user}\"\npassword = \"{pass}\"\n\
+         [simulator]\nmeters_per_enterprise = 1\n[[simulator.enterprises]]\nid = \"{e1}\"\n[[simulator.enterprises]]\nid = \"{e2}\"\n{extra}",
+        data = dir.join("data").display(),
+        e1 = E[0],
+        e2 = E[1],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_logs_in_to_every_upstream_and_test_publishes_on_each_data_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    // Users and an ACL in the shape of deploy/mosquitto/zonesync.acl:
+    // gw-check may write both enterprises' topics, gw-narrow only E1's.
+    let passwd = dir.path().join("passwd");
+    mosquitto_passwords(
+        &passwd,
+        &[
+            ("zonesync-aggregator", "agg-pass"),
+            ("gw-check", "pw"),
+            ("gw-narrow", "pw"),
+        ],
+    );
+    let acl = dir.path().join("acl");
+    let data = |e: &str| format!("topic write zonesync/v1/{ZONE}/gw-check/data/{e}\n");
+    std::fs::write(
+        &acl,
+        format!(
+            "user zonesync-aggregator\ntopic read zonesync/v1/{ZONE}/+/state\ntopic read zonesync/v1/{ZONE}/+/data/+\n\n\
+             user gw-check\ntopic write zonesync/v1/{ZONE}/gw-check/state\n{}{}\n\
+             user gw-narrow\ntopic write zonesync/v1/{ZONE}/gw-check/state\n{}",
+            data(E[0]),
+            data(E[1]),
+            data(E[0]),
+        ),
+    )
+    .unwrap();
+    let broker = Mosquitto::start_with(
+        dir.path(),
+        &format!("password_file {}\nacl_file {}", passwd.display(), acl.display()),
+    );
+    // An aggregator subscribed, to show the test messages are acknowledged and stored nowhere.
+    let ds = dataset::write(dir.path(), broker.port, 1, 2);
+    let agg = std::fs::read_to_string(&ds.aggregator).unwrap().replace(
+        "[mqtt]\n",
+        "[mqtt]\nusername = \"zonesync-aggregator\"\npassword = \"agg-pass\"\n",
+    );
+    std::fs::write(&ds.aggregator, agg).unwrap();
+    let (_aggregator, api) = spawn_aggregator(&ds.aggregator);
+    api.wait_metric("zonesync_aggregator_mqtt_connected", 1.0, Duration::from_secs(30))
+        .await;
+    let nobody = free_port();
+
+    // Nothing listening on a second upstream: that upstream's row says so, the first is fine.
+    let city = format!("[[upstream]]\nname = \"city\"\nport = {nobody}\nusername = \"gw-check\"\npassword = \"pw\"\n");
+    let (ok, out) = check(
+        dir.path(),
+        "two.toml",
+        broker_config(dir.path(), broker.port, "gw-check", "pw", &city),
+    )
+    .await;
+    println!("{out}");
+    assert!(!ok, "an upstream nobody answers fails check:\n{out}");
+    line_with(
+        &out,
+        &[
+            "mqtt",
+            &format!("upstream primary 127.0.0.1:{}", broker.port),
+            "ok",
+            "logged in as gw-check, publishing allowed on 2 data topics",
+        ],
+    );
+    line_with(
+        &out,
+        &[
+            "mqtt",
+            &format!("upstream city 127.0.0.1:{nobody}"),
+            "error: cannot connect",
+        ],
+    );
+    line_with(&out, &["1 of 3 probes failed"]);
+    // The aggregator acknowledged both test messages as probes: nothing stored or dead-lettered.
+    api.wait_metric(
+        "zonesync_aggregator_probes_received_total",
+        2.0,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(api.metric("zonesync_aggregator_dead_letters_total").await, 0.0);
+    assert_eq!(api.metric("zonesync_aggregator_batches_stored_total").await, 0.0);
+
+    // A wrong password.
+    let (ok, out) = check(
+        dir.path(),
+        "wrong.toml",
+        broker_config(dir.path(), broker.port, "gw-check", "not-the-pw", ""),
+    )
+    .await;
+    assert!(!ok, "{out}");
+    line_with(
+        &out,
+        &["mqtt", "upstream primary", "error: login refused: not authorized"],
+    );
+
+    // A user whose ACL lacks E2: under MQTT 3.1.1 the broker would acknowledge
+    // the publish all the same; check sees the MQTT 5 refusal and names the topic.
+    let (ok, out) = check(
+        dir.path(),
+        "narrow.toml",
+        broker_config(dir.path(), broker.port, "gw-narrow", "pw", ""),
+    )
+    .await;
+    println!("{out}");
+    assert!(!ok, "{out}");
+    line_with(
+        &out,
+        &[
+            "mqtt",
+            "logged in as gw-narrow, but the broker refused publishing on",
+            &format!("zonesync/v1/{ZONE}/gw-check/data/{}: not authorized", E[1]),
+        ],
+    );
+    assert!(
+        !out.contains(&format!("gw-check/data/{}:", E[0])),
+        "E1 is allowed and not listed:\n{out}"
+    );
+    let (status, _) = api.get_with_status("/healthz").await;
+    assert_eq!(status, 200);
 }

@@ -84,13 +84,23 @@ async fn hostile_corpus_is_refused_case_by_case_and_good_data_between_is_kept() 
     assert_eq!(api.get("/healthz").await["status"], "ok");
     assert_eq!(api.metric("zonesync_aggregator_store_errors_total").await, 0.0);
 
-    // One dead letter per case, in publishing order, with its own reasons.
+    // An empty message on a data topic is `zonesync-agent check`'s route
+    // probe (protocol.md §1): acknowledged and counted, not dead-lettered
+    // (the validator alone still calls it malformed: tests/corpus_fuzz.rs).
+    let (probes, refused): (Vec<&corpus::Case>, Vec<&corpus::Case>) =
+        cases.iter().partition(|c| corpus::payload(c, now).is_empty());
+    assert_eq!(
+        api.metric("zonesync_aggregator_probes_received_total").await,
+        probes.len() as f64
+    );
+
+    // One dead letter per other case, in publishing order, with its own reasons.
     let dl = api.get("/api/v1/dead-letters?limit=1000").await;
     let mut letters = dl["dead_letters"].as_array().cloned().unwrap_or_default();
     letters.sort_by_key(|d| d["id"].as_u64().unwrap_or(0));
-    assert_eq!(letters.len(), cases.len(), "one dead letter per case: {dl:#}");
+    assert_eq!(letters.len(), refused.len(), "one dead letter per case: {dl:#}");
     let mut want_counts: BTreeMap<String, f64> = BTreeMap::new();
-    for (case, letter) in cases.iter().zip(&letters) {
+    for (case, letter) in refused.iter().zip(&letters) {
         let labels: Vec<String> = letter["labels"]
             .as_array()
             .map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_owned)).collect())

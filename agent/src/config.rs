@@ -136,7 +136,15 @@ impl MqttConfig {
         if self.password.is_some() {
             return Err("give `password` or `password_file`, not both".into());
         }
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("password_file {}: {e}", file.display()))?;
+        // The value is never printed: an operator who wrote the password itself
+        // here would otherwise find it in the journal ("password_file <secret>:
+        // No such file"). The error kind says what to look at.
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            format!(
+                "password_file cannot be read ({}; its value is not shown, as it may be a password given where a path belongs)",
+                e.kind()
+            )
+        })?;
         self.password = Some(text.trim_end_matches(['\n', '\r']).to_owned());
         Ok(())
     }
@@ -345,9 +353,14 @@ mod tests {
         )
         .unwrap();
         assert!(AgentConfig::load(&p).unwrap_err().to_string().contains("not both"));
-        std::fs::write(&p, with("password_file = \"/nonexistent/city.pw\"")).unwrap();
+        // A password written where the path belongs is never echoed.
+        std::fs::write(&p, with("password_file = \"Sup3r-Secret-Pw\"")).unwrap();
         let e = AgentConfig::load(&p).unwrap_err().to_string();
-        assert!(e.contains("upstream 1") && e.contains("/nonexistent/city.pw"), "{e}");
+        assert!(
+            e.contains("upstream 1") && e.contains("password_file cannot be read"),
+            "{e}"
+        );
+        assert!(!e.contains("Sup3r-Secret-Pw"), "{e}");
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub enum AgentError {
     Task(String),
 }
 
-/// Enterprises the agent reports for, for the birth message.
-fn enterprises(config: &AgentConfig) -> Vec<EnterpriseId> {
+/// Enterprises the agent reports for, for the birth message (and `check`'s test messages).
+pub(crate) fn enterprises(config: &AgentConfig) -> Vec<EnterpriseId> {
     let mut out: Vec<EnterpriseId> = Vec::new();
     if let Some(sim) = &config.simulator {
         out.extend(sim.enterprises.iter().map(|e| e.id.clone()));

@@ -2,13 +2,14 @@
 
 use crate::alerts::{AckError, AlertRecord, Phase};
 use crate::app::App;
+use crate::auth::{read_guard, write_guard, Tokens};
 use crate::goals::cache::Cached;
 use crate::goals::incremental::rollup_table;
 use crate::goals::{energy, evaluate, Level};
 use crate::registry::Zone;
 use crate::report::{render, Format};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,6 +22,13 @@ use zonesync_proto::{EnterpriseId, Period, ReadingTime, ZoneId};
 
 /// An API error: status and a message saying what was wrong.
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    /// An error with `status`, saying `what` was wrong.
+    pub fn new(status: StatusCode, what: impl Into<String>) -> Self {
+        Self(status, what.into())
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -78,8 +86,12 @@ pub(crate) fn period_param(q: &PeriodQuery) -> Result<Period, ApiError> {
     }
 }
 
+/// Largest body of a state-changing request, bytes.
+const WRITE_BODY_LIMIT: usize = 4096;
+
 /// Builds the router.
 pub fn router(app: Arc<App>) -> Router {
+    let tokens = Tokens::new(app.read_token.as_deref(), app.write_token.as_deref());
     let open = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics));
@@ -97,10 +109,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/goals", get(goal_catalog))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/history", get(alert_history))
-        .route("/api/v1/alerts/ack", axum::routing::post(ack_alert))
         .route("/api/v1/dead-letters", get(dead_letters))
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), read_guard));
-    open.merge(api).with_state(app)
+        .route_layer(axum::middleware::from_fn_with_state(tokens.clone(), read_guard));
+    // The token is checked before the body is read (auth::write_guard), and
+    // an acknowledgement is a few hundred bytes, not axum's default 2 MB.
+    let write = Router::new()
+        .route("/api/v1/alerts/ack", axum::routing::post(ack_alert))
+        .route_layer(axum::middleware::from_fn_with_state(tokens, write_guard))
+        .layer(axum::extract::DefaultBodyLimit::max(WRITE_BODY_LIMIT));
+    open.merge(api).merge(write).with_state(app)
 }
 
 /// 200 while every task runs and the store takes writes; 503 with the
@@ -430,58 +447,8 @@ struct AckBody {
     by: String,
 }
 
-/// Whether the request carries `token` as its bearer token. Compared
-/// without an early exit, so timing does not reveal a matching prefix.
-fn bearer_is(headers: &HeaderMap, token: &str) -> bool {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    given.is_some_and(|g| {
-        g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    })
-}
-
-/// Checks the bearer token of a state-changing request.
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &app.write_token else {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "state-changing requests are disabled: set http.write_token (ZONESYNC_HTTP__WRITE_TOKEN)".into(),
-        ));
-    };
-    if bearer_is(headers, token) {
-        Ok(())
-    } else {
-        Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token".into(),
-        ))
-    }
-}
-
-/// Guards `/api/...` when a read token is configured.
-pub(crate) async fn read_guard(
-    State(app): State<Arc<App>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if let Some(read) = &app.read_token {
-        let h = req.headers();
-        let ok = bearer_is(h, read) || app.write_token.as_deref().is_some_and(|w| bearer_is(h, w));
-        if !ok {
-            return ApiError(
-                StatusCode::UNAUTHORIZED,
-                "this API needs a bearer token (http.read_token)".into(),
-            )
-            .into_response();
-        }
-    }
-    next.run(req).await
-}
-
-async fn ack_alert(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<AckBody>) -> ApiResult {
-    authorize(&app, &headers)?;
+/// Behind `auth::write_guard`: only a request with the write token gets here.
+async fn ack_alert(State(app): State<Arc<App>>, Json(body): Json<AckBody>) -> ApiResult {
     if body.by.trim().is_empty() || body.by.chars().count() > 64 {
         return Err(bad_request("`by` must name who acknowledges (1-64 characters)".into()));
     }
@@ -495,19 +462,24 @@ async fn ack_alert(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): 
 
 #[derive(Deserialize)]
 struct DeadQuery {
+    /// Letters per page (default 100, at most `dead_letters::MAX_PAGE`).
     limit: Option<usize>,
+    /// Only letters older than this id: the previous page's `next_before`.
+    before: Option<u64>,
     zone: Option<String>,
 }
 
+/// One bounded page of dead letters, newest first, with the cursor to the next.
 async fn dead_letters(State(app): State<Arc<App>>, Params(q): Params<DeadQuery>) -> ApiResult {
-    let limit = q.limit.unwrap_or(100).min(10_000);
-    let list = app
+    let page = app
         .dead_letters
-        .list(limit, q.zone.as_deref())
+        .page(q.limit.unwrap_or(100), q.before, q.zone.as_deref())
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(json!({
         "total_stored": app.dead_letters.count(),
+        "stored_bytes": app.dead_letters.bytes(),
         "rejected_by_reason": app.metrics.rejected(),
-        "dead_letters": list,
+        "dead_letters": page.dead_letters,
+        "next_before": page.next_before,
     })))
 }

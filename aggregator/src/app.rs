@@ -112,7 +112,7 @@ impl App {
         let tallies = crate::goals::incremental::Tallies::new(&registry, &zones, &goals.goal, &catalog, &cfg.goals);
         let started = std::time::Instant::now();
         store.rebuild(&mut ledger, &mut state, &catalog)?;
-        let dead_letters = crate::dead_letters::DeadLetters::open(store.db())?;
+        let dead_letters = crate::dead_letters::DeadLetters::open(store.db(), cfg.store.dead_letters_max_bytes)?;
         // Batches refused for their numbering are counted in memory; the dead
         // letters they left say when, so the batch_identity alert clears on
         // time after a restart instead of staying up for ever.

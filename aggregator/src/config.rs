@@ -149,6 +149,14 @@ pub struct HttpConfig {
     /// When set, every `/api/...` request needs this bearer token (or the
     /// write token); `/healthz` and `/metrics` stay open. Prefer `ZONESYNC_HTTP__READ_TOKEN`.
     pub read_token: Option<String>,
+    /// Most HTTP connections open at once; more wait in the kernel's
+    /// backlog. Kept at least 256 below the open-file limit (lowered, with
+    /// a warning, where it is not), so the store and the broker connections
+    /// always get file descriptors. See `http.rs`.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head (and, on a kept-alive
+    /// connection, the next one's), milliseconds; then the connection is closed.
+    pub header_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -157,6 +165,8 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
             write_token: None,
             read_token: None,
+            max_connections: 512,
+            header_timeout_ms: 10_000,
         }
     }
 }
@@ -210,12 +220,18 @@ impl LimitsConfig {
 pub struct StoreConfig {
     /// sled page cache, bytes.
     pub cache_capacity_bytes: u64,
+    /// Most bytes the dead letters may take in the store; the oldest go
+    /// first. Refusals cost a sender nothing, so this is what bounds the
+    /// store's growth from bad input (each letter is itself bounded, see
+    /// `dead_letters`).
+    pub dead_letters_max_bytes: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             cache_capacity_bytes: 256 * 1024 * 1024,
+            dead_letters_max_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod classify;
 pub mod config;
 pub mod dashboard;
@@ -15,6 +16,7 @@ pub mod energy;
 pub mod facts;
 pub mod goals;
 pub mod health;
+pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod outbound;
@@ -91,13 +93,13 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
         source,
     })?;
     let router = api::router(app.clone()).merge(dashboard::router(app.clone(), shutdown.clone()));
-    let mut http_shutdown = shutdown.clone();
-    let http = watched(&app, "HTTP API", &shutdown, async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move { http_shutdown.wait().await });
-        if let Err(e) = serve.await {
-            tracing::error!("HTTP server: {e}");
-        }
-    });
+    let limits = http::Limits::new(&cfg.http);
+    let http = watched(
+        &app,
+        "HTTP API",
+        &shutdown,
+        http::serve(listener, router, limits, shutdown.clone()),
+    );
     let alerts = watched(
         &app,
         "alerts",

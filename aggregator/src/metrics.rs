@@ -56,6 +56,7 @@ metrics! {
         readings_duplicate: "counter", "Readings already stored under another batch.";
         declarations_stored: "counter", "Declarations stored.";
         presence_received: "counter", "Presence messages handled.";
+        probes_received: "counter", "Empty messages on data topics (`zonesync-agent check` testing its route): acknowledged, not stored.";
         acks_sent: "counter", "PUBACKs sent after durable storage.";
         confirms_published: "counter", "End-to-end confirmations published to agents after durable storage.";
         dead_letters: "counter", "Dead letters written.";

@@ -348,6 +348,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
             listen: format!("127.0.0.1:{}", pick_port(opts.http_port)),
             write_token: Some(write_token.clone()),
             read_token: None,
+            ..HttpConfig::default()
         },
         limits: Default::default(),
         goals: Default::default(),

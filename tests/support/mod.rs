@@ -153,6 +153,26 @@ impl Drop for Mosquitto {
     }
 }
 
+/// Writes a Mosquitto password file at `path` with `users` (name, password),
+/// through `mosquitto_passwd` as an operator would.
+pub fn mosquitto_passwords(path: &Path, users: &[(&str, &str)]) {
+    for (i, (user, pass)) in users.iter().enumerate() {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let ok = cmd
+            .arg("-b")
+            .arg(path)
+            .arg(user)
+            .arg(pass)
+            .status()
+            .expect("run mosquitto_passwd (package mosquitto)")
+            .success();
+        assert!(ok, "mosquitto_passwd {user}");
+    }
+}
+
 /// A zonesync process; SIGKILLed when dropped.
 pub struct Proc {
     child: Child,
@@ -174,8 +194,36 @@ impl Proc {
         Self::spawn_with(binary, args, true)
     }
 
+    /// Starts `binary` with `args` under an open-file limit of `nofile`
+    /// (soft and hard, through util-linux's `prlimit`, which execs it: the
+    /// process keeps the id), as a unit's `LimitNOFILE` would set it.
+    pub fn spawn_with_nofile(binary: &str, args: &[&str], nofile: u64) -> Self {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(bin(binary));
+        Self::spawn_command(cmd, binary, args, false)
+    }
+
+    /// Starts an installed `program` (not a workspace build) as system user
+    /// `user` with its groups, through util-linux's `setpriv` (the test runs
+    /// as root), which execs it: the process keeps the id and is killed by
+    /// [`Proc::kill9`], where `runuser` would leave it running.
+    pub fn spawn_installed_as(user: &str, program: &Path, args: &[&str]) -> Self {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid", user, "--regid", user, "--init-groups", "--"])
+            .arg(program);
+        let name = program
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        Self::spawn_command(cmd, &name, args, true)
+    }
+
     fn spawn_with(binary: &str, args: &[&str], capture_stderr: bool) -> Self {
-        let mut cmd = Command::new(bin(binary));
+        Self::spawn_command(Command::new(bin(binary)), binary, args, capture_stderr)
+    }
+
+    fn spawn_command(mut cmd: Command, binary: &str, args: &[&str], capture_stderr: bool) -> Self {
         // The fault harness's knobs (ZONESYNC_FAULT_SEED, …) share the prefix
         // the binaries read configuration overrides from; they are not theirs.
         for (k, _) in std::env::vars_os() {
@@ -226,6 +274,18 @@ impl Proc {
             .as_ref()
             .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
             .unwrap_or_default()
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// File descriptors it has open now (from `/proc`).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Its exit status if it has ended.
@@ -370,6 +430,11 @@ impl Api {
             base: base.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// GETs a JSON document.

@@ -4,9 +4,7 @@
 
 use super::events;
 use super::series::{self, months_ending};
-use crate::api::{
-    bad_request, period_param, read_guard, read_state, registered, zone_param, ApiError, Params, PeriodQuery,
-};
+use crate::api::{bad_request, period_param, read_state, registered, zone_param, ApiError, Params, PeriodQuery};
 use crate::app::App;
 use axum::extract::{Path, State};
 use axum::routing::get;
@@ -28,7 +26,10 @@ pub fn router(app: Arc<App>, shutdown: Shutdown) -> Router {
             "/api/v1/dashboard/events",
             get(move |State(app): State<Arc<App>>| async move { events::stream(app, shutdown) }),
         )
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), read_guard))
+        .route_layer(axum::middleware::from_fn_with_state(
+            crate::auth::Tokens::new(app.read_token.as_deref(), app.write_token.as_deref()),
+            crate::auth::read_guard,
+        ))
         .with_state(app)
 }
 

@@ -30,6 +30,9 @@ pub enum Handled {
     Refused,
     /// Presence message.
     Presence,
+    /// An empty message on a data topic: `zonesync-agent check` testing its
+    /// route (login, ACL); acknowledged and counted, nothing stored.
+    Probe,
 }
 
 pub(super) fn excerpt(payload: &[u8]) -> String {
@@ -156,8 +159,9 @@ pub(super) enum Read {
     BadTopic(String),
     /// A presence (read in [`handle_one`]: it is small and rare).
     Presence(Topic),
-    /// A batch, validated.
-    Batch(Topic, Result<Accepted, Vec<Problem>>),
+    /// A batch, validated (boxed: an `Accepted` is large, and reads queue
+    /// by the thousand between the stage and the loop).
+    Batch(Topic, Box<Result<Accepted, Vec<Problem>>>),
 }
 
 /// Reads and validates one message: pure, no state.
@@ -167,7 +171,7 @@ pub(super) fn read(validator: &Validator, topic: &str, payload: &[u8], now: Date
         Ok(t) if t.kind == TopicKind::State => Read::Presence(t),
         Ok(t) => {
             let v = validator.batch(Some(&t), payload, now);
-            Read::Batch(t, v)
+            Read::Batch(t, Box::new(v))
         }
     }
 }
@@ -244,7 +248,11 @@ pub(super) fn handle_one(
             }
         };
     };
-    let acc = match validated {
+    if payload.is_empty() {
+        app.metrics.probes_received.fetch_add(1, Ordering::Relaxed);
+        return Ok(Outcome1::plain(Handled::Probe));
+    }
+    let acc = match *validated {
         Ok(a) => a,
         Err(ps) => {
             let head = serde_json::from_slice::<SeqOnly>(payload).ok();

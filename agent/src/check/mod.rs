@@ -1,7 +1,10 @@
 //! `zonesync-agent check -c FILE`: validates the configuration the way `run`
-//! does, then probes every configured source once (nothing is queued, the
-//! outbox is not opened, so it works beside a running agent) and returns one
-//! row per target: what it read, or why it failed.
+//! does, then probes every configured source once and every upstream broker
+//! (login and a test publish on each data topic, `broker.rs`). Nothing is
+//! queued and the outbox is not opened, so it works beside a running agent;
+//! it returns one row per target: what it read, or why it failed.
+
+mod broker;
 
 use crate::config::{load_catalog, AgentConfig};
 use crate::run::AgentError;
@@ -59,6 +62,15 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
     for source in &http {
         rows.extend(source.probe().await);
     }
+    rows.extend(
+        broker::probe_upstreams(
+            &config.agent_id,
+            &config.zone,
+            &crate::run::enterprises(config),
+            &config.upstreams()?,
+        )
+        .await,
+    );
     Ok(rows)
 }
 
