@@ -150,6 +150,30 @@ pub struct QualityReport {
     pub readings_dropped_sent_at_source: u64,
 }
 
+/// Readings a point reporting every `interval_secs` from `from` should have
+/// sent in `[from, end)` by `now`: one per instant `from + k·interval` before
+/// the month's end (exclusive) and not after now (a reading due at `now`
+/// may already be in). Counting instants, not the span between the first and
+/// last, is what makes a finished month with every reading exactly 100 %:
+/// October's hourly meter is due 744 readings, 00:00 on the 1st to 23:00 on
+/// the 31st; the one at 00:00 on 1 November belongs to November.
+fn expected_readings(from: DateTime<Utc>, end: DateTime<Utc>, now: DateTime<Utc>, interval_secs: i64) -> Option<u64> {
+    if interval_secs <= 0 {
+        return None;
+    }
+    let due = |count: i64| u64::try_from(count.max(0)).unwrap_or(0);
+    if now >= end {
+        // Instants strictly before `end`: ⌈(end − from) ÷ interval⌉.
+        let span = (end - from).num_seconds();
+        Some(due((span + interval_secs - 1).div_euclid(interval_secs)))
+    } else if now >= from {
+        // Instants up to and including `now`: ⌊(now − from) ÷ interval⌋ + 1.
+        Some(due((now - from).num_seconds().div_euclid(interval_secs) + 1))
+    } else {
+        Some(0)
+    }
+}
+
 /// Computes the report for `month` as of `now`.
 pub fn report(
     zone: &Zone,
@@ -171,14 +195,7 @@ pub fn report(
                 let received = st.per_month.get(&month).copied().unwrap_or(0);
                 let interval = st.interval_secs();
                 let from = st.first.map_or(month.start(), |f| f.max(month.start()));
-                let to = now.min(month.end());
-                let expected = interval.filter(|i| *i > 0).map(|i| {
-                    if to > from {
-                        ((to - from).num_seconds() / i + 1) as u64
-                    } else {
-                        0
-                    }
-                });
+                let expected = interval.and_then(|i| expected_readings(from, month.end(), now, i));
                 let completeness = expected
                     .filter(|e| *e > 0)
                     .map(|e| (received as f64 / e as f64).min(1.0));
@@ -280,6 +297,74 @@ mod tests {
     use crate::state::State;
     use crate::testkit::{self, enterprise, utc};
     use zonesync_proto::{CanonicalReading, ReadingTime};
+
+    /// An hourly electricity register on point `point` at every hour from `from` (China time) for `hours` hours.
+    fn hourly(point: &str, from: &str, hours: i64) -> Vec<CanonicalReading> {
+        let start = utc(from);
+        (0..hours)
+            .map(|h| CanonicalReading {
+                indicator: "electricity".into(),
+                point: point.into(),
+                value: 100.0 + h as f64,
+                at: ReadingTime::Ts(start + chrono::Duration::hours(h)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_finished_month_with_every_reading_is_complete() {
+        let z = testkit::zone(vec![enterprise(1, true, "")], &[]);
+        let cat = Catalog::builtin().unwrap();
+        let mut st = State::default();
+        // October 2026 has 31 days = 744 hours: readings 00:00 on the 1st to 23:00 on
+        // the 31st (China time) are 744; the one at 00:00 on 1 November (the 745th
+        // instant) is November's. Point M2 starts at 12:00 on 31 October: 12 readings due.
+        let mut readings = hourly("M1", "2026-10-01T00:00:00+08:00", 745);
+        readings.extend(hourly("M2", "2026-10-31T12:00:00+08:00", 13));
+        st.apply(&z.id, &testkit::id(1), &readings, &[], &cat);
+        let r = report(
+            &z,
+            st.zones.get(&z.id),
+            Period::Month(2026, 10),
+            utc("2026-11-15T00:00:00+08:00"),
+            &cat,
+            &QualitySettings::default(),
+        );
+        let e = &r.enterprises[0];
+        let m1 = e.points.iter().find(|p| p.point == "M1").unwrap();
+        assert_eq!((m1.interval_secs, m1.received, m1.expected), (Some(3600), 744, Some(744)));
+        assert_eq!(m1.completeness, Some(1.0));
+        let m2 = e.points.iter().find(|p| p.point == "M2").unwrap();
+        assert_eq!((m2.received, m2.expected, m2.completeness), (12, Some(12), Some(1.0)));
+        // (744 + 12) ÷ (744 + 12).
+        assert_eq!((e.completeness, e.flagged, r.completeness), (Some(1.0), false, Some(1.0)));
+        // November so far (as of 00:30 on the 1st): the 00:00 reading of M1 and M2 were due and came.
+        let nov = report(
+            &z,
+            st.zones.get(&z.id),
+            Period::Month(2026, 11),
+            utc("2026-11-01T00:30:00+08:00"),
+            &cat,
+            &QualitySettings::default(),
+        );
+        let n1 = nov.enterprises[0].points.iter().find(|p| p.point == "M1").unwrap();
+        assert_eq!((n1.received, n1.expected), (1, Some(1)));
+    }
+
+    #[test]
+    fn expected_readings_count_instants_not_fence_posts() {
+        let t = |s: &str| utc(s);
+        let (from, end) = (t("2026-10-01T00:00:00+08:00"), t("2026-11-01T00:00:00+08:00"));
+        let after = t("2026-12-01T00:00:00+08:00");
+        // 744 h ÷ 1 h = 744; 744 h ÷ 15 min = 2976; 744 h ÷ 7 h = 106.3 → 107 instants (0, 7, …, 742 h).
+        assert_eq!(expected_readings(from, end, after, 3600), Some(744));
+        assert_eq!(expected_readings(from, end, after, 900), Some(2976));
+        assert_eq!(expected_readings(from, end, after, 7 * 3600), Some(107));
+        // In progress at 10:00 on the 1st, 15-minute point: 00:00 … 10:00 = 41 instants.
+        assert_eq!(expected_readings(from, end, t("2026-10-01T10:00:00+08:00"), 900), Some(41));
+        assert_eq!(expected_readings(from, end, t("2026-09-30T00:00:00+08:00"), 900), Some(0));
+        assert_eq!(expected_readings(from, end, after, 0), None);
+    }
 
     #[test]
     fn completeness_from_the_interval_and_consistency_within_five_percent() {
