@@ -343,8 +343,12 @@ async fn quality(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q
     };
     let reg = registered(&app, &z)?;
     let st = read_state(&app)?;
-    let r = crate::quality::report(reg, st.zones.get(&z), month, Utc::now(), &app.catalog, &app.quality);
-    Ok(Json(json!({ "zone": z, "quality": r })))
+    let zs = st.zones.get(&z);
+    let view = crate::quality::QualityView {
+        report: crate::quality::report(reg, zs, month, Utc::now(), &app.catalog, &app.quality),
+        contradictions: crate::quality::contradictions(reg, zs, &app.settings),
+    };
+    Ok(Json(json!({ "zone": z, "quality": view })))
 }
 
 async fn agents(State(app): State<Arc<App>>, Path(zone): Path<String>) -> ApiResult {

@@ -8,6 +8,7 @@
 //!   numbers (a jump between stored batches, or batches an agent's presence says
 //!   it numbered that never came), and readings agents dropped at the source.
 
+use crate::goals::{Condition, Contradiction, GoalSettings};
 use crate::registry::Zone;
 use crate::state::ZoneState;
 use chrono::{DateTime, Utc};
@@ -174,6 +175,49 @@ fn expected_readings(from: DateTime<Utc>, end: DateTime<Utc>, now: DateTime<Utc>
     }
 }
 
+/// A declared attribute of one enterprise that a goal condition's proxy contradicts.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeclarationCheck {
+    /// Credit code.
+    pub enterprise: String,
+    /// Name.
+    pub name: String,
+    /// What was declared and what the proxy says.
+    #[serde(flatten)]
+    pub contradiction: Contradiction,
+}
+
+/// The quality report as served: the report, and the declarations proxies contradict.
+#[derive(Debug, Clone, Serialize)]
+pub struct QualityView {
+    /// The report.
+    #[serde(flatten)]
+    pub report: QualityReport,
+    /// Declarations a proxy contradicts (the declaration is what the goals count).
+    pub contradictions: Vec<DeclarationCheck>,
+}
+
+/// Every declaration of the zone's enterprises that the proxy of a goal
+/// condition contradicts, e.g. `smart_retrofit = false` beside a maturity of 4.
+/// The goals count the declaration; a contradiction is listed so that someone
+/// checks which of the two is right rather than either being silently believed.
+pub fn contradictions(zone: &Zone, zs: Option<&ZoneState>, s: &GoalSettings) -> Vec<DeclarationCheck> {
+    zone.enterprise
+        .iter()
+        .filter_map(|e| Some((e, zs?.enterprises.get(&e.id)?)))
+        .flat_map(|(e, es)| {
+            Condition::ALL
+                .iter()
+                .filter_map(|c| c.contradiction(&es.declarations, s))
+                .map(|contradiction| DeclarationCheck {
+                    enterprise: e.id.to_string(),
+                    name: e.name.clone(),
+                    contradiction,
+                })
+        })
+        .collect()
+}
+
 /// Computes the report for `month` as of `now`.
 pub fn report(
     zone: &Zone,
@@ -332,12 +376,18 @@ mod tests {
         );
         let e = &r.enterprises[0];
         let m1 = e.points.iter().find(|p| p.point == "M1").unwrap();
-        assert_eq!((m1.interval_secs, m1.received, m1.expected), (Some(3600), 744, Some(744)));
+        assert_eq!(
+            (m1.interval_secs, m1.received, m1.expected),
+            (Some(3600), 744, Some(744))
+        );
         assert_eq!(m1.completeness, Some(1.0));
         let m2 = e.points.iter().find(|p| p.point == "M2").unwrap();
         assert_eq!((m2.received, m2.expected, m2.completeness), (12, Some(12), Some(1.0)));
         // (744 + 12) ÷ (744 + 12).
-        assert_eq!((e.completeness, e.flagged, r.completeness), (Some(1.0), false, Some(1.0)));
+        assert_eq!(
+            (e.completeness, e.flagged, r.completeness),
+            (Some(1.0), false, Some(1.0))
+        );
         // November so far (as of 00:30 on the 1st): the 00:00 reading of M1 and M2 were due and came.
         let nov = report(
             &z,
@@ -352,6 +402,39 @@ mod tests {
     }
 
     #[test]
+    fn declarations_a_proxy_contradicts_are_listed_with_the_evidence() {
+        use zonesync_proto::DeclaredValue;
+        let z = testkit::zone((1..=4).map(|n| enterprise(n, true, "")).collect(), &[]);
+        let cat = Catalog::builtin().unwrap();
+        let mut st = State::default();
+        let declare = |st: &mut State, n: u32, retrofit: Option<bool>, maturity: i64| {
+            let mut d = vec![("dt_maturity".to_owned(), DeclaredValue::Integer(maturity))];
+            d.extend(retrofit.map(|b| ("smart_retrofit".to_owned(), DeclaredValue::Bool(b))));
+            st.apply(&z.id, &testkit::id(n), &[], &d, &cat);
+        };
+        declare(&mut st, 1, Some(false), 4); // declared no, proxy says yes: listed
+        declare(&mut st, 2, Some(true), 1); // declared yes, proxy says no: listed
+        declare(&mut st, 3, Some(true), 3); // both yes: agree
+        declare(&mut st, 4, None, 4); // undeclared: the proxy answers, nothing to contradict
+        let list = contradictions(&z, st.zones.get(&z.id), &GoalSettings::default());
+        let got: Vec<(String, bool, bool, &str)> = list
+            .iter()
+            .map(|c| {
+                let x = &c.contradiction;
+                (c.enterprise.clone(), x.declared, x.proxy, x.evidence.as_str())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (testkit::id(1).to_string(), false, true, "dt_maturity 4 ≥ 3"),
+                (testkit::id(2).to_string(), true, false, "dt_maturity 1 < 3"),
+            ]
+        );
+        assert!(list.iter().all(|c| c.contradiction.attribute == "smart_retrofit"));
+    }
+
+    #[test]
     fn expected_readings_count_instants_not_fence_posts() {
         let t = |s: &str| utc(s);
         let (from, end) = (t("2026-10-01T00:00:00+08:00"), t("2026-11-01T00:00:00+08:00"));
@@ -361,8 +444,14 @@ mod tests {
         assert_eq!(expected_readings(from, end, after, 900), Some(2976));
         assert_eq!(expected_readings(from, end, after, 7 * 3600), Some(107));
         // In progress at 10:00 on the 1st, 15-minute point: 00:00 … 10:00 = 41 instants.
-        assert_eq!(expected_readings(from, end, t("2026-10-01T10:00:00+08:00"), 900), Some(41));
-        assert_eq!(expected_readings(from, end, t("2026-09-30T00:00:00+08:00"), 900), Some(0));
+        assert_eq!(
+            expected_readings(from, end, t("2026-10-01T10:00:00+08:00"), 900),
+            Some(41)
+        );
+        assert_eq!(
+            expected_readings(from, end, t("2026-09-30T00:00:00+08:00"), 900),
+            Some(0)
+        );
         assert_eq!(expected_readings(from, end, after, 0), None);
     }
 

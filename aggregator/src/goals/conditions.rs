@@ -16,7 +16,7 @@ pub struct GoalSettings {
     pub dt_min_maturity: i64,
     /// ... or MIIT SME digitalisation level at least this.
     pub sme_min_level: i64,
-    /// "Smart retrofit" = the declared flag, or maturity at least this.
+    /// "Smart retrofit": the declared flag; where it is not declared, maturity at least this (a proxy).
     pub smart_retrofit_min_maturity: i64,
     /// Energy carriers left out of intensity (self-generated renewables, per current policy).
     pub intensity_excludes: Vec<String>,
@@ -90,6 +90,47 @@ fn level(d: &Declared, code: &str) -> Option<i64> {
     }
 }
 
+/// What a condition says of one enterprise, and on what evidence.
+///
+/// A declared fact always wins over a proxy: the proxy only answers when
+/// the enterprise did not declare the attribute itself, so a declared "no"
+/// is never turned into a "yes" by, say, a high maturity level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// From the attribute the enterprise declared.
+    Declared(bool),
+    /// Not declared; inferred from a proxy (another declared attribute).
+    Proxy(bool),
+    /// Neither says.
+    Unknown,
+}
+
+impl Answer {
+    /// Met, not met, or unknown, whatever the evidence.
+    pub fn met(self) -> Option<bool> {
+        match self {
+            Answer::Declared(b) | Answer::Proxy(b) => Some(b),
+            Answer::Unknown => None,
+        }
+    }
+}
+
+/// A declared attribute that its condition's proxy contradicts (the
+/// declaration stands; this is for someone to check which is right).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Contradiction {
+    /// The condition.
+    pub condition: Condition,
+    /// The declared attribute, as declared.
+    pub attribute: &'static str,
+    /// Its declared value.
+    pub declared: bool,
+    /// What the proxy would have said.
+    pub proxy: bool,
+    /// The proxy and the value it read, e.g. `dt_maturity 4 ≥ 3`.
+    pub evidence: String,
+}
+
 fn either(a: Option<bool>, b: Option<bool>) -> Option<bool> {
     match (a, b) {
         (None, None) => None,
@@ -98,8 +139,85 @@ fn either(a: Option<bool>, b: Option<bool>) -> Option<bool> {
 }
 
 impl Condition {
+    /// Every condition.
+    pub const ALL: [Condition; 17] = [
+        Condition::DigitallyTransformed,
+        Condition::ScenarioAny,
+        Condition::ScenarioIntermediate,
+        Condition::ScenarioAdvanced,
+        Condition::SmartRetrofit,
+        Condition::RdActivity,
+        Condition::RdInstitution,
+        Condition::RdInstitutionProvincial,
+        Condition::OnCloud,
+        Condition::HighTech,
+        Condition::TechSme,
+        Condition::SpecializedSme,
+        Condition::LeadGoose,
+        Condition::Gazelle,
+        Condition::GreenFactory,
+        Condition::LogisticsARated,
+        Condition::Always,
+    ];
+
     /// Whether declarations satisfy the condition; None when they do not say.
     pub fn eval(self, d: &Declared, s: &GoalSettings) -> Option<bool> {
+        self.answer(d, s).met()
+    }
+
+    /// The answer with its evidence: the declared fact if there is one, else the proxy's.
+    pub fn answer(self, d: &Declared, s: &GoalSettings) -> Answer {
+        match (self.declared(d, s), self.proxy(d, s)) {
+            (Some(b), _) => Answer::Declared(b),
+            (None, Some(b)) => Answer::Proxy(b),
+            (None, None) => Answer::Unknown,
+        }
+    }
+
+    /// What the proxy says, for the conditions that have one: smart retrofit
+    /// from the GB/T 39116 maturity level (shared/reference/digital-levels.md).
+    /// `dt_maturity ≥ 2 or sme_dt_level ≥ 2` for digitally transformed is not a
+    /// proxy: both are declarations of the same fact in two national frameworks,
+    /// either of which an enterprise may use.
+    pub fn proxy(self, d: &Declared, s: &GoalSettings) -> Option<bool> {
+        match self {
+            Condition::SmartRetrofit => level(d, "dt_maturity").map(|l| l >= s.smart_retrofit_min_maturity),
+            _ => None,
+        }
+    }
+
+    /// The declared attribute a proxy stands in for, if the condition has a proxy.
+    pub fn proxied_attribute(self) -> Option<&'static str> {
+        match self {
+            Condition::SmartRetrofit => Some("smart_retrofit"),
+            _ => None,
+        }
+    }
+
+    /// Where the declaration and the proxy disagree: the declaration counts,
+    /// and this says so for the quality report.
+    pub fn contradiction(self, d: &Declared, s: &GoalSettings) -> Option<Contradiction> {
+        let attribute = self.proxied_attribute()?;
+        let (declared, proxy) = (self.declared(d, s)?, self.proxy(d, s)?);
+        (declared != proxy).then(|| Contradiction {
+            condition: self,
+            attribute,
+            declared,
+            proxy,
+            evidence: match self {
+                Condition::SmartRetrofit => format!(
+                    "dt_maturity {} {} {}",
+                    level(d, "dt_maturity").unwrap_or_default(),
+                    if proxy { "≥" } else { "<" },
+                    s.smart_retrofit_min_maturity
+                ),
+                _ => String::new(),
+            },
+        })
+    }
+
+    /// What the enterprise declared for the condition itself, without proxies.
+    fn declared(self, d: &Declared, s: &GoalSettings) -> Option<bool> {
         let scen = |min: ScenarioLevel| match d.get("scenarios") {
             Some(DeclaredValue::Scenarios(list)) => Some(list.iter().any(|x| x.level >= min)),
             _ => None,
@@ -112,10 +230,7 @@ impl Condition {
             Condition::ScenarioAny => scen(ScenarioLevel::Basic),
             Condition::ScenarioIntermediate => scen(ScenarioLevel::Intermediate),
             Condition::ScenarioAdvanced => scen(ScenarioLevel::Advanced),
-            Condition::SmartRetrofit => either(
-                flag(d, "smart_retrofit"),
-                level(d, "dt_maturity").map(|l| l >= s.smart_retrofit_min_maturity),
-            ),
+            Condition::SmartRetrofit => flag(d, "smart_retrofit"),
             Condition::RdActivity => flag(d, "rd_activity"),
             Condition::RdInstitution => flag(d, "rd_institution"),
             Condition::RdInstitutionProvincial => flag(d, "rd_institution_provincial"),
@@ -142,7 +257,7 @@ impl Condition {
             Condition::ScenarioIntermediate => "≥ 1 scenario at intermediate (中级) or advanced level".into(),
             Condition::ScenarioAdvanced => "≥ 1 scenario at advanced (高级) level".into(),
             Condition::SmartRetrofit => format!(
-                "smart_retrofit declared true, or dt_maturity ≥ {}",
+                "smart_retrofit declared true; where not declared, dt_maturity ≥ {} (proxy)",
                 s.smart_retrofit_min_maturity
             ),
             Condition::LogisticsARated => "logistics_a_rating declared (A to 5A)".into(),
@@ -289,6 +404,55 @@ impl Filter {
             Filter::LeadingIndustry => "industry code under the zone's leading industries".into(),
             Filter::StrategicEmerging => "strategic_emerging declared true".into(),
             Filter::IndustryPrefixes(ps) => format!("industry code under {}", ps.join(", ")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declared(pairs: &[(&str, DeclaredValue)]) -> Declared {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    }
+
+    #[test]
+    fn a_declaration_wins_over_the_proxy_which_only_fills_in() {
+        let s = GoalSettings::default();
+        let c = Condition::SmartRetrofit;
+        let no_but_mature = declared(&[
+            ("smart_retrofit", DeclaredValue::Bool(false)),
+            ("dt_maturity", DeclaredValue::Integer(4)),
+        ]);
+        assert_eq!(c.answer(&no_but_mature, &s), Answer::Declared(false));
+        assert_eq!(c.eval(&no_but_mature, &s), Some(false));
+        let mature = declared(&[("dt_maturity", DeclaredValue::Integer(3))]);
+        assert_eq!(c.answer(&mature, &s), Answer::Proxy(true));
+        let young = declared(&[("dt_maturity", DeclaredValue::Integer(2))]);
+        assert_eq!(c.answer(&young, &s), Answer::Proxy(false));
+        assert_eq!(c.answer(&Declared::new(), &s), Answer::Unknown);
+        let c = c.contradiction(&no_but_mature, &s).expect("contradicted");
+        assert_eq!(
+            (c.declared, c.proxy, c.evidence.as_str()),
+            (false, true, "dt_maturity 4 ≥ 3")
+        );
+    }
+
+    #[test]
+    fn only_conditions_with_a_proxy_ever_answer_by_proxy() {
+        // Every attribute a condition reads, declared with a value that could satisfy it.
+        let all = declared(&[
+            ("dt_maturity", DeclaredValue::Integer(5)),
+            ("sme_dt_level", DeclaredValue::Integer(4)),
+            ("logistics_a_rating", DeclaredValue::Integer(5)),
+        ]);
+        let s = GoalSettings::default();
+        for c in Condition::ALL {
+            let by_proxy = matches!(c.answer(&all, &s), Answer::Proxy(_));
+            assert_eq!(by_proxy, c.proxied_attribute().is_some(), "{c:?}");
+            if let Some(attr) = c.proxied_attribute() {
+                assert!(c.declared_keys().contains(&attr), "{c:?} reads {attr}");
+            }
         }
     }
 }

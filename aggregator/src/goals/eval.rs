@@ -82,6 +82,9 @@ pub struct GoalRow {
     pub denominator: f64,
     /// Members whose data does not say.
     pub unknown: usize,
+    /// Of the numerator, members counted on a proxy's word because they did
+    /// not declare the attribute itself (e.g. smart retrofit from maturity).
+    pub numerator_from_proxy: usize,
     /// Members with data.
     pub reported: usize,
     /// Members of the population.
@@ -331,6 +334,7 @@ fn blank(g: &GoalDef, span: Span) -> GoalRow {
         numerator: 0.0,
         denominator: 0.0,
         unknown: 0,
+        numerator_from_proxy: 0,
         reported: 0,
         in_scope: 0,
         completeness: None,
@@ -365,6 +369,7 @@ fn row(
     row.in_scope = all.in_scope;
     row.reported = all.reported;
     row.unknown = all.unknown;
+    row.numerator_from_proxy = all.proxied;
     match g.kind {
         GoalKind::Coverage => {
             let c = g.condition.unwrap_or(super::Condition::Always);

@@ -24,7 +24,7 @@ mod tally;
 #[cfg(test)]
 mod tests;
 
-pub use conditions::{Condition, Filter, GoalSettings, Population};
+pub use conditions::{Answer, Condition, Contradiction, Filter, GoalSettings, Population};
 pub use eval::{energy, evaluate, value, EnterpriseEnergy, GoalRow, Level, Span, Status};
 pub use tally::{Contribution, Tally};
 

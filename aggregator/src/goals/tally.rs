@@ -5,7 +5,7 @@
 //! data arrives (`goals::incremental`) go through [`contribution`], so the
 //! rules of who counts, who is unknown and what is summed are written once.
 
-use super::conditions::Declared;
+use super::conditions::{Answer, Declared};
 use super::eval::{value, Span};
 use super::exact::ExactSum;
 use super::{GoalDef, GoalKind, GoalSettings};
@@ -23,6 +23,8 @@ pub struct Contribution {
     pub reported: bool,
     /// Its data does not say.
     pub unknown: bool,
+    /// Counted in the numerator on a proxy's word, not a declaration (see [`super::Answer`]).
+    pub proxied: bool,
     /// Added to the numerator: 1 when covered, its amount in a sum or ratio, its amount in its zone's Σ.
     pub num: f64,
     /// Added to the denominator: 1 per member for coverage, its amount for a ratio.
@@ -42,6 +44,8 @@ pub struct Tally {
     pub reported: usize,
     /// Members whose data does not say.
     pub unknown: usize,
+    /// Members counted in the numerator on a proxy's word.
+    pub proxied: usize,
     /// Σ numerator contributions.
     pub num: ExactSum,
     /// Σ denominator contributions.
@@ -54,6 +58,7 @@ impl Tally {
         self.in_scope += usize::from(c.member);
         self.reported += usize::from(c.reported);
         self.unknown += usize::from(c.unknown);
+        self.proxied += usize::from(c.proxied);
         self.num.add(c.num);
         self.den.add(c.den);
     }
@@ -63,6 +68,7 @@ impl Tally {
         self.in_scope = self.in_scope.saturating_sub(usize::from(c.member));
         self.reported = self.reported.saturating_sub(usize::from(c.reported));
         self.unknown = self.unknown.saturating_sub(usize::from(c.unknown));
+        self.proxied = self.proxied.saturating_sub(usize::from(c.proxied));
         self.num.sub(c.num);
         self.den.sub(c.den);
     }
@@ -72,6 +78,7 @@ impl Tally {
         self.in_scope += o.in_scope;
         self.reported += o.reported;
         self.unknown += o.unknown;
+        self.proxied += o.proxied;
         self.num.merge(&o.num);
         self.den.merge(&o.den);
     }
@@ -105,10 +112,12 @@ pub(super) fn contribution(
     match g.kind {
         GoalKind::Coverage => {
             c.den = 1.0;
-            match (pop, g.condition.unwrap_or(super::Condition::Always).eval(d, s)) {
+            let answer = g.condition.unwrap_or(super::Condition::Always).answer(d, s);
+            match (pop, answer.met()) {
                 (Some(true), Some(true)) => {
                     c.num = 1.0;
                     c.reported = true;
+                    c.proxied = matches!(answer, Answer::Proxy(_));
                 }
                 (Some(true), Some(false)) => c.reported = true,
                 _ => c.unknown = true,
@@ -144,14 +153,18 @@ pub(super) fn contribution(
                 (_, None) => None,
                 (GoalKind::Total, Some(true)) => val(g.indicator.as_deref().unwrap_or("")),
                 (_, Some(true)) => {
-                    let cond = g.condition.map_or(Some(true), |c| c.eval(d, s));
+                    let answer = g.condition.map(|c| c.answer(d, s));
+                    let cond = answer.map_or(Some(true), Answer::met);
                     let thr = g
                         .threshold
                         .as_ref()
                         .map_or(Some(true), |t| val(&t.indicator).map(|v| v >= t.min));
                     match (cond, thr) {
                         (Some(false), _) | (_, Some(false)) => Some(0.0),
-                        (Some(true), Some(true)) => Some(1.0),
+                        (Some(true), Some(true)) => {
+                            c.proxied = matches!(answer, Some(Answer::Proxy(_)));
+                            Some(1.0)
+                        }
                         _ => None,
                     }
                 }

@@ -306,3 +306,74 @@ fn the_presets_cover_every_checklist_row_as_a_goal_or_a_stated_reason() {
         .filter(|r| r.kind != GoalKind::Count && r.kind != GoalKind::ZoneCount)
         .all(|r| r.status == Status::NoData || r.kind == GoalKind::Coverage));
 }
+
+const RETROFIT_GOALS: &str = r#"
+[[goal]]
+id = "retrofit"
+set = "t"
+name_zh = "x"
+name_en = "x"
+source = "s"
+clause = "c"
+kind = "coverage"
+condition = "smart_retrofit"
+target = 0.6
+comparator = ">="
+
+[[goal]]
+id = "retrofitted"
+set = "t"
+name_zh = "x"
+name_en = "x"
+source = "s"
+clause = "c"
+kind = "count"
+condition = "smart_retrofit"
+target = 3.0
+comparator = ">="
+"#;
+
+#[test]
+fn a_declared_no_beats_a_high_maturity_and_the_proxy_share_is_shown() {
+    let cat = Catalog::builtin().unwrap();
+    let goals = load_goals(RETROFIT_GOALS, &cat).unwrap();
+    let z = testkit::zone((1..=5).map(|n| enterprise(n, true, "")).collect(), &[]);
+    let mut st = State::default();
+    let declare = |st: &mut State, n: u32, retrofit: Option<bool>, maturity: Option<i64>| {
+        let mut d: Vec<(String, DeclaredValue)> = Vec::new();
+        d.extend(retrofit.map(|b| ("smart_retrofit".to_owned(), DeclaredValue::Bool(b))));
+        d.extend(maturity.map(|m| ("dt_maturity".to_owned(), DeclaredValue::Integer(m))));
+        st.apply(&z.id, &id(n), &[], &d, &cat);
+    };
+    declare(&mut st, 1, Some(true), Some(2)); // declared yes
+    declare(&mut st, 2, Some(false), Some(4)); // declared no: stays no despite maturity 4
+    declare(&mut st, 3, None, Some(3)); // undeclared: the proxy (3 ≥ 3) says yes
+    declare(&mut st, 4, None, Some(1)); // undeclared: the proxy (1 < 3) says no
+                                        // 5 declares nothing: unknown.
+    let rows = evaluate(
+        &goals.goal,
+        &[(&z, st.zones.get(&z.id))],
+        Level::Zone("z".into()),
+        Period::Month(2026, 10),
+        &cat,
+        &GoalSettings::default(),
+    );
+    // Covered: 1 (declared) and 3 (proxy) of 5 = 0.4, under the 0.6 target.
+    // (Flag OR maturity would have counted 2 as well: 3 of 5 = 0.6, "met".)
+    let cov = row(&rows, "retrofit");
+    assert_eq!(
+        (
+            cov.numerator,
+            cov.denominator,
+            cov.numerator_from_proxy,
+            cov.unknown,
+            cov.reported
+        ),
+        (2.0, 5.0, 1, 1, 4)
+    );
+    close(cov.value, 0.4);
+    assert_eq!(cov.status, Status::NotMet);
+    let count = row(&rows, "retrofitted");
+    assert_eq!((count.numerator, count.numerator_from_proxy), (2.0, 1));
+    assert_eq!(count.status, Status::NotMet);
+}
