@@ -108,7 +108,7 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
         Format::Json => serde_json::to_string_pretty(rows).unwrap_or_default(),
         Format::Csv => {
             let mut s = String::from('\u{feff}');
-            s.push_str("目标编号 id,指标 goal,Goal,期间 period,数值 value,单位 unit,目标值 target,比较 comparator,状态 status,分子 numerator,分母 denominator,已报告 reported,未知 unknown,分子中按替代指标 numerator from proxy,应报告 in scope,完整率 completeness,来源 source,条款 clause,口径 definition\r\n");
+            s.push_str("目标编号 id,指标 goal,Goal,期间 period,数值 value,单位 unit,目标值 target,比较 comparator,状态 status,分子 numerator,分母 denominator,已报告 reported,未知 unknown,分子中按替代指标 numerator from proxy,应报告 in scope,缺月 partial months,完整率 completeness,来源 source,条款 clause,口径 definition\r\n");
             for r in rows {
                 let (zh, en) = status_words(r.status);
                 let fields = [
@@ -127,6 +127,7 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
                     r.unknown.to_string(),
                     r.numerator_from_proxy.to_string(),
                     r.in_scope.to_string(),
+                    r.partial_months.to_string(),
                     opt(r.completeness),
                     r.source.clone(),
                     r.clause.clone(),
@@ -208,6 +209,7 @@ mod tests {
             numerator_from_proxy: 0,
             reported: 2,
             in_scope: 3,
+            partial_months: 0,
             completeness: Some(2.0 / 3.0),
             target: Some(0.7),
             comparator: ">=".into(),

@@ -7,13 +7,21 @@
 //! count is shown beside the value, so a figure never looks better than the
 //! data supports.
 
+use super::contribute::{base_span, summed_base};
+use super::span::{Asked, Span};
 use super::tally::{scan_zone, Tally};
-use super::{Basis, GoalDef, GoalKind, GoalSettings, Scope};
+use super::{GoalDef, GoalKind, GoalSettings, Scope};
 use crate::registry::Zone;
-use crate::state::{AmountSource, CarrierAmount, EnterpriseState, ZoneState};
+use crate::state::ZoneState;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use zonesync_proto::{Catalog, EnterpriseId, IndicatorKind, Period, ReadingTime};
+use zonesync_proto::{Catalog, Period};
+
+impl From<Period> for Asked {
+    fn from(p: Period) -> Asked {
+        Asked::basis(p)
+    }
+}
 
 /// The level a table is computed at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -89,7 +97,11 @@ pub struct GoalRow {
     pub reported: usize,
     /// Members of the population.
     pub in_scope: usize,
-    /// reported ÷ in_scope.
+    /// Months left out of reporting members' figures because one side (or
+    /// one year, for a trend) lacked them: Σ over members.
+    pub partial_months: u64,
+    /// Member-months covered ÷ (in_scope × months of the span): reported ÷
+    /// in_scope when no figure leaves months out.
     pub completeness: Option<f64>,
     /// Target.
     pub target: Option<f64>,
@@ -105,145 +117,6 @@ pub struct GoalRow {
     pub unit: String,
     /// The preset's assumptions.
     pub note: Option<String>,
-}
-
-/// The months a figure covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Span {
-    /// Exactly a period.
-    Period(Period),
-    /// January to the given month of a year.
-    YearToDate(i32, u32),
-}
-
-impl Span {
-    /// The span a goal's figure covers for a requested period.
-    pub fn of(basis: Basis, p: Period) -> Span {
-        match (basis, p) {
-            (Basis::Requested, p) | (Basis::Year, p @ Period::Year(_)) => Span::Period(p),
-            (Basis::Year, Period::Quarter(y, q)) => Span::YearToDate(y, q * 3),
-            (Basis::Year, Period::Month(y, m)) => Span::YearToDate(y, m),
-        }
-    }
-
-    /// The same span in another year.
-    pub fn in_year(self, year: i32) -> Span {
-        match self {
-            Span::Period(Period::Year(_)) => Span::Period(Period::Year(year)),
-            Span::Period(Period::Quarter(_, q)) => Span::Period(Period::Quarter(year, q)),
-            Span::Period(Period::Month(_, m)) => Span::Period(Period::Month(year, m)),
-            Span::YearToDate(_, m) => Span::YearToDate(year, m),
-        }
-    }
-
-    fn year(self) -> i32 {
-        match self {
-            Span::Period(p) => p.year(),
-            Span::YearToDate(y, _) => y,
-        }
-    }
-
-    /// When the span starts.
-    pub fn start(self) -> chrono::DateTime<chrono::Utc> {
-        match self {
-            Span::Period(p) => p.start(),
-            Span::YearToDate(y, _) => Period::Year(y).start(),
-        }
-    }
-
-    /// When the span ends (exclusive).
-    pub fn end(self) -> chrono::DateTime<chrono::Utc> {
-        match self {
-            Span::Period(p) => p.end(),
-            Span::YearToDate(y, m) => Period::Month(y, m).end(),
-        }
-    }
-
-    fn label(self) -> String {
-        match self {
-            Span::Period(p) => p.to_string(),
-            Span::YearToDate(y, 12) => Period::Year(y).to_string(),
-            Span::YearToDate(y, m) => format!("{y}-01..{}", Period::Month(y, m)),
-        }
-    }
-}
-
-/// Amount of a flow indicator over a span.
-fn flow(es: &EnterpriseState, ind: &str, span: Span) -> Option<(f64, AmountSource)> {
-    match span {
-        Span::Period(p) => es.amount(ind, p),
-        Span::YearToDate(y, 12) => es.amount(ind, Period::Year(y)),
-        Span::YearToDate(y, m) => {
-            let parts: Vec<(f64, AmountSource)> = (1..=m).filter_map(|i| es.amount(ind, Period::Month(y, i))).collect();
-            let source = parts.first()?.1;
-            Some((parts.iter().map(|p| p.0).sum(), source))
-        }
-    }
-}
-
-/// Value of a stock indicator (land area) at the end of a span: the latest
-/// report for a period starting before the span ends, else the latest reading.
-fn stock(es: &EnterpriseState, ind: &str, span: Span) -> Option<f64> {
-    let end = span.end();
-    let reported = es
-        .reported
-        .get(ind)
-        .and_then(|r| {
-            r.iter()
-                .filter(|(p, _)| p.start() < end)
-                .max_by_key(|(p, _)| (p.end(), std::cmp::Reverse(p.start())))
-        })
-        .map(|(_, v)| *v);
-    reported.or_else(|| {
-        let vals: Vec<f64> = es
-            .latest
-            .of(ind)
-            .filter(|(_, (at, _))| matches!(at, ReadingTime::Ts(t) if *t < end))
-            .map(|(_, (_, v))| *v)
-            .collect();
-        (!vals.is_empty()).then(|| vals.iter().sum())
-    })
-}
-
-/// Comprehensive energy use over a span, by carrier.
-fn energy_over(
-    es: &EnterpriseState,
-    span: Span,
-    catalog: &Catalog,
-    s: &GoalSettings,
-) -> Option<(f64, Vec<CarrierAmount>)> {
-    // Only the carriers this enterprise has data for, not the whole catalog.
-    let mut codes: Vec<&String> = es.reported.keys().chain(es.metered.keys()).collect();
-    codes.sort_unstable();
-    codes.dedup();
-    let carriers: Vec<CarrierAmount> = codes
-        .into_iter()
-        .filter_map(|code| catalog.get(code))
-        .filter(|i| i.is_energy() && !s.intensity_excludes.contains(&i.code))
-        .filter_map(|ind| {
-            let (amount, source) = flow(es, &ind.code, span)?;
-            Some(CarrierAmount {
-                indicator: ind.code.clone(),
-                amount,
-                unit: ind.unit.clone().unwrap_or_default(),
-                tce: ind.tce_per_unit.unwrap_or(0.0) * amount,
-                source,
-            })
-        })
-        .collect();
-    (!carriers.is_empty()).then(|| (carriers.iter().map(|c| c.tce).sum(), carriers))
-}
-
-/// An indicator's amount for one enterprise over a span (`energy_tce` included).
-pub fn value(es: Option<&EnterpriseState>, ind: &str, span: Span, catalog: &Catalog, s: &GoalSettings) -> Option<f64> {
-    let es = es?;
-    if ind == "energy_tce" {
-        return energy_over(es, span, catalog, s).map(|(t, _)| t);
-    }
-    match catalog.get(ind).map(|i| i.kind) {
-        Some(IndicatorKind::Gauge) => stock(es, ind, span),
-        _ => flow(es, ind, span).map(|(v, _)| v),
-    }
 }
 
 /// Where a table's tallies come from: a scan of every enterprise (the
@@ -264,21 +137,31 @@ struct Scan<'a> {
 
 impl Tallies for Scan<'_> {
     fn tallies(&mut self, gi: usize, span: Span) -> Vec<Tally> {
-        let g = &self.goals[gi];
         self.zones
             .iter()
-            .map(|(z, zs)| scan_zone(g, z, zs.map(|zs| &zs.enterprises), span, self.catalog, self.settings))
+            .map(|(z, zs)| {
+                scan_zone(
+                    self.goals,
+                    gi,
+                    z,
+                    zs.map(|zs| &zs.enterprises),
+                    span,
+                    self.catalog,
+                    self.settings,
+                )
+            })
             .collect()
     }
 }
 
-/// Evaluates every goal that applies to `zones` (their `goal_sets`) at `level` for `period`,
-/// scanning every enterprise: the reference the incremental tallies are checked against.
+/// Evaluates every goal that applies to `zones` (their `goal_sets`) at `level` for
+/// `asked` (a period, with each goal's basis or a chosen span), scanning every
+/// enterprise: the reference the incremental tallies are checked against.
 pub fn evaluate(
     goals: &[GoalDef],
     zones: &[(&Zone, Option<&ZoneState>)],
     level: Level,
-    period: Period,
+    asked: impl Into<Asked>,
     catalog: &Catalog,
     settings: &GoalSettings,
 ) -> Vec<GoalRow> {
@@ -293,7 +176,7 @@ pub fn evaluate(
         catalog,
         settings,
     };
-    table(&mut scan, goals, applies, &level, period, settings)
+    table(&mut scan, goals, applies, &level, asked.into(), settings)
 }
 
 /// The rows of every goal `applies` accepts, from `src`'s tallies.
@@ -302,7 +185,7 @@ pub(super) fn table(
     goals: &[GoalDef],
     applies: impl Fn(&GoalDef) -> bool,
     level: &Level,
-    period: Period,
+    asked: Asked,
     settings: &GoalSettings,
 ) -> Vec<GoalRow> {
     let by_id: BTreeMap<&str, usize> = goals.iter().enumerate().map(|(i, g)| (g.id.as_str(), i)).collect();
@@ -311,7 +194,16 @@ pub(super) fn table(
         .enumerate()
         .filter(|(_, g)| applies(g))
         .map(|(gi, g)| {
-            let span = Span::of(g.basis, period);
+            // A trend covers what its base goal covers, compared with its base year.
+            let basis = match g.kind {
+                GoalKind::Trend => {
+                    g.of.as_deref()
+                        .and_then(|id| by_id.get(id))
+                        .map_or(g.basis, |&bi| goals[bi].basis)
+                }
+                _ => g.basis,
+            };
+            let span = asked.span_for(basis);
             let mut row = row(src, goals, &by_id, gi, span, settings);
             row.status = status(g, &row, level);
             row
@@ -337,6 +229,7 @@ fn blank(g: &GoalDef, span: Span) -> GoalRow {
         numerator_from_proxy: 0,
         reported: 0,
         in_scope: 0,
+        partial_months: 0,
         completeness: None,
         target: g.target,
         comparator: g.comparator.clone(),
@@ -370,6 +263,8 @@ fn row(
     row.reported = all.reported;
     row.unknown = all.unknown;
     row.numerator_from_proxy = all.proxied;
+    row.partial_months = all.partial_months;
+    row.completeness = completeness(&all, span);
     match g.kind {
         GoalKind::Coverage => {
             let c = g.condition.unwrap_or(super::Condition::Always);
@@ -387,7 +282,7 @@ fn row(
             row.denominator = all.den.value();
             row.value = (row.denominator > 0.0).then(|| row.numerator / row.denominator);
             row.definition = format!(
-                "Σ {num}{} ÷ Σ {den} over {} reporting both for {}{}",
+                "Σ {num}{} ÷ Σ {den} over {} reporting both for {}, each over the months it reports both{}",
                 g.numerator_filter
                     .as_ref()
                     .map(|f| format!(" ({})", f.describe()))
@@ -434,12 +329,20 @@ fn row(
             row.in_scope = tallies.len();
             row.denominator = 1.0;
             row.value = Some(row.numerator);
+            row.completeness = (row.in_scope > 0).then_some(1.0);
             row.definition = format!("zones whose Σ {ind} reaches {min} in {}", span.label());
         }
         GoalKind::Trend => {}
     }
-    row.completeness = (row.in_scope > 0).then(|| row.reported as f64 / row.in_scope as f64);
     row
+}
+
+/// Member-months a tally's figures cover ÷ member-months of the span: an
+/// enterprise that reports nothing adds none, one whose figure leaves months
+/// out adds only those it covers. Without months left out this is reported ÷ in scope.
+fn completeness(t: &Tally, span: Span) -> Option<f64> {
+    let due = t.in_scope as f64 * f64::from(span.month_count());
+    (due > 0.0).then(|| t.months as f64 / due)
 }
 
 /// A trend row: the base goal's value over the span against the same span of the base year.
@@ -460,18 +363,46 @@ fn trend(
     if base_goal.kind == GoalKind::Trend {
         return row;
     }
-    let cur_span = Span::of(base_goal.basis, span_period(span));
-    let base_year = g.base_year.unwrap_or(cur_span.year() - 1);
-    let base_span = cur_span.in_year(base_year);
-    let cur = self::row(src, goals, by_id, bi, cur_span, s);
-    let base = self::row(src, goals, by_id, bi, base_span, s);
-    row.numerator = cur.value.unwrap_or(0.0);
-    row.denominator = base.value.unwrap_or(0.0);
-    row.reported = cur.reported.min(base.reported);
-    row.unknown = cur.unknown.max(base.unknown);
-    row.in_scope = cur.in_scope;
+    let cur_span = span;
+    let base_span = base_span(g, cur_span);
+    let base_year = base_span.year();
+    let (cur, base) = match summed_base(goals, g) {
+        // Each enterprise over the months it reports in both years.
+        Some(b) => {
+            let Some(gi) = by_id.get(g.id.as_str()).copied() else {
+                return row;
+            };
+            let mut all = Tally::default();
+            for t in src.tallies(gi, cur_span) {
+                all.merge(&t);
+            }
+            row.reported = all.reported;
+            row.unknown = all.unknown;
+            row.in_scope = all.in_scope;
+            row.partial_months = all.partial_months;
+            row.completeness = completeness(&all, cur_span);
+            let (bn, bd) = all.base_values();
+            let (cn, cd) = (all.num.value(), all.den.value());
+            match b.kind {
+                GoalKind::Ratio => ((cd > 0.0).then(|| cn / cd), (bd > 0.0).then(|| bn / bd)),
+                _ => ((all.reported > 0).then_some(cn), (all.reported > 0).then_some(bn)),
+            }
+        }
+        // A coverage or count: its rows as they stand, year against year.
+        None => {
+            let cur = self::row(src, goals, by_id, bi, cur_span, s);
+            let base = self::row(src, goals, by_id, bi, base_span, s);
+            row.reported = cur.reported.min(base.reported);
+            row.unknown = cur.unknown.max(base.unknown);
+            row.in_scope = cur.in_scope;
+            row.completeness = (row.in_scope > 0).then(|| row.reported as f64 / row.in_scope as f64);
+            (cur.value, base.value)
+        }
+    };
+    row.numerator = cur.unwrap_or(0.0);
+    row.denominator = base.unwrap_or(0.0);
     let years = (cur_span.year() - base_year).max(1);
-    row.value = match (cur.value, base.value) {
+    row.value = match (cur, base) {
         (Some(c), Some(b)) if b > 0.0 && c >= 0.0 => Some(if g.annual {
             (c / b).powf(1.0 / f64::from(years)) - 1.0
         } else {
@@ -481,7 +412,7 @@ fn trend(
     };
     row.period = format!("{} vs {}", cur_span.label(), base_span.label());
     row.definition = format!(
-        "{} of {} ({}) against {}{}",
+        "{} of {} ({}) against {}{}{}",
         if g.annual { "compound annual change" } else { "change" },
         base_goal.id,
         base_goal.name_en,
@@ -490,17 +421,14 @@ fn trend(
             format!(" over {years} year(s)")
         } else {
             String::new()
+        },
+        if summed_base(goals, g).is_some() {
+            "; each enterprise over the months it reports in both years"
+        } else {
+            ""
         }
     );
-    row.completeness = (row.in_scope > 0).then(|| row.reported as f64 / row.in_scope as f64);
     row
-}
-
-fn span_period(span: Span) -> Period {
-    match span {
-        Span::Period(p) => p,
-        Span::YearToDate(y, m) => Period::Month(y, m),
-    }
 }
 
 fn energy_note(num: &str, den: &str, s: &GoalSettings) -> String {
@@ -558,73 +486,4 @@ fn status(g: &GoalDef, row: &GoalRow, level: &Level) -> Status {
         }
         _ => Status::Reported,
     }
-}
-
-/// One enterprise's energy figures for a period, with the same period a year before.
-#[derive(Debug, Clone, Serialize)]
-pub struct EnterpriseEnergy {
-    /// Credit code.
-    pub enterprise: EnterpriseId,
-    /// Name from the registry.
-    pub name: String,
-    /// Above-scale industrial.
-    pub in_scope: bool,
-    /// Comprehensive energy use, tce.
-    pub tce: Option<f64>,
-    /// Value added, 10k yuan.
-    pub value_added: Option<f64>,
-    /// tce per 10k yuan.
-    pub intensity: Option<f64>,
-    /// Intensity in the same period a year before.
-    pub intensity_last_year: Option<f64>,
-    /// intensity ÷ intensity_last_year − 1.
-    pub yoy_change: Option<f64>,
-    /// Per carrier.
-    pub carriers: Vec<CarrierAmount>,
-}
-
-/// Energy use with carriers, value added and intensity of one enterprise.
-type Intensity = (Option<(f64, Vec<CarrierAmount>)>, Option<f64>, Option<f64>);
-
-/// Energy figures of every enterprise of a zone for a period.
-pub fn energy(
-    zone: &Zone,
-    zs: Option<&ZoneState>,
-    period: Period,
-    catalog: &Catalog,
-    s: &GoalSettings,
-) -> Vec<EnterpriseEnergy> {
-    let intensity = |es: Option<&EnterpriseState>, p: Period| -> Intensity {
-        let e = es.and_then(|es| energy_over(es, Span::Period(p), catalog, s));
-        let va = es
-            .and_then(|es| flow(es, "value_added", Span::Period(p)))
-            .map(|(v, _)| v);
-        let i = match (&e, va) {
-            (Some((t, _)), Some(v)) if v > 0.0 => Some(t / v),
-            _ => None,
-        };
-        (e, va, i)
-    };
-    zone.enterprise
-        .iter()
-        .map(|e| {
-            let es = zs.and_then(|z| z.enterprises.get(&e.id));
-            let (en, va, i) = intensity(es, period);
-            let (_, _, last) = intensity(es, period.year_before());
-            EnterpriseEnergy {
-                enterprise: e.id.clone(),
-                name: e.name.clone(),
-                in_scope: e.in_scope(),
-                tce: en.as_ref().map(|(t, _)| *t),
-                value_added: va,
-                intensity: i,
-                intensity_last_year: last,
-                yoy_change: match (i, last) {
-                    (Some(a), Some(b)) if b > 0.0 => Some(a / b - 1.0),
-                    _ => None,
-                },
-                carriers: en.map(|(_, c)| c).unwrap_or_default(),
-            }
-        })
-        .collect()
 }

@@ -18,11 +18,13 @@
 //! needs them (trend goals need the base year's span too) and kept for the
 //! [`MAX_SPANS`] spans used most recently.
 
-use super::eval::{table, Level, Span, Tallies as TallySource};
-use super::tally::{contribution, scan_zone, Contribution, Tally};
+use super::contribute::{base_span, contribution, summed_base};
+use super::eval::{table, Level, Tallies as TallySource};
+use super::span::{Asked, Span};
+use super::tally::{scan_zone, Contribution, Tally};
 use super::{GoalDef, GoalKind, GoalRow, GoalSettings};
 use crate::registry::{Registry, Zone};
-use crate::state::{EnterpriseState, Follower, Touched, ZoneState};
+use crate::state::{EnterpriseState, Follower, Touched, Window, ZoneState};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use zonesync_proto::{Catalog, EnterpriseId, Period, ZoneId};
@@ -43,6 +45,9 @@ pub struct ZoneGoals {
     by_indicator: HashMap<String, Vec<usize>>,
     /// Goals whose contributions read each declared attribute.
     by_attribute: HashMap<String, Vec<usize>>,
+    /// Per goal: its contributions read energy (whose carriers are those used
+    /// in the span's whole year), and, for a trend, that it reads its base year too.
+    reach: Vec<Reach>,
     spans: HashMap<Span, Kept>,
     clock: u64,
     /// (span, goal) tallies built by a scan so far.
@@ -53,7 +58,17 @@ pub struct ZoneGoals {
     pending: Option<Pending>,
 }
 
-/// The tallies of one span, by goal index (None until asked for; always None for trends).
+/// What a goal's contribution over a span reads beyond the span's own months.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reach {
+    /// Energy: the carriers are those used anywhere in the span's year.
+    whole_years: bool,
+    /// A trend made of contributions: the base year's span too.
+    trend: bool,
+}
+
+/// The tallies of one span, by goal index (None until asked for; always None
+/// for a trend of a coverage or count, which is made of its base goal's rows).
 struct Kept {
     tallies: Vec<Option<Tally>>,
     last_used: u64,
@@ -86,11 +101,24 @@ impl ZoneGoals {
             .filter(|i| i.is_energy() && !settings.intensity_excludes.contains(&i.code))
             .map(|i| i.code.clone())
             .collect();
-        for (gi, g) in goals.iter().enumerate().filter(|(_, g)| g.kind != GoalKind::Trend) {
+        let mut reach = vec![Reach::default(); goals.len()];
+        for (gi, goal) in goals.iter().enumerate() {
+            // A trend of a ratio or total reads what its base goal reads; other trends nothing.
+            let g = match goal.kind {
+                GoalKind::Trend => match summed_base(&goals, goal) {
+                    Some(b) => b,
+                    None => continue,
+                },
+                _ => goal,
+            };
             let read = [&g.numerator, &g.denominator, &g.indicator]
                 .into_iter()
                 .flatten()
                 .chain(g.threshold.as_ref().map(|t| &t.indicator));
+            reach[gi] = Reach {
+                whole_years: read.clone().any(|c| c == "energy_tce"),
+                trend: goal.kind == GoalKind::Trend,
+            };
             for code in read {
                 let codes = if code == "energy_tce" {
                     energy.clone()
@@ -129,6 +157,7 @@ impl ZoneGoals {
             settings: settings.clone(),
             by_indicator,
             by_attribute,
+            reach,
             spans: HashMap::new(),
             clock: 0,
             scans: 0,
@@ -152,7 +181,7 @@ impl ZoneGoals {
         &mut self,
         states: &BTreeMap<EnterpriseId, EnterpriseState>,
         level: &Level,
-        period: Period,
+        asked: Asked,
     ) -> Vec<GoalRow> {
         self.clock += 1;
         let goals = self.goals.clone();
@@ -164,7 +193,7 @@ impl ZoneGoals {
             &goals,
             applies,
             level,
-            period,
+            asked,
             &settings,
         );
         self.evict();
@@ -194,7 +223,8 @@ impl ZoneGoals {
             return t.clone();
         }
         let t = scan_zone(
-            &self.goals[gi],
+            &self.goals,
+            gi,
             &self.zone,
             Some(states),
             span,
@@ -208,7 +238,8 @@ impl ZoneGoals {
 
     fn contribution(&self, gi: usize, member: usize, es: &EnterpriseState, span: Span) -> Contribution {
         contribution(
-            &self.goals[gi],
+            &self.goals,
+            gi,
             &self.zone,
             &self.zone.enterprise[member],
             Some(es),
@@ -234,9 +265,8 @@ impl ZoneGoals {
                 hit.extend(self.by_attribute.get(a).into_iter().flatten());
             }
             for (code, w) in &t.indicators {
-                if w.overlaps(span.start(), span.end()) {
-                    hit.extend(self.by_indicator.get(code).into_iter().flatten());
-                }
+                let goals = self.by_indicator.get(code).into_iter().flatten();
+                hit.extend(goals.filter(|gi| self.reads(**gi, *span, w)));
             }
             hit.sort_unstable();
             hit.dedup();
@@ -247,6 +277,21 @@ impl ZoneGoals {
             }
         }
         Some(Pending { member, cells })
+    }
+
+    /// Whether goal `gi`'s contributions over `span` read anything in `w`: the
+    /// span's months, its whole year for energy, and the base year's for a trend.
+    fn reads(&self, gi: usize, span: Span, w: &Window) -> bool {
+        let r = self.reach[gi];
+        let within = |s: Span| {
+            if r.whole_years {
+                let y = Period::Year(s.year());
+                w.overlaps(y.start(), y.end())
+            } else {
+                w.overlaps(s.start(), s.end())
+            }
+        };
+        within(span) || (r.trend && within(base_span(&self.goals[gi], span)))
     }
 
     /// Replaces the contributions `p` captured with the enterprise's new ones.
@@ -350,10 +395,10 @@ impl Tallies {
 /// Holds the zone's tally lock (not the state's write lock) while it works, so
 /// other readers go on; a scan for a span not kept yet blocks writers for its
 /// duration, once per span.
-pub fn zone_table(tallies: &Tallies, zs: &ZoneState, zone: &ZoneId, period: Period) -> Option<Vec<GoalRow>> {
+pub fn zone_table(tallies: &Tallies, zs: &ZoneState, zone: &ZoneId, asked: impl Into<Asked>) -> Option<Vec<GoalRow>> {
     let mut ix = tallies.lock(zone)?;
     let level = Level::Zone(ix.zone.id.to_string());
-    Some(ix.table(&zs.enterprises, &level, period))
+    Some(ix.table(&zs.enterprises, &level, asked.into()))
 }
 
 /// A table over several zones (a city's, or every zone served) from their
@@ -365,7 +410,7 @@ pub fn rollup_table(
     goals: &[GoalDef],
     settings: &GoalSettings,
     level: &Level,
-    period: Period,
+    asked: impl Into<Asked>,
 ) -> Option<Vec<GoalRow>> {
     let same = |z: &Zone| {
         tallies
@@ -385,7 +430,14 @@ pub fn rollup_table(
             .iter()
             .any(|(z, _)| z.goal_sets.is_empty() || z.goal_sets.contains(&g.set))
     };
-    let rows = table(&mut Zones { tallies, zones }, goals, applies, level, period, settings);
+    let rows = table(
+        &mut Zones { tallies, zones },
+        goals,
+        applies,
+        level,
+        asked.into(),
+        settings,
+    );
     for (z, _) in zones {
         if let Some(mut ix) = tallies.lock(&z.id) {
             ix.evict();

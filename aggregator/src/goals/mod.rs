@@ -15,17 +15,26 @@
 
 pub mod cache;
 mod conditions;
+mod contribute;
+mod energy_rows;
 mod eval;
 pub mod exact;
+mod figure;
 pub mod incremental;
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod months_tests;
+mod span;
 mod tally;
 #[cfg(test)]
 mod tests;
 
 pub use conditions::{Answer, Condition, Contradiction, Filter, GoalSettings, Population};
-pub use eval::{energy, evaluate, value, EnterpriseEnergy, GoalRow, Level, Span, Status};
+pub use energy_rows::{energy, EnterpriseEnergy};
+pub use eval::{evaluate, GoalRow, Level, Status};
+pub use figure::{value, Source};
+pub use span::{Asked, Span, SpanChoice, SpanError};
 pub use tally::{Contribution, Tally};
 
 use serde::{Deserialize, Serialize};

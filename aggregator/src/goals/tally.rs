@@ -2,14 +2,15 @@
 //! and a zone's contributions summed.
 //!
 //! Both the full scan ([`super::evaluate`]) and the tallies kept up to date as
-//! data arrives (`goals::incremental`) go through [`contribution`], so the
-//! rules of who counts, who is unknown and what is summed are written once.
+//! data arrives (`goals::incremental`) go through
+//! [`super::contribute::contribution`], so the rules of who counts, who is
+//! unknown and what is summed are written once.
 
-use super::conditions::{Answer, Declared};
-use super::eval::{value, Span};
+use super::contribute::contribution;
 use super::exact::ExactSum;
-use super::{GoalDef, GoalKind, GoalSettings};
-use crate::registry::{Enterprise, Zone};
+use super::span::Span;
+use super::{GoalDef, GoalSettings};
+use crate::registry::Zone;
 use crate::state::EnterpriseState;
 use std::collections::BTreeMap;
 use zonesync_proto::{Catalog, EnterpriseId};
@@ -29,6 +30,16 @@ pub struct Contribution {
     pub num: f64,
     /// Added to the denominator: 1 per member for coverage, its amount for a ratio.
     pub den: f64,
+    /// Trend: its numerator (or amount) over the base year's span, over the same months.
+    pub base_num: f64,
+    /// Trend of a ratio: its denominator over the base year's span.
+    pub base_den: f64,
+    /// Months of the span its figure covers: all of them for a figure that is
+    /// not a sum over months (a declaration, a stock), none when unknown.
+    pub months: u32,
+    /// Months of the span left out of its figure, on every side, because a
+    /// side lacked them (counted for members that report, see `months`).
+    pub partial_months: u32,
 }
 
 /// One zone's contributions to a goal over a span, summed: all a row needs.
@@ -50,6 +61,12 @@ pub struct Tally {
     pub num: ExactSum,
     /// Σ denominator contributions.
     pub den: ExactSum,
+    /// Trends: Σ base-year numerator and denominator contributions (absent until one is put in).
+    pub base: Option<Box<[ExactSum; 2]>>,
+    /// Σ months covered by members' figures.
+    pub months: u64,
+    /// Σ months left out of members' figures.
+    pub partial_months: u64,
 }
 
 impl Tally {
@@ -61,6 +78,13 @@ impl Tally {
         self.proxied += usize::from(c.proxied);
         self.num.add(c.num);
         self.den.add(c.den);
+        self.months += u64::from(c.months);
+        self.partial_months += u64::from(c.partial_months);
+        if c.base_num != 0.0 || c.base_den != 0.0 {
+            let b = self.base.get_or_insert_with(Box::default);
+            b[0].add(c.base_num);
+            b[1].add(c.base_den);
+        }
     }
 
     /// Takes a contribution that was put in out again.
@@ -71,6 +95,13 @@ impl Tally {
         self.proxied = self.proxied.saturating_sub(usize::from(c.proxied));
         self.num.sub(c.num);
         self.den.sub(c.den);
+        self.months = self.months.saturating_sub(u64::from(c.months));
+        self.partial_months = self.partial_months.saturating_sub(u64::from(c.partial_months));
+        if c.base_num != 0.0 || c.base_den != 0.0 {
+            let b = self.base.get_or_insert_with(Box::default);
+            b[0].sub(c.base_num);
+            b[1].sub(c.base_den);
+        }
     }
 
     /// Adds another zone's tally.
@@ -81,117 +112,25 @@ impl Tally {
         self.proxied += o.proxied;
         self.num.merge(&o.num);
         self.den.merge(&o.den);
+        self.months += o.months;
+        self.partial_months += o.partial_months;
+        if let Some(ob) = &o.base {
+            let b = self.base.get_or_insert_with(Box::default);
+            b[0].merge(&ob[0]);
+            b[1].merge(&ob[1]);
+        }
+    }
+
+    /// Σ base-year numerator and denominator (trends).
+    pub fn base_values(&self) -> (f64, f64) {
+        self.base.as_ref().map_or((0.0, 0.0), |b| (b[0].value(), b[1].value()))
     }
 }
 
-static NO_DECLARATIONS: Declared = Declared::new();
-
-/// What one registered enterprise of `zone` contributes to goal `g` over `span`.
-///
-/// An enterprise that has sent nothing (`es` None) contributes exactly what
-/// one with an empty state does; the incremental tallies rely on that.
-pub(super) fn contribution(
-    g: &GoalDef,
-    zone: &Zone,
-    reg: &Enterprise,
-    es: Option<&EnterpriseState>,
-    span: Span,
-    catalog: &Catalog,
-    s: &GoalSettings,
-) -> Contribution {
-    let d = es.map_or(&NO_DECLARATIONS, |e| &e.declarations);
-    let pop = g.population.contains(reg, d);
-    if pop == Some(false) {
-        return Contribution::default();
-    }
-    let mut c = Contribution {
-        member: true,
-        ..Contribution::default()
-    };
-    let val = |ind: &str| value(es, ind, span, catalog, s);
-    match g.kind {
-        GoalKind::Coverage => {
-            c.den = 1.0;
-            let answer = g.condition.unwrap_or(super::Condition::Always).answer(d, s);
-            match (pop, answer.met()) {
-                (Some(true), Some(true)) => {
-                    c.num = 1.0;
-                    c.reported = true;
-                    c.proxied = matches!(answer, Answer::Proxy(_));
-                }
-                (Some(true), Some(false)) => c.reported = true,
-                _ => c.unknown = true,
-            }
-        }
-        GoalKind::Ratio => {
-            let in_num = match &g.numerator_filter {
-                None => Some(true),
-                Some(f) => f.passes(zone, reg, d),
-            };
-            let dv = val(g.denominator.as_deref().unwrap_or(""));
-            let nv = match in_num {
-                Some(true) => val(g.numerator.as_deref().unwrap_or("")),
-                Some(false) => Some(0.0),
-                None => None,
-            };
-            match (nv, dv) {
-                (Some(n), Some(dn)) => {
-                    c.num = n;
-                    c.den = dn;
-                    c.reported = true;
-                }
-                _ => c.unknown = true,
-            }
-        }
-        GoalKind::Total | GoalKind::Count => {
-            let pass = match &g.filter {
-                None => Some(true),
-                Some(f) => f.passes(zone, reg, d),
-            };
-            let known = match (g.kind, pass) {
-                (_, Some(false)) => return c,
-                (_, None) => None,
-                (GoalKind::Total, Some(true)) => val(g.indicator.as_deref().unwrap_or("")),
-                (_, Some(true)) => {
-                    let answer = g.condition.map(|c| c.answer(d, s));
-                    let cond = answer.map_or(Some(true), Answer::met);
-                    let thr = g
-                        .threshold
-                        .as_ref()
-                        .map_or(Some(true), |t| val(&t.indicator).map(|v| v >= t.min));
-                    match (cond, thr) {
-                        (Some(false), _) | (_, Some(false)) => Some(0.0),
-                        (Some(true), Some(true)) => {
-                            c.proxied = matches!(answer, Some(Answer::Proxy(_)));
-                            Some(1.0)
-                        }
-                        _ => None,
-                    }
-                }
-            };
-            match known {
-                Some(v) => {
-                    c.num = v;
-                    c.reported = true;
-                }
-                None => c.unknown = true,
-            }
-        }
-        GoalKind::ZoneCount => {
-            let passes = g.filter.as_ref().is_none_or(|f| f.passes(zone, reg, d) == Some(true));
-            if let (true, Some(v)) = (passes, val(g.indicator.as_deref().unwrap_or(""))) {
-                c.num = v;
-            }
-        }
-        // A trend is computed from its base goal's tallies, never from contributions of its own.
-        GoalKind::Trend => {}
-    }
-    c
-}
-
-/// Goal `g`'s tally over `span` for one zone, by scanning every registered enterprise.
+/// Goal `goals[gi]`'s tally over `span` for one zone, by scanning every registered enterprise.
 pub(super) fn scan_zone(
-    g: &GoalDef,
+    goals: &[GoalDef],
+    gi: usize,
     zone: &Zone,
     states: Option<&BTreeMap<EnterpriseId, EnterpriseState>>,
     span: Span,
@@ -201,7 +140,7 @@ pub(super) fn scan_zone(
     let mut t = Tally::default();
     for e in &zone.enterprise {
         let es = states.and_then(|m| m.get(&e.id));
-        t.add(&contribution(g, zone, e, es, span, catalog, s));
+        t.add(&contribution(goals, gi, zone, e, es, span, catalog, s));
     }
     t
 }
