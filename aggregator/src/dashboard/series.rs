@@ -113,6 +113,9 @@ pub struct EnterpriseSeries {
     pub name: String,
     /// Above-scale and industrial.
     pub in_scope: bool,
+    /// Per month: it has figures, but a carrier it uses or its value added is
+    /// missing, so that month has no intensity (and is never ranked on).
+    pub partial: Vec<bool>,
     /// Its intensity and trajectory.
     #[serde(flatten)]
     pub series: Series,
@@ -133,6 +136,9 @@ pub struct EnergySeries {
     pub zone_tce: Vec<Option<f64>>,
     /// Σ value added of the zone series, per month.
     pub zone_value_added: Vec<Option<f64>>,
+    /// In-scope enterprises left out of the zone series each month because
+    /// their figures for it are partial (see `EnterpriseEnergy::partial`).
+    pub zone_partial: Vec<usize>,
     /// Enterprises with any intensity in the window, furthest above their trajectory first.
     pub enterprises: Vec<EnterpriseSeries>,
 }
@@ -150,10 +156,12 @@ pub fn energy_series(
     let mut zone_tce = Vec::with_capacity(months.len());
     let mut zone_va = Vec::with_capacity(months.len());
     let mut zone_i = Vec::with_capacity(months.len());
+    let mut zone_partial = Vec::with_capacity(months.len());
     for rows in &per_month {
+        zone_partial.push(rows.iter().filter(|r| r.in_scope && r.partial).count());
         let both = rows
             .iter()
-            .filter(|r| r.in_scope)
+            .filter(|r| r.in_scope && !r.partial)
             .filter_map(|r| Some((r.tce?, r.value_added?)));
         let (n, t, v) = both.fold((0, 0.0, 0.0), |(n, t, v), (a, b)| (n + 1, t + a, v + b));
         zone_tce.push((n > 0).then_some(t));
@@ -169,15 +177,19 @@ pub fn energy_series(
             enterprise: e.id.clone(),
             name: e.name.clone(),
             in_scope: e.in_scope(),
+            partial: per_month
+                .iter()
+                .map(|rows| rows.get(k).is_some_and(|r| r.partial))
+                .collect(),
             series: Series::new(
                 per_month
                     .iter()
-                    .map(|rows| rows.get(k).and_then(|r| r.intensity))
+                    .map(|rows| rows.get(k).and_then(|r| if r.partial { None } else { r.intensity }))
                     .collect(),
                 per_year,
             ),
         })
-        .filter(|e| e.series.latest.is_some())
+        .filter(|e| e.series.latest.is_some() || e.partial.iter().any(|p| *p))
         .collect();
     // Furthest above the trajectory first; those without a gap (no rate) last, by id.
     enterprises.sort_by(|a, b| {
@@ -191,6 +203,7 @@ pub fn energy_series(
         zone: Series::new(zone_i, per_year),
         zone_tce,
         zone_value_added: zone_va,
+        zone_partial,
         enterprises,
     }
 }
@@ -339,6 +352,31 @@ mod tests {
         let t3 = 0.96f64.powf(2.0 / 12.0);
         assert!((s.trajectory[3].unwrap() - t3).abs() < 1e-12);
         assert!((s.gap.unwrap() - (1.2 / t3 - 1.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_partial_month_is_left_out_of_the_zone_counted_and_never_ranked_on() {
+        use crate::state::State;
+        use crate::testkit::{amount, enterprise, id, zone};
+        let z = zone(vec![enterprise(1, true, ""), enterprise(2, true, "")], &[]);
+        let cat = Catalog::builtin().unwrap();
+        let mut st = State::default();
+        let both = |m: &str| vec![amount("electricity", m, 10_000.0), amount("value_added", m, 100.0)];
+        st.apply(&z.id, &id(1), &[both("2026-09"), both("2026-10")].concat(), &[], &cat);
+        // E2 uses gas (September) but has no gas figure for October: October is partial.
+        let mut e2 = [both("2026-09"), both("2026-10")].concat();
+        e2.push(amount("natural_gas", "2026-09", 1_000.0));
+        st.apply(&z.id, &id(2), &e2, &[], &cat);
+        let months = months_ending(Period::Month(2026, 10), 2);
+        let s = energy_series(&z, st.zones.get(&z.id), &months, None, &cat, &GoalSettings::default());
+        assert_eq!(s.zone_partial, vec![0, 1]);
+        // October: E1 alone, 10,000 kWh × 0.0001229 = 1.229 tce over 100.
+        assert!((s.zone.intensity[1].unwrap() - 1.229 / 100.0).abs() < 1e-12);
+        // September: both, (2 × 1.229 + 1,000 m³ × 0.0012143) ÷ 200.
+        assert!((s.zone.intensity[0].unwrap() - (2.458 + 1.2143) / 200.0).abs() < 1e-12);
+        let e2 = s.enterprises.iter().find(|e| e.enterprise == id(2)).unwrap();
+        assert_eq!(e2.partial, vec![false, true]);
+        assert_eq!((e2.series.intensity[1], e2.series.latest), (None, Some(0)));
     }
 
     #[test]

@@ -172,6 +172,7 @@ async function viewEnergy() {
       <div class="big"><b class="zone-intensity">${latest == null ? "—" : human(s.zone.intensity[latest], "")}</b>
         <span class="muted">${latest == null ? "" : esc(s.months[latest])}</span></div>
       <div class="gapline">${t("gap")} <b class="${s.zone.gap > 0 ? "bad" : "good"}">${signedPct(s.zone.gap)}</b></div>
+      ${latest != null && s.zone_partial[latest] > 0 ? `<div class="muted partial-note">${t("partial_left_out").replace("{n}", s.zone_partial[latest])}</div>` : ""}
       ${Charts.spark(s.zone.intensity.slice(from), s.zone.trajectory.slice(from), 220, 48)}
     </div>`;
   }).join("");
@@ -188,10 +189,13 @@ async function viewEnergy() {
   });
   const rows = s.enterprises.map(e => {
     const l = e.latest;
-    return `<tr data-enterprise="${esc(e.enterprise)}"><td>${esc(e.name)}<div class="muted mono">${esc(e.enterprise)}</div></td>
-      <td class="num">${esc(s.months[l])}</td>
-      <td class="num"><b>${human(e.intensity[l], "")}</b></td>
-      <td class="num">${human(e.trajectory[l], "")}</td>
+    // A partial month has no intensity and is not ranked on; say so where it is the newest.
+    const newest = e.partial.length - 1;
+    const partial = e.partial[newest] ? `<div class="partial">${t("partial_month").replace("{month}", esc(s.months[newest]))}</div>` : "";
+    return `<tr data-enterprise="${esc(e.enterprise)}"><td>${esc(e.name)}<div class="muted mono">${esc(e.enterprise)}</div>${partial}</td>
+      <td class="num">${l == null ? "—" : esc(s.months[l])}</td>
+      <td class="num"><b>${l == null ? "—" : human(e.intensity[l], "")}</b></td>
+      <td class="num">${l == null ? "—" : human(e.trajectory[l], "")}</td>
       <td class="num"><b class="gap ${e.gap > 0 ? "bad" : "good"}">${signedPct(e.gap)}</b></td>
       <td>${Charts.spark(e.intensity.slice(from), e.trajectory.slice(from))}</td></tr>`;
   }).join("");
