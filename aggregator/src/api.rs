@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::auth::{read_guard, write_guard, Tokens};
 use crate::goals::cache::Cached;
 use crate::goals::incremental::rollup_table;
-use crate::goals::{energy, evaluate, Level};
+use crate::goals::{energy, evaluate, Asked, Level, SpanChoice, SpanError};
 use crate::registry::Zone;
 use crate::report::{render, Format};
 use axum::extract::{Path, Query, State};
@@ -88,6 +88,22 @@ pub(crate) fn period_param(q: &PeriodQuery) -> Result<Period, ApiError> {
 
 /// Largest body of a state-changing request, bytes.
 const WRITE_BODY_LIMIT: usize = 4096;
+
+/// `?period=&span=` of a goal table.
+#[derive(Deserialize)]
+pub(crate) struct GoalQuery {
+    period: Option<String>,
+    span: Option<String>,
+}
+
+/// The period (default: this month) and span (default: each goal's basis) asked for.
+fn asked_param(period: Option<String>, span: Option<&str>) -> Result<Asked, ApiError> {
+    let period = period_param(&PeriodQuery { period })?;
+    let choice = span
+        .map_or(Ok(SpanChoice::Basis), str::parse)
+        .map_err(|e: SpanError| bad_request(e.to_string()))?;
+    Asked::new(period, choice).map_err(|e| bad_request(e.to_string()))
+}
 
 /// Builds the router.
 pub fn router(app: Arc<App>) -> Router {
@@ -173,15 +189,16 @@ async fn zones(State(app): State<Arc<App>>) -> ApiResult {
     Ok(Json(json!({ "zones": list })))
 }
 
-async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q): Params<PeriodQuery>) -> ApiResult {
+async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q): Params<GoalQuery>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
-    let period = period_param(&q)?;
-    let (reg, c) = zone_table(&app, &z, period)?;
+    let asked = asked_param(q.period, q.span.as_deref())?;
+    let (reg, c) = zone_table(&app, &z, asked)?;
     Ok(Json(json!({
         "zone": z,
         "name_zh": reg.name_zh,
         "name_en": reg.name_en,
-        "period": period,
+        "period": asked.period,
+        "span": asked.span,
         "computed_at": c.computed_at,
         "compute_ms": c.took_ms,
         "settings": app.settings,
@@ -202,15 +219,15 @@ pub(crate) fn read_state(app: &App) -> Result<std::sync::RwLockReadGuard<'_, cra
 }
 
 /// A zone's goal table, from the cache (see `goals::cache`).
-fn zone_table<'a>(app: &'a App, z: &ZoneId, period: Period) -> Result<(&'a Zone, Cached), ApiError> {
+fn zone_table<'a>(app: &'a App, z: &ZoneId, asked: Asked) -> Result<(&'a Zone, Cached), ApiError> {
     let reg = registered(app, z)?;
-    let c = crate::goals::cache::table(app, z, period)
+    let c = crate::goals::cache::table(app, z, asked)
         .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
     Ok((reg, c))
 }
 
 /// Goals over several zones: a city's, or every zone served (the province as far as this instance sees it).
-fn rollup(app: &App, level: Level, period: Period) -> ApiResult {
+fn rollup(app: &App, level: Level, asked: Asked) -> ApiResult {
     let st = read_state(app)?;
     let zones: Vec<_> = app
         .zones
@@ -230,13 +247,13 @@ fn rollup(app: &App, level: Level, period: Period) -> ApiResult {
     let kept: Option<Vec<(&Zone, &crate::state::ZoneState)>> =
         zones.iter().map(|(z, zs)| zs.map(|zs| (*z, zs))).collect();
     let rows = kept
-        .and_then(|k| rollup_table(&app.tallies, &k, &app.goals.goal, &app.settings, &level, period))
+        .and_then(|k| rollup_table(&app.tallies, &k, &app.goals.goal, &app.settings, &level, asked))
         .unwrap_or_else(|| {
             evaluate(
                 &app.goals.goal,
                 &zones,
                 level.clone(),
-                period,
+                asked,
                 &app.catalog,
                 &app.settings,
             )
@@ -244,23 +261,20 @@ fn rollup(app: &App, level: Level, period: Period) -> ApiResult {
     Ok(Json(json!({
         "level": level,
         "zones": ids,
-        "period": period,
+        "period": asked.period,
+        "span": asked.span,
         "computed_at": Utc::now(),
         "settings": app.settings,
         "goals": rows,
     })))
 }
 
-async fn city_goals(
-    State(app): State<Arc<App>>,
-    Path(city): Path<String>,
-    Params(q): Params<PeriodQuery>,
-) -> ApiResult {
-    rollup(&app, Level::City(city), period_param(&q)?)
+async fn city_goals(State(app): State<Arc<App>>, Path(city): Path<String>, Params(q): Params<GoalQuery>) -> ApiResult {
+    rollup(&app, Level::City(city), asked_param(q.period, q.span.as_deref())?)
 }
 
-async fn province_goals(State(app): State<Arc<App>>, Params(q): Params<PeriodQuery>) -> ApiResult {
-    rollup(&app, Level::Province, period_param(&q)?)
+async fn province_goals(State(app): State<Arc<App>>, Params(q): Params<GoalQuery>) -> ApiResult {
+    rollup(&app, Level::Province, asked_param(q.period, q.span.as_deref())?)
 }
 
 async fn goal_catalog(State(app): State<Arc<App>>) -> Json<Value> {
@@ -270,6 +284,7 @@ async fn goal_catalog(State(app): State<Arc<App>>) -> Json<Value> {
 #[derive(Deserialize)]
 struct ReportQuery {
     period: Option<String>,
+    span: Option<String>,
     format: Option<String>,
 }
 
@@ -279,11 +294,20 @@ async fn zone_report(
     Params(q): Params<ReportQuery>,
 ) -> Result<Response, ApiError> {
     let z = zone_param(&app, &zone)?;
-    let period = period_param(&PeriodQuery { period: q.period })?;
+    let asked = asked_param(q.period, q.span.as_deref())?;
+    let period = asked.period;
     let format: Format = q.format.as_deref().unwrap_or("csv").parse().map_err(bad_request)?;
-    let (reg, c) = zone_table(&app, &z, period)?;
+    let (reg, c) = zone_table(&app, &z, asked)?;
     let rows = c.rows;
-    let body = render(&format!("{} {} ({period})", reg.name_zh, reg.name_en), &rows, format);
+    let span = match asked.span {
+        SpanChoice::Basis => String::new(),
+        other => format!(", span {}", other.name()),
+    };
+    let body = render(
+        &format!("{} {} ({period}{span})", reg.name_zh, reg.name_en),
+        &rows,
+        format,
+    );
     let mut headers = vec![(header::CONTENT_TYPE, format.content_type().to_owned())];
     if format == Format::Csv {
         headers.push((

@@ -41,6 +41,9 @@ enum Cmd {
         /// Period: YYYY, YYYY-Qn or YYYY-MM (China time); default the current month.
         #[arg(long)]
         period: Option<String>,
+        /// Span of every row: month, quarter, year or ytd; default each goal's own basis.
+        #[arg(long)]
+        span: Option<String>,
         /// table, csv (UTF-8 with BOM, opens in Excel), md or json.
         #[arg(long, default_value = "table")]
         format: String,
@@ -85,6 +88,7 @@ fn main() -> anyhow::Result<()> {
             api,
             zone,
             period,
+            span,
             format,
         } => {
             let mut url = format!(
@@ -93,6 +97,9 @@ fn main() -> anyhow::Result<()> {
             );
             if let Some(p) = period {
                 url.push_str(&format!("&period={p}"));
+            }
+            if let Some(s) = span {
+                url.push_str(&format!("&span={s}"));
             }
             let body = rt.block_on(async {
                 let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;

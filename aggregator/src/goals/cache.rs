@@ -11,7 +11,7 @@
 //! dashboard's first request does not pay for it.
 
 use super::incremental::zone_table;
-use super::{evaluate, GoalRow, Level};
+use super::{evaluate, Asked, GoalRow, Level};
 use crate::app::App;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -35,23 +35,24 @@ pub struct Cached {
 /// The cache.
 #[derive(Default)]
 pub struct GoalCache {
-    tables: Mutex<HashMap<(ZoneId, Period), Cached>>,
+    tables: Mutex<HashMap<(ZoneId, Asked), Cached>>,
 }
 
 impl GoalCache {
-    fn get(&self, zone: &ZoneId, period: Period) -> Option<Cached> {
-        self.tables.lock().ok()?.get(&(zone.clone(), period)).cloned()
+    fn get(&self, zone: &ZoneId, asked: Asked) -> Option<Cached> {
+        self.tables.lock().ok()?.get(&(zone.clone(), asked)).cloned()
     }
 
-    fn put(&self, zone: &ZoneId, period: Period, c: Cached) {
+    fn put(&self, zone: &ZoneId, asked: Asked, c: Cached) {
         if let Ok(mut t) = self.tables.lock() {
-            t.insert((zone.clone(), period), c);
+            t.insert((zone.clone(), asked), c);
         }
     }
 }
 
 /// Makes a zone's table now (from its tallies) and caches it.
-pub fn compute(app: &App, zone: &ZoneId, period: Period) -> Option<Cached> {
+pub fn compute(app: &App, zone: &ZoneId, asked: impl Into<Asked>) -> Option<Cached> {
+    let asked = asked.into();
     let reg = app.registry.zone(zone)?;
     let started = std::time::Instant::now();
     let st = app.state.read().ok()?;
@@ -59,13 +60,13 @@ pub fn compute(app: &App, zone: &ZoneId, period: Period) -> Option<Cached> {
     let version = zs.map_or(0, |z| z.version);
     // A served zone always has tallies (`App::open` installs them); the scan is the fallback.
     let rows = zs
-        .and_then(|zs| zone_table(&app.tallies, zs, zone, period))
+        .and_then(|zs| zone_table(&app.tallies, zs, zone, asked))
         .unwrap_or_else(|| {
             evaluate(
                 &app.goals.goal,
                 &[(reg, zs)],
                 Level::Zone(zone.to_string()),
-                period,
+                asked,
                 &app.catalog,
                 &app.settings,
             )
@@ -77,16 +78,18 @@ pub fn compute(app: &App, zone: &ZoneId, period: Period) -> Option<Cached> {
         computed_at: Utc::now(),
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
-    app.goal_cache.put(zone, period, c.clone());
+    app.goal_cache.put(zone, asked, c.clone());
     Some(c)
 }
 
-/// The table for `period`: the cached one while the zone's data is unchanged, else made afresh.
-pub fn table(app: &App, zone: &ZoneId, period: Period) -> Option<Cached> {
+/// The table for `asked` (a period, and each goal's basis or a chosen span):
+/// the cached one while the zone's data is unchanged, else made afresh.
+pub fn table(app: &App, zone: &ZoneId, asked: impl Into<Asked>) -> Option<Cached> {
+    let asked = asked.into();
     let version = app.state.read().ok()?.zones.get(zone).map_or(0, |z| z.version);
-    match app.goal_cache.get(zone, period) {
+    match app.goal_cache.get(zone, asked) {
         Some(c) if c.version == version => Some(c),
-        _ => compute(app, zone, period),
+        _ => compute(app, zone, asked),
     }
 }
 
@@ -105,7 +108,10 @@ pub async fn refresh(app: Arc<App>, refresh_ms: u64, mut shutdown: Shutdown) {
                 Ok(st) => st.zones.get(z).map_or(0, |zs| zs.version),
                 Err(_) => return,
             };
-            let stale = app.goal_cache.get(z, period).is_none_or(|c| c.version != version);
+            let stale = app
+                .goal_cache
+                .get(z, Asked::basis(period))
+                .is_none_or(|c| c.version != version);
             if stale {
                 // Building a span's tallies is a scan: keep it off the async workers.
                 let app = app.clone();

@@ -148,6 +148,17 @@ impl std::str::FromStr for SpanChoice {
 }
 
 impl SpanChoice {
+    /// As written in `?span=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpanChoice::Basis => "basis",
+            SpanChoice::Month => "month",
+            SpanChoice::Quarter => "quarter",
+            SpanChoice::Year => "year",
+            SpanChoice::YearToDate => "ytd",
+        }
+    }
+
     /// The span a goal of `basis` covers for `period` under this choice.
     pub fn span(self, basis: Basis, period: Period) -> Result<Span, SpanError> {
         let short = |span| SpanError::TooShort { span, period };
