@@ -1,7 +1,7 @@
 //! Energy-intensity alert rules, pure: from a zone's registry entry and state
 //! to observations (value against limit, higher is worse) per subject.
 
-use crate::goals::{value, GoalSettings, Span};
+use crate::goals::{matched_change, matched_ratio, GoalSettings, MatchedRatio, Span};
 use crate::registry::Zone;
 use crate::state::ZoneState;
 use serde::{Deserialize, Serialize};
@@ -80,10 +80,11 @@ fn intensity(
     cat: &Catalog,
     s: &GoalSettings,
 ) -> Option<(f64, f64)> {
+    // Energy and value added over the same months (every carrier the enterprise
+    // uses): a month missing its gas would otherwise read low and stay quiet.
     let es = zs.and_then(|z| z.enterprises.get(id));
-    let tce = value(es, "energy_tce", span, cat, s)?;
-    let va = value(es, "value_added", span, cat, s)?;
-    (va > 0.0).then_some((tce / va, va))
+    let r = matched_ratio(es, "energy_tce", "value_added", span, cat, s)?;
+    (r.den > 0.0).then_some((r.num / r.den, r.den))
 }
 
 fn limit_for(rules: &RuleSettings, industry: Option<&str>) -> Option<f64> {
@@ -166,10 +167,11 @@ pub fn observe(
         }
         if let Some(target) = rules.ytd_change_target {
             let ytd = Span::YearToDate(year, m);
-            if let (Some((a, _)), Some((b, _))) = (
-                intensity(zs, &e.id, ytd, cat, gs),
-                intensity(zs, &e.id, ytd.in_year(year - 1), cat, gs),
-            ) {
+            // Both years over the months known in both (as goal PY-06 takes them).
+            let es = zs.and_then(|z| z.enterprises.get(&e.id));
+            let change = matched_change(es, "energy_tce", "value_added", ytd, ytd.in_year(year - 1), cat, gs);
+            let ratio = |r: &MatchedRatio| (r.den > 0.0).then(|| r.num / r.den);
+            if let Some((Some(a), Some(b))) = change.map(|(now, then)| (ratio(&now), ratio(&then))) {
                 if b > 0.0 {
                     out.push(Observation {
                         rule: "ytd_change".into(),
@@ -247,4 +249,82 @@ pub fn observe_batch_identity(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::State;
+    use crate::testkit::{amount, enterprise, id, zone};
+
+    fn rules() -> RuleSettings {
+        RuleSettings {
+            intensity_limits: vec![IntensityLimit {
+                industry: "*".into(),
+                limit: 0.01,
+            }],
+            ..RuleSettings::default()
+        }
+    }
+
+    #[test]
+    fn a_month_missing_a_carrier_is_not_judged_on_electricity_alone() {
+        let z = zone(vec![enterprise(1, true, "")], &[]);
+        let cat = Catalog::builtin().unwrap();
+        let mut st = State::default();
+        // September: 10,000 kWh (1.229 tce) and 2 t coal (1.4286 tce) over 100: 0.026572, over the 0.01 limit.
+        // October: the electricity alone (0.01229) would also be over, but without its coal
+        // figure October is unknown, not judged.
+        let r = [
+            amount("electricity", "2026-09", 10_000.0),
+            amount("raw_coal", "2026-09", 2.0),
+            amount("value_added", "2026-09", 100.0),
+            amount("electricity", "2026-10", 10_000.0),
+            amount("value_added", "2026-10", 100.0),
+        ];
+        st.apply(&z.id, &id(1), &r, &[], &cat);
+        let gs = GoalSettings::default();
+        let sep = observe(&z, st.zones.get(&z.id), Period::Month(2026, 9), &cat, &gs, &rules());
+        let limit = sep
+            .iter()
+            .find(|o| o.rule == "intensity_limit")
+            .expect("September judged");
+        assert!((limit.value - (1.229 + 1.4286) / 100.0).abs() < 1e-12);
+        let oct = observe(&z, st.zones.get(&z.id), Period::Month(2026, 10), &cat, &gs, &rules());
+        assert!(oct.iter().all(|o| o.rule != "intensity_limit"), "{oct:?}");
+    }
+
+    #[test]
+    fn the_year_to_date_change_compares_the_months_known_in_both_years() {
+        let z = zone(vec![enterprise(1, true, "")], &[]);
+        let cat = Catalog::builtin().unwrap();
+        let mut st = State::default();
+        // Coal and value added every month of both years; electricity in 2025 only from
+        // September (meters installed), in 2026 every month. Over September and October:
+        // 2026 (2 × 0.7143 + 2 × 1.229) ÷ 200 against 2025 (2 × 2 × 0.7143 + 2 × 1.229) ÷ 200:
+        // 3.8866 ÷ 5.3152 − 1 = −26.88 %. (Unmatched: 2026's ten months of electricity
+        // against 2025's two, 19.433 ÷ 16.744 − 1 = +16.06 %.)
+        let mut r = Vec::new();
+        for m in 1..=10 {
+            for y in [2025, 2026] {
+                let p = format!("{y}-{m:02}");
+                r.push(amount("raw_coal", &p, if y == 2025 { 2.0 } else { 1.0 }));
+                r.push(amount("value_added", &p, 100.0));
+                if y == 2026 || m >= 9 {
+                    r.push(amount("electricity", &p, 10_000.0));
+                }
+            }
+        }
+        st.apply(&z.id, &id(1), &r, &[], &cat);
+        let obs = observe(
+            &z,
+            st.zones.get(&z.id),
+            Period::Month(2026, 10),
+            &cat,
+            &GoalSettings::default(),
+            &RuleSettings::default(),
+        );
+        let ytd = obs.iter().find(|o| o.rule == "ytd_change").expect("judged");
+        assert!((ytd.value - (3.8866 / 5.3152 - 1.0)).abs() < 1e-9, "{}", ytd.value);
+    }
 }

@@ -275,6 +275,71 @@ pub fn value(es: Option<&EnterpriseState>, ind: &str, span: Span, catalog: &Cata
     Some(q.sum(span.months()))
 }
 
+/// One enterprise's ratio of two indicators over a span, both sides over the
+/// months both cover (energy carrier by carrier), as the goal rows take it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchedRatio {
+    /// Numerator over the matched months.
+    pub num: f64,
+    /// Denominator over the same months.
+    pub den: f64,
+    /// Months matched.
+    pub months: u32,
+    /// Months of the span left out.
+    pub partial_months: u32,
+}
+
+/// `num ÷ den` of one enterprise over `span`, matched month by month; None
+/// when either side is unknown or no month has both.
+pub fn matched_ratio(
+    es: Option<&EnterpriseState>,
+    num: &str,
+    den: &str,
+    span: Span,
+    catalog: &Catalog,
+    s: &GoalSettings,
+) -> Option<MatchedRatio> {
+    let es = es?;
+    let years = [span.year()];
+    let n = Quantity::of(es, num, span, &years, catalog, s)?;
+    let d = Quantity::of(es, den, span, &years, catalog, s)?;
+    let months = matched(n.figures().chain(d.figures()), span.months());
+    (months != 0).then(|| MatchedRatio {
+        num: n.sum(months),
+        den: d.sum(months),
+        months: months.count_ones(),
+        partial_months: span.month_count() - months.count_ones(),
+    })
+}
+
+/// `num ÷ den` of one enterprise over `cur` and over `base` (the same months
+/// of another year), both over the months known on every side in both years,
+/// carriers of either year: a year-on-year change made of like months.
+#[allow(clippy::too_many_arguments)]
+pub fn matched_change(
+    es: Option<&EnterpriseState>,
+    num: &str,
+    den: &str,
+    cur: Span,
+    base: Span,
+    catalog: &Catalog,
+    s: &GoalSettings,
+) -> Option<(MatchedRatio, MatchedRatio)> {
+    let es = es?;
+    let years = [cur.year(), base.year()];
+    let q = |ind: &str, span: Span| Quantity::of(es, ind, span, &years, catalog, s);
+    let (cn, cd, bn, bd) = (q(num, cur)?, q(den, cur)?, q(num, base)?, q(den, base)?);
+    let figures = cn.figures().chain(cd.figures()).chain(bn.figures()).chain(bd.figures());
+    let months = matched(figures, cur.months());
+    let ratio = |n: &Quantity, d: &Quantity| MatchedRatio {
+        num: n.sum(months),
+        den: d.sum(months),
+        months: months.count_ones(),
+        partial_months: cur.month_count() - months.count_ones(),
+    };
+    (months != 0).then(|| (ratio(&cn, &cd), ratio(&bn, &bd)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

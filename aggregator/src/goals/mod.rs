@@ -33,7 +33,7 @@ mod tests;
 pub use conditions::{Answer, Condition, Contradiction, Filter, GoalSettings, Population};
 pub use energy_rows::{energy, EnterpriseEnergy};
 pub use eval::{evaluate, GoalRow, Level, Status};
-pub use figure::{value, Source};
+pub use figure::{matched_change, matched_ratio, value, MatchedRatio, Source};
 pub use span::{Asked, Span, SpanChoice, SpanError};
 pub use tally::{Contribution, Tally};
 
