@@ -153,13 +153,17 @@ async fn figures_match_the_months_declarations_and_readings_behind_them() {
         .await;
     assert_eq!(status, 400, "{err}");
 
-    // 4. Partial energy is marked, never shown as whole: E2 in March 2025 has coal and
-    // value added but no electricity.
+    // 4. Partial energy is marked, never shown as whole: E2 in March 2025 has coal
+    // (1 t = 0.7143 tce) and value added but no electricity: its tce is the coal's,
+    // marked partial, with no intensity.
     let en = api.get(&format!("/api/v1/zones/{ZONE}/energy?period=2025-03")).await;
     let e2 = enterprise(&en, "enterprises", E[1]);
     assert_eq!(e2["partial"], true, "{e2}");
-    assert_eq!((e2["tce"].clone(), e2["intensity"].clone()), (Value::Null, Value::Null));
+    approx(&e2["tce"], COAL, "E2 March 2025 tce, coal alone");
+    assert_eq!(e2["intensity"], Value::Null);
+    assert_eq!(e2["missing"].as_array().map(Vec::len), Some(1), "{e2}");
     assert_eq!(e2["missing"][0]["indicator"], "electricity");
+    assert_eq!(e2["missing"][0]["months"][0], "2025-03");
     let e1 = enterprise(&en, "enterprises", E[0]);
     assert_eq!(e1["partial"], false);
     approx(&e1["intensity"], 2.0 * COAL / 100.0, "E1 March 2025");

@@ -1,10 +1,10 @@
 //! Each enterprise's energy figures for a period (`GET …/energy`, and the
 //! dashboard's monthly series built from them), by the same months rule as the
-//! goal rows: tce, value added and intensity cover only the months where
-//! every carrier the enterprise uses that year and its value added are known.
-//! A figure with months missing says so (`partial`, `missing`) instead of
-//! passing electricity alone off as the enterprise's energy, and nothing is
-//! ranked on it.
+//! goal rows: intensity covers only the months where every carrier the
+//! enterprise uses that year and its value added are known. tce and value
+//! added are shown as far as they are known, and a row with months missing
+//! says so (`partial`, `missing`) instead of passing electricity alone off as
+//! the enterprise's energy; nothing is ranked on it.
 
 use super::figure::{carriers, matched, Figure, Source};
 use super::span::{each_month, Months, Span};
@@ -49,20 +49,21 @@ pub struct EnterpriseEnergy {
     pub name: String,
     /// Above-scale industrial.
     pub in_scope: bool,
-    /// Comprehensive energy use over the months of the period with every carrier
-    /// and value added known, tce; None when there is no such month.
+    /// Comprehensive energy use as far as known, tce: Σ carriers over the months
+    /// each has (when `partial`, not the whole: see `missing`).
     pub tce: Option<f64>,
-    /// Value added over the same months, 10k yuan.
+    /// Value added as far as known, 10k yuan.
     pub value_added: Option<f64>,
-    /// tce per 10k yuan over the same months.
+    /// tce per 10k yuan over the months with every carrier and value added known only.
     pub intensity: Option<f64>,
-    /// How many months of the period `tce`, `value_added` and `intensity` cover.
+    /// How many months of the period `intensity` covers.
     pub months: u32,
     /// Months in the period.
     pub months_in_period: u32,
     /// It has figures for the period, but some month lacks a carrier it uses
-    /// that year or its value added: the figures above cover fewer months
-    /// than the period (or none), and nothing ranks it on them.
+    /// that year or its value added: `tce` and `value_added` are not whole,
+    /// `intensity` covers fewer months than the period (or none), and nothing
+    /// ranks it on them.
     pub partial: bool,
     /// What it lacks, per indicator, when `partial`.
     pub missing: Vec<Missing>,
@@ -102,6 +103,12 @@ impl Sides {
 
     fn figures(&self) -> impl Iterator<Item = &Figure> + Clone {
         self.carriers.iter().map(|c| &c.3).chain([&self.value_added])
+    }
+
+    /// tce as far as known: every carrier over the months it has.
+    fn known_tce(&self, all: Months) -> Option<f64> {
+        let known = self.carriers.iter().any(|(_, _, _, f)| f.covered() != 0);
+        known.then(|| self.carriers.iter().map(|(_, _, k, f)| k * f.sum(all)).sum())
     }
 
     /// (tce, value added) over `months`; None without a carrier or a month.
@@ -155,8 +162,8 @@ pub fn energy(
             let months = matched(now.figures(), all);
             let known = now.figures().any(|f| f.covered() != 0);
             let figures = now.over(months);
-            row.tce = figures.map(|f| f.0);
-            row.value_added = figures.map(|f| f.1);
+            row.tce = now.known_tce(all);
+            row.value_added = (now.value_added.covered() != 0).then(|| now.value_added.sum(all));
             row.intensity = ratio(figures);
             row.months = if figures.is_some() { months.count_ones() } else { 0 };
             row.partial = known && row.months < row.months_in_period;
@@ -249,11 +256,11 @@ mod tests {
             &cat,
             &GoalSettings::default(),
         )[0];
+        // October: the electricity is shown as what it is (1.229 tce, partial, gas and
+        // coal missing), and there is no intensity.
         assert!(oct.partial);
-        assert_eq!(
-            (oct.tce, oct.value_added, oct.intensity, oct.months),
-            (None, None, None, 0)
-        );
+        assert!((oct.tce.unwrap() - 1.229).abs() < 1e-12);
+        assert_eq!((oct.value_added, oct.intensity, oct.months), (None, None, 0));
         let lacking: Vec<&str> = oct.missing.iter().map(|m| m.indicator.as_str()).collect();
         assert_eq!(lacking, vec!["natural_gas", "raw_coal", "value_added"]);
         assert_eq!(oct.missing[0].months, vec![Period::Month(2026, 10)]);
