@@ -166,8 +166,10 @@ pub fn energy(
             row.value_added = (now.value_added.covered() != 0).then(|| now.value_added.sum(all));
             row.intensity = ratio(figures);
             row.months = if figures.is_some() { months.count_ones() } else { 0 };
-            row.partial = known && row.months < row.months_in_period;
-            if row.partial {
+            // An enterprise with value added but no energy carrier used that year
+            // has no energy figure, not a partial one.
+            let uses_energy = !now.carriers.is_empty();
+            if known && uses_energy {
                 row.missing = now
                     .carriers
                     .iter()
@@ -182,6 +184,7 @@ pub fn energy(
                     })
                     .collect();
             }
+            row.partial = uses_energy && known && (!row.missing.is_empty() || row.months < row.months_in_period);
             row.carriers = now
                 .carriers
                 .iter()
@@ -266,6 +269,21 @@ mod tests {
         assert_eq!(oct.missing[0].months, vec![Period::Month(2026, 10)]);
         // Electricity is still shown, as what it is: one carrier.
         assert_eq!(oct.carriers.len(), 1);
+        // Value added alone, no carrier used that year: no energy figure, not a partial one.
+        let mut st = State::default();
+        st.apply(&z.id, &id(1), &[amount("value_added", "2026-10", 100.0)], &[], &cat);
+        let va_only = &energy(
+            &z,
+            st.zones.get(&z.id),
+            Period::Month(2026, 10),
+            &cat,
+            &GoalSettings::default(),
+        )[0];
+        assert_eq!(
+            (va_only.partial, va_only.value_added, va_only.tce),
+            (false, Some(100.0), None)
+        );
+        assert!(va_only.missing.is_empty());
         assert_eq!(
             (oct.carriers[0].indicator.as_str(), oct.carriers[0].amount),
             ("electricity", 10_000.0)
