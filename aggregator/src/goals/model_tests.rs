@@ -408,9 +408,12 @@ fn city_and_province_tables_merge_the_zones_tallies_exactly() {
                 .collect();
             let states: Vec<(&Zone, &ZoneState)> = zones.iter().map(|z| (*z, st.zones.get(&z.id).unwrap())).collect();
             let opt: Vec<(&Zone, Option<&ZoneState>)> = states.iter().map(|(z, zs)| (*z, Some(*zs))).collect();
-            let kept = rollup_table(&t, &states, &goals, &settings, &level, period).unwrap();
-            let scanned = evaluate(&goals, &opt, level.clone(), period, &cat, &settings);
-            assert_eq!(kept, scanned, "step {step}, {level:?}");
+            // Each goal's basis, and every row over the month alone (`?span=month`).
+            for asked in [Asked::basis(period), Asked::new(period, SpanChoice::Month).unwrap()] {
+                let kept = rollup_table(&t, &states, &goals, &settings, &level, asked).unwrap();
+                let scanned = evaluate(&goals, &opt, level.clone(), asked, &cat, &settings);
+                assert_eq!(kept, scanned, "step {step}, {level:?}, {asked:?}");
+            }
         }
     }
 }
