@@ -6,8 +6,10 @@
 //! the [`Tally`] of its enterprises' contributions. When a batch is applied
 //! to an enterprise, `State::apply` asks [`ZoneGoals::before`] for that
 //! enterprise's contributions to the tallies the batch can change (the goals
-//! reading a touched indicator or declared attribute, over spans overlapping
-//! the months the batch changed), applies the batch, and hands them back to
+//! reading a touched indicator or declared attribute, over spans whose reach
+//! overlaps the months the batch changed: the span itself, its whole year for
+//! energy — whose carriers are those used that year — and the base year's span
+//! for a trend), applies the batch, and hands them back to
 //! [`ZoneGoals::after`], which takes each old contribution out and puts the
 //! new one in. The cost of a batch is therefore O(spans kept × goals touching
 //! what it changed), independent of the zone's size, and sums are exact
@@ -15,7 +17,9 @@
 //! (checked by the randomised test below against [`super::evaluate`]).
 //!
 //! Tallies of a (span, goal) are built by one scan the first time a table
-//! needs them (trend goals need the base year's span too) and kept for the
+//! needs them (a trend of a ratio or total keeps its own, each contribution
+//! reading both years over the months known in both; a trend of a coverage or
+//! count needs its base goal's tallies over the base year's span) and kept for the
 //! [`MAX_SPANS`] spans used most recently.
 
 use super::contribute::{base_span, contribution, summed_base};
