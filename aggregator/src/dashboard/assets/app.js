@@ -103,9 +103,17 @@ function statusChips(goals) {
     `<div class="chip ${s}" data-count="${s}"><b>${n(s)}</b><span>${t(s)}</span></div>`).join("") + `</div>`;
 }
 
+// What the figure leaves out or infers, said beside it: months missing on a side, members counted by a proxy.
+function caveats(g) {
+  const out = [];
+  if (g.partial_months > 0) out.push(t("partial_months").replace("{n}", g.partial_months));
+  if (g.numerator_from_proxy > 0) out.push(t("by_proxy").replace("{n}", g.numerator_from_proxy));
+  return out.length ? ` <span class="muted caveats">${esc(out.join("; "))}</span>` : "";
+}
+
 function completenessText(g) {
   return `<span class="completeness-label">${t("completeness")}</span> <b class="completeness">${pct(g.completeness)}</b>
-    <span class="muted">(${g.reported}/${g.in_scope})</span>`;
+    <span class="muted">(${g.reported}/${g.in_scope})</span>${caveats(g)}`;
 }
 
 function scopeTag(g) {
@@ -132,7 +140,7 @@ function otherGoalRow(zone, g) {
     <td class="num"><b class="value">${human(g.value, g.unit)}</b> <span class="muted">${esc(u)}</span></td>
     <td class="num target-text">${esc(targetText(g))}</td>
     <td>${statusBadge(g.status)}</td>
-    <td class="num"><b class="completeness">${pct(g.completeness)}</b> <span class="muted">(${g.reported}/${g.in_scope})</span></td></tr>`;
+    <td class="num"><b class="completeness">${pct(g.completeness)}</b> <span class="muted">(${g.reported}/${g.in_scope})</span>${caveats(g)}</td></tr>`;
 }
 
 async function viewOverview() {
