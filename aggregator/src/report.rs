@@ -90,6 +90,24 @@ fn unit_words(unit: &str) -> &str {
     }
 }
 
+/// What a figure leaves out or infers, in words (empty when nothing).
+fn caveats(r: &GoalRow) -> String {
+    let mut out = Vec::new();
+    if r.partial_months > 0 {
+        out.push(format!(
+            "缺 {} 个企业月 {} enterprise-months left out",
+            r.partial_months, r.partial_months
+        ));
+    }
+    if r.numerator_from_proxy > 0 {
+        out.push(format!(
+            "{} 家按替代指标计入 {} counted by proxy",
+            r.numerator_from_proxy, r.numerator_from_proxy
+        ));
+    }
+    out.join("; ")
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -139,11 +157,11 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
             s
         }
         Format::Md => {
-            let mut s = format!("## {title}\n\n| 编号 | 指标 | 数值 | 目标 | 状态 | 已报告/应报告 | 未知 |\n|---|---|---:|---:|---|---:|---:|\n");
+            let mut s = format!("## {title}\n\n| 编号 | 指标 | 数值 | 目标 | 状态 | 已报告/应报告 | 未知 | 完整度 | 说明 |\n|---|---|---:|---:|---|---:|---:|---:|---|\n");
             for r in rows {
                 let _ = writeln!(
                     s,
-                    "| {} | {}<br>{} | {} | {} {} | {} | {}/{} | {} |",
+                    "| {} | {}<br>{} | {} | {} {} | {} | {}/{} | {} | {} | {} |",
                     r.id,
                     r.name_zh,
                     r.name_en,
@@ -153,10 +171,12 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
                     status_words(r.status).0,
                     r.reported,
                     r.in_scope,
-                    r.unknown
+                    r.unknown,
+                    human(r.completeness, "share"),
+                    caveats(r)
                 );
             }
-            s.push_str("\n数值按条款口径计算;未报告企业计为未覆盖并单列为“未知”。 Figures follow each clause's definition; enterprises that have not reported count as not covered and are listed as unknown.\n");
+            s.push_str("\n数值按条款口径计算;未报告企业计为未覆盖并单列为“未知”;比值与同比只取两侧都有数据的企业月份,其余月份两侧均不计入并计为“缺月”。 Figures follow each clause's definition; enterprises that have not reported count as not covered and are listed as unknown; ratios and year-on-year changes take only the months both sides report, the rest are left out of both and counted.\n");
             s
         }
         Format::Table => {
@@ -237,6 +257,16 @@ mod tests {
         assert_eq!(human(Some(28_000_000.0), "10k_yuan"), "28,000,000");
         assert_eq!(human(None, "share"), "—");
         let md = render("济源高新区 2026-10", &[row()], Format::Md);
-        assert!(md.contains("| JY27-18 | 中级及以上智能制造场景覆盖率<br>Intermediate-or-above scenario coverage | 66.7% | >= 70.0% | 未达标 | 2/3 | 1 |"));
+        assert!(md.contains("| JY27-18 | 中级及以上智能制造场景覆盖率<br>Intermediate-or-above scenario coverage | 66.7% | >= 70.0% | 未达标 | 2/3 | 1 | 66.7% |  |"));
+        // What a figure leaves out is said beside it.
+        let mut partial = row();
+        (partial.partial_months, partial.numerator_from_proxy) = (8, 1);
+        let md = render("t", &[partial], Format::Md);
+        assert!(
+            md.contains(
+                "| 66.7% | 缺 8 个企业月 8 enterprise-months left out; 1 家按替代指标计入 1 counted by proxy |"
+            ),
+            "{md}"
+        );
     }
 }

@@ -48,7 +48,8 @@ pub fn queue_all(app: &App, s: &SummarySettings) -> Result<usize, StoreError> {
             .rows;
         let body = json!({
             "zone": z.id, "name_zh": z.name_zh, "name_en": z.name_en, "city": z.city, "province": z.province,
-            "period": period, "computed_at": now, "settings": app.settings, "goals": &*rows,
+            "period": period, "span": crate::goals::SpanChoice::Basis, "computed_at": now, "settings": app.settings,
+            "goals": &*rows,
         });
         let mut targets = Vec::new();
         if s.mqtt {
