@@ -26,6 +26,6 @@ pub use validate::{
     ScenarioLevel, Validator,
 };
 pub use wire::{
-    digest, Batch, Confirm, Declaration, Presence, PresenceStatus, Reading, ReadingTime, Refusal, REFUSED_REUSED_SEQ,
-    WIRE_VERSION,
+    digest, Batch, Confirm, Declaration, Presence, PresenceStatus, RawBatch, Reading, ReadingTime, Refusal,
+    REFUSED_REUSED_SEQ, WIRE_VERSION,
 };

@@ -50,6 +50,47 @@ pub struct Batch {
     pub declarations: Vec<Declaration>,
 }
 
+/// A [`Batch`] whose readings and declarations are JSON already — an
+/// agent's outbox holds each item as the JSON it was appended as — written
+/// exactly as the same `Batch` would be ([`Batch::to_payload`]), with the
+/// items spliced in instead of decoded and encoded again, which was most of
+/// the agent's work while draining a backlog (docs/profiles.md).
+#[derive(Debug, Serialize)]
+pub struct RawBatch<'a> {
+    /// As [`Batch::v`].
+    pub v: u32,
+    /// As [`Batch::agent`].
+    pub agent: &'a AgentId,
+    /// As [`Batch::boot`].
+    pub boot: u64,
+    /// As [`Batch::outbox`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<&'a OutboxId>,
+    /// As [`Batch::seq`].
+    pub seq: u64,
+    /// As [`Batch::sent_at`].
+    pub sent_at: DateTime<Utc>,
+    /// As [`Batch::zone`].
+    pub zone: &'a ZoneId,
+    /// As [`Batch::enterprise`].
+    pub enterprise: &'a EnterpriseId,
+    /// As [`Batch::backfill`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
+    /// Each a [`Reading`]'s JSON.
+    pub readings: &'a [&'a serde_json::value::RawValue],
+    /// Each a [`Declaration`]'s JSON.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub declarations: &'a [&'a serde_json::value::RawValue],
+}
+
+impl RawBatch<'_> {
+    /// Serialises the batch to its JSON payload.
+    pub fn to_payload(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
 /// One reading as sent: exactly one of `ts` and `period` is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
@@ -292,6 +333,80 @@ impl Presence {
     /// Serialises the presence message to its JSON payload.
     pub fn to_payload(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod raw_batch_tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    /// Spliced items make the very bytes the decoded batch does, with and
+    /// without the optional fields.
+    #[test]
+    fn a_raw_batch_is_written_byte_for_byte_as_the_batch() {
+        let at = DateTime::parse_from_rfc3339("2026-11-23T08:00:00.250Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let reading = |point: &str, ts: bool| Reading {
+            indicator: "electricity".into(),
+            point: point.into(),
+            value: 12.5e3,
+            unit: "kWh".into(),
+            ts: ts.then_some(at),
+            period: (!ts).then(|| Period::parse("2026-10").unwrap()),
+        };
+        let declaration = Declaration {
+            indicator: "dt_maturity".into(),
+            value: serde_json::json!(3),
+        };
+        for (outbox, backfill, declarations) in [
+            (
+                Some(OutboxId::parse("0123456789abcdef").unwrap()),
+                true,
+                vec![declaration.clone()],
+            ),
+            (None, false, vec![]),
+        ] {
+            let b = Batch {
+                v: WIRE_VERSION,
+                agent: AgentId::parse("gw-1").unwrap(),
+                boot: 3,
+                outbox,
+                seq: 42,
+                sent_at: at,
+                zone: ZoneId::parse("jiyuan-hitech").unwrap(),
+                enterprise: EnterpriseId::parse("91350100M000100Y43").unwrap(),
+                backfill,
+                readings: vec![reading("M1", true), reading("", false), reading("M\"2\"", true)],
+                declarations,
+            };
+            let readings: Vec<String> = b.readings.iter().map(|r| serde_json::to_string(r).unwrap()).collect();
+            let decls: Vec<String> = b
+                .declarations
+                .iter()
+                .map(|d| serde_json::to_string(d).unwrap())
+                .collect();
+            let raw_r: Vec<&RawValue> = readings.iter().map(|s| serde_json::from_str(s).unwrap()).collect();
+            let raw_d: Vec<&RawValue> = decls.iter().map(|s| serde_json::from_str(s).unwrap()).collect();
+            let raw = RawBatch {
+                v: b.v,
+                agent: &b.agent,
+                boot: b.boot,
+                outbox: b.outbox.as_ref(),
+                seq: b.seq,
+                sent_at: b.sent_at,
+                zone: &b.zone,
+                enterprise: &b.enterprise,
+                backfill: b.backfill,
+                readings: &raw_r,
+                declarations: &raw_d,
+            };
+            assert_eq!(
+                String::from_utf8(raw.to_payload()).unwrap(),
+                String::from_utf8(b.to_payload()).unwrap()
+            );
+        }
     }
 }
 

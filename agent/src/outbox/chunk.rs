@@ -16,6 +16,8 @@
 //! byte is `{`, which a chunk's never is (it would need 2 billion items).
 
 use super::{OutboxError, PendingItem};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// Most items in one chunk (about 10 KB of readings).
 pub(super) const MAX_ITEMS: usize = 64;
@@ -75,6 +77,59 @@ pub(super) fn decode(k: &[u8], v: &[u8]) -> Result<Vec<PendingItem>, OutboxError
             .get(at + 4..at + 4 + len)
             .ok_or_else(|| corrupt(format!("item {i} of {n}: truncated")))?;
         out.push(serde_json::from_slice(body).map_err(|e| corrupt(format!("item {i} of {n}: {e}")))?);
+        at += 4 + len;
+    }
+    Ok(out)
+}
+
+/// A pending item as stored, its parts left as the JSON they are: sealing
+/// splices them into the batch payload ([`zonesync_proto::RawBatch`]).
+#[derive(Deserialize)]
+pub(super) struct RawPending<'a> {
+    /// The enterprise id's JSON (a string).
+    #[serde(borrow)]
+    pub enterprise: &'a RawValue,
+    /// The item.
+    #[serde(borrow)]
+    pub item: RawItem<'a>,
+}
+
+/// [`super::Item`] as stored: externally tagged, the content left as JSON.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawItem<'a> {
+    /// A reading's JSON.
+    Reading(#[serde(borrow)] &'a RawValue),
+    /// A declaration's JSON.
+    Declaration(#[serde(borrow)] &'a RawValue),
+}
+
+/// The items of a stored chunk, in order, borrowing it: each is checked to
+/// be JSON of the right shape, nothing is decoded further.
+pub(super) fn decode_raw<'a>(k: &[u8], v: &'a [u8]) -> Result<Vec<RawPending<'a>>, OutboxError> {
+    let corrupt = |problem: String| OutboxError::Corrupt {
+        key: format!("p{:?}", super::seq_of(k)),
+        problem,
+    };
+    let parse = |body: &'a [u8]| -> Result<RawPending<'a>, String> {
+        let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    };
+    if v.first() == Some(&b'{') {
+        return Ok(vec![parse(v).map_err(corrupt)?]);
+    }
+    let n = count(v) as usize;
+    let mut out = Vec::with_capacity(n);
+    let mut at = 4;
+    for i in 0..n {
+        let len = v
+            .get(at..at + 4)
+            .map(|h| u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize)
+            .ok_or_else(|| corrupt(format!("item {i} of {n}: truncated length")))?;
+        let body = v
+            .get(at + 4..at + 4 + len)
+            .ok_or_else(|| corrupt(format!("item {i} of {n}: truncated")))?;
+        out.push(parse(body).map_err(|e| corrupt(format!("item {i} of {n}: {e}")))?);
         at += 4 + len;
     }
     Ok(out)

@@ -253,9 +253,6 @@ impl State {
     }
 }
 
-/// One batch's readings and declarations, while sealing.
-type Contents = (Vec<Reading>, Vec<Declaration>);
-
 fn key(prefix: u8, n: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = prefix;

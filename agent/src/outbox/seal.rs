@@ -2,7 +2,24 @@
 //! changes again, under the high-water mark raised first; and reading the
 //! sealed batches back for (re)sending.
 
+use super::chunk::RawItem;
 use super::*;
+use serde_json::value::RawValue;
+use zonesync_proto::RawBatch;
+
+/// A batch being filled: readings' and declarations' JSON as stored.
+type RawContents<'a> = (Vec<&'a RawValue>, Vec<&'a RawValue>);
+
+/// Whether a reading's JSON is stamped before `t` (a reading of a period,
+/// or one whose time cannot be read, is not).
+fn stamped_before(reading: &RawValue, t: DateTime<Utc>) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Stamp {
+        #[serde(default)]
+        ts: Option<DateTime<Utc>>,
+    }
+    serde_json::from_str::<Stamp>(reading.get()).is_ok_and(|s| s.ts.is_some_and(|ts| ts < t))
+}
 
 impl Outbox {
     /// Seals the oldest pending chunks, at least one and no more than
@@ -40,21 +57,30 @@ impl Outbox {
         let mut next = guard.clone();
         let max_items = max_items.max(1);
         let max_take = max_take.max(max_items);
-        // Per enterprise, in order of first appearance: batches being filled.
-        let mut groups: Vec<(EnterpriseId, Vec<Contents>)> = Vec::new();
-        let mut taken = Vec::new();
+        let mut chunks = Vec::new();
         let mut taken_items = 0u64;
         for kv in self.tree.scan_prefix([PENDING]) {
             let (k, v) = kv?;
             let n = chunk::count(&v);
-            if !taken.is_empty() && taken_items + n > max_take as u64 {
+            if !chunks.is_empty() && taken_items + n > max_take as u64 {
                 break;
             }
-            for p in chunk::decode(&k, &v)? {
-                let idx = match groups.iter().position(|g| g.0 == p.enterprise) {
+            next.counters.held_bytes = next.counters.held_bytes.saturating_sub(entry_bytes(&k, &v));
+            taken_items += n;
+            chunks.push((k, v));
+        }
+        if chunks.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Per enterprise (by its stored JSON), in order of first appearance:
+        // batches being filled with the items' JSON as stored.
+        let mut groups: Vec<(&RawValue, Vec<RawContents<'_>>)> = Vec::new();
+        for (k, v) in &chunks {
+            for p in chunk::decode_raw(k, v)? {
+                let idx = match groups.iter().position(|g| g.0.get() == p.enterprise.get()) {
                     Some(i) => i,
                     None => {
-                        groups.push((p.enterprise.clone(), Vec::new()));
+                        groups.push((p.enterprise, Vec::new()));
                         groups.len() - 1
                     }
                 };
@@ -64,17 +90,11 @@ impl Outbox {
                 }
                 if let Some((r, d)) = batches.last_mut() {
                     match p.item {
-                        Item::Reading(x) => r.push(x),
-                        Item::Declaration(x) => d.push(x),
+                        RawItem::Reading(x) => r.push(x),
+                        RawItem::Declaration(x) => d.push(x),
                     }
                 }
             }
-            next.counters.held_bytes = next.counters.held_bytes.saturating_sub(entry_bytes(&k, &v));
-            taken_items += n;
-            taken.push(k);
-        }
-        if taken.is_empty() {
-            return Ok(Vec::new());
         }
         let Some(hw) = &self.high_water else {
             return Err(OutboxError::Inspecting);
@@ -83,49 +103,53 @@ impl Outbox {
         let mut seq = self.next_seq.load(Ordering::SeqCst);
         let mut sealed = Vec::with_capacity(groups.len());
         let mut batch = sled::Batch::default();
-        let batches = groups
-            .into_iter()
-            .flat_map(|(e, bs)| bs.into_iter().map(move |(r, d)| (e.clone(), r, d)));
-        for (enterprise, readings, declarations) in batches {
-            let items = readings.len() + declarations.len();
-            let backfill = readings.iter().any(|r| r.ts.is_some_and(|ts| ts < live_since));
-            let b = Batch {
-                v: WIRE_VERSION,
-                agent: agent.clone(),
-                boot,
-                outbox: guard.identity.clone(),
-                seq,
-                sent_at: now,
-                zone: zone.clone(),
-                enterprise: enterprise.clone(),
-                backfill,
-                readings,
-                declarations,
-            };
-            let payload = b.to_payload();
+        for (raw_enterprise, bs) in groups {
+            let enterprise: EnterpriseId =
+                serde_json::from_str(raw_enterprise.get()).map_err(|e| OutboxError::Corrupt {
+                    key: "pending".into(),
+                    problem: format!("enterprise {}: {e}", raw_enterprise.get()),
+                })?;
             let topic = Topic::data(zone, agent, &enterprise);
-            let stored = encode_sealed(items, &topic, &payload);
-            let k = key(SEALED, seq);
-            next.counters.held_bytes += entry_bytes(&k, &stored);
-            next.counters.sealed_batches += 1;
-            next.counters.sealed_items += items as u64;
-            // Every cursor is at or below the next sequence number, so a new
-            // batch is unacknowledged by every upstream.
-            for u in &mut next.upstreams {
-                u.rec.batches += 1;
-                u.rec.items += items as u64;
+            for (readings, declarations) in bs {
+                let items = readings.len() + declarations.len();
+                let backfill = readings.iter().any(|r| stamped_before(r, live_since));
+                let payload = RawBatch {
+                    v: WIRE_VERSION,
+                    agent,
+                    boot,
+                    outbox: guard.identity.as_ref(),
+                    seq,
+                    sent_at: now,
+                    zone,
+                    enterprise: &enterprise,
+                    backfill,
+                    readings: &readings,
+                    declarations: &declarations,
+                }
+                .to_payload();
+                let stored = encode_sealed(items, &topic, &payload);
+                let k = key(SEALED, seq);
+                next.counters.held_bytes += entry_bytes(&k, &stored);
+                next.counters.sealed_batches += 1;
+                next.counters.sealed_items += items as u64;
+                // Every cursor is at or below the next sequence number, so a new
+                // batch is unacknowledged by every upstream.
+                for u in &mut next.upstreams {
+                    u.rec.batches += 1;
+                    u.rec.items += items as u64;
+                }
+                batch.insert(&k[..], stored);
+                sealed.push(Sealed {
+                    seq,
+                    topic: topic.clone(),
+                    payload,
+                    items,
+                });
+                seq += 1;
             }
-            batch.insert(&k[..], stored);
-            sealed.push(Sealed {
-                seq,
-                topic,
-                payload,
-                items,
-            });
-            seq += 1;
         }
         next.counters.pending_items = next.counters.pending_items.saturating_sub(taken_items);
-        for k in taken {
+        for (k, _) in chunks {
             batch.remove(k);
         }
         batch.insert(META_NEXT_SEQ, &seq.to_be_bytes());
