@@ -189,7 +189,7 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
         "readings": [{"indicator": "value_added", "value": 1.0, "unit": "万元", "period": "2020-01"}]}))
     .unwrap();
     let topic = format!("zonesync/v1/jiyuan-services/live-check/data/{e}");
-    let stored = zonesync_aggregator::ingest::handle(&h.running.app, &topic, &batch, chrono::Utc::now());
+    let stored = zonesync_aggregator::ingest::handle(&h.running.app.ingest(), &topic, &batch, chrono::Utc::now());
     assert_eq!(stored.unwrap(), zonesync_aggregator::ingest::Handled::Stored);
     b.wait_for(
         "a redraw after new data, without a reload",

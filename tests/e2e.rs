@@ -373,7 +373,7 @@ async fn intensity_alert_raises_once_clears_once_and_survives_a_receiver_outage(
         )
         .unwrap();
         let topic = format!("zonesync/v1/{ZONE}/gw-x/data/{}", E[0]);
-        let r = zonesync_aggregator::ingest::handle(&app, &topic, &payload, chrono::Utc::now()).unwrap();
+        let r = zonesync_aggregator::ingest::handle(&app.ingest(), &topic, &payload, chrono::Utc::now()).unwrap();
         assert_eq!(r, zonesync_aggregator::ingest::Handled::Stored);
     };
     let pause = |ms: u64| tokio::time::sleep(Duration::from_millis(ms));

@@ -34,13 +34,13 @@ pub enum StartError {
 /// Everything the tasks share.
 pub struct App {
     /// Zones and enterprises.
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// Zones served.
     pub zones: Vec<ZoneId>,
     /// Indicator catalog.
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
     /// Payload validation.
-    pub validator: Validator,
+    pub validator: Arc<Validator>,
     /// Goal catalog.
     pub goals: GoalCatalog,
     /// Goal thresholds.
@@ -58,21 +58,21 @@ pub struct App {
     /// Storage: the batch log and presences.
     pub store: Arc<Store>,
     /// Refused payloads and items, with their reasons.
-    pub dead_letters: crate::dead_letters::DeadLetters,
+    pub dead_letters: Arc<crate::dead_letters::DeadLetters>,
     /// Alert states and history.
     pub alert_store: crate::alerts::store::AlertStore,
     /// The durable queue of deliveries to sinks.
     pub deliveries: Arc<crate::outbound::queue::DeliveryQueue>,
     /// Every fact held and the rules about them; only ingest changes it.
-    pub ledger: std::sync::Mutex<crate::facts::Ledger>,
+    pub ledger: Arc<std::sync::Mutex<crate::facts::Ledger>>,
     /// Each served zone's goal tallies, kept in step with the state.
-    pub tallies: crate::goals::incremental::Tallies,
+    pub tallies: Arc<crate::goals::incremental::Tallies>,
     /// In-memory zone state (the read model the API and goals read).
-    pub state: RwLock<State>,
+    pub state: Arc<RwLock<State>>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Dead tasks and store failures.
-    pub health: crate::health::Health,
+    pub health: Arc<crate::health::Health>,
 }
 
 impl App {
@@ -82,6 +82,24 @@ impl App {
             queue: self.deliveries.clone(),
             store: self.store.clone(),
             metrics: self.metrics.clone(),
+        }
+    }
+
+    /// The ingest task's handle: the write side (validation, the ledger, the
+    /// store, the read model it keeps up to date), none of goals, alerts or HTTP.
+    pub fn ingest(&self) -> crate::ingest::Ingest {
+        crate::ingest::Ingest {
+            zones: self.zones.clone(),
+            validator: self.validator.clone(),
+            registry: self.registry.clone(),
+            catalog: self.catalog.clone(),
+            store: self.store.clone(),
+            ledger: self.ledger.clone(),
+            state: self.state.clone(),
+            tallies: self.tallies.clone(),
+            dead_letters: self.dead_letters.clone(),
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
         }
     }
 
@@ -127,23 +145,23 @@ impl App {
         );
         Ok(Self {
             goals,
-            validator: Validator::new(catalog.clone(), cfg.limits.to_limits()),
-            registry,
+            validator: Arc::new(Validator::new(catalog.clone(), cfg.limits.to_limits())),
+            registry: Arc::new(registry),
             zones,
-            catalog,
+            catalog: Arc::new(catalog),
             settings: cfg.goals.clone(),
             classification: cfg.classification.clone(),
             quality: cfg.quality.clone(),
             goal_cache: Default::default(),
             write_token: cfg.http.write_token.clone().filter(|t| !t.is_empty()),
             read_token: cfg.http.read_token.clone().filter(|t| !t.is_empty()),
-            dead_letters,
+            dead_letters: Arc::new(dead_letters),
             alert_store: crate::alerts::store::AlertStore::open(store.db())?,
             deliveries: Arc::new(crate::outbound::queue::DeliveryQueue::open(store.db())?),
             store: Arc::new(store),
-            ledger: std::sync::Mutex::new(ledger),
-            tallies,
-            state: RwLock::new(state),
+            ledger: Arc::new(std::sync::Mutex::new(ledger)),
+            tallies: Arc::new(tallies),
+            state: Arc::new(RwLock::new(state)),
             metrics: Arc::new(Metrics::default()),
             health: Default::default(),
         })

@@ -129,7 +129,7 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
         &shutdown,
         outbound::run(app.outbound(), publisher, retry, shutdown.clone()),
     );
-    let ingest = tokio::spawn(ingest::run(app.clone(), cfg.mqtt.clone(), shutdown));
+    let ingest = tokio::spawn(ingest::run(app.ingest(), cfg.mqtt.clone(), shutdown));
     tracing::info!(%http_addr, broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "aggregator started");
     Ok(Running {
         http_addr,

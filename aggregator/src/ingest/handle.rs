@@ -2,8 +2,7 @@
 //! the ledger — or dead-letter with the reason — and say what to confirm and
 //! what to change in memory once the group is durable.
 
-use super::{Group, ReadGroup};
-use crate::app::App;
+use super::{Group, Ingest, ReadGroup};
 use crate::dead_letters::DeadLetter;
 use crate::facts::{Applied, Identity};
 use crate::state::{numbering_key, Numbering};
@@ -40,17 +39,17 @@ pub(super) fn excerpt(payload: &[u8]) -> String {
 }
 
 pub(super) fn dead(
-    app: &App,
+    ing: &Ingest,
     topic: &str,
     payload: &[u8],
     now: DateTime<Utc>,
     reasons: Vec<(String, &'static str)>,
 ) -> DeadLetter {
-    let t = Topic::parse_with_test_prefix(topic, app.validator.limits.test_prefix.as_deref()).ok();
+    let t = Topic::parse_with_test_prefix(topic, ing.validator.limits.test_prefix.as_deref()).ok();
     for (_, label) in &reasons {
-        app.metrics.reject(label);
+        ing.metrics.reject(label);
     }
-    app.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+    ing.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
     DeadLetter {
         id: 0,
         received_at: now,
@@ -122,10 +121,10 @@ pub(super) struct GroupView {
 }
 
 impl GroupView {
-    fn numbering(&mut self, app: &App, zone: &ZoneId, agent: &AgentId, outbox: Option<&OutboxId>) -> &mut Numbering {
+    fn numbering(&mut self, ing: &Ingest, zone: &ZoneId, agent: &AgentId, outbox: Option<&OutboxId>) -> &mut Numbering {
         let key = (zone.clone(), agent.clone(), numbering_key(outbox));
         self.numberings.entry(key).or_insert_with(|| {
-            app.state
+            ing.state
                 .read()
                 .ok()
                 .and_then(|st| {
@@ -142,10 +141,10 @@ impl GroupView {
 /// Handles one message and applies what it changes in memory at once,
 /// without flushing (tests, the bench's goal figure). The ingest task
 /// instead applies a whole group's changes after the flush.
-pub fn handle(app: &App, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Result<Handled, StoreError> {
-    let r = read(&app.validator, topic, payload, now);
-    let o = handle_one(app, &mut GroupView::default(), topic, payload, r, now)?;
-    apply_effect(app, o.effect, now);
+pub fn handle(ing: &Ingest, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Result<Handled, StoreError> {
+    let r = read(&ing.validator, topic, payload, now);
+    let o = handle_one(ing, &mut GroupView::default(), topic, payload, r, now)?;
+    apply_effect(ing, o.effect, now);
     Ok(o.handled)
 }
 
@@ -200,34 +199,34 @@ pub(super) fn refusal(seq: u64, digest: String, reason: &str) -> Answer {
 /// agent level the broker's ACL pins to the publisher, so the confirmation
 /// goes back to that agent only).
 pub(super) fn handle_one(
-    app: &App,
+    ing: &Ingest,
     view: &mut GroupView,
     topic: &str,
     payload: &[u8],
     read: Read,
     now: DateTime<Utc>,
 ) -> Result<Outcome1, StoreError> {
-    app.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
+    ing.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
     let (t, validated) = match read {
         Read::BadTopic(e) => {
-            app.dead_letters
-                .put(dead(app, topic, payload, now, vec![(e, "bad_topic")]))?;
+            ing.dead_letters
+                .put(dead(ing, topic, payload, now, vec![(e, "bad_topic")]))?;
             return Ok(Outcome1::plain(Handled::DeadLettered));
         }
         Read::Presence(t) => (t, None),
         Read::Batch(t, v) => (t, Some(v)),
     };
-    if !app.zones.contains(&t.zone) {
+    if !ing.zones.contains(&t.zone) {
         let why = format!("zone {} is not served by this aggregator", t.zone);
-        app.dead_letters
-            .put(dead(app, topic, payload, now, vec![(why, "unknown_zone")]))?;
+        ing.dead_letters
+            .put(dead(ing, topic, payload, now, vec![(why, "unknown_zone")]))?;
         return Ok(Outcome1::plain(Handled::DeadLettered));
     }
     let Some(validated) = validated else {
         return match serde_json::from_slice::<Presence>(payload) {
             Ok(p) if p.zone == t.zone && p.agent == t.agent => {
-                app.store.put_presence(&p)?;
-                view.numbering(app, &p.zone, &p.agent, p.outbox.as_ref()).announced = Some(p.next_seq);
+                ing.store.put_presence(&p)?;
+                view.numbering(ing, &p.zone, &p.agent, p.outbox.as_ref()).announced = Some(p.next_seq);
                 Ok(Outcome1 {
                     handled: Handled::Presence,
                     answer: None,
@@ -236,29 +235,29 @@ pub(super) fn handle_one(
             }
             Ok(p) => {
                 let why = format!("presence names {}/{} but came on {topic}", p.zone, p.agent);
-                app.dead_letters
-                    .put(dead(app, topic, payload, now, vec![(why, "topic_mismatch")]))?;
+                ing.dead_letters
+                    .put(dead(ing, topic, payload, now, vec![(why, "topic_mismatch")]))?;
                 Ok(Outcome1::plain(Handled::DeadLettered))
             }
             Err(e) => {
                 let why = format!("presence message is not valid: {e}");
-                app.dead_letters
-                    .put(dead(app, topic, payload, now, vec![(why, "bad_presence")]))?;
+                ing.dead_letters
+                    .put(dead(ing, topic, payload, now, vec![(why, "bad_presence")]))?;
                 Ok(Outcome1::plain(Handled::DeadLettered))
             }
         };
     };
     if payload.is_empty() {
-        app.metrics.probes_received.fetch_add(1, Ordering::Relaxed);
+        ing.metrics.probes_received.fetch_add(1, Ordering::Relaxed);
         return Ok(Outcome1::plain(Handled::Probe));
     }
     let acc = match *validated {
         Ok(a) => a,
         Err(ps) => {
             let head = serde_json::from_slice::<SeqOnly>(payload).ok();
-            let mut d = dead(app, topic, payload, now, problems(&ps));
+            let mut d = dead(ing, topic, payload, now, problems(&ps));
             d.seq = head.as_ref().map(|h| h.seq);
-            app.dead_letters.put(d)?;
+            ing.dead_letters.put(d)?;
             let digest = zonesync_proto::digest(payload);
             // A clock far ahead is the agent's to fix: the batch is kept
             // (not confirmed) and is accepted once the clocks agree.
@@ -284,10 +283,10 @@ pub(super) fn handle_one(
     };
     let outbox = acc.outbox.clone();
     let confirm_as = |answer: Answer| Some((outbox.clone(), answer));
-    if let Err(refusal) = app.registry.admit(&acc.zone, &acc.agent, &acc.enterprise) {
-        let mut d = dead(app, topic, payload, now, vec![(refusal.to_string(), refusal.label())]);
+    if let Err(refusal) = ing.registry.admit(&acc.zone, &acc.agent, &acc.enterprise) {
+        let mut d = dead(ing, topic, payload, now, vec![(refusal.to_string(), refusal.label())]);
         d.seq = Some(acc.seq);
-        app.dead_letters.put(d)?;
+        ing.dead_letters.put(d)?;
         return Ok(Outcome1 {
             handled: Handled::DeadLettered,
             answer: confirm_as(Answer::Handled {
@@ -298,7 +297,7 @@ pub(super) fn handle_one(
         });
     }
     let limit = view
-        .numbering(app, &acc.zone, &acc.agent, acc.outbox.as_ref())
+        .numbering(ing, &acc.zone, &acc.agent, acc.outbox.as_ref())
         .seq_limit();
     if acc.seq > limit {
         let why = format!(
@@ -306,9 +305,9 @@ pub(super) fn handle_one(
             acc.seq,
             acc.outbox.as_ref().map_or("(legacy)", |o| o.as_str()),
         );
-        let mut d = dead(app, topic, payload, now, vec![(why, "seq_ahead")]);
+        let mut d = dead(ing, topic, payload, now, vec![(why, "seq_ahead")]);
         d.seq = Some(acc.seq);
-        app.dead_letters.put(d)?;
+        ing.dead_letters.put(d)?;
         return Ok(Outcome1 {
             handled: Handled::Refused,
             answer: confirm_as(refusal(acc.seq, acc.digest.clone(), "seq_ahead")),
@@ -319,10 +318,10 @@ pub(super) fn handle_one(
             },
         });
     }
-    let mut ledger = app.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut ledger = ing.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     match ledger.identify(&acc) {
         Identity::Duplicate => {
-            app.metrics.batches_duplicate.fetch_add(1, Ordering::Relaxed);
+            ing.metrics.batches_duplicate.fetch_add(1, Ordering::Relaxed);
             Ok(Outcome1 {
                 handled: Handled::Duplicate,
                 answer: confirm_as(Answer::Handled {
@@ -341,9 +340,9 @@ pub(super) fn handle_one(
                 acc.digest
             );
             tracing::warn!(zone = %acc.zone, agent = %acc.agent, seq = acc.seq, "{why}");
-            let mut d = dead(app, topic, payload, now, vec![(why, REFUSED_REUSED_SEQ)]);
+            let mut d = dead(ing, topic, payload, now, vec![(why, REFUSED_REUSED_SEQ)]);
             d.seq = Some(acc.seq);
-            app.dead_letters.put(d)?;
+            ing.dead_letters.put(d)?;
             Ok(Outcome1 {
                 handled: Handled::Refused,
                 answer: confirm_as(refusal(acc.seq, acc.digest.clone(), REFUSED_REUSED_SEQ)),
@@ -357,16 +356,16 @@ pub(super) fn handle_one(
         Identity::New => {
             // Logged first: if the store refuses, the ledger has not moved
             // and the message is tried again.
-            app.store.append(now, &acc)?;
-            let applied = ledger.apply(&acc, &app.catalog).unwrap_or_default();
+            ing.store.append(now, &acc)?;
+            let applied = ledger.apply(&acc, &ing.catalog).unwrap_or_default();
             drop(ledger);
-            let n = view.numbering(app, &acc.zone, &acc.agent, acc.outbox.as_ref());
+            let n = view.numbering(ing, &acc.zone, &acc.agent, acc.outbox.as_ref());
             n.highest = Some(n.highest.map_or(acc.seq, |h| h.max(acc.seq)));
             if !acc.refused.is_empty() {
-                let mut d = dead(app, topic, payload, now, problems(&acc.refused));
+                let mut d = dead(ing, topic, payload, now, problems(&acc.refused));
                 d.seq = Some(acc.seq);
                 d.whole_batch = false;
-                app.dead_letters.put(d)?;
+                ing.dead_letters.put(d)?;
             }
             Ok(Outcome1 {
                 handled: Handled::Stored,
@@ -382,17 +381,17 @@ pub(super) fn handle_one(
 
 /// Applies what a durably handled message changes in memory: the state and
 /// the counts of what is stored.
-pub(super) fn apply_effect(app: &App, effect: Effect, now: DateTime<Utc>) {
+pub(super) fn apply_effect(ing: &Ingest, effect: Effect, now: DateTime<Utc>) {
     match effect {
         Effect::None => {}
         Effect::Presence(p) => {
-            if let Ok(mut st) = app.state.write() {
+            if let Ok(mut st) = ing.state.write() {
                 st.apply_presence(&p, now);
             }
-            app.metrics.presence_received.fetch_add(1, Ordering::Relaxed);
+            ing.metrics.presence_received.fetch_add(1, Ordering::Relaxed);
         }
         Effect::Refused { zone, agent, label } => {
-            if let Ok(mut st) = app.state.write() {
+            if let Ok(mut st) = ing.state.write() {
                 let a = st.zone_mut(&zone).agents.entry(agent).or_default();
                 match label {
                     REFUSED_REUSED_SEQ => a.refused_reused_seq += 1,
@@ -402,7 +401,7 @@ pub(super) fn apply_effect(app: &App, effect: Effect, now: DateTime<Utc>) {
             }
         }
         Effect::Stored { acc, applied } => {
-            let m = &app.metrics;
+            let m = &ing.metrics;
             let new_readings = applied.new_readings as u64;
             m.batches_stored.fetch_add(1, Ordering::Relaxed);
             m.readings_stored.fetch_add(new_readings, Ordering::Relaxed);
@@ -418,10 +417,10 @@ pub(super) fn apply_effect(app: &App, effect: Effect, now: DateTime<Utc>) {
             } else {
                 m.overtaken_stale.fetch_add(applied.stale as u64, Ordering::Relaxed);
             }
-            if let Ok(mut st) = app.state.write() {
-                let mut tallies = app.tallies.lock(&acc.zone);
+            if let Ok(mut st) = ing.state.write() {
+                let mut tallies = ing.tallies.lock(&acc.zone);
                 let follower = tallies.as_deref_mut().map(|t| t as &mut dyn crate::state::Follower);
-                st.apply_applied(&acc, &applied, &app.catalog, follower);
+                st.apply_applied(&acc, &applied, &ing.catalog, follower);
                 drop(tallies);
                 st.note_batch(
                     &acc.zone,
@@ -448,17 +447,21 @@ pub(super) type Confirms = BTreeMap<(ZoneId, AgentId, Option<OutboxId>), Vec<Ans
 /// once flushed, the confirmations to send then, and what to change in
 /// memory then. A message the store failed on is left out, so neither
 /// acknowledged nor confirmed.
-pub(super) fn handle_group(app: &App, group: ReadGroup, now: DateTime<Utc>) -> (Group, Confirms, Vec<Effect>, Group) {
+pub(super) fn handle_group(
+    ing: &Ingest,
+    group: ReadGroup,
+    now: DateTime<Utc>,
+) -> (Group, Confirms, Vec<Effect>, Group) {
     let mut failed = Vec::new();
     let mut done = Vec::with_capacity(group.len());
     let mut confirms = Confirms::new();
     let mut effects = Vec::with_capacity(group.len());
     let mut view = GroupView::default();
     for (g, p, read) in group {
-        match handle_one(app, &mut view, &p.topic, &p.payload, read, now) {
+        match handle_one(ing, &mut view, &p.topic, &p.payload, read, now) {
             Ok(o) => {
                 if let Some((outbox, answer)) = o.answer {
-                    if let Ok(t) = Topic::parse_with_test_prefix(&p.topic, app.validator.limits.test_prefix.as_deref())
+                    if let Ok(t) = Topic::parse_with_test_prefix(&p.topic, ing.validator.limits.test_prefix.as_deref())
                     {
                         confirms.entry((t.zone, t.agent, outbox)).or_default().push(answer);
                     }
@@ -467,7 +470,7 @@ pub(super) fn handle_group(app: &App, group: ReadGroup, now: DateTime<Utc>) -> (
                 done.push((g, p));
             }
             Err(e) => {
-                app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                ing.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(topic = %p.topic, "not stored, not acknowledged: {e}");
                 failed.push((g, p));
             }
@@ -477,8 +480,8 @@ pub(super) fn handle_group(app: &App, group: ReadGroup, now: DateTime<Utc>) -> (
 }
 
 /// Applies a flushed group's effects in arrival order.
-pub(super) fn apply_effects(app: &App, effects: Vec<Effect>, now: DateTime<Utc>) {
+pub(super) fn apply_effects(ing: &Ingest, effects: Vec<Effect>, now: DateTime<Utc>) {
     for e in effects {
-        apply_effect(app, e, now);
+        apply_effect(ing, e, now);
     }
 }

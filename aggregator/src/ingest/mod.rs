@@ -13,17 +13,55 @@ mod handle;
 use handle::{apply_effects, handle_group, read, Answer, Confirms, Effect, Read};
 pub use handle::{handle, Handled};
 
-use crate::app::App;
 use crate::config::MqttConfig;
+use crate::dead_letters::DeadLetters;
+use crate::facts::Ledger;
+use crate::goals::incremental::Tallies;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::state::State;
+use crate::store::Store;
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS, SubscribeFilter};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use zonesync_proto::{Catalog, Validator, ZoneId};
 use zonesync_proto::{Confirm, Topic};
 use zonesync_runtime::shutdown::Shutdown;
+
+/// What the ingest task uses, and nothing more: the write side of the
+/// aggregator. Made by [`crate::app::App::ingest`]; the goal tables, alerts
+/// and the HTTP API read what it writes through the same shared parts.
+#[derive(Clone)]
+pub struct Ingest {
+    /// Zones served: messages for others are dead-lettered.
+    pub(crate) zones: Vec<ZoneId>,
+    /// Payload validation.
+    pub(crate) validator: Arc<Validator>,
+    /// Who may report for which enterprise.
+    pub(crate) registry: Arc<Registry>,
+    /// Indicator kinds for the ledger and the read model.
+    pub(crate) catalog: Arc<Catalog>,
+    /// The batch log.
+    pub(crate) store: Arc<Store>,
+    /// The facts and their rules; only ingest changes them.
+    pub(crate) ledger: Arc<Mutex<Ledger>>,
+    /// The read model, moved after each flush.
+    pub(crate) state: Arc<RwLock<State>>,
+    /// The goal tallies that follow the read model.
+    pub(crate) tallies: Arc<Tallies>,
+    /// Where refused messages go, with their reasons.
+    pub(crate) dead_letters: Arc<DeadLetters>,
+    /// Counters.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Where a store that cannot be written is reported.
+    pub(crate) health: Arc<Health>,
+}
 
 /// Largest group of messages stored under one flush.
 const GROUP: usize = 512;
@@ -39,7 +77,7 @@ type ReadGroup = Vec<(u64, Publish, Read)>;
 /// held under that outbox. Every agent gets them; only those asking for
 /// end-to-end confirmation subscribe. A confirmation lost on the way only
 /// means the agent resends and the batch is confirmed again as a duplicate.
-async fn confirm(app: &App, client: &AsyncClient, confirms: Confirms) {
+async fn confirm(ing: &Ingest, client: &AsyncClient, confirms: Confirms) {
     let at = Utc::now();
     for ((zone, agent, outbox), answers) in confirms {
         let mut handled = Vec::new();
@@ -50,7 +88,7 @@ async fn confirm(app: &App, client: &AsyncClient, confirms: Confirms) {
                 Answer::Refused(r) => refused.push(r),
             }
         }
-        let highest = app
+        let highest = ing
             .ledger
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -61,7 +99,7 @@ async fn confirm(app: &App, client: &AsyncClient, confirms: Confirms) {
             .await
         {
             Ok(()) => {
-                app.metrics.confirms_published.fetch_add(1, Ordering::Relaxed);
+                ing.metrics.confirms_published.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => tracing::warn!(%agent, "confirmation not queued: {e}"),
         }
@@ -89,7 +127,7 @@ enum GroupError {
 /// is tried again, with backoff, as is the flush; what was handled before
 /// keeps its effects until a flush makes it durable, so nothing in memory
 /// runs ahead of the store.
-async fn store_group(app: &App, group: ReadGroup, shutdown: &mut Shutdown) -> Result<Stored, GroupError> {
+async fn store_group(ing: &Ingest, group: ReadGroup, shutdown: &mut Shutdown) -> Result<Stored, GroupError> {
     let at = Utc::now();
     let mut out = Stored {
         done: Vec::with_capacity(group.len()),
@@ -100,19 +138,19 @@ async fn store_group(app: &App, group: ReadGroup, shutdown: &mut Shutdown) -> Re
     let mut todo = group;
     let mut backoff = Duration::from_millis(250);
     for attempt in 1..=STORE_TRIES {
-        let (done, confirms, effects, failed) = handle_group(app, todo, at);
+        let (done, confirms, effects, failed) = handle_group(ing, todo, at);
         out.done.extend(done);
         for (k, v) in confirms {
             out.confirms.entry(k).or_default().extend(v);
         }
         out.effects.extend(effects);
-        let flushed = app.store.flush();
+        let flushed = ing.store.flush();
         let error = match (flushed, failed.is_empty()) {
             (Ok(()), true) => return Ok(out),
             (Err(e), _) => e,
             (Ok(()), false) => StoreError::Corrupt(format!("{} messages could not be written", failed.len())),
         };
-        app.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+        ing.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
         if attempt == STORE_TRIES {
             return Err(GroupError::Store(error));
         }
@@ -131,7 +169,7 @@ async fn store_group(app: &App, group: ReadGroup, shutdown: &mut Shutdown) -> Re
         todo = failed
             .into_iter()
             .map(|(g, p)| {
-                let r = read(&app.validator, &p.topic, &p.payload, now);
+                let r = read(&ing.validator, &p.topic, &p.payload, now);
                 (g, p, r)
             })
             .collect();
@@ -140,8 +178,8 @@ async fn store_group(app: &App, group: ReadGroup, shutdown: &mut Shutdown) -> Re
 }
 
 /// Subscribes to the served zones and ingests until shutdown.
-pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
-    let alive = app.health.task("ingest");
+pub async fn run(ing: Ingest, mqtt: MqttConfig, mut shutdown: Shutdown) {
+    let alive = ing.health.task("ingest");
     let mut opts = match mqtt.connect_settings(mqtt.client_id.clone(), 64 * 1024).options() {
         Ok(o) => o,
         Err(e) => {
@@ -158,7 +196,7 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
     let (tx, mut raw) = mpsc::channel::<(u64, Publish)>(4096);
     let (read_tx, mut rx) = mpsc::channel::<(u64, Publish, Read)>(1024);
     let generation = Arc::new(AtomicU64::new(0));
-    let filters: Vec<SubscribeFilter> = app
+    let filters: Vec<SubscribeFilter> = ing
         .zones
         .iter()
         .flat_map(Topic::zone_filters)
@@ -166,7 +204,7 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
         .collect();
 
     let poller = {
-        let app = app.clone();
+        let metrics = ing.metrics.clone();
         let client = client.clone();
         let generation = generation.clone();
         let mut shutdown = shutdown.clone();
@@ -180,7 +218,7 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
                 match ev {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         let g = generation.fetch_add(1, Ordering::SeqCst) + 1;
-                        app.metrics.mqtt_connected.store(1, Ordering::Relaxed);
+                        metrics.mqtt_connected.store(1, Ordering::Relaxed);
                         backoff.reset();
                         tracing::info!(
                             session_present = ack.session_present,
@@ -199,7 +237,7 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        app.metrics.mqtt_connected.store(0, Ordering::Relaxed);
+                        metrics.mqtt_connected.store(0, Ordering::Relaxed);
                         tracing::warn!(delay_ms = backoff.delay().as_millis() as u64, "broker connection: {e}");
                         if !backoff.wait(&mut shutdown).await {
                             break;
@@ -209,7 +247,7 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
             }
             let _ = client.try_disconnect();
             let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
-            app.metrics.mqtt_connected.store(0, Ordering::Relaxed);
+            metrics.mqtt_connected.store(0, Ordering::Relaxed);
         })
     };
 
@@ -218,7 +256,7 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
     // loop below handles the messages before. In order, one at a time, so
     // arrival order holds.
     let reader = {
-        let validator = app.validator.clone();
+        let validator = ing.validator.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -246,7 +284,7 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
                 Err(_) => break,
             }
         }
-        match store_group(&app, group, &mut shutdown).await {
+        match store_group(&ing, group, &mut shutdown).await {
             Ok(Stored {
                 done,
                 confirms,
@@ -255,28 +293,28 @@ pub async fn run(app: Arc<App>, mqtt: MqttConfig, mut shutdown: Shutdown) {
             }) => {
                 // Durable: now the state and the counts may move, then the broker
                 // and the agents are told.
-                apply_effects(&app, effects, at);
+                apply_effects(&ing, effects, at);
                 let current = generation.load(Ordering::SeqCst);
                 for (g, p) in done {
                     if g == current && client.ack(&p).await.is_ok() {
-                        app.metrics.acks_sent.fetch_add(1, Ordering::Relaxed);
+                        ing.metrics.acks_sent.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                confirm(&app, &client, confirms).await;
+                confirm(&ing, &client, confirms).await;
             }
             Err(GroupError::Shutdown) => break,
             Err(GroupError::Store(e)) => {
                 // Nothing of the group was acknowledged: the broker keeps it
                 // (persistent session) and hands it to the restarted process.
-                app.health.fail(format!(
+                ing.health.fail(format!(
                     "store {} cannot be written after {STORE_TRIES} tries ({e}); the process ends so that systemd restarts it",
-                    app.store.path().display()
+                    ing.store.path().display()
                 ));
                 break;
             }
         }
     }
-    if let Err(e) = app.store.flush() {
+    if let Err(e) = ing.store.flush() {
         tracing::error!("final flush failed: {e}");
     }
     let _ = poller.await;

@@ -103,7 +103,7 @@ impl Served {
         self.next_seq += 1;
         let payload = data::correction_batch(&self.agent, &self.zone, e, self.next_seq, self.period, i);
         let topic = Topic::data(&self.zone, &self.agent, e);
-        match handle(&self.running.app, &topic, &payload, Utc::now())? {
+        match handle(&self.running.app.ingest(), &topic, &payload, Utc::now())? {
             Handled::Stored => Ok(()),
             other => bail!("a correction batch was not stored: {other:?}"),
         }
@@ -157,6 +157,7 @@ async fn serve_zone(ctx: &Ctx, n: usize, name: &str) -> Result<Served> {
         .await
         .context("starting the aggregator")?;
     let app = running.app.clone();
+    let ingest = app.ingest();
     let period = last_month();
     let agent = data::agent("bench-profile")?;
     let t0 = Instant::now();
@@ -165,7 +166,7 @@ async fn serve_zone(ctx: &Ctx, n: usize, name: &str) -> Result<Served> {
     for (i, e) in ents.iter().enumerate() {
         let payload = data::profile_batch(&agent, &zone, e, i, i as u64 + 1, period);
         let topic = Topic::data(&zone, &agent, e);
-        if handle(&app, &topic, &payload, now)? == Handled::Stored {
+        if handle(&ingest, &topic, &payload, now)? == Handled::Stored {
             stored += 1;
         }
     }

@@ -109,7 +109,7 @@ fn the_same_mark_with_other_content_is_refused_and_never_confirmed() {
         (1u64, Publish::new(&topic, QoS::AtLeastOnce, real.to_payload())),
         (1u64, Publish::new(&topic, QoS::AtLeastOnce, forged.to_payload())),
     ];
-    let (done, confirms, effects, _) = handle_group(&app, read_group(&app, group), utc(NOW));
+    let (done, confirms, effects, _) = handle_group(&app.ingest(), read_group(&app, group), utc(NOW));
     assert_eq!(done.len(), 2, "both are handled: acknowledged to the broker");
     let answers = confirms.get(&(zone(), agent(), Some(outbox("a")))).expect("answers");
     assert_eq!(
@@ -132,7 +132,7 @@ fn the_same_mark_with_other_content_is_refused_and_never_confirmed() {
     assert_eq!(dead_labels(&app), vec![REFUSED_REUSED_SEQ.to_owned()]);
     // Nothing moves in memory before the flush that makes it durable.
     assert_eq!(agent_state(&app).refused_reused_seq, 0);
-    apply_effects(&app, effects, utc(NOW));
+    apply_effects(&app.ingest(), effects, utc(NOW));
     assert_eq!(agent_state(&app).refused_reused_seq, 1);
     // Someone must look at that gateway: an alert, raised at once.
     let events = crate::alerts::evaluate_once(&app, &Default::default(), utc(NOW)).expect("alerts");

@@ -86,7 +86,7 @@ fn read_group(app: &App, group: Group) -> ReadGroup {
 
 fn send(app: &App, b: &Batch) -> Handled {
     let topic = Topic::data(&b.zone, &b.agent, &b.enterprise);
-    handle(app, &topic, &b.to_payload(), utc(NOW)).expect("handled")
+    handle(&app.ingest(), &topic, &b.to_payload(), utc(NOW)).expect("handled")
 }
 
 /// (zone readings, enterprise readings) as the API shows them.
@@ -277,7 +277,7 @@ fn a_group_confirms_stored_duplicate_and_refused_batches_to_their_agent() {
             Publish::new(Topic::state(&zone(), &agent()), QoS::AtLeastOnce, b"{}".to_vec()),
         ),
     ];
-    let (done, confirms, _, failed) = handle_group(&app, read_group(&app, group), utc(NOW));
+    let (done, confirms, _, failed) = handle_group(&app.ingest(), read_group(&app, group), utc(NOW));
     assert_eq!(done.len(), 5, "everything handled is acknowledged");
     assert!(failed.is_empty());
     let mut expected = Confirms::new();
@@ -371,7 +371,7 @@ fn presence_sent(boot: u64, next_seq: u64, dropped: u64, dropped_sent: u64) -> P
 fn say(app: &App, p: &Presence, at: DateTime<Utc>) {
     let topic = Topic::state(&p.zone, &p.agent);
     assert_eq!(
-        handle(app, &topic, &p.to_payload(), at).expect("handled"),
+        handle(&app.ingest(), &topic, &p.to_payload(), at).expect("handled"),
         Handled::Presence
     );
 }
@@ -476,7 +476,7 @@ fn seqs_a_presence_announced_but_never_stored_are_listed_after_the_grace() {
         ..batch(7, false, vec![])
     };
     assert_eq!(
-        handle(&app, &topic, &b.to_payload(), later).expect("handled"),
+        handle(&app.ingest(), &topic, &b.to_payload(), later).expect("handled"),
         Handled::Stored
     );
     assert_eq!(missing(&app, later + chrono::Duration::seconds(grace)), None);
