@@ -129,17 +129,22 @@ struct Marks {
 
 #[derive(Debug, Default)]
 struct EnterpriseFacts {
-    /// Indicator → point → series (nested, so a lookup by `&str` allocates nothing).
-    series: FxMap<String, FxMap<String, Series>>,
+    /// Indicator → point → series (nested, so a lookup by `&str` allocates
+    /// nothing). Indicators are catalog codes, hashed fast; point names are
+    /// chosen by whoever holds an agent's credentials, so they get std's
+    /// randomly keyed hash, which no sender can make collide at will.
+    series: FxMap<String, HashMap<String, Series>>,
     periods: HashMap<(String, String, Period), Held<f64>>,
     declarations: HashMap<String, Held<DeclaredValue>>,
 }
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
-/// A small, fast, non-cryptographic hasher (the rustc "Fx" hash) for maps
-/// keyed by codes this process validated: no attacker picks them freely
-/// beyond the catalog's codes and the per-agent series limits.
+/// A small, fast, non-cryptographic hasher (the rustc "Fx" hash), only for
+/// keys a sender cannot choose freely: indicator codes, which the validator
+/// took from the catalog. Anything a sender names (point names) is hashed
+/// with std's randomly keyed `RandomState` instead: Fx collisions are easy
+/// to craft, and many colliding keys would make every lookup a scan.
 #[derive(Default)]
 struct FxHasher {
     hash: u64,
@@ -256,7 +261,10 @@ impl Ledger {
             Some(e) => e,
             None => z.enterprises.entry(a.enterprise.clone()).or_default(),
         };
-        let mut out = Applied::default();
+        let mut out = Applied {
+            ops: Vec::with_capacity(a.readings.len() + a.declarations.len()),
+            ..Applied::default()
+        };
         // A key sent twice in one batch is one fact, the later value.
         let mut earlier = EarlierInBatch::default();
         // Whether an indicator is a counter, for the last one asked: a batch
@@ -295,8 +303,9 @@ impl Ledger {
                         out.stale += 1;
                         continue;
                     }
-                    let late = old.is_none() && series.last().is_some_and(|l| l > ts);
                     let (prev, next) = series.set(ts, r.value);
+                    // New and with a later register held: it arrived late.
+                    let late = old.is_none() && next.is_some();
                     count(&mut out, old.is_some());
                     out.ops.push(Op::Instant {
                         reading: i,
@@ -361,7 +370,8 @@ impl Ledger {
 /// question, from the readings before it, and kept up to date from there.
 #[derive(Default)]
 struct EarlierInBatch<'a> {
-    keys: HashSet<(&'a str, &'a str, ReadingTime), BuildHasherDefault<FxHasher>>,
+    /// Keyed by point names too: std's randomly keyed hash (see [`FxHasher`]).
+    keys: HashSet<(&'a str, &'a str, ReadingTime)>,
     /// Readings before this index are in `keys`.
     upto: usize,
 }

@@ -30,6 +30,19 @@ impl Series {
     /// Sets the value at `t`; returns the points either side of it.
     pub fn set(&mut self, t: DateTime<Utc>, value: f64) -> (Option<Point>, Option<Point>) {
         let k = t.timestamp_micros();
+        // The common case, a register newer than every one held: its
+        // neighbours are the last one and none, without two searches more.
+        match self.points.last_key_value() {
+            Some((&last, &v)) if last < k => {
+                self.points.insert(k, value);
+                return (Some((at(last), v)), None);
+            }
+            None => {
+                self.points.insert(k, value);
+                return (None, None);
+            }
+            Some(_) => {}
+        }
         self.points.insert(k, value);
         let before = self.points.range(..k).next_back().map(|(m, v)| (at(*m), *v));
         let after = self
