@@ -28,22 +28,29 @@ impl<V> ByPoint<V> {
         self.inner.get_mut(indicator)?.get_mut(point)
     }
 
-    /// The value of one series, made with `new` if absent (the codes are
-    /// copied only then).
-    pub fn get_or_insert_with(&mut self, indicator: &str, point: &str, new: impl FnOnce() -> V) -> &mut V {
-        // Looked up twice where absent: returning the first lookup's borrow
-        // from one branch is beyond today's borrow checker.
-        if !self.inner.contains_key(indicator) {
-            self.inner.insert(indicator.to_owned(), BTreeMap::new());
+    /// Changes the value of one series with `f`, made first with `new` if
+    /// absent (the codes are copied only then). One search per level where
+    /// the series is held — a method handing the value back could not do
+    /// that under today's borrow checker.
+    pub fn update<R>(
+        &mut self,
+        indicator: &str,
+        point: &str,
+        new: impl FnOnce() -> V,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> R {
+        match self.inner.get_mut(indicator) {
+            Some(points) => match points.get_mut(point) {
+                Some(v) => f(v),
+                None => f(points.entry(point.to_owned()).or_insert_with(new)),
+            },
+            None => f(self
+                .inner
+                .entry(indicator.to_owned())
+                .or_default()
+                .entry(point.to_owned())
+                .or_insert_with(new)),
         }
-        let points = self
-            .inner
-            .get_mut(indicator)
-            .expect("the indicator was just found or inserted");
-        if !points.contains_key(point) {
-            points.insert(point.to_owned(), new());
-        }
-        points.get_mut(point).expect("the point was just found or inserted")
     }
 
     /// Every series of one indicator, by point.
@@ -79,10 +86,10 @@ mod tests {
     #[test]
     fn series_are_found_by_codes_and_listed_in_order() {
         let mut m = ByPoint::default();
-        *m.get_or_insert_with("gas", "G1", || 0) += 5;
-        *m.get_or_insert_with("electricity", "M2", || 0) += 2;
-        *m.get_or_insert_with("electricity", "M1", || 0) += 1;
-        *m.get_or_insert_with("electricity", "M1", || 0) += 1;
+        m.update("gas", "G1", || 0, |v| *v += 5);
+        m.update("electricity", "M2", || 0, |v| *v += 2);
+        m.update("electricity", "M1", || 0, |v| *v += 1);
+        m.update("electricity", "M1", || 0, |v| *v += 1);
         assert_eq!(m.get("electricity", "M1"), Some(&2));
         assert_eq!(m.get("electricity", "M3"), None);
         assert_eq!(m.len(), 3);

@@ -315,15 +315,20 @@ impl EnterpriseState {
                 let Some(r) = batch.readings.get(*reading) else { return };
                 let indicator = r.indicator.as_str();
                 let at = ReadingTime::Ts(*ts);
-                let held = self.latest.get_or_insert_with(indicator, &r.point, || (at, *value));
-                if end_of(&at) >= end_of(&held.0) {
-                    *held = (at, *value);
-                }
+                self.latest.update(
+                    indicator,
+                    &r.point,
+                    || (at, *value),
+                    |held| {
+                        if end_of(&at) >= end_of(&held.0) {
+                            *held = (at, *value);
+                        }
+                    },
+                );
                 if old.is_none() {
                     self.readings += 1;
                     self.points
-                        .get_or_insert_with(indicator, &r.point, PointStats::default)
-                        .note(*ts);
+                        .update(indicator, &r.point, PointStats::default, |p| p.note(*ts));
                 }
                 if *late {
                     self.late_readings += 1;
@@ -366,10 +371,16 @@ impl EnterpriseState {
             } => {
                 let Some(r) = batch.readings.get(*reading) else { return };
                 let at = ReadingTime::Period(*period);
-                let held = self.latest.get_or_insert_with(&r.indicator, &r.point, || (at, *value));
-                if end_of(&at) >= end_of(&held.0) {
-                    *held = (at, *value);
-                }
+                self.latest.update(
+                    &r.indicator,
+                    &r.point,
+                    || (at, *value),
+                    |held| {
+                        if end_of(&at) >= end_of(&held.0) {
+                            *held = (at, *value);
+                        }
+                    },
+                );
                 if !replaced {
                     self.readings += 1;
                 }
