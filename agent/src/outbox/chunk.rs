@@ -58,25 +58,38 @@ pub(super) fn count(v: &[u8]) -> u64 {
 
 /// The items of a stored chunk, in order.
 pub(super) fn decode(k: &[u8], v: &[u8]) -> Result<Vec<PendingItem>, OutboxError> {
-    let corrupt = |problem: String| OutboxError::Corrupt {
+    bodies(k, v)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| serde_json::from_slice(body).map_err(|e| corrupt(k, format!("item {i}: {e}"))))
+        .collect()
+}
+
+fn corrupt(k: &[u8], problem: String) -> OutboxError {
+    OutboxError::Corrupt {
         key: format!("p{:?}", super::seq_of(k)),
         problem,
-    };
+    }
+}
+
+/// Each item's JSON in a stored chunk, in order (a value written before
+/// chunks is one item's JSON whole).
+fn bodies<'a>(k: &[u8], v: &'a [u8]) -> Result<Vec<&'a [u8]>, OutboxError> {
     if v.first() == Some(&b'{') {
-        return Ok(vec![serde_json::from_slice(v).map_err(|e| corrupt(e.to_string()))?]);
+        return Ok(vec![v]);
     }
     let n = count(v) as usize;
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(n.min(MAX_ITEMS * 4));
     let mut at = 4;
     for i in 0..n {
         let len = v
             .get(at..at + 4)
             .map(|h| u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize)
-            .ok_or_else(|| corrupt(format!("item {i} of {n}: truncated length")))?;
+            .ok_or_else(|| corrupt(k, format!("item {i} of {n}: truncated length")))?;
         let body = v
             .get(at + 4..at + 4 + len)
-            .ok_or_else(|| corrupt(format!("item {i} of {n}: truncated")))?;
-        out.push(serde_json::from_slice(body).map_err(|e| corrupt(format!("item {i} of {n}: {e}")))?);
+            .ok_or_else(|| corrupt(k, format!("item {i} of {n}: truncated")))?;
+        out.push(body);
         at += 4 + len;
     }
     Ok(out)
@@ -107,30 +120,14 @@ pub(super) enum RawItem<'a> {
 /// The items of a stored chunk, in order, borrowing it: each is checked to
 /// be JSON of the right shape, nothing is decoded further.
 pub(super) fn decode_raw<'a>(k: &[u8], v: &'a [u8]) -> Result<Vec<RawPending<'a>>, OutboxError> {
-    let corrupt = |problem: String| OutboxError::Corrupt {
-        key: format!("p{:?}", super::seq_of(k)),
-        problem,
-    };
-    let parse = |body: &'a [u8]| -> Result<RawPending<'a>, String> {
-        let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
-        serde_json::from_str(text).map_err(|e| e.to_string())
-    };
-    if v.first() == Some(&b'{') {
-        return Ok(vec![parse(v).map_err(corrupt)?]);
-    }
-    let n = count(v) as usize;
-    let mut out = Vec::with_capacity(n);
-    let mut at = 4;
-    for i in 0..n {
-        let len = v
-            .get(at..at + 4)
-            .map(|h| u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize)
-            .ok_or_else(|| corrupt(format!("item {i} of {n}: truncated length")))?;
-        let body = v
-            .get(at + 4..at + 4 + len)
-            .ok_or_else(|| corrupt(format!("item {i} of {n}: truncated")))?;
-        out.push(parse(body).map_err(|e| corrupt(format!("item {i} of {n}: {e}")))?);
-        at += 4 + len;
-    }
-    Ok(out)
+    bodies(k, v)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            std::str::from_utf8(body)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+                .map_err(|e| corrupt(k, format!("item {i}: {e}")))
+        })
+        .collect()
 }
