@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zonesync_proto::{AgentId, EnterpriseId, Presence, PresenceStatus, Topic, ZoneId, WIRE_VERSION};
+use zonesync_runtime::mqtt::{Backoff, ConnectSettings};
 
 /// Largest MQTT packet the agent sends or accepts, bytes.
 const MAX_PACKET: usize = 4 * 1024 * 1024;
@@ -222,17 +223,29 @@ impl Link {
         .to_payload()
     }
 
+    /// The shared connection settings (TLS, credentials, keep-alive floor,
+    /// packet limits: `zonesync_runtime::mqtt`, as ingest and the outbound
+    /// publisher use), then what is the link's own: a clean session, its
+    /// in-flight window and its last will.
     fn options(&self) -> Result<MqttOptions, crate::tls::TlsError> {
-        let mut o = MqttOptions::new(self.agent.as_str(), self.mqtt.host.clone(), self.mqtt.port);
-        o.set_transport(crate::tls::transport(self.mqtt.tls.as_ref())?);
-        o.set_keep_alive(Duration::from_secs(self.mqtt.keep_alive_secs.max(5)));
+        let credentials = match (&self.mqtt.username, &self.mqtt.password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+            _ => None,
+        };
+        let mut o = ConnectSettings {
+            client_id: self.agent.to_string(),
+            host: self.mqtt.host.clone(),
+            port: self.mqtt.port,
+            credentials,
+            tls: self.mqtt.tls.clone(),
+            keep_alive: Duration::from_secs(self.mqtt.keep_alive_secs),
+            max_incoming_bytes: MAX_PACKET,
+            max_outgoing_bytes: MAX_PACKET,
+        }
+        .options()?;
         o.set_clean_session(true);
-        o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
         o.set_inflight((self.batching.max_in_flight + 4).min(u16::MAX as usize) as u16);
         o.set_request_channel_capacity(self.batching.max_in_flight + 16);
-        if let (Some(u), Some(p)) = (&self.mqtt.username, &self.mqtt.password) {
-            o.set_credentials(u.clone(), p.clone());
-        }
         o.set_last_will(LastWill::new(
             Topic::state(&self.zone, &self.agent),
             self.presence(PresenceStatus::Offline),
@@ -247,7 +260,7 @@ impl Link {
         let min = Duration::from_millis(self.mqtt.reconnect_min_ms.max(10));
         let max = Duration::from_millis(self.mqtt.reconnect_max_ms.max(self.mqtt.reconnect_min_ms));
         let upstream = self.name();
-        let mut backoff = min;
+        let mut backoff = Backoff::new(min, max);
         let mut clock = ClockEstimator::new(CLOCK_WINDOW);
         loop {
             let started = Instant::now();
@@ -265,14 +278,12 @@ impl Link {
                 }
             }
             if started.elapsed() > Duration::from_secs(30) {
-                backoff = min;
+                backoff.reset();
             }
-            tracing::info!(agent = %self.agent, %upstream, delay_ms = backoff.as_millis() as u64, "reconnecting");
-            tokio::select! {
-                _ = shutdown.wait() => return Ok(()),
-                _ = tokio::time::sleep(backoff) => {}
+            tracing::info!(agent = %self.agent, %upstream, delay_ms = backoff.delay().as_millis() as u64, "reconnecting");
+            if !backoff.wait(&mut shutdown).await {
+                return Ok(());
             }
-            backoff = (backoff * 2).min(max);
         }
     }
 
