@@ -98,7 +98,9 @@ pub(super) enum Answer {
 /// One message's outcome: for the caller, for the confirmation, for memory.
 pub(super) struct Outcome1 {
     handled: Handled,
-    answer: Option<(Option<OutboxId>, Answer)>,
+    /// To whom (the topic's zone and agent, which the broker's ACL pins to
+    /// the publisher) and under which outbox, and what.
+    answer: Option<(ConfirmKey, Answer)>,
     effect: Effect,
 }
 
@@ -268,7 +270,7 @@ pub(super) fn handle_one(
                 } else {
                     Answer::Handled { seq: h.seq, digest }
                 };
-                (h.outbox, a)
+                ((t.zone.clone(), t.agent.clone(), h.outbox), a)
             });
             return Ok(Outcome1 {
                 handled: if future {
@@ -282,7 +284,7 @@ pub(super) fn handle_one(
         }
     };
     let outbox = acc.outbox.clone();
-    let confirm_as = |answer: Answer| Some((outbox.clone(), answer));
+    let confirm_as = |answer: Answer| Some(((t.zone.clone(), t.agent.clone(), outbox.clone()), answer));
     if let Err(refusal) = ing.registry.admit(&acc.zone, &acc.agent, &acc.enterprise) {
         let mut d = dead(ing, topic, payload, now, vec![(refusal.to_string(), refusal.label())]);
         d.seq = Some(acc.seq);
@@ -439,8 +441,11 @@ pub(super) fn apply_effect(ing: &Ingest, effect: Effect, now: DateTime<Utc>) {
     }
 }
 
+/// Whom a confirmation goes to: (zone, agent, outbox).
+pub(super) type ConfirmKey = (ZoneId, AgentId, Option<OutboxId>);
+
 /// What the confirmations say once the group is flushed, per (zone, agent, outbox).
-pub(super) type Confirms = BTreeMap<(ZoneId, AgentId, Option<OutboxId>), Vec<Answer>>;
+pub(super) type Confirms = BTreeMap<ConfirmKey, Vec<Answer>>;
 
 /// Handles a group of messages in arrival order; returns those handled
 /// (stored, refused or recognised as duplicates), which may be acknowledged
@@ -460,11 +465,8 @@ pub(super) fn handle_group(
     for (g, p, read) in group {
         match handle_one(ing, &mut view, &p.topic, &p.payload, read, now) {
             Ok(o) => {
-                if let Some((outbox, answer)) = o.answer {
-                    if let Ok(t) = Topic::parse_with_test_prefix(&p.topic, ing.validator.limits.test_prefix.as_deref())
-                    {
-                        confirms.entry((t.zone, t.agent, outbox)).or_default().push(answer);
-                    }
+                if let Some((to, answer)) = o.answer {
+                    confirms.entry(to).or_default().push(answer);
                 }
                 effects.push(o.effect);
                 done.push((g, p));
