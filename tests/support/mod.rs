@@ -36,11 +36,27 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A free loopback port (there is a small race until it is bound again).
+///
+/// Never the same port twice in one test process: the tests of one binary run
+/// in parallel, and a port the OS handed to one of them and released could be
+/// handed to another before the first one's server bound it (two brokers on
+/// one port: one fails with "Address already in use" while the other answers
+/// for it, then goes away). Ports come from below Linux's ephemeral range
+/// (32768–60999), so no outgoing connection takes one meanwhile either; each
+/// process starts at its own offset, and a port is checked free by binding it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(u32::MAX, std::process::id() % SPAN, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + SPAN)
 }
 
 /// Waits until a TCP port accepts connections.
