@@ -67,16 +67,6 @@ impl<V> ByPoint<V> {
             .iter()
             .flat_map(|(i, p)| p.iter().map(move |(k, v)| ((i.as_str(), k.as_str()), v)))
     }
-
-    /// How many series.
-    pub fn len(&self) -> usize {
-        self.inner.values().map(BTreeMap::len).sum()
-    }
-
-    /// No series at all.
-    pub fn is_empty(&self) -> bool {
-        self.inner.values().all(BTreeMap::is_empty)
-    }
 }
 
 #[cfg(test)]
@@ -92,7 +82,6 @@ mod tests {
         m.update("electricity", "M1", || 0, |v| *v += 1);
         assert_eq!(m.get("electricity", "M1"), Some(&2));
         assert_eq!(m.get("electricity", "M3"), None);
-        assert_eq!(m.len(), 3);
         let all: Vec<_> = m.iter().map(|((i, p), v)| (i.to_owned(), p.to_owned(), *v)).collect();
         assert_eq!(
             all,
