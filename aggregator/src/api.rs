@@ -201,7 +201,7 @@ async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q):
         "span": asked.span,
         "computed_at": c.computed_at,
         "compute_ms": c.took_ms,
-        "settings": app.settings,
+        "settings": &*app.settings,
         "goals": &*c.rows,
     })))
 }
@@ -221,7 +221,9 @@ pub(crate) fn read_state(app: &App) -> Result<std::sync::RwLockReadGuard<'_, cra
 /// A zone's goal table, from the cache (see `goals::cache`).
 fn zone_table<'a>(app: &'a App, z: &ZoneId, asked: Asked) -> Result<(&'a Zone, Cached), ApiError> {
     let reg = registered(app, z)?;
-    let c = crate::goals::cache::table(app, z, asked)
+    let c = app
+        .tables()
+        .table(z, asked)
         .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
     Ok((reg, c))
 }
@@ -264,7 +266,7 @@ fn rollup(app: &App, level: Level, asked: Asked) -> ApiResult {
         "period": asked.period,
         "span": asked.span,
         "computed_at": Utc::now(),
-        "settings": app.settings,
+        "settings": &*app.settings,
         "goals": rows,
     })))
 }
@@ -480,7 +482,7 @@ async fn ack_alert(State(app): State<Arc<App>>, Json(body): Json<AckBody>) -> Ap
     if body.by.trim().is_empty() || body.by.chars().count() > 64 {
         return Err(bad_request("`by` must name who acknowledges (1-64 characters)".into()));
     }
-    match crate::alerts::acknowledge(&app, &body.key, body.by.trim()) {
+    match crate::alerts::acknowledge(&app.alerts(), &body.key, body.by.trim()) {
         Ok(rec) => Ok(Json(json!({ "alert": rec }))),
         Err(AckError::Unknown(k)) => Err(not_found(format!("no alert {k}"))),
         Err(e @ AckError::NotActive(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
