@@ -6,6 +6,7 @@
 //! judge a payload the same way.
 
 pub mod catalog;
+mod clock;
 mod fast;
 pub mod ids;
 pub mod period;
