@@ -4,7 +4,7 @@
 //! all of it, is given the whole.
 
 use crate::config::AggregatorConfig;
-use crate::goals::{load_goals, GoalCatalog, GoalError, GoalSettings, BUILTIN_GOALS};
+use crate::goals::{GoalCatalog, GoalError, GoalSettings};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
 use crate::state::State;
@@ -165,7 +165,7 @@ impl App {
         let store = Store::open(&cfg.data_dir.join("store"), cfg.store.cache_capacity_bytes)?;
         let mut state = State::default();
         let mut ledger = crate::facts::Ledger::default();
-        let goals = load_goals(BUILTIN_GOALS, &catalog)?;
+        let goals = crate::goals::file::load(cfg.builtin_goals, &cfg.goal_files, &catalog)?;
         // Empty until a table asks for a span: the replay has nothing to keep up to date.
         let tallies = crate::goals::incremental::Tallies::new(&registry, &zones, &goals.goal, &catalog, &cfg.goals);
         let started = std::time::Instant::now();
