@@ -131,6 +131,41 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     let b = Browser::start(1600, 1000).await;
     let shots = screenshots();
 
+    // The default period is the last complete month, in the API and on the
+    // page; the month running is shown only when chosen, marked 进行中.
+    let now = chrono::Utc::now();
+    let running = zonesync_proto::Period::month_of(now).to_string();
+    let by_default = api.get(&format!("/api/v1/zones/{}/goals", zones[0])).await;
+    assert_eq!(by_default["period"], period.as_str(), "the API's default period");
+    assert_eq!(by_default["period_progress"]["state"], "complete");
+    let live = api
+        .get(&format!("/api/v1/zones/{}/goals?period={running}", zones[0]))
+        .await;
+    assert_eq!(live["period_progress"]["state"], "in_progress");
+    b.goto(&format!("{base}/dashboard/#overview")).await;
+    rendered(&b, "overview", "zh").await;
+    let chosen = b
+        .js(
+            "return [document.querySelector('#period').value, document.querySelector('#period-note').hidden];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        chosen,
+        json!([period, true]),
+        "the page's default period, with no 进行中 note"
+    );
+    b.goto(&format!("{base}/dashboard/?period={running}#overview")).await;
+    rendered(&b, "overview", "zh").await;
+    let note = b
+        .js(
+            "const n = document.querySelector('#period-note'); return [n.hidden, n.textContent];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(note[0], false, "the month running is marked");
+    assert!(note[1].as_str().unwrap_or("").starts_with("进行中 · 第"), "{note}");
+
     eprintln!("dashboard test: Overview at {:.1} s", started.elapsed().as_secs_f64());
     // Overview, in Chinese by default: each coverage goal's value, status and
     // completeness as the API has them, for every zone.

@@ -81,7 +81,7 @@ pub(crate) struct PeriodQuery {
 
 pub(crate) fn period_param(q: &PeriodQuery) -> Result<Period, ApiError> {
     match &q.period {
-        None => Ok(Period::month_of(Utc::now())),
+        None => Ok(Period::last_complete_month(Utc::now())),
         Some(p) => Period::parse(p).map_err(|e| bad_request(e.to_string())),
     }
 }
@@ -96,7 +96,7 @@ pub(crate) struct GoalQuery {
     span: Option<String>,
 }
 
-/// The period (default: this month) and span (default: each goal's basis) asked for.
+/// The period (default: the last complete month) and span (default: each goal's basis) asked for.
 fn asked_param(period: Option<String>, span: Option<&str>) -> Result<Asked, ApiError> {
     let period = period_param(&PeriodQuery { period })?;
     let choice = span
@@ -198,6 +198,7 @@ async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q):
         "name_zh": reg.name_zh,
         "name_en": reg.name_en,
         "period": asked.period,
+        "period_progress": asked.period.progress(Utc::now()),
         "span": asked.span,
         "computed_at": c.computed_at,
         "compute_ms": c.took_ms,
@@ -264,6 +265,7 @@ fn rollup(app: &App, level: Level, asked: Asked) -> ApiResult {
         "level": level,
         "zones": ids,
         "period": asked.period,
+        "period_progress": asked.period.progress(Utc::now()),
         "span": asked.span,
         "computed_at": Utc::now(),
         "settings": &*app.settings,
@@ -305,8 +307,9 @@ async fn zone_report(
         SpanChoice::Basis => String::new(),
         other => format!(", span {}", other.name()),
     };
+    let progress = crate::report::progress_words(period.progress(Utc::now()));
     let body = render(
-        &format!("{} {} ({period}{span})", reg.name_zh, reg.name_en),
+        &format!("{} {} ({period}{span}{progress})", reg.name_zh, reg.name_en),
         &rows,
         format,
     );

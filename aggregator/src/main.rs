@@ -48,7 +48,7 @@ enum Cmd {
         /// Zone id.
         #[arg(long)]
         zone: String,
-        /// Period: YYYY, YYYY-Qn or YYYY-MM (China time); default the current month.
+        /// Period: YYYY, YYYY-Qn or YYYY-MM (China time); default the last complete month.
         #[arg(long)]
         period: Option<String>,
         /// Span of every row: month, quarter, year or ytd; default each goal's own basis.

@@ -120,6 +120,18 @@ fn opt(v: Option<f64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
+/// What a title adds for a period still running, so a month of six days is
+/// never read as a whole one: "进行中 in progress, day 6 of 31".
+pub fn progress_words(p: zonesync_proto::Progress) -> String {
+    match p {
+        zonesync_proto::Progress::Complete => String::new(),
+        zonesync_proto::Progress::InProgress { days, of } => {
+            format!(", 进行中 in progress: 第{days}天/共{of}天 day {days} of {of}")
+        }
+        zonesync_proto::Progress::NotStarted => ", 未开始 not begun".into(),
+    }
+}
+
 /// Renders a goal table titled `title` (zone or city name and period).
 pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
     match format {

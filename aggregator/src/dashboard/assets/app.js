@@ -24,6 +24,23 @@ function currentMonth() {
   return d.toISOString().slice(0, 7);
 }
 
+// The last month that has ended in China Standard Time, YYYY-MM: the default,
+// since a month still running ranks every enterprise on a few days of data.
+function lastCompleteMonth() {
+  let [y, m] = currentMonth().split("-").map(Number);
+  if (--m === 0) { m = 12; y--; }
+  return `${y}-${String(m).padStart(2, "0")}`;
+}
+
+// "进行中 · 第6天/共31天" for the month running, else "".
+function progressNote(period) {
+  if (period !== currentMonth()) return "";
+  const [y, m] = period.split("-").map(Number);
+  const day = Number(new Date(Date.now() + 8 * 3600 * 1000).toISOString().slice(8, 10));
+  const of = new Date(Date.UTC(y, m, 0)).getUTCDate();
+  return S.lang === "en" ? `in progress · day ${day} of ${of}` : `进行中 · 第${day}天/共${of}天`;
+}
+
 // Same rules as the CSV report (report.rs `human`), so page and export agree.
 const COUNTS = ["enterprise", "zone", "item", "person"];
 function human(v, unit) {
@@ -347,7 +364,10 @@ function applyLabels() {
   $("#zone").innerHTML = S.zones.map(z => `<option value="${esc(z.id)}"${z.id === S.zone ? " selected" : ""}>${esc(nm(z))}</option>`).join("");
   $("#zone").parentElement.hidden = S.tab === "overview" || S.tab === "alerts";
   $("#period").innerHTML = monthsBack(24).map(m =>
-    `<option value="${m}"${m === S.period ? " selected" : ""}>${S.lang === "en" ? m : m.replace("-", "年") + "月"}</option>`).join("");
+    `<option value="${m}"${m === S.period ? " selected" : ""}>${S.lang === "en" ? m : m.replace("-", "年") + "月"}${m === currentMonth() ? (S.lang === "en" ? " (in progress)" : "（进行中）") : ""}</option>`).join("");
+  const note = progressNote(S.period);
+  $("#period-note").textContent = note;
+  $("#period-note").hidden = !note;
 }
 
 function saveUrl() {
@@ -437,7 +457,7 @@ function init() {
   const p = new URLSearchParams(location.search);
   S.lang = (p.get("lang") || localStorage.getItem("zonesync.lang")) === "en" ? "en" : "zh";
   S.zone = p.get("zone") || null;
-  S.period = /^\d{4}-\d{2}$/.test(p.get("period") || "") ? p.get("period") : currentMonth();
+  S.period = /^\d{4}-\d{2}$/.test(p.get("period") || "") ? p.get("period") : lastCompleteMonth();
   S.tab = VIEWS[location.hash.slice(1)] ? location.hash.slice(1) : "overview";
   $("#period").addEventListener("change", e => { if (e.target.value) { S.period = e.target.value; render(); } });
   $("#zone").addEventListener("change", e => { S.zone = e.target.value; render(); });
