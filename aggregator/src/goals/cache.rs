@@ -5,8 +5,8 @@
 //! by scanning the zone's enterprises: milliseconds for 25,000 of them, right
 //! after a change as well (see docs/benchmarks.md, figure 5). The last table
 //! per (zone, period) is kept with the zone's state version, so asking again
-//! before anything changed costs nothing. The refresher builds the current
-//! month's table of every zone in the background, which at start-up and at
+//! before anything changed costs nothing. The refresher builds the last
+//! complete and the current month's tables of every zone in the background, which at start-up and at
 //! each new month is the one scan per span that builds the tallies, so the
 //! dashboard's first request does not pay for it.
 
@@ -124,7 +124,7 @@ impl Tables {
     }
 }
 
-/// Keeps every zone's current-month table made (and its tallies built) until shutdown.
+/// Keeps every zone's last-complete-month and current-month tables made (and its tallies built) until shutdown.
 pub async fn refresh(tables: Tables, refresh_ms: u64, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(refresh_ms.max(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,18 +133,22 @@ pub async fn refresh(tables: Tables, refresh_ms: u64, mut shutdown: Shutdown) {
             _ = shutdown.wait() => return,
             _ = tick.tick() => {}
         }
-        let period = Period::month_of(Utc::now());
-        for z in tables.zones.iter() {
-            let Some(version) = tables.version(z) else { return };
-            let stale = tables
-                .cache
-                .get(z, Asked::basis(period))
-                .is_none_or(|c| c.version != version);
-            if stale {
-                // Building a span's tallies is a scan: keep it off the async workers.
-                let tables = tables.clone();
-                let z = z.clone();
-                let _ = tokio::task::spawn_blocking(move || tables.compute(&z, period)).await;
+        // The last complete month is what pages and reports open on; the
+        // month running is what alerts and summaries read.
+        let now = Utc::now();
+        for period in [Period::last_complete_month(now), Period::month_of(now)] {
+            for z in tables.zones.iter() {
+                let Some(version) = tables.version(z) else { return };
+                let stale = tables
+                    .cache
+                    .get(z, Asked::basis(period))
+                    .is_none_or(|c| c.version != version);
+                if stale {
+                    // Building a span's tallies is a scan: keep it off the async workers.
+                    let tables = tables.clone();
+                    let z = z.clone();
+                    let _ = tokio::task::spawn_blocking(move || tables.compute(&z, period)).await;
+                }
             }
         }
     }
