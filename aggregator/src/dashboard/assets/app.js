@@ -137,6 +137,26 @@ function scopeTag(g) {
   return g.scope && g.scope !== "zone" ? `<span class="scope">${t("scope_" + g.scope)}</span>` : "";
 }
 
+// What span a figure covers, in words: the API's `period` of a row
+// ("2026-01..2026-11", "2026-11", "2026-Q4", "2026", "A vs B") as
+// "2026年1—11月累计", "2026年11月", "2026年第4季度", "2026年", "A（对比B）".
+function spanLabel(p) {
+  if (!p) return "";
+  const vs = String(p).split(" vs ");
+  if (vs.length === 2) return S.lang === "en" ? `${spanLabel(vs[0])} vs ${spanLabel(vs[1])}` : `${spanLabel(vs[0])}（对比${spanLabel(vs[1])}）`;
+  const EN = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  let m;
+  if ((m = /^(\d{4})-(\d{2})\.\.(\d{4})-(\d{2})$/.exec(p))) {
+    const [y, a, b] = [m[1], Number(m[2]), Number(m[4])];
+    if (S.lang === "en") return `${EN[a - 1]}–${EN[b - 1]} ${y}${a === 1 ? " (cumulative)" : ""}`;
+    return `${y}年${a}—${b}月${a === 1 ? "累计" : ""}`;
+  }
+  if ((m = /^(\d{4})-(\d{2})$/.exec(p))) return S.lang === "en" ? `${EN[Number(m[2]) - 1]} ${m[1]}` : `${m[1]}年${Number(m[2])}月`;
+  if ((m = /^(\d{4})-Q(\d)$/.exec(p))) return S.lang === "en" ? `Q${m[2]} ${m[1]}` : `${m[1]}年第${m[2]}季度`;
+  if ((m = /^(\d{4})$/.exec(p))) return S.lang === "en" ? m[1] : `${m[1]}年`;
+  return p;
+}
+
 function coverageGoal(zone, g) {
   return `<div class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
     <div class="gname" title="${esc(g.definition)}"><span class="gid">${esc(g.id)}</span><span class="goal-name">${esc(nm(g))}</span>${scopeTag(g)}</div>
@@ -144,6 +164,7 @@ function coverageGoal(zone, g) {
       ${Charts.bar(g.value, g.target, g.status)}
       <b class="value">${human(g.value, g.unit)}</b>
     </div>
+    <div class="span-label muted">${esc(spanLabel(g.period))}</div>
     <div class="gmeta"><span class="target-text">${t("target")} ${esc(targetText(g))}</span>
       ${statusBadge(g.status)}<span class="gcomp">${completenessText(g)}</span></div>
   </div>`;
@@ -154,7 +175,8 @@ function otherGoalRow(zone, g) {
   return `<tr class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
     <td><span class="gid">${esc(g.id)}</span></td>
     <td class="goal-name" title="${esc(g.definition)}">${esc(nm(g))}${scopeTag(g)}</td>
-    <td class="num"><b class="value">${human(g.value, g.unit)}</b> <span class="muted">${esc(u)}</span></td>
+    <td class="num"><b class="value">${human(g.value, g.unit)}</b> <span class="muted">${esc(u)}</span>
+      <div class="span-label muted">${esc(spanLabel(g.period))}</div></td>
     <td class="num target-text">${esc(targetText(g))}</td>
     <td>${statusBadge(g.status)}</td>
     <td class="num"><b class="completeness">${pct(g.completeness)}</b> <span class="muted">(${g.reported}/${g.in_scope})</span>${caveats(g)}</td></tr>`;
@@ -195,7 +217,7 @@ async function viewEnergy() {
     return `<div class="zone-energy${k === idx ? " selected" : ""}" data-zone="${esc(z.id)}">
       <div class="zname">${esc(nm(z))}</div>
       <div class="big"><b class="zone-intensity">${latest == null ? "—" : human(s.zone.intensity[latest], "")}</b>
-        <span class="muted">${latest == null ? "" : esc(s.months[latest])}</span></div>
+        <span class="muted span-label">${latest == null ? "" : esc(spanLabel(s.months[latest]))}</span></div>
       <div class="gapline">${t("gap")} <b class="${s.zone.gap > 0 ? "bad" : "good"}">${signedPct(s.zone.gap)}</b></div>
       ${latest != null && s.zone_partial[latest] > 0 ? `<div class="muted partial-note">${t("partial_left_out").replace("{n}", s.zone_partial[latest])}</div>` : ""}
       ${Charts.spark(s.zone.intensity.slice(from), s.zone.trajectory.slice(from), 220, 48)}
@@ -218,7 +240,7 @@ async function viewEnergy() {
     const newest = e.partial.length - 1;
     const partial = e.partial[newest] ? `<div class="partial">${t("partial_month").replace("{month}", esc(s.months[newest]))}</div>` : "";
     return `<tr data-enterprise="${esc(e.enterprise)}"><td>${esc(e.name)}<div class="muted mono">${esc(e.enterprise)}</div>${partial}</td>
-      <td class="num">${l == null ? "—" : esc(s.months[l])}</td>
+      <td class="num span-label">${l == null ? "—" : esc(spanLabel(s.months[l]))}</td>
       <td class="num"><b>${l == null ? "—" : human(e.intensity[l], "")}</b></td>
       <td class="num">${l == null ? "—" : human(e.trajectory[l], "")}</td>
       <td class="num"><b class="gap ${e.gap > 0 ? "bad" : "good"}">${signedPct(e.gap)}</b></td>
@@ -319,6 +341,7 @@ async function viewBriefing() {
   const g = await api(`/api/v1/zones/${S.zone}/goals?${q()}`);
   const rows = g.goals.map(r => `<tr class="goal" data-goal="${esc(r.id)}"><td class="mono">${esc(r.id)}</td><td>${esc(nm(r))}</td>
     <td class="num value">${human(r.value, r.unit)} <span class="muted">${esc(unitWord(r.unit))}</span></td>
+    <td class="span-label">${esc(spanLabel(r.period))}</td>
     <td class="num">${esc(targetText(r))}</td><td>${statusBadge(r.status)}</td>
     <td class="num completeness">${pct(r.completeness)}</td><td class="num">${r.unknown}</td><td>${esc(r.deadline || "")}</td></tr>`).join("");
   return `<section class="card briefing">
@@ -327,7 +350,7 @@ async function viewBriefing() {
       <div class="no-print"><button type="button" id="export-csv">${t("export_csv")}</button>
       <button type="button" id="print">${t("print")}</button></div></div>
     ${statusChips(g.goals)}
-    <table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th><th class="num">${t("target")}</th>
+    <table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th><th>${t("span")}</th><th class="num">${t("target")}</th>
       <th>${t("status")}</th><th class="num">${t("completeness")}</th><th class="num">${t("unknown")}</th><th>${t("deadline")}</th></tr></thead>
       <tbody>${rows}</tbody></table></section>`;
 }
