@@ -120,6 +120,40 @@ fn opt(v: Option<f64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
+/// A row's span (`period`) as a briefing writes it, so a year-to-date figure
+/// is never read as a month's: "2026-01..2026-11" is "2026年1—11月累计",
+/// "2026-11" "2026年11月", "2026-Q4" "2026年第4季度", "2026" "2026年", and a
+/// trend "A vs B" "A（对比B）". Anything else is shown as it came.
+pub fn span_words(p: &str) -> String {
+    if let Some((a, b)) = p.split_once(" vs ") {
+        return format!("{}（对比{}）", span_words(a), span_words(b));
+    }
+    let year = |s: &str| {
+        s.get(..4)
+            .filter(|y| y.bytes().all(|c| c.is_ascii_digit()))
+            .map(str::to_owned)
+    };
+    let month = |s: &str| {
+        (s.len() == 7 && s.as_bytes().get(4) == Some(&b'-'))
+            .then(|| s.get(5..7)?.parse::<u32>().ok())
+            .flatten()
+    };
+    if let Some((a, b)) = p.split_once("..") {
+        if let (Some(y), Some(from), Some(to)) = (year(a), month(a), month(b)) {
+            return format!("{y}年{from}—{to}月{}", if from == 1 { "累计" } else { "" });
+        }
+    } else if let (Some(y), Some("-Q"), Some(q @ ("1" | "2" | "3" | "4"))) = (year(p), p.get(4..6), p.get(6..)) {
+        return format!("{y}年第{q}季度");
+    } else if let (Some(y), Some(m)) = (year(p), month(p)) {
+        return format!("{y}年{m}月");
+    } else if p.len() == 4 {
+        if let Some(y) = year(p) {
+            return format!("{y}年");
+        }
+    }
+    p.to_owned()
+}
+
 /// What a title adds for a period still running, so a month of six days is
 /// never read as a whole one: "进行中 in progress, day 6 of 31".
 pub fn progress_words(p: zonesync_proto::Progress) -> String {
@@ -138,7 +172,7 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
         Format::Json => serde_json::to_string_pretty(rows).unwrap_or_default(),
         Format::Csv => {
             let mut s = String::from('\u{feff}');
-            s.push_str("目标编号 id,指标 goal,Goal,期间 period,数值 value,单位 unit,目标值 target,比较 comparator,状态 status,分子 numerator,分母 denominator,已报告 reported,未知 unknown,分子中按替代指标 numerator from proxy,应报告 in scope,缺月 partial months,完整率 completeness,来源 source,条款 clause,口径 definition\r\n");
+            s.push_str("目标编号 id,指标 goal,Goal,期间 period,统计期间 span,数值 value,单位 unit,目标值 target,比较 comparator,状态 status,分子 numerator,分母 denominator,已报告 reported,未知 unknown,分子中按替代指标 numerator from proxy,应报告 in scope,缺月 partial months,完整率 completeness,来源 source,条款 clause,口径 definition\r\n");
             for r in rows {
                 let (zh, en) = status_words(r.status);
                 let fields = [
@@ -146,6 +180,7 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
                     r.name_zh.clone(),
                     r.name_en.clone(),
                     r.period.clone(),
+                    span_words(&r.period),
                     opt(r.value),
                     r.unit.clone(),
                     opt(r.target),
@@ -169,15 +204,16 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
             s
         }
         Format::Md => {
-            let mut s = format!("## {title}\n\n| 编号 | 指标 | 数值 | 目标 | 状态 | 已报告/应报告 | 未知 | 完整度 | 说明 |\n|---|---|---:|---:|---|---:|---:|---:|---|\n");
+            let mut s = format!("## {title}\n\n| 编号 | 指标 | 数值 | 统计期间 | 目标 | 状态 | 已报告/应报告 | 未知 | 完整度 | 说明 |\n|---|---|---:|---|---:|---|---:|---:|---:|---|\n");
             for r in rows {
                 let _ = writeln!(
                     s,
-                    "| {} | {}<br>{} | {} | {} {} | {} | {}/{} | {} | {} | {} |",
+                    "| {} | {}<br>{} | {} | {} | {} {} | {} | {}/{} | {} | {} | {} |",
                     r.id,
                     r.name_zh,
                     r.name_en,
                     human(r.value, &r.unit),
+                    span_words(&r.period),
                     r.comparator,
                     human(r.target, &r.unit),
                     status_words(r.status).0,
@@ -254,6 +290,27 @@ mod tests {
     }
 
     #[test]
+    fn a_span_is_written_in_words() {
+        for (p, words) in [
+            ("2026-01..2026-11", "2026年1—11月累计"),
+            ("2026-03..2026-11", "2026年3—11月"),
+            ("2026-11", "2026年11月"),
+            ("2026-Q4", "2026年第4季度"),
+            ("2026", "2026年"),
+            (
+                "2026-01..2026-10 vs 2025-01..2025-10",
+                "2026年1—10月累计（对比2025年1—10月累计）",
+            ),
+            ("2026-10 vs 2015", "2026年10月（对比2015年）"),
+            ("", ""),
+            ("2026-1", "2026-1"),
+            ("年年年", "年年年"),
+        ] {
+            assert_eq!(span_words(p), words, "{p}");
+        }
+    }
+
+    #[test]
     fn csv_has_a_bom_and_quotes_what_needs_it() {
         let s = render("t", &[row()], Format::Csv);
         assert!(s.starts_with('\u{feff}'), "Excel needs the BOM to read UTF-8");
@@ -269,7 +326,7 @@ mod tests {
         assert_eq!(human(Some(28_000_000.0), "10k_yuan"), "28,000,000");
         assert_eq!(human(None, "share"), "—");
         let md = render("济源高新区 2026-10", &[row()], Format::Md);
-        assert!(md.contains("| JY27-18 | 中级及以上智能制造场景覆盖率<br>Intermediate-or-above scenario coverage | 66.7% | >= 70.0% | 未达标 | 2/3 | 1 | 66.7% |  |"));
+        assert!(md.contains("| JY27-18 | 中级及以上智能制造场景覆盖率<br>Intermediate-or-above scenario coverage | 66.7% | 2026年1—10月累计 | >= 70.0% | 未达标 | 2/3 | 1 | 66.7% |  |"));
         // What a figure leaves out is said beside it.
         let mut partial = row();
         (partial.partial_months, partial.numerator_from_proxy) = (8, 1);
