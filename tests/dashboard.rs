@@ -197,19 +197,34 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
             "const out = {}; const txt = (r, c) => { const e = r.querySelector(c); return e ? e.textContent.trim() : null; };
              for (const r of document.querySelectorAll('.goal[data-zone][data-goal]')) {
                out[r.dataset.zone + '|' + r.dataset.goal] = { value: txt(r, '.value'), completeness: txt(r, '.completeness'),
-                 status: r.querySelector('[data-status]').dataset.status, name: txt(r, '.goal-name'), span: txt(r, '.span-label') };
+                 status: r.querySelector('[data-status]').dataset.status, name: txt(r, '.goal-name'), span: txt(r, '.span-label'), compare: txt(r, '.compare') };
              }
              return out;",
             json!([]),
         )
         .await;
     let mut checked = 0;
+    let mut compared = 0;
     for z in &zones {
-        let table = api.get(&format!("/api/v1/zones/{z}/goals?period={period}")).await;
+        let table = api
+            .get(&format!("/api/v1/zones/{z}/goals?period={period}&compare=true"))
+            .await;
         for g in table["goals"].as_array().unwrap() {
             let id = g["id"].as_str().unwrap();
             let row = &shown[format!("{z}|{id}")];
             assert!(row.is_object(), "{z} {id} is not on the page");
+            // 同比 and 环比 beside the figures that have them, as the API has them.
+            let cmp = &table["comparisons"][id];
+            let on_page = row["compare"].as_str().unwrap_or_default();
+            if cmp["same_period_last_year"].is_object() {
+                assert!(on_page.starts_with("同比 "), "{z} {id}: 同比 missing: {on_page:?}");
+                compared += 1;
+            }
+            assert_eq!(
+                cmp["previous_period"].is_object(),
+                on_page.contains("环比 "),
+                "{z} {id}: 环比 on the page {on_page:?}, API {cmp}"
+            );
             if g["kind"] == "coverage" {
                 assert_share(&row["value"], &g["value"], &format!("{z} {id} value"));
                 checked += 1;
@@ -232,6 +247,7 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
         }
     }
     assert!(checked >= 15, "coverage goals checked: {checked}");
+    assert!(compared >= 30, "rows with a 同比 checked: {compared}");
     b.resize(1600, 2000).await;
     b.screenshot(&shots.join("overview-zh.png")).await;
     b.resize(1600, 1000).await;

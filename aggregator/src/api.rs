@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::auth::{read_guard, write_guard, Tokens};
 use crate::goals::cache::Cached;
 use crate::goals::incremental::rollup_table;
-use crate::goals::{energy, evaluate, Asked, Level, SpanChoice, SpanError};
+use crate::goals::{energy, evaluate, Asked, GoalRow, Level, SpanChoice, SpanError};
 use crate::registry::Zone;
 use crate::report::{render, Format};
 use axum::extract::{Path, Query, State};
@@ -89,11 +89,15 @@ pub(crate) fn period_param(q: &PeriodQuery) -> Result<Period, ApiError> {
 /// Largest body of a state-changing request, bytes.
 const WRITE_BODY_LIMIT: usize = 4096;
 
-/// `?period=&span=` of a goal table.
+/// `?period=&span=&compare=` of a goal table.
 #[derive(Deserialize)]
 pub(crate) struct GoalQuery {
     period: Option<String>,
     span: Option<String>,
+    /// Add each row's 同比 and 环比 (two more tables; off by default so the
+    /// plain table stays one lookup).
+    #[serde(default)]
+    compare: bool,
 }
 
 /// The period (default: the last complete month) and span (default: each goal's basis) asked for.
@@ -193,6 +197,18 @@ async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q):
     let z = zone_param(&app, &zone)?;
     let asked = asked_param(q.period, q.span.as_deref())?;
     let (reg, c) = zone_table(&app, &z, asked)?;
+    let comparisons = if q.compare {
+        let earlier = |period: Period| -> Result<Arc<Vec<GoalRow>>, ApiError> {
+            match Asked::new(period, asked.span) {
+                Ok(a) => Ok(zone_table(&app, &z, a)?.1.rows),
+                Err(_) => Ok(Arc::default()),
+            }
+        };
+        let (last_year, previous) = (earlier(asked.period.year_before())?, earlier(asked.period.previous())?);
+        Some(crate::goals::compare::comparisons(&c.rows, &last_year, &previous))
+    } else {
+        None
+    };
     Ok(Json(json!({
         "zone": z,
         "name_zh": reg.name_zh,
@@ -204,6 +220,7 @@ async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q):
         "compute_ms": c.took_ms,
         "settings": &*app.settings,
         "goals": &*c.rows,
+        "comparisons": comparisons,
     })))
 }
 

@@ -142,6 +142,18 @@ impl Period {
         (first..first + n).map(|m| Period::Month(y, m)).collect()
     }
 
+    /// The period just before, of the same length (环比): the month, quarter
+    /// or year before.
+    pub fn previous(&self) -> Period {
+        match *self {
+            Period::Year(y) => Period::Year(y - 1),
+            Period::Quarter(y, 1) => Period::Quarter(y - 1, 4),
+            Period::Quarter(y, q) => Period::Quarter(y, q - 1),
+            Period::Month(y, 1) => Period::Month(y - 1, 12),
+            Period::Month(y, m) => Period::Month(y, m - 1),
+        }
+    }
+
     /// The same period one year earlier (same-period-last-year comparisons).
     pub fn year_before(&self) -> Period {
         match *self {
@@ -229,6 +241,15 @@ mod tests {
         for s in ["26", "2026-13", "2026-Q5", "2026-1", "abcd", "2026-10-01", "1800"] {
             assert!(Period::parse(s).is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn the_period_before_crosses_years() {
+        assert_eq!(Period::Month(2026, 1).previous(), Period::Month(2025, 12));
+        assert_eq!(Period::Month(2026, 11).previous(), Period::Month(2026, 10));
+        assert_eq!(Period::Quarter(2026, 1).previous(), Period::Quarter(2025, 4));
+        assert_eq!(Period::Quarter(2026, 3).previous(), Period::Quarter(2026, 2));
+        assert_eq!(Period::Year(2026).previous(), Period::Year(2025));
     }
 
     #[test]

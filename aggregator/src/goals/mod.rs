@@ -14,6 +14,7 @@
 //! the checklist in shared/reference/goals-from-seeds.md is covered row by row.
 
 pub mod cache;
+pub mod compare;
 mod conditions;
 mod contribute;
 mod energy_rows;

@@ -157,6 +157,21 @@ function spanLabel(p) {
   return p;
 }
 
+// "同比 +10.0% · 环比 −3.0个百分点" from a row's comparisons (API `compare=true`);
+// an earlier figure that is itself incomplete is marked, never hidden.
+function cmpText(c) {
+  if (!c) return "";
+  const one = (e, label) => {
+    if (!e) return "";
+    const ch = e.change == null ? "—"
+      : e.change_is === "points" ? `${e.change > 0 ? "+" : ""}${(e.change * 100).toFixed(1)}${t("points")}`
+      : signedPct(e.change);
+    const partial = e.completeness != null && e.completeness < 1 ? ` <span class="muted">(${t("completeness")} ${pct(e.completeness)})</span>` : "";
+    return `<span class="cmp" title="${esc(spanLabel(e.period))}">${t(label)} ${ch}${partial}</span>`;
+  };
+  return [one(c.same_period_last_year, "yoy"), one(c.previous_period, "mom")].filter(Boolean).join(" · ");
+}
+
 function coverageGoal(zone, g) {
   return `<div class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
     <div class="gname" title="${esc(g.definition)}"><span class="gid">${esc(g.id)}</span><span class="goal-name">${esc(nm(g))}</span>${scopeTag(g)}</div>
@@ -170,20 +185,20 @@ function coverageGoal(zone, g) {
   </div>`;
 }
 
-function otherGoalRow(zone, g) {
+function otherGoalRow(zone, g, cmp) {
   const u = unitWord(g.unit);
   return `<tr class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
     <td><span class="gid">${esc(g.id)}</span></td>
     <td class="goal-name" title="${esc(g.definition)}">${esc(nm(g))}${scopeTag(g)}</td>
     <td class="num"><b class="value">${human(g.value, g.unit)}</b> <span class="muted">${esc(u)}</span>
-      <div class="span-label muted">${esc(spanLabel(g.period))}</div></td>
+      <div class="span-label muted">${esc(spanLabel(g.period))}</div><div class="compare muted">${cmpText(cmp && cmp[g.id])}</div></td>
     <td class="num target-text">${esc(targetText(g))}</td>
     <td>${statusBadge(g.status)}</td>
     <td class="num"><b class="completeness">${pct(g.completeness)}</b> <span class="muted">(${g.reported}/${g.in_scope})</span>${caveats(g)}</td></tr>`;
 }
 
 async function viewOverview() {
-  const tables = await Promise.all(S.zones.map(z => api(`/api/v1/zones/${z.id}/goals?${q()}`)));
+  const tables = await Promise.all(S.zones.map(z => api(`/api/v1/zones/${z.id}/goals?${q()}&compare=true`)));
   return S.zones.map((z, k) => {
     const goals = tables[k].goals;
     const cov = goals.filter(g => g.kind === "coverage");
@@ -194,7 +209,7 @@ async function viewOverview() {
       <h3>${t("other_goals")}</h3>
       <table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th>
         <th class="num">${t("target")}</th><th>${t("status")}</th><th class="num">${t("completeness")}</th></tr></thead>
-        <tbody>${other.map(g => otherGoalRow(z.id, g)).join("")}</tbody></table>
+        <tbody>${other.map(g => otherGoalRow(z.id, g, tables[k].comparisons)).join("")}</tbody></table>
     </section>`;
   }).join("");
 }
@@ -338,10 +353,10 @@ async function acknowledge(key) {
 }
 
 async function viewBriefing() {
-  const g = await api(`/api/v1/zones/${S.zone}/goals?${q()}`);
+  const g = await api(`/api/v1/zones/${S.zone}/goals?${q()}&compare=true`);
   const rows = g.goals.map(r => `<tr class="goal" data-goal="${esc(r.id)}"><td class="mono">${esc(r.id)}</td><td>${esc(nm(r))}</td>
     <td class="num value">${human(r.value, r.unit)} <span class="muted">${esc(unitWord(r.unit))}</span></td>
-    <td class="span-label">${esc(spanLabel(r.period))}</td>
+    <td class="span-label">${esc(spanLabel(r.period))}</td><td class="compare">${cmpText(g.comparisons && g.comparisons[r.id])}</td>
     <td class="num">${esc(targetText(r))}</td><td>${statusBadge(r.status)}</td>
     <td class="num completeness">${pct(r.completeness)}</td><td class="num">${r.unknown}</td><td>${esc(r.deadline || "")}</td></tr>`).join("");
   return `<section class="card briefing">
@@ -350,7 +365,7 @@ async function viewBriefing() {
       <div class="no-print"><button type="button" id="export-csv">${t("export_csv")}</button>
       <button type="button" id="print">${t("print")}</button></div></div>
     ${statusChips(g.goals)}
-    <table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th><th>${t("span")}</th><th class="num">${t("target")}</th>
+    <table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th><th>${t("span")}</th><th>${t("yoy")} · ${t("mom")}</th><th class="num">${t("target")}</th>
       <th>${t("status")}</th><th class="num">${t("completeness")}</th><th class="num">${t("unknown")}</th><th>${t("deadline")}</th></tr></thead>
       <tbody>${rows}</tbody></table></section>`;
 }
