@@ -197,7 +197,7 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
             "const out = {}; const txt = (r, c) => { const e = r.querySelector(c); return e ? e.textContent.trim() : null; };
              for (const r of document.querySelectorAll('.goal[data-zone][data-goal]')) {
                out[r.dataset.zone + '|' + r.dataset.goal] = { value: txt(r, '.value'), completeness: txt(r, '.completeness'),
-                 status: r.querySelector('[data-status]').dataset.status, name: txt(r, '.goal-name'), span: txt(r, '.span-label'), compare: txt(r, '.compare') };
+                 status: r.querySelector('[data-status]').dataset.status, name: txt(r, '.goal-name'), span: txt(r, '.span-label'), compare: txt(r, '.compare'), target: txt(r, '.target-text') };
              }
              return out;",
             json!([]),
@@ -248,6 +248,15 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     }
     assert!(checked >= 15, "coverage goals checked: {checked}");
     assert!(compared >= 30, "rows with a 同比 checked: {compared}");
+    // Targets as the plans write them, in the units officials use.
+    let z0 = &zones[0];
+    for (id, want) in [
+        ("JY27-07", "≥ 1.35%"),
+        ("HN27-01", "> 3 万亿元"),
+        ("JY27-01", "> 2,800 亿元"),
+    ] {
+        assert_eq!(shown[format!("{z0}|{id}")]["target"], want, "{id} target as written");
+    }
     b.resize(1600, 2000).await;
     b.screenshot(&shots.join("overview-zh.png")).await;
     b.resize(1600, 1000).await;

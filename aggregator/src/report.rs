@@ -68,6 +68,36 @@ pub fn human(v: Option<f64>, unit: &str) -> String {
     }
 }
 
+/// A figure with the unit an official writes, for a briefing: money of 1 亿元
+/// and more in 亿元 and of 1 万亿元 in 万亿元 ("3 万亿元", "2,800 亿元"),
+/// other units after the number. `as_written` keeps a target's digits as the
+/// plan has them ("1.35%", not "1.4%").
+pub fn amount_words(v: Option<f64>, unit: &str, as_written: bool) -> String {
+    let exact = |x: f64, d: usize| {
+        let s = format!("{x:.d$}");
+        let s = if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            s
+        };
+        match s.split_once('.') {
+            Some((i, f)) => format!("{}.{f}", group(i.to_owned())),
+            None => group(s),
+        }
+    };
+    match v {
+        None => "—".into(),
+        Some(v) if unit == "10k_yuan" && v.abs() >= 1e8 => format!("{} 万亿元", exact(v / 1e8, 2)),
+        Some(v) if unit == "10k_yuan" && v.abs() >= 1e4 => format!("{} 亿元", exact(v / 1e4, 2)),
+        Some(v) if unit == "share" && as_written => format!("{}%", exact(v * 100.0, 4)),
+        Some(v) if unit == "share" => human(Some(v), unit),
+        Some(v) => {
+            let n = if as_written { exact(v, 4) } else { human(Some(v), unit) };
+            format!("{n} {}", unit_words(unit)).trim_end().to_owned()
+        }
+    }
+}
+
 fn group(digits: String) -> String {
     let (sign, d) = digits.strip_prefix('-').map_or(("", digits.as_str()), |d| ("-", d));
     let mut out = String::new();
@@ -212,10 +242,10 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
                     r.id,
                     r.name_zh,
                     r.name_en,
-                    human(r.value, &r.unit),
+                    amount_words(r.value, &r.unit, false),
                     span_words(&r.period),
                     r.comparator,
-                    human(r.target, &r.unit),
+                    amount_words(r.target, &r.unit, true),
                     status_words(r.status).0,
                     r.reported,
                     r.in_scope,
@@ -263,6 +293,24 @@ mod tests {
     }
 
     #[test]
+    fn amounts_are_written_as_officials_write_them() {
+        for (v, unit, as_written, words) in [
+            (300_000_000.0, "10k_yuan", true, "3 万亿元"),
+            (28_000_000.0, "10k_yuan", true, "2,800 亿元"),
+            (123_456.0, "10k_yuan", false, "12.35 亿元"),
+            (9_999.0, "10k_yuan", false, "9,999 万元"),
+            (0.0135, "share", true, "1.35%"),
+            (0.0135, "share", false, "1.4%"),
+            (0.7, "share", true, "70%"),
+            (15.0, "10k_yuan/mu", true, "15 万元/亩"),
+            (-250_000_000.0, "10k_yuan", false, "-2.5 万亿元"),
+        ] {
+            assert_eq!(amount_words(Some(v), unit, as_written), words, "{v} {unit}");
+        }
+        assert_eq!(amount_words(None, "share", true), "—");
+    }
+
+    #[test]
     fn a_span_is_written_in_words() {
         for (p, words) in [
             ("2026-01..2026-11", "2026年1—11月累计"),
@@ -299,7 +347,7 @@ mod tests {
         assert_eq!(human(Some(28_000_000.0), "10k_yuan"), "28,000,000");
         assert_eq!(human(None, "share"), "—");
         let md = render("济源高新区 2026-10", &[row()], Format::Md);
-        assert!(md.contains("| JY27-18 | 中级及以上智能制造场景覆盖率<br>Intermediate-or-above scenario coverage | 66.7% | 2026年1—10月累计 | >= 70.0% | 未达标 | 2/3 | 1 | 66.7% |  |"));
+        assert!(md.contains("| JY27-18 | 中级及以上智能制造场景覆盖率<br>Intermediate-or-above scenario coverage | 66.7% | 2026年1—10月累计 | >= 70% | 未达标 | 2/3 | 1 | 66.7% |  |"));
         // What a figure leaves out is said beside it.
         let mut partial = row();
         (partial.partial_months, partial.numerator_from_proxy) = (8, 1);

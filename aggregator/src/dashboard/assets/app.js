@@ -55,12 +55,27 @@ const pct = v => (v == null ? "—" : (v * 100).toFixed(1) + "%");
 const signedPct = v => (v == null ? "—" : (v > 0 ? "+" : "") + (v * 100).toFixed(1) + "%");
 const unitWord = u => (u === "share" ? "" : t("unit_" + u) === "unit_" + u ? u : t("unit_" + u));
 
+// Up to `d` decimals, trailing zeros dropped, thousands grouped: 2800 → "2,800", 1.35 → "1.35".
+const exact = (v, d) => Number(v.toFixed(d)).toLocaleString("en-US", { maximumFractionDigits: d });
+
+// A figure with the unit an official writes: money of 1 亿元 and more in 亿元,
+// of 1 万亿元 and more in 万亿元 (3 万亿元, 2,800 亿元, not 300,000,000 万元).
+// `asWritten` keeps a target's digits as the plan has them (≥ 1.35 %, not 1.4 %).
+function amount(v, unit, asWritten) {
+  if (v == null || !isFinite(v)) return ["—", unitWord(unit)];
+  if (unit === "10k_yuan" && Math.abs(v) >= 1e8) return [exact(v / 1e8, 2), t("unit_wanyi")];
+  if (unit === "10k_yuan" && Math.abs(v) >= 1e4) return [exact(v / 1e4, 2), t("unit_yi")];
+  if (asWritten && unit === "share") return [exact(v * 100, 4) + "%", ""];
+  if (asWritten) return [exact(v, 4), unitWord(unit)];
+  return [human(v, unit), unitWord(unit)];
+}
+
 function targetText(g) {
   if (g.comparator === "rising" || g.comparator === "report") return t("cmp_" + g.comparator);
   if (g.target == null) return "—";
   const cmp = { ">=": "≥", ">": ">", "<=": "≤", "<": "<" }[g.comparator] || g.comparator;
-  const u = unitWord(g.unit);
-  return `${cmp} ${human(g.target, g.unit)}${u ? " " + u : ""}`;
+  const [n, u] = amount(g.target, g.unit, true);
+  return `${cmp} ${n}${u ? " " + u : ""}`;
 }
 
 const statusBadge = s => `<span class="badge ${esc(s)}" data-status="${esc(s)}">${esc(t(s))}</span>`;
@@ -186,11 +201,11 @@ function coverageGoal(zone, g) {
 }
 
 function otherGoalRow(zone, g, cmp) {
-  const u = unitWord(g.unit);
+  const [n, u] = amount(g.value, g.unit);
   return `<tr class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
     <td><span class="gid">${esc(g.id)}</span></td>
     <td class="goal-name" title="${esc(g.definition)}">${esc(nm(g))}${scopeTag(g)}</td>
-    <td class="num"><b class="value">${human(g.value, g.unit)}</b> <span class="muted">${esc(u)}</span>
+    <td class="num"><b class="value">${n}</b> <span class="muted">${esc(u)}</span>
       <div class="span-label muted">${esc(spanLabel(g.period))}</div><div class="compare muted">${cmpText(cmp && cmp[g.id])}</div></td>
     <td class="num target-text">${esc(targetText(g))}</td>
     <td>${statusBadge(g.status)}</td>
@@ -355,7 +370,7 @@ async function acknowledge(key) {
 async function viewBriefing() {
   const g = await api(`/api/v1/zones/${S.zone}/goals?${q()}&compare=true`);
   const rows = g.goals.map(r => `<tr class="goal" data-goal="${esc(r.id)}"><td class="mono">${esc(r.id)}</td><td>${esc(nm(r))}</td>
-    <td class="num value">${human(r.value, r.unit)} <span class="muted">${esc(unitWord(r.unit))}</span></td>
+    <td class="num value">${amount(r.value, r.unit).join(" ").trim()}</td>
     <td class="span-label">${esc(spanLabel(r.period))}</td><td class="compare">${cmpText(g.comparisons && g.comparisons[r.id])}</td>
     <td class="num">${esc(targetText(r))}</td><td>${statusBadge(r.status)}</td>
     <td class="num completeness">${pct(r.completeness)}</td><td class="num">${r.unknown}</td><td>${esc(r.deadline || "")}</td></tr>`).join("");
