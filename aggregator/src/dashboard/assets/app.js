@@ -493,7 +493,7 @@ async function follow() {
           if (fp !== S.live) {
             S.live = fp;
             if (!first) liveRender();
-            text.textContent = `${t("live")} · ${t("updated")} ${new Date().toLocaleTimeString(S.lang === "en" ? "en-GB" : "zh-CN", { hour12: false })}`;
+            text.textContent = `${t("live")} · ${t("updated")} ${new Date().toLocaleTimeString(S.lang === "en" ? "en-GB" : "zh-CN", { hour12: false, timeZone: "Asia/Shanghai" })}`;
           }
         }
       }
