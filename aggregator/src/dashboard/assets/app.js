@@ -8,7 +8,10 @@ const S = {
   zone: null,
   period: null,
   zones: [],
-  readToken: sessionStorage.getItem("zonesync.readToken") || "",
+  // A read token is kept on this screen (localStorage) so a wall PC that
+  // reboots shows data again without anyone typing it; the write token
+  // (acknowledging alerts) stays for the session only.
+  readToken: localStorage.getItem("zonesync.readToken") || sessionStorage.getItem("zonesync.readToken") || "",
   live: null, // last event's fingerprint
   renders: 0,
 };
@@ -510,6 +513,12 @@ function init() {
   const p = new URLSearchParams(location.search);
   S.lang = (p.get("lang") || localStorage.getItem("zonesync.lang")) === "en" ? "en" : "zh";
   S.zone = p.get("zone") || null;
+  // Set once with ?token=… (e.g. in the kiosk's start URL); saveUrl drops it
+  // from the address bar, the screen keeps it.
+  if (p.get("token")) {
+    S.readToken = p.get("token").trim();
+    localStorage.setItem("zonesync.readToken", S.readToken);
+  }
   S.period = /^\d{4}-\d{2}$/.test(p.get("period") || "") ? p.get("period") : lastCompleteMonth();
   S.tab = VIEWS[location.hash.slice(1)] ? location.hash.slice(1) : "overview";
   $("#period").addEventListener("change", e => { if (e.target.value) { S.period = e.target.value; render(); } });
@@ -526,7 +535,7 @@ function init() {
   });
   $("#read-token-apply").addEventListener("click", () => {
     S.readToken = $("#read-token").value.trim();
-    sessionStorage.setItem("zonesync.readToken", S.readToken);
+    localStorage.setItem("zonesync.readToken", S.readToken);
     render();
   });
   $("#view").addEventListener("click", e => {
