@@ -258,7 +258,10 @@ async function viewEnergy() {
   }).join("");
   const s = all[idx].series, from = window_(s);
   const labels = s.months.slice(from);
-  const rate = s.rate ? t("trajectory_rule").replace("{rate}", signedPct(s.rate.per_year)).replace("{goal}", s.rate.goal) : t("no_trajectory");
+  const rate = s.rate
+    ? t(s.rate.base_year ? "trajectory_rule_base" : "trajectory_rule").replace("{rate}", signedPct(s.rate.per_year))
+      .replace("{goal}", s.rate.goal).replace("{base}", s.rate.base_year)
+    : t("no_trajectory");
   const chart = Charts.line({
     labels,
     fmt: v => v.toFixed(4),
