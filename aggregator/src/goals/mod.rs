@@ -31,6 +31,7 @@ mod span;
 mod tally;
 #[cfg(test)]
 mod tests;
+pub mod words;
 
 pub use conditions::{Answer, Condition, Contradiction, Filter, GoalSettings, Population};
 pub use energy_rows::{energy, EnterpriseEnergy};
