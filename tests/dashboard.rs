@@ -185,6 +185,36 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     assert_eq!(note[0], false, "the month running is marked");
     assert!(note[1].as_str().unwrap_or("").starts_with("进行中 · 第"), "{note}");
 
+    // The wall screen: at 1920×1080, one zone per screen, nothing scrolled
+    // off, the next zone on its own after `every` seconds.
+    b.resize(1920, 1080).await;
+    b.goto(&format!("{base}/dashboard/?kiosk=1&every=3#overview")).await;
+    rendered(&b, "overview", "zh").await;
+    let screen = "const zs = [...document.querySelectorAll('section.zone')].map(s => s.dataset.zone);
+                  return [zs, document.querySelector('#view').getBoundingClientRect().bottom <= window.innerHeight,
+                          document.querySelector('#tabs').offsetParent === null, Number(document.body.dataset.scale)];";
+    let first = b.js(screen, json!([])).await;
+    assert_eq!(
+        first[0].as_array().map(Vec::len),
+        Some(1),
+        "one zone per screen: {first}"
+    );
+    assert_eq!(first[1], true, "nothing scrolled off at 1920×1080: {first}");
+    assert_eq!(first[2], true, "no tabs on the wall screen");
+    // Read from across a room: shrunk by at most a quarter to fit.
+    assert!(first[3].as_f64().unwrap_or(0.0) >= 0.75, "kiosk scale {first}");
+    b.screenshot(&shots.join("kiosk-zh.png")).await;
+    let next = b
+        .wait_for(
+            "the kiosk moves on to the next zone",
+            "const z = document.querySelector('section.zone'); return z && z.dataset.zone !== arguments[0] ? z.dataset.zone : null;",
+            json!([first[0][0]]),
+            WAIT,
+        )
+        .await;
+    assert!(zones.iter().any(|z| json!(z) == next), "{next}");
+    b.resize(1600, 1000).await;
+
     eprintln!("dashboard test: Overview at {:.1} s", started.elapsed().as_secs_f64());
     // Overview, in Chinese by default: each coverage goal's value, status and
     // completeness as the API has them, for every zone.

@@ -207,6 +207,19 @@ function coverageGoal(zone, g) {
   </div>`;
 }
 
+// A goal as a compact card, for the wall screen: the same figures as the
+// table row (value, span, 同比/环比, target, status, completeness).
+function kioskGoal(zone, g, cmp) {
+  const [n, u] = amount(g.value, g.unit);
+  return `<div class="goal kcard" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
+    <div class="gname" title="${esc(tip(g))}"><span class="gid">${esc(g.id)}</span><span class="goal-name">${esc(nm(g))}</span>${scopeTag(g)}</div>
+    <div class="kline"><b class="value">${n}</b> <span class="muted">${esc(u)}</span> ${statusBadge(g.status)}</div>
+    <div class="subline"><span class="span-label muted">${esc(spanLabel(g.period))}</span><span class="compare muted">${cmpText(cmp && cmp[g.id])}</span></div>
+    <div class="gmeta"><span class="target-text">${esc(targetText(g))}</span>
+      <span>${t("completeness")} <b class="completeness">${pct(g.completeness)}</b></span></div>
+  </div>`;
+}
+
 function otherGoalRow(zone, g, cmp) {
   const [n, u] = amount(g.value, g.unit);
   return `<tr class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
@@ -220,8 +233,10 @@ function otherGoalRow(zone, g, cmp) {
 }
 
 async function viewOverview() {
-  const tables = await Promise.all(S.zones.map(z => api(`/api/v1/zones/${z.id}/goals?${q()}&compare=true`)));
-  return S.zones.map((z, k) => {
+  // A wall screen (kiosk) shows one zone at a time, rotating; else every zone.
+  const shown = S.kiosk ? S.zones.filter(z => z.id === S.zone) : S.zones;
+  const tables = await Promise.all(shown.map(z => api(`/api/v1/zones/${z.id}/goals?${q()}&compare=true`)));
+  return shown.map((z, k) => {
     const goals = tables[k].goals;
     const cov = goals.filter(g => g.kind === "coverage");
     const other = goals.filter(g => g.kind !== "coverage");
@@ -229,9 +244,9 @@ async function viewOverview() {
       ${zoneHeader(z)}${statusChips(goals)}
       <h3>${t("coverage_goals")}</h3><div class="goals">${cov.map(g => coverageGoal(z.id, g)).join("")}</div>
       <h3>${t("other_goals")}</h3>
-      <table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th>
+      ${S.kiosk ? `<div class="kiosk-goals">${other.map(g => kioskGoal(z.id, g, tables[k].comparisons)).join("")}</div>` : `<table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th>
         <th class="num">${t("target")}</th><th>${t("status")}</th><th class="num">${t("completeness")}</th></tr></thead>
-        <tbody>${other.map(g => otherGoalRow(z.id, g, tables[k].comparisons)).join("")}</tbody></table>
+        <tbody>${other.map(g => otherGoalRow(z.id, g, tables[k].comparisons)).join("")}</tbody></table>`}
     </section>`;
   }).join("");
 }
@@ -435,7 +450,43 @@ function applyLabels() {
 
 function saveUrl() {
   const p = new URLSearchParams({ lang: S.lang, zone: S.zone || "", period: S.period });
+  // A kiosk keeps its own settings in the address, so a reload carries on.
+  if (S.kiosk) {
+    p.set("kiosk", "1");
+    p.set("every", String(S.every));
+    // Left to itself, a wall screen moves on to each new complete month.
+    if (!S.periodChosen) p.delete("period");
+  }
   history.replaceState(null, "", `?${p}#${S.tab}`);
+}
+
+// Kiosk: `?kiosk=1` (and `every=` seconds, default 30) turns the page into a
+// wall screen that runs itself: one zone per screen, the next one every
+// `every` seconds, scaled so nothing is scrolled off.
+function fitScreen() {
+  const view = $("#view");
+  view.style.transform = "";
+  view.style.width = "";
+  const free = window.innerHeight - view.getBoundingClientRect().top - 8;
+  const k = Math.min(1, free / Math.max(1, view.scrollHeight));
+  if (k < 1) {
+    view.style.transformOrigin = "top left";
+    view.style.transform = `scale(${k})`;
+    view.style.width = `${100 / k}%`;
+  }
+  document.body.dataset.scale = k.toFixed(3);
+}
+
+function startKiosk() {
+  document.body.classList.add("kiosk");
+  setInterval(() => {
+    if (!S.zones.length) return;
+    const i = S.zones.findIndex(z => z.id === S.zone);
+    S.zone = S.zones[(i + 1) % S.zones.length].id;
+    if (!S.periodChosen) S.period = lastCompleteMonth();
+    render();
+  }, S.every * 1000);
+  window.addEventListener("resize", fitScreen);
 }
 
 let rendering = null;
@@ -455,7 +506,7 @@ async function render() {
       const html = S.zone ? await VIEWS[S.tab]() : `<div class="loading">${t("no_data_yet")}</div>`;
       const y = window.scrollY;
       view.innerHTML = html;
-      window.scrollTo(0, y);
+      if (S.kiosk) fitScreen(); else window.scrollTo(0, y);
       $("#token-bar").hidden = true;
     } catch (e) {
       if (!(e instanceof NeedToken)) view.innerHTML = `<div class="error">${esc(e.message)}</div>`;
@@ -520,6 +571,9 @@ function init() {
   const p = new URLSearchParams(location.search);
   S.lang = (p.get("lang") || localStorage.getItem("zonesync.lang")) === "en" ? "en" : "zh";
   S.zone = p.get("zone") || null;
+  S.kiosk = p.get("kiosk") === "1";
+  S.periodChosen = p.has("period");
+  S.every = Math.min(3600, Math.max(2, Number(p.get("every")) || 30));
   // Set once with ?token=… (e.g. in the kiosk's start URL); saveUrl drops it
   // from the address bar, the screen keeps it.
   if (p.get("token")) {
@@ -554,6 +608,7 @@ function init() {
   });
   render();
   follow();
+  if (S.kiosk) startKiosk();
 }
 
 init();
