@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod dead_letters;
 pub mod energy;
 pub mod facts;
+pub mod federation;
 pub mod goals;
 pub mod health;
 pub mod http;
