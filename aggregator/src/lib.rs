@@ -43,6 +43,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// Shared state (tests read metrics from it).
     pub app: Arc<App>,
+    /// The tally publisher's counts, when `[federation]` is configured.
+    pub federation: Option<Arc<federation::publish::PublishStats>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -130,11 +132,37 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
         &shutdown,
         outbound::run(app.outbound(), publisher, retry, shutdown.clone()),
     );
+    let mut tasks = vec![];
+    let federation = cfg.federation.clone().map(|fed| {
+        let stats = Arc::new(federation::publish::PublishStats::default());
+        let task = federation::publish::run(fed, publish_sources(&app, &cfg), stats.clone(), shutdown.clone());
+        tasks.push(watched(&app, "tally publisher", &shutdown, async move {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "tally publisher stopped");
+            }
+        }));
+        stats
+    });
     let ingest = tokio::spawn(ingest::run(app.ingest(), cfg.mqtt.clone(), shutdown));
     tracing::info!(%http_addr, broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "aggregator started");
     Ok(Running {
         http_addr,
         app,
-        tasks: vec![http, ingest, alerts, refresher, summaries, outbound, publisher_task],
+        federation,
+        tasks: [http, ingest, alerts, refresher, summaries, outbound, publisher_task]
+            .into_iter()
+            .chain(tasks)
+            .collect(),
     })
+}
+
+/// The tally publisher's handle: the zones' state and tallies, and the goals.
+fn publish_sources(app: &App, cfg: &AggregatorConfig) -> federation::publish::Sources {
+    federation::publish::Sources {
+        zones: app.zones.clone(),
+        state: app.state.clone(),
+        tallies: app.tallies.clone(),
+        goals: app.goals.goal.clone().into(),
+        settings: cfg.goals.clone(),
+    }
 }

@@ -135,8 +135,9 @@ impl Merge {
     }
 
     /// Takes `msg`, which arrived on the subject of zone `subject` (None where
-    /// the transport names no zone) at `received`.
-    pub fn offer(&mut self, subject: Option<&str>, msg: ZoneTallies, received: DateTime<Utc>) -> Outcome {
+    /// the transport names no zone) at `received` (None when read back by a
+    /// rebuild, whose delay says nothing about the zone's link).
+    pub fn offer(&mut self, subject: Option<&str>, msg: ZoneTallies, received: Option<DateTime<Utc>>) -> Outcome {
         match self.check(subject, &msg) {
             Ok(cells) => self.apply(msg, cells, received),
             Err(r) => {
@@ -197,7 +198,7 @@ impl Merge {
         Ok(cells)
     }
 
-    fn apply(&mut self, msg: ZoneTallies, cells: Vec<(usize, Span)>, received: DateTime<Utc>) -> Outcome {
+    fn apply(&mut self, msg: ZoneTallies, cells: Vec<(usize, Span)>, received: Option<DateTime<Utc>>) -> Outcome {
         let key = (msg.version, msg.published_at);
         let h = self.held.entry(msg.zone).or_default();
         h.heard_at = h.heard_at.max(Some(msg.published_at));
@@ -214,13 +215,17 @@ impl Merge {
             }
         }
         if h.key.is_none_or(|k| k < key) {
+            // A new version: its data time and the delay to here. The same
+            // version again (a heartbeat, a zone restarted) keeps both.
             if h.key.is_none_or(|(v, _)| v < msg.version) {
-                let lag = (received - msg.data_at).num_milliseconds().max(0);
-                h.lag_ms = lag;
-                h.max_lag_ms = h.max_lag_ms.max(lag);
+                if let Some(received) = received {
+                    let lag = (received - msg.data_at).num_milliseconds().max(0);
+                    h.lag_ms = lag;
+                    h.max_lag_ms = h.max_lag_ms.max(lag);
+                }
+                h.data_at = Some(msg.data_at);
             }
             h.key = Some(key);
-            h.data_at = Some(msg.data_at);
         }
         if changed == 0 {
             h.unchanged += 1;
@@ -229,6 +234,11 @@ impl Merge {
             h.accepted += 1;
             Outcome::Applied(changed)
         }
+    }
+
+    /// Counts a message that could not even be read (no zone to blame).
+    pub fn refuse_unreadable(&mut self) {
+        *self.refused.entry("unreadable").or_default() += 1;
     }
 
     /// `zone`'s tally of goal `gi` over `span`, if it sent one.

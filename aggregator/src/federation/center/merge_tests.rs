@@ -149,7 +149,7 @@ fn shuffled_duplicated_and_replayed_snapshots_give_the_oracles_tables() {
     for i in order {
         let msg = sent[i].clone();
         let subject = msg.zone.to_string();
-        match m.offer(Some(&subject), msg, t0()) {
+        match m.offer(Some(&subject), msg, Some(t0())) {
             Outcome::Refused(why) => panic!("refused: {why}"),
             Outcome::Unchanged => unchanged += 1,
             Outcome::Applied(_) => {}
@@ -161,7 +161,7 @@ fn shuffled_duplicated_and_replayed_snapshots_give_the_oracles_tables() {
     let before = table(&m, &Level::Province, w.asks[0], t0(), 3600).unwrap();
     for msg in sent.clone() {
         let subject = msg.zone.to_string();
-        assert_eq!(m.offer(Some(&subject), msg, t0()), Outcome::Unchanged);
+        assert_eq!(m.offer(Some(&subject), msg, Some(t0())), Outcome::Unchanged);
     }
     assert_eq!(table(&m, &Level::Province, w.asks[0], t0(), 3600).unwrap(), before);
 }
@@ -184,10 +184,10 @@ fn an_older_snapshot_after_a_newer_one_moves_nothing_back() {
     assert_ne!(new.cells, old.cells, "the steps changed zone z's tallies");
     let mut m = w.center();
     for zi in 1..3 {
-        m.offer(None, w.snapshot(zi, t0()), t0());
+        m.offer(None, w.snapshot(zi, t0()), Some(t0()));
     }
-    assert!(matches!(m.offer(None, new, t0()), Outcome::Applied(_)));
-    assert_eq!(m.offer(None, old, t0()), Outcome::Unchanged);
+    assert!(matches!(m.offer(None, new, Some(t0())), Outcome::Applied(_)));
+    assert_eq!(m.offer(None, old, Some(t0())), Outcome::Unchanged);
     w.assert_equal(&m, t0(), "newest first");
 }
 
@@ -196,13 +196,16 @@ fn refusals_are_counted_with_their_reason_and_change_nothing() {
     let w = world();
     let mut m = w.center();
     let good = w.snapshot(0, t0());
-    assert!(matches!(m.offer(Some("z"), good.clone(), t0()), Outcome::Applied(_)));
+    assert!(matches!(
+        m.offer(Some("z"), good.clone(), Some(t0())),
+        Outcome::Applied(_)
+    ));
     let before = table(&m, &Level::Province, w.asks[0], t0(), 3600).unwrap();
 
     let mut stranger = good.clone();
     stranger.zone = ZoneId::parse("nowhere").unwrap();
     assert_eq!(
-        m.offer(Some("nowhere"), stranger, t0()),
+        m.offer(Some("nowhere"), stranger, Some(t0())),
         Outcome::Refused(Refusal::UnknownZone("nowhere".into()))
     );
     // A zone's credentials used to send another zone's figures.
@@ -210,39 +213,39 @@ fn refusals_are_counted_with_their_reason_and_change_nothing() {
     forged.version += 10;
     forged.cells[0].tally.in_scope += 1000;
     assert!(matches!(
-        m.offer(Some("x"), forged.clone(), t0()),
+        m.offer(Some("x"), forged.clone(), Some(t0())),
         Outcome::Refused(Refusal::WrongSubject { .. })
     ));
     let mut settings = good.clone();
     settings.version += 1;
     settings.settings.dt_min_maturity = 9;
     assert_eq!(
-        m.offer(Some("z"), settings, t0()),
+        m.offer(Some("z"), settings, Some(t0())),
         Outcome::Refused(Refusal::Settings(good.zone.clone()))
     );
     let mut goal = good.clone();
     goal.version += 1;
     goal.cells[0].goal = "XX-99".into();
     assert!(matches!(
-        m.offer(None, goal, t0()),
+        m.offer(None, goal, Some(t0())),
         Outcome::Refused(Refusal::UnknownGoal { .. })
     ));
     let mut count = good.clone();
     count.version += 1;
     count.cells[1].tally.reported = usize::MAX;
     assert!(matches!(
-        m.offer(None, count, t0()),
+        m.offer(None, count, Some(t0())),
         Outcome::Refused(Refusal::Count { .. })
     ));
     let mut conflict = good.clone();
     conflict.cells[2].tally.unknown += 1;
     assert!(matches!(
-        m.offer(None, conflict, t0()),
+        m.offer(None, conflict, Some(t0())),
         Outcome::Refused(Refusal::Conflict { .. })
     ));
     let mut schema = good.clone();
     schema.schema = 2;
-    assert_eq!(m.offer(None, schema, t0()), Outcome::Refused(Refusal::Schema(2)));
+    assert_eq!(m.offer(None, schema, Some(t0())), Outcome::Refused(Refusal::Schema(2)));
 
     assert_eq!(table(&m, &Level::Province, w.asks[0], t0(), 3600).unwrap(), before);
     let counted: u64 = m.refused.values().sum();
@@ -267,7 +270,7 @@ fn a_stale_zone_keeps_its_last_figures_with_their_age_and_a_silent_one_is_named_
         if zi == 2 {
             msg.published_at = t0() - chrono::Duration::seconds(600);
         }
-        m.offer(None, msg, t0());
+        m.offer(None, msg, Some(t0()));
     }
     let now = t0() + chrono::Duration::seconds(10);
     let t = table(&m, &Level::Province, w.asks[0], now, 300).unwrap();
@@ -284,7 +287,7 @@ fn a_stale_zone_keeps_its_last_figures_with_their_age_and_a_silent_one_is_named_
 
     // A zone never heard from is left out and named; a period nobody sent is missing everywhere.
     let mut m = w.center();
-    m.offer(None, w.snapshot(0, t0()), t0());
+    m.offer(None, w.snapshot(0, t0()), Some(t0()));
     let t = table(&m, &Level::City("济源".into()), w.asks[0], now, 300).unwrap();
     assert_eq!(t.completeness.missing, 1);
     let x = t.zones.iter().find(|z| z.zone.as_str() == "x").unwrap();
@@ -305,7 +308,7 @@ fn the_parts_behind_a_figure_add_up_to_it() {
     }
     let mut m = w.center();
     for zi in 0..3 {
-        m.offer(None, w.snapshot(zi, t0()), t0());
+        m.offer(None, w.snapshot(zi, t0()), Some(t0()));
     }
     let t = table(&m, &Level::City("济源".into()), w.asks[0], t0(), 300).unwrap();
     let mut checked = 0;
