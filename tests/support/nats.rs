@@ -1,0 +1,116 @@
+//! nats-server processes for the federation tests: a hub with JetStream and
+//! a leaf-node listener, and leaf nodes, each with its own JetStream domain,
+//! on free loopback ports, with their files in the test's directory.
+
+use crate::{free_port, wait_port};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The nats-server binary; scripts/test.sh installs it (Debian package `nats-server`).
+pub fn nats_server_binary() -> PathBuf {
+    for p in [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("nats-server is not installed: run scripts/test.sh, which installs it (apt-get install nats-server)");
+}
+
+/// One nats-server process.
+pub struct NatsServer {
+    child: Option<Child>,
+    /// Client port.
+    pub port: u16,
+    /// Leaf-node listener port (hubs only).
+    pub leaf_port: Option<u16>,
+    conf: PathBuf,
+}
+
+impl NatsServer {
+    /// A hub: JetStream in domain `hub`, accepting leaf nodes. It does not
+    /// advertise its leaf-node address (nats-server 2.9 still sends one in its
+    /// INFO: here the discard port, where nothing answers), or a leaf whose
+    /// link (through a proxy) was cut would learn it and reconnect around the proxy.
+    pub fn hub(dir: &Path) -> Self {
+        let leaf_port = free_port();
+        Self::start(
+            dir,
+            "hub",
+            &format!("jetstream {{ store_dir: \"{}\", domain: \"hub\" }}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\", no_advertise: true, advertise: \"127.0.0.1:9\" }}\n", dir.join("js").display()),
+            Some(leaf_port),
+        )
+    }
+
+    /// A zone's leaf node: JetStream in domain `domain`, linked to a hub's
+    /// leaf-node listener on `hub_leaf_port` (a proxy's port, to cut the link).
+    pub fn leaf(dir: &Path, domain: &str, hub_leaf_port: u16) -> Self {
+        Self::start(
+            dir,
+            domain,
+            &format!(
+                "jetstream {{ store_dir: \"{}\", domain: \"{domain}\" }}\nleafnodes {{ reconnect: 1, remotes: [ {{ url: \"nats-leaf://127.0.0.1:{hub_leaf_port}\" }} ] }}\n",
+                dir.join("js").display()
+            ),
+            None,
+        )
+    }
+
+    fn start(dir: &Path, name: &str, body: &str, leaf_port: Option<u16>) -> Self {
+        std::fs::create_dir_all(dir).expect("nats dir");
+        let port = free_port();
+        let conf = dir.join("nats.conf");
+        let text = format!("server_name: {name}\nlisten: \"127.0.0.1:{port}\"\n{body}");
+        std::fs::write(&conf, text).expect("write nats.conf");
+        let mut s = Self {
+            child: None,
+            port,
+            leaf_port,
+            conf,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.conf.with_extension("log")).expect("nats log file");
+        let child = Command::new(nats_server_binary())
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        wait_port(self.port, Duration::from_secs(10));
+    }
+
+    /// `nats://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same ports and files.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
