@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use zonesync_e2e::dataset::E;
 use zonesync_e2e::hostile::{publish, Msg};
-use zonesync_e2e::nats::NatsServer;
+use zonesync_e2e::nats::{hub_client, password, NatsServer};
 use zonesync_e2e::proxy::Proxy;
 use zonesync_e2e::{Api, Mosquitto, Proc};
 use zonesync_proto::{
@@ -159,7 +159,7 @@ fn batches(zi: usize, zone: &str, round: u32, seq: &mut u64) -> Vec<Msg> {
                 },
                 Declaration {
                     indicator: "rd_activity".into(),
-                    value: serde_json::json!((zi + i) % 2 == 0),
+                    value: serde_json::json!((zi + i).is_multiple_of(2)),
                 },
             ],
         };
@@ -248,8 +248,7 @@ fn print_and_assert(stage: &str, r: &[(&str, Result<(), String>)]) {
 }
 
 /// Last sequence of `stream` in JetStream `domain` on the server at `url`.
-async fn last_seq(url: &str, domain: &str, stream: &str) -> u64 {
-    let client = async_nats::connect(url).await.expect("connect to nats");
+async fn last_seq(client: async_nats::Client, domain: &str, stream: &str) -> u64 {
     let js = async_nats::jetstream::with_domain(client, domain);
     let s = js.get_stream(stream).await.expect("stream");
     s.get_info().await.expect("stream info").state.last_sequence
@@ -278,7 +277,7 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
     let reg = d.join("registry.toml");
     std::fs::write(&reg, registry()).expect("registry");
 
-    let hub = NatsServer::hub(&d.join("hub"));
+    let hub = NatsServer::hub(&d.join("hub"), &ZONES.map(|(z, _)| z));
     let hub_leaf = hub.leaf_port.expect("hub leaf port");
 
     // The oracle: one aggregator serving every zone, on its own broker.
@@ -295,7 +294,7 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
         std::fs::create_dir_all(&zd).expect("zone dir");
         let mosquitto = Mosquitto::start(&zd);
         let link = Proxy::start(hub_leaf).await;
-        let leaf = NatsServer::leaf(&zd.join("leaf"), &format!("zone-{id}"), link.port);
+        let leaf = NatsServer::leaf(&zd.join("leaf"), &format!("zone-{id}"), id, link.port);
         let extra = format!(
             "zones = [\"{id}\"]\n[federation]\nnats = {{ url = \"{}\" }}\ndomain = \"zone-{id}\"\nperiods = [\"2026-10\"]\nspans = [\"basis\", \"month\"]\ninterval_ms = 100\nheartbeat_ms = 1000\n",
             leaf.url()
@@ -315,15 +314,16 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
 
     let sources: String = ZONES
         .iter()
-        .map(|(id, _)| format!("[[nats.source]]\ndomain = \"zone-{id}\"\n"))
+        .map(|(id, _)| format!("[[nats.source]]\nzone = \"{id}\"\ndomain = \"zone-{id}\"\n"))
         .collect();
     let center_cfg = d.join("center.toml");
     std::fs::write(
         &center_cfg,
         format!(
-            "registry = \"{}\"\nstale_after_s = 3\n[http]\nlisten = \"127.0.0.1:0\"\n[nats]\nurl = \"{}\"\ndomain = \"hub\"\ncreate_stream = true\n{sources}",
+            "registry = \"{}\"\nstale_after_s = 3\n[http]\nlisten = \"127.0.0.1:0\"\n[nats]\nurl = \"{}\"\nuser = \"center\"\npassword = \"{}\"\ndomain = \"hub\"\ncreate_stream = true\n{sources}",
             reg.display(),
-            hub.url()
+            hub.url(),
+            password("center")
         ),
     )
     .expect("center config");
@@ -356,7 +356,7 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
 
     // A forged message: py-a's tallies published on jy-a's subject in jy-a's domain.
     {
-        let client = async_nats::connect(hub.url()).await.expect("hub");
+        let client = hub_client(&hub.url(), "center").await;
         let js = async_nats::jetstream::with_domain(client, "hub");
         let stream = js.get_stream("ZONESYNC_TALLIES").await.expect("hub stream");
         let real = stream
@@ -377,6 +377,60 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     print_and_assert("forged message refused", &compare(&center, &oracle).await);
+
+    // jy-a's leaf stores py-a's subject too, and jy-a puts a forged py-a
+    // snapshot there (a far higher version, other figures). The hub sources
+    // jy-a's stream for jy-a's subject only, so it never reaches the center:
+    // once a later jy-a heartbeat has arrived (sourcing keeps order), the
+    // tables are still the oracle's.
+    let forged_at = {
+        let client = hub_client(&hub.url(), "center").await;
+        let js = async_nats::jetstream::with_domain(client, "hub");
+        let stream = js.get_stream("ZONESYNC_TALLIES").await.expect("hub stream");
+        let real = stream
+            .get_last_raw_message_by_subject("zonesync.tallies.py-a")
+            .await
+            .expect("py-a's last message");
+        let mut forged: Value = serde_json::from_slice(&real.payload).expect("a tally message");
+        forged["version"] = serde_json::json!(1_000_000);
+        forged["cells"][0]["tally"]["in_scope"] = serde_json::json!(999);
+        let leaf = async_nats::connect(zones[0].leaf.url()).await.expect("jy-a leaf");
+        let ljs = async_nats::jetstream::with_domain(leaf, "zone-jy-a");
+        let mut zone_stream = ljs.get_stream("ZONESYNC_ZONE_TALLIES").await.expect("jy-a's stream");
+        let mut cfg = zone_stream.info().await.expect("stream info").config.clone();
+        cfg.subjects.push("zonesync.tallies.py-a".into());
+        ljs.update_stream(cfg)
+            .await
+            .expect("jy-a's stream takes py-a's subject");
+        let at = Utc::now();
+        ljs.publish(
+            "zonesync.tallies.py-a",
+            serde_json::to_vec(&forged).expect("json").into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored by jy-a's stream");
+        at
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = center.get("/api/v1/center/status").await;
+        let heard = s["zones"]
+            .as_array()
+            .and_then(|zs| zs.iter().find(|z| z["zone"] == "jy-a"))
+            .and_then(|z| z["heard_at"].as_str().map(str::to_owned))
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
+        if heard.is_some_and(|t| t > forged_at) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no jy-a heartbeat after the forged message");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    print_and_assert(
+        "py-a forged in jy-a's stream, not sourced",
+        &compare(&center, &oracle).await,
+    );
 
     // SIGKILL the center and start it again: it rebuilds from the hub stream.
     let before_kill = center.get("/api/v1/center/status").await;
@@ -465,9 +519,10 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
     // Figures.
     let mut published = 0;
     for z in &zones {
-        published += last_seq(&z.leaf.url(), &format!("zone-{}", z.id), "ZONESYNC_ZONE_TALLIES").await;
+        let leaf = async_nats::connect(z.leaf.url()).await.expect("leaf");
+        published += last_seq(leaf, &format!("zone-{}", z.id), "ZONESYNC_ZONE_TALLIES").await;
     }
-    let sourced = last_seq(&hub.url(), "hub", "ZONESYNC_TALLIES").await;
+    let sourced = last_seq(hub_client(&hub.url(), "center").await, "hub", "ZONESYNC_TALLIES").await;
     let status = center.get("/api/v1/center/status").await;
     let max_lag = status["zones"].as_array().map_or(0, |zs| {
         zs.iter().filter_map(|z| z["max_lag_ms"].as_i64()).max().unwrap_or(0)

@@ -32,29 +32,54 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// A hub: JetStream in domain `hub`, accepting leaf nodes. It does not
-    /// advertise its leaf-node address (nats-server 2.9 still sends one in its
-    /// INFO: here the discard port, where nothing answers), or a leaf whose
-    /// link (through a proxy) was cut would learn it and reconnect around the proxy.
-    pub fn hub(dir: &Path) -> Self {
+    /// A hub: JetStream in domain `hub`, accepting leaf nodes, with one
+    /// account `FED` holding the center's user and one user per zone, the
+    /// one its leaf node connects with (password: the user name, reversed).
+    /// A zone user may neither send nor receive any tally subject over its
+    /// leaf connection: tallies reach the hub only by JetStream sourcing
+    /// from the zone's own stream, so no zone can put its messages on
+    /// another zone's subject and have them stored in that zone's stream.
+    ///
+    /// The hub does not advertise its leaf-node address (nats-server 2.9
+    /// still sends one in its INFO: here the discard port, where nothing
+    /// answers), or a leaf whose link (through a proxy) was cut would learn
+    /// it and reconnect around the proxy.
+    pub fn hub(dir: &Path, zones: &[&str]) -> Self {
         let leaf_port = free_port();
+        let users: String = zones
+            .iter()
+            .map(|z| {
+                format!(
+                    "      {{ user: \"{z}\", password: \"{}\", permissions: {{ publish: {{ deny: [\"zonesync.tallies.>\"] }}, subscribe: {{ deny: [\"zonesync.tallies.>\"] }} }} }}\n",
+                    password(z)
+                )
+            })
+            .collect();
         Self::start(
             dir,
             "hub",
-            &format!("jetstream {{ store_dir: \"{}\", domain: \"hub\" }}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\", no_advertise: true, advertise: \"127.0.0.1:9\" }}\n", dir.join("js").display()),
+            &format!(
+                "jetstream {{ store_dir: \"{}\", domain: \"hub\" }}\n\
+                 accounts {{\n  FED: {{\n    jetstream: enabled\n    users: [\n      {{ user: \"center\", password: \"{}\" }}\n{users}    ]\n  }}\n}}\n\
+                 leafnodes {{ listen: \"127.0.0.1:{leaf_port}\", no_advertise: true, advertise: \"127.0.0.1:9\" }}\n",
+                dir.join("js").display(),
+                password("center")
+            ),
             Some(leaf_port),
         )
     }
 
-    /// A zone's leaf node: JetStream in domain `domain`, linked to a hub's
-    /// leaf-node listener on `hub_leaf_port` (a proxy's port, to cut the link).
-    pub fn leaf(dir: &Path, domain: &str, hub_leaf_port: u16) -> Self {
+    /// A zone's leaf node: JetStream in domain `domain`, linked as hub user
+    /// `user` to a hub's leaf-node listener on `hub_leaf_port` (a proxy's
+    /// port, to cut the link).
+    pub fn leaf(dir: &Path, domain: &str, user: &str, hub_leaf_port: u16) -> Self {
         Self::start(
             dir,
             domain,
             &format!(
-                "jetstream {{ store_dir: \"{}\", domain: \"{domain}\" }}\nleafnodes {{ reconnect: 1, remotes: [ {{ url: \"nats-leaf://127.0.0.1:{hub_leaf_port}\" }} ] }}\n",
-                dir.join("js").display()
+                "jetstream {{ store_dir: \"{}\", domain: \"{domain}\" }}\nleafnodes {{ reconnect: 1, remotes: [ {{ url: \"nats-leaf://{user}:{}@127.0.0.1:{hub_leaf_port}\" }} ] }}\n",
+                dir.join("js").display(),
+                password(user)
             ),
             None,
         )
@@ -107,6 +132,19 @@ impl NatsServer {
         self.kill9();
         self.spawn();
     }
+}
+
+/// A hub user's password in these tests: its name reversed.
+pub fn password(user: &str) -> String {
+    user.chars().rev().collect()
+}
+
+/// A client of the hub as its user `user`.
+pub async fn hub_client(url: &str, user: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), password(user))
+        .connect(url)
+        .await
+        .expect("connect to the hub")
 }
 
 impl Drop for NatsServer {

@@ -117,10 +117,13 @@ impl FederationConfig {
     }
 }
 
-/// One zone stream the hub stream sources.
+/// One zone stream the hub stream sources, and the one zone it may speak for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubSource {
+    /// The zone: only its subject is sourced from this stream, so a zone
+    /// whose leaf node stores another zone's subject cannot pass it on.
+    pub zone: zonesync_proto::ZoneId,
     /// The zone leaf node's JetStream domain.
     pub domain: String,
     /// Its zone stream.

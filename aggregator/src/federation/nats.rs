@@ -7,7 +7,7 @@
 //! rebuild, and a zone stream stays small however long its link is down.
 
 use super::config::{CenterNats, FederationConfig, NatsConnect};
-use super::wire::{subject, SUBJECT_PREFIX};
+use super::wire::subject;
 use async_nats::jetstream::{self, stream};
 use std::time::Duration;
 use zonesync_proto::ZoneId;
@@ -67,7 +67,8 @@ pub fn zone_stream(cfg: &FederationConfig, zones: &[ZoneId]) -> stream::Config {
     }
 }
 
-/// The hub stream's configuration: no subjects of its own, every zone stream sourced.
+/// The hub stream's configuration: no subjects of its own, every zone
+/// stream sourced, each for its own zone's subject only.
 pub fn hub_stream(cfg: &CenterNats) -> stream::Config {
     stream::Config {
         name: cfg.stream.clone(),
@@ -80,7 +81,7 @@ pub fn hub_stream(cfg: &CenterNats) -> stream::Config {
                 .iter()
                 .map(|s| stream::Source {
                     name: s.stream.clone(),
-                    filter_subject: Some(format!("{SUBJECT_PREFIX}>")),
+                    filter_subject: Some(subject(&s.zone)),
                     external: Some(stream::External {
                         api_prefix: format!("$JS.{}.API", s.domain),
                         delivery_prefix: None,
@@ -100,4 +101,40 @@ pub async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> R
         .await
         .map(|_| ())
         .map_err(|source| NatsError::Stream { stream: name, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hub_sources_each_zone_stream_for_its_own_subject_only() {
+        let cfg: CenterNats = toml::from_str(
+            "url = \"nats://hub\"\n[[source]]\nzone = \"jy-a\"\ndomain = \"zone-jy-a\"\n[[source]]\nzone = \"py-a\"\ndomain = \"edge-7\"\nstream = \"T\"\n",
+        )
+        .unwrap();
+        let c = hub_stream(&cfg);
+        assert!(
+            c.subjects.is_empty(),
+            "the hub stream takes nothing published to it directly"
+        );
+        let sources = c.sources.unwrap();
+        let seen: Vec<(&str, &str, &str)> = sources
+            .iter()
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    s.filter_subject.as_deref().unwrap_or(""),
+                    s.external.as_ref().map_or("", |e| e.api_prefix.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("ZONESYNC_ZONE_TALLIES", "zonesync.tallies.jy-a", "$JS.zone-jy-a.API"),
+                ("T", "zonesync.tallies.py-a", "$JS.edge-7.API"),
+            ]
+        );
+    }
 }

@@ -129,6 +129,7 @@ async fn status(State(api): State<CenterApi>) -> ApiResult {
                 "version": h.and_then(|h| h.key).map(|k| k.0),
                 "data_at": h.and_then(|h| h.data_at),
                 "data_age_s": h.and_then(|h| h.data_at).map(|t| (now - t).num_seconds()),
+                "heard_at": h.and_then(|h| h.heard_at),
                 "heard_age_s": h.and_then(|h| h.heard_at).map(|t| (now - t).num_seconds()),
                 "lag_ms": h.map(|h| h.lag_ms),
                 "max_lag_ms": h.map(|h| h.max_lag_ms),
