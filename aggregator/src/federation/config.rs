@@ -181,6 +181,13 @@ pub struct CenterConfig {
     /// Goal settings: must equal every zone's, or its tallies are refused.
     #[serde(default)]
     pub goals: GoalSettings,
+    /// Goal files read after the built-in presets, as a zone's `goal_files`:
+    /// the center reads each zone's cells by goal id, so the catalogs must agree.
+    #[serde(default)]
+    pub goal_files: Vec<PathBuf>,
+    /// Whether the presets compiled in are in force (false: only `goal_files`).
+    #[serde(default = "yes")]
+    pub builtin_goals: bool,
     /// A zone not heard from for this long is shown stale, seconds.
     #[serde(default = "default_stale_after_s")]
     pub stale_after_s: i64,
@@ -189,6 +196,10 @@ pub struct CenterConfig {
     pub http: HttpConfig,
     /// The hub.
     pub nats: CenterNats,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_stale_after_s() -> i64 {

@@ -5,7 +5,7 @@ use super::api::{router, CenterApi};
 use super::consume::{run as consume, ConsumeStats};
 use super::merge::Merge;
 use crate::federation::config::CenterConfig;
-use crate::goals::{load_goals, GoalError, BUILTIN_GOALS};
+use crate::goals::GoalError;
 use crate::registry::{Registry, RegistryError};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -54,7 +54,7 @@ pub async fn start(cfg: CenterConfig, shutdown: Shutdown) -> Result<RunningCente
     let registry = Registry::load(&cfg.registry)?;
     let catalog = zonesync_runtime::config::load_catalog(cfg.catalog.as_deref())
         .map_err(|e| CenterError::Catalog(Box::new(e)))?;
-    let goals = load_goals(BUILTIN_GOALS, &catalog)?;
+    let goals = crate::goals::file::load(cfg.builtin_goals, &cfg.goal_files, &catalog)?;
     let merge = Arc::new(Mutex::new(Merge::new(
         registry.zones().cloned(),
         goals.goal.into(),
