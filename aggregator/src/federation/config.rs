@@ -37,7 +37,8 @@ pub struct FederationConfig {
     #[serde(default = "default_zone_stream")]
     pub stream: String,
     /// Periods whose tables the center can serve: YYYY, YYYY-Qn or YYYY-MM;
-    /// empty means the current month (China time), moving with the clock.
+    /// empty means the last complete month (what tables open on) and the
+    /// current one (China time), moving with the clock.
     #[serde(default)]
     pub periods: Vec<String>,
     /// Spans published for each period: basis, month, quarter, year, ytd.
@@ -88,11 +89,18 @@ pub enum AsksError {
 }
 
 impl FederationConfig {
-    /// The tables the zone publishes for at `now`: each period (or the
-    /// current month) with each span that fits it.
+    /// The tables the zone publishes for at `now`: each period (or the last
+    /// complete and the current month) with each span that fits it.
     pub fn asks(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<Asked>, AsksError> {
         let periods = match self.periods.is_empty() {
-            true => vec![Period::month_of(now)],
+            true => {
+                let (last, this) = (Period::last_complete_month(now), Period::month_of(now));
+                if last == this {
+                    vec![this]
+                } else {
+                    vec![last, this]
+                }
+            }
             false => self
                 .periods
                 .iter()
@@ -225,6 +233,12 @@ mod tests {
         .unwrap();
         let asks = c.asks(chrono::Utc::now()).unwrap();
         assert_eq!(asks.len(), 5, "month span does not fit a year: {asks:?}");
+        let moving: FederationConfig = toml::from_str("nats = { url = \"nats://x\" }").unwrap();
+        let mid_november = chrono::DateTime::parse_from_rfc3339("2026-11-15T12:00:00+08:00")
+            .unwrap()
+            .into();
+        let periods: Vec<Period> = moving.asks(mid_november).unwrap().iter().map(|a| a.period).collect();
+        assert!(periods.contains(&Period::Month(2026, 10)) && periods.contains(&Period::Month(2026, 11)));
         let bad: FederationConfig = toml::from_str("nats = { url = \"nats://x\" }\nspans = [\"weekly\"]").unwrap();
         assert!(bad.asks(chrono::Utc::now()).is_err());
         assert!(toml::from_str::<FederationConfig>("nats = { url = \"nats://x\" }\nstrem = \"x\"").is_err());

@@ -57,10 +57,10 @@ struct GoalQuery {
     span: Option<String>,
 }
 
-/// The period (default: this month) and span (default: each goal's basis), as a zone reads them.
+/// The period (default: the last complete month) and span (default: each goal's basis), as a zone reads them.
 fn asked(q: GoalQuery) -> Result<Asked, ApiError> {
     let period = match &q.period {
-        None => Period::month_of(Utc::now()),
+        None => Period::last_complete_month(Utc::now()),
         Some(p) => Period::parse(p).map_err(|e| bad_request(e.to_string()))?,
     };
     let choice = q
