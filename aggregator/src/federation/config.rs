@@ -243,4 +243,27 @@ mod tests {
         assert!(bad.asks(chrono::Utc::now()).is_err());
         assert!(toml::from_str::<FederationConfig>("nats = { url = \"nats://x\" }\nstrem = \"x\"").is_err());
     }
+
+    #[test]
+    fn the_shipped_federation_examples_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/federation");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        let center: CenterConfig = toml::from_str(&read("center.toml")).unwrap();
+        assert_eq!(center.nats.source.len(), 3);
+        assert_eq!(center.nats.replicas, 3);
+        assert_eq!(
+            serde_json::to_value(&center.goals).unwrap(),
+            serde_json::to_value(GoalSettings::default()).unwrap(),
+            "the example's settings are a zone's defaults, or every default zone would be refused"
+        );
+        let reg = crate::registry::Registry::load(&dir.join("center-registry.toml")).unwrap();
+        let zones: Vec<String> = reg.zones().map(|z| z.id.to_string()).collect();
+        let sourced: Vec<String> = center.nats.source.iter().map(|s| s.zone.to_string()).collect();
+        assert_eq!(zones, sourced, "every registered zone is sourced");
+        let zone: crate::config::AggregatorConfig = toml::from_str(&read("zone-aggregator.toml")).unwrap();
+        let fed = zone.federation.unwrap();
+        assert_eq!(fed.domain.as_deref(), Some("zone-jy-a"));
+        assert!(fed.heartbeat_ms / 1000 < center.stale_after_s as u64);
+        assert!(fed.asks(chrono::Utc::now()).unwrap().len() >= 5, "five spans of each month");
+    }
 }
