@@ -1,7 +1,7 @@
 //! Federation end to end (issue 18): three zone aggregators (each with its
 //! own Mosquitto, store and NATS leaf node in its own JetStream domain), a
 //! hub whose stream sources every zone stream, and a center reading the hub
-//! stream — against the oracle, one aggregator holding every zone's data,
+//! stream on a 3-node hub (replicas 3, one node SIGKILLed midway) — against the oracle, one aggregator holding every zone's data,
 //! fed the very same batches. The center's city and province tables must
 //! equal the oracle's field by field; still after the center is SIGKILLed
 //! and restarted (it rebuilds from the stream); and after one zone's leaf
@@ -277,8 +277,11 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
     let reg = d.join("registry.toml");
     std::fs::write(&reg, registry()).expect("registry");
 
-    let hub = NatsServer::hub(&d.join("hub"), &ZONES.map(|(z, _)| z));
-    let hub_leaf = hub.leaf_port.expect("hub leaf port");
+    // A 3-node hub; leaf nodes and the center all talk to hub-1, and hub-3
+    // is SIGKILLed midway: the hub stream (replicas 3) goes on with two.
+    let mut hubs = NatsServer::hub_cluster(&d.join("hub"), &ZONES.map(|(z, _)| z), 3);
+    let hub_leaf = hubs[0].leaf_port.expect("hub leaf port");
+    let hub_url = hubs[0].url();
 
     // The oracle: one aggregator serving every zone, on its own broker.
     let oracle_mq = Mosquitto::start(&{
@@ -320,9 +323,9 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
     std::fs::write(
         &center_cfg,
         format!(
-            "registry = \"{}\"\nstale_after_s = 3\n[http]\nlisten = \"127.0.0.1:0\"\n[nats]\nurl = \"{}\"\nuser = \"center\"\npassword = \"{}\"\ndomain = \"hub\"\ncreate_stream = true\n{sources}",
+            "registry = \"{}\"\nstale_after_s = 3\n[http]\nlisten = \"127.0.0.1:0\"\n[nats]\nurl = \"{}\"\nuser = \"center\"\npassword = \"{}\"\ndomain = \"hub\"\ncreate_stream = true\nreplicas = 3\n{sources}",
             reg.display(),
-            hub.url(),
+            hub_url,
             password("center")
         ),
     )
@@ -356,7 +359,7 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
 
     // A forged message: py-a's tallies published on jy-a's subject in jy-a's domain.
     {
-        let client = hub_client(&hub.url(), "center").await;
+        let client = hub_client(&hub_url, "center").await;
         let js = async_nats::jetstream::with_domain(client, "hub");
         let stream = js.get_stream("ZONESYNC_TALLIES").await.expect("hub stream");
         let real = stream
@@ -384,7 +387,7 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
     // once a later jy-a heartbeat has arrived (sourcing keeps order), the
     // tables are still the oracle's.
     let forged_at = {
-        let client = hub_client(&hub.url(), "center").await;
+        let client = hub_client(&hub_url, "center").await;
         let js = async_nats::jetstream::with_domain(client, "hub");
         let stream = js.get_stream("ZONESYNC_TALLIES").await.expect("hub stream");
         let real = stream
@@ -431,6 +434,10 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
         "py-a forged in jy-a's stream, not sourced",
         &compare(&center, &oracle).await,
     );
+
+    // SIGKILL one hub node: the rest of the test runs on two of three.
+    hubs[2].kill9();
+    println!("hub-3 SIGKILLed");
 
     // SIGKILL the center and start it again: it rebuilds from the hub stream.
     let before_kill = center.get("/api/v1/center/status").await;
@@ -522,7 +529,30 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
         let leaf = async_nats::connect(z.leaf.url()).await.expect("leaf");
         published += last_seq(leaf, &format!("zone-{}", z.id), "ZONESYNC_ZONE_TALLIES").await;
     }
-    let sourced = last_seq(hub_client(&hub.url(), "center").await, "hub", "ZONESYNC_TALLIES").await;
+    let sourced = last_seq(hub_client(&hub_url, "center").await, "hub", "ZONESYNC_TALLIES").await;
+    let info = async_nats::jetstream::with_domain(hub_client(&hub_url, "center").await, "hub")
+        .get_stream("ZONESYNC_TALLIES")
+        .await
+        .expect("hub stream")
+        .get_info()
+        .await
+        .expect("hub stream info");
+    let peers: Vec<(String, bool, bool)> = info
+        .cluster
+        .as_ref()
+        .map(|c| {
+            c.replicas
+                .iter()
+                .map(|r| (r.name.clone(), r.current, r.offline))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "hub stream: replicas {}, leader {:?}, other peers (name, current, offline) {peers:?}",
+        info.config.num_replicas,
+        info.cluster.as_ref().and_then(|c| c.leader.clone())
+    );
+    assert_eq!(info.config.num_replicas, 3);
     let status = center.get("/api/v1/center/status").await;
     let max_lag = status["zones"].as_array().map_or(0, |zs| {
         zs.iter().filter_map(|z| z["max_lag_ms"].as_i64()).max().unwrap_or(0)

@@ -45,7 +45,12 @@ impl NatsServer {
     /// answers), or a leaf whose link (through a proxy) was cut would learn
     /// it and reconnect around the proxy.
     pub fn hub(dir: &Path, zones: &[&str]) -> Self {
-        let leaf_port = free_port();
+        Self::hub_cluster(dir, zones, 1).remove(0)
+    }
+
+    /// A hub of `nodes` clustered nodes (`hub-1`…), each as [`Self::hub`]
+    /// describes, with its files under `dir/hub-N`.
+    pub fn hub_cluster(dir: &Path, zones: &[&str], nodes: usize) -> Vec<Self> {
         let users: String = zones
             .iter()
             .map(|z| {
@@ -55,18 +60,48 @@ impl NatsServer {
                 )
             })
             .collect();
-        Self::start(
-            dir,
-            "hub",
-            &format!(
-                "jetstream {{ store_dir: \"{}\", domain: \"hub\" }}\n\
-                 accounts {{\n  FED: {{\n    jetstream: enabled\n    users: [\n      {{ user: \"center\", password: \"{}\" }}\n{users}    ]\n  }}\n}}\n\
-                 leafnodes {{ listen: \"127.0.0.1:{leaf_port}\", no_advertise: true, advertise: \"127.0.0.1:9\" }}\n",
-                dir.join("js").display(),
-                password("center")
-            ),
-            Some(leaf_port),
-        )
+        let routes: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let mut started: Vec<Self> = (0..nodes)
+            .map(|i| {
+                let leaf_port = free_port();
+                let cluster = if nodes > 1 {
+                    let others: Vec<String> = routes
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .map(|(_, p)| format!("\"nats-route://127.0.0.1:{p}\""))
+                        .collect();
+                    format!(
+                        "cluster {{ name: zonesync-hub, listen: \"127.0.0.1:{}\", routes: [{}] }}\n",
+                        routes[i],
+                        others.join(", ")
+                    )
+                } else {
+                    String::new()
+                };
+                let node_dir = if nodes > 1 { dir.join(format!("hub-{}", i + 1)) } else { dir.to_path_buf() };
+                Self::prepare(
+                    &node_dir,
+                    &format!("hub-{}", i + 1),
+                    &format!(
+                        "jetstream {{ store_dir: \"{}\", domain: \"hub\" }}\n{cluster}\
+                         accounts {{\n  FED: {{\n    jetstream: enabled\n    users: [\n      {{ user: \"center\", password: \"{}\" }}\n{users}    ]\n  }}\n}}\n\
+                         leafnodes {{ listen: \"127.0.0.1:{leaf_port}\", no_advertise: true, advertise: \"127.0.0.1:9\" }}\n",
+                        node_dir.join("js").display(),
+                        password("center")
+                    ),
+                    Some(leaf_port),
+                )
+            })
+            .collect();
+        // All started before any is waited for: a JetStream cluster forms only with its peers up.
+        for s in &mut started {
+            s.launch();
+        }
+        for s in &started {
+            wait_port(s.port, Duration::from_secs(20));
+        }
+        started
     }
 
     /// A zone's leaf node: JetStream in domain `domain`, linked as hub user
@@ -86,23 +121,31 @@ impl NatsServer {
     }
 
     fn start(dir: &Path, name: &str, body: &str, leaf_port: Option<u16>) -> Self {
+        let mut s = Self::prepare(dir, name, body, leaf_port);
+        s.spawn();
+        s
+    }
+
+    fn prepare(dir: &Path, name: &str, body: &str, leaf_port: Option<u16>) -> Self {
         std::fs::create_dir_all(dir).expect("nats dir");
         let port = free_port();
         let conf = dir.join("nats.conf");
         let text = format!("server_name: {name}\nlisten: \"127.0.0.1:{port}\"\n{body}");
         std::fs::write(&conf, text).expect("write nats.conf");
-        let mut s = Self {
+        Self {
             child: None,
             port,
             leaf_port,
             conf,
-        };
-        s.spawn();
-        s
+        }
     }
 
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(self.conf.with_extension("log")).expect("nats log file");
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.conf.with_extension("log"))
+            .expect("nats log file");
         let child = Command::new(nats_server_binary())
             .arg("-c")
             .arg(&self.conf)
@@ -111,6 +154,10 @@ impl NatsServer {
             .spawn()
             .expect("start nats-server");
         self.child = Some(child);
+    }
+
+    fn spawn(&mut self) {
+        self.launch();
         wait_port(self.port, Duration::from_secs(10));
     }
 

@@ -264,6 +264,9 @@ mod tests {
         let fed = zone.federation.unwrap();
         assert_eq!(fed.domain.as_deref(), Some("zone-jy-a"));
         assert!(fed.heartbeat_ms / 1000 < center.stale_after_s as u64);
-        assert!(fed.asks(chrono::Utc::now()).unwrap().len() >= 5, "five spans of each month");
+        assert!(
+            fed.asks(chrono::Utc::now()).unwrap().len() >= 5,
+            "five spans of each month"
+        );
     }
 }
