@@ -74,7 +74,8 @@ struct Zone {
     mosquitto: Mosquitto,
     link: Proxy,
     leaf: NatsServer,
-    _aggregator: Proc,
+    aggregator: Proc,
+    config: std::path::PathBuf,
     api: Api,
     next_seq: u64,
 }
@@ -302,14 +303,15 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
             "zones = [\"{id}\"]\n[federation]\nnats = {{ url = \"{}\" }}\ndomain = \"zone-{id}\"\nperiods = [\"2026-10\"]\nspans = [\"basis\", \"month\"]\ninterval_ms = 100\nheartbeat_ms = 1000\n",
             leaf.url()
         );
-        let (aggregator, api) =
-            zonesync_e2e::spawn_aggregator(&aggregator_config(&zd, id, mosquitto.port, &reg, &extra));
+        let config = aggregator_config(&zd, id, mosquitto.port, &reg, &extra);
+        let (aggregator, api) = zonesync_e2e::spawn_aggregator(&config);
         zones.push(Zone {
             id,
             mosquitto,
             link,
             leaf,
-            _aggregator: aggregator,
+            aggregator,
+            config,
             api,
             next_seq: 1,
         });
@@ -522,6 +524,15 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
     print_and_assert("link healed", &r);
     let t = center.get(TABLES[2]).await;
     assert_eq!(standing(&t, "py-a"), "fresh");
+
+    // SIGKILL jy-b's aggregator, feed jy-b meanwhile (its broker queues the
+    // batches for the aggregator's session), start it again: equal.
+    zones[1].aggregator.kill9();
+    batches_sent += feed(&mut zones, 1, oracle_mq.port, 2).await;
+    let (p, a) = zonesync_e2e::spawn_aggregator(&zones[1].config);
+    (zones[1].aggregator, zones[1].api) = (p, a);
+    let r = until_equal(&center, &oracle).await;
+    print_and_assert("jy-b's aggregator SIGKILLed, fed, restarted", &r);
 
     // Figures.
     let mut published = 0;
