@@ -6,7 +6,7 @@
 //! A message the rebuild already read may come again from the durable
 //! consumer; the merge takes it as a duplicate, so nothing counts twice.
 
-use super::merge::{Merge, Outcome};
+use super::merge::{Arrival, Merge, Outcome};
 use crate::federation::config::CenterNats;
 use crate::federation::nats::{connect, context, ensure_stream, hub_stream, NatsError};
 use crate::federation::wire::{ZoneTallies, SUBJECT_PREFIX};
@@ -44,7 +44,18 @@ pub fn take(merge: &Mutex<Merge>, stats: &ConsumeStats, subject: &str, payload: 
     let zone = subject.strip_prefix(SUBJECT_PREFIX).unwrap_or(subject);
     let Ok(mut m) = merge.lock() else { return };
     let outcome = match serde_json::from_slice::<ZoneTallies>(payload) {
-        Ok(msg) => m.offer(Some(zone), msg, live.then(Utc::now)),
+        Ok(msg) => {
+            let now = Utc::now();
+            m.offer(
+                Some(zone),
+                msg,
+                if live {
+                    Arrival::Live(now)
+                } else {
+                    Arrival::Rebuild(now)
+                },
+            )
+        }
         Err(e) => {
             tracing::warn!(subject, error = %e, "tally message not readable; refused");
             m.refuse_unreadable();

@@ -54,6 +54,16 @@ impl Refusal {
     }
 }
 
+/// When and how a message reached the center.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Delivered live at this time (the center's clock).
+    Live(DateTime<Utc>),
+    /// Read back from the stream by a rebuild at this time: says nothing of
+    /// the link's delay, and the zone was heard when it published (if not later).
+    Rebuild(DateTime<Utc>),
+}
+
 /// What offering a message did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -72,7 +82,8 @@ pub struct Held {
     pub key: Option<Key>,
     /// When the zone's data reached the highest version seen.
     pub data_at: Option<DateTime<Utc>>,
-    /// Latest publication seen: the zone (and its link) was alive then.
+    /// When the zone was last heard from, by the center's clock (a zone's
+    /// own clock, fast or slow, cannot keep it looking fresh).
     pub heard_at: Option<DateTime<Utc>>,
     /// Tallies by (goal index, span), each with the key of the message it came in.
     pub cells: HashMap<(usize, Span), (Key, Tally)>,
@@ -135,11 +146,10 @@ impl Merge {
     }
 
     /// Takes `msg`, which arrived on the subject of zone `subject` (None where
-    /// the transport names no zone) at `received` (None when read back by a
-    /// rebuild, whose delay says nothing about the zone's link).
-    pub fn offer(&mut self, subject: Option<&str>, msg: ZoneTallies, received: Option<DateTime<Utc>>) -> Outcome {
+    /// the transport names no zone) as `arrival` says.
+    pub fn offer(&mut self, subject: Option<&str>, msg: ZoneTallies, arrival: Arrival) -> Outcome {
         match self.check(subject, &msg) {
-            Ok(cells) => self.apply(msg, cells, received),
+            Ok(cells) => self.apply(msg, cells, arrival),
             Err(r) => {
                 *self.refused.entry(r.label()).or_default() += 1;
                 if let Some(h) = self
@@ -198,10 +208,14 @@ impl Merge {
         Ok(cells)
     }
 
-    fn apply(&mut self, msg: ZoneTallies, cells: Vec<(usize, Span)>, received: Option<DateTime<Utc>>) -> Outcome {
+    fn apply(&mut self, msg: ZoneTallies, cells: Vec<(usize, Span)>, arrival: Arrival) -> Outcome {
         let key = (msg.version, msg.published_at);
         let h = self.held.entry(msg.zone).or_default();
-        h.heard_at = h.heard_at.max(Some(msg.published_at));
+        let (heard, received) = match arrival {
+            Arrival::Live(t) => (t, Some(t)),
+            Arrival::Rebuild(t) => (msg.published_at.min(t), None),
+        };
+        h.heard_at = h.heard_at.max(Some(heard));
         let mut changed = 0;
         for (cell, c) in cells.into_iter().zip(msg.cells) {
             match h.cells.get_mut(&cell) {

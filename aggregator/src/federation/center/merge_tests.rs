@@ -149,7 +149,7 @@ fn shuffled_duplicated_and_replayed_snapshots_give_the_oracles_tables() {
     for i in order {
         let msg = sent[i].clone();
         let subject = msg.zone.to_string();
-        match m.offer(Some(&subject), msg, Some(t0())) {
+        match m.offer(Some(&subject), msg, Arrival::Live(t0())) {
             Outcome::Refused(why) => panic!("refused: {why}"),
             Outcome::Unchanged => unchanged += 1,
             Outcome::Applied(_) => {}
@@ -161,7 +161,7 @@ fn shuffled_duplicated_and_replayed_snapshots_give_the_oracles_tables() {
     let before = table(&m, &Level::Province, w.asks[0], t0(), 3600).unwrap();
     for msg in sent.clone() {
         let subject = msg.zone.to_string();
-        assert_eq!(m.offer(Some(&subject), msg, Some(t0())), Outcome::Unchanged);
+        assert_eq!(m.offer(Some(&subject), msg, Arrival::Live(t0())), Outcome::Unchanged);
     }
     assert_eq!(table(&m, &Level::Province, w.asks[0], t0(), 3600).unwrap(), before);
 }
@@ -184,10 +184,10 @@ fn an_older_snapshot_after_a_newer_one_moves_nothing_back() {
     assert_ne!(new.cells, old.cells, "the steps changed zone z's tallies");
     let mut m = w.center();
     for zi in 1..3 {
-        m.offer(None, w.snapshot(zi, t0()), Some(t0()));
+        m.offer(None, w.snapshot(zi, t0()), Arrival::Live(t0()));
     }
-    assert!(matches!(m.offer(None, new, Some(t0())), Outcome::Applied(_)));
-    assert_eq!(m.offer(None, old, Some(t0())), Outcome::Unchanged);
+    assert!(matches!(m.offer(None, new, Arrival::Live(t0())), Outcome::Applied(_)));
+    assert_eq!(m.offer(None, old, Arrival::Live(t0())), Outcome::Unchanged);
     w.assert_equal(&m, t0(), "newest first");
 }
 
@@ -197,7 +197,7 @@ fn refusals_are_counted_with_their_reason_and_change_nothing() {
     let mut m = w.center();
     let good = w.snapshot(0, t0());
     assert!(matches!(
-        m.offer(Some("z"), good.clone(), Some(t0())),
+        m.offer(Some("z"), good.clone(), Arrival::Live(t0())),
         Outcome::Applied(_)
     ));
     let before = table(&m, &Level::Province, w.asks[0], t0(), 3600).unwrap();
@@ -205,7 +205,7 @@ fn refusals_are_counted_with_their_reason_and_change_nothing() {
     let mut stranger = good.clone();
     stranger.zone = ZoneId::parse("nowhere").unwrap();
     assert_eq!(
-        m.offer(Some("nowhere"), stranger, Some(t0())),
+        m.offer(Some("nowhere"), stranger, Arrival::Live(t0())),
         Outcome::Refused(Refusal::UnknownZone("nowhere".into()))
     );
     // A zone's credentials used to send another zone's figures.
@@ -213,39 +213,42 @@ fn refusals_are_counted_with_their_reason_and_change_nothing() {
     forged.version += 10;
     forged.cells[0].tally.in_scope += 1000;
     assert!(matches!(
-        m.offer(Some("x"), forged.clone(), Some(t0())),
+        m.offer(Some("x"), forged.clone(), Arrival::Live(t0())),
         Outcome::Refused(Refusal::WrongSubject { .. })
     ));
     let mut settings = good.clone();
     settings.version += 1;
     settings.settings.dt_min_maturity = 9;
     assert_eq!(
-        m.offer(Some("z"), settings, Some(t0())),
+        m.offer(Some("z"), settings, Arrival::Live(t0())),
         Outcome::Refused(Refusal::Settings(good.zone.clone()))
     );
     let mut goal = good.clone();
     goal.version += 1;
     goal.cells[0].goal = "XX-99".into();
     assert!(matches!(
-        m.offer(None, goal, Some(t0())),
+        m.offer(None, goal, Arrival::Live(t0())),
         Outcome::Refused(Refusal::UnknownGoal { .. })
     ));
     let mut count = good.clone();
     count.version += 1;
     count.cells[1].tally.reported = usize::MAX;
     assert!(matches!(
-        m.offer(None, count, Some(t0())),
+        m.offer(None, count, Arrival::Live(t0())),
         Outcome::Refused(Refusal::Count { .. })
     ));
     let mut conflict = good.clone();
     conflict.cells[2].tally.unknown += 1;
     assert!(matches!(
-        m.offer(None, conflict, Some(t0())),
+        m.offer(None, conflict, Arrival::Live(t0())),
         Outcome::Refused(Refusal::Conflict { .. })
     ));
     let mut schema = good.clone();
     schema.schema = 2;
-    assert_eq!(m.offer(None, schema, Some(t0())), Outcome::Refused(Refusal::Schema(2)));
+    assert_eq!(
+        m.offer(None, schema, Arrival::Live(t0())),
+        Outcome::Refused(Refusal::Schema(2))
+    );
 
     assert_eq!(table(&m, &Level::Province, w.asks[0], t0(), 3600).unwrap(), before);
     let counted: u64 = m.refused.values().sum();
@@ -267,10 +270,14 @@ fn a_stale_zone_keeps_its_last_figures_with_their_age_and_a_silent_one_is_named_
     for zi in 0..3 {
         let mut msg = w.snapshot(zi, t0());
         msg.data_at = data_at;
-        if zi == 2 {
-            msg.published_at = t0() - chrono::Duration::seconds(600);
-        }
-        m.offer(None, msg, Some(t0()));
+        // Zone y was last heard ten minutes ago, though its clock says otherwise:
+        // staleness goes by the center's clock.
+        let heard = if zi == 2 {
+            t0() - chrono::Duration::seconds(600)
+        } else {
+            t0()
+        };
+        m.offer(None, msg, Arrival::Live(heard));
     }
     let now = t0() + chrono::Duration::seconds(10);
     let t = table(&m, &Level::Province, w.asks[0], now, 300).unwrap();
@@ -287,7 +294,7 @@ fn a_stale_zone_keeps_its_last_figures_with_their_age_and_a_silent_one_is_named_
 
     // A zone never heard from is left out and named; a period nobody sent is missing everywhere.
     let mut m = w.center();
-    m.offer(None, w.snapshot(0, t0()), Some(t0()));
+    m.offer(None, w.snapshot(0, t0()), Arrival::Live(t0()));
     let t = table(&m, &Level::City("济源".into()), w.asks[0], now, 300).unwrap();
     assert_eq!(t.completeness.missing, 1);
     let x = t.zones.iter().find(|z| z.zone.as_str() == "x").unwrap();
@@ -308,7 +315,7 @@ fn the_parts_behind_a_figure_add_up_to_it() {
     }
     let mut m = w.center();
     for zi in 0..3 {
-        m.offer(None, w.snapshot(zi, t0()), Some(t0()));
+        m.offer(None, w.snapshot(zi, t0()), Arrival::Live(t0()));
     }
     let t = table(&m, &Level::City("济源".into()), w.asks[0], t0(), 300).unwrap();
     let mut checked = 0;
