@@ -28,6 +28,8 @@ pub struct NatsServer {
     pub port: u16,
     /// Leaf-node listener port (hubs only).
     pub leaf_port: Option<u16>,
+    /// MQTT listener port (a zone broker only).
+    pub mqtt_port: Option<u16>,
     conf: PathBuf,
 }
 
@@ -120,6 +122,25 @@ impl NatsServer {
         )
     }
 
+    /// A zone's broker for its agents and aggregator: nats-server's own MQTT
+    /// listener (which keeps sessions and retained messages in JetStream).
+    pub fn mqtt(dir: &Path) -> Self {
+        let mqtt_port = free_port();
+        let mut s = Self::prepare(
+            dir,
+            "zone-mqtt",
+            &format!(
+                "jetstream {{ store_dir: \"{}\" }}\nmqtt {{ listen: \"127.0.0.1:{mqtt_port}\" }}\n",
+                dir.join("js").display()
+            ),
+            None,
+        );
+        s.mqtt_port = Some(mqtt_port);
+        s.spawn();
+        wait_port(mqtt_port, Duration::from_secs(10));
+        s
+    }
+
     fn start(dir: &Path, name: &str, body: &str, leaf_port: Option<u16>) -> Self {
         let mut s = Self::prepare(dir, name, body, leaf_port);
         s.spawn();
@@ -136,6 +157,7 @@ impl NatsServer {
             child: None,
             port,
             leaf_port,
+            mqtt_port: None,
             conf,
         }
     }
