@@ -95,17 +95,9 @@ pub async fn run(
                 Ok(st) => st.zones.get(zone).map_or(0, |z| z.version),
                 Err(_) => return Ok(()),
             };
-            let due = match sent.get(zone) {
-                None => true,
-                Some(s) => s.version != version || s.at.elapsed() >= heartbeat,
-            };
-            if !due {
-                continue;
-            }
             let now = Utc::now();
-            let data_at = match sent.get(zone) {
-                Some(s) if s.version == version => s.data_at,
-                _ => now,
+            let Some(data_at) = due(sent.get(zone), version, heartbeat, Instant::now(), now) else {
+                continue;
             };
             let asks = match cfg.asks(now) {
                 Ok(a) => a,
@@ -136,6 +128,25 @@ pub async fn run(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.wait() => return Ok(()),
         }
+    }
+}
+
+/// Whether a zone at `version` is due a message, given what was last sent
+/// for it: when it has never been sent, its version moved, or `heartbeat`
+/// passed. The data time it carries is when the version was first seen here,
+/// so a heartbeat repeats it rather than making old data look new.
+fn due(
+    sent: Option<&Sent>,
+    version: u64,
+    heartbeat: Duration,
+    now: Instant,
+    utc: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match sent {
+        None => Some(utc),
+        Some(s) if s.version != version => Some(utc),
+        Some(s) if now.saturating_duration_since(s.at) >= heartbeat => Some(s.data_at),
+        Some(_) => None,
     }
 }
 
@@ -205,5 +216,33 @@ async fn publish(
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zone_is_due_on_a_new_version_or_a_heartbeat_which_keeps_the_data_time() {
+        let hb = Duration::from_secs(30);
+        let t0 = Instant::now();
+        let at = |s: i64| DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(s);
+        assert_eq!(due(None, 0, hb, t0, at(100)), Some(at(100)), "first message");
+        let sent = Sent {
+            version: 7,
+            at: t0,
+            data_at: at(100),
+        };
+        assert_eq!(due(Some(&sent), 7, hb, t0 + Duration::from_secs(29), at(129)), None);
+        assert_eq!(
+            due(Some(&sent), 7, hb, t0 + hb, at(130)),
+            Some(at(100)),
+            "a heartbeat carries the version's own data time"
+        );
+        assert_eq!(
+            due(Some(&sent), 8, hb, t0 + Duration::from_secs(1), at(101)),
+            Some(at(101))
+        );
     }
 }
