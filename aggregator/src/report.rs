@@ -46,14 +46,15 @@ impl Format {
     }
 }
 
-/// Chinese and English status words.
+/// Chinese and English status words: the same terms as the page (i18n.js),
+/// so a briefing and the wall screen never name one thing two ways.
 pub fn status_words(s: Status) -> (&'static str, &'static str) {
     match s {
-        Status::Met => ("达标", "met"),
+        Status::Met => ("已达标", "met"),
         Status::NotMet => ("未达标", "not met"),
         Status::NoData => ("数据不足", "no data"),
         Status::Reported => ("仅报告", "reported"),
-        Status::Contribution => ("贡献值", "contribution"),
+        Status::Contribution => ("贡献量", "contribution"),
     }
 }
 
@@ -202,7 +203,7 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
         Format::Json => serde_json::to_string_pretty(rows).unwrap_or_default(),
         Format::Csv => {
             let mut s = String::from('\u{feff}');
-            s.push_str("目标编号 id,指标 goal,Goal,期间 period,统计期间 span,数值 value,单位 unit,目标值 target,比较 comparator,状态 status,分子 numerator,分母 denominator,已报告 reported,未知 unknown,分子中按替代指标 numerator from proxy,应报告 in scope,缺月 partial months,完整率 completeness,来源 source,条款 clause,口径 definition\r\n");
+            s.push_str("目标编号 id,指标 goal,Goal,期间 period,统计期间 span,数值 value,单位 unit,目标值 target,比较 comparator,状态 status,分子 numerator,分母 denominator,已报告 reported,未知 unknown,分子中按替代指标 numerator from proxy,应报告 in scope,缺月 partial months,数据完整度 completeness,来源 source,条款 clause,口径 definition\r\n");
             for r in rows {
                 let (zh, en) = status_words(r.status);
                 let fields = [
@@ -234,7 +235,7 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
             s
         }
         Format::Md => {
-            let mut s = format!("## {title}\n\n| 编号 | 指标 | 数值 | 统计期间 | 目标 | 状态 | 已报告/应报告 | 未知 | 完整度 | 说明 |\n|---|---|---:|---|---:|---|---:|---:|---:|---|\n");
+            let mut s = format!("## {title}\n\n| 编号 | 指标 | 数值 | 统计期间 | 目标 | 状态 | 已报告/应报告 | 未知 | 数据完整度 | 说明 |\n|---|---|---:|---|---:|---|---:|---:|---:|---|\n");
             for r in rows {
                 let _ = writeln!(
                     s,

@@ -110,8 +110,11 @@ pub struct GoalDef {
     pub name_zh: String,
     /// English name.
     pub name_en: String,
-    /// Seed file.
+    /// The plan as an official names it: title, issuer, document number.
     pub source: String,
+    /// Its text under `shared/seeds/`, where it came from one.
+    #[serde(default)]
+    pub seed: Option<String>,
     /// Clause as written.
     pub clause: String,
     /// Kind.
@@ -177,8 +180,11 @@ pub struct GoalDef {
 pub struct NotComputable {
     /// Checklist id.
     pub id: String,
-    /// Seed file.
+    /// The plan as an official names it.
     pub source: String,
+    /// Its text under `shared/seeds/`.
+    #[serde(default)]
+    pub seed: Option<String>,
     /// Clause.
     pub clause: String,
     /// Why.

@@ -192,7 +192,7 @@ function cmpText(c) {
 
 function coverageGoal(zone, g) {
   return `<div class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
-    <div class="gname" title="${esc(g.definition)}"><span class="gid">${esc(g.id)}</span><span class="goal-name">${esc(nm(g))}</span>${scopeTag(g)}</div>
+    <div class="gname" title="${esc(g.source + "\n" + g.clause + "\n" + g.definition)}"><span class="gid">${esc(g.id)}</span><span class="goal-name">${esc(nm(g))}</span>${scopeTag(g)}</div>
     <div class="gline">
       ${Charts.bar(g.value, g.target, g.status)}
       <b class="value">${human(g.value, g.unit)}</b>
@@ -207,7 +207,7 @@ function otherGoalRow(zone, g, cmp) {
   const [n, u] = amount(g.value, g.unit);
   return `<tr class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
     <td><span class="gid">${esc(g.id)}</span></td>
-    <td class="goal-name" title="${esc(g.definition)}">${esc(nm(g))}${scopeTag(g)}</td>
+    <td class="goal-name" title="${esc(g.source + "\n" + g.clause + "\n" + g.definition)}">${esc(nm(g))}${scopeTag(g)}</td>
     <td class="num"><b class="value">${n}</b> <span class="muted">${esc(u)}</span>
       <div class="span-label muted">${esc(spanLabel(g.period))}</div><div class="compare muted">${cmpText(cmp && cmp[g.id])}</div></td>
     <td class="num target-text">${esc(targetText(g))}</td>
@@ -258,7 +258,10 @@ async function viewEnergy() {
   }).join("");
   const s = all[idx].series, from = window_(s);
   const labels = s.months.slice(from);
-  const rate = s.rate ? t("trajectory_rule").replace("{rate}", signedPct(s.rate.per_year)).replace("{goal}", s.rate.goal) : t("no_trajectory");
+  const rate = s.rate
+    ? t(s.rate.base_year ? "trajectory_rule_base" : "trajectory_rule").replace("{rate}", signedPct(s.rate.per_year))
+      .replace("{goal}", s.rate.goal).replace("{base}", s.rate.base_year)
+    : t("no_trajectory");
   const chart = Charts.line({
     labels,
     fmt: v => v.toFixed(4),
