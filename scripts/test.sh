@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs zonesync's whole test suite on a fresh Debian machine with Rust installed.
-# Installs what the tests need where it is missing (Mosquitto, Chromium and
+# Installs what the tests need where it is missing (Mosquitto, nats-server, Chromium and
 # chromedriver, dpkg-dev, prometheus (for promtool), from Debian's packages; pymodbus 3.x and dlt645 3.x,
 # with pip; cargo-deb, from crates.io);
 # the tests start their own brokers and
@@ -22,6 +22,24 @@ if need_mosquitto; then
 fi
 if need_mosquitto; then
   echo "mosquitto is still missing after the install step; the end-to-end tests need it" >&2
+  exit 1
+fi
+
+# The federation test (tests/federation.rs) starts its own NATS hub and leaf
+# nodes with JetStream: nats-server from Debian's package.
+need_nats() {
+  ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]
+}
+
+if need_nats; then
+  echo "== installing nats-server (Debian package)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server >/dev/null
+fi
+if need_nats; then
+  echo "nats-server is still missing after the install step; the federation test needs it" >&2
   exit 1
 fi
 

@@ -67,6 +67,9 @@ pub struct AggregatorConfig {
     /// Store sizing.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Publishing the zones' goal tallies to a city or province center (docs/federation.md); off when absent.
+    #[serde(default)]
+    pub federation: Option<crate::federation::config::FederationConfig>,
 }
 
 fn yes() -> bool {

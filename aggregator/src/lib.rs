@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod dead_letters;
 pub mod energy;
 pub mod facts;
+pub mod federation;
 pub mod goals;
 pub mod health;
 pub mod http;
@@ -42,6 +43,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// Shared state (tests read metrics from it).
     pub app: Arc<App>,
+    /// The tally publisher's counts, when `[federation]` is configured.
+    pub federation: Option<Arc<federation::publish::PublishStats>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -129,11 +132,37 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
         &shutdown,
         outbound::run(app.outbound(), publisher, retry, shutdown.clone()),
     );
+    let mut tasks = vec![];
+    let federation = cfg.federation.clone().map(|fed| {
+        let stats = Arc::new(federation::publish::PublishStats::default());
+        let task = federation::publish::run(fed, publish_sources(&app, &cfg), stats.clone(), shutdown.clone());
+        tasks.push(watched(&app.health, "tally publisher", &shutdown, async move {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "tally publisher stopped");
+            }
+        }));
+        stats
+    });
     let ingest = tokio::spawn(ingest::run(app.ingest(), cfg.mqtt.clone(), shutdown));
     tracing::info!(%http_addr, broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "aggregator started");
     Ok(Running {
         http_addr,
         app,
-        tasks: vec![http, ingest, alerts, refresher, summaries, outbound, publisher_task],
+        federation,
+        tasks: [http, ingest, alerts, refresher, summaries, outbound, publisher_task]
+            .into_iter()
+            .chain(tasks)
+            .collect(),
     })
+}
+
+/// The tally publisher's handle: the zones' state and tallies, and the goals.
+fn publish_sources(app: &App, cfg: &AggregatorConfig) -> federation::publish::Sources {
+    federation::publish::Sources {
+        zones: app.zones.to_vec(),
+        state: app.state.clone(),
+        tallies: app.tallies.clone(),
+        goals: app.goals.goal.clone().into(),
+        settings: cfg.goals.clone(),
+    }
 }

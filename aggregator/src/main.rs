@@ -28,6 +28,13 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Run a city or province center: merge the zones' goal tallies from the
+    /// NATS hub stream and serve the city and province tables (docs/federation.md).
+    Center {
+        /// Center configuration file (TOML); ZONESYNC_… variables override it.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// List the goals in force, or check goal files before naming them in the configuration.
     Goals {
         /// Read the goal files (and catalog) this configuration names.
@@ -98,6 +105,21 @@ fn main() -> anyhow::Result<()> {
                     Some(problems) => anyhow::bail!("stopped unhealthy: {}", problems.join("; ")),
                     None => anyhow::Ok(()),
                 }
+            })
+        }
+        Cmd::Center { config } => {
+            let cfg = zonesync_aggregator::federation::config::CenterConfig::load(&config)?;
+            rt.block_on(async move {
+                let (trigger, signal) = shutdown::channel();
+                let running = zonesync_aggregator::federation::center::run::start(cfg, signal)
+                    .await
+                    .context("starting the center")?;
+                println!("API on http://{}", running.http_addr);
+                shutdown::os_signal().await;
+                trigger.fire();
+                let failed = running.wait().await;
+                anyhow::ensure!(failed.is_empty(), "tasks failed: {}", failed.join("; "));
+                anyhow::Ok(())
             })
         }
         Cmd::Report {

@@ -366,6 +366,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         },
         outbound: Default::default(),
         store: Default::default(),
+        federation: None,
     };
     let running = zonesync_aggregator::start(agg, shutdown.clone()).await?;
     let start = first_of_last_month(Utc::now());

@@ -192,6 +192,24 @@ async fn assert_goal_gauges(api: &Api) {
     assert!(seen >= 5, "goal gauges compared: {seen}");
 }
 
+/// A zone may run nats-server's own MQTT listener instead of Mosquitto (one
+/// broker per zone, issue 18): the agents and the aggregator work unchanged
+/// against it, down to the hand-computed figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_mqtt_listener_goals_match_hand_computed_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = zonesync_e2e::nats::NatsServer::mqtt(&dir.path().join("nats"));
+    let port = broker.mqtt_port.expect("MQTT port");
+    let ds = dataset::write(dir.path(), port, 97, 2);
+    let (mut agg, api) = spawn_aggregator(&ds.aggregator);
+    let mut a = spawn_agent(&ds.agent_a);
+    let mut b = spawn_agent(&ds.agent_b);
+    assert_hand_computed_goals(&api, &ds).await;
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+    assert!(agg.terminate().success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_goals_match_hand_computed_figures() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,6 +11,7 @@ pub mod faults;
 pub mod hostile;
 pub mod inprocess;
 pub mod ledger;
+pub mod nats;
 pub mod peers;
 pub mod plant;
 pub mod proxy;

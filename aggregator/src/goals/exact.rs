@@ -20,7 +20,12 @@ const CHUNKS: usize = 67;
 const NORMALISE_AFTER: u32 = 1 << 30;
 
 /// The exact sum of the values added minus those subtracted.
-#[derive(Clone)]
+///
+/// Serialised as its normalised chunks that are not zero (see [`WireSum`]),
+/// so a zone's tallies reach a center exactly and merge there bit for bit as
+/// they would in one process.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "WireSum", into = "WireSum")]
 pub struct ExactSum {
     chunks: [i64; CHUNKS],
     pending: u32,
@@ -193,6 +198,89 @@ impl ExactSum {
     }
 }
 
+/// Largest magnitude a wire sum's top chunk or its infinity and NaN counts
+/// may have: far beyond any real tally, small enough that merging millions
+/// of them cannot overflow an `i64`.
+const WIRE_LIMIT: i64 = 1 << 32;
+
+/// An [`ExactSum`] on the wire: `(index, value)` of each normalised chunk that
+/// is not zero, and the infinity and NaN counts.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireSum {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    c: Vec<(u8, i64)>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pi: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    ni: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    nan: i64,
+}
+
+fn is_zero(x: &i64) -> bool {
+    *x == 0
+}
+
+/// Why a wire sum was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireSumError {
+    #[error("chunk index {0} is beyond the {CHUNKS} chunks of an exact sum")]
+    Index(u8),
+    #[error("chunk {0} is given twice")]
+    Twice(u8),
+    #[error("chunk {index} holds {value}, outside what a normalised sum can hold")]
+    Chunk { index: u8, value: i64 },
+    #[error("infinity or NaN count {0} is out of range")]
+    Count(i64),
+}
+
+impl From<ExactSum> for WireSum {
+    fn from(s: ExactSum) -> Self {
+        let c = normalised(&s.chunks);
+        WireSum {
+            c: (0..CHUNKS).filter(|&i| c[i] != 0).map(|i| (i as u8, c[i])).collect(),
+            pi: s.pos_inf,
+            ni: s.neg_inf,
+            nan: s.nan,
+        }
+    }
+}
+
+impl TryFrom<WireSum> for ExactSum {
+    type Error = WireSumError;
+    fn try_from(w: WireSum) -> Result<Self, WireSumError> {
+        let mut s = ExactSum::default();
+        let mut seen = [false; CHUNKS];
+        for (index, value) in w.c {
+            let i = usize::from(index);
+            if i >= CHUNKS {
+                return Err(WireSumError::Index(index));
+            }
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(WireSumError::Twice(index));
+            }
+            let fits = if i == CHUNKS - 1 {
+                (-WIRE_LIMIT..=WIRE_LIMIT).contains(&value)
+            } else {
+                (0..=CHUNK_MASK).contains(&value)
+            };
+            if !fits {
+                return Err(WireSumError::Chunk { index, value });
+            }
+            s.chunks[i] = value;
+        }
+        for n in [w.pi, w.ni, w.nan] {
+            if !(-WIRE_LIMIT..=WIRE_LIMIT).contains(&n) {
+                return Err(WireSumError::Count(n));
+            }
+        }
+        (s.pos_inf, s.neg_inf, s.nan) = (w.pi, w.ni, w.nan);
+        s.pending = 1;
+        Ok(s)
+    }
+}
+
 /// `n` (≤ 64) bits of the normalised magnitude starting at bit `lo`.
 fn bits(c: &[i64; CHUNKS], lo: usize, n: usize) -> u64 {
     let mut out = 0u64;
@@ -300,6 +388,37 @@ mod tests {
         // Close to a compensated sum (which is not exact but within a few ulps).
         let naive: f64 = kept.iter().sum();
         assert!((s.value() - naive).abs() <= 1e-9 * kept.iter().map(|x| x.abs()).sum::<f64>());
+    }
+
+    #[test]
+    fn a_sum_survives_the_wire_bit_for_bit_and_bad_wire_sums_are_refused() {
+        let xs = doubles(13, 500);
+        let mut s = ExactSum::default();
+        for x in &xs {
+            s.add(*x);
+        }
+        s.sub(xs[3]);
+        s.add(f64::INFINITY);
+        let text = serde_json::to_string(&s).unwrap();
+        let back: ExactSum = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.value().to_bits(), s.value().to_bits());
+        let mut neg = ExactSum::default();
+        neg.add(-1234.5);
+        let back: ExactSum = serde_json::from_str(&serde_json::to_string(&neg).unwrap()).unwrap();
+        assert_eq!(back.value(), -1234.5);
+        assert_eq!(serde_json::to_string(&ExactSum::default()).unwrap(), "{}");
+        for bad in [
+            r#"{"c":[[67,1]]}"#,
+            r#"{"c":[[1,1],[1,2]]}"#,
+            r#"{"c":[[0,-1]]}"#,
+            r#"{"c":[[0,4294967296]]}"#,
+            r#"{"c":[[66,9223372036854775807]]}"#,
+            r#"{"nan":9223372036854775807}"#,
+            r#"{"x":1}"#,
+        ] {
+            assert!(serde_json::from_str::<ExactSum>(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

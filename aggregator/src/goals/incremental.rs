@@ -204,6 +204,25 @@ impl ZoneGoals {
         rows
     }
 
+    /// The zone's tallies of `cells` (goal index, span), each built by a scan if
+    /// not kept yet: what the zone sends a center (`crate::federation`).
+    pub fn tallies_of(
+        &mut self,
+        cells: &[(usize, Span)],
+        states: &BTreeMap<EnterpriseId, EnterpriseState>,
+    ) -> Vec<Tally> {
+        self.clock += 1;
+        let out = cells
+            .iter()
+            .map(|&(gi, span)| match gi < self.goals.len() {
+                true => self.tally(gi, span, states),
+                false => Tally::default(),
+            })
+            .collect();
+        self.evict();
+        out
+    }
+
     fn evict(&mut self) {
         while self.spans.len() > MAX_SPANS {
             let oldest = self.spans.iter().min_by_key(|(_, k)| k.last_used).map(|(s, _)| *s);

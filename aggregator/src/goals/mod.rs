@@ -23,8 +23,9 @@ pub mod exact;
 mod figure;
 pub mod file;
 pub mod incremental;
+mod merged;
 #[cfg(test)]
-mod model_tests;
+pub(crate) mod model_tests;
 #[cfg(test)]
 mod months_tests;
 mod span;
@@ -37,6 +38,7 @@ pub use conditions::{Answer, Condition, Contradiction, Filter, GoalSettings, Pop
 pub use energy_rows::{energy, EnterpriseEnergy};
 pub use eval::{evaluate, GoalRow, Level, Status};
 pub use figure::{matched_change, matched_ratio, value, MatchedRatio, Source};
+pub use merged::{cells_read, merged_table};
 pub use span::{Asked, Span, SpanChoice, SpanError};
 pub use tally::{Contribution, Tally};
 

@@ -4,6 +4,7 @@
 //! never report, stocks, every declared attribute a goal reads) applied through
 //! `State::apply`, and after every step the table from the tallies must equal
 //! `evaluate`'s, bit for bit, for every period asked so far, without another scan.
+//! Its generators are shared with the federation tests (`crate::federation`).
 
 use super::incremental::{rollup_table, zone_table, Tallies, MAX_SPANS};
 use super::*;
@@ -21,12 +22,12 @@ use zonesync_proto::{
 use zonesync_proto::rng::SplitMix64 as Rng;
 
 /// Awkward amounts: fractions that do not add up exactly in binary, several magnitudes.
-fn amount(r: &mut Rng) -> f64 {
+pub(crate) fn amount(r: &mut Rng) -> f64 {
     let scale = *r.pick(&[0.1, 1.0, 7.3, 1000.0, 123_456.7]);
     (r.below(10_000) as f64 + 0.1) * scale
 }
 
-fn zone() -> Zone {
+pub(crate) fn zone() -> Zone {
     let mut ents = vec![
         enterprise(1, true, "C3120"),
         enterprise(2, true, "C3990"),
@@ -43,14 +44,14 @@ fn zone() -> Zone {
     testkit::zone(ents, &["C31", "C26"])
 }
 
-fn goals(cat: &Catalog) -> Vec<GoalDef> {
+pub(crate) fn goals(cat: &Catalog) -> Vec<GoalDef> {
     let mut g = load_goals(BUILTIN_GOALS, cat).unwrap().goal;
     g.extend(load_goals(super::tests::GOALS, cat).unwrap().goal);
     g
 }
 
 /// Every declared attribute a goal can read, with values of the right type.
-fn declaration(r: &mut Rng) -> (String, DeclaredValue) {
+pub(crate) fn declaration(r: &mut Rng) -> (String, DeclaredValue) {
     let flags = [
         "smart_retrofit",
         "rd_activity",
@@ -97,7 +98,7 @@ fn declaration(r: &mut Rng) -> (String, DeclaredValue) {
 }
 
 /// A period amount, for any indicator a goal reads (energy carriers included) or another one.
-fn period_amount(r: &mut Rng, indicators: &[&str]) -> CanonicalReading {
+pub(crate) fn period_amount(r: &mut Rng, indicators: &[&str]) -> CanonicalReading {
     let y = *r.pick(&[2015, 2025, 2026]);
     let period = match r.below(6) {
         0 => Period::Year(y),
@@ -115,7 +116,7 @@ fn period_amount(r: &mut Rng, indicators: &[&str]) -> CanonicalReading {
 /// Value added and every energy carrier of one month, so months match across
 /// the sides of an intensity and across the years of its trend (sparse random
 /// amounts rarely do).
-fn full_month(r: &mut Rng) -> Vec<CanonicalReading> {
+pub(crate) fn full_month(r: &mut Rng) -> Vec<CanonicalReading> {
     let y = *r.pick(&[2015, 2025, 2026]);
     let m = *r.pick(&[1, 2, 9, 10, 11]);
     let mut out = Vec::new();
@@ -135,12 +136,13 @@ fn full_month(r: &mut Rng) -> Vec<CanonicalReading> {
 
 /// Meter clocks per (enterprise, point): each register reading moves on from the last one,
 /// sometimes back (a late reading), its value up, sometimes down (a reset).
-struct Meters {
+#[derive(Default)]
+pub(crate) struct Meters {
     at: HashMap<(usize, &'static str), (DateTime<Utc>, f64)>,
 }
 
 impl Meters {
-    fn reading(&mut self, r: &mut Rng, e: usize) -> CanonicalReading {
+    pub(crate) fn reading(&mut self, r: &mut Rng, e: usize) -> CanonicalReading {
         let (indicator, point) = *r.pick(&[
             ("electricity", "M1"),
             ("electricity", "M2"),
@@ -184,7 +186,7 @@ impl Meters {
 }
 
 /// A stock read at an instant (land area from a survey), on one of two points.
-fn stock_reading(r: &mut Rng) -> CanonicalReading {
+pub(crate) fn stock_reading(r: &mut Rng) -> CanonicalReading {
     CanonicalReading {
         indicator: (*r.pick(&["land_area", "land_area_low_efficiency"])).into(),
         point: (*r.pick(&["P1", "P2"])).into(),
@@ -203,7 +205,7 @@ fn scans(t: &Tallies, z: &Zone) -> u64 {
 }
 
 /// Applies a batch to `st`, keeping the zone's tallies in step.
-fn feed(
+pub(crate) fn feed(
     st: &mut State,
     t: &Tallies,
     z: &Zone,

@@ -47,7 +47,12 @@ pub struct Contribution {
 /// Sums are exact ([`ExactSum`]), so a tally kept up to date by taking an
 /// enterprise's old contribution out and putting its new one in is equal,
 /// bit for bit, to one summed afresh.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Serialisable, so a zone aggregator can send its tallies to a city or
+/// province center (`crate::federation`), which merges them as this process
+/// would.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tally {
     /// Members of the population.
     pub in_scope: usize,
@@ -62,6 +67,7 @@ pub struct Tally {
     /// Σ denominator contributions.
     pub den: ExactSum,
     /// Trends: Σ base-year numerator and denominator contributions (absent until one is put in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<Box<[ExactSum; 2]>>,
     /// Σ months covered by members' figures.
     pub months: u64,

@@ -1,0 +1,95 @@
+//! Starting a center: its registry and goals, the HTTP API and the hub
+//! consumer, both holding the shutdown signal and awaited on exit.
+
+use super::api::{router, CenterApi};
+use super::consume::{run as consume, ConsumeStats};
+use super::merge::Merge;
+use crate::federation::config::CenterConfig;
+use crate::goals::GoalError;
+use crate::registry::{Registry, RegistryError};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+use zonesync_runtime::shutdown::Shutdown;
+
+/// Why a center could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CenterError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Catalog(Box<zonesync_runtime::config::ConfigError>),
+    #[error(transparent)]
+    Goals(#[from] GoalError),
+    #[error("HTTP listener on {addr}: {source}")]
+    Http { addr: String, source: std::io::Error },
+}
+
+/// A started center.
+pub struct RunningCenter {
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// The merge (tests read it).
+    pub merge: Arc<Mutex<Merge>>,
+    /// The consumer's counts.
+    pub stats: Arc<ConsumeStats>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl RunningCenter {
+    /// Waits for every task to end (after shutdown), saying which ended by a panic.
+    pub async fn wait(self) -> Vec<String> {
+        let mut failed = Vec::new();
+        for (name, t) in self.tasks {
+            if let Err(e) = t.await {
+                failed.push(format!("{name}: {e}"));
+            }
+        }
+        failed
+    }
+}
+
+/// Loads the registry and goals, binds the API and starts consuming the hub stream.
+pub async fn start(cfg: CenterConfig, shutdown: Shutdown) -> Result<RunningCenter, CenterError> {
+    let registry = Registry::load(&cfg.registry)?;
+    let catalog = zonesync_runtime::config::load_catalog(cfg.catalog.as_deref())
+        .map_err(|e| CenterError::Catalog(Box::new(e)))?;
+    let goals = crate::goals::file::load(cfg.builtin_goals, &cfg.goal_files, &catalog)?;
+    let merge = Arc::new(Mutex::new(Merge::new(
+        registry.zones().cloned(),
+        goals.goal.into(),
+        cfg.goals.clone(),
+    )));
+    let stats = Arc::new(ConsumeStats::default());
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+        .await
+        .map_err(|source| CenterError::Http {
+            addr: cfg.http.listen.clone(),
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| CenterError::Http {
+        addr: cfg.http.listen.clone(),
+        source,
+    })?;
+    let api = CenterApi {
+        merge: merge.clone(),
+        stats: stats.clone(),
+        stale_after_s: cfg.stale_after_s,
+    };
+    let tokens = crate::auth::Tokens::new(cfg.http.read_token.as_deref(), cfg.http.write_token.as_deref());
+    let limits = crate::http::Limits::new(&cfg.http);
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        router(api, tokens),
+        limits,
+        shutdown.clone(),
+    ));
+    let consumer = tokio::spawn(consume(cfg.nats.clone(), merge.clone(), stats.clone(), shutdown));
+    tracing::info!(%http_addr, hub = %cfg.nats.connect.url, stream = %cfg.nats.stream, "center started");
+    Ok(RunningCenter {
+        http_addr,
+        merge,
+        stats,
+        tasks: vec![("HTTP API", http), ("hub consumer", consumer)],
+    })
+}

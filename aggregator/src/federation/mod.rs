@@ -1,0 +1,17 @@
+//! Federation (issue 18): zone aggregators send their exact goal tallies to
+//! a city or province center, which merges them into the city and province
+//! tables no single zone can compute. See `docs/federation.md`.
+//!
+//! - [`wire`]: the message, a versioned snapshot of one zone's tallies;
+//! - [`snapshot`]: the zone side, reading its tallies for the message;
+//! - [`publish`]: the zone side's task, publishing to NATS JetStream;
+//! - [`nats`]: connecting, and the zone and hub streams' shape;
+//! - [`center`]: the center role — the pure merge, its tables, its HTTP API
+//!   and the consumer that feeds it from the hub stream.
+
+pub mod center;
+pub mod config;
+pub mod nats;
+pub mod publish;
+pub mod snapshot;
+pub mod wire;
