@@ -30,6 +30,26 @@ enum Cmd {
     },
     /// List the goal presets.
     Goals,
+    /// Check a registry (TOML with any `enterprises_file` spreadsheets) and write a zone's
+    /// enterprises as a CSV sheet that opens in Excel and imports back as an `enterprises_file`.
+    RegistryExport {
+        /// The registry file.
+        #[arg(short, long)]
+        registry: PathBuf,
+        /// Zone id; may be left out when the registry has one zone.
+        #[arg(long)]
+        zone: Option<String>,
+        /// Output file (UTF-8 with BOM, CRLF); stdout when absent.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Print the indicator catalog in force (units, coefficients and their
+    /// sources) as a catalog file to copy, adjust and name in `catalog =`.
+    Catalog {
+        /// The aggregator's configuration: its `catalog` file if it names one; without it, the built-in catalog.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Print a zone's goal table from a running aggregator's API.
     Report {
         /// The aggregator's API base URL.
@@ -109,6 +129,41 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(text)
             })?;
             print!("{body}");
+            Ok(())
+        }
+        Cmd::RegistryExport { registry, zone, output } => {
+            let reg = zonesync_aggregator::registry::Registry::load(&registry)?;
+            let zones: Vec<_> = reg.zones().collect();
+            let z = match (&zone, zones.as_slice()) {
+                (Some(id), _) => zones
+                    .iter()
+                    .find(|z| z.id.as_str() == id)
+                    .with_context(|| format!("zone {id} is not in {}", registry.display()))?,
+                (None, [only]) => only,
+                (None, _) => anyhow::bail!("the registry has {} zones: name one with --zone", zones.len()),
+            };
+            let (headers, rows) = zonesync_aggregator::registry_sheet::export(&z.enterprise);
+            let bytes = zonesync_runtime::sheet::write_csv(&headers, &rows)?;
+            match output {
+                Some(path) => std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?,
+                None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
+            }
+            Ok(())
+        }
+        Cmd::Catalog { config } => {
+            let path = match &config {
+                Some(c) => AggregatorConfig::load(c)?.catalog,
+                None => None,
+            };
+            let catalog = zonesync_runtime::config::load_catalog(path.as_deref())?;
+            let from = path.map_or("the catalog built into this binary".to_owned(), |p| p.display().to_string());
+            print!(
+                "# zonesync indicator catalog in force: {from}.\n\
+                 # Save this as a file, adjust it (a coefficient, an accepted unit, a new indicator), and name it\n\
+                 # with `catalog = \"...\"` in aggregator.toml and in every agent's agent.toml: both ends check\n\
+                 # readings against it. Factors in `units` convert to the canonical `unit`.\n\n{}",
+                catalog.to_toml()?
+            );
             Ok(())
         }
         Cmd::Goals => {

@@ -8,6 +8,7 @@
 pub mod catalog;
 mod fast;
 pub mod ids;
+pub mod industry;
 pub mod period;
 pub mod problem;
 pub mod rng;
