@@ -146,6 +146,28 @@ async fn goals_from_a_registry_xlsx_and_a_gbk_profile_match_the_hand_worked_figu
     approx(&py03["value"], 0.4, "PY-03");
     assert_eq!(py03["numerator_from_proxy"], 1, "{py03}");
 
+    // Where a declaration and its proxy disagree, the quality report lists it:
+    // E1's 否 beside maturity 4, and the zone office's leading-industry flags
+    // that the code prefixes contradict (E2 under C31 flagged 否, E3 outside flagged 是).
+    let q = api.get(&format!("/api/v1/zones/{ZONE}/quality?period=2026-10")).await;
+    let listed: Vec<(Value, Value, Value)> = q["quality"]["contradictions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| (c["enterprise"].clone(), c["condition"].clone(), c["declared"].clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        listed,
+        [
+            (json!(E[0]), json!("smart_retrofit"), json!(false)),
+            (json!(E[1]), json!("leading_industry"), json!(false)),
+            (json!(E[2]), json!("leading_industry"), json!(true)),
+        ],
+        "{q}"
+    );
+
     t.stop().await;
     agent.await.unwrap().unwrap();
 }

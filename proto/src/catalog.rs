@@ -172,7 +172,8 @@ impl Catalog {
     /// then the other figures, then the declarations, so that an operator can
     /// copy it, adjust a coefficient or add a unit, and point `catalog =` at it.
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
-        let groups: [(&str, fn(&Indicator) -> bool); 3] = [
+        type Member = fn(&Indicator) -> bool;
+        let groups: [(&str, Member); 3] = [
             (
                 "energy carriers: tce_per_unit is tonnes of standard coal per canonical unit",
                 |i| i.is_energy(),

@@ -120,8 +120,8 @@ impl Answer {
 /// declaration stands; this is for someone to check which is right).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Contradiction {
-    /// The condition.
-    pub condition: Condition,
+    /// The condition, or the filter (`leading_industry`).
+    pub condition: Checked,
     /// The declared attribute, as declared.
     pub attribute: &'static str,
     /// Its declared value.
@@ -130,6 +130,16 @@ pub struct Contradiction {
     pub proxy: bool,
     /// The proxy and the value it read, e.g. `dt_maturity 4 ≥ 3`.
     pub evidence: String,
+}
+
+/// What a contradiction is about: a goal condition, or a filter with a proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Checked {
+    /// A condition, e.g. `smart_retrofit`.
+    Condition(Condition),
+    /// A filter, by name: `leading_industry`.
+    Filter(&'static str),
 }
 
 fn either(a: Option<bool>, b: Option<bool>) -> Option<bool> {
@@ -201,7 +211,7 @@ impl Condition {
         let attribute = self.proxied_attribute()?;
         let (declared, proxy) = (self.declared(d, s)?, self.proxy(d, s)?);
         (declared != proxy).then(|| Contradiction {
-            condition: self,
+            condition: Checked::Condition(self),
             attribute,
             declared,
             proxy,
@@ -406,6 +416,32 @@ impl Filter {
             Filter::IndustryPrefixes(ps) => declared(under(ps)),
             Filter::StrategicEmerging => declared(flag(d, "strategic_emerging")),
         }
+    }
+
+    /// Where the registry's leading-industry flag and the zone's code
+    /// prefixes disagree: the flag counts, and this says so for the quality
+    /// report (as [`Condition::contradiction`] does for declarations).
+    pub fn contradiction(&self, zone: &Zone, e: &Enterprise, d: &Declared) -> Option<Contradiction> {
+        if *self != Filter::LeadingIndustry {
+            return None;
+        }
+        let declared = e.leading_industry?;
+        let code = e.industry.clone().or_else(|| match d.get("industry_code") {
+            Some(DeclaredValue::Text(t)) => Some(t.clone()),
+            _ => None,
+        })?;
+        let proxy = zone.leading_industries.iter().any(|p| is_under(&code, p));
+        (declared != proxy).then(|| Contradiction {
+            condition: Checked::Filter("leading_industry"),
+            attribute: "leading_industry",
+            declared,
+            proxy,
+            evidence: format!(
+                "industry {code} {} the zone's leading industries {}",
+                if proxy { "under" } else { "not under" },
+                zone.leading_industries.join(", ")
+            ),
+        })
     }
 
     /// The declared attributes `passes` reads.
