@@ -229,13 +229,11 @@ fn main() -> anyhow::Result<()> {
             let profile = cfg.profile.context("the configuration has no [profile]")?;
             let catalog = zonesync_agent::config::load_catalog(cfg.catalog.as_deref())?;
             let validator = zonesync_proto::Validator::new(catalog, zonesync_proto::Limits::default());
-            let (file, problems) = zonesync_agent::sources::profile::read_file(&profile.path, Some(&validator))
+            let (bytes, problems) = zonesync_agent::sources::profile_sheet::export_file(&profile.path, &validator)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", profile.path.display()))?;
             for p in &problems {
                 eprintln!("{}: left out: {p}", profile.path.display());
             }
-            let (headers, rows) = zonesync_agent::sources::profile_sheet::export(&file, &validator.catalog);
-            let bytes = zonesync_runtime::sheet::write_csv(&headers, &rows)?;
             match output {
                 Some(path) => std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?,
                 None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,

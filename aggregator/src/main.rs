@@ -133,17 +133,8 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::RegistryExport { registry, zone, output } => {
             let reg = zonesync_aggregator::registry::Registry::load(&registry)?;
-            let zones: Vec<_> = reg.zones().collect();
-            let z = match (&zone, zones.as_slice()) {
-                (Some(id), _) => zones
-                    .iter()
-                    .find(|z| z.id.as_str() == id)
-                    .with_context(|| format!("zone {id} is not in {}", registry.display()))?,
-                (None, [only]) => only,
-                (None, _) => anyhow::bail!("the registry has {} zones: name one with --zone", zones.len()),
-            };
-            let (headers, rows) = zonesync_aggregator::registry_sheet::export(&z.enterprise);
-            let bytes = zonesync_runtime::sheet::write_csv(&headers, &rows)?;
+            let bytes = zonesync_aggregator::registry_sheet::export_zone(&reg, zone.as_deref())
+                .with_context(|| format!("exporting from {}", registry.display()))?;
             match output {
                 Some(path) => std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?,
                 None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,

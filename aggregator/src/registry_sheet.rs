@@ -12,7 +12,7 @@
 //! office's declared "no"; an empty `above_scale` is refused, since it decides
 //! the denominator of every coverage rate and must be said.
 
-use crate::registry::Enterprise;
+use crate::registry::{Enterprise, Registry};
 use zonesync_proto::industry::normalise_code;
 use zonesync_proto::{AgentId, EnterpriseId};
 use zonesync_runtime::sheet::{header_is, Cell, Sheet};
@@ -164,6 +164,33 @@ pub fn export(enterprises: &[Enterprise]) -> (Vec<String>, Vec<Vec<String>>) {
         })
         .collect();
     (headers, rows)
+}
+
+/// Why a zone's enterprises could not be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("zone {0} is not in the registry")]
+    UnknownZone(String),
+    #[error("the registry has {0} zones: name one")]
+    WhichZone(usize),
+    #[error(transparent)]
+    Sheet(#[from] zonesync_runtime::sheet::SheetError),
+}
+
+/// `registry-export`: a zone's enterprises (inline or from its sheet) as CSV
+/// bytes for Excel; the zone may be left out when the registry has only one.
+pub fn export_zone(reg: &Registry, zone: Option<&str>) -> Result<Vec<u8>, ExportError> {
+    let zones: Vec<_> = reg.zones().collect();
+    let z = match (zone, zones.as_slice()) {
+        (Some(id), _) => zones
+            .iter()
+            .find(|z| z.id.as_str() == id)
+            .ok_or_else(|| ExportError::UnknownZone(id.to_owned()))?,
+        (None, [only]) => only,
+        (None, _) => return Err(ExportError::WhichZone(zones.len())),
+    };
+    let (headers, rows) = export(&z.enterprise);
+    Ok(zonesync_runtime::sheet::write_csv(&headers, &rows)?)
 }
 
 #[cfg(test)]

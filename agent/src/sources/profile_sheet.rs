@@ -225,6 +225,15 @@ pub fn export(file: &ProfileFile, catalog: &Catalog) -> (Vec<String>, Vec<Vec<St
     (headers, rows)
 }
 
+/// `profile-export`: the profile file at `path` (TOML or a sheet) as CSV
+/// bytes for Excel, with the problems of anything a sheet left out.
+pub fn export_file(path: &std::path::Path, validator: &Validator) -> Result<(Vec<u8>, Vec<String>), String> {
+    let (file, problems) = super::profile::read_file(path, Some(validator))?;
+    let (headers, rows) = export(&file, &validator.catalog);
+    let bytes = zonesync_runtime::sheet::write_csv(&headers, &rows).map_err(|e| e.to_string())?;
+    Ok((bytes, problems))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,21 @@
-//! `zonesync-aggregator catalog` (issue 14, item 9), as an operator uses it:
-//! print the catalog in force, save it, adjust a coefficient, name the file
-//! in aggregator.toml, and see the adjusted catalog printed as the one in
-//! force; `registry-export` writes a zone's enterprises as a sheet that loads
-//! back. Needs the binaries built (`cargo build --workspace --bins`).
+//! The operator commands of issue 14 (items 7 and 9), as an operator uses
+//! them: `zonesync-aggregator catalog` prints the catalog in force, which is
+//! saved, adjusted (a coefficient), named in aggregator.toml and then printed
+//! as the one in force; `zonesync-aggregator registry-export` and
+//! `zonesync-agent profile-export` write sheets that load back as what they
+//! came from. Needs the binaries built (`cargo build --workspace --bins`).
 
+use zonesync_agent::sources::profile::{read_file, ProfileFile};
 use zonesync_aggregator::registry::Registry;
 use zonesync_e2e::run_to_end;
-use zonesync_proto::Catalog;
+use zonesync_proto::{Catalog, Limits, Validator};
 
 fn stdout(args: &[&str]) -> String {
-    let out = run_to_end("zonesync-aggregator", args);
+    run("zonesync-aggregator", args)
+}
+
+fn run(binary: &str, args: &[&str]) -> String {
+    let out = run_to_end(binary, args);
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -76,4 +82,38 @@ fn a_registry_export_loads_back_as_the_same_enterprises() {
     let (a, b) = (Registry::load(&example).unwrap(), Registry::load(&reg).unwrap());
     let list = |r: &Registry| serde_json::to_value(&r.zones().next().unwrap().enterprise).unwrap();
     assert_eq!(list(&a), list(&b));
+}
+
+#[test]
+fn a_profile_export_reads_back_as_the_same_declarations() {
+    let dir = tempfile::tempdir().unwrap();
+    let xlsx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sheets/profile.xlsx");
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "agent_id = \"gw-x\"\nzone = \"test-zone\"\ndata_dir = \"{}\"\n[profile]\npath = \"{}\"\n",
+            dir.path().join("data").display(),
+            xlsx.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("profile.csv");
+    run(
+        "zonesync-agent",
+        &[
+            "profile-export",
+            "-c",
+            cfg.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    let v = Validator::new(Catalog::builtin().unwrap(), Limits::default());
+    let read = |p: &std::path::Path| read_file(p, Some(&v)).unwrap();
+    let ((from_xlsx, _), (from_export, problems)) = (read(&xlsx), read(&out));
+    assert!(problems.is_empty(), "{problems:?}");
+    let json = |f: &ProfileFile| serde_json::to_value(f).unwrap();
+    assert_eq!(json(&from_export), json(&from_xlsx));
+    assert!(!from_export.enterprise.is_empty());
 }
