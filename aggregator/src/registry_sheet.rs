@@ -15,7 +15,7 @@
 use crate::registry::{Enterprise, Registry};
 use zonesync_proto::industry::normalise_code;
 use zonesync_proto::{AgentId, EnterpriseId};
-use zonesync_runtime::sheet::{header_is, Cell, Sheet};
+use zonesync_runtime::sheet::{header_is, yes_no, Cell, Sheet};
 
 /// The columns, as (key, Chinese label); the export writes both.
 const COLUMNS: [(&str, &str); 7] = [
@@ -27,15 +27,6 @@ const COLUMNS: [(&str, &str); 7] = [
     ("leading_industry", "主导产业"),
     ("agents", "网关"),
 ];
-
-/// A yes/no cell as zone offices write it; None for anything else.
-pub fn yes_no(text: &str) -> Option<bool> {
-    match text.trim().to_lowercase().as_str() {
-        "是" | "有" | "yes" | "y" | "true" | "1" | "√" | "✓" => Some(true),
-        "否" | "无" | "no" | "n" | "false" | "0" | "×" | "✗" => Some(false),
-        _ => None,
-    }
-}
 
 /// A cell's yes/no: None when empty, a reason when it is neither.
 fn flag(cell: &Cell) -> Result<Option<bool>, String> {

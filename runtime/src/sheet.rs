@@ -212,6 +212,17 @@ pub fn write_csv(headers: &[String], rows: &[Vec<String>]) -> Result<Vec<u8>, Sh
     w.into_inner().map_err(|e| SheetError::Csv(e.to_string()))
 }
 
+/// A yes/no cell as zone offices write it (是/否, 有/无, yes/no, true/false,
+/// 1/0, ✓/✗); None for anything else, which the importers refuse with the
+/// text they found rather than guess.
+pub fn yes_no(text: &str) -> Option<bool> {
+    match text.trim().to_lowercase().as_str() {
+        "是" | "有" | "yes" | "y" | "true" | "1" | "√" | "✓" => Some(true),
+        "否" | "无" | "no" | "n" | "false" | "0" | "×" | "✗" => Some(false),
+        _ => None,
+    }
+}
+
 /// Whether a header names a field: its English key (`above_scale`), its
 /// Chinese label (`规上`), or both as the export writes them (`规上 above_scale`).
 pub fn header_is(header: &str, key: &str, zh: &str) -> bool {

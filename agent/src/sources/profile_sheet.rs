@@ -20,7 +20,7 @@ use super::profile::{EnterpriseProfile, ProfileFile};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use zonesync_proto::{Catalog, Declaration, EnterpriseId, IndicatorKind, Validator, ValueType};
-use zonesync_runtime::sheet::{header_is, Cell, Sheet};
+use zonesync_runtime::sheet::{header_is, yes_no, Cell, Sheet};
 
 /// A profile read from a sheet, with the problems of the cells left out.
 #[derive(Debug, Default)]
@@ -34,14 +34,6 @@ pub struct ReadProfile {
 /// A cell that declares an empty list (no scenarios), as opposed to an empty cell.
 fn is_none_word(t: &str) -> bool {
     matches!(t.trim().to_lowercase().as_str(), "无" | "none" | "没有" | "-")
-}
-
-fn yes_no(t: &str) -> Option<bool> {
-    match t.trim().to_lowercase().as_str() {
-        "是" | "有" | "yes" | "y" | "true" | "1" | "√" | "✓" => Some(true),
-        "否" | "无" | "no" | "n" | "false" | "0" | "×" | "✗" => Some(false),
-        _ => None,
-    }
 }
 
 fn level(t: &str) -> Option<&'static str> {

@@ -528,6 +528,21 @@ mod tests {
     }
 
     #[test]
+    fn a_goal_filter_s_prefixes_are_normalised_on_load_and_impossible_ones_refused() {
+        #[derive(Deserialize)]
+        struct Goal {
+            filter: Filter,
+        }
+        let g: Goal = toml::from_str("filter = { industry_prefixes = [\"31\", \"C26\"] }").unwrap();
+        assert_eq!(g.filter, Filter::IndustryPrefixes(vec!["C31".into(), "C26".into()]));
+        let err = toml::from_str::<Goal>("filter = { industry_prefixes = [\"C06\"] }")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("major group 06 is in division B"), "{err}");
+    }
+
+    #[test]
     fn only_conditions_with_a_proxy_ever_answer_by_proxy() {
         // Every attribute a condition reads, declared with a value that could satisfy it.
         let all = declared(&[
