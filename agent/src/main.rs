@@ -59,6 +59,16 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Write the profile's declarations (from its TOML or spreadsheet) as a CSV
+    /// sheet for Excel (UTF-8 with BOM) that the profile source reads back.
+    #[cfg(feature = "csv")]
+    ProfileExport {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 /// The log filter from `RUST_LOG` (`value`): a level (`warn`) and/or
@@ -210,6 +220,23 @@ fn main() -> anyhow::Result<()> {
                     last.0,
                     days.len()
                 );
+            }
+            Ok(())
+        }
+        #[cfg(feature = "csv")]
+        Cmd::ProfileExport { config, output } => {
+            let cfg = AgentConfig::load(&config)?;
+            let profile = cfg.profile.context("the configuration has no [profile]")?;
+            let catalog = zonesync_agent::config::load_catalog(cfg.catalog.as_deref())?;
+            let validator = zonesync_proto::Validator::new(catalog, zonesync_proto::Limits::default());
+            let (bytes, problems) = zonesync_agent::sources::profile_sheet::export_file(&profile.path, &validator)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", profile.path.display()))?;
+            for p in &problems {
+                eprintln!("{}: left out: {p}", profile.path.display());
+            }
+            match output {
+                Some(path) => std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?,
+                None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
             }
             Ok(())
         }

@@ -12,7 +12,6 @@ use crate::link::{Link, LinkStats};
 use crate::outbox::{Outbox, OutboxError};
 use crate::shutdown::Shutdown;
 use crate::sources::clock::ClockGuard;
-use crate::sources::profile::ProfileFile;
 use crate::sources::supervise::{supervise, Backoff};
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
@@ -40,6 +39,9 @@ pub enum AgentError {
     #[cfg(feature = "http-pull")]
     #[error(transparent)]
     HttpPull(#[from] crate::sources::http_pull::HttpPullConfigError),
+    #[cfg(feature = "csv")]
+    #[error(transparent)]
+    CsvDrop(#[from] crate::sources::csv_drop::CsvDropConfigError),
     #[error("agent task failed: {0}")]
     Task(String),
 }
@@ -51,10 +53,7 @@ pub(crate) fn enterprises(config: &AgentConfig) -> Vec<EnterpriseId> {
         out.extend(sim.enterprises.iter().map(|e| e.id.clone()));
     }
     if let Some(p) = &config.profile {
-        if let Some(file) = std::fs::read_to_string(&p.path)
-            .ok()
-            .and_then(|t| toml::from_str::<ProfileFile>(&t).ok())
-        {
+        if let Ok((file, _)) = crate::sources::profile::read_file(&p.path, None) {
             out.extend(file.enterprise.into_iter().map(|e| e.id));
         }
     }
@@ -151,6 +150,10 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
     let dlt645 = crate::sources::dlt645::check_all(&config.dlt645, &validator)?;
     #[cfg(feature = "http-pull")]
     let http_pull = crate::sources::http_pull::check_all(&config.http_pull, &validator)?;
+    #[cfg(feature = "csv")]
+    for folder in &config.csv_drop {
+        folder.check()?;
+    }
 
     let mut tasks: JoinSet<Result<(), OutboxError>> = JoinSet::new();
     let restarts = Arc::new(AtomicU64::new(0));

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod quality;
 pub mod registry;
+pub mod registry_sheet;
 pub mod report;
 pub mod state;
 pub mod store;

@@ -35,6 +35,26 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Check a registry (TOML with any `enterprises_file` spreadsheets) and write a zone's
+    /// enterprises as a CSV sheet that opens in Excel and imports back as an `enterprises_file`.
+    RegistryExport {
+        /// The registry file.
+        #[arg(short, long)]
+        registry: PathBuf,
+        /// Zone id; may be left out when the registry has one zone.
+        #[arg(long)]
+        zone: Option<String>,
+        /// Output file (UTF-8 with BOM, CRLF); stdout when absent.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Print the indicator catalog in force (units, coefficients and their
+    /// sources) as a catalog file to copy, adjust and name in `catalog =`.
+    Catalog {
+        /// The aggregator's configuration: its `catalog` file if it names one; without it, the built-in catalog.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// List the goals in force, or check goal files before naming them in the configuration.
     Goals {
         /// Read the goal files (and catalog) this configuration names.
@@ -166,6 +186,32 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(text)
             })?;
             print!("{body}");
+            Ok(())
+        }
+        Cmd::RegistryExport { registry, zone, output } => {
+            let reg = zonesync_aggregator::registry::Registry::load(&registry)?;
+            let bytes = zonesync_aggregator::registry_sheet::export_zone(&reg, zone.as_deref())
+                .with_context(|| format!("exporting from {}", registry.display()))?;
+            match output {
+                Some(path) => std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?,
+                None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
+            }
+            Ok(())
+        }
+        Cmd::Catalog { config } => {
+            let path = match &config {
+                Some(c) => AggregatorConfig::load(c)?.catalog,
+                None => None,
+            };
+            let catalog = zonesync_runtime::config::load_catalog(path.as_deref())?;
+            let from = path.map_or("the catalog built into this binary".to_owned(), |p| p.display().to_string());
+            print!(
+                "# zonesync indicator catalog in force: {from}.\n\
+                 # Save this as a file, adjust it (a coefficient, an accepted unit, a new indicator), and name it\n\
+                 # with `catalog = \"...\"` in aggregator.toml and in every agent's agent.toml: both ends check\n\
+                 # readings against it. Factors in `units` convert to the canonical `unit`.\n\n{}",
+                catalog.to_toml()?
+            );
             Ok(())
         }
         Cmd::Goals { config, check, format } => goals(config, check, &format),

@@ -8,7 +8,7 @@
 //!   numbers (a jump between stored batches, or batches an agent's presence says
 //!   it numbered that never came), and readings agents dropped at the source.
 
-use crate::goals::{Condition, Contradiction, GoalSettings};
+use crate::goals::{Condition, Contradiction, Filter, GoalSettings};
 use crate::registry::Zone;
 use crate::state::ZoneState;
 use chrono::{DateTime, Utc};
@@ -202,18 +202,25 @@ pub struct QualityView {
 /// The goals count the declaration; a contradiction is listed so that someone
 /// checks which of the two is right rather than either being silently believed.
 pub fn contradictions(zone: &Zone, zs: Option<&ZoneState>, s: &GoalSettings) -> Vec<DeclarationCheck> {
+    let none = crate::goals::Declared::new();
     zone.enterprise
         .iter()
-        .filter_map(|e| Some((e, zs?.enterprises.get(&e.id)?)))
-        .flat_map(|(e, es)| {
+        .flat_map(|e| {
+            let d = zs
+                .and_then(|z| z.enterprises.get(&e.id))
+                .map_or(&none, |es| &es.declarations);
+            // A registry flag needs no report from the enterprise to be contradicted.
+            let leading = Filter::LeadingIndustry.contradiction(zone, e, d);
             Condition::ALL
                 .iter()
-                .filter_map(|c| c.contradiction(&es.declarations, s))
+                .filter_map(|c| c.contradiction(d, s))
+                .chain(leading)
                 .map(|contradiction| DeclarationCheck {
                     enterprise: e.id.to_string(),
                     name: e.name.clone(),
                     contradiction,
                 })
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -432,6 +439,45 @@ mod tests {
             ]
         );
         assert!(list.iter().all(|c| c.contradiction.attribute == "smart_retrofit"));
+    }
+
+    #[test]
+    fn a_leading_industry_flag_the_zone_prefixes_contradict_is_listed() {
+        let mut flagged_out = enterprise(1, true, "3110");
+        flagged_out.leading_industry = Some(false);
+        let mut flagged_in = enterprise(2, true, "C2614");
+        flagged_in.leading_industry = Some(true);
+        let mut agreeing = enterprise(3, true, "C3120");
+        agreeing.leading_industry = Some(true);
+        let unflagged = enterprise(4, true, "C2614");
+        let z = testkit::zone(vec![flagged_out, flagged_in, agreeing, unflagged], &["C31"]);
+        let list = contradictions(&z, None, &GoalSettings::default());
+        let got: Vec<(String, bool, bool, &str)> = list
+            .iter()
+            .map(|c| {
+                let x = &c.contradiction;
+                (c.enterprise.clone(), x.declared, x.proxy, x.evidence.as_str())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    testkit::id(1).to_string(),
+                    false,
+                    true,
+                    "industry 3110 under the zone's leading industries C31"
+                ),
+                (
+                    testkit::id(2).to_string(),
+                    true,
+                    false,
+                    "industry C2614 not under the zone's leading industries C31"
+                ),
+            ]
+        );
+        let json = serde_json::to_value(&list[0]).unwrap();
+        assert_eq!(json["condition"], "leading_industry");
     }
 
     #[test]

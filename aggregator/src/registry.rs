@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
+use zonesync_proto::industry::{normalise_code, normalise_prefix, IndustryCodeError};
 use zonesync_proto::{AgentId, EnterpriseId, IdError, ZoneId};
 
 /// Why a registry was refused.
@@ -25,6 +26,16 @@ pub enum RegistryError {
     DuplicateEnterprise { zone: ZoneId, enterprise: EnterpriseId },
     #[error("registry id: {0}")]
     Id(#[from] IdError),
+    #[error("registry: enterprise {enterprise} in zone {zone}: {source}")]
+    Industry {
+        zone: ZoneId,
+        enterprise: EnterpriseId,
+        source: IndustryCodeError,
+    },
+    #[error("registry: zone {zone}'s leading industries: {source}")]
+    LeadingIndustry { zone: ZoneId, source: IndustryCodeError },
+    #[error("registry {path}: {} rows refused:\n{}", rows.len(), rows.join("\n"))]
+    Rows { path: String, rows: Vec<String> },
 }
 
 /// A zone and its enterprises.
@@ -53,6 +64,11 @@ pub struct Zone {
     /// Enterprises in the zone.
     #[serde(default)]
     pub enterprise: Vec<Enterprise>,
+    /// A spreadsheet (`.xlsx`, or `.csv` in UTF-8 or GBK) with more of the
+    /// zone's enterprises, one per row ([`crate::registry_sheet`]); relative
+    /// to the registry file. Read at load, added to `enterprise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enterprises_file: Option<std::path::PathBuf>,
 }
 
 /// An enterprise as the zone office knows it.
@@ -70,9 +86,15 @@ pub struct Enterprise {
     /// An industrial enterprise (as opposed to services).
     #[serde(default = "yes")]
     pub industrial: bool,
-    /// Industry code (GB/T 4754) as the zone office records it; the declared one is used when absent.
+    /// Industry code (GB/T 4754) as the zone office records it, `C3110` or
+    /// `3110` (kept as `C3110`); the declared one is used when absent.
     #[serde(default)]
     pub industry: Option<String>,
+    /// In one of the zone's leading industries (主导产业), as the zone office
+    /// decides it. Set, it wins over the zone's code prefixes, which only
+    /// stand in (a proxy) for an enterprise left unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leading_industry: Option<bool>,
     /// Agents allowed to report for it; empty means any agent of the zone.
     #[serde(default)]
     pub agents: Vec<AgentId>,
@@ -126,12 +148,25 @@ impl Refusal {
 }
 
 impl Registry {
-    /// Parses registry text.
+    /// Parses registry text; a zone's `enterprises_file` is read relative to `path`.
     pub fn from_toml(text: &str, path: &str) -> Result<Self, RegistryError> {
-        let file: RegistryFile = toml::from_str(text).map_err(|source| RegistryError::Parse {
+        let mut file: RegistryFile = toml::from_str(text).map_err(|source| RegistryError::Parse {
             path: path.to_owned(),
             source,
         })?;
+        let base = Path::new(path).parent().unwrap_or(Path::new("."));
+        for z in &mut file.zone {
+            let Some(sheet) = &z.enterprises_file else { continue };
+            let sheet_path = base.join(sheet);
+            let shown = sheet_path.display().to_string();
+            let rows = |rows: Vec<String>| RegistryError::Rows {
+                path: shown.clone(),
+                rows,
+            };
+            let read = zonesync_runtime::sheet::read(&sheet_path).map_err(|e| rows(vec![e.to_string()]))?;
+            z.enterprise
+                .extend(crate::registry_sheet::enterprises(&read).map_err(rows)?);
+        }
         Self::from_zones(file.zone)
     }
 
@@ -144,10 +179,27 @@ impl Registry {
         Self::from_toml(&text, &path.display().to_string())
     }
 
-    /// Builds a registry from zones.
+    /// Builds a registry from zones. Industry codes and prefixes are
+    /// normalised here, the one door every registry comes through, so that
+    /// `3110` and `C3110` meet the same limits and filters.
     pub fn from_zones(zones: Vec<Zone>) -> Result<Self, RegistryError> {
         let mut r = Registry::default();
-        for z in zones {
+        for mut z in zones {
+            for p in &mut z.leading_industries {
+                *p = normalise_prefix(p).map_err(|source| RegistryError::LeadingIndustry {
+                    zone: z.id.clone(),
+                    source,
+                })?;
+            }
+            for e in &mut z.enterprise {
+                if let Some(code) = &e.industry {
+                    e.industry = Some(normalise_code(code).map_err(|source| RegistryError::Industry {
+                        zone: z.id.clone(),
+                        enterprise: e.id.clone(),
+                        source,
+                    })?);
+                }
+            }
             for (i, e) in z.enterprise.iter().enumerate() {
                 if r.index.insert((z.id.clone(), e.id.clone()), i).is_some() {
                     return Err(RegistryError::DuplicateEnterprise {
@@ -239,6 +291,29 @@ agents = ["gw-1"]
             "unknown_zone"
         );
         assert!(r.enterprise(&z, &e).unwrap().in_scope());
+    }
+
+    #[test]
+    fn industry_codes_are_kept_in_one_form_and_impossible_ones_refused() {
+        let other = EnterpriseId::with_check_char("91419001MA0000001").unwrap();
+        let text = format!(
+            "{REG}industry = \"3110\"\nleading_industry = false\n\
+             [[zone.enterprise]]\nid = \"{other}\"\nindustry = \"c3210\"\n"
+        )
+        .replace(
+            "name_zh = \"济源高新技术产业开发区\"",
+            "name_zh = \"济源\"\nleading_industries = [\"31\", \"C32\"]",
+        );
+        let r = Registry::from_toml(&text, "t").unwrap();
+        let z = r.zones().next().unwrap();
+        assert_eq!(z.leading_industries, ["C31", "C32"]);
+        let codes: Vec<_> = z.enterprise.iter().map(|e| e.industry.as_deref()).collect();
+        assert_eq!(codes, [Some("C3110"), Some("C3210")]);
+        assert_eq!(z.enterprise[0].leading_industry, Some(false));
+        assert_eq!(z.enterprise[1].leading_industry, None);
+        let bad = text.replace("\"c3210\"", "\"C0610\"");
+        let err = Registry::from_toml(&bad, "t").unwrap_err().to_string();
+        assert!(err.contains("major group 06 is in division B"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub fn enterprise(n: u32, above_scale: bool, industry: &str) -> Enterprise {
         above_scale,
         industrial: true,
         industry: (!industry.is_empty()).then(|| industry.to_owned()),
+        leading_industry: None,
         agents: vec![],
     }
 }
@@ -33,6 +34,7 @@ pub fn zone(enterprise: Vec<Enterprise>, leading: &[&str]) -> Zone {
         goal_sets: vec![],
         leading_industries: leading.iter().map(|s| (*s).to_owned()).collect(),
         enterprise,
+        enterprises_file: None,
     }
 }
 

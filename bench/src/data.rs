@@ -119,6 +119,7 @@ pub fn write_registry(path: &Path, zone_id: &ZoneId, enterprises: &[EnterpriseId
             above_scale: i % 10 < 8,
             industrial: i % 10 != 9,
             industry: Some(INDUSTRIES[i % INDUSTRIES.len()].into()),
+            leading_industry: None,
             agents: vec![],
         })
         .collect();
@@ -131,6 +132,7 @@ pub fn write_registry(path: &Path, zone_id: &ZoneId, enterprises: &[EnterpriseId
         goal_sets: vec![],
         leading_industries: vec!["C31".into(), "C34".into()],
         enterprise,
+        enterprises_file: None,
     }])?;
     std::fs::write(path, reg.to_toml()).with_context(|| format!("writing {}", path.display()))?;
     Ok(())

@@ -123,6 +123,7 @@ pub fn registry() -> Result<Registry, DemoError> {
             let (code, stem, industrial) = z.industries[i as usize % z.industries.len()];
             enterprise.push(Enterprise {
                 industry: Some(code.into()),
+                leading_industry: None,
                 id: demo_enterprise(z.first + i)?,
                 name: format!("示例{stem}有限公司{:02}", i + 1),
                 above_scale: i * 10 < z.count * 8,
@@ -139,6 +140,7 @@ pub fn registry() -> Result<Registry, DemoError> {
             goal_sets: vec!["henan-2027".into(), "jiyuan-2027".into(), "energy".into()],
             leading_industries: z.leading.iter().map(|s| (*s).to_owned()).collect(),
             enterprise,
+            enterprises_file: None,
         });
     }
     Ok(Registry::from_zones(zones)?)

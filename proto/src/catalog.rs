@@ -38,6 +38,10 @@ pub enum ValueType {
     Integer,
     /// Free text up to 64 characters.
     Text,
+    /// A GB/T 4754 industry code, `C3110` or `3110`; kept in the lettered form
+    /// ([`crate::industry`]), an impossible code refused.
+    #[serde(rename = "industry_code")]
+    IndustryCode,
     /// A list of `{ "code": ..., "level": "basic" | "intermediate" | "advanced" }`.
     Scenarios,
 }
@@ -100,7 +104,7 @@ pub enum CatalogError {
     Entry { code: String, problem: String },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
     indicator: Vec<Indicator>,
@@ -163,6 +167,37 @@ impl Catalog {
         self.by_code.values()
     }
 
+    /// The catalog as a catalog file that [`Catalog::from_toml`] reads back
+    /// unchanged: energy carriers (with their coefficients and sources) first,
+    /// then the other figures, then the declarations, so that an operator can
+    /// copy it, adjust a coefficient or add a unit, and point `catalog =` at it.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        type Member = fn(&Indicator) -> bool;
+        let groups: [(&str, Member); 3] = [
+            (
+                "energy carriers: tce_per_unit is tonnes of standard coal per canonical unit",
+                |i| i.is_energy(),
+            ),
+            ("other figures", |i| {
+                !i.is_energy() && i.kind != IndicatorKind::Declaration
+            }),
+            ("declarations", |i| i.kind == IndicatorKind::Declaration),
+        ];
+        let mut out = String::new();
+        for (title, member) in groups {
+            let indicator: Vec<Indicator> = self.iter().filter(|i| member(i)).cloned().collect();
+            if indicator.is_empty() {
+                continue;
+            }
+            out.push_str(&format!(
+                "# ---------------------------------------------------------------- {title}\n"
+            ));
+            out.push_str(&toml::to_string(&CatalogFile { indicator })?);
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
     /// Tonnes of standard coal for `value` in the indicator's canonical unit, if it is an energy carrier.
     pub fn tce(&self, code: &str, canonical_value: f64) -> Option<f64> {
         self.get(code)?.tce_per_unit.map(|c| c * canonical_value)
@@ -183,6 +218,21 @@ mod tests {
         assert_eq!(c.get("electricity").unwrap().factor("MWh"), Some(1000.0));
         assert_eq!(c.get("value_added").unwrap().factor("亿元"), Some(10000.0));
         assert!(c.get("value_added").unwrap().tce_per_unit.is_none());
+    }
+
+    #[test]
+    fn the_printed_catalog_reads_back_as_the_same_catalog() {
+        let c = Catalog::builtin().unwrap();
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("tce_per_unit = 0.0001229"), "{text}");
+        assert!(text.contains("coefficient_source = \"GB/T 2589-2020"), "{text}");
+        let back = Catalog::from_toml(&text).unwrap();
+        let json = |c: &Catalog| serde_json::to_value(c.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(json(&back), json(&c));
+        assert_eq!(back.iter().count(), c.iter().count());
+        // Energy carriers come first, so the coefficients are what an operator sees first.
+        let at = |code: &str| text.find(&format!("code = \"{code}\"")).unwrap();
+        assert!(at("raw_coal") < at("value_added") && at("value_added") < at("dt_maturity"));
     }
 
     #[test]

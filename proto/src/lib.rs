@@ -9,6 +9,7 @@ pub mod catalog;
 mod clock;
 mod fast;
 pub mod ids;
+pub mod industry;
 pub mod period;
 pub mod problem;
 pub mod rng;

@@ -471,6 +471,15 @@ impl Validator {
                 Some(s) if !s.is_empty() && s.chars().count() <= 64 => DeclaredValue::Text(s.to_owned()),
                 _ => return Err(bad("text of 1 to 64 characters".into())),
             },
+            ValueType::IndustryCode => match v.as_str().map(crate::industry::normalise_code) {
+                Some(Ok(code)) => DeclaredValue::Text(code),
+                Some(Err(e)) => return Err(bad(format!("a GB/T 4754 industry code: {e}"))),
+                None => {
+                    return Err(bad(
+                        "a GB/T 4754 industry code as text, e.g. \"C3110\" or \"3110\"".into()
+                    ))
+                }
+            },
             ValueType::Scenarios => {
                 let list: Vec<Scenario> = serde_json::from_value(v.clone()).map_err(|e| {
                     bad(format!(

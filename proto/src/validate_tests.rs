@@ -162,3 +162,24 @@ fn declarations_are_typed_by_the_catalog() {
         Err(Reason::ReadingAsDeclaration(_))
     ));
 }
+
+#[test]
+fn an_industry_code_is_kept_in_one_form_and_an_impossible_one_refused() {
+    let v = validator();
+    for raw in ["3110", "C3110"] {
+        let d = v
+            .declaration(&json!({"indicator": "industry_code", "value": raw}))
+            .unwrap();
+        assert_eq!(d.1, DeclaredValue::Text("C3110".into()), "{raw}");
+    }
+    let err = v
+        .declaration(&json!({"indicator": "industry_code", "value": "C0610"}))
+        .unwrap_err();
+    assert!(err.to_string().contains("major group 06 is in division B"), "{err}");
+    assert!(v
+        .declaration(&json!({"indicator": "industry_code", "value": "9910"}))
+        .is_err());
+    assert!(v
+        .declaration(&json!({"indicator": "industry_code", "value": 3110}))
+        .is_err());
+}

@@ -77,11 +77,9 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
 /// Parses the profile and lists the figures that would be sent.
 fn probe_profile(path: &std::path::Path, validator: &Validator) -> ProbeRow {
     let target = path.display().to_string();
-    let file = match std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| toml::from_str::<profile::ProfileFile>(&t).map_err(|e| e.to_string()))
-    {
-        Ok(f) => f,
+    let file = match profile::read_file(path, Some(validator)) {
+        Ok((f, problems)) if problems.is_empty() => f,
+        Ok((_, problems)) => return ProbeRow::error("profile", target, problems.join("; ")),
         Err(e) => return ProbeRow::error("profile", target, e),
     };
     let items = profile::items(&file, validator);
@@ -119,6 +117,9 @@ fn probe_profile(path: &std::path::Path, validator: &Validator) -> ProbeRow {
 #[cfg(feature = "csv")]
 fn probe_folder(folder: &CsvDropConfig) -> ProbeRow {
     let target = folder.folder.display().to_string();
+    if let Err(e) = folder.check() {
+        return ProbeRow::error("csv_drop", target, e);
+    }
     match std::fs::read_dir(&folder.folder) {
         Err(e) => ProbeRow::error("csv_drop", target, format!("folder not readable: {e}")),
         Ok(rd) => {

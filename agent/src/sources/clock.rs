@@ -148,9 +148,8 @@ impl ClockGuard {
         e.mtime = mtime;
         // The profile source reports a file it cannot parse; here it just
         // means no establishment dates until it is fixed.
-        let file = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| toml::from_str::<super::profile::ProfileFile>(&t).ok())
+        let file = super::profile::read_file(path, None)
+            .map(|(f, _)| f)
             .unwrap_or_default();
         e.dates = file
             .enterprise

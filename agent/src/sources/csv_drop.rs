@@ -1,5 +1,13 @@
 //! A drop folder for the monthly figures finance exports (value added, gross
-//! output, revenue, tax, R&D spend, land area, energy by carrier) as CSV.
+//! output, revenue, tax, R&D spend, land area, energy by carrier) as CSV, or
+//! for history a meter system exports as time-stamped readings (enterprise,
+//! point, timestamp, value): a zone loading a year of hourly counters needs
+//! no MQTT publisher of its own. Which of the two a folder holds is its
+//! configuration's choice of `period_column` or `timestamp_column`.
+//!
+//! Time-stamped readings older than the outbox's backfill window go upstream
+//! in batches marked `backfill` (the outbox marks every batch holding one when
+//! it seals it), so the aggregator never lets them overwrite newer live values.
 //!
 //! Chinese Excel exports are usually GBK, so the encoding is configurable
 //! (`auto` tries UTF-8, then GBK). A file is taken only once it has not
@@ -11,13 +19,13 @@
 
 use crate::outbox::{Item, Outbox, OutboxError};
 use crate::shutdown::Shutdown;
-use chrono::Utc;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use zonesync_proto::{EnterpriseId, Period, Reading, Validator};
+use zonesync_proto::{EnterpriseId, Period, Reading, Validator, CST};
 
 /// Text encoding of the files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -54,8 +62,18 @@ pub struct CsvDropConfig {
     pub folder: PathBuf,
     /// Header of the credit-code column.
     pub enterprise_column: String,
-    /// Header of the period column (`2026-10`, `2026-Q3`, `2026`).
-    pub period_column: String,
+    /// Header of the period column (`2026-10`, `2026-Q3`, `2026`): a folder of period figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_column: Option<String>,
+    /// Header of the timestamp column: a folder of time-stamped readings (meter
+    /// registers, gauges) instead. RFC 3339 with an offset, or a local time
+    /// (`2025-03-01 14:00[:00]`, `2025/3/1 14:00`, `2025-03-01T14:00:00`) taken as China time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_column: Option<String>,
+    /// Header of the measuring-point column of time-stamped readings (a meter
+    /// id); without it every reading has the empty point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_column: Option<String>,
     /// Mapped value columns; other columns are ignored.
     pub columns: Vec<Column>,
     /// File encoding.
@@ -94,12 +112,73 @@ pub fn decode(bytes: &[u8], enc: Encoding) -> Result<String, String> {
     }
 }
 
+/// What a drop folder's rows are stamped with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    Period,
+    Timestamp,
+}
+
+/// Why a drop folder's configuration cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum CsvDropConfigError {
+    #[error("[[csv_drop]] {0}: give exactly one of period_column (period figures) and timestamp_column (time-stamped readings)")]
+    Stamp(String),
+    #[error(
+        "[[csv_drop]] {0}: point_column is for time-stamped readings (timestamp_column); period figures have no point"
+    )]
+    PointWithoutTimestamp(String),
+}
+
+impl CsvDropConfig {
+    /// Checks the configuration before the folder is watched.
+    pub fn check(&self) -> Result<(), CsvDropConfigError> {
+        self.stamp().map(|_| ())
+    }
+
+    fn stamp(&self) -> Result<(Stamp, &str), CsvDropConfigError> {
+        match (&self.period_column, &self.timestamp_column) {
+            (Some(_), None) if self.point_column.is_some() => {
+                Err(CsvDropConfigError::PointWithoutTimestamp(self.name.clone()))
+            }
+            (Some(p), None) => Ok((Stamp::Period, p)),
+            (None, Some(t)) => Ok((Stamp::Timestamp, t)),
+            _ => Err(CsvDropConfigError::Stamp(self.name.clone())),
+        }
+    }
+}
+
+/// Local-time layouts accepted in a timestamp column, as exports and Excel write them.
+const LOCAL_TS: [&str; 6] = [
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y/%m/%d %H:%M",
+];
+
+/// A timestamp cell: RFC 3339 keeps its offset; a time without one is China
+/// time (UTC+8), which is what Chinese meter systems write.
+pub fn parse_timestamp(cell: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(cell) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    LOCAL_TS
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(cell, f).ok())
+        .and_then(|naive| naive.and_local_timezone(CST).single())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| format!("{cell:?} is not a time (RFC 3339, or China time as 2025-03-01 14:00:00)"))
+}
+
 /// Parses and checks a whole file: every reading, or every problem (row, column, reason).
 pub fn parse(
     text: &str,
     cfg: &CsvDropConfig,
     validator: &Validator,
 ) -> Result<Vec<(EnterpriseId, Reading)>, Vec<String>> {
+    let (stamp, stamp_column) = cfg.stamp().map_err(|e| vec![e.to_string()])?;
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(false)
         .trim(csv::Trim::All)
@@ -110,13 +189,20 @@ pub fn parse(
     };
     let find = |name: &str| headers.iter().position(|h| h == name);
     let mut problems = Vec::new();
-    let (Some(ei), Some(pi)) = (find(&cfg.enterprise_column), find(&cfg.period_column)) else {
+    let found = || headers.iter().collect::<Vec<_>>().join(", ");
+    let (Some(ei), Some(pi)) = (find(&cfg.enterprise_column), find(stamp_column)) else {
         return Err(vec![format!(
-            "header row lacks {:?} or {:?} (found: {})",
+            "header row lacks {:?} or {stamp_column:?} (found: {})",
             cfg.enterprise_column,
-            cfg.period_column,
-            headers.iter().collect::<Vec<_>>().join(", ")
+            found()
         )]);
+    };
+    let point_index = match &cfg.point_column {
+        Some(p) => match find(p) {
+            Some(i) => Some(i),
+            None => return Err(vec![format!("header row lacks {p:?} (found: {})", found())]),
+        },
+        None => None,
     };
     let cols: Vec<(usize, &Column)> = cfg
         .columns
@@ -144,13 +230,19 @@ pub fn parse(
                 continue;
             }
         };
-        let period = match Period::parse(rec.get(pi).unwrap_or("")) {
-            Ok(p) => p,
+        let cell = rec.get(pi).unwrap_or("");
+        let when = match stamp {
+            Stamp::Period => Period::parse(cell).map(|p| (None, Some(p))).map_err(|e| e.to_string()),
+            Stamp::Timestamp => parse_timestamp(cell).map(|t| (Some(t), None)),
+        };
+        let (ts, period) = match when {
+            Ok(w) => w,
             Err(e) => {
-                problems.push(format!("row {row}, {}: {e}", cfg.period_column));
+                problems.push(format!("row {row}, {stamp_column}: {e}"));
                 continue;
             }
         };
+        let point = point_index.and_then(|i| rec.get(i)).unwrap_or("").to_owned();
         for (i, c) in &cols {
             let cell = rec.get(*i).unwrap_or("").replace(',', "");
             if cell.is_empty() {
@@ -165,11 +257,11 @@ pub fn parse(
             };
             let reading = Reading {
                 indicator: c.indicator.clone(),
-                point: String::new(),
+                point: point.clone(),
                 value,
                 unit: c.unit.clone(),
-                ts: None,
-                period: Some(period),
+                ts,
+                period,
             };
             match validator.reading(&serde_json::to_value(&reading).unwrap_or_default(), now) {
                 Ok(_) => out.push((ent.clone(), reading)),
@@ -305,7 +397,9 @@ mod tests {
             name: "finance".into(),
             folder: folder.to_path_buf(),
             enterprise_column: "统一社会信用代码".into(),
-            period_column: "期间".into(),
+            period_column: Some("期间".into()),
+            timestamp_column: None,
+            point_column: None,
             columns: vec![
                 Column {
                     header: "工业增加值(万元)".into(),
@@ -355,6 +449,88 @@ mod tests {
         std::fs::copy(drop.join("done/a-gbk.csv"), drop.join("a-gbk.csv")).unwrap();
         assert_eq!(c.scan(&outbox, &v).unwrap(), 0);
         assert_eq!(outbox.pending_items(), 6);
+    }
+
+    fn timed(folder: &Path) -> CsvDropConfig {
+        CsvDropConfig {
+            name: "meters".into(),
+            folder: folder.to_path_buf(),
+            enterprise_column: "企业".into(),
+            period_column: None,
+            timestamp_column: Some("时间".into()),
+            point_column: Some("测点".into()),
+            columns: vec![Column {
+                header: "电量(kWh)".into(),
+                indicator: "electricity".into(),
+                unit: "kWh".into(),
+            }],
+            encoding: Encoding::Auto,
+            poll_secs: 1,
+            settle_secs: 0,
+        }
+    }
+
+    const HISTORY: &str = "企业,测点,时间,电量(kWh)\n\
+                           91350100M000100Y43,M1,2025-03-01 00:00:00,1000\n\
+                           91350100M000100Y43,M1,2025/3/1 1:00,1012.5\n\
+                           91350100M000100Y43,M2,2025-03-01T02:00:00+08:00,\"2,000\"\n";
+
+    #[test]
+    fn time_stamped_history_becomes_register_readings_at_china_time() {
+        let v = Validator::new(Catalog::builtin().unwrap(), Limits::default());
+        let got = parse(HISTORY, &timed(Path::new(".")), &v).unwrap();
+        let r: Vec<_> = got
+            .iter()
+            .map(|(_, r)| (r.point.as_str(), r.value, r.ts, r.period))
+            .collect();
+        let at = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc));
+        assert_eq!(
+            r,
+            [
+                ("M1", 1000.0, at("2025-02-28T16:00:00Z"), None),
+                ("M1", 1012.5, at("2025-02-28T17:00:00Z"), None),
+                ("M2", 2000.0, at("2025-02-28T18:00:00Z"), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_history_file_with_a_bad_row_is_rejected_whole_with_each_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let drop = dir.path().join("drop");
+        std::fs::create_dir_all(&drop).unwrap();
+        let (gbk, _, _) = encoding_rs::GBK.encode(HISTORY);
+        std::fs::write(drop.join("a-gbk.csv"), &gbk).unwrap();
+        let bad = format!("{HISTORY}91350100M000100Y43,M1,2025-03-01 25:00,1013\n91350100M000100Y43,M1,2099-01-01 00:00,1014\n91350100M000100Y43,M1,2025-03-01 03:00,-5\n");
+        std::fs::write(drop.join("b-bad.csv"), bad).unwrap();
+        let outbox = Outbox::open(&dir.path().join("outbox"), 1 << 20).unwrap();
+        let v = Validator::new(Catalog::builtin().unwrap(), Limits::default());
+        assert_eq!(timed(&drop).scan(&outbox, &v).unwrap(), 1);
+        assert_eq!(outbox.pending_items(), 3, "only the good file's readings");
+        assert!(drop.join("done/a-gbk.csv").exists());
+        let reason = std::fs::read_to_string(drop.join("rejected/b-bad.csv.reason.txt")).unwrap();
+        let lines: Vec<_> = reason.lines().collect();
+        assert_eq!(lines.len(), 3, "{reason}");
+        assert!(
+            lines[0].starts_with("row 5, 时间: \"2025-03-01 25:00\" is not a time"),
+            "{reason}"
+        );
+        assert!(lines[1].starts_with("row 6, 电量(kWh)"), "{reason}");
+        assert!(lines[2].starts_with("row 7, 电量(kWh)"), "{reason}");
+    }
+
+    #[test]
+    fn a_folder_is_either_period_figures_or_time_stamped_readings() {
+        let mut c = timed(Path::new("."));
+        assert!(c.check().is_ok());
+        c.period_column = Some("期间".into());
+        assert!(matches!(c.check(), Err(CsvDropConfigError::Stamp(_))));
+        c.timestamp_column = None;
+        assert!(matches!(c.check(), Err(CsvDropConfigError::PointWithoutTimestamp(_))));
+        c.point_column = None;
+        assert!(c.check().is_ok());
+        c.period_column = None;
+        assert!(matches!(c.check(), Err(CsvDropConfigError::Stamp(_))));
     }
 
     #[test]

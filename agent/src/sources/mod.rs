@@ -16,5 +16,7 @@ pub mod http_pull;
 pub mod modbus;
 pub mod probe;
 pub mod profile;
+#[cfg(feature = "csv")]
+pub mod profile_sheet;
 pub mod simulator;
 pub mod supervise;

@@ -23,7 +23,7 @@ use crate::shutdown::Shutdown;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 use zonesync_proto::{Declaration, EnterpriseId, Period, Reading, Validator};
@@ -93,6 +93,46 @@ pub struct Figure {
     pub point: String,
 }
 
+/// Reads the profile file: TOML, or a spreadsheet (`.xlsx`, `.csv`) of
+/// declarations ([`super::profile_sheet`]). Besides the file, the problems of
+/// what was left out of a spreadsheet (a TOML file is taken whole or not at all).
+/// Without a validator, a spreadsheet's cells are checked against the built-in catalog.
+pub fn read_file(path: &Path, validator: Option<&Validator>) -> Result<(ProfileFile, Vec<String>), String> {
+    if !is_sheet(path) {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        return toml::from_str::<ProfileFile>(&text)
+            .map(|f| (f, Vec::new()))
+            .map_err(|e| e.to_string());
+    }
+    #[cfg(feature = "csv")]
+    {
+        let builtin;
+        let validator = match validator {
+            Some(v) => v,
+            None => {
+                let catalog = zonesync_proto::Catalog::builtin().map_err(|e| e.to_string())?;
+                builtin = Validator::new(catalog, zonesync_proto::Limits::default());
+                &builtin
+            }
+        };
+        let sheet = zonesync_runtime::sheet::read(path).map_err(|e| e.to_string())?;
+        let read = super::profile_sheet::read(&sheet, validator);
+        Ok((read.file, read.problems))
+    }
+    #[cfg(not(feature = "csv"))]
+    {
+        let _ = validator;
+        Err("this agent was built without spreadsheet support (feature csv): use a TOML profile".into())
+    }
+}
+
+/// Whether the profile is a spreadsheet, by its extension.
+fn is_sheet(path: &Path) -> bool {
+    path.extension()
+        .and_then(|x| x.to_str())
+        .is_some_and(|x| x.eq_ignore_ascii_case("csv") || x.eq_ignore_ascii_case("xlsx"))
+}
+
 /// What the file says now, as keyed items, checked against the catalog.
 /// Invalid entries are logged and left out (and so re-tried once fixed).
 pub fn items(file: &ProfileFile, validator: &Validator) -> BTreeMap<String, (EnterpriseId, Item)> {
@@ -158,11 +198,11 @@ impl ProfileConfig {
         loop {
             let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
             if mtime.is_some() && mtime != last_mtime {
-                match std::fs::read_to_string(&self.path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| toml::from_str::<ProfileFile>(&t).map_err(|e| e.to_string()))
-                {
-                    Ok(file) => {
+                match read_file(&self.path, Some(&validator)) {
+                    Ok((file, problems)) => {
+                        for p in &problems {
+                            tracing::warn!(path = %self.path.display(), "profile sheet: {p}");
+                        }
                         let now_items = items(&file, &validator);
                         let new: Vec<(EnterpriseId, Item)> = now_items
                             .iter()

@@ -5,13 +5,16 @@ use crate::goals::{matched_change, matched_ratio, GoalSettings, MatchedRatio, Sp
 use crate::registry::Zone;
 use crate::state::ZoneState;
 use serde::{Deserialize, Serialize};
+use zonesync_proto::industry::{is_under, normalise_prefix};
 use zonesync_proto::{Catalog, DeclaredValue, EnterpriseId, Period};
 
 /// An intensity limit for enterprises whose industry code starts with `industry` (`*` for any).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntensityLimit {
-    /// GB/T 4754 code prefix, or `*`.
+    /// GB/T 4754 code prefix (`C31` or `31`, kept as `C31`; a prefix that
+    /// cannot exist stops the configuration from loading), or `*`.
+    #[serde(deserialize_with = "limit_industry")]
     pub industry: String,
     /// tce per 10k yuan.
     pub limit: f64,
@@ -87,12 +90,26 @@ fn intensity(
     (r.den > 0.0).then_some((r.num / r.den, r.den))
 }
 
+/// A limit's industry as configured: `*`, or a prefix normalised so that
+/// `31` and `C31` are one limit (else one spelling of an enterprise's code
+/// would silently fall to the catch-all).
+fn limit_industry<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let raw = String::deserialize(d)?;
+    if raw.trim() == "*" {
+        return Ok("*".into());
+    }
+    normalise_prefix(&raw).map_err(serde::de::Error::custom)
+}
+
+/// The limit for an industry code: the longest matching prefix, whichever way
+/// the code and the prefixes are written, else `*`.
 fn limit_for(rules: &RuleSettings, industry: Option<&str>) -> Option<f64> {
+    let length = |p: &str| normalise_prefix(p).map_or(0, |p| p.len());
     rules
         .intensity_limits
         .iter()
-        .filter(|l| l.industry == "*" || industry.is_some_and(|i| i.starts_with(l.industry.as_str())))
-        .max_by_key(|l| if l.industry == "*" { 0 } else { l.industry.len() })
+        .filter(|l| l.industry == "*" || industry.is_some_and(|i| is_under(i, &l.industry)))
+        .max_by_key(|l| if l.industry == "*" { 0 } else { length(&l.industry) })
         .map(|l| l.limit)
 }
 
@@ -265,6 +282,28 @@ mod tests {
             }],
             ..RuleSettings::default()
         }
+    }
+
+    #[test]
+    fn both_spellings_of_an_industry_code_meet_the_same_limit() {
+        // Limits as an operator may write them: one lettered, one digits only.
+        let rules: RuleSettings = toml::from_str(
+            "intensity_limits = [{ industry = \"31\", limit = 1.5 }, { industry = \"C3216\", limit = 1.2 }, \
+             { industry = \"*\", limit = 0.5 }]",
+        )
+        .unwrap();
+        assert_eq!(rules.intensity_limits[0].industry, "C31");
+        for code in ["3110", "C3110", "c3110"] {
+            assert_eq!(limit_for(&rules, Some(code)), Some(1.5), "{code}");
+        }
+        for code in ["3216", "C3216"] {
+            assert_eq!(limit_for(&rules, Some(code)), Some(1.2), "{code}");
+        }
+        assert_eq!(limit_for(&rules, Some("2614")), Some(0.5));
+        assert_eq!(limit_for(&rules, None), Some(0.5));
+        let bad = toml::from_str::<RuleSettings>("intensity_limits = [{ industry = \"C06\", limit = 1.0 }]");
+        let err = bad.unwrap_err().to_string();
+        assert!(err.contains("major group 06 is in division B"), "{err}");
     }
 
     #[test]

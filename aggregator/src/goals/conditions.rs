@@ -6,6 +6,7 @@
 use crate::registry::{Enterprise, Zone};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use zonesync_proto::industry::is_under;
 use zonesync_proto::{DeclaredValue, ScenarioLevel};
 
 /// Thresholds behind the conditions.
@@ -119,8 +120,8 @@ impl Answer {
 /// declaration stands; this is for someone to check which is right).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Contradiction {
-    /// The condition.
-    pub condition: Condition,
+    /// The condition, or the filter (`leading_industry`).
+    pub condition: Checked,
     /// The declared attribute, as declared.
     pub attribute: &'static str,
     /// Its declared value.
@@ -129,6 +130,16 @@ pub struct Contradiction {
     pub proxy: bool,
     /// The proxy and the value it read, e.g. `dt_maturity 4 ≥ 3`.
     pub evidence: String,
+}
+
+/// What a contradiction is about: a goal condition, or a filter with a proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Checked {
+    /// A condition, e.g. `smart_retrofit`.
+    Condition(Condition),
+    /// A filter, by name: `leading_industry`.
+    Filter(&'static str),
 }
 
 fn either(a: Option<bool>, b: Option<bool>) -> Option<bool> {
@@ -200,7 +211,7 @@ impl Condition {
         let attribute = self.proxied_attribute()?;
         let (declared, proxy) = (self.declared(d, s)?, self.proxy(d, s)?);
         (declared != proxy).then(|| Contradiction {
-            condition: self,
+            condition: Checked::Condition(self),
             attribute,
             declared,
             proxy,
@@ -368,26 +379,69 @@ pub enum Filter {
     LeadingIndustry,
     /// Declared strategic-emerging enterprise.
     StrategicEmerging,
-    /// Industry code under one of these GB/T 4754 prefixes.
-    IndustryPrefixes(Vec<String>),
+    /// Industry code under one of these GB/T 4754 prefixes (normalised on load:
+    /// `31` and `C31` are the same prefix).
+    IndustryPrefixes(#[serde(deserialize_with = "zonesync_proto::industry::deserialize_prefixes")] Vec<String>),
 }
 
 impl Filter {
     /// Whether the enterprise passes; None when its industry or flag is unknown.
     pub fn passes(&self, zone: &Zone, e: &Enterprise, d: &Declared) -> Option<bool> {
+        self.answer(zone, e, d).met()
+    }
+
+    /// Whether the enterprise passes, and on what evidence.
+    ///
+    /// Leading industry follows the rule of [`Condition::answer`]: the zone
+    /// office's per-enterprise flag (`leading_industry` in the registry) is
+    /// the declared fact and always wins; the zone's code prefixes are only a
+    /// proxy for an enterprise it has not flagged (an enterprise under `C31`
+    /// may make something else, one outside it may supply the cluster).
+    /// Codes are compared whichever way they are written (`3110` is under `C31`).
+    pub fn answer(&self, zone: &Zone, e: &Enterprise, d: &Declared) -> Answer {
         let industry = || {
             e.industry.clone().or_else(|| match d.get("industry_code") {
                 Some(DeclaredValue::Text(t)) => Some(t.clone()),
                 _ => None,
             })
         };
+        let under = |ps: &[String]| industry().map(|c| ps.iter().any(|p| is_under(&c, p)));
+        let declared = |b: Option<bool>| b.map_or(Answer::Unknown, Answer::Declared);
         match self {
-            Filter::LeadingIndustry => {
-                industry().map(|c| zone.leading_industries.iter().any(|p| c.starts_with(p.as_str())))
-            }
-            Filter::IndustryPrefixes(ps) => industry().map(|c| ps.iter().any(|p| c.starts_with(p.as_str()))),
-            Filter::StrategicEmerging => flag(d, "strategic_emerging"),
+            Filter::LeadingIndustry => match (e.leading_industry, under(&zone.leading_industries)) {
+                (Some(b), _) => Answer::Declared(b),
+                (None, Some(b)) => Answer::Proxy(b),
+                (None, None) => Answer::Unknown,
+            },
+            Filter::IndustryPrefixes(ps) => declared(under(ps)),
+            Filter::StrategicEmerging => declared(flag(d, "strategic_emerging")),
         }
+    }
+
+    /// Where the registry's leading-industry flag and the zone's code
+    /// prefixes disagree: the flag counts, and this says so for the quality
+    /// report (as [`Condition::contradiction`] does for declarations).
+    pub fn contradiction(&self, zone: &Zone, e: &Enterprise, d: &Declared) -> Option<Contradiction> {
+        if *self != Filter::LeadingIndustry {
+            return None;
+        }
+        let declared = e.leading_industry?;
+        let code = e.industry.clone().or_else(|| match d.get("industry_code") {
+            Some(DeclaredValue::Text(t)) => Some(t.clone()),
+            _ => None,
+        })?;
+        let proxy = zone.leading_industries.iter().any(|p| is_under(&code, p));
+        (declared != proxy).then(|| Contradiction {
+            condition: Checked::Filter("leading_industry"),
+            attribute: "leading_industry",
+            declared,
+            proxy,
+            evidence: format!(
+                "industry {code} {} the zone's leading industries {}",
+                if proxy { "under" } else { "not under" },
+                zone.leading_industries.join(", ")
+            ),
+        })
     }
 
     /// The declared attributes `passes` reads.
@@ -401,7 +455,9 @@ impl Filter {
     /// How the filter is defined.
     pub fn describe(&self) -> String {
         match self {
-            Filter::LeadingIndustry => "industry code under the zone's leading industries".into(),
+            Filter::LeadingIndustry => {
+                "flagged leading_industry in the registry; where not flagged, industry code under the zone's leading industries (proxy)".into()
+            }
             Filter::StrategicEmerging => "strategic_emerging declared true".into(),
             Filter::IndustryPrefixes(ps) => format!("industry code under {}", ps.join(", ")),
         }
@@ -436,6 +492,54 @@ mod tests {
             (c.declared, c.proxy, c.evidence.as_str()),
             (false, true, "dt_maturity 4 ≥ 3")
         );
+    }
+
+    #[test]
+    fn the_registry_flag_for_leading_industry_wins_over_the_zone_prefixes() {
+        use crate::testkit::{enterprise, zone};
+        let z = zone(vec![], &["C31"]);
+        let f = Filter::LeadingIndustry;
+        let none = Declared::new();
+        // Under C31, whichever way the code is written: a proxy "yes".
+        for code in ["3110", "C3110"] {
+            assert_eq!(
+                f.answer(&z, &enterprise(1, true, code), &none),
+                Answer::Proxy(true),
+                "{code}"
+            );
+        }
+        // Flagged by the zone office: the flag stands, either way round.
+        let mut outside = enterprise(2, true, "C3110");
+        outside.leading_industry = Some(false);
+        assert_eq!(f.answer(&z, &outside, &none), Answer::Declared(false));
+        let mut supplier = enterprise(3, true, "C2614");
+        supplier.leading_industry = Some(true);
+        assert_eq!(f.answer(&z, &supplier, &none), Answer::Declared(true));
+        // Neither a flag nor a code.
+        assert_eq!(f.answer(&z, &enterprise(4, true, ""), &none), Answer::Unknown);
+        // The declared code counts where the registry has none, in either spelling.
+        let declared_code = declared(&[("industry_code", DeclaredValue::Text("3120".into()))]);
+        assert_eq!(
+            f.answer(&z, &enterprise(5, true, ""), &declared_code),
+            Answer::Proxy(true)
+        );
+        let p = Filter::IndustryPrefixes(vec!["C32".into()]);
+        assert_eq!(p.passes(&z, &enterprise(6, true, "3216"), &none), Some(true));
+    }
+
+    #[test]
+    fn a_goal_filter_s_prefixes_are_normalised_on_load_and_impossible_ones_refused() {
+        #[derive(Deserialize)]
+        struct Goal {
+            filter: Filter,
+        }
+        let g: Goal = toml::from_str("filter = { industry_prefixes = [\"31\", \"C26\"] }").unwrap();
+        assert_eq!(g.filter, Filter::IndustryPrefixes(vec!["C31".into(), "C26".into()]));
+        let err = toml::from_str::<Goal>("filter = { industry_prefixes = [\"C06\"] }")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("major group 06 is in division B"), "{err}");
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub(super) fn contribution(
                     let months = matched(n.figures().chain(dn.figures()), span.months());
                     c.num = n.sum(months);
                     c.den = dn.sum(months);
+                    c.proxied = c.num != 0.0 && by_proxy(g.numerator_filter.as_ref(), zone, reg, d);
                     c.note_months(months, full);
                 }
                 None => c.unknown = true,
@@ -106,6 +107,7 @@ pub(super) fn contribution(
         }
         GoalKind::Total | GoalKind::Count => {
             let pass = g.filter.as_ref().map_or(Some(true), |f| f.passes(zone, reg, d));
+            let filter_proxied = by_proxy(g.filter.as_ref(), zone, reg, d);
             let known = match (g.kind, pass) {
                 // Outside the filter: a member that adds nothing (not "reported", so a
                 // total of a filter nobody passes stays without a value).
@@ -140,6 +142,7 @@ pub(super) fn contribution(
             match known {
                 Some((v, months)) => {
                     c.num = v;
+                    c.proxied |= v != 0.0 && filter_proxied;
                     c.note_months(months, full);
                 }
                 None => c.unknown = true,
@@ -158,6 +161,13 @@ pub(super) fn contribution(
         },
     }
     c
+}
+
+/// Whether a filter let the enterprise in only on its proxy (the zone's code
+/// prefixes standing in for a leading-industry flag the registry does not set):
+/// such a member's amount counts, and the row says how many did.
+fn by_proxy(f: Option<&super::Filter>, zone: &Zone, reg: &Enterprise, d: &Declared) -> bool {
+    f.is_some_and(|f| f.answer(zone, reg, d) == Answer::Proxy(true))
 }
 
 impl Contribution {

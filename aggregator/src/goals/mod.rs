@@ -34,7 +34,7 @@ mod tally;
 mod tests;
 pub mod words;
 
-pub use conditions::{Answer, Condition, Contradiction, Filter, GoalSettings, Population};
+pub use conditions::{Answer, Checked, Condition, Contradiction, Declared, Filter, GoalSettings, Population};
 pub use energy_rows::{energy, EnterpriseEnergy};
 pub use eval::{evaluate, GoalRow, Level, Status};
 pub use figure::{matched_change, matched_ratio, value, MatchedRatio, Source};
