@@ -165,6 +165,7 @@ fn presence_figures_at_their_limits_overflow_nothing() {
             agent: AgentId::parse(name).expect("agent"),
             next_seq: u64::MAX,
             clock_offset_ms: Some(i64::MIN),
+            broker_denied_batches: 0,
             ..presence_sent(u64::MAX, u64::MAX, u64::MAX, u64::MAX)
         };
         say(&app, &p, utc(NOW));
