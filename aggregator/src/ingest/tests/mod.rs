@@ -495,4 +495,5 @@ fn seqs_a_presence_announced_but_never_stored_are_listed_after_the_grace() {
     assert_eq!(missing(&app, later + chrono::Duration::seconds(2 * grace)), None);
 }
 
+mod edges;
 mod identity;
