@@ -364,7 +364,13 @@ async fn acl_denial(
     mqtt_extra: &str,
     what: &str,
     done: impl Fn(&zonesync_agent::status::UpstreamStatus, &zonesync_agent::status::Status) -> bool,
-) -> (zonesync_agent::status::Status, Api, Vec<Proc>, Mosquitto, tempfile::TempDir) {
+) -> (
+    zonesync_agent::status::Status,
+    Api,
+    Vec<Proc>,
+    Mosquitto,
+    tempfile::TempDir,
+) {
     use zonesync_e2e::dataset::{E, ZONE};
     let dir = tempfile::tempdir().expect("temp dir");
     let passwd = dir.path().join("passwd");
@@ -386,10 +392,12 @@ async fn acl_denial(
         &format!("password_file {}\nacl_file {}", passwd.display(), acl.display()),
     );
     let ds = dataset::write(dir.path(), broker.port, 1, 2);
-    let agg = std::fs::read_to_string(&ds.aggregator).expect("aggregator config").replace(
-        "[mqtt]\n",
-        "[mqtt]\nusername = \"zonesync-aggregator\"\npassword = \"agg-pass\"\n",
-    );
+    let agg = std::fs::read_to_string(&ds.aggregator)
+        .expect("aggregator config")
+        .replace(
+            "[mqtt]\n",
+            "[mqtt]\nusername = \"zonesync-aggregator\"\npassword = \"agg-pass\"\n",
+        );
     std::fs::write(&ds.aggregator, agg).expect("write aggregator config");
     let (aggregator, api) = spawn_aggregator(&ds.aggregator);
     api.wait_metric("zonesync_aggregator_mqtt_connected", 1.0, WAIT).await;
@@ -411,10 +419,9 @@ async fn acl_denial(
     )
     .expect("write agent config");
     let agent = zonesync_e2e::spawn_agent(&config);
-    let s = zonesync_e2e::collector::wait_status(&data, WAIT, what, |s| {
-        s.upstreams.first().is_some_and(|u| done(u, s))
-    })
-    .await;
+    let s =
+        zonesync_e2e::collector::wait_status(&data, WAIT, what, |s| s.upstreams.first().is_some_and(|u| done(u, s)))
+            .await;
     (s, api, vec![agent, aggregator], broker, dir)
 }
 
@@ -448,11 +455,16 @@ async fn a_broker_acl_denial_is_seen_counted_kept_and_reported_under_mqtt5() {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let agents = api.get(&format!("/api/v1/zones/{ZONE}/agents")).await;
-        let denied = agents["agents"][0]["state"]["broker_denied_batches"].as_u64().unwrap_or(0);
+        let denied = agents["agents"][0]["state"]["broker_denied_batches"]
+            .as_u64()
+            .unwrap_or(0);
         if denied > 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no presence reported the denial: {agents}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no presence reported the denial: {agents}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -466,16 +478,17 @@ async fn under_mqtt311_a_denied_batch_is_kept_until_the_aggregator_confirms_it()
     let (s, api, _procs, _broker, _dir) = acl_denial(
         "protocol = \"3.1.1\"",
         "E1 confirmed, E2 unconfirmed and kept",
-        |u, s| {
-            s.outbox.pending_items == 0 && u.items_acked > 0 && u.unacked_items == u.items_acked && u.resends > 0
-        },
+        |u, s| s.outbox.pending_items == 0 && u.items_acked > 0 && u.unacked_items == u.items_acked && u.resends > 0,
     )
     .await;
     let u = &s.upstreams[0];
     println!("{}", serde_json::to_string_pretty(u).unwrap_or_default());
     assert_eq!(u.protocol, "3.1.1");
     assert_eq!(u.broker_denied_batches, 0, "MQTT 3.1.1 cannot say denied");
-    assert!(u.awaiting_confirm > 0, "the denied batches await a confirmation that will not come");
+    assert!(
+        u.awaiting_confirm > 0,
+        "the denied batches await a confirmation that will not come"
+    );
     api.wait_metric("zonesync_aggregator_readings_stored_total", u.items_acked as f64, WAIT)
         .await;
 }
@@ -546,7 +559,11 @@ async fn unbound_presences_and_series_past_their_limits_are_refused_with_reasons
         // An enterprise that is not registered: nothing binds them.
         enterprises: vec![EnterpriseId::with_check_char("91419001MA0000099").expect("credit code")],
     };
-    publish(z.broker.port, (0..STRANGERS).map(|i| Msg::presence(&stranger(i))).collect()).await;
+    publish(
+        z.broker.port,
+        (0..STRANGERS).map(|i| Msg::presence(&stranger(i))).collect(),
+    )
+    .await;
     api.wait_metric(
         "zonesync_aggregator_rejected_total{reason=\"agent_unbound\"}",
         STRANGERS as f64,
@@ -578,9 +595,14 @@ async fn unbound_presences_and_series_past_their_limits_are_refused_with_reasons
     );
     let letters = api.get("/api/v1/dead-letters?limit=1000").await;
     let all = letters["dead_letters"].as_array().cloned().unwrap_or_default();
-    let unbound = all.iter().find(|l| l["labels"][0] == "agent_unbound").expect("an agent_unbound letter");
+    let unbound = all
+        .iter()
+        .find(|l| l["labels"][0] == "agent_unbound")
+        .expect("an agent_unbound letter");
     assert!(
-        unbound["reasons"][0].as_str().is_some_and(|r| r.contains("stranger-") && r.contains("bound to no enterprise")),
+        unbound["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("stranger-") && r.contains("bound to no enterprise")),
         "{unbound}"
     );
     let series = all
@@ -589,7 +611,9 @@ async fn unbound_presences_and_series_past_their_limits_are_refused_with_reasons
         .expect("a series_limit_enterprise letter");
     assert_eq!(series["whole_batch"], false, "{series}");
     assert!(
-        series["reasons"][0].as_str().is_some_and(|r| r.contains("max_series_per_enterprise")),
+        series["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("max_series_per_enterprise")),
         "{series}"
     );
 

@@ -283,7 +283,10 @@ agents = ["gw-1"]
             assert!(e.to_string().contains("gw-9"), "{e}");
         }
         let elsewhere = ZoneId::parse("x").unwrap();
-        assert_eq!(r.admit_presence(&elsewhere, &gw1, &[]).unwrap_err().label(), "unknown_zone");
+        assert_eq!(
+            r.admit_presence(&elsewhere, &gw1, &[]).unwrap_err().label(),
+            "unknown_zone"
+        );
     }
 
     #[test]

@@ -147,9 +147,7 @@ impl Client {
     /// Queues a QoS 1 subscription; false if the queue is full or closed.
     pub fn subscribe(&self, topic: &str) -> bool {
         match self {
-            Self::V5(c) => c
-                .try_subscribe(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
-                .is_ok(),
+            Self::V5(c) => c.try_subscribe(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce).is_ok(),
             Self::V311(c) => c.try_subscribe(topic, QoS::AtLeastOnce).is_ok(),
         }
     }

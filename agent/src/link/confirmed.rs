@@ -106,5 +106,4 @@ impl Link {
         self.stats.awaiting_confirm.store(marks.len() as u64, Ordering::Relaxed);
         Ok(())
     }
-
 }

@@ -137,4 +137,3 @@ impl LinkStats {
         self.last_ack_unix_ms.store(now, Ordering::Relaxed);
     }
 }
-

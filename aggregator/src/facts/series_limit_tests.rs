@@ -3,7 +3,7 @@
 
 use super::{Ledger, SeriesLimit, SeriesLimits};
 use chrono::{DateTime, Utc};
-use zonesync_proto::{AgentId, Accepted, CanonicalReading, Catalog, EnterpriseId, Period, ReadingTime, ZoneId};
+use zonesync_proto::{Accepted, AgentId, CanonicalReading, Catalog, EnterpriseId, Period, ReadingTime, ZoneId};
 
 const LIMITS: SeriesLimits = SeriesLimits {
     per_enterprise: 3,
@@ -68,7 +68,10 @@ fn only_new_series_past_a_limit_are_refused_and_only_applied_ones_count() {
     );
     // Held series take new values whatever the limit; the same new point
     // twice in a batch is one series.
-    assert_eq!(take(&mut l, batch("gw-a", 0, 2, ["P1", "P3"].map(gauge).to_vec())), vec![]);
+    assert_eq!(
+        take(&mut l, batch("gw-a", 0, 2, ["P1", "P3"].map(gauge).to_vec())),
+        vec![]
+    );
     assert_eq!(
         take(&mut l, batch("gw-a", 0, 3, ["P4", "P4"].map(gauge).to_vec())),
         vec![(0, SeriesLimit::Enterprise(3)), (1, SeriesLimit::Enterprise(3))]

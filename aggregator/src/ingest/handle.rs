@@ -231,8 +231,13 @@ pub(super) fn handle_one(
                 // zone: a refused presence is dead-lettered, counted, and
                 // creates nothing (no agent, no numbering, no drop counts).
                 if let Err(refusal) = ing.registry.admit_presence(&p.zone, &p.agent, &p.enterprises) {
-                    ing.dead_letters
-                        .put(dead(ing, topic, payload, now, vec![(refusal.to_string(), refusal.label())]))?;
+                    ing.dead_letters.put(dead(
+                        ing,
+                        topic,
+                        payload,
+                        now,
+                        vec![(refusal.to_string(), refusal.label())],
+                    ))?;
                     return Ok(Outcome1::plain(Handled::DeadLettered));
                 }
                 ing.store.put_presence(&p)?;

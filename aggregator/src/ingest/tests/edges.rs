@@ -48,9 +48,19 @@ fn a_presence_from_an_agent_the_registry_does_not_bind_creates_nothing() {
     say(&app, &presence(1, 1, 7), utc(NOW));
     let st = app.state.read().expect("state");
     let zs = st.zones.get(&zone()).expect("zone state");
-    assert_eq!(zs.agents.keys().map(|a| a.to_string()).collect::<Vec<_>>(), vec!["jy-hitech-gw01"]);
+    assert_eq!(
+        zs.agents.keys().map(|a| a.to_string()).collect::<Vec<_>>(),
+        vec!["jy-hitech-gw01"]
+    );
     let zone_reg = app.registry.zone(&zone()).expect("zone").clone();
-    let r = crate::quality::report(&zone_reg, Some(zs), Period::Month(2026, 11), utc(NOW), &app.catalog, &app.quality);
+    let r = crate::quality::report(
+        &zone_reg,
+        Some(zs),
+        Period::Month(2026, 11),
+        utc(NOW),
+        &app.catalog,
+        &app.quality,
+    );
     assert_eq!(r.readings_dropped_at_source, 7);
 }
 
@@ -75,7 +85,9 @@ fn readings_of_new_series_past_the_enterprise_limit_are_refused_with_a_reason_th
     assert_eq!(labels, &vec!["series_limit_enterprise"; 2]);
     assert!(!whole, "only the readings are refused");
     assert!(
-        reasons[0].contains("\"P4\"") && reasons[0].contains("max_series_per_enterprise") && reasons[1].contains("\"P5\""),
+        reasons[0].contains("\"P4\"")
+            && reasons[0].contains("max_series_per_enterprise")
+            && reasons[1].contains("\"P5\""),
         "{reasons:?}"
     );
     assert_eq!(app.metrics.rejected().get("series_limit_enterprise"), Some(&2));
@@ -84,7 +96,10 @@ fn readings_of_new_series_past_the_enterprise_limit_are_refused_with_a_reason_th
         ts: Some(utc("2026-11-23T07:15:00Z")),
         ..point("P1", v)
     };
-    assert_eq!(send(&app, &batch(2, false, vec![later(9.0), point("P6", 6.0)])), Handled::Stored);
+    assert_eq!(
+        send(&app, &batch(2, false, vec![later(9.0), point("P6", 6.0)])),
+        Handled::Stored
+    );
     assert_eq!(counts(&app), (4, 4));
     app.store.flush().expect("flush");
     drop(app);
