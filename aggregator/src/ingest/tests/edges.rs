@@ -120,3 +120,37 @@ fn the_agent_limit_counts_the_series_an_agent_brought_in() {
     assert_eq!(letters(&app)[0].0, vec!["series_limit_agent"]);
     assert!(letters(&app)[0].1[0].contains("max_series_per_agent"));
 }
+
+#[test]
+fn a_presence_stored_before_presences_were_checked_makes_no_agent_after_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = open_with(dir.path(), "");
+    // As an older aggregator stored it: no check on the way in.
+    let forged = Presence {
+        agent: AgentId::parse("forged-gw").expect("agent id"),
+        dropped_readings: 2_469_120_000,
+        enterprises: vec![],
+        ..presence(1, 1, 0)
+    };
+    app.store.put_presence(&forged).expect("stored");
+    app.store.put_presence(&presence(1, 1, 7)).expect("stored");
+    app.store.flush().expect("flush");
+    drop(app);
+    let app = open_with(dir.path(), "");
+    let st = app.state.read().expect("state");
+    let zs = st.zones.get(&zone()).expect("zone state");
+    assert_eq!(
+        zs.agents.keys().map(|a| a.to_string()).collect::<Vec<_>>(),
+        vec!["jy-hitech-gw01"]
+    );
+    let zone_reg = app.registry.zone(&zone()).expect("zone").clone();
+    let r = crate::quality::report(
+        &zone_reg,
+        Some(zs),
+        Period::Month(2026, 11),
+        utc(NOW),
+        &app.catalog,
+        &app.quality,
+    );
+    assert_eq!(r.readings_dropped_at_source, 7, "nothing claimed for the forged agent");
+}
