@@ -1,8 +1,11 @@
 //! The MQTT link to one upstream: publishes sealed batches at QoS 1 and
-//! records each as acknowledged by this upstream when its PUBACK arrives —
-//! or, with `end_to_end_confirm`, only when the aggregator's confirmation
-//! names it (see [`confirm`]). The outbox deletes a batch once every
-//! upstream has acknowledged it; the agent runs one link per upstream.
+//! records each as acknowledged by this upstream only when the aggregator's
+//! confirmation names it (`end_to_end_confirm`, the default; see
+//! [`confirm`]) — or, with it off, when the broker's PUBACK arrives. The
+//! outbox deletes a batch once every upstream has acknowledged it; the agent
+//! runs one link per upstream. Under MQTT 5 (the default, [`client`]) a
+//! PUBACK may refuse the publish (0x87: the broker's ACL denied it): the
+//! batch is then kept, counted ([`stats`]) and published again later.
 //!
 //! rumqttc's `publish()` returns when a request is queued, not when it is
 //! acknowledged, and gives no packet id; it keeps its session only in memory
@@ -266,28 +269,26 @@ impl Link {
             }
             // Unconfirmed batches past their deadline, and batches the
             // broker denied, go out again, re-read from the outbox.
-            {
-                for seq in marks.due(Instant::now()) {
-                    if wire.in_flight() >= window {
-                        break;
-                    }
-                    let batch = match self.outbox.sealed_one(seq)? {
-                        Some(b) if self.outbox.put_on_wire(self.upstream, seq)? => b,
-                        // Acknowledged meanwhile, or no longer held.
-                        _ => {
-                            marks.remove(seq);
-                            continue;
-                        }
-                    };
-                    if !client.publish(&batch.topic, false, batch.payload) {
-                        return Ok(SessionEnd::Lost(QUEUE_CLOSED.into()));
-                    }
-                    wire.awaiting_pkid.push_back(Some(seq));
-                    marks.sent(seq, Instant::now(), Utc::now().timestamp_millis());
-                    self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
-                    self.stats.resends.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(agent = %self.agent, %upstream, seq, "unconfirmed batch sent again");
+            for seq in marks.due(Instant::now()) {
+                if wire.in_flight() >= window {
+                    break;
                 }
+                let batch = match self.outbox.sealed_one(seq)? {
+                    Some(b) if self.outbox.put_on_wire(self.upstream, seq)? => b,
+                    // Acknowledged meanwhile, or no longer held.
+                    _ => {
+                        marks.remove(seq);
+                        continue;
+                    }
+                };
+                if !client.publish(&batch.topic, false, batch.payload) {
+                    return Ok(SessionEnd::Lost(QUEUE_CLOSED.into()));
+                }
+                wire.awaiting_pkid.push_back(Some(seq));
+                marks.sent(seq, Instant::now(), Utc::now().timestamp_millis());
+                self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+                self.stats.resends.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(agent = %self.agent, %upstream, seq, "unconfirmed batch sent again");
             }
             // Fill the window with sealed batches, sealing more when due.
             while wire.in_flight() < window && marks.len() < confirm_window {
