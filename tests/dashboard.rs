@@ -48,6 +48,25 @@ async fn rendered(b: &Browser, tab: &str, lang: &str) {
     .await;
 }
 
+/// How the page writes a row's span (`period`): "2026-01..2026-11" is
+/// "2026年1—11月累计", "2026-11" is "2026年11月", "A vs B" is "A（对比B）".
+fn span_words(p: &str) -> String {
+    if let Some((a, b)) = p.split_once(" vs ") {
+        return format!("{}（对比{}）", span_words(a), span_words(b));
+    }
+    let month = |s: &str| s.get(5..7).and_then(|m| m.parse::<u32>().ok());
+    match (p.split_once(".."), p.len()) {
+        (Some((a, b)), _) => {
+            let (from, to) = (month(a).unwrap(), month(b).unwrap());
+            format!("{}年{from}—{to}月{}", &a[..4], if from == 1 { "累计" } else { "" })
+        }
+        (None, 7) if p.as_bytes()[5] == b'Q' => format!("{}年第{}季度", &p[..4], &p[6..]),
+        (None, 7) => format!("{}年{}月", &p[..4], month(p).unwrap()),
+        (None, 4) => format!("{p}年"),
+        _ => p.to_owned(),
+    }
+}
+
 /// Text of the first element matching `css`, or null.
 async fn text(b: &Browser, css: &str) -> Value {
     b.js(
@@ -131,6 +150,41 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     let b = Browser::start(1600, 1000).await;
     let shots = screenshots();
 
+    // The default period is the last complete month, in the API and on the
+    // page; the month running is shown only when chosen, marked 进行中.
+    let now = chrono::Utc::now();
+    let running = zonesync_proto::Period::month_of(now).to_string();
+    let by_default = api.get(&format!("/api/v1/zones/{}/goals", zones[0])).await;
+    assert_eq!(by_default["period"], period.as_str(), "the API's default period");
+    assert_eq!(by_default["period_progress"]["state"], "complete");
+    let live = api
+        .get(&format!("/api/v1/zones/{}/goals?period={running}", zones[0]))
+        .await;
+    assert_eq!(live["period_progress"]["state"], "in_progress");
+    b.goto(&format!("{base}/dashboard/#overview")).await;
+    rendered(&b, "overview", "zh").await;
+    let chosen = b
+        .js(
+            "return [document.querySelector('#period').value, document.querySelector('#period-note').hidden];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        chosen,
+        json!([period, true]),
+        "the page's default period, with no 进行中 note"
+    );
+    b.goto(&format!("{base}/dashboard/?period={running}#overview")).await;
+    rendered(&b, "overview", "zh").await;
+    let note = b
+        .js(
+            "const n = document.querySelector('#period-note'); return [n.hidden, n.textContent];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(note[0], false, "the month running is marked");
+    assert!(note[1].as_str().unwrap_or("").starts_with("进行中 · 第"), "{note}");
+
     eprintln!("dashboard test: Overview at {:.1} s", started.elapsed().as_secs_f64());
     // Overview, in Chinese by default: each coverage goal's value, status and
     // completeness as the API has them, for every zone.
@@ -143,19 +197,34 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
             "const out = {}; const txt = (r, c) => { const e = r.querySelector(c); return e ? e.textContent.trim() : null; };
              for (const r of document.querySelectorAll('.goal[data-zone][data-goal]')) {
                out[r.dataset.zone + '|' + r.dataset.goal] = { value: txt(r, '.value'), completeness: txt(r, '.completeness'),
-                 status: r.querySelector('[data-status]').dataset.status, name: txt(r, '.goal-name') };
+                 status: r.querySelector('[data-status]').dataset.status, name: txt(r, '.goal-name'), span: txt(r, '.span-label'), compare: txt(r, '.compare'), target: txt(r, '.target-text') };
              }
              return out;",
             json!([]),
         )
         .await;
     let mut checked = 0;
+    let mut compared = 0;
     for z in &zones {
-        let table = api.get(&format!("/api/v1/zones/{z}/goals?period={period}")).await;
+        let table = api
+            .get(&format!("/api/v1/zones/{z}/goals?period={period}&compare=true"))
+            .await;
         for g in table["goals"].as_array().unwrap() {
             let id = g["id"].as_str().unwrap();
             let row = &shown[format!("{z}|{id}")];
             assert!(row.is_object(), "{z} {id} is not on the page");
+            // 同比 and 环比 beside the figures that have them, as the API has them.
+            let cmp = &table["comparisons"][id];
+            let on_page = row["compare"].as_str().unwrap_or_default();
+            if cmp["same_period_last_year"].is_object() {
+                assert!(on_page.starts_with("同比 "), "{z} {id}: 同比 missing: {on_page:?}");
+                compared += 1;
+            }
+            assert_eq!(
+                cmp["previous_period"].is_object(),
+                on_page.contains("环比 "),
+                "{z} {id}: 环比 on the page {on_page:?}, API {cmp}"
+            );
             if g["kind"] == "coverage" {
                 assert_share(&row["value"], &g["value"], &format!("{z} {id} value"));
                 checked += 1;
@@ -166,6 +235,9 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
                 &format!("{z} {id} completeness"),
             );
             assert_eq!(row["status"], g["status"], "{z} {id} status");
+            // Every figure says its span, in words, as the row's `period` has it.
+            let span = row["span"].as_str().unwrap_or_default();
+            assert_eq!(span, span_words(g["period"].as_str().unwrap()), "{z} {id} span label");
             let name = row["name"].as_str().unwrap_or_default();
             let want = g["name_zh"].as_str().unwrap();
             assert!(
@@ -175,6 +247,16 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
         }
     }
     assert!(checked >= 15, "coverage goals checked: {checked}");
+    assert!(compared >= 30, "rows with a 同比 checked: {compared}");
+    // Targets as the plans write them, in the units officials use.
+    let z0 = &zones[0];
+    for (id, want) in [
+        ("JY27-07", "≥ 1.35%"),
+        ("HN27-01", "> 3 万亿元"),
+        ("JY27-01", "> 2,800 亿元"),
+    ] {
+        assert_eq!(shown[format!("{z0}|{id}")]["target"], want, "{id} target as written");
+    }
     b.resize(1600, 2000).await;
     b.screenshot(&shots.join("overview-zh.png")).await;
     b.resize(1600, 1000).await;

@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::auth::{read_guard, write_guard, Tokens};
 use crate::goals::cache::Cached;
 use crate::goals::incremental::rollup_table;
-use crate::goals::{energy, evaluate, Asked, Level, SpanChoice, SpanError};
+use crate::goals::{energy, evaluate, Asked, GoalRow, Level, SpanChoice, SpanError};
 use crate::registry::Zone;
 use crate::report::{render, Format};
 use axum::extract::{Path, Query, State};
@@ -81,7 +81,7 @@ pub(crate) struct PeriodQuery {
 
 pub(crate) fn period_param(q: &PeriodQuery) -> Result<Period, ApiError> {
     match &q.period {
-        None => Ok(Period::month_of(Utc::now())),
+        None => Ok(Period::last_complete_month(Utc::now())),
         Some(p) => Period::parse(p).map_err(|e| bad_request(e.to_string())),
     }
 }
@@ -89,14 +89,18 @@ pub(crate) fn period_param(q: &PeriodQuery) -> Result<Period, ApiError> {
 /// Largest body of a state-changing request, bytes.
 const WRITE_BODY_LIMIT: usize = 4096;
 
-/// `?period=&span=` of a goal table.
+/// `?period=&span=&compare=` of a goal table.
 #[derive(Deserialize)]
 pub(crate) struct GoalQuery {
     period: Option<String>,
     span: Option<String>,
+    /// Add each row's 同比 and 环比 (two more tables; off by default so the
+    /// plain table stays one lookup).
+    #[serde(default)]
+    compare: bool,
 }
 
-/// The period (default: this month) and span (default: each goal's basis) asked for.
+/// The period (default: the last complete month) and span (default: each goal's basis) asked for.
 fn asked_param(period: Option<String>, span: Option<&str>) -> Result<Asked, ApiError> {
     let period = period_param(&PeriodQuery { period })?;
     let choice = span
@@ -193,16 +197,30 @@ async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q):
     let z = zone_param(&app, &zone)?;
     let asked = asked_param(q.period, q.span.as_deref())?;
     let (reg, c) = zone_table(&app, &z, asked)?;
+    let comparisons = if q.compare {
+        let earlier = |period: Period| -> Result<Arc<Vec<GoalRow>>, ApiError> {
+            match Asked::new(period, asked.span) {
+                Ok(a) => Ok(zone_table(&app, &z, a)?.1.rows),
+                Err(_) => Ok(Arc::default()),
+            }
+        };
+        let (last_year, previous) = (earlier(asked.period.year_before())?, earlier(asked.period.previous())?);
+        Some(crate::goals::compare::comparisons(&c.rows, &last_year, &previous))
+    } else {
+        None
+    };
     Ok(Json(json!({
         "zone": z,
         "name_zh": reg.name_zh,
         "name_en": reg.name_en,
         "period": asked.period,
+        "period_progress": asked.period.progress(Utc::now()),
         "span": asked.span,
         "computed_at": c.computed_at,
         "compute_ms": c.took_ms,
-        "settings": app.settings,
+        "settings": &*app.settings,
         "goals": &*c.rows,
+        "comparisons": comparisons,
     })))
 }
 
@@ -221,7 +239,9 @@ pub(crate) fn read_state(app: &App) -> Result<std::sync::RwLockReadGuard<'_, cra
 /// A zone's goal table, from the cache (see `goals::cache`).
 fn zone_table<'a>(app: &'a App, z: &ZoneId, asked: Asked) -> Result<(&'a Zone, Cached), ApiError> {
     let reg = registered(app, z)?;
-    let c = crate::goals::cache::table(app, z, asked)
+    let c = app
+        .tables()
+        .table(z, asked)
         .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))?;
     Ok((reg, c))
 }
@@ -262,9 +282,10 @@ fn rollup(app: &App, level: Level, asked: Asked) -> ApiResult {
         "level": level,
         "zones": ids,
         "period": asked.period,
+        "period_progress": asked.period.progress(Utc::now()),
         "span": asked.span,
         "computed_at": Utc::now(),
-        "settings": app.settings,
+        "settings": &*app.settings,
         "goals": rows,
     })))
 }
@@ -303,8 +324,9 @@ async fn zone_report(
         SpanChoice::Basis => String::new(),
         other => format!(", span {}", other.name()),
     };
+    let progress = crate::report::progress_words(period.progress(Utc::now()));
     let body = render(
-        &format!("{} {} ({period}{span})", reg.name_zh, reg.name_en),
+        &format!("{} {} ({period}{span}{progress})", reg.name_zh, reg.name_en),
         &rows,
         format,
     );
@@ -480,7 +502,7 @@ async fn ack_alert(State(app): State<Arc<App>>, Json(body): Json<AckBody>) -> Ap
     if body.by.trim().is_empty() || body.by.chars().count() > 64 {
         return Err(bad_request("`by` must name who acknowledges (1-64 characters)".into()));
     }
-    match crate::alerts::acknowledge(&app, &body.key, body.by.trim()) {
+    match crate::alerts::acknowledge(&app.alerts(), &body.key, body.by.trim()) {
         Ok(rec) => Ok(Json(json!({ "alert": rec }))),
         Err(AckError::Unknown(k)) => Err(not_found(format!("no alert {k}"))),
         Err(e @ AckError::NotActive(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),

@@ -1,8 +1,10 @@
-//! The aggregator's shared pieces, built once and handed to the ingest task
-//! and the HTTP handlers.
+//! The aggregator's shared pieces, built once. Each task gets a handle with
+//! only what it uses ([`App::ingest`], [`App::tables`], [`App::alerts`],
+//! [`App::summaries`], [`App::outbound`]); the HTTP API, which reads nearly
+//! all of it, is given the whole.
 
 use crate::config::AggregatorConfig;
-use crate::goals::{load_goals, GoalCatalog, GoalError, GoalSettings, BUILTIN_GOALS};
+use crate::goals::{GoalCatalog, GoalError, GoalSettings};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
 use crate::state::State;
@@ -36,21 +38,21 @@ pub struct App {
     /// Zones and enterprises.
     pub registry: Arc<Registry>,
     /// Zones served.
-    pub zones: Vec<ZoneId>,
+    pub zones: Arc<[ZoneId]>,
     /// Indicator catalog.
     pub catalog: Arc<Catalog>,
     /// Payload validation.
     pub validator: Arc<Validator>,
     /// Goal catalog.
-    pub goals: GoalCatalog,
+    pub goals: Arc<GoalCatalog>,
     /// Goal thresholds.
-    pub settings: GoalSettings,
+    pub settings: Arc<GoalSettings>,
     /// Classification settings.
     pub classification: crate::classify::ClassificationSettings,
     /// Data-quality thresholds.
     pub quality: crate::quality::QualitySettings,
     /// Computed goal tables.
-    pub goal_cache: crate::goals::cache::GoalCache,
+    pub goal_cache: Arc<crate::goals::cache::GoalCache>,
     /// Bearer token for state-changing requests.
     pub write_token: Option<String>,
     /// Bearer token for reads, when reads are protected.
@@ -76,6 +78,44 @@ pub struct App {
 }
 
 impl App {
+    /// The goal tables' handle: the refresher's, and every reader of a table.
+    pub fn tables(&self) -> crate::goals::cache::Tables {
+        crate::goals::cache::Tables {
+            registry: self.registry.clone(),
+            zones: self.zones.clone(),
+            catalog: self.catalog.clone(),
+            goals: self.goals.clone(),
+            settings: self.settings.clone(),
+            state: self.state.clone(),
+            tallies: self.tallies.clone(),
+            cache: self.goal_cache.clone(),
+        }
+    }
+
+    /// The alert engine's handle.
+    pub fn alerts(&self) -> crate::alerts::Alerts {
+        crate::alerts::Alerts {
+            registry: self.registry.clone(),
+            zones: self.zones.clone(),
+            catalog: self.catalog.clone(),
+            settings: self.settings.clone(),
+            state: self.state.clone(),
+            alerts: self.alert_store.clone(),
+            deliveries: self.deliveries.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// The summaries task's handle.
+    pub fn summaries(&self) -> crate::summaries::Summaries {
+        crate::summaries::Summaries {
+            tables: self.tables(),
+            deliveries: self.deliveries.clone(),
+            store: self.store.clone(),
+        }
+    }
+
     /// The delivery task's handle.
     pub fn outbound(&self) -> crate::outbound::Outbound {
         crate::outbound::Outbound {
@@ -125,7 +165,7 @@ impl App {
         let store = Store::open(&cfg.data_dir.join("store"), cfg.store.cache_capacity_bytes)?;
         let mut state = State::default();
         let mut ledger = crate::facts::Ledger::default();
-        let goals = load_goals(BUILTIN_GOALS, &catalog)?;
+        let goals = crate::goals::file::load(cfg.builtin_goals, &cfg.goal_files, &catalog)?;
         // Empty until a table asks for a span: the replay has nothing to keep up to date.
         let tallies = crate::goals::incremental::Tallies::new(&registry, &zones, &goals.goal, &catalog, &cfg.goals);
         let started = std::time::Instant::now();
@@ -146,12 +186,12 @@ impl App {
             "aggregator state rebuilt from store"
         );
         Ok(Self {
-            goals,
+            goals: Arc::new(goals),
             validator: Arc::new(Validator::new(catalog.clone(), cfg.limits.to_limits())),
             registry: Arc::new(registry),
-            zones,
+            zones: zones.into(),
             catalog: Arc::new(catalog),
-            settings: cfg.goals.clone(),
+            settings: Arc::new(cfg.goals.clone()),
             classification: cfg.classification.clone(),
             quality: cfg.quality.clone(),
             goal_cache: Default::default(),

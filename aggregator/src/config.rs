@@ -38,6 +38,13 @@ pub struct AggregatorConfig {
     /// Goal definitions' thresholds.
     #[serde(default)]
     pub goals: GoalSettings,
+    /// Goal files read after the built-in presets, in order: an entry with an
+    /// id already in force replaces it, a new id adds a goal (docs/goals.md).
+    #[serde(default)]
+    pub goal_files: Vec<PathBuf>,
+    /// Whether the presets compiled in are in force (false: only `goal_files`).
+    #[serde(default = "yes")]
+    pub builtin_goals: bool,
     /// How often each zone's current-month goal table is made in the background, milliseconds (this builds
     /// its tallies at start-up and each new month; queries are answered from tallies kept up to date anyway).
     #[serde(default = "default_goal_refresh_ms")]
@@ -60,6 +67,10 @@ pub struct AggregatorConfig {
     /// Store sizing.
     #[serde(default)]
     pub store: StoreConfig,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_goal_refresh_ms() -> u64 {

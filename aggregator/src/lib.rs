@@ -64,14 +64,14 @@ impl Running {
 
 /// Spawns a task that must run until shutdown: if it ends before (returns
 /// or panics), the aggregator is unhealthy and `main` ends the process.
-fn watched<F>(app: &Arc<App>, name: &'static str, shutdown: &Shutdown, task: F) -> JoinHandle<()>
+fn watched<F>(health: &Arc<health::Health>, name: &'static str, shutdown: &Shutdown, task: F) -> JoinHandle<()>
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let app = app.clone();
+    let health = health.clone();
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
-        let alive = app.health.task(name);
+        let alive = health.task(name);
         task.await;
         if shutdown.is_triggered() {
             alive.finished();
@@ -95,28 +95,28 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
     let router = api::router(app.clone()).merge(dashboard::router(app.clone(), shutdown.clone()));
     let limits = http::Limits::new(&cfg.http);
     let http = watched(
-        &app,
+        &app.health,
         "HTTP API",
         &shutdown,
         http::serve(listener, router, limits, shutdown.clone()),
     );
     let alerts = watched(
-        &app,
+        &app.health,
         "alerts",
         &shutdown,
-        alerts::run(app.clone(), cfg.alerts.clone(), shutdown.clone()),
+        alerts::run(app.alerts(), cfg.alerts.clone(), shutdown.clone()),
     );
     let refresher = watched(
-        &app,
+        &app.health,
         "goal refresher",
         &shutdown,
-        goals::cache::refresh(app.clone(), cfg.goal_refresh_ms, shutdown.clone()),
+        goals::cache::refresh(app.tables(), cfg.goal_refresh_ms, shutdown.clone()),
     );
     let summaries = watched(
-        &app,
+        &app.health,
         "summaries",
         &shutdown,
-        summaries::run(app.clone(), cfg.summaries.clone(), shutdown.clone()),
+        summaries::run(app.summaries(), cfg.summaries.clone(), shutdown.clone()),
     );
     let (publisher, publisher_task) = outbound::publisher::start(&cfg.mqtt, shutdown.clone());
     let retry = outbound::Retry {
@@ -124,7 +124,7 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
         max_ms: cfg.outbound.retry_max_ms,
     };
     let outbound = watched(
-        &app,
+        &app.health,
         "outbound delivery",
         &shutdown,
         outbound::run(app.outbound(), publisher, retry, shutdown.clone()),

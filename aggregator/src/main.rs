@@ -28,8 +28,18 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// List the goal presets.
-    Goals,
+    /// List the goals in force, or check goal files before naming them in the configuration.
+    Goals {
+        /// Read the goal files (and catalog) this configuration names.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Goal file to check, read after the configuration's (repeatable); errors name file, line and field.
+        #[arg(long)]
+        check: Vec<PathBuf>,
+        /// table or json (the catalog in force, as data).
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// Print a zone's goal table from a running aggregator's API.
     Report {
         /// The aggregator's API base URL.
@@ -38,7 +48,7 @@ enum Cmd {
         /// Zone id.
         #[arg(long)]
         zone: String,
-        /// Period: YYYY, YYYY-Qn or YYYY-MM (China time); default the current month.
+        /// Period: YYYY, YYYY-Qn or YYYY-MM (China time); default the last complete month.
         #[arg(long)]
         period: Option<String>,
         /// Span of every row: month, quarter, year or ytd; default each goal's own basis.
@@ -111,34 +121,64 @@ fn main() -> anyhow::Result<()> {
             print!("{body}");
             Ok(())
         }
-        Cmd::Goals => {
-            let catalog = zonesync_proto::Catalog::builtin()?;
-            let goals = zonesync_aggregator::goals::load_goals(zonesync_aggregator::goals::BUILTIN_GOALS, &catalog)?;
-            println!(
-                "{:<9} {:<12} {:<8} {:<10} {:<8} name",
-                "id", "set", "kind", "target", "deadline"
-            );
-            for g in goals.goal {
-                let target = g
-                    .target
-                    .map_or(g.comparator.clone(), |t| format!("{} {t}", g.comparator));
-                println!(
-                    "{:<9} {:<12} {:<8} {:<10} {:<8} {} / {}  [{}]",
-                    g.id,
-                    g.set,
-                    format!("{:?}", g.kind).to_lowercase(),
-                    target,
-                    g.deadline.unwrap_or_default(),
-                    g.name_zh,
-                    g.name_en,
-                    g.source
-                );
-            }
-            println!("\nnot computable from enterprise data:");
-            for n in goals.not_computable {
-                println!("{:<9} {}  [{}]\n          {}", n.id, n.clause, n.source, n.reason);
-            }
-            Ok(())
-        }
+        Cmd::Goals { config, check, format } => goals(config, check, &format),
     }
+}
+
+/// `goals`: the catalog in force (built-ins, the configuration's goal files,
+/// then the files to check), refused with file, line and field where wrong.
+fn goals(config: Option<PathBuf>, check: Vec<PathBuf>, format: &str) -> anyhow::Result<()> {
+    use zonesync_aggregator::goals::{file, GoalCatalog};
+    anyhow::ensure!(
+        matches!(format, "table" | "json"),
+        "--format must be table or json, not {format:?}"
+    );
+    let (catalog, builtin, mut files) = match config {
+        Some(path) => {
+            let cfg = AggregatorConfig::load(&path)?;
+            let catalog = zonesync_runtime::config::load_catalog(cfg.catalog.as_deref())?;
+            (catalog, cfg.builtin_goals, cfg.goal_files)
+        }
+        None => (zonesync_proto::Catalog::builtin()?, true, Vec::new()),
+    };
+    files.extend(check.iter().cloned());
+    let goals: GoalCatalog = file::load(builtin, &files, &catalog)?;
+    if !check.is_empty() {
+        let names: Vec<String> = check.iter().map(|p| p.display().to_string()).collect();
+        eprintln!(
+            "ok: {} checked; {} goals and {} not-computable rows in force",
+            names.join(", "),
+            goals.goal.len(),
+            goals.not_computable.len()
+        );
+    }
+    if format == "json" {
+        println!("{}", serde_json::to_string_pretty(&goals)?);
+        return Ok(());
+    }
+    println!(
+        "{:<9} {:<12} {:<8} {:<10} {:<8} name",
+        "id", "set", "kind", "target", "deadline"
+    );
+    for g in goals.goal {
+        let target = g
+            .target
+            .map_or(g.comparator.clone(), |t| format!("{} {t}", g.comparator));
+        println!(
+            "{:<9} {:<12} {:<8} {:<10} {:<8} {} / {}  [{}]",
+            g.id,
+            g.set,
+            format!("{:?}", g.kind).to_lowercase(),
+            target,
+            g.deadline.unwrap_or_default(),
+            g.name_zh,
+            g.name_en,
+            g.source
+        );
+    }
+    println!("\nnot computable from enterprise data:");
+    for n in goals.not_computable {
+        println!("{:<9} {}  [{}]\n          {}", n.id, n.clause, n.source, n.reason);
+    }
+    Ok(())
 }

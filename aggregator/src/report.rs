@@ -46,14 +46,15 @@ impl Format {
     }
 }
 
-/// Chinese and English status words.
+/// Chinese and English status words: the same terms as the page (i18n.js),
+/// so a briefing and the wall screen never name one thing two ways.
 pub fn status_words(s: Status) -> (&'static str, &'static str) {
     match s {
-        Status::Met => ("达标", "met"),
+        Status::Met => ("已达标", "met"),
         Status::NotMet => ("未达标", "not met"),
         Status::NoData => ("数据不足", "no data"),
         Status::Reported => ("仅报告", "reported"),
-        Status::Contribution => ("贡献值", "contribution"),
+        Status::Contribution => ("贡献量", "contribution"),
     }
 }
 
@@ -65,6 +66,36 @@ pub fn human(v: Option<f64>, unit: &str) -> String {
         Some(v) if v.abs() >= 1000.0 => group(format!("{v:.0}")),
         Some(v) if v.abs() >= 1.0 => format!("{v:.2}"),
         Some(v) => format!("{v:.4}"),
+    }
+}
+
+/// A figure with the unit an official writes, for a briefing: money of 1 亿元
+/// and more in 亿元 and of 1 万亿元 in 万亿元 ("3 万亿元", "2,800 亿元"),
+/// other units after the number. `as_written` keeps a target's digits as the
+/// plan has them ("1.35%", not "1.4%").
+pub fn amount_words(v: Option<f64>, unit: &str, as_written: bool) -> String {
+    let exact = |x: f64, d: usize| {
+        let s = format!("{x:.d$}");
+        let s = if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            s
+        };
+        match s.split_once('.') {
+            Some((i, f)) => format!("{}.{f}", group(i.to_owned())),
+            None => group(s),
+        }
+    };
+    match v {
+        None => "—".into(),
+        Some(v) if unit == "10k_yuan" && v.abs() >= 1e8 => format!("{} 万亿元", exact(v / 1e8, 2)),
+        Some(v) if unit == "10k_yuan" && v.abs() >= 1e4 => format!("{} 亿元", exact(v / 1e4, 2)),
+        Some(v) if unit == "share" && as_written => format!("{}%", exact(v * 100.0, 4)),
+        Some(v) if unit == "share" => human(Some(v), unit),
+        Some(v) => {
+            let n = if as_written { exact(v, 4) } else { human(Some(v), unit) };
+            format!("{n} {}", unit_words(unit)).trim_end().to_owned()
+        }
     }
 }
 
@@ -120,13 +151,59 @@ fn opt(v: Option<f64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
+/// A row's span (`period`) as a briefing writes it, so a year-to-date figure
+/// is never read as a month's: "2026-01..2026-11" is "2026年1—11月累计",
+/// "2026-11" "2026年11月", "2026-Q4" "2026年第4季度", "2026" "2026年", and a
+/// trend "A vs B" "A（对比B）". Anything else is shown as it came.
+pub fn span_words(p: &str) -> String {
+    if let Some((a, b)) = p.split_once(" vs ") {
+        return format!("{}（对比{}）", span_words(a), span_words(b));
+    }
+    let year = |s: &str| {
+        s.get(..4)
+            .filter(|y| y.bytes().all(|c| c.is_ascii_digit()))
+            .map(str::to_owned)
+    };
+    let month = |s: &str| {
+        (s.len() == 7 && s.as_bytes().get(4) == Some(&b'-'))
+            .then(|| s.get(5..7)?.parse::<u32>().ok())
+            .flatten()
+    };
+    if let Some((a, b)) = p.split_once("..") {
+        if let (Some(y), Some(from), Some(to)) = (year(a), month(a), month(b)) {
+            return format!("{y}年{from}—{to}月{}", if from == 1 { "累计" } else { "" });
+        }
+    } else if let (Some(y), Some("-Q"), Some(q @ ("1" | "2" | "3" | "4"))) = (year(p), p.get(4..6), p.get(6..)) {
+        return format!("{y}年第{q}季度");
+    } else if let (Some(y), Some(m)) = (year(p), month(p)) {
+        return format!("{y}年{m}月");
+    } else if p.len() == 4 {
+        if let Some(y) = year(p) {
+            return format!("{y}年");
+        }
+    }
+    p.to_owned()
+}
+
+/// What a title adds for a period still running, so a month of six days is
+/// never read as a whole one: "进行中 in progress, day 6 of 31".
+pub fn progress_words(p: zonesync_proto::Progress) -> String {
+    match p {
+        zonesync_proto::Progress::Complete => String::new(),
+        zonesync_proto::Progress::InProgress { days, of } => {
+            format!(", 进行中 in progress: 第{days}天/共{of}天 day {days} of {of}")
+        }
+        zonesync_proto::Progress::NotStarted => ", 未开始 not begun".into(),
+    }
+}
+
 /// Renders a goal table titled `title` (zone or city name and period).
 pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
     match format {
         Format::Json => serde_json::to_string_pretty(rows).unwrap_or_default(),
         Format::Csv => {
             let mut s = String::from('\u{feff}');
-            s.push_str("目标编号 id,指标 goal,Goal,期间 period,数值 value,单位 unit,目标值 target,比较 comparator,状态 status,分子 numerator,分母 denominator,已报告 reported,未知 unknown,分子中按替代指标 numerator from proxy,应报告 in scope,缺月 partial months,完整率 completeness,来源 source,条款 clause,口径 definition\r\n");
+            s.push_str("目标编号 id,指标 goal,Goal,期间 period,统计期间 span,数值 value,单位 unit,目标值 target,比较 comparator,状态 status,分子 numerator,分母 denominator,已报告 reported,未知 unknown,分子中按替代指标 numerator from proxy,应报告 in scope,缺月 partial months,数据完整度 completeness,来源 source,条款 clause,口径 definition\r\n");
             for r in rows {
                 let (zh, en) = status_words(r.status);
                 let fields = [
@@ -134,6 +211,7 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
                     r.name_zh.clone(),
                     r.name_en.clone(),
                     r.period.clone(),
+                    span_words(&r.period),
                     opt(r.value),
                     r.unit.clone(),
                     opt(r.target),
@@ -157,17 +235,18 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
             s
         }
         Format::Md => {
-            let mut s = format!("## {title}\n\n| 编号 | 指标 | 数值 | 目标 | 状态 | 已报告/应报告 | 未知 | 完整度 | 说明 |\n|---|---|---:|---:|---|---:|---:|---:|---|\n");
+            let mut s = format!("## {title}\n\n| 编号 | 指标 | 数值 | 统计期间 | 目标 | 状态 | 已报告/应报告 | 未知 | 数据完整度 | 说明 |\n|---|---|---:|---|---:|---|---:|---:|---:|---|\n");
             for r in rows {
                 let _ = writeln!(
                     s,
-                    "| {} | {}<br>{} | {} | {} {} | {} | {}/{} | {} | {} | {} |",
+                    "| {} | {}<br>{} | {} | {} | {} {} | {} | {}/{} | {} | {} | {} |",
                     r.id,
                     r.name_zh,
                     r.name_en,
-                    human(r.value, &r.unit),
+                    amount_words(r.value, &r.unit, false),
+                    span_words(&r.period),
                     r.comparator,
-                    human(r.target, &r.unit),
+                    amount_words(r.target, &r.unit, true),
                     status_words(r.status).0,
                     r.reported,
                     r.in_scope,
@@ -209,35 +288,47 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::goals::{GoalKind, Scope};
 
     fn row() -> GoalRow {
-        GoalRow {
-            id: "JY27-18".into(),
-            set: "jiyuan-2027".into(),
-            name_zh: "中级及以上智能制造场景覆盖率".into(),
-            name_en: "Intermediate-or-above scenario coverage".into(),
-            source: "003_24b4d967be3f5958.txt".into(),
-            clause: "中级场景达到70%以上".into(),
-            kind: GoalKind::Coverage,
-            scope: Scope::Zone,
-            period: "2026-01..2026-10".into(),
-            value: Some(2.0 / 3.0),
-            numerator: 2.0,
-            denominator: 3.0,
-            unknown: 1,
-            numerator_from_proxy: 0,
-            reported: 2,
-            in_scope: 3,
-            partial_months: 0,
-            completeness: Some(2.0 / 3.0),
-            target: Some(0.7),
-            comparator: ">=".into(),
-            status: Status::NotMet,
-            definition: "≥ 1 scenario at intermediate, \"or\" advanced".into(),
-            deadline: Some("2027".into()),
-            unit: "share".into(),
-            note: None,
+        crate::testkit::goal_row()
+    }
+
+    #[test]
+    fn amounts_are_written_as_officials_write_them() {
+        for (v, unit, as_written, words) in [
+            (300_000_000.0, "10k_yuan", true, "3 万亿元"),
+            (28_000_000.0, "10k_yuan", true, "2,800 亿元"),
+            (123_456.0, "10k_yuan", false, "12.35 亿元"),
+            (9_999.0, "10k_yuan", false, "9,999 万元"),
+            (0.0135, "share", true, "1.35%"),
+            (0.0135, "share", false, "1.4%"),
+            (0.7, "share", true, "70%"),
+            (15.0, "10k_yuan/mu", true, "15 万元/亩"),
+            (-250_000_000.0, "10k_yuan", false, "-2.5 万亿元"),
+        ] {
+            assert_eq!(amount_words(Some(v), unit, as_written), words, "{v} {unit}");
+        }
+        assert_eq!(amount_words(None, "share", true), "—");
+    }
+
+    #[test]
+    fn a_span_is_written_in_words() {
+        for (p, words) in [
+            ("2026-01..2026-11", "2026年1—11月累计"),
+            ("2026-03..2026-11", "2026年3—11月"),
+            ("2026-11", "2026年11月"),
+            ("2026-Q4", "2026年第4季度"),
+            ("2026", "2026年"),
+            (
+                "2026-01..2026-10 vs 2025-01..2025-10",
+                "2026年1—10月累计（对比2025年1—10月累计）",
+            ),
+            ("2026-10 vs 2015", "2026年10月（对比2015年）"),
+            ("", ""),
+            ("2026-1", "2026-1"),
+            ("年年年", "年年年"),
+        ] {
+            assert_eq!(span_words(p), words, "{p}");
         }
     }
 
@@ -257,7 +348,7 @@ mod tests {
         assert_eq!(human(Some(28_000_000.0), "10k_yuan"), "28,000,000");
         assert_eq!(human(None, "share"), "—");
         let md = render("济源高新区 2026-10", &[row()], Format::Md);
-        assert!(md.contains("| JY27-18 | 中级及以上智能制造场景覆盖率<br>Intermediate-or-above scenario coverage | 66.7% | >= 70.0% | 未达标 | 2/3 | 1 | 66.7% |  |"));
+        assert!(md.contains("| JY27-18 | 中级及以上智能制造场景覆盖率<br>Intermediate-or-above scenario coverage | 66.7% | 2026年1—10月累计 | >= 70% | 未达标 | 2/3 | 1 | 66.7% |  |"));
         // What a figure leaves out is said beside it.
         let mut partial = row();
         (partial.partial_months, partial.numerator_from_proxy) = (8, 1);

@@ -4,9 +4,10 @@
 //! digital-transformation center's endpoint. Both go through the durable
 //! outbound queue; a newer summary replaces one still waiting there.
 
-use crate::app::App;
+use crate::goals::cache::Tables;
+use crate::outbound::queue::DeliveryQueue;
 use crate::outbound::{Delivery, Destination};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -36,19 +37,33 @@ impl Default for SummarySettings {
     }
 }
 
+/// What the summaries task takes: the goal tables it publishes and the
+/// queue they go out through.
+#[derive(Clone)]
+pub struct Summaries {
+    /// The zones' goal tables.
+    pub tables: Tables,
+    /// Where summaries are queued.
+    pub deliveries: Arc<DeliveryQueue>,
+    /// Flushed after each pass, so what was queued is durable.
+    pub store: Arc<Store>,
+}
+
 /// Queues the current summary of every zone served.
-pub fn queue_all(app: &App, s: &SummarySettings) -> Result<usize, StoreError> {
+pub fn queue_all(app: &Summaries, s: &SummarySettings) -> Result<usize, StoreError> {
     let now = Utc::now();
     let period = Period::month_of(now);
     let mut n = 0;
-    for z in app.zones.iter().filter_map(|z| app.registry.zone(z)) {
+    let t = &app.tables;
+    for z in t.zones.iter().filter_map(|z| t.registry.zone(z)) {
         // The zone's table as the API serves it, made from its kept tallies (goals::cache).
-        let rows = crate::goals::cache::table(app, &z.id, period)
+        let rows = t
+            .table(&z.id, period)
             .ok_or_else(|| StoreError::Corrupt("state lock poisoned".into()))?
             .rows;
         let body = json!({
             "zone": z.id, "name_zh": z.name_zh, "name_en": z.name_en, "city": z.city, "province": z.province,
-            "period": period, "span": crate::goals::SpanChoice::Basis, "computed_at": now, "settings": app.settings,
+            "period": period, "span": crate::goals::SpanChoice::Basis, "computed_at": now, "settings": &*t.settings,
             "goals": &*rows,
         });
         let mut targets = Vec::new();
@@ -72,7 +87,7 @@ pub fn queue_all(app: &App, s: &SummarySettings) -> Result<usize, StoreError> {
 }
 
 /// Queues summaries on schedule until shutdown.
-pub async fn run(app: Arc<App>, s: SummarySettings, mut shutdown: Shutdown) {
+pub async fn run(app: Summaries, s: SummarySettings, mut shutdown: Shutdown) {
     if s.every_secs <= 0.0 || (!s.mqtt && s.http_url.is_none()) {
         return;
     }

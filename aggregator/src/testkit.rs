@@ -60,3 +60,34 @@ pub fn register(value: f64, ts: &str) -> CanonicalReading {
         at: ReadingTime::Ts(utc(ts)),
     }
 }
+
+/// A goal row (JY27-18, intermediate scenario coverage, 2 of 3), to change as a test needs.
+pub fn goal_row() -> crate::goals::GoalRow {
+    crate::goals::GoalRow {
+        id: "JY27-18".into(),
+        set: "jiyuan-2027".into(),
+        name_zh: "中级及以上智能制造场景覆盖率".into(),
+        name_en: "Intermediate-or-above scenario coverage".into(),
+        source: "003_24b4d967be3f5958.txt".into(),
+        clause: "中级场景达到70%以上".into(),
+        kind: crate::goals::GoalKind::Coverage,
+        scope: crate::goals::Scope::Zone,
+        period: "2026-01..2026-10".into(),
+        value: Some(2.0 / 3.0),
+        numerator: 2.0,
+        denominator: 3.0,
+        unknown: 1,
+        numerator_from_proxy: 0,
+        reported: 2,
+        in_scope: 3,
+        partial_months: 0,
+        completeness: Some(2.0 / 3.0),
+        target: Some(0.7),
+        comparator: ">=".into(),
+        status: crate::goals::Status::NotMet,
+        definition: "≥ 1 scenario at intermediate, \"or\" advanced".into(),
+        deadline: Some("2027".into()),
+        unit: "share".into(),
+        note: None,
+    }
+}

@@ -202,10 +202,12 @@ fn sim_kwh_rate(i: u32) -> f64 {
     f64::from(20 + 5 * (i % 7))
 }
 
-/// The ten months before the simulator's first month: reported as monthly
-/// figures, so the energy page has a year of history to draw.
+/// The 22 months before the simulator's first month: reported as monthly
+/// figures, so the energy page has a year of history to draw and the year
+/// before it whole, which the reduction trajectory is anchored on (PY-06:
+/// the year before's intensity lowered 4 %).
 fn history_months(now: DateTime<Utc>) -> Vec<Period> {
-    let mut months = zonesync_aggregator::dashboard::series::months_ending(last_month(now), 11);
+    let mut months = zonesync_aggregator::dashboard::series::months_ending(last_month(now), 23);
     months.pop();
     months
 }
@@ -352,6 +354,8 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         },
         limits: Default::default(),
         goals: Default::default(),
+        goal_files: vec![],
+        builtin_goals: true,
         goal_refresh_ms: 1000,
         classification: Default::default(),
         alerts: demo_alerts(),

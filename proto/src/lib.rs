@@ -6,6 +6,7 @@
 //! judge a payload the same way.
 
 pub mod catalog;
+mod clock;
 mod fast;
 pub mod ids;
 pub mod period;
@@ -19,7 +20,7 @@ pub use catalog::{Catalog, CatalogError, Indicator, IndicatorKind, ValueType};
 /// The inline string type of validated readings' codes.
 pub use compact_str::CompactString;
 pub use ids::{AgentId, EnterpriseId, IdError, OutboxId, ZoneId};
-pub use period::{Period, PeriodError, CST};
+pub use period::{Period, PeriodError, Progress, CST};
 pub use topic::{Topic, TopicError, TopicKind};
 pub use validate::{
     check_period, check_ts, Accepted, CanonicalReading, DeclaredValue, Limits, Location, Problem, Reason, Scenario,

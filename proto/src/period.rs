@@ -76,6 +76,30 @@ impl Period {
         Period::Month(local.year(), local.month())
     }
 
+    /// The last month (China time) that has ended by `now`. Figures default
+    /// to it: a month still running ranks every enterprise on a few days.
+    pub fn last_complete_month(now: DateTime<Utc>) -> Period {
+        Period::month_of(Period::month_of(now).start() - chrono::Duration::seconds(1))
+    }
+
+    /// Where `now` stands in the period: ended, running (with the China-time
+    /// days begun so far out of its days), or not begun.
+    pub fn progress(&self, now: DateTime<Utc>) -> Progress {
+        if now >= self.end() {
+            Progress::Complete
+        } else if now < self.start() {
+            Progress::NotStarted
+        } else {
+            let day = |t: DateTime<Utc>| t.with_timezone(&CST).date_naive();
+            let total = (day(self.end()) - day(self.start())).num_days();
+            let elapsed = (day(now) - day(self.start())).num_days() + 1;
+            Progress::InProgress {
+                days: u32::try_from(elapsed).unwrap_or(0),
+                of: u32::try_from(total).unwrap_or(0),
+            }
+        }
+    }
+
     /// First instant of the period.
     pub fn start(&self) -> DateTime<Utc> {
         let (y, m) = match *self {
@@ -118,6 +142,18 @@ impl Period {
         (first..first + n).map(|m| Period::Month(y, m)).collect()
     }
 
+    /// The period just before, of the same length (环比): the month, quarter
+    /// or year before.
+    pub fn previous(&self) -> Period {
+        match *self {
+            Period::Year(y) => Period::Year(y - 1),
+            Period::Quarter(y, 1) => Period::Quarter(y - 1, 4),
+            Period::Quarter(y, q) => Period::Quarter(y, q - 1),
+            Period::Month(y, 1) => Period::Month(y - 1, 12),
+            Period::Month(y, m) => Period::Month(y, m - 1),
+        }
+    }
+
     /// The same period one year earlier (same-period-last-year comparisons).
     pub fn year_before(&self) -> Period {
         match *self {
@@ -126,6 +162,19 @@ impl Period {
             Period::Month(y, m) => Period::Month(y - 1, m),
         }
     }
+}
+
+/// Whether a period has ended ([`Period::progress`]), as the API reports it
+/// beside a figure, so a month still running is never read as a whole one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Progress {
+    /// The period has ended.
+    Complete,
+    /// The period is running: `days` China-time days begun, of `of`.
+    InProgress { days: u32, of: u32 },
+    /// The period has not begun.
+    NotStarted,
 }
 
 fn next_month(y: i32, m: u32) -> (i32, u32) {
@@ -192,6 +241,43 @@ mod tests {
         for s in ["26", "2026-13", "2026-Q5", "2026-1", "abcd", "2026-10-01", "1800"] {
             assert!(Period::parse(s).is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn the_period_before_crosses_years() {
+        assert_eq!(Period::Month(2026, 1).previous(), Period::Month(2025, 12));
+        assert_eq!(Period::Month(2026, 11).previous(), Period::Month(2026, 10));
+        assert_eq!(Period::Quarter(2026, 1).previous(), Period::Quarter(2025, 4));
+        assert_eq!(Period::Quarter(2026, 3).previous(), Period::Quarter(2026, 2));
+        assert_eq!(Period::Year(2026).previous(), Period::Year(2025));
+    }
+
+    #[test]
+    fn the_last_complete_month_and_a_running_period_follow_china_time() {
+        // 6 December, 10:00 in Beijing: November is the last complete month.
+        let now = utc("2026-12-06T02:00:00Z");
+        assert_eq!(Period::last_complete_month(now), Period::Month(2026, 11));
+        // January's last complete month is the December before.
+        assert_eq!(
+            Period::last_complete_month(utc("2027-01-01T00:00:00Z")),
+            Period::Month(2026, 12)
+        );
+        assert_eq!(Period::Month(2026, 11).progress(now), Progress::Complete);
+        assert_eq!(
+            Period::Month(2026, 12).progress(now),
+            Progress::InProgress { days: 6, of: 31 }
+        );
+        assert_eq!(
+            Period::Year(2026).progress(now),
+            Progress::InProgress { days: 340, of: 365 }
+        );
+        assert_eq!(Period::Month(2027, 1).progress(now), Progress::NotStarted);
+        // 23:59 on the last day in Beijing is still the month running, on its last day.
+        let last = utc("2026-12-31T15:59:00Z");
+        assert_eq!(
+            Period::Month(2026, 12).progress(last),
+            Progress::InProgress { days: 31, of: 31 }
+        );
     }
 
     #[test]

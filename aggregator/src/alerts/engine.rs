@@ -3,15 +3,20 @@
 
 use super::lifecycle::{self, step, Phase, Transition, Tuning};
 use super::rules::{observe, observe_batch_identity, BATCH_IDENTITY};
+use super::store::AlertStore;
 use super::{AlertRecord, AlertSettings, Event};
-use crate::app::App;
+use crate::goals::GoalSettings;
+use crate::metrics::Metrics;
+use crate::outbound::queue::DeliveryQueue;
 use crate::outbound::Delivery;
-use crate::store::StoreError;
+use crate::registry::Registry;
+use crate::state::State;
+use crate::store::{Store, StoreError};
 use chrono::{Duration, Utc};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use zonesync_proto::Period;
+use std::sync::{Arc, RwLock};
+use zonesync_proto::{Catalog, Period, ZoneId};
 use zonesync_runtime::shutdown::Shutdown;
 
 /// Why an acknowledgement was refused.
@@ -25,6 +30,30 @@ pub enum AckError {
     Store(#[from] StoreError),
 }
 
+/// What the alert engine takes: the read model to observe, the alert states
+/// and history it keeps, the queue its transitions go out through.
+#[derive(Clone)]
+pub struct Alerts {
+    /// Zones and enterprises.
+    pub registry: Arc<Registry>,
+    /// Zones served.
+    pub zones: Arc<[ZoneId]>,
+    /// Indicator catalog.
+    pub catalog: Arc<Catalog>,
+    /// Goal thresholds (the energy trajectory the rules compare with).
+    pub settings: Arc<GoalSettings>,
+    /// The read model.
+    pub state: Arc<RwLock<State>>,
+    /// Alert states and history.
+    pub alerts: AlertStore,
+    /// Where transitions are queued for the sinks.
+    pub deliveries: Arc<DeliveryQueue>,
+    /// Flushed after each pass, so what was queued is durable.
+    pub store: Arc<Store>,
+    /// Raised and cleared counts.
+    pub metrics: Arc<Metrics>,
+}
+
 fn key(o: &super::Observation) -> String {
     format!(
         "{}|{}|{}",
@@ -35,7 +64,7 @@ fn key(o: &super::Observation) -> String {
 }
 
 /// One evaluation pass over every zone served; returns the events it raised.
-pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>) -> Result<Vec<Event>, StoreError> {
+pub fn evaluate_once(app: &Alerts, cfg: &AlertSettings, now: chrono::DateTime<Utc>) -> Result<Vec<Event>, StoreError> {
     let tuning = Tuning {
         min_duration: Duration::milliseconds((cfg.min_duration_secs * 1000.0) as i64),
         hysteresis: cfg.hysteresis,
@@ -62,7 +91,7 @@ pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>)
     }
     let mut events = Vec::new();
     for (k, o) in obs {
-        let mut rec = app.alert_store.get(&k)?.unwrap_or_else(|| AlertRecord {
+        let mut rec = app.alerts.get(&k)?.unwrap_or_else(|| AlertRecord {
             key: k.clone(),
             rule: o.rule.clone(),
             subject: o.subject.clone(),
@@ -91,7 +120,7 @@ pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>)
         rec.detail = o.detail.clone();
         rec.updated_at = now;
         if changed {
-            app.alert_store.put(&rec)?;
+            app.alerts.put(&rec)?;
         }
         if let Some(transition) = t {
             let mut e = Event {
@@ -101,7 +130,7 @@ pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>)
                 obs: o,
                 at: now,
             };
-            e.id = app.alert_store.push_history(&e)?;
+            e.id = app.alerts.push_history(&e)?;
             for sink in &cfg.sinks {
                 app.deliveries.enqueue(Delivery::new(
                     sink.destination(&e.obs.subject.zone),
@@ -122,7 +151,7 @@ pub fn evaluate_once(app: &App, cfg: &AlertSettings, now: chrono::DateTime<Utc>)
 }
 
 /// Runs the engine until shutdown.
-pub async fn run(app: Arc<App>, cfg: AlertSettings, mut shutdown: Shutdown) {
+pub async fn run(app: Alerts, cfg: AlertSettings, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(cfg.evaluate_every_ms.max(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -137,15 +166,12 @@ pub async fn run(app: Arc<App>, cfg: AlertSettings, mut shutdown: Shutdown) {
 }
 
 /// Acknowledges an active alert.
-pub fn acknowledge(app: &App, key: &str, by: &str) -> Result<AlertRecord, AckError> {
-    let mut rec = app
-        .alert_store
-        .get(key)?
-        .ok_or_else(|| AckError::Unknown(key.to_owned()))?;
+pub fn acknowledge(app: &Alerts, key: &str, by: &str) -> Result<AlertRecord, AckError> {
+    let mut rec = app.alerts.get(key)?.ok_or_else(|| AckError::Unknown(key.to_owned()))?;
     if !lifecycle::acknowledge(&mut rec.phase, by, Utc::now()) {
         return Err(AckError::NotActive(key.to_owned()));
     }
-    app.alert_store.put(&rec)?;
+    app.alerts.put(&rec)?;
     app.store.flush()?;
     Ok(rec)
 }

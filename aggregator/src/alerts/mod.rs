@@ -10,7 +10,7 @@ pub mod rules;
 pub mod sinks;
 pub mod store;
 
-pub use engine::{acknowledge, evaluate_once, run, AckError};
+pub use engine::{acknowledge, evaluate_once, run, AckError, Alerts};
 pub use lifecycle::{Phase, Transition};
 pub use rules::{Observation, RuleSettings, Subject};
 pub use sinks::Sink;

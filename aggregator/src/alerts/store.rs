@@ -4,7 +4,8 @@
 use super::{AlertRecord, Event};
 use crate::store::{json_of, StoreError};
 
-/// Alert states and transitions.
+/// Alert states and transitions. Cloning shares the same trees.
+#[derive(Clone)]
 pub struct AlertStore {
     db: sled::Db,
     alerts: sled::Tree,

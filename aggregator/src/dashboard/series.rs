@@ -37,7 +37,7 @@ pub fn months_ending(last: Period, count: usize) -> Vec<Period> {
     out
 }
 
-/// The reduction rate the trajectory is drawn with: the annual-rate trend goal
+/// The reduction rule the trajectory is drawn with: the annual-rate trend goal
 /// on energy intensity (`EI`) in the goal catalog, so the line follows the plans.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Rate {
@@ -45,6 +45,34 @@ pub struct Rate {
     pub goal: String,
     /// Change per year, e.g. −0.04.
     pub per_year: f64,
+    /// The goal's base year; without one the rate applies year on year.
+    pub base_year: Option<i32>,
+}
+
+impl Rate {
+    /// The intensity year `y` should not exceed, as the goal defines it: the
+    /// base year's intensity × (1 + rate)^(y − base), or, without a base
+    /// year, the year before's × (1 + rate). It depends on whole years only,
+    /// never on which months a chart shows.
+    fn target(&self, y: i32, of_year: &BTreeMap<i32, Option<f64>>) -> Option<f64> {
+        let at = |y: i32| of_year.get(&y).copied().flatten();
+        match self.base_year {
+            Some(b) if y > b => Some(at(b)? * (1.0 + self.per_year).powi(y - b)),
+            Some(_) => None,
+            None => Some(at(y - 1)? * (1.0 + self.per_year)),
+        }
+    }
+
+    /// The base years whose intensity the targets of `years` read.
+    fn bases(&self, years: impl Iterator<Item = i32>) -> Vec<i32> {
+        let mut out: Vec<i32> = match self.base_year {
+            Some(b) => vec![b],
+            None => years.map(|y| y - 1).collect(),
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// The annual intensity-reduction target in the catalog, if any preset has one.
@@ -52,11 +80,12 @@ pub fn trajectory_rate(goals: &GoalCatalog) -> Option<Rate> {
     goals
         .goal
         .iter()
-        .filter(|g| g.of.as_deref() == Some("EI") && g.annual && g.base_year.is_none())
+        .filter(|g| g.of.as_deref() == Some("EI") && g.annual)
         .find_map(|g| {
             g.target.map(|t| Rate {
                 goal: g.id.clone(),
                 per_year: t,
+                base_year: g.base_year,
             })
         })
 }
@@ -66,10 +95,11 @@ pub fn trajectory_rate(goals: &GoalCatalog) -> Option<Rate> {
 pub struct Series {
     /// tce per 10k yuan per month, `None` where either figure is missing.
     pub intensity: Vec<Option<f64>>,
-    /// The trajectory from the first month with data, at `rate` per year.
+    /// Per month, the target of its year ([`Rate`]): the base year's intensity
+    /// lowered at the goal's rate; `None` where the base year has no figure.
     pub trajectory: Vec<Option<f64>>,
-    /// Index of the first month with data (the trajectory's anchor).
-    pub anchor: Option<usize>,
+    /// The whole-year intensities the trajectory is anchored on, by year.
+    pub base: BTreeMap<i32, Option<f64>>,
     /// Index of the last month with data.
     pub latest: Option<usize>,
     /// `intensity[latest] ÷ trajectory[latest] − 1`: how far above (positive) or
@@ -78,26 +108,25 @@ pub struct Series {
 }
 
 impl Series {
-    fn new(intensity: Vec<Option<f64>>, rate: Option<f64>) -> Self {
-        let anchor = intensity.iter().position(Option::is_some);
+    fn new(
+        intensity: Vec<Option<f64>>,
+        months: &[Period],
+        rate: Option<&Rate>,
+        base: BTreeMap<i32, Option<f64>>,
+    ) -> Self {
         let latest = intensity.iter().rposition(Option::is_some);
-        let trajectory: Vec<Option<f64>> = match (anchor, rate) {
-            (Some(a), Some(r)) => {
-                let base = intensity[a].unwrap_or_default();
-                (0..intensity.len())
-                    .map(|k| (k >= a).then(|| base * (1.0 + r).powf((k - a) as f64 / 12.0)))
-                    .collect()
-            }
-            _ => vec![None; intensity.len()],
-        };
-        let gap = latest.and_then(|l| match (intensity[l], trajectory[l]) {
+        let trajectory: Vec<Option<f64>> = months
+            .iter()
+            .map(|m| rate.and_then(|r| r.target(m.year(), &base)))
+            .collect();
+        let gap = latest.and_then(|l| match (intensity[l], trajectory.get(l).copied().flatten()) {
             (Some(i), Some(t)) if t > 0.0 => Some(i / t - 1.0),
             _ => None,
         });
         Self {
             intensity,
             trajectory,
-            anchor,
+            base,
             latest,
             gap,
         }
@@ -168,7 +197,28 @@ pub fn energy_series(
         zone_va.push((n > 0).then_some(v));
         zone_i.push((n > 0 && v > 0.0).then(|| t / v));
     }
-    let per_year = rate.as_ref().map(|r| r.per_year);
+    // The whole years the trajectory is anchored on: per enterprise its
+    // intensity over the months known (both sides matched), for the zone the
+    // in-scope enterprises whose year is whole, as the monthly zone figure.
+    let bases = rate
+        .as_ref()
+        .map(|r| r.bases(months.iter().map(Period::year)))
+        .unwrap_or_default();
+    let per_year: Vec<(i32, Vec<_>)> = bases
+        .iter()
+        .map(|y| (*y, energy(zone, zs, Period::Year(*y), catalog, settings)))
+        .collect();
+    let zone_base: BTreeMap<i32, Option<f64>> = per_year
+        .iter()
+        .map(|(y, rows)| {
+            let (t, v) = rows
+                .iter()
+                .filter(|r| r.in_scope && !r.partial)
+                .filter_map(|r| Some((r.tce?, r.value_added?)))
+                .fold((0.0, 0.0), |(t, v), (a, b)| (t + a, v + b));
+            (*y, (v > 0.0).then(|| t / v))
+        })
+        .collect();
     let mut enterprises: Vec<EnterpriseSeries> = zone
         .enterprise
         .iter()
@@ -186,7 +236,12 @@ pub fn energy_series(
                     .iter()
                     .map(|rows| rows.get(k).and_then(|r| if r.partial { None } else { r.intensity }))
                     .collect(),
-                per_year,
+                months,
+                rate.as_ref(),
+                per_year
+                    .iter()
+                    .map(|(y, rows)| (*y, rows.get(k).and_then(|r| r.intensity)))
+                    .collect(),
             ),
         })
         .filter(|e| e.series.latest.is_some() || e.partial.iter().any(|p| *p))
@@ -199,8 +254,8 @@ pub fn energy_series(
     EnergySeries {
         months: months.to_vec(),
         unit: "tce/10k yuan",
+        zone: Series::new(zone_i, months, rate.as_ref(), zone_base),
         rate,
-        zone: Series::new(zone_i, per_year),
         zone_tce,
         zone_value_added: zone_va,
         zone_partial,
@@ -343,15 +398,79 @@ mod tests {
     }
 
     #[test]
-    fn the_trajectory_starts_at_the_first_month_with_data_and_falls_at_the_annual_rate() {
-        let s = Series::new(vec![None, Some(1.0), None, Some(1.2)], Some(-0.04));
-        assert_eq!(s.anchor, Some(1));
-        assert_eq!(s.latest, Some(3));
-        assert_eq!(s.trajectory[0], None);
-        assert_eq!(s.trajectory[1], Some(1.0));
-        let t3 = 0.96f64.powf(2.0 / 12.0);
-        assert!((s.trajectory[3].unwrap() - t3).abs() < 1e-12);
-        assert!((s.gap.unwrap() - (1.2 / t3 - 1.0)).abs() < 1e-12);
+    fn the_trajectory_is_the_year_befores_intensity_lowered_at_the_rate_whatever_the_window() {
+        use crate::state::State;
+        use crate::testkit::{amount, enterprise, id, zone};
+        let z = zone(vec![enterprise(1, true, "")], &[]);
+        let cat = Catalog::builtin().unwrap();
+        let mut st = State::default();
+        // 2025: 10,000 kWh and 100 万元 every month; 2026: 11,000 kWh (intensity up 10 %).
+        let month = |y: i32, m: u32, kwh: f64| {
+            let p = format!("{y}-{m:02}");
+            vec![amount("electricity", &p, kwh), amount("value_added", &p, 100.0)]
+        };
+        let mut all: Vec<_> = (1..=12).flat_map(|m| month(2025, m, 10_000.0)).collect();
+        all.extend((1..=11).flat_map(|m| month(2026, m, 11_000.0)));
+        st.apply(&z.id, &id(1), &all, &[], &cat);
+        let yoy = Rate {
+            goal: "PY-06".into(),
+            per_year: -0.04,
+            base_year: None,
+        };
+        let base_2025 = 1.229 / 100.0;
+        for window in [3, 12] {
+            let months = months_ending(Period::Month(2026, 11), window);
+            let s = energy_series(
+                &z,
+                st.zones.get(&z.id),
+                &months,
+                Some(yoy.clone()),
+                &cat,
+                &GoalSettings::default(),
+            );
+            let want = base_2025 * 0.96;
+            assert!(
+                (s.zone.trajectory[window - 1].unwrap() - want).abs() < 1e-12,
+                "window {window}"
+            );
+            let gap = 1.1 / 0.96 - 1.0;
+            assert!(
+                (s.zone.gap.unwrap() - gap).abs() < 1e-9,
+                "window {window}: {:?}",
+                s.zone.gap
+            );
+            let e = &s.enterprises[0];
+            assert!((e.series.gap.unwrap() - gap).abs() < 1e-9);
+        }
+        // A window reaching into 2025 anchors its 2025 months on 2024, which has no data.
+        let months = months_ending(Period::Month(2026, 2), 4);
+        let s = energy_series(
+            &z,
+            st.zones.get(&z.id),
+            &months,
+            Some(yoy),
+            &cat,
+            &GoalSettings::default(),
+        );
+        assert_eq!(s.zone.trajectory[0], None);
+        assert!(s.zone.trajectory[3].is_some());
+        // With a base year: the base year's intensity lowered once per year since.
+        let based = Rate {
+            goal: "X".into(),
+            per_year: -0.04,
+            base_year: Some(2025),
+        };
+        let months = months_ending(Period::Month(2026, 11), 12);
+        let s = energy_series(
+            &z,
+            st.zones.get(&z.id),
+            &months,
+            Some(based),
+            &cat,
+            &GoalSettings::default(),
+        );
+        assert_eq!(s.zone.trajectory[0], None, "2025-12 is the base year itself");
+        assert!((s.zone.trajectory[11].unwrap() - base_2025 * 0.96).abs() < 1e-12);
     }
 
     #[test]
@@ -381,7 +500,8 @@ mod tests {
 
     #[test]
     fn without_a_rate_there_is_no_trajectory_and_no_gap() {
-        let s = Series::new(vec![Some(1.0), Some(2.0)], None);
+        let months = months_ending(Period::Month(2026, 2), 2);
+        let s = Series::new(vec![Some(1.0), Some(2.0)], &months, None, BTreeMap::new());
         assert_eq!(s.trajectory, vec![None, None]);
         assert_eq!(s.gap, None);
     }
@@ -394,7 +514,8 @@ mod tests {
             r,
             Rate {
                 goal: "PY-06".into(),
-                per_year: -0.04
+                per_year: -0.04,
+                base_year: None,
             }
         );
     }

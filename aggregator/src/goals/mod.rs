@@ -14,12 +14,14 @@
 //! the checklist in shared/reference/goals-from-seeds.md is covered row by row.
 
 pub mod cache;
+pub mod compare;
 mod conditions;
 mod contribute;
 mod energy_rows;
 mod eval;
 pub mod exact;
 mod figure;
+pub mod file;
 pub mod incremental;
 #[cfg(test)]
 mod model_tests;
@@ -197,8 +199,17 @@ pub struct GoalCatalog {
 pub enum GoalError {
     #[error("goal catalog is not valid: {0}")]
     Parse(#[from] toml::de::Error),
-    #[error("goal {id}: {problem}")]
-    Invalid { id: String, problem: String },
+    #[error("goal {id}, field `{field}`: {problem}")]
+    Invalid {
+        id: String,
+        field: &'static str,
+        problem: String,
+    },
+    /// A goal file named in the configuration, with where in it.
+    #[error("{path}:{line}: {what}")]
+    File { path: String, line: usize, what: String },
+    #[error("reading goal file {path}: {source}")]
+    Io { path: String, source: std::io::Error },
 }
 
 const COMPARATORS: [&str; 6] = [">=", ">", "<=", "<", "rising", "report"];
@@ -206,9 +217,18 @@ const COMPARATORS: [&str; 6] = [">=", ">", "<=", "<", "rising", "report"];
 /// Parses and checks a goal catalog against the indicator catalog.
 pub fn load_goals(text: &str, catalog: &zonesync_proto::Catalog) -> Result<GoalCatalog, GoalError> {
     let c: GoalCatalog = toml::from_str(text)?;
+    check(&c, catalog)?;
+    Ok(c)
+}
+
+/// Every rule a goal catalog must keep: each goal complete for its kind and
+/// naming indicators the catalog has, trends pointing at a goal of the
+/// catalog, no id twice. The error names the goal and the field at fault.
+pub(crate) fn check(c: &GoalCatalog, catalog: &zonesync_proto::Catalog) -> Result<(), GoalError> {
     for g in &c.goal {
-        let bad = |problem: &str| GoalError::Invalid {
+        let bad = |field: &'static str, problem: &str| GoalError::Invalid {
             id: g.id.clone(),
+            field,
             problem: problem.to_owned(),
         };
         let known = |code: &Option<String>| match code.as_deref() {
@@ -217,27 +237,35 @@ pub fn load_goals(text: &str, catalog: &zonesync_proto::Catalog) -> Result<GoalC
             None => false,
         };
         if !COMPARATORS.contains(&g.comparator.as_str()) {
-            return Err(bad("comparator must be one of >=, >, <=, <, rising, report"));
+            return Err(bad("comparator", "must be one of >=, >, <=, <, rising, report"));
         }
         if g.target.is_none() && !matches!(g.comparator.as_str(), "rising" | "report") {
-            return Err(bad("needs a target, or comparator rising/report"));
+            return Err(bad("target", "needs a target, or comparator rising/report"));
         }
         if let Some(t) = &g.threshold {
             if catalog.get(&t.indicator).is_none() {
-                return Err(bad("threshold indicator is not in the catalog"));
+                return Err(bad("threshold", "threshold indicator is not in the catalog"));
             }
         }
         match g.kind {
-            GoalKind::Coverage if g.condition.is_none() => return Err(bad("coverage needs a condition")),
-            GoalKind::Ratio if !known(&g.numerator) || !known(&g.denominator) => {
-                return Err(bad("ratio needs numerator and denominator indicators from the catalog"))
+            GoalKind::Coverage if g.condition.is_none() => return Err(bad("condition", "coverage needs a condition")),
+            GoalKind::Ratio if !known(&g.numerator) => {
+                return Err(bad("numerator", "ratio needs a numerator indicator from the catalog"))
+            }
+            GoalKind::Ratio if !known(&g.denominator) => {
+                return Err(bad(
+                    "denominator",
+                    "ratio needs a denominator indicator from the catalog",
+                ))
             }
             GoalKind::Total | GoalKind::ZoneCount if !known(&g.indicator) => {
-                return Err(bad("needs an indicator from the catalog"))
+                return Err(bad("indicator", "needs an indicator from the catalog"))
             }
-            GoalKind::ZoneCount if g.threshold.is_none() => return Err(bad("zone_count needs a threshold")),
+            GoalKind::ZoneCount if g.threshold.is_none() => {
+                return Err(bad("threshold", "zone_count needs a threshold"))
+            }
             GoalKind::Count if g.condition.is_none() && g.threshold.is_none() => {
-                return Err(bad("count needs a condition or a threshold"))
+                return Err(bad("condition", "count needs a condition or a threshold"))
             }
             GoalKind::Trend
                 if !c
@@ -245,7 +273,7 @@ pub fn load_goals(text: &str, catalog: &zonesync_proto::Catalog) -> Result<GoalC
                     .iter()
                     .any(|o| Some(&o.id) == g.of.as_ref() && o.kind != GoalKind::Trend) =>
             {
-                return Err(bad("trend needs `of`: the id of a non-trend goal"))
+                return Err(bad("of", "trend needs `of`: the id of a non-trend goal"))
             }
             _ => {}
         }
@@ -260,8 +288,9 @@ pub fn load_goals(text: &str, catalog: &zonesync_proto::Catalog) -> Result<GoalC
     if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
         return Err(GoalError::Invalid {
             id: w[0].to_owned(),
+            field: "id",
             problem: "listed twice".into(),
         });
     }
-    Ok(c)
+    Ok(())
 }

@@ -40,7 +40,7 @@ use zonesync_runtime::shutdown::Shutdown;
 #[derive(Clone)]
 pub struct Ingest {
     /// Zones served: messages for others are dead-lettered.
-    pub(crate) zones: Vec<ZoneId>,
+    pub(crate) zones: Arc<[ZoneId]>,
     /// Payload validation.
     pub(crate) validator: Arc<Validator>,
     /// Who may report for which enterprise.

@@ -8,7 +8,10 @@ const S = {
   zone: null,
   period: null,
   zones: [],
-  readToken: sessionStorage.getItem("zonesync.readToken") || "",
+  // A read token is kept on this screen (localStorage) so a wall PC that
+  // reboots shows data again without anyone typing it; the write token
+  // (acknowledging alerts) stays for the session only.
+  readToken: localStorage.getItem("zonesync.readToken") || sessionStorage.getItem("zonesync.readToken") || "",
   live: null, // last event's fingerprint
   renders: 0,
 };
@@ -22,6 +25,23 @@ const nm = o => (S.lang === "en" ? o.name_en || o.name_zh : o.name_zh || o.name_
 function currentMonth() {
   const d = new Date(Date.now() + 8 * 3600 * 1000);
   return d.toISOString().slice(0, 7);
+}
+
+// The last month that has ended in China Standard Time, YYYY-MM: the default,
+// since a month still running ranks every enterprise on a few days of data.
+function lastCompleteMonth() {
+  let [y, m] = currentMonth().split("-").map(Number);
+  if (--m === 0) { m = 12; y--; }
+  return `${y}-${String(m).padStart(2, "0")}`;
+}
+
+// "进行中 · 第6天/共31天" for the month running, else "".
+function progressNote(period) {
+  if (period !== currentMonth()) return "";
+  const [y, m] = period.split("-").map(Number);
+  const day = Number(new Date(Date.now() + 8 * 3600 * 1000).toISOString().slice(8, 10));
+  const of = new Date(Date.UTC(y, m, 0)).getUTCDate();
+  return S.lang === "en" ? `in progress · day ${day} of ${of}` : `进行中 · 第${day}天/共${of}天`;
 }
 
 // Same rules as the CSV report (report.rs `human`), so page and export agree.
@@ -38,12 +58,27 @@ const pct = v => (v == null ? "—" : (v * 100).toFixed(1) + "%");
 const signedPct = v => (v == null ? "—" : (v > 0 ? "+" : "") + (v * 100).toFixed(1) + "%");
 const unitWord = u => (u === "share" ? "" : t("unit_" + u) === "unit_" + u ? u : t("unit_" + u));
 
+// Up to `d` decimals, trailing zeros dropped, thousands grouped: 2800 → "2,800", 1.35 → "1.35".
+const exact = (v, d) => Number(v.toFixed(d)).toLocaleString("en-US", { maximumFractionDigits: d });
+
+// A figure with the unit an official writes: money of 1 亿元 and more in 亿元,
+// of 1 万亿元 and more in 万亿元 (3 万亿元, 2,800 亿元, not 300,000,000 万元).
+// `asWritten` keeps a target's digits as the plan has them (≥ 1.35 %, not 1.4 %).
+function amount(v, unit, asWritten) {
+  if (v == null || !isFinite(v)) return ["—", unitWord(unit)];
+  if (unit === "10k_yuan" && Math.abs(v) >= 1e8) return [exact(v / 1e8, 2), t("unit_wanyi")];
+  if (unit === "10k_yuan" && Math.abs(v) >= 1e4) return [exact(v / 1e4, 2), t("unit_yi")];
+  if (asWritten && unit === "share") return [exact(v * 100, 4) + "%", ""];
+  if (asWritten) return [exact(v, 4), unitWord(unit)];
+  return [human(v, unit), unitWord(unit)];
+}
+
 function targetText(g) {
   if (g.comparator === "rising" || g.comparator === "report") return t("cmp_" + g.comparator);
   if (g.target == null) return "—";
   const cmp = { ">=": "≥", ">": ">", "<=": "≤", "<": "<" }[g.comparator] || g.comparator;
-  const u = unitWord(g.unit);
-  return `${cmp} ${human(g.target, g.unit)}${u ? " " + u : ""}`;
+  const [n, u] = amount(g.target, g.unit, true);
+  return `${cmp} ${n}${u ? " " + u : ""}`;
 }
 
 const statusBadge = s => `<span class="badge ${esc(s)}" data-status="${esc(s)}">${esc(t(s))}</span>`;
@@ -120,6 +155,41 @@ function scopeTag(g) {
   return g.scope && g.scope !== "zone" ? `<span class="scope">${t("scope_" + g.scope)}</span>` : "";
 }
 
+// What span a figure covers, in words: the API's `period` of a row
+// ("2026-01..2026-11", "2026-11", "2026-Q4", "2026", "A vs B") as
+// "2026年1—11月累计", "2026年11月", "2026年第4季度", "2026年", "A（对比B）".
+function spanLabel(p) {
+  if (!p) return "";
+  const vs = String(p).split(" vs ");
+  if (vs.length === 2) return S.lang === "en" ? `${spanLabel(vs[0])} vs ${spanLabel(vs[1])}` : `${spanLabel(vs[0])}（对比${spanLabel(vs[1])}）`;
+  const EN = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  let m;
+  if ((m = /^(\d{4})-(\d{2})\.\.(\d{4})-(\d{2})$/.exec(p))) {
+    const [y, a, b] = [m[1], Number(m[2]), Number(m[4])];
+    if (S.lang === "en") return `${EN[a - 1]}–${EN[b - 1]} ${y}${a === 1 ? " (cumulative)" : ""}`;
+    return `${y}年${a}—${b}月${a === 1 ? "累计" : ""}`;
+  }
+  if ((m = /^(\d{4})-(\d{2})$/.exec(p))) return S.lang === "en" ? `${EN[Number(m[2]) - 1]} ${m[1]}` : `${m[1]}年${Number(m[2])}月`;
+  if ((m = /^(\d{4})-Q(\d)$/.exec(p))) return S.lang === "en" ? `Q${m[2]} ${m[1]}` : `${m[1]}年第${m[2]}季度`;
+  if ((m = /^(\d{4})$/.exec(p))) return S.lang === "en" ? m[1] : `${m[1]}年`;
+  return p;
+}
+
+// "同比 +10.0% · 环比 −3.0个百分点" from a row's comparisons (API `compare=true`);
+// an earlier figure that is itself incomplete is marked, never hidden.
+function cmpText(c) {
+  if (!c) return "";
+  const one = (e, label) => {
+    if (!e) return "";
+    const ch = e.change == null ? "—"
+      : e.change_is === "points" ? `${e.change > 0 ? "+" : ""}${(e.change * 100).toFixed(1)}${t("points")}`
+      : signedPct(e.change);
+    const partial = e.completeness != null && e.completeness < 1 ? ` <span class="muted">(${t("completeness")} ${pct(e.completeness)})</span>` : "";
+    return `<span class="cmp" title="${esc(spanLabel(e.period))}">${t(label)} ${ch}${partial}</span>`;
+  };
+  return [one(c.same_period_last_year, "yoy"), one(c.previous_period, "mom")].filter(Boolean).join(" · ");
+}
+
 function coverageGoal(zone, g) {
   return `<div class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
     <div class="gname" title="${esc(g.definition)}"><span class="gid">${esc(g.id)}</span><span class="goal-name">${esc(nm(g))}</span>${scopeTag(g)}</div>
@@ -127,24 +197,26 @@ function coverageGoal(zone, g) {
       ${Charts.bar(g.value, g.target, g.status)}
       <b class="value">${human(g.value, g.unit)}</b>
     </div>
+    <div class="span-label muted">${esc(spanLabel(g.period))}</div>
     <div class="gmeta"><span class="target-text">${t("target")} ${esc(targetText(g))}</span>
       ${statusBadge(g.status)}<span class="gcomp">${completenessText(g)}</span></div>
   </div>`;
 }
 
-function otherGoalRow(zone, g) {
-  const u = unitWord(g.unit);
+function otherGoalRow(zone, g, cmp) {
+  const [n, u] = amount(g.value, g.unit);
   return `<tr class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
     <td><span class="gid">${esc(g.id)}</span></td>
     <td class="goal-name" title="${esc(g.definition)}">${esc(nm(g))}${scopeTag(g)}</td>
-    <td class="num"><b class="value">${human(g.value, g.unit)}</b> <span class="muted">${esc(u)}</span></td>
+    <td class="num"><b class="value">${n}</b> <span class="muted">${esc(u)}</span>
+      <div class="span-label muted">${esc(spanLabel(g.period))}</div><div class="compare muted">${cmpText(cmp && cmp[g.id])}</div></td>
     <td class="num target-text">${esc(targetText(g))}</td>
     <td>${statusBadge(g.status)}</td>
     <td class="num"><b class="completeness">${pct(g.completeness)}</b> <span class="muted">(${g.reported}/${g.in_scope})</span>${caveats(g)}</td></tr>`;
 }
 
 async function viewOverview() {
-  const tables = await Promise.all(S.zones.map(z => api(`/api/v1/zones/${z.id}/goals?${q()}`)));
+  const tables = await Promise.all(S.zones.map(z => api(`/api/v1/zones/${z.id}/goals?${q()}&compare=true`)));
   return S.zones.map((z, k) => {
     const goals = tables[k].goals;
     const cov = goals.filter(g => g.kind === "coverage");
@@ -155,7 +227,7 @@ async function viewOverview() {
       <h3>${t("other_goals")}</h3>
       <table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th>
         <th class="num">${t("target")}</th><th>${t("status")}</th><th class="num">${t("completeness")}</th></tr></thead>
-        <tbody>${other.map(g => otherGoalRow(z.id, g)).join("")}</tbody></table>
+        <tbody>${other.map(g => otherGoalRow(z.id, g, tables[k].comparisons)).join("")}</tbody></table>
     </section>`;
   }).join("");
 }
@@ -178,7 +250,7 @@ async function viewEnergy() {
     return `<div class="zone-energy${k === idx ? " selected" : ""}" data-zone="${esc(z.id)}">
       <div class="zname">${esc(nm(z))}</div>
       <div class="big"><b class="zone-intensity">${latest == null ? "—" : human(s.zone.intensity[latest], "")}</b>
-        <span class="muted">${latest == null ? "" : esc(s.months[latest])}</span></div>
+        <span class="muted span-label">${latest == null ? "" : esc(spanLabel(s.months[latest]))}</span></div>
       <div class="gapline">${t("gap")} <b class="${s.zone.gap > 0 ? "bad" : "good"}">${signedPct(s.zone.gap)}</b></div>
       ${latest != null && s.zone_partial[latest] > 0 ? `<div class="muted partial-note">${t("partial_left_out").replace("{n}", s.zone_partial[latest])}</div>` : ""}
       ${Charts.spark(s.zone.intensity.slice(from), s.zone.trajectory.slice(from), 220, 48)}
@@ -186,7 +258,10 @@ async function viewEnergy() {
   }).join("");
   const s = all[idx].series, from = window_(s);
   const labels = s.months.slice(from);
-  const rate = s.rate ? t("trajectory_rule").replace("{rate}", signedPct(s.rate.per_year)).replace("{goal}", s.rate.goal) : t("no_trajectory");
+  const rate = s.rate
+    ? t(s.rate.base_year ? "trajectory_rule_base" : "trajectory_rule").replace("{rate}", signedPct(s.rate.per_year))
+      .replace("{goal}", s.rate.goal).replace("{base}", s.rate.base_year)
+    : t("no_trajectory");
   const chart = Charts.line({
     labels,
     fmt: v => v.toFixed(4),
@@ -201,7 +276,7 @@ async function viewEnergy() {
     const newest = e.partial.length - 1;
     const partial = e.partial[newest] ? `<div class="partial">${t("partial_month").replace("{month}", esc(s.months[newest]))}</div>` : "";
     return `<tr data-enterprise="${esc(e.enterprise)}"><td>${esc(e.name)}<div class="muted mono">${esc(e.enterprise)}</div>${partial}</td>
-      <td class="num">${l == null ? "—" : esc(s.months[l])}</td>
+      <td class="num span-label">${l == null ? "—" : esc(spanLabel(s.months[l]))}</td>
       <td class="num"><b>${l == null ? "—" : human(e.intensity[l], "")}</b></td>
       <td class="num">${l == null ? "—" : human(e.trajectory[l], "")}</td>
       <td class="num"><b class="gap ${e.gap > 0 ? "bad" : "good"}">${signedPct(e.gap)}</b></td>
@@ -299,9 +374,10 @@ async function acknowledge(key) {
 }
 
 async function viewBriefing() {
-  const g = await api(`/api/v1/zones/${S.zone}/goals?${q()}`);
+  const g = await api(`/api/v1/zones/${S.zone}/goals?${q()}&compare=true`);
   const rows = g.goals.map(r => `<tr class="goal" data-goal="${esc(r.id)}"><td class="mono">${esc(r.id)}</td><td>${esc(nm(r))}</td>
-    <td class="num value">${human(r.value, r.unit)} <span class="muted">${esc(unitWord(r.unit))}</span></td>
+    <td class="num value">${amount(r.value, r.unit).join(" ").trim()}</td>
+    <td class="span-label">${esc(spanLabel(r.period))}</td><td class="compare">${cmpText(g.comparisons && g.comparisons[r.id])}</td>
     <td class="num">${esc(targetText(r))}</td><td>${statusBadge(r.status)}</td>
     <td class="num completeness">${pct(r.completeness)}</td><td class="num">${r.unknown}</td><td>${esc(r.deadline || "")}</td></tr>`).join("");
   return `<section class="card briefing">
@@ -310,7 +386,7 @@ async function viewBriefing() {
       <div class="no-print"><button type="button" id="export-csv">${t("export_csv")}</button>
       <button type="button" id="print">${t("print")}</button></div></div>
     ${statusChips(g.goals)}
-    <table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th><th class="num">${t("target")}</th>
+    <table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th><th>${t("span")}</th><th>${t("yoy")} · ${t("mom")}</th><th class="num">${t("target")}</th>
       <th>${t("status")}</th><th class="num">${t("completeness")}</th><th class="num">${t("unknown")}</th><th>${t("deadline")}</th></tr></thead>
       <tbody>${rows}</tbody></table></section>`;
 }
@@ -347,7 +423,10 @@ function applyLabels() {
   $("#zone").innerHTML = S.zones.map(z => `<option value="${esc(z.id)}"${z.id === S.zone ? " selected" : ""}>${esc(nm(z))}</option>`).join("");
   $("#zone").parentElement.hidden = S.tab === "overview" || S.tab === "alerts";
   $("#period").innerHTML = monthsBack(24).map(m =>
-    `<option value="${m}"${m === S.period ? " selected" : ""}>${S.lang === "en" ? m : m.replace("-", "年") + "月"}</option>`).join("");
+    `<option value="${m}"${m === S.period ? " selected" : ""}>${S.lang === "en" ? m : m.replace("-", "年") + "月"}${m === currentMonth() ? (S.lang === "en" ? " (in progress)" : "（进行中）") : ""}</option>`).join("");
+  const note = progressNote(S.period);
+  $("#period-note").textContent = note;
+  $("#period-note").hidden = !note;
 }
 
 function saveUrl() {
@@ -420,7 +499,7 @@ async function follow() {
           if (fp !== S.live) {
             S.live = fp;
             if (!first) liveRender();
-            text.textContent = `${t("live")} · ${t("updated")} ${new Date().toLocaleTimeString(S.lang === "en" ? "en-GB" : "zh-CN", { hour12: false })}`;
+            text.textContent = `${t("live")} · ${t("updated")} ${new Date().toLocaleTimeString(S.lang === "en" ? "en-GB" : "zh-CN", { hour12: false, timeZone: "Asia/Shanghai" })}`;
           }
         }
       }
@@ -437,7 +516,13 @@ function init() {
   const p = new URLSearchParams(location.search);
   S.lang = (p.get("lang") || localStorage.getItem("zonesync.lang")) === "en" ? "en" : "zh";
   S.zone = p.get("zone") || null;
-  S.period = /^\d{4}-\d{2}$/.test(p.get("period") || "") ? p.get("period") : currentMonth();
+  // Set once with ?token=… (e.g. in the kiosk's start URL); saveUrl drops it
+  // from the address bar, the screen keeps it.
+  if (p.get("token")) {
+    S.readToken = p.get("token").trim();
+    localStorage.setItem("zonesync.readToken", S.readToken);
+  }
+  S.period = /^\d{4}-\d{2}$/.test(p.get("period") || "") ? p.get("period") : lastCompleteMonth();
   S.tab = VIEWS[location.hash.slice(1)] ? location.hash.slice(1) : "overview";
   $("#period").addEventListener("change", e => { if (e.target.value) { S.period = e.target.value; render(); } });
   $("#zone").addEventListener("change", e => { S.zone = e.target.value; render(); });
@@ -453,7 +538,7 @@ function init() {
   });
   $("#read-token-apply").addEventListener("click", () => {
     S.readToken = $("#read-token").value.trim();
-    sessionStorage.setItem("zonesync.readToken", S.readToken);
+    localStorage.setItem("zonesync.readToken", S.readToken);
     render();
   });
   $("#view").addEventListener("click", e => {

@@ -135,7 +135,7 @@ fn the_same_mark_with_other_content_is_refused_and_never_confirmed() {
     apply_effects(&app.ingest(), effects, utc(NOW));
     assert_eq!(agent_state(&app).refused_reused_seq, 1);
     // Someone must look at that gateway: an alert, raised at once.
-    let events = crate::alerts::evaluate_once(&app, &Default::default(), utc(NOW)).expect("alerts");
+    let events = crate::alerts::evaluate_once(&app.alerts(), &Default::default(), utc(NOW)).expect("alerts");
     let raised: Vec<_> = events.iter().filter(|e| e.obs.rule == "batch_identity").collect();
     assert_eq!(raised.len(), 1, "{events:?}");
     assert!(
