@@ -116,6 +116,8 @@ async fn a_broker_acl_denial_is_seen_counted_kept_and_reported_under_mqtt5() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let gauge = format!("zonesync_aggregator_agent_broker_denied_batches{{zone=\"{ZONE}\",agent=\"agent-a\"}}");
+    assert!(api.metric(&gauge).await > 0.0, "{gauge}");
 }
 
 /// Issue 15, item 1, MQTT 3.1.1 (`protocol = "3.1.1"`): the broker
