@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs zonesync's whole test suite on a fresh Debian machine with Rust installed.
 # Installs what the tests need where it is missing (Mosquitto, Chromium and
-# chromedriver, dpkg-dev, from Debian's packages; pymodbus 3.x and dlt645 3.x,
+# chromedriver, dpkg-dev, prometheus (for promtool), from Debian's packages; pymodbus 3.x and dlt645 3.x,
 # with pip; cargo-deb, from crates.io);
 # the tests start their own brokers and
 # meters on free loopback ports, so a Mosquitto already running on 1883 is
@@ -66,6 +66,25 @@ if need_chromium; then
 fi
 if need_chromium; then
   echo "chromium, chromedriver or a Chinese font is still missing after the install step; the dashboard test needs them" >&2
+  exit 1
+fi
+
+# The goal gauges on /metrics are checked with Prometheus's own linter,
+# `promtool check metrics` (Debian `prometheus`; only the tool is used: the
+# tests start no Prometheus server).
+need_promtool() {
+  ! command -v promtool >/dev/null 2>&1
+}
+
+if need_promtool; then
+  echo "== installing prometheus, for promtool (Debian package)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+if need_promtool; then
+  echo "promtool is still missing after the install step; the metrics test needs it" >&2
   exit 1
 fi
 

@@ -197,7 +197,7 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
             "const out = {}; const txt = (r, c) => { const e = r.querySelector(c); return e ? e.textContent.trim() : null; };
              for (const r of document.querySelectorAll('.goal[data-zone][data-goal]')) {
                out[r.dataset.zone + '|' + r.dataset.goal] = { value: txt(r, '.value'), completeness: txt(r, '.completeness'),
-                 status: r.querySelector('[data-status]').dataset.status, name: txt(r, '.goal-name'), span: txt(r, '.span-label'), compare: txt(r, '.compare'), target: txt(r, '.target-text') };
+                 status: r.querySelector('[data-status]').dataset.status, name: txt(r, '.goal-name'), span: txt(r, '.span-label'), compare: txt(r, '.compare'), target: txt(r, '.target-text'), tip: (r.querySelector('.goal-name[title]') || r.querySelector('[title]') || {}).title || null };
              }
              return out;",
             json!([]),
@@ -235,6 +235,16 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
                 &format!("{z} {id} completeness"),
             );
             assert_eq!(row["status"], g["status"], "{z} {id} status");
+            // The tooltip in Chinese: plan, clause and definition_zh, no English words.
+            let tip = row["tip"].as_str().unwrap_or_default();
+            assert!(
+                tip.contains(g["definition_zh"].as_str().unwrap()),
+                "{z} {id} tooltip: {tip}"
+            );
+            assert!(
+                !tip.split(|c: char| !c.is_ascii_alphabetic()).any(|w| w.len() > 3),
+                "{z} {id}: English in the Chinese tooltip: {tip}"
+            );
             // Every figure says its span, in words, as the row's `period` has it.
             let span = row["span"].as_str().unwrap_or_default();
             assert_eq!(span, span_words(g["period"].as_str().unwrap()), "{z} {id} span label");

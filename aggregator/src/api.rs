@@ -165,6 +165,16 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     if let Ok(st) = app.state.read() {
         text.push_str(&crate::metrics::render_agents(&st));
     }
+    // The goal tables of the last complete month, as the page opens on
+    // (kept made by the refresher, so a scrape reads them from the cache).
+    let tables = app.tables();
+    let asked = Asked::basis(Period::last_complete_month(Utc::now()));
+    let goals: Vec<(String, Vec<GoalRow>)> = app
+        .zones
+        .iter()
+        .filter_map(|z| Some((z.to_string(), tables.table(z, asked)?.rows.to_vec())))
+        .collect();
+    text.push_str(&crate::metrics::render_goals(&goals));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -57,6 +57,12 @@ enum Cmd {
         /// table, csv (UTF-8 with BOM, opens in Excel), md or json.
         #[arg(long, default_value = "table")]
         format: String,
+        /// Read token, where the API's reads need one (`[http] read_token`).
+        #[arg(long, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// A file holding the read token (first line), so it stays out of the shell history.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -100,7 +106,22 @@ fn main() -> anyhow::Result<()> {
             period,
             span,
             format,
+            token,
+            token_file,
         } => {
+            let token = match (token, token_file) {
+                (Some(t), _) => Some(t),
+                (None, Some(f)) => Some(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("reading the token file {}", f.display()))?
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
+                ),
+                (None, None) => None,
+            };
             let mut url = format!(
                 "{}/api/v1/zones/{zone}/report?format={format}",
                 api.trim_end_matches('/')
@@ -112,7 +133,11 @@ fn main() -> anyhow::Result<()> {
                 url.push_str(&format!("&span={s}"));
             }
             let body = rt.block_on(async {
-                let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
+                let mut req = reqwest::Client::new().get(&url);
+                if let Some(t) = token.as_deref().filter(|t| !t.is_empty()) {
+                    req = req.bearer_auth(t);
+                }
+                let resp = req.send().await.with_context(|| format!("GET {url}"))?;
                 let status = resp.status();
                 let text = resp.text().await?;
                 anyhow::ensure!(status.is_success(), "{url}: {status}: {text}");

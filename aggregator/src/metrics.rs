@@ -165,9 +165,98 @@ pub fn render_agents(state: &crate::state::State) -> String {
     s
 }
 
+/// A label value as the exposition format wants it: `\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Each zone's goal table for `period` as gauges, so a zone already on
+/// Grafana can chart its goals: `zonesync_goal_value`, `zonesync_goal_target`,
+/// `zonesync_goal_completeness` and `zonesync_goal_met` (1 met, 0 not met;
+/// absent for rows without a judged target), labelled by zone, goal and the
+/// span the figure covers. A row without a value has no `…_value` sample:
+/// a missing figure is never exported as zero.
+pub fn render_goals(tables: &[(String, Vec<crate::goals::GoalRow>)]) -> String {
+    use crate::goals::{GoalRow, Status};
+    type Field = fn(&GoalRow) -> Option<f64>;
+    let families: [(&str, &str, Field); 4] = [
+        (
+            "zonesync_goal_value",
+            "A goal's figure over its span, in the goal's unit (shares as fractions).",
+            |r| r.value,
+        ),
+        ("zonesync_goal_target", "A goal's target, in the goal's unit.", |r| {
+            r.target
+        }),
+        (
+            "zonesync_goal_completeness",
+            "Share of the enterprise-months due that the figure covers.",
+            |r| r.completeness,
+        ),
+        (
+            "zonesync_goal_met",
+            "1 where the goal's target is met, 0 where it is not; absent where not judged.",
+            |r| match r.status {
+                Status::Met => Some(1.0),
+                Status::NotMet => Some(0.0),
+                _ => None,
+            },
+        ),
+    ];
+    let mut s = String::new();
+    for (name, help, field) in families {
+        let _ = writeln!(s, "# HELP {name} {help}");
+        let _ = writeln!(s, "# TYPE {name} gauge");
+        for (zone, rows) in tables {
+            for r in rows {
+                if let Some(v) = field(r).filter(|v| v.is_finite()) {
+                    let _ = writeln!(
+                        s,
+                        "{name}{{zone=\"{}\",goal=\"{}\",span=\"{}\",unit=\"{}\"}} {v}",
+                        label(zone),
+                        label(&r.id),
+                        label(&r.period),
+                        label(&r.unit)
+                    );
+                }
+            }
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn goal_gauges_leave_out_what_is_missing_and_escape_labels() {
+        let mut met = crate::testkit::goal_row();
+        met.status = crate::goals::Status::Met;
+        let mut none = crate::testkit::goal_row();
+        none.id = "X\"1".into();
+        none.value = None;
+        none.status = crate::goals::Status::NoData;
+        let text = render_goals(&[("z".into(), vec![met, none])]);
+        let v = 2.0f64 / 3.0;
+        assert!(text.contains(&format!(
+            "zonesync_goal_value{{zone=\"z\",goal=\"JY27-18\",span=\"2026-01..2026-10\",unit=\"share\"}} {v}\n"
+        )));
+        assert!(text
+            .contains("zonesync_goal_met{zone=\"z\",goal=\"JY27-18\",span=\"2026-01..2026-10\",unit=\"share\"} 1\n"));
+        assert!(
+            !text.contains("zonesync_goal_value{zone=\"z\",goal=\"X"),
+            "no value, no sample: {text}"
+        );
+        assert!(
+            text.contains("zonesync_goal_target{zone=\"z\",goal=\"X\\\"1\""),
+            "escaped: {text}"
+        );
+        assert!(
+            !text.contains("zonesync_goal_met{zone=\"z\",goal=\"X"),
+            "not judged, no sample"
+        );
+    }
 
     #[test]
     fn renders_labelled_rejections() {

@@ -151,39 +151,7 @@ fn opt(v: Option<f64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
-/// A row's span (`period`) as a briefing writes it, so a year-to-date figure
-/// is never read as a month's: "2026-01..2026-11" is "2026年1—11月累计",
-/// "2026-11" "2026年11月", "2026-Q4" "2026年第4季度", "2026" "2026年", and a
-/// trend "A vs B" "A（对比B）". Anything else is shown as it came.
-pub fn span_words(p: &str) -> String {
-    if let Some((a, b)) = p.split_once(" vs ") {
-        return format!("{}（对比{}）", span_words(a), span_words(b));
-    }
-    let year = |s: &str| {
-        s.get(..4)
-            .filter(|y| y.bytes().all(|c| c.is_ascii_digit()))
-            .map(str::to_owned)
-    };
-    let month = |s: &str| {
-        (s.len() == 7 && s.as_bytes().get(4) == Some(&b'-'))
-            .then(|| s.get(5..7)?.parse::<u32>().ok())
-            .flatten()
-    };
-    if let Some((a, b)) = p.split_once("..") {
-        if let (Some(y), Some(from), Some(to)) = (year(a), month(a), month(b)) {
-            return format!("{y}年{from}—{to}月{}", if from == 1 { "累计" } else { "" });
-        }
-    } else if let (Some(y), Some("-Q"), Some(q @ ("1" | "2" | "3" | "4"))) = (year(p), p.get(4..6), p.get(6..)) {
-        return format!("{y}年第{q}季度");
-    } else if let (Some(y), Some(m)) = (year(p), month(p)) {
-        return format!("{y}年{m}月");
-    } else if p.len() == 4 {
-        if let Some(y) = year(p) {
-            return format!("{y}年");
-        }
-    }
-    p.to_owned()
-}
+pub use crate::goals::words::span_words;
 
 /// What a title adds for a period still running, so a month of six days is
 /// never read as a whole one: "进行中 in progress, day 6 of 31".
@@ -309,27 +277,6 @@ mod tests {
             assert_eq!(amount_words(Some(v), unit, as_written), words, "{v} {unit}");
         }
         assert_eq!(amount_words(None, "share", true), "—");
-    }
-
-    #[test]
-    fn a_span_is_written_in_words() {
-        for (p, words) in [
-            ("2026-01..2026-11", "2026年1—11月累计"),
-            ("2026-03..2026-11", "2026年3—11月"),
-            ("2026-11", "2026年11月"),
-            ("2026-Q4", "2026年第4季度"),
-            ("2026", "2026年"),
-            (
-                "2026-01..2026-10 vs 2025-01..2025-10",
-                "2026年1—10月累计（对比2025年1—10月累计）",
-            ),
-            ("2026-10 vs 2015", "2026年10月（对比2015年）"),
-            ("", ""),
-            ("2026-1", "2026-1"),
-            ("年年年", "年年年"),
-        ] {
-            assert_eq!(span_words(p), words, "{p}");
-        }
     }
 
     #[test]

@@ -86,6 +86,7 @@ pub fn goal_row() -> crate::goals::GoalRow {
         comparator: ">=".into(),
         status: crate::goals::Status::NotMet,
         definition: "≥ 1 scenario at intermediate, \"or\" advanced".into(),
+        definition_zh: "至少1个中级或高级智能制造场景".into(),
         deadline: Some("2027".into()),
         unit: "share".into(),
         note: None,

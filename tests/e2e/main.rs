@@ -134,9 +134,71 @@ async fn embedded_broker_goals_match_hand_computed_figures() {
         t.signal.clone(),
     ));
     assert_hand_computed_goals(&t.api, &t.ds).await;
+    assert_goal_gauges(&t.api).await;
     t.stop().await;
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
+}
+
+/// `/metrics` passes `promtool check metrics` (Prometheus's own linter,
+/// Debian `prometheus`) and carries each goal of the last complete month as
+/// the API has it: a zone on Grafana charts the same figures.
+async fn assert_goal_gauges(api: &Api) {
+    let text = reqwest::get(format!("{}/metrics", api.base()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is not installed: run scripts/test.sh, which installs it (apt-get install prometheus)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = api.get(&format!("/api/v1/zones/{ZONE}/goals")).await;
+    let mut seen = 0;
+    for g in table["goals"].as_array().expect("goals") {
+        let sample = format!(
+            "zonesync_goal_value{{zone=\"{ZONE}\",goal=\"{}\",span=\"{}\",unit=\"{}\"}} ",
+            g["id"].as_str().unwrap(),
+            g["period"].as_str().unwrap(),
+            g["unit"].as_str().unwrap()
+        );
+        let line = text.lines().find(|l| l.starts_with(&sample));
+        match g["value"].as_f64() {
+            Some(v) => {
+                let shown: f64 = line
+                    .unwrap_or_else(|| panic!("no gauge for {sample}"))
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|x| x.parse().ok())
+                    .expect("a number");
+                assert!(
+                    (shown - v).abs() <= 1e-9 * v.abs().max(1.0),
+                    "{sample}{shown} vs API {v}"
+                );
+                seen += 1;
+            }
+            None => assert!(line.is_none(), "a missing figure is exported: {line:?}"),
+        }
+    }
+    assert!(seen >= 5, "goal gauges compared: {seen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

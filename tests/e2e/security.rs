@@ -287,5 +287,21 @@ async fn a_read_token_guards_the_api_but_not_health() {
     let body: Value = r.json().await.expect("a JSON error body");
     let why = body["error"].as_str().unwrap_or_default();
     assert!(why.starts_with("query string: ") && why.contains("limit"), "{body}");
+    // The report command reads with a token given on the line or in a file.
+    let report = |extra: &[&str]| {
+        let mut args = vec!["report", "--api", base.as_str(), "--zone", ZONE, "--format", "md"];
+        args.extend_from_slice(extra);
+        zonesync_e2e::run_to_end("zonesync-aggregator", &args)
+    };
+    let refused = report(&[]);
+    assert!(!refused.status.success(), "report without the token");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"), "{refused:?}");
+    let with_token = report(&["--token", "r3ad"]);
+    assert!(with_token.status.success(), "{with_token:?}");
+    assert!(String::from_utf8_lossy(&with_token.stdout).contains("| 编号 | 指标 |"));
+    let file = dir.path().join("read-token");
+    std::fs::write(&file, "r3ad\n").unwrap();
+    let from_file = report(&["--token-file", file.to_str().unwrap()]);
+    assert!(from_file.status.success(), "{from_file:?}");
     t.stop().await;
 }

@@ -345,3 +345,41 @@ async fn seqs_claimed_ahead_by_a_forger_refuse_the_real_batches_until_a_fresh_ou
     assert_healthy(&api).await;
     stop(agg);
 }
+
+// Found by this test: a presence may announce any next_seq, and the seq limit
+// once followed the announcement, so a forger announcing u64::MAX - 1 got a
+// batch at u64::MAX stored and every later real restatement dropped as
+// stale. Now an announcement only sets the limit of an outbox nothing is
+// held from (`Numbering::seq_limit`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_presence_cannot_lift_the_seq_limit_for_a_forged_max_seq() {
+    let s = setup();
+    let port = s.broker.port;
+    let (agg, api) = start(&s.config);
+    let ob = outbox(0x71);
+    announce(&api, port, "agent-a", &ob, 1).await;
+    let now = Utc::now();
+    publish(port, vec![batch("agent-a", &ob, 1, 0, now, vec![value_added(40.0)])]).await;
+    wait_value_added(&api, 0, 40.0).await;
+    // The forger: a presence for the agent's outbox announcing a numbering at
+    // the end of u64, then the batch it made room for.
+    announce(&api, port, "agent-a", &ob, u64::MAX - 1).await;
+    publish(
+        port,
+        vec![batch("agent-a", &ob, u64::MAX, 0, now, vec![value_added(9999.0)])],
+    )
+    .await;
+    // The real agent announces itself again and corrects the month.
+    announce(&api, port, "agent-a", &ob, 2).await;
+    publish(
+        port,
+        vec![batch("agent-a", &ob, 2, 0, Utc::now(), vec![value_added(45.0)])],
+    )
+    .await;
+    let dl = wait_dead_letters(&api, "seq_ahead", 1).await;
+    assert_eq!(dl[0]["seq"].as_u64(), Some(u64::MAX), "{:#}", dl[0]);
+    wait_value_added(&api, 0, 45.0).await;
+    assert_eq!(agent_state(&api, "agent-a").await["last_seq"], 2);
+    assert_healthy(&api).await;
+    stop(agg);
+}

@@ -111,6 +111,8 @@ pub struct GoalRow {
     pub status: Status,
     /// The definition and settings in force.
     pub definition: String,
+    /// The same in Chinese (`goals::words`), for the Chinese page and briefing.
+    pub definition_zh: String,
     /// Deadline.
     pub deadline: Option<String>,
     /// Unit of value and target.
@@ -235,6 +237,7 @@ fn blank(g: &GoalDef, span: Span) -> GoalRow {
         comparator: g.comparator.clone(),
         status: Status::NoData,
         definition: String::new(),
+        definition_zh: String::new(),
         deadline: g.deadline.clone(),
         unit: g.unit.clone().unwrap_or_else(|| "share".into()),
         note: g.note.clone(),
@@ -334,6 +337,7 @@ fn row(
         }
         GoalKind::Trend => {}
     }
+    row.definition_zh = super::words::definition(g, span, s);
     row
 }
 
@@ -427,6 +431,14 @@ fn trend(
         } else {
             ""
         }
+    );
+    row.definition_zh = super::words::trend_definition(
+        g,
+        base_goal,
+        cur_span,
+        base_span,
+        years,
+        summed_base(goals, g).is_some(),
     );
     row
 }

@@ -31,6 +31,7 @@ mod span;
 mod tally;
 #[cfg(test)]
 mod tests;
+pub mod words;
 
 pub use conditions::{Answer, Condition, Contradiction, Filter, GoalSettings, Population};
 pub use energy_rows::{energy, EnterpriseEnergy};
@@ -108,8 +109,11 @@ pub struct GoalDef {
     pub name_zh: String,
     /// English name.
     pub name_en: String,
-    /// Seed file.
+    /// The plan as an official names it: title, issuer, document number.
     pub source: String,
+    /// Its text under `shared/seeds/`, where it came from one.
+    #[serde(default)]
+    pub seed: Option<String>,
     /// Clause as written.
     pub clause: String,
     /// Kind.
@@ -175,8 +179,11 @@ pub struct GoalDef {
 pub struct NotComputable {
     /// Checklist id.
     pub id: String,
-    /// Seed file.
+    /// The plan as an official names it.
     pub source: String,
+    /// Its text under `shared/seeds/`.
+    #[serde(default)]
+    pub seed: Option<String>,
     /// Clause.
     pub clause: String,
     /// Why.

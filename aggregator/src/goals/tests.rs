@@ -377,3 +377,26 @@ fn a_declared_no_beats_a_high_maturity_and_the_proxy_share_is_shown() {
     assert_eq!((count.numerator, count.numerator_from_proxy), (2.0, 1));
     assert_eq!(count.status, Status::NotMet);
 }
+
+#[test]
+fn every_preset_names_its_plan_as_an_official_does_and_keeps_its_seed_file() {
+    let cat = zonesync_proto::Catalog::builtin().unwrap();
+    let goals = load_goals(BUILTIN_GOALS, &cat).unwrap();
+    let sources = goals
+        .goal
+        .iter()
+        .map(|g| (&g.id, &g.source, &g.seed))
+        .chain(goals.not_computable.iter().map(|n| (&n.id, &n.source, &n.seed)));
+    for (id, source, seed) in sources {
+        assert!(
+            !source.ends_with(".txt") && (source.contains("方案") || source.contains("意见")),
+            "{id}: source {source:?} is not a plan's title"
+        );
+        let seed = seed.as_deref().unwrap_or_default();
+        let file = seed.strip_suffix(".txt").unwrap_or_default();
+        assert!(
+            file.len() == 20 && file.as_bytes()[3] == b'_' && file[4..].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}: seed {seed:?}"
+        );
+    }
+}

@@ -190,9 +190,13 @@ function cmpText(c) {
   return [one(c.same_period_last_year, "yoy"), one(c.previous_period, "mom")].filter(Boolean).join(" · ");
 }
 
+// A goal's tooltip: the plan, the clause, and how the figure is made, in
+// the page's language.
+const tip = g => [g.source, g.clause, S.lang === "en" ? g.definition : g.definition_zh].filter(Boolean).join("\n");
+
 function coverageGoal(zone, g) {
   return `<div class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
-    <div class="gname" title="${esc(g.definition)}"><span class="gid">${esc(g.id)}</span><span class="goal-name">${esc(nm(g))}</span>${scopeTag(g)}</div>
+    <div class="gname" title="${esc(tip(g))}"><span class="gid">${esc(g.id)}</span><span class="goal-name">${esc(nm(g))}</span>${scopeTag(g)}</div>
     <div class="gline">
       ${Charts.bar(g.value, g.target, g.status)}
       <b class="value">${human(g.value, g.unit)}</b>
@@ -207,7 +211,7 @@ function otherGoalRow(zone, g, cmp) {
   const [n, u] = amount(g.value, g.unit);
   return `<tr class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
     <td><span class="gid">${esc(g.id)}</span></td>
-    <td class="goal-name" title="${esc(g.definition)}">${esc(nm(g))}${scopeTag(g)}</td>
+    <td class="goal-name" title="${esc(tip(g))}">${esc(nm(g))}${scopeTag(g)}</td>
     <td class="num"><b class="value">${n}</b> <span class="muted">${esc(u)}</span>
       <div class="span-label muted">${esc(spanLabel(g.period))}</div><div class="compare muted">${cmpText(cmp && cmp[g.id])}</div></td>
     <td class="num target-text">${esc(targetText(g))}</td>
