@@ -127,6 +127,7 @@ fn batches(zi: usize, zone: &str, round: u32, seq: &mut u64) -> Vec<Msg> {
             next_seq: 1,
             dropped_readings: 0,
             dropped_sent_readings: 0,
+            broker_denied_batches: 0,
             clock_offset_ms: None,
             version: "federation-test".into(),
             enterprises: vec![],

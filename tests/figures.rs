@@ -46,6 +46,8 @@ fn profile() -> String {
     )
 }
 
+/// The agent's configuration; MQTT 3.1.1, as the embedded broker (rumqttd)
+/// has no MQTT 5 listener here.
 fn agent_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     let drop = dir.join("drop");
     std::fs::create_dir_all(&drop).expect("drop folder");
@@ -54,7 +56,7 @@ fn agent_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     std::fs::write(&profile_path, profile()).expect("profile");
     let text = format!(
         "agent_id = \"agent-f\"\nzone = \"{ZONE}\"\ndata_dir = \"{data}\"\n\
-         [mqtt]\nport = {port}\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n\
+         [mqtt]\nport = {port}\nprotocol = \"3.1.1\"\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n\
          [outbox]\nmax_batch_items = 50\nmax_batch_age_ms = 50\nmax_in_flight = 8\n\
          [profile]\npath = \"{profile}\"\npoll_secs = 1\n\
          [simulator]\ninterval_ms = 1\nstep_secs = 3600\nstart = \"2026-09-30T16:00:00Z\"\nmax_ticks = 745\nmeters_per_enterprise = 1\n\

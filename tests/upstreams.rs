@@ -51,11 +51,15 @@ async fn an_absent_upstream_neither_holds_the_other_back_nor_loses_anything() {
 
     let (mut cfg, produced) = agent_b(dir.path(), a.port);
     cfg.mqtt.name = Some("zone".into());
+    // No aggregator here, only the test's collectors: the brokers' PUBACKs
+    // acknowledge (the default would wait for confirmations none sends).
+    cfg.mqtt.end_to_end_confirm = false;
     cfg.upstream.push(MqttConfig {
         name: Some("city".into()),
         port: b.port,
         reconnect_min_ms: 100,
         reconnect_max_ms: 1000,
+        end_to_end_confirm: false,
         ..MqttConfig::default()
     });
     let (trigger, signal) = shutdown::channel();

@@ -122,9 +122,37 @@ pub struct MqttConfig {
     pub tls: Option<crate::tls::TlsConfig>,
     /// Keep a batch until the aggregator confirms it on the agent's confirm
     /// topic (after its durable flush), not merely until the broker's PUBACK:
-    /// a broker killed before saving its queue then loses nothing. Needs an
-    /// aggregator that publishes confirmations.
+    /// a broker killed before saving its queue, or one whose ACL denied the
+    /// publish yet acknowledged it (MQTT 3.1.1), then loses nothing. On by
+    /// default; needs an aggregator that publishes confirmations.
     pub end_to_end_confirm: bool,
+    /// The MQTT version spoken to this broker: `"5"` (default) or `"3.1.1"`.
+    pub protocol: MqttProtocol,
+}
+
+/// Which MQTT version a link speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MqttProtocol {
+    /// MQTT 5: a PUBACK carries a reason code, so a publish the broker's ACL
+    /// denied is seen at once (Mosquitto 2, EMQX 4 and later).
+    #[default]
+    #[serde(rename = "5")]
+    V5,
+    /// MQTT 3.1.1, for brokers without MQTT 5: a denied publish is
+    /// acknowledged like any other, and only the aggregator's confirmation
+    /// (`end_to_end_confirm`) keeps it from being deleted.
+    #[serde(rename = "3.1.1")]
+    V311,
+}
+
+impl MqttProtocol {
+    /// As written in the configuration.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::V5 => "5",
+            Self::V311 => "3.1.1",
+        }
+    }
 }
 
 impl MqttConfig {
@@ -163,7 +191,8 @@ impl Default for MqttConfig {
             reconnect_min_ms: 200,
             reconnect_max_ms: 30_000,
             tls: None,
-            end_to_end_confirm: false,
+            end_to_end_confirm: true,
+            protocol: MqttProtocol::V5,
         }
     }
 }
@@ -385,7 +414,11 @@ mod tests {
             u.iter()
                 .map(|u| (u.name.as_str(), u.mqtt.end_to_end_confirm))
                 .collect::<Vec<_>>(),
-            vec![("primary", false), ("city", true)]
+            vec![("primary", true), ("city", true)]
+        );
+        assert_eq!(
+            u.iter().map(|u| u.mqtt.protocol).collect::<Vec<_>>(),
+            vec![MqttProtocol::V5, MqttProtocol::V311]
         );
         assert!(u[1].mqtt.tls.is_some());
     }
@@ -399,12 +432,15 @@ mod tests {
         let c = AgentConfig::load(&p).unwrap();
         let u = c.upstreams().unwrap();
         assert_eq!(u.len(), 1);
-        assert_eq!((u[0].name.as_str(), u[0].mqtt.end_to_end_confirm), ("primary", false));
+        // The aggregator's confirmation and MQTT 5 by default: a batch leaves
+        // the outbox only once stored, and a broker's denial is seen.
+        assert_eq!((u[0].name.as_str(), u[0].mqtt.end_to_end_confirm), ("primary", true));
+        assert_eq!(u[0].mqtt.protocol, MqttProtocol::V5);
         assert_eq!(c.outbox.confirm_window, 256);
 
         let two = format!(
             "{head}[mqtt]\nname = \"zone\"\nend_to_end_confirm = true\n[outbox]\nconfirm_timeout_secs = 5\n\
-             [[upstream]]\nname = \"city\"\nhost = \"10.0.0.9\"\nport = 8883\n"
+             [[upstream]]\nname = \"city\"\nhost = \"10.0.0.9\"\nport = 8883\nend_to_end_confirm = false\nprotocol = \"3.1.1\"\n"
         );
         std::fs::write(&p, &two).unwrap();
         let c = AgentConfig::load(&p).unwrap();
@@ -415,6 +451,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![("zone", 1883, true), ("city", 8883, false)]
         );
+        assert_eq!(u[1].mqtt.protocol, MqttProtocol::V311);
         assert_eq!(c.outbox_options().unwrap().upstreams, vec!["zone", "city"]);
         assert_eq!(c.outbox.confirm_timeout_secs, 5);
 
@@ -426,6 +463,10 @@ mod tests {
             ),
             (format!("{head}[[upstream]]\nname = \"city\"\n"), "same broker"),
             (format!("{head}[[upstream]]\nname = \"c/1\"\nport = 2\n"), "letters"),
+            (
+                format!("{head}[[upstream]]\nname = \"c\"\nport = 2\nprotocol = \"4\"\n"),
+                "variant constructor 4",
+            ),
             (
                 format!("{head}[[upstream]]\nname = \"c\"\nport = 2\nconfirm = 1\n"),
                 "unknown field",

@@ -133,7 +133,13 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     "kept until the broker's PUBACK"
                 };
-                println!("upstream {}: broker {}:{} ({mode})", u.name, u.mqtt.host, u.mqtt.port);
+                println!(
+                    "upstream {}: broker {}:{}, MQTT {} ({mode})",
+                    u.name,
+                    u.mqtt.host,
+                    u.mqtt.port,
+                    u.mqtt.protocol.as_str()
+                );
             }
             println!("outbox {}", cfg.data_dir.join("outbox").display());
             if cfg.history.enabled {

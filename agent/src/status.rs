@@ -64,6 +64,9 @@ pub struct UpstreamStatus {
     pub broker: String,
     /// Whether batches wait for the aggregator's confirmation rather than the PUBACK.
     pub end_to_end_confirm: bool,
+    /// The MQTT version spoken to it: "5" or "3.1.1".
+    #[serde(default)]
+    pub protocol: String,
     /// Whether its session is up.
     pub connected: bool,
     /// Sessions opened in this run.
@@ -116,6 +119,16 @@ pub struct UpstreamStatus {
     /// Fresh outbox identities this upstream's confirmations asked for, in this run.
     #[serde(default)]
     pub identity_rotations: u64,
+    /// MQTT 5: batches the broker refused in this run (PUBACK reason code,
+    /// e.g. 0x87 not authorized by its ACL); each kept and published again.
+    #[serde(default)]
+    pub broker_denied_batches: u64,
+    /// MQTT 5: presence messages the broker refused in this run.
+    #[serde(default)]
+    pub broker_denied_presences: u64,
+    /// The broker's last refusal in this run: "topic: reason (reason code 0xNN)".
+    #[serde(default)]
+    pub last_broker_denial: Option<String>,
 }
 
 fn unix_ms(ms: u64) -> Option<DateTime<Utc>> {
@@ -135,6 +148,7 @@ pub fn upstreams(links: &[(Upstream, Arc<LinkStats>)], outbox: &OutboxStats) -> 
                 name: u.name.clone(),
                 broker: format!("{}:{}", u.mqtt.host, u.mqtt.port),
                 end_to_end_confirm: u.mqtt.end_to_end_confirm,
+                protocol: u.mqtt.protocol.as_str().to_owned(),
                 connected: l.connected.load(Ordering::Relaxed),
                 sessions: l.sessions.load(Ordering::Relaxed),
                 cursor: o.map_or(0, |o| o.cursor),
@@ -157,6 +171,9 @@ pub fn upstreams(links: &[(Upstream, Arc<LinkStats>)], outbox: &OutboxStats) -> 
                 confirm_digest_mismatches: l.confirm_digest_mismatches.load(Ordering::Relaxed),
                 refusals: l.refusals.load(Ordering::Relaxed),
                 identity_rotations: l.identity_rotations.load(Ordering::Relaxed),
+                broker_denied_batches: l.broker_denied_batches.load(Ordering::Relaxed),
+                broker_denied_presences: l.broker_denied_presences.load(Ordering::Relaxed),
+                last_broker_denial: l.last_broker_denial(),
             }
         })
         .collect()

@@ -169,7 +169,9 @@ impl App {
         // Empty until a table asks for a span: the replay has nothing to keep up to date.
         let tallies = crate::goals::incremental::Tallies::new(&registry, &zones, &goals.goal, &catalog, &cfg.goals);
         let started = std::time::Instant::now();
-        store.rebuild(&mut ledger, &mut state, &catalog)?;
+        store.rebuild(&mut ledger, &mut state, &catalog, &|p| {
+            registry.admit_presence(&p.zone, &p.agent, &p.enterprises).is_ok()
+        })?;
         let dead_letters = crate::dead_letters::DeadLetters::open(store.db(), cfg.store.dead_letters_max_bytes)?;
         // Batches refused for their numbering are counted in memory; the dead
         // letters they left say when, so the batch_identity alert clears on

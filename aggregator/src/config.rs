@@ -199,6 +199,12 @@ pub struct LimitsConfig {
     pub earliest: DateTime<Utc>,
     /// Enterprise ids with this prefix skip the check character (demo data only).
     pub test_prefix: Option<String>,
+    /// Most distinct series (indicator and point) one enterprise may have;
+    /// readings of further new series are refused (`series_limit_enterprise`).
+    pub max_series_per_enterprise: usize,
+    /// Most distinct series one agent may bring in, over all its
+    /// enterprises; beyond it, `series_limit_agent`.
+    pub max_series_per_agent: usize,
 }
 
 impl Default for LimitsConfig {
@@ -210,6 +216,8 @@ impl Default for LimitsConfig {
             max_future_skew_secs: l.max_future_skew.num_seconds(),
             earliest: l.earliest,
             test_prefix: None,
+            max_series_per_enterprise: l.max_series_per_enterprise,
+            max_series_per_agent: l.max_series_per_agent,
         }
     }
 }
@@ -223,6 +231,8 @@ impl LimitsConfig {
             max_future_skew: chrono::Duration::seconds(self.max_future_skew_secs),
             earliest: self.earliest,
             test_prefix: self.test_prefix.clone(),
+            max_series_per_enterprise: self.max_series_per_enterprise,
+            max_series_per_agent: self.max_series_per_agent,
             ..Limits::default()
         }
     }

@@ -110,10 +110,11 @@ impl Metrics {
 /// `zonesync_aggregator_agent_dropped_readings{zone,agent}` and
 /// `zonesync_aggregator_agent_dropped_sent_readings{zone,agent}` (what the agent's
 /// last presence reported), `zonesync_aggregator_agent_backfilled_readings_total{zone,agent}`
-/// and the batches refused for their numbering (`…_refused_reused_seq_total`, `…_refused_seq_ahead_total`).
+/// the batches refused for their numbering (`…_refused_reused_seq_total`, `…_refused_seq_ahead_total`)
+/// and `zonesync_aggregator_agent_broker_denied_batches{zone,agent}` (its broker's refusals, from its presence).
 pub fn render_agents(state: &crate::state::State) -> String {
     type Field = fn(&crate::state::AgentState) -> u64;
-    let families: [(&str, &str, &str, Field); 5] = [
+    let families: [(&str, &str, &str, Field); 6] = [
         (
             "zonesync_aggregator_agent_dropped_readings",
             "gauge",
@@ -143,6 +144,12 @@ pub fn render_agents(state: &crate::state::State) -> String {
             "counter",
             "Batches refused since start because their seq was far beyond what the outbox announced.",
             |a| a.refused_seq_ahead,
+        ),
+        (
+            "zonesync_aggregator_agent_broker_denied_batches",
+            "gauge",
+            "Batches the agent's broker refused in its current run (MQTT 5 PUBACK reason code, e.g. 0x87 an ACL denial), as its last presence reported; kept by the agent, not yet arrived.",
+            |a| a.broker_denied_batches,
         ),
     ];
     let mut s = String::new();

@@ -134,6 +134,8 @@ pub enum Refusal {
     UnknownEnterprise { zone: ZoneId, enterprise: EnterpriseId },
     #[error("agent {agent} is not bound to enterprise {enterprise}")]
     NotBound { agent: AgentId, enterprise: EnterpriseId },
+    #[error("agent {agent} is bound to no enterprise of zone {zone}: the registry lists it for none, and its presence names none it may report for")]
+    Unbound { zone: ZoneId, agent: AgentId },
 }
 
 impl Refusal {
@@ -143,6 +145,7 @@ impl Refusal {
             Refusal::UnknownZone(_) => "unknown_zone",
             Refusal::UnknownEnterprise { .. } => "unknown_enterprise",
             Refusal::NotBound { .. } => "agent_not_bound",
+            Refusal::Unbound { .. } => "agent_unbound",
         }
     }
 }
@@ -259,6 +262,25 @@ impl Registry {
         }
         Ok(())
     }
+
+    /// Whether a presence from `agent`, naming `enterprises`, may make it an
+    /// agent of `zone`: the registry lists it for one of the zone's
+    /// enterprises, or it names one it may report for (an enterprise whose
+    /// list is empty admits any agent of the zone). A presence costs its
+    /// sender nothing, so without this anyone able to write a state topic
+    /// could make agents in a zone by the thousand — each in the API, in
+    /// `/metrics` and, with a made-up drop count, in the quality report.
+    pub fn admit_presence(&self, zone: &ZoneId, agent: &AgentId, enterprises: &[EnterpriseId]) -> Result<(), Refusal> {
+        let z = self.zones.get(zone).ok_or_else(|| Refusal::UnknownZone(zone.clone()))?;
+        let listed = z.enterprise.iter().any(|e| e.agents.contains(agent));
+        if listed || enterprises.iter().any(|e| self.admit(zone, agent, e).is_ok()) {
+            return Ok(());
+        }
+        Err(Refusal::Unbound {
+            zone: zone.clone(),
+            agent: agent.clone(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -314,6 +336,32 @@ agents = ["gw-1"]
         let bad = text.replace("\"c3210\"", "\"C0610\"");
         let err = Registry::from_toml(&bad, "t").unwrap_err().to_string();
         assert!(err.contains("major group 06 is in division B"), "{err}");
+    }
+
+    #[test]
+    fn a_presence_is_admitted_only_from_an_agent_the_registry_binds() {
+        let open = format!("{REG}[[zone.enterprise]]\nid = \"91419001MA0000001N\"\n");
+        let r = Registry::from_toml(&open, "test").unwrap();
+        let z = ZoneId::parse("jiyuan-hitech").unwrap();
+        let bound = EnterpriseId::parse("91350100M000100Y43").unwrap();
+        let any = EnterpriseId::parse("91419001MA0000001N").unwrap();
+        let unknown = EnterpriseId::with_check_char("91419001MA0000009").unwrap();
+        let gw1 = AgentId::parse("gw-1").unwrap();
+        let stranger = AgentId::parse("gw-9").unwrap();
+        // Listed on an enterprise: admitted whatever it names.
+        assert!(r.admit_presence(&z, &gw1, &[]).is_ok());
+        // Not listed: only by naming an enterprise open to any agent.
+        assert!(r.admit_presence(&z, &stranger, std::slice::from_ref(&any)).is_ok());
+        for names in [vec![], vec![bound.clone()], vec![unknown.clone()]] {
+            let e = r.admit_presence(&z, &stranger, &names).unwrap_err();
+            assert_eq!(e.label(), "agent_unbound", "{names:?}");
+            assert!(e.to_string().contains("gw-9"), "{e}");
+        }
+        let elsewhere = ZoneId::parse("x").unwrap();
+        assert_eq!(
+            r.admit_presence(&elsewhere, &gw1, &[]).unwrap_err().label(),
+            "unknown_zone"
+        );
     }
 
     #[test]

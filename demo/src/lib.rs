@@ -20,7 +20,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use zonesync_agent::config::{AgentConfig, MqttConfig, OutboxConfig};
+use zonesync_agent::config::{AgentConfig, MqttConfig, MqttProtocol, OutboxConfig};
 use zonesync_agent::sources::profile::{EnterpriseProfile, Figure, ProfileConfig, ProfileFile};
 use zonesync_agent::sources::simulator::{SimEnterprise, SimulatorConfig};
 use zonesync_aggregator::app::StartError;
@@ -405,6 +405,8 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
             catalog: None,
             mqtt: MqttConfig {
                 port: broker.addr.port(),
+                // The embedded broker (rumqttd) listens for MQTT 3.1.1 only.
+                protocol: MqttProtocol::V311,
                 ..MqttConfig::default()
             },
             upstream: Vec::new(),

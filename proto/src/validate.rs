@@ -35,6 +35,13 @@ pub struct Limits {
     pub max_abs_value: f64,
     /// Enterprise ids with this prefix skip the check character (demo data).
     pub test_prefix: Option<String>,
+    /// Most distinct series (indicator and point) one enterprise may have:
+    /// the receiver holds every series in memory, and point names are
+    /// chosen by whoever holds an agent's credentials. Checked by the
+    /// aggregator's ingest, not by [`Validator::batch`].
+    pub max_series_per_enterprise: usize,
+    /// Most distinct series one agent may bring in, over all its enterprises.
+    pub max_series_per_agent: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +53,8 @@ impl Default for Limits {
             earliest: DateTime::<Utc>::from_timestamp(946_684_800, 0).unwrap_or_default(), // 2000-01-01
             max_abs_value: 1e15,
             test_prefix: None,
+            max_series_per_enterprise: 5_000,
+            max_series_per_agent: 20_000,
         }
     }
 }

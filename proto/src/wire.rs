@@ -178,6 +178,13 @@ pub struct Presence {
     /// no confirmation yet, or an older agent). Positive: the agent is ahead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_offset_ms: Option<i64>,
+    /// Batches this link's broker refused in this run (an MQTT 5 PUBACK with
+    /// a reason code such as 0x87 not authorized: its ACL denies the
+    /// topic). Each is kept in the agent's outbox and published again, so
+    /// nothing is lost yet, but nothing arrives until the broker is fixed.
+    /// 0 from MQTT 3.1.1 links (which cannot see a denial) and older agents.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub broker_denied_batches: u64,
     /// Agent software version.
     pub version: String,
     /// Enterprises this agent reports for.
@@ -463,4 +470,8 @@ mod confirm_tests {
         assert_ne!(digest(b"a"), digest(b"b"));
         assert_eq!(digest(b"a").len(), 32);
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -49,6 +49,23 @@ impl ConnectSettings {
         }
         Ok(o)
     }
+
+    /// The same settings for an MQTT 5 client, whose PUBACKs carry a reason
+    /// code (a publish the broker's ACL denied is answered "not authorized"
+    /// rather than acknowledged like any other, as MQTT 3.1.1 must).
+    pub fn options_v5(&self) -> Result<rumqttc::v5::MqttOptions, TlsError> {
+        let mut o = rumqttc::v5::MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
+        o.set_transport(transport(self.tls.as_ref())?);
+        o.set_keep_alive(self.keep_alive.max(MIN_KEEP_ALIVE));
+        // MQTT 5 announces the largest packet we accept to the broker, which
+        // then never sends a bigger one; the broker's own limit, from its
+        // CONNACK, bounds what we send.
+        o.set_max_packet_size(Some(u32::try_from(self.max_incoming_bytes).unwrap_or(u32::MAX)));
+        if let Some((user, password)) = &self.credentials {
+            o.set_credentials(user.clone(), password.clone());
+        }
+        Ok(o)
+    }
 }
 
 /// Exponential reconnect delay: starts at `min`, doubles after each wait up
@@ -115,6 +132,12 @@ mod tests {
         let login = o.credentials().expect("credentials set");
         assert_eq!((login.username.as_str(), login.password.as_str()), ("u", "p"));
         assert_eq!(o.max_packet_size(), 1 << 20);
+        let v5 = s.options_v5().unwrap();
+        assert_eq!(v5.broker_address(), ("broker".to_owned(), 8883));
+        assert_eq!(v5.client_id(), "c");
+        assert_eq!(v5.keep_alive(), MIN_KEEP_ALIVE);
+        assert!(v5.credentials().is_some());
+        assert_eq!(v5.max_packet_size(), Some(1 << 20));
     }
 
     #[tokio::test(start_paused = true)]

@@ -276,6 +276,7 @@ pub(crate) fn presence(ob: Option<&OutboxId>, next_seq: u64) -> Msg {
         dropped_readings: 0,
         dropped_sent_readings: 0,
         clock_offset_ms: None,
+        broker_denied_batches: 0,
         version: "old-install".into(),
         enterprises: vec![enterprise(0)],
     };

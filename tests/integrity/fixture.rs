@@ -102,6 +102,7 @@ pub(crate) fn presence(agent_name: &str, ob: &OutboxId, next_seq: u64) -> Msg {
         dropped_readings: 0,
         dropped_sent_readings: 0,
         clock_offset_ms: None,
+        broker_denied_batches: 0,
         version: "integrity-test".into(),
         enterprises: vec![enterprise(0)],
     };

@@ -43,6 +43,16 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// Has both agents speak MQTT 3.1.1: the embedded broker (rumqttd) has
+    /// no MQTT 5 listener here, and an agent speaks MQTT 5 by default.
+    pub fn speak_mqtt311(&self) {
+        for p in [&self.agent_a, &self.agent_b] {
+            let text = std::fs::read_to_string(p).expect("agent config");
+            let text = text.replacen("[mqtt]\n", "[mqtt]\nprotocol = \"3.1.1\"\n", 1);
+            std::fs::write(p, text).expect("write agent config");
+        }
+    }
+
     /// Readings the sources produce in all: 2 meters × ticks per simulated
     /// enterprise, plus one value-added figure per simulated midnight.
     pub fn expected_readings(&self) -> u64 {

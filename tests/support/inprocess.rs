@@ -31,6 +31,7 @@ impl InProcess {
     pub async fn start(dir: &Path, ticks: u64, max_payload: usize, edit: impl FnOnce(String) -> String) -> Self {
         let broker = start_embedded(0, max_payload).expect("embedded broker");
         let ds = dataset::write(dir, broker.addr.port(), ticks, 2);
+        ds.speak_mqtt311();
         let cfg = edit(std::fs::read_to_string(&ds.aggregator).expect("aggregator config"));
         std::fs::write(&ds.aggregator, cfg).expect("write aggregator config");
         let (trigger, signal) = shutdown::channel();

@@ -78,8 +78,13 @@ impl Plant {
 
     /// The top of an agent config for this plant (id, zone, data dir, broker, quick batching); append source tables.
     pub fn agent_header(&self, agent_id: &str) -> String {
+        // The embedded broker (rumqttd) has no MQTT 5 listener here.
+        let protocol = match self.broker {
+            Broker::Embedded(_) => "protocol = \"3.1.1\"\n",
+            Broker::Mosquitto(_) => "",
+        };
         format!(
-            "agent_id = \"{agent_id}\"\nzone = \"{ZONE}\"\ndata_dir = \"{}\"\n[mqtt]\nport = {}\nreconnect_min_ms = 100\n\
+            "agent_id = \"{agent_id}\"\nzone = \"{ZONE}\"\ndata_dir = \"{}\"\n[mqtt]\nport = {}\n{protocol}reconnect_min_ms = 100\n\
              reconnect_max_ms = 1000\n[outbox]\nmax_batch_items = 50\nmax_batch_age_ms = 50\n",
             self.dir.path().join(agent_id).display(),
             self.broker.port()

@@ -50,6 +50,11 @@ impl Marks {
         self.by_seq.is_empty()
     }
 
+    /// Whether `seq` awaits confirmation (or a resend).
+    pub fn contains(&self, seq: u64) -> bool {
+        self.by_seq.contains_key(&seq)
+    }
+
     /// Records that `seq` was (re)published now.
     pub fn sent(&mut self, seq: u64, now: Instant, unix_ms: i64) {
         let attempts = self.by_seq.get(&seq).map_or(0, |m| m.attempts).saturating_add(1);

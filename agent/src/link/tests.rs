@@ -153,3 +153,54 @@ fn a_confirmation_without_digests_releases_as_before() {
     assert!(held(&l).is_empty());
     assert_eq!(l.stats.identity_rotations.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn a_refused_puback_keeps_the_batch_counts_it_and_marks_it_for_a_resend() {
+    use super::client::denial;
+    use rumqttc::v5::mqttbytes::v5::PubAckReason;
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = link(dir.path());
+    // PUBACK as acknowledgement: only a refusal may keep a batch here.
+    l.mqtt.end_to_end_confirm = false;
+    let b = seal(&l, 2);
+    let (mut wire, mut marks) = (
+        Wire::default(),
+        Marks::new(Duration::from_secs(30), Duration::from_secs(60)),
+    );
+    let mut clock = ClockEstimator::new(CLOCK_WINDOW);
+    wire.by_pkid.insert(1, Some(b[0].seq));
+    wire.by_pkid.insert(2, Some(b[1].seq));
+    wire.by_pkid.insert(3, None);
+    let mut ack = |pkid, reason| {
+        let ev = LinkEvent::Acked {
+            pkid,
+            denied: denial(reason),
+        };
+        l.on_event(ev, &mut wire, &mut marks, &mut clock).unwrap();
+    };
+    ack(1, PubAckReason::NotAuthorized);
+    ack(2, PubAckReason::NoMatchingSubscribers);
+    ack(3, PubAckReason::QuotaExceeded);
+    // The refused batch is held and due again; the accepted one is gone.
+    assert_eq!(held(&l), vec![b[0].seq]);
+    assert!(marks.contains(b[0].seq) && !marks.contains(b[1].seq));
+    assert_eq!(l.stats.broker_denied_batches.load(Ordering::Relaxed), 1);
+    assert_eq!(l.stats.broker_denied_presences.load(Ordering::Relaxed), 1);
+    assert_eq!(l.stats.batches_acked.load(Ordering::Relaxed), 1);
+    let last = l.stats.last_broker_denial().unwrap_or_default();
+    assert!(last.contains("/state") && last.contains("0x97"), "{last}");
+    // Its presence tells the aggregator.
+    let p: Presence = serde_json::from_slice(&l.presence(PresenceStatus::Online)).unwrap();
+    assert_eq!(p.broker_denied_batches, 1);
+    // Published again and accepted this time: acknowledged, mark gone.
+    wire.by_pkid.insert(4, Some(b[0].seq));
+    l.on_event(
+        LinkEvent::Acked { pkid: 4, denied: None },
+        &mut wire,
+        &mut marks,
+        &mut clock,
+    )
+    .unwrap();
+    assert_eq!(held(&l), Vec::<u64>::new());
+    assert!(marks.is_empty());
+}

@@ -136,6 +136,9 @@ struct EnterpriseFacts {
     series: FxMap<String, HashMap<String, Series>>,
     periods: HashMap<(String, String, Period), Held<f64>>,
     declarations: HashMap<String, Held<DeclaredValue>>,
+    /// Every (indicator, point) held, instants and periods alike: what the
+    /// series limits count. Grown only where a series is first made.
+    names: HashSet<(String, String)>,
 }
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
@@ -184,6 +187,8 @@ struct ZoneFacts {
     /// Agent → outbox → index into `marks` (nested, so a lookup borrows the batch's ids).
     numbering_ids: HashMap<AgentId, HashMap<Option<OutboxId>, usize>>,
     marks: Vec<Marks>,
+    /// Series each agent brought in (the first to report them).
+    introduced: HashMap<AgentId, usize>,
 }
 
 /// Every fact of every zone, and the rules.
@@ -267,6 +272,7 @@ impl Ledger {
         };
         // A key sent twice in one batch is one fact, the later value.
         let mut earlier = EarlierInBatch::default();
+        let mut introduced = 0usize;
         // Whether an indicator is a counter, for the last one asked: a batch
         // is nearly always one indicator, so the catalog is searched once.
         let mut kind: Option<(&str, bool)> = None;
@@ -288,7 +294,12 @@ impl Ledger {
                     };
                     let series = match points.get_mut(r.point.as_str()) {
                         Some(s) => s,
-                        None => points.entry(r.point.to_string()).or_default(),
+                        None => {
+                            if ent.names.insert((r.indicator.to_string(), r.point.to_string())) {
+                                introduced += 1;
+                            }
+                            points.entry(r.point.to_string()).or_default()
+                        }
                     };
                     let old = series.get(ts);
                     let replace = match old {
@@ -321,7 +332,12 @@ impl Ledger {
                 ReadingTime::Period(p) => {
                     let key = (r.indicator.to_string(), r.point.to_string(), p);
                     let replaced = match ent.periods.get(&key) {
-                        None => false,
+                        None => {
+                            if ent.names.insert((key.0.clone(), key.1.clone())) {
+                                introduced += 1;
+                            }
+                            false
+                        }
                         Some(h) if same(h.value, r.value) => {
                             out.duplicate_readings += 1;
                             continue;
@@ -360,7 +376,70 @@ impl Ledger {
             );
             out.ops.push(Op::Declared { declaration: i });
         }
+        if introduced > 0 {
+            *z.introduced.entry(a.agent.clone()).or_default() += introduced;
+        }
         Some(out)
+    }
+
+    /// The readings of `a` that would make a series past `limits`, each with
+    /// the limit it would pass, in reading order; none if the batch fits.
+    /// Pure: nothing is counted until the batch, without them, is applied.
+    /// Costs nothing per reading unless the enterprise or the agent is
+    /// within one batch of its limit.
+    pub fn over_series_limits(&self, a: &Accepted, limits: SeriesLimits) -> Vec<(usize, SeriesLimit)> {
+        let zone = self.zones.get(&a.zone);
+        let ent = zone.and_then(|z| z.enterprises.get(&a.enterprise));
+        let held = ent.map_or(0, |e| e.names.len());
+        let introduced = zone.and_then(|z| z.introduced.get(&a.agent)).copied().unwrap_or(0);
+        let n = a.readings.len();
+        if held.saturating_add(n) <= limits.per_enterprise && introduced.saturating_add(n) <= limits.per_agent {
+            return Vec::new();
+        }
+        let mut fresh: HashSet<(String, String)> = HashSet::new();
+        let mut over = Vec::new();
+        for (i, r) in a.readings.iter().enumerate() {
+            let key = (r.indicator.to_string(), r.point.to_string());
+            if ent.is_some_and(|e| e.names.contains(&key)) || fresh.contains(&key) {
+                continue;
+            }
+            if held + fresh.len() >= limits.per_enterprise {
+                over.push((i, SeriesLimit::Enterprise(limits.per_enterprise)));
+            } else if introduced + fresh.len() >= limits.per_agent {
+                over.push((i, SeriesLimit::Agent(limits.per_agent)));
+            } else {
+                fresh.insert(key);
+            }
+        }
+        over
+    }
+}
+
+/// How many distinct series (indicator and point) the ledger takes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesLimits {
+    /// Per enterprise, from every agent.
+    pub per_enterprise: usize,
+    /// Brought in by one agent, over all its enterprises.
+    pub per_agent: usize,
+}
+
+/// Which series limit a reading would pass, and that limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesLimit {
+    /// The enterprise's (`max_series_per_enterprise`).
+    Enterprise(usize),
+    /// The agent's (`max_series_per_agent`).
+    Agent(usize),
+}
+
+impl SeriesLimit {
+    /// Metric and dead-letter label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Enterprise(_) => "series_limit_enterprise",
+            Self::Agent(_) => "series_limit_agent",
+        }
     }
 }
 

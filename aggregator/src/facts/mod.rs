@@ -7,6 +7,8 @@
 pub mod ledger;
 pub mod series;
 
-pub use ledger::{Applied, Identity, Ledger, Op};
+pub use ledger::{Applied, Identity, Ledger, Op, SeriesLimit, SeriesLimits};
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod series_limit_tests;

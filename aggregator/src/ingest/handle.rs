@@ -4,7 +4,7 @@
 
 use super::{Group, Ingest, ReadGroup};
 use crate::dead_letters::DeadLetter;
-use crate::facts::{Applied, Identity};
+use crate::facts::{Applied, Identity, SeriesLimit, SeriesLimits};
 use crate::state::{numbering_key, Numbering};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
@@ -227,6 +227,19 @@ pub(super) fn handle_one(
     let Some(validated) = validated else {
         return match serde_json::from_slice::<Presence>(payload) {
             Ok(p) if p.zone == t.zone && p.agent == t.agent => {
+                // Only an agent the registry binds becomes an agent of the
+                // zone: a refused presence is dead-lettered, counted, and
+                // creates nothing (no agent, no numbering, no drop counts).
+                if let Err(refusal) = ing.registry.admit_presence(&p.zone, &p.agent, &p.enterprises) {
+                    ing.dead_letters.put(dead(
+                        ing,
+                        topic,
+                        payload,
+                        now,
+                        vec![(refusal.to_string(), refusal.label())],
+                    ))?;
+                    return Ok(Outcome1::plain(Handled::DeadLettered));
+                }
                 ing.store.put_presence(&p)?;
                 view.numbering(ing, &p.zone, &p.agent, p.outbox.as_ref()).announced = Some(p.next_seq);
                 Ok(Outcome1 {
@@ -356,6 +369,15 @@ pub(super) fn handle_one(
             })
         }
         Identity::New => {
+            // Readings that would take the enterprise or the agent past its
+            // series limit are taken out before the batch is logged, so the
+            // replay after a restart holds what was live.
+            let limits = SeriesLimits {
+                per_enterprise: ing.validator.limits.max_series_per_enterprise,
+                per_agent: ing.validator.limits.max_series_per_agent,
+            };
+            let over = ledger.over_series_limits(&acc, limits);
+            let (acc, over) = without(acc, over);
             // Logged first: if the store refuses, the ledger has not moved
             // and the message is tried again.
             ing.store.append(now, &acc)?;
@@ -365,6 +387,12 @@ pub(super) fn handle_one(
             n.highest = Some(n.highest.map_or(acc.seq, |h| h.max(acc.seq)));
             if !acc.refused.is_empty() {
                 let mut d = dead(ing, topic, payload, now, problems(&acc.refused));
+                d.seq = Some(acc.seq);
+                d.whole_batch = false;
+                ing.dead_letters.put(d)?;
+            }
+            if !over.is_empty() {
+                let mut d = dead(ing, topic, payload, now, over);
                 d.seq = Some(acc.seq);
                 d.whole_batch = false;
                 ing.dead_letters.put(d)?;
@@ -379,6 +407,37 @@ pub(super) fn handle_one(
             })
         }
     }
+}
+
+/// The batch without the readings over a series limit, and each of those
+/// with its reason. The batch is still stored and confirmed (sending it
+/// again would not help); the refused readings are in a dead letter.
+fn without(mut acc: Accepted, over: Vec<(usize, SeriesLimit)>) -> (Accepted, Vec<(String, &'static str)>) {
+    if over.is_empty() {
+        return (acc, Vec::new());
+    }
+    let mut reasons = Vec::with_capacity(over.len());
+    let mut refused = over.into_iter().peekable();
+    let mut kept = Vec::with_capacity(acc.readings.len());
+    for (i, r) in std::mem::take(&mut acc.readings).into_iter().enumerate() {
+        let Some((_, limit)) = refused.next_if(|(at, _)| *at == i) else {
+            kept.push(r);
+            continue;
+        };
+        let why = match limit {
+            SeriesLimit::Enterprise(n) => format!(
+                "{} at point {:?}: enterprise {} holds {n} distinct series, its limit (max_series_per_enterprise); a new one is refused",
+                r.indicator, r.point, acc.enterprise
+            ),
+            SeriesLimit::Agent(n) => format!(
+                "{} at point {:?}: agent {} brought in {n} distinct series, its limit (max_series_per_agent); a new one is refused",
+                r.indicator, r.point, acc.agent
+            ),
+        };
+        reasons.push((why, limit.label()));
+    }
+    acc.readings = kept;
+    (acc, reasons)
 }
 
 /// Applies what a durably handled message changes in memory: the state and

@@ -44,6 +44,10 @@ pub struct AgentState {
     /// Readings its outbox policy dropped after publishing them to us without
     /// an acknowledgement, as its last presence reported: some may be stored.
     pub dropped_sent_readings: u64,
+    /// Batches its broker refused in the agent's current run (MQTT 5 PUBACK
+    /// reason code, e.g. an ACL denial), as its last presence reported: kept
+    /// by the agent, but nothing of them arrives until the broker is fixed.
+    pub broker_denied_batches: u64,
     /// `next_seq` and `boot` of its last presence, and when that arrived.
     pub announced: Option<Announced>,
     /// The outbox its last presence named (`None`: an agent older than outbox ids).

@@ -478,6 +478,7 @@ impl State {
         a.last_seen = Some(a.last_seen.map_or(received, |t| t.max(received)));
         a.dropped_readings = p.dropped_readings;
         a.dropped_sent_readings = p.dropped_sent_readings;
+        a.broker_denied_batches = p.broker_denied_batches;
         if p.clock_offset_ms.is_some() {
             a.measured_clock_offset_ms = p.clock_offset_ms;
         }

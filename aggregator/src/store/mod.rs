@@ -188,8 +188,16 @@ impl Store {
     }
 
     /// Rebuilds the ledger and the read model from everything stored: the
-    /// batch log replayed in arrival order, then the agents' presences.
-    pub fn rebuild(&self, ledger: &mut Ledger, state: &mut State, catalog: &Catalog) -> Result<(), StoreError> {
+    /// batch log replayed in arrival order, then the agents' presences that
+    /// `admit` lets in — a presence stored before its agent was unbound (or
+    /// before presences were checked) makes no agent now.
+    pub fn rebuild(
+        &self,
+        ledger: &mut Ledger,
+        state: &mut State,
+        catalog: &Catalog,
+        admit: &dyn Fn(&Presence) -> bool,
+    ) -> Result<(), StoreError> {
         for kv in self.batches.iter() {
             let (key, v) = kv?;
             let rec = record::decode(&v).ok_or_else(|| {
@@ -216,7 +224,9 @@ impl Store {
             let (key, v) = kv?;
             let p: Presence = serde_json::from_slice(&v)
                 .map_err(|_| StoreError::Corrupt(format!("presence key {:?}", String::from_utf8_lossy(&key))))?;
-            state.apply_presence(&p, p.at);
+            if admit(&p) {
+                state.apply_presence(&p, p.at);
+            }
         }
         Ok(())
     }
@@ -282,7 +292,9 @@ mod tests {
         drop(store);
         let store = Store::open(&path, 1 << 20).expect("store");
         let (mut ledger2, mut rebuilt) = (Ledger::default(), State::default());
-        store.rebuild(&mut ledger2, &mut rebuilt, &cat).expect("rebuild");
+        store
+            .rebuild(&mut ledger2, &mut rebuilt, &cat, &|_| true)
+            .expect("rebuild");
         let z = ZoneId::parse("z").expect("zone");
         let month = zonesync_proto::Period::Month(2026, 11);
         let kwh = |s: &State| s.zones[&z].enterprises[&id(1)].amount("electricity", month);

@@ -71,6 +71,9 @@ pub fn link(outbox: Arc<Outbox>, port: u16, agent: &str, stats: Arc<LinkStats>) 
         enterprises: enterprises()?,
         mqtt: MqttConfig {
             port,
+            // The figure is the drain into the broker, PUBACK by PUBACK, as
+            // measured before confirmations became the default (no aggregator here).
+            end_to_end_confirm: false,
             ..MqttConfig::default()
         },
         upstream: 0,

@@ -148,7 +148,7 @@ async fn agent_run(ctx: &Ctx, binary: &Path, run: usize, backlog: bool) -> Resul
     std::fs::write(
         &cfg,
         format!(
-            "agent_id = \"bench-footprint\"\nzone = \"{}\"\ndata_dir = \"{}\"\n[mqtt]\nport = {}\n\
+            "agent_id = \"bench-footprint\"\nzone = \"{}\"\ndata_dir = \"{}\"\n[mqtt]\nport = {}\nend_to_end_confirm = false\n\
              [simulator]\ninterval_ms = 1000\nmeters_per_enterprise = 50\n\
              [[simulator.enterprises]]\nid = \"{}\"\n",
             data::ZONE,

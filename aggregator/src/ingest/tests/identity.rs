@@ -159,12 +159,28 @@ fn the_same_mark_with_other_content_is_refused_and_never_confirmed() {
 #[test]
 fn presence_figures_at_their_limits_overflow_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let app = open(dir.path());
-    for name in ["jy-hitech-gw01", "forged-gw"] {
+    // Two agents the registry binds (a presence from any other is refused).
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/registry.toml");
+    let registry = std::fs::read_to_string(example).expect("example registry").replace(
+        "agents = [\"jy-hitech-gw01\"]",
+        "agents = [\"jy-hitech-gw01\", \"jy-hitech-gw02\"]",
+    );
+    let registry_path = dir.path().join("registry.toml");
+    std::fs::write(&registry_path, registry).expect("write registry");
+    let body = format!(
+        "data_dir = {:?}\nregistry = {:?}\n[store]\ncache_capacity_bytes = 1048576\n",
+        dir.path().join("data").display().to_string(),
+        registry_path.display().to_string()
+    );
+    let config = dir.path().join("aggregator.toml");
+    std::fs::write(&config, body).expect("write config");
+    let app = App::open(&AggregatorConfig::load(&config).expect("config")).expect("open app");
+    for name in ["jy-hitech-gw01", "jy-hitech-gw02"] {
         let p = Presence {
             agent: AgentId::parse(name).expect("agent"),
             next_seq: u64::MAX,
             clock_offset_ms: Some(i64::MIN),
+            broker_denied_batches: 0,
             ..presence_sent(u64::MAX, u64::MAX, u64::MAX, u64::MAX)
         };
         say(&app, &p, utc(NOW));

@@ -365,6 +365,7 @@ fn presence_sent(boot: u64, next_seq: u64, dropped: u64, dropped_sent: u64) -> P
         dropped_readings: dropped,
         dropped_sent_readings: dropped_sent,
         clock_offset_ms: None,
+        broker_denied_batches: 0,
     }
 }
 
@@ -494,4 +495,5 @@ fn seqs_a_presence_announced_but_never_stored_are_listed_after_the_grace() {
     assert_eq!(missing(&app, later + chrono::Duration::seconds(2 * grace)), None);
 }
 
+mod edges;
 mod identity;

@@ -354,3 +354,6 @@ async fn idle_http_clients_cannot_take_the_file_descriptors_the_ingest_needs() {
     assert_eq!(api.metric("zonesync_aggregator_mqtt_connected").await, 1.0);
     drop(flood);
 }
+
+mod bounds;
+mod broker;
