@@ -61,12 +61,15 @@ async fn restore_and_run_again(with_mark: bool) -> Restored {
         "the second run sent more: {copied_next} → {reached}"
     );
 
-    // Put the copy back: everything (a VM snapshot), or all but the mark.
-    let kept_mark = std::fs::read(&hw).expect("mark");
+    // Put the copy back: everything (a VM snapshot), or all but the marks.
+    let done = zonesync_agent::outbox::identity::done_path(&data.join("outbox"));
+    let kept_marks = [&hw, &done].map(|m| std::fs::read(m).expect("mark"));
     std::fs::remove_dir_all(&data).expect("remove data dir");
     copy_tree(&snapshot, &data);
     if !with_mark {
-        std::fs::write(&hw, kept_mark).expect("keep the current mark");
+        for (m, bytes) in [&hw, &done].iter().zip(kept_marks) {
+            std::fs::write(m, bytes).expect("keep the current mark");
+        }
     }
     agent.set_ticks(200);
     let running = agent.start();

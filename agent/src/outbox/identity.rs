@@ -11,11 +11,18 @@
 //!   mark in a small file *beside* the store directory — `<outbox>.seq-hw`,
 //!   outside it so that restoring the directory does not restore the mark — is
 //!   raised before every seal's write, so every published number is below it.
-//!   An open that finds the store below the mark continues from the mark and
-//!   moves to a fresh identity: batches the store lost may have been
-//!   published, and under a fresh identity nothing sent again can collide
-//!   with them. (A crash between the mark's sync and the store's flush looks
-//!   the same and is handled the same way: harmless, one rotation.)
+//!   An open that finds the store below what was published continues from
+//!   the mark and moves to a fresh identity: batches the store lost may have
+//!   been published, and under a fresh identity nothing sent again can
+//!   collide with them.
+//! - What was published is told apart from what was only numbered by a
+//!   second mark, `<outbox>.seq-done`, raised after each seal's flush and
+//!   before any of its batches is published. A crash between the first
+//!   mark's sync and the store's flush leaves the store at or above
+//!   `seq-done`: the numbers in between were never published, so the outbox
+//!   skips them and keeps its identity. (Rotating there made an agent killed
+//!   at that moment resend every batch it held under new marks.) An outbox
+//!   from before `seq-done` has none and is judged by the first mark alone.
 //! - Rotation ([`Outbox::rotate_identity`]) rewrites every batch still held so
 //!   its payload names the new identity, keeping its sequence number (fresh
 //!   under the new identity) and every upstream's cursor.
@@ -52,6 +59,14 @@ pub fn draw() -> Result<OutboxId, OutboxError> {
 pub fn high_water_path(outbox: &Path) -> PathBuf {
     let mut name = outbox.as_os_str().to_owned();
     name.push(".seq-hw");
+    PathBuf::from(name)
+}
+
+/// Where the mark of what may have been published lives: a sibling file,
+/// raised after each seal's flush (see the module's notes).
+pub fn done_path(outbox: &Path) -> PathBuf {
+    let mut name = outbox.as_os_str().to_owned();
+    name.push(".seq-done");
     PathBuf::from(name)
 }
 

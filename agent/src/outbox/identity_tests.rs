@@ -268,3 +268,44 @@ fn a_damaged_store_is_an_error_naming_it() {
         Ok(o) => assert_eq!(o.next_seq(), 51, "never below the mark"),
     }
 }
+
+/// A kill between the first mark's sync and the store's flush: the mark is
+/// past the store, `seq-done` is not. Nothing of that seal was published, so
+/// the outbox skips its numbers and keeps its identity; a store below
+/// `seq-done` (published numbers lost) still rotates.
+#[test]
+fn a_seal_cut_short_by_a_kill_skips_its_numbers_and_keeps_the_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox");
+    let id;
+    {
+        let o = Outbox::open(&path, 1 << 20).unwrap();
+        seal_one(&o, 1.0);
+        id = o.identity().unwrap();
+        assert_eq!(o.next_seq(), 2);
+    }
+    // What the cut-short seal left: the first mark raised to 9, the store and
+    // `seq-done` at 2.
+    HighWater::open(&identity::high_water_path(&path))
+        .unwrap()
+        .raise(9)
+        .unwrap();
+    {
+        let o = Outbox::open(&path, 1 << 20).unwrap();
+        assert_eq!(o.identity().as_ref(), Some(&id), "no rotation");
+        assert_eq!(o.next_seq(), 9, "the numbers of the cut-short seal are skipped");
+        assert_eq!(o.stats().store_rollbacks, 0);
+        let next = seal_one(&o, 2.0);
+        assert_eq!(next.seq, 9);
+    }
+    // Published numbers lost: `seq-done` past the store.
+    HighWater::open(&identity::done_path(&path)).unwrap().raise(20).unwrap();
+    HighWater::open(&identity::high_water_path(&path))
+        .unwrap()
+        .raise(20)
+        .unwrap();
+    let o = Outbox::open(&path, 1 << 20).unwrap();
+    assert_ne!(o.identity().as_ref(), Some(&id), "a rollback rotates");
+    assert_eq!(o.next_seq(), 20);
+    assert_eq!(o.stats().store_rollbacks, 1);
+}

@@ -17,8 +17,10 @@
 //!   a mark the aggregator has seen (see [`identity`]).
 //!
 //! Beside the store, `<outbox>.seq-hw` holds the high-water mark of the
-//! sequence numbers, raised before each seal is written, so a store that
-//! lost its newest writes is caught at open instead of numbering again.
+//! sequence numbers, raised before each seal is written, and
+//! `<outbox>.seq-done` the mark of what may have been published, raised after
+//! its flush; so a store that lost published writes is caught at open
+//! instead of numbering again, and a seal cut short by a crash is not.
 //!
 //! The counters are written in the same batch as the change they count, so
 //! opening an outbox never scans its backlog (a million pending readings
@@ -224,6 +226,9 @@ pub struct Outbox {
     next_seq: AtomicU64,
     /// Raised before every seal is written; `None` when opened to inspect.
     high_water: Option<HighWater>,
+    /// Raised after every seal's flush, before its batches go out: every
+    /// number that may have been published is below it (`identity`).
+    done: Option<HighWater>,
     /// Where every appended item is also recorded for export (crate::history).
     history: Option<std::sync::Arc<crate::history::History>>,
 }

@@ -43,14 +43,30 @@ impl Outbox {
             Open::Inspect if hw_path.exists() => Some(HighWater::open(&hw_path)?),
             Open::Inspect => None,
         };
+        let done_path = identity::done_path(path);
+        let done = match open {
+            Open::Run => Some(HighWater::open(&done_path)?),
+            Open::Inspect if done_path.exists() => Some(HighWater::open(&done_path)?),
+            Open::Inspect => None,
+        };
         let mark = high_water.as_ref().and_then(HighWater::get);
+        let published_below = done.as_ref().and_then(HighWater::get);
         let stored_next = match tree.get(META_NEXT_SEQ)? {
             Some(_) => Some(read_u64(&tree, META_NEXT_SEQ)?),
             None => None,
         };
         // Every number ever published is below the mark, so continuing from
         // it never issues one twice, whatever the store forgot.
-        let rolled_back = mark.is_some_and(|m| m > stored_next.unwrap_or(1));
+        // The store lost something that may have been published: below
+        // `seq-done` where there is one, else (an outbox from before it)
+        // below the mark. Between the two lie numbers of a seal cut short
+        // before its flush, never published: skipped, not a rollback.
+        let stored = stored_next.unwrap_or(1);
+        let rolled_back = match published_below {
+            Some(d) => d > stored,
+            None => mark.is_some_and(|m| m > stored),
+        };
+        let cut_short = !rolled_back && mark.is_some_and(|m| m > stored);
         let next_seq = stored_next.unwrap_or(1).max(mark.unwrap_or(1)).max(1);
         let mut stored_id = identity::load(&tree)?;
         if open == Open::Run && (stored_id.is_none() || stored_next != Some(next_seq)) {
@@ -97,6 +113,7 @@ impl Outbox {
             state: Mutex::new(state),
             next_seq: AtomicU64::new(next_seq),
             high_water,
+            done,
             history: None,
         };
         if open == Open::Run {
@@ -113,9 +130,21 @@ impl Outbox {
                 );
                 outbox.rotate(identity::Rotation::Rollback)?;
             }
-            // An outbox older than the mark gets one; a new one records its start.
+            if cut_short {
+                tracing::info!(
+                    store_next_seq = stored,
+                    mark = mark.unwrap_or(0),
+                    "a seal was cut short before its write reached the store (a crash or kill); its numbers, \
+                     never published, are skipped and the outbox keeps its identity"
+                );
+            }
+            // An outbox older than the marks gets them; a new one records its
+            // start. The store holds `next_seq` durably by now (written above).
             if let Some(hw) = &outbox.high_water {
                 hw.raise(next_seq)?;
+            }
+            if let Some(done) = &outbox.done {
+                done.raise(next_seq)?;
             }
         }
         Ok(outbox)

@@ -163,6 +163,10 @@ impl Outbox {
         self.next_seq.store(seq, Ordering::SeqCst);
         drop(guard);
         self.tree.flush()?;
+        // Durable now: these numbers may be published from here on.
+        if let Some(done) = &self.done {
+            done.raise(seq)?;
+        }
         Ok(sealed)
     }
 
