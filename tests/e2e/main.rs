@@ -204,6 +204,9 @@ async fn nats_mqtt_listener_goals_match_hand_computed_figures() {
     let broker = zonesync_e2e::nats::NatsServer::mqtt(&dir.path().join("nats"));
     let port = broker.mqtt_port.expect("MQTT port");
     let ds = dataset::write(dir.path(), port, 97, 2);
+    // nats-server's MQTT listener speaks 3.1.1 only: the one setting an
+    // agent needs there (docs/federation.md).
+    ds.speak_mqtt311();
     let (mut agg, api) = spawn_aggregator(&ds.aggregator);
     let mut a = spawn_agent(&ds.agent_a);
     let mut b = spawn_agent(&ds.agent_b);
