@@ -10,21 +10,18 @@ pub(crate) use std::path::{Path, PathBuf};
 pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) use std::sync::{Arc, Mutex};
 pub(crate) use std::time::{Duration, Instant};
+pub(crate) use zonesync_e2e::attack::{enterprise, rejected, setup, start, value_added, zone, Setup, MONTH};
 pub(crate) use zonesync_e2e::dataset::{self, E, ZONE};
 pub(crate) use zonesync_e2e::hostile::{copy_tree, fill, flip_middle, publish, truncate, Msg, Tmpfs};
-pub(crate) use zonesync_e2e::{run_to_end, try_spawn_aggregator, AggregatorStart, Api, Mosquitto, Proc};
+pub(crate) use zonesync_e2e::{run_to_end, Api, Mosquitto, Proc};
 pub(crate) use zonesync_proto::{
-    digest, AgentId, Batch, EnterpriseId, OutboxId, Period, Presence, PresenceStatus, Reading, Topic, ZoneId,
-    REFUSED_REUSED_SEQ, WIRE_VERSION,
+    digest, AgentId, Batch, OutboxId, Presence, PresenceStatus, Reading, Topic, REFUSED_REUSED_SEQ, WIRE_VERSION,
 };
 
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// The agent under test.
 pub(crate) const AGENT: &str = "agent-a";
-
-/// The month whose value added the tests follow.
-pub(crate) const MONTH: Period = Period::Month(2026, 10);
 
 /// The simulator's first tick: 2026-10-01 00:00 China time.
 pub(crate) const SIM_START: &str = "2026-09-30T16:00:00Z";
@@ -38,16 +35,8 @@ pub(crate) const TICKS_PER_DAY: u64 = 96;
 /// E1's simulated value added per day, 10k yuan.
 pub(crate) const E1_VA_PER_DAY: f64 = 40.0;
 
-pub(crate) fn zone() -> ZoneId {
-    ZoneId::parse(ZONE).expect("zone id")
-}
-
 pub(crate) fn agent_id() -> AgentId {
     AgentId::parse(AGENT).expect("agent id")
-}
-
-pub(crate) fn enterprise(i: usize) -> EnterpriseId {
-    EnterpriseId::parse(E[i]).expect("credit code")
 }
 
 // ---------------------------------------------------------------------------
@@ -283,18 +272,6 @@ pub(crate) fn presence(ob: Option<&OutboxId>, next_seq: u64) -> Msg {
     Msg::presence(&p)
 }
 
-/// October's value added, month to date, in 10k yuan.
-pub(crate) fn value_added(value: f64) -> Reading {
-    Reading {
-        indicator: "value_added".into(),
-        point: String::new(),
-        value,
-        unit: "10k_yuan".into(),
-        ts: None,
-        period: Some(MONTH),
-    }
-}
-
 pub(crate) static CLIENTS: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) fn client_id(role: &str) -> String {
@@ -444,32 +421,6 @@ impl Sniffed {
 // ---------------------------------------------------------------------------
 // The aggregator.
 
-/// The test's broker, registry and aggregator config, in a fresh directory.
-pub(crate) struct Setup {
-    pub(crate) dir: tempfile::TempDir,
-    pub(crate) broker: Mosquitto,
-    pub(crate) config: PathBuf,
-}
-
-pub(crate) fn setup() -> Setup {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let broker = Mosquitto::start(dir.path());
-    let ds = dataset::write(dir.path(), broker.port, 1, 2);
-    Setup {
-        config: ds.aggregator,
-        broker,
-        dir,
-    }
-}
-
-/// Starts an aggregator process on `config` that must come up.
-pub(crate) fn start(config: &Path) -> (Proc, Api) {
-    match try_spawn_aggregator(config, WAIT) {
-        AggregatorStart::Serving(p, api) => (p, api),
-        AggregatorStart::Exited(status, stderr) => panic!("the aggregator ended at start ({status}):\n{stderr}"),
-    }
-}
-
 /// Stops an aggregator with SIGTERM: a clean exit, no panic on its stderr.
 pub(crate) fn stop(mut p: Proc) {
     let status = p.terminate();
@@ -545,10 +496,6 @@ pub(crate) async fn dead_letters(api: &Api, label: &str) -> Vec<Value> {
         .collect();
     v.sort_by_key(|d| d["id"].as_u64().unwrap_or(0));
     v
-}
-
-pub(crate) fn rejected(label: &str) -> String {
-    format!("zonesync_aggregator_rejected_total{{reason=\"{label}\"}}")
 }
 
 /// Waits until the aggregator has handled a presence of `AGENT` announcing

@@ -8,46 +8,24 @@ pub(crate) use std::path::{Path, PathBuf};
 pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) use std::time::{Duration, Instant};
 pub(crate) use tokio::sync::mpsc::UnboundedReceiver;
-pub(crate) use zonesync_e2e::dataset::{self, E, ZONE};
+pub(crate) use zonesync_e2e::attack::{enterprise, rejected, setup, start, value_added, zone, MONTH};
+pub(crate) use zonesync_e2e::dataset::{E, ZONE};
 pub(crate) use zonesync_e2e::hostile::{copy_tree, fill, flip_middle, publish, Msg, Tmpfs};
-pub(crate) use zonesync_e2e::{try_spawn_aggregator, AggregatorStart, Api, Mosquitto, Proc};
+pub(crate) use zonesync_e2e::{try_spawn_aggregator, AggregatorStart, Api, Proc};
 pub(crate) use zonesync_proto::{
-    digest, AgentId, Batch, Confirm, EnterpriseId, OutboxId, Period, Presence, PresenceStatus, Reading, Topic, ZoneId,
-    REFUSED_REUSED_SEQ, WIRE_VERSION,
+    digest, AgentId, Batch, Confirm, OutboxId, Presence, PresenceStatus, Reading, Topic, REFUSED_REUSED_SEQ,
+    WIRE_VERSION,
 };
 
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
-
-/// The month whose value added the tests restate.
-pub(crate) const MONTH: Period = Period::Month(2026, 10);
-
-pub(crate) fn zone() -> ZoneId {
-    ZoneId::parse(ZONE).expect("zone id")
-}
 
 pub(crate) fn agent(name: &str) -> AgentId {
     AgentId::parse(name).expect("agent id")
 }
 
-pub(crate) fn enterprise(i: usize) -> EnterpriseId {
-    EnterpriseId::parse(E[i]).expect("credit code")
-}
-
 /// An outbox id as an agent would draw it (random bytes), distinct per tag.
 pub(crate) fn outbox(tag: u8) -> OutboxId {
     OutboxId::from_random([tag; 16])
-}
-
-/// October 2026's value added (month to date), in 10k yuan.
-pub(crate) fn value_added(value: f64) -> Reading {
-    Reading {
-        indicator: "value_added".into(),
-        point: String::new(),
-        value,
-        unit: "10k_yuan".into(),
-        ts: None,
-        period: Some(MONTH),
-    }
 }
 
 /// An electricity meter register.
@@ -174,14 +152,6 @@ pub(crate) async fn confirms_until(
     seen
 }
 
-/// Starts an aggregator process on `config` that must come up.
-pub(crate) fn start(config: &Path) -> (Proc, Api) {
-    match try_spawn_aggregator(config, WAIT) {
-        AggregatorStart::Serving(p, api) => (p, api),
-        AggregatorStart::Exited(status, stderr) => panic!("the aggregator ended at start ({status}):\n{stderr}"),
-    }
-}
-
 /// Stops an aggregator with SIGTERM: a clean exit, no panic on its stderr.
 pub(crate) fn stop(mut p: Proc) {
     let status = p.terminate();
@@ -263,10 +233,6 @@ pub(crate) async fn wait_dead_letters(api: &Api, label: &str, n: usize) -> Vec<V
     }
 }
 
-pub(crate) fn rejected(label: &str) -> String {
-    format!("zonesync_aggregator_rejected_total{{reason=\"{label}\"}}")
-}
-
 /// The agents page's entry for `agent_name`.
 pub(crate) async fn agent_state(api: &Api, agent_name: &str) -> Value {
     let a = api.get(&format!("/api/v1/zones/{ZONE}/agents")).await;
@@ -309,22 +275,4 @@ pub(crate) async fn assert_healthy(api: &Api) {
     assert_eq!(z["zones"][0]["id"], ZONE, "{z}");
     let g = api.get(&format!("/api/v1/zones/{ZONE}/goals?period={MONTH}")).await;
     assert!(g["goals"].as_array().is_some_and(|g| !g.is_empty()), "{g}");
-}
-
-/// The test's broker, registry and aggregator config, in a fresh directory.
-pub(crate) struct Setup {
-    pub(crate) dir: tempfile::TempDir,
-    pub(crate) broker: Mosquitto,
-    pub(crate) config: PathBuf,
-}
-
-pub(crate) fn setup() -> Setup {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let broker = Mosquitto::start(dir.path());
-    let ds = dataset::write(dir.path(), broker.port, 1, 2);
-    Setup {
-        config: ds.aggregator,
-        broker,
-        dir,
-    }
 }

@@ -2,6 +2,7 @@
 //! (Mosquitto processes, the embedded rumqttd), the zonesync binaries as real
 //! processes, an HTTP client for the API, and the hand-computed data set.
 
+pub mod attack;
 pub mod browser;
 pub mod certs;
 pub mod collector;
