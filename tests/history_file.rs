@@ -55,7 +55,7 @@ fn write_agents(dir: &std::path::Path, port: u16) -> (std::path::PathBuf, std::p
     let common = |id: &str| {
         format!(
             "agent_id = \"{id}\"\nzone = \"{ZONE}\"\ndata_dir = \"{}\"\n\
-             [mqtt]\nport = {port}\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n",
+             [mqtt]\nprotocol = \"3.1.1\"\nport = {port}\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n",
             dir.join(id).display()
         )
     };

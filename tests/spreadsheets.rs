@@ -67,7 +67,7 @@ fn agent_config(dir: &Path, port: u16) -> std::path::PathBuf {
     std::fs::write(dir.join("profile.csv"), profile_csv()).expect("profile");
     let text = format!(
         "agent_id = \"agent-s\"\nzone = \"{ZONE}\"\ndata_dir = \"{data}\"\n\
-         [mqtt]\nport = {port}\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n\
+         [mqtt]\nprotocol = \"3.1.1\"\nport = {port}\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n\
          [outbox]\nmax_batch_items = 50\nmax_batch_age_ms = 50\nmax_in_flight = 8\n\
          [profile]\npath = \"{profile}\"\npoll_secs = 1\n\
          [[csv_drop]]\nname = \"va\"\nfolder = \"{drop}\"\nenterprise_column = \"credit_code\"\n\
