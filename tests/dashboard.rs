@@ -48,25 +48,6 @@ async fn rendered(b: &Browser, tab: &str, lang: &str) {
     .await;
 }
 
-/// How the page writes a row's span (`period`): "2026-01..2026-11" is
-/// "2026年1—11月累计", "2026-11" is "2026年11月", "A vs B" is "A（对比B）".
-fn span_words(p: &str) -> String {
-    if let Some((a, b)) = p.split_once(" vs ") {
-        return format!("{}（对比{}）", span_words(a), span_words(b));
-    }
-    let month = |s: &str| s.get(5..7).and_then(|m| m.parse::<u32>().ok());
-    match (p.split_once(".."), p.len()) {
-        (Some((a, b)), _) => {
-            let (from, to) = (month(a).unwrap(), month(b).unwrap());
-            format!("{}年{from}—{to}月{}", &a[..4], if from == 1 { "累计" } else { "" })
-        }
-        (None, 7) if p.as_bytes()[5] == b'Q' => format!("{}年第{}季度", &p[..4], &p[6..]),
-        (None, 7) => format!("{}年{}月", &p[..4], month(p).unwrap()),
-        (None, 4) => format!("{p}年"),
-        _ => p.to_owned(),
-    }
-}
-
 /// Text of the first element matching `css`, or null.
 async fn text(b: &Browser, css: &str) -> Value {
     b.js(
@@ -277,7 +258,11 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
             );
             // Every figure says its span, in words, as the row's `period` has it.
             let span = row["span"].as_str().unwrap_or_default();
-            assert_eq!(span, span_words(g["period"].as_str().unwrap()), "{z} {id} span label");
+            assert_eq!(
+                span,
+                zonesync_aggregator::goals::words::span_words(g["period"].as_str().unwrap()),
+                "{z} {id} span label: the page writes a span as the briefing does"
+            );
             let name = row["name"].as_str().unwrap_or_default();
             let want = g["name_zh"].as_str().unwrap();
             assert!(
