@@ -220,6 +220,12 @@ pub struct OutboxConfig {
     pub max_batch_age_ms: u64,
     /// Batches published and not yet acknowledged, at most.
     pub max_in_flight: usize,
+    /// Readings and declarations published and not yet acknowledged, at
+    /// most (at least one batch goes out whatever its size); also the most
+    /// one seal takes. What a drain holds in memory follows this, not the
+    /// batch count: 16 batches of 500 (8,000 readings) on the wire peaked at
+    /// 30–36 MiB, 2,000 at 13 MiB (docs/profiles.md, figure 4b).
+    pub max_in_flight_items: usize,
     /// sled page cache, bytes (sled's default of 1 GiB does not fit a gateway).
     pub cache_capacity_bytes: u64,
     /// Most bytes of readings and batches the outbox holds; beyond it the
@@ -247,6 +253,7 @@ impl Default for OutboxConfig {
             max_batch_items: 500,
             max_batch_age_ms: 1000,
             max_in_flight: 16,
+            max_in_flight_items: 2000,
             cache_capacity_bytes: 4 * 1024 * 1024,
             disk_budget_bytes: 256 * 1024 * 1024,
             backfill_after_secs: 300,

@@ -95,11 +95,42 @@ pub(crate) struct Wire {
     /// A fresh presence is due before anything is sent again (a refusal
     /// judged against the last one's `next_seq`).
     reannounce: bool,
+    /// Items carried by each batch awaiting its PUBACK, by sequence number.
+    items_of: HashMap<u64, usize>,
+    /// Their sum: what `max_in_flight_items` bounds.
+    items: usize,
 }
 
 impl Wire {
     fn in_flight(&self) -> usize {
         self.awaiting_pkid.len() + self.by_pkid.len()
+    }
+
+    /// Batch `seq`, carrying `items`, was handed to the client.
+    fn sent(&mut self, seq: u64, items: usize) {
+        self.awaiting_pkid.push_back(Some(seq));
+        if let Some(before) = self.items_of.insert(seq, items) {
+            self.items = self.items.saturating_sub(before);
+        }
+        self.items += items;
+    }
+
+    /// Batch `seq`'s PUBACK arrived (accepting or refusing it): its items
+    /// are off the wire.
+    fn released(&mut self, seq: u64) {
+        if let Some(n) = self.items_of.remove(&seq) {
+            self.items = self.items.saturating_sub(n);
+        }
+    }
+
+    /// How many more batches may go out now, at most `batches`: the items
+    /// bound `max_items` counts each as `batch_items` (none is larger, so
+    /// it is passed by less than one batch), and one may always go when
+    /// nothing is on the wire, so a drain never stalls on a large batch.
+    fn room(&self, batches: usize, max_items: usize, batch_items: usize) -> usize {
+        let left = max_items.saturating_sub(self.items).div_ceil(batch_items.max(1));
+        let floor = usize::from(self.in_flight() == 0);
+        batches.min(left.max(floor))
     }
 }
 
@@ -240,6 +271,8 @@ impl Link {
         let mut last_seal = Instant::now();
         let max_age = Duration::from_millis(self.batching.max_batch_age_ms);
         let window = self.batching.max_in_flight.max(1);
+        let batch_items = self.batching.max_batch_items.max(1);
+        let window_items = self.batching.max_in_flight_items.max(1);
         let confirm_window = if confirm_mode {
             self.batching.confirm_window.max(1)
         } else {
@@ -284,7 +317,7 @@ impl Link {
                 if !client.publish(&batch.topic, false, batch.payload) {
                     return Ok(SessionEnd::Lost(QUEUE_CLOSED.into()));
                 }
-                wire.awaiting_pkid.push_back(Some(seq));
+                wire.sent(seq, batch.items);
                 marks.sent(seq, Instant::now(), Utc::now().timestamp_millis());
                 self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
                 self.stats.resends.fetch_add(1, Ordering::Relaxed);
@@ -292,7 +325,14 @@ impl Link {
             }
             // Fill the window with sealed batches, sealing more when due.
             while wire.in_flight() < window && marks.len() < confirm_window {
-                let room = (window - wire.in_flight()).min(confirm_window - marks.len());
+                let room = wire.room(
+                    (window - wire.in_flight()).min(confirm_window - marks.len()),
+                    window_items,
+                    batch_items,
+                );
+                if room == 0 {
+                    break;
+                }
                 let ready = self.outbox.sealed_for(self.upstream, next_pos, room)?;
                 if ready.is_empty() {
                     let pending = self.outbox.pending_items();
@@ -306,10 +346,13 @@ impl Link {
                     // not one per batch. Sealing only the free room made a
                     // drain seal one batch per returning PUBACK — two fsyncs
                     // per 500 readings, which bounded the recovery of a
-                    // backlog (docs/profiles.md, figures 3 and 7).
+                    // backlog (docs/profiles.md, figures 3 and 7). Bounded
+                    // in items too: 8,000 readings sealed and on the wire at
+                    // once cost a draining agent ~17 MiB more than 2,000
+                    // (docs/profiles.md, figure 4b).
                     self.outbox.seal_up_to(
-                        self.batching.max_batch_items,
-                        window.saturating_mul(self.batching.max_batch_items),
+                        batch_items,
+                        window.saturating_mul(batch_items).min(window_items),
                         &self.agent,
                         &self.zone,
                         self.boot,
@@ -327,7 +370,7 @@ impl Link {
                     if !client.publish(&b.topic, false, b.payload) {
                         return Ok(SessionEnd::Lost(QUEUE_CLOSED.into()));
                     }
-                    wire.awaiting_pkid.push_back(Some(b.seq));
+                    wire.sent(b.seq, b.items);
                     if confirm_mode {
                         marks.sent(b.seq, Instant::now(), Utc::now().timestamp_millis());
                     }
@@ -383,19 +426,26 @@ impl Link {
                     wire.by_pkid.insert(pkid, seq);
                 }
             }
-            LinkEvent::Acked { pkid, denied } => match (wire.by_pkid.remove(&pkid), denied) {
-                (Some(seq), Some(d)) => self.on_denied(seq, d, marks)?,
-                // In confirm mode a PUBACK only frees the MQTT window: the
-                // broker may still lose the batch.
-                (Some(Some(seq)), None) if !self.mqtt.end_to_end_confirm => {
-                    marks.remove(seq);
-                    if let Some(items) = self.outbox.ack(self.upstream, seq)? {
-                        self.stats.acked(items);
-                    }
-                    tracing::debug!(agent = %self.agent, seq, "batch acknowledged");
+            LinkEvent::Acked { pkid, denied } => {
+                let entry = wire.by_pkid.remove(&pkid);
+                // Accepted or refused, confirmed or not: off the wire.
+                if let Some(Some(seq)) = entry {
+                    wire.released(seq);
                 }
-                _ => {}
-            },
+                match (entry, denied) {
+                    (Some(seq), Some(d)) => self.on_denied(seq, d, marks)?,
+                    // In confirm mode a PUBACK only frees the MQTT window: the
+                    // broker may still lose the batch.
+                    (Some(Some(seq)), None) if !self.mqtt.end_to_end_confirm => {
+                        marks.remove(seq);
+                        if let Some(items) = self.outbox.ack(self.upstream, seq)? {
+                            self.stats.acked(items);
+                        }
+                        tracing::debug!(agent = %self.agent, seq, "batch acknowledged");
+                    }
+                    _ => {}
+                }
+            }
             LinkEvent::Message(payload) if self.mqtt.end_to_end_confirm => {
                 self.on_confirm(&payload, wire, marks, clock)?;
             }

@@ -204,3 +204,35 @@ fn a_refused_puback_keeps_the_batch_counts_it_and_marks_it_for_a_resend() {
     assert_eq!(held(&l), Vec::<u64>::new());
     assert!(marks.is_empty());
 }
+
+#[test]
+fn the_wire_bounds_the_items_on_it_and_always_lets_one_batch_go() {
+    let mut w = Wire::default();
+    // Nothing on the wire: 2,000 items make room for four batches of 500 ...
+    assert_eq!(w.room(16, 2000, 500), 4);
+    // ... the batch count still bounds it ...
+    assert_eq!(w.room(3, 2000, 500), 3);
+    // ... and a bound below one batch still lets one go (a drain never stalls).
+    assert_eq!(w.room(16, 100, 500), 1);
+    w.sent(1, 500);
+    w.sent(2, 400);
+    assert_eq!(w.items, 900);
+    // 1,100 items left: three more batches, passing the bound by less than one.
+    assert_eq!(w.room(16, 2000, 500), 3);
+    w.sent(3, 500);
+    w.sent(4, 500);
+    w.sent(5, 500);
+    assert_eq!(w.room(16, 2000, 500), 0);
+    // A resend of a batch still on the wire is not counted twice.
+    w.sent(5, 500);
+    assert_eq!(w.items, 2400);
+    w.released(1);
+    assert_eq!(w.room(16, 2000, 500), 1);
+    // A PUBACK for a batch not tracked (a presence) changes nothing.
+    w.released(99);
+    assert_eq!(w.items, 1900);
+    for s in 2..=5 {
+        w.released(s);
+    }
+    assert_eq!((w.items, w.items_of.len()), (0, 0));
+}
