@@ -128,7 +128,7 @@ pub fn pace(
     } else {
         toward.and_then(|r| {
             let n = ((target - now) / r).ceil();
-            (n.is_finite() && n >= 0.0 && n < 1200.0)
+            (n.is_finite() && (0.0..1200.0).contains(&n))
                 .then(|| plus(at, n as u32))
                 .flatten()
         })
@@ -357,7 +357,7 @@ mod tests {
         let mut zs = ZoneState::default();
         let key = goals[gi].condition.unwrap().declared_keys()[0].to_owned();
         let s = GoalSettings::default();
-        let level = DeclaredValue::Integer(i64::from(s.dt_min_maturity) + 1);
+        let level = DeclaredValue::Integer(s.dt_min_maturity + 1);
         for (n, at) in [(1u32, "2025-06-01T00:00:00Z"), (2, "2026-10-15T00:00:00Z")] {
             let mut es = EnterpriseState::default();
             es.declarations.insert(key.clone(), level.clone());
