@@ -33,15 +33,20 @@ const APP_CSS: &str = include_str!("assets/app.css");
 /// The dashboard's pages and its read-only API; `shutdown` ends open event streams
 /// so the HTTP server's graceful shutdown is not held up by them.
 pub fn router(app: Arc<App>, shutdown: Shutdown) -> Router {
-    let assets = Router::new()
+    assets_router().merge(api::router(app, shutdown))
+}
+
+/// The compiled-in page alone (`/` and `/dashboard/…`), with no data behind
+/// it: a city or province center serves it too, over its own API.
+pub fn assets_router() -> Router {
+    Router::new()
         .route("/", get(|| async { Redirect::temporary(PATH) }))
         .route("/dashboard", get(|| async { Redirect::temporary(PATH) }))
         .route(PATH, get(|| async { asset("index.html") }))
         .route(
             "/dashboard/{file}",
             get(|file: axum::extract::Path<String>| async move { asset(&file) }),
-        );
-    assets.merge(api::router(app, shutdown))
+        )
 }
 
 /// One compiled-in asset, or 404.
