@@ -7,7 +7,10 @@
 //! and restarted (it rebuilds from the stream); and after one zone's leaf
 //! link is cut (the center shows it stale meanwhile, with its last figures)
 //! and healed. A forged message, another zone's tallies on jy-a's subject,
-//! is refused and counted. The figures are printed.
+//! is refused and counted; jy-a's own hub credentials publishing on py-a's
+//! subject (or listening to every zone's) get the hub's permission
+//! violation, read from the server, and the tables do not move. The figures
+//! are printed.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -201,6 +204,81 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
     }
     print_and_assert(
         "py-a forged in jy-a's stream, not sourced",
+        &compare(&center, &oracle).await,
+    );
+
+    // jy-a's own hub credentials, used to publish py-a's tallies (a far
+    // higher version, other figures) on py-a's subject and to listen to
+    // every zone's: the hub itself refuses both, as the server's
+    // permission violations say, and the center's tables do not move.
+    let violations = {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let jy_a = async_nats::ConnectOptions::with_user_and_password("jy-a".into(), password("jy-a"))
+            .event_callback(move |ev| {
+                let tx = tx.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = ev {
+                        let _ = tx.send(e.to_string());
+                    }
+                }
+            })
+            .connect(&hub_url)
+            .await
+            .expect("jy-a connects to the hub");
+        let hub = async_nats::jetstream::with_domain(hub_client(&hub_url, "center").await, "hub");
+        let real = hub
+            .get_stream("ZONESYNC_TALLIES")
+            .await
+            .expect("hub stream")
+            .get_last_raw_message_by_subject("zonesync.tallies.py-a")
+            .await
+            .expect("py-a's last message");
+        let mut forged: Value = serde_json::from_slice(&real.payload).expect("a tally message");
+        forged["version"] = serde_json::json!(2_000_000);
+        forged["cells"][0]["tally"]["in_scope"] = serde_json::json!(777);
+        jy_a.publish(
+            "zonesync.tallies.py-a",
+            serde_json::to_vec(&forged).expect("json").into(),
+        )
+        .await
+        .expect("handed to the client");
+        jy_a.flush().await.expect("flush");
+        let _listen = jy_a.subscribe("zonesync.tallies.>").await.expect("subscribe sent");
+        jy_a.flush().await.expect("flush");
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            match tokio::time::timeout(WAIT, rx.recv()).await {
+                Ok(Some(e)) => seen.push(e),
+                _ => panic!("the hub reported no permission violation for jy-a (seen: {seen:?})"),
+            }
+        }
+        seen
+    };
+    println!("hub, to jy-a's credentials: {violations:?}");
+    assert!(
+        violations
+            .iter()
+            .any(|e| e.contains("Permissions Violation for Publish") && e.contains("zonesync.tallies.py-a")),
+        "{violations:?}"
+    );
+    assert!(
+        violations
+            .iter()
+            .any(|e| e.contains("Permissions Violation for Subscription") && e.contains("zonesync.tallies.>")),
+        "{violations:?}"
+    );
+    let s = center.get("/api/v1/center/status").await;
+    let py = s["zones"]
+        .as_array()
+        .and_then(|zs| zs.iter().find(|z| z["zone"] == "py-a"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        py["version"].as_u64().unwrap_or(0) < 2_000_000,
+        "the forged version reached the center: {py}"
+    );
+    print_and_assert(
+        "jy-a's credentials refused py-a's subject by the hub",
         &compare(&center, &oracle).await,
     );
 
