@@ -312,5 +312,16 @@ mod tests {
             fed.asks(chrono::Utc::now()).unwrap().len() >= 5,
             "five spans of each month"
         );
+        assert_eq!(
+            fed.mqtt.map(|m| m.topic_prefix),
+            Some(default_topic_prefix()),
+            "the zone example shows the MQTT path too"
+        );
+        let mqtt_only: CenterConfig = toml::from_str(&read("center-mqtt.toml")).unwrap();
+        assert!(mqtt_only.nats.is_none());
+        let m = mqtt_only.mqtt.unwrap();
+        let keyed: Vec<String> = m.keys.keys().map(|z| z.to_string()).collect();
+        assert_eq!(zones, keyed, "every registered zone has a key");
+        assert_eq!(m.topic_prefix, default_topic_prefix());
     }
 }
