@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
 use zonesync_runtime::shutdown::Shutdown;
 
 /// Where the dashboard is served.
@@ -32,8 +33,12 @@ const APP_CSS: &str = include_str!("assets/app.css");
 
 /// The dashboard's pages and its read-only API; `shutdown` ends open event streams
 /// so the HTTP server's graceful shutdown is not held up by them.
-pub fn router(app: Arc<App>, shutdown: Shutdown) -> Router {
-    assets_router().merge(api::router(app, shutdown))
+pub fn router(app: Arc<App>, shutdown: Shutdown) -> OpenApiRouter {
+    let assets = assets_router();
+    let tokens = crate::auth::Tokens::new(app.read_token.as_deref(), app.write_token.as_deref());
+    OpenApiRouter::from(assets)
+        .merge(api::routes(tokens).with_state(app))
+        .layer(axum::Extension(shutdown))
 }
 
 /// The compiled-in page alone (`/` and `/dashboard/…`), with no data behind

@@ -61,20 +61,19 @@ async fn cities(State(api): State<CenterApi>) -> ApiResult {
 }
 
 fn cities_of<'a>(zones: impl Iterator<Item = &'a crate::registry::Zone>) -> Value {
-    let mut cities: Vec<(String, Vec<String>)> = Vec::new();
+    // The zone aggregator's shape (`crate::api`), so one page reads both.
+    let mut by_city: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
     for z in zones {
-        match cities.iter_mut().find(|(c, _)| *c == z.city) {
-            Some((_, zs)) => zs.push(z.id.to_string()),
-            None => cities.push((z.city.clone(), vec![z.id.to_string()])),
-        }
+        by_city
+            .entry((z.province.clone(), z.city.clone()))
+            .or_default()
+            .push(z.id.to_string());
     }
-    json!({
-        "role": "center",
-        "cities": cities
-            .into_iter()
-            .map(|(city, zones)| json!({ "city": city, "zones": zones }))
-            .collect::<Vec<_>>(),
-    })
+    let list: Vec<Value> = by_city
+        .into_iter()
+        .map(|((province, city), zones)| json!({ "city": city, "province": province, "zones": zones }))
+        .collect();
+    json!({ "role": "center", "cities": list })
 }
 
 /// `?period=&span=` of a table.
@@ -249,17 +248,17 @@ mod tests {
     #[test]
     fn cities_list_each_city_once_with_its_zones_and_say_center() {
         let reg = crate::registry::Registry::from_toml(
-            "[[zone]]\nid = \"jy-a\"\nname_zh = \"a\"\ncity = \"济源\"\n\
-             [[zone]]\nid = \"py-a\"\nname_zh = \"p\"\ncity = \"濮阳\"\n\
-             [[zone]]\nid = \"jy-b\"\nname_zh = \"b\"\ncity = \"济源\"\n",
+            "[[zone]]\nid = \"jy-a\"\nname_zh = \"a\"\ncity = \"济源\"\nprovince = \"河南\"\n\
+             [[zone]]\nid = \"py-a\"\nname_zh = \"p\"\ncity = \"濮阳\"\nprovince = \"河南\"\n\
+             [[zone]]\nid = \"jy-b\"\nname_zh = \"b\"\ncity = \"济源\"\nprovince = \"河南\"\n",
             "registry.toml",
         )
         .unwrap();
         assert_eq!(
             cities_of(reg.zones()),
             json!({"role": "center", "cities": [
-                {"city": "济源", "zones": ["jy-a", "jy-b"]},
-                {"city": "濮阳", "zones": ["py-a"]},
+                {"city": "济源", "province": "河南", "zones": ["jy-a", "jy-b"]},
+                {"city": "濮阳", "province": "河南", "zones": ["py-a"]},
             ]})
         );
     }
