@@ -34,18 +34,24 @@ const APP_CSS: &str = include_str!("assets/app.css");
 /// The dashboard's pages and its read-only API; `shutdown` ends open event streams
 /// so the HTTP server's graceful shutdown is not held up by them.
 pub fn router(app: Arc<App>, shutdown: Shutdown) -> OpenApiRouter {
-    let assets = Router::new()
+    let assets = assets_router();
+    let tokens = crate::auth::Tokens::new(app.read_token.as_deref(), app.write_token.as_deref());
+    OpenApiRouter::from(assets)
+        .merge(api::routes(tokens).with_state(app))
+        .layer(axum::Extension(shutdown))
+}
+
+/// The compiled-in page alone (`/` and `/dashboard/…`), with no data behind
+/// it: a city or province center serves it too, over its own API.
+pub fn assets_router() -> Router {
+    Router::new()
         .route("/", get(|| async { Redirect::temporary(PATH) }))
         .route("/dashboard", get(|| async { Redirect::temporary(PATH) }))
         .route(PATH, get(|| async { asset("index.html") }))
         .route(
             "/dashboard/{file}",
             get(|file: axum::extract::Path<String>| async move { asset(&file) }),
-        );
-    let tokens = crate::auth::Tokens::new(app.read_token.as_deref(), app.write_token.as_deref());
-    OpenApiRouter::from(assets)
-        .merge(api::routes(tokens).with_state(app))
-        .layer(axum::Extension(shutdown))
+        )
 }
 
 /// One compiled-in asset, or 404.
