@@ -129,8 +129,8 @@ async fn embedded_broker_goals_match_hand_computed_figures() {
         t.signal.clone(),
     ));
     assert_hand_computed_goals(&t.api, &t.ds).await;
-    assert_goal_gauges(&t.api).await;
-    assert_agent_metrics(metrics_port).await;
+    let served = assert_goal_gauges(&t.api).await + &assert_agent_metrics(metrics_port).await;
+    assert_grafana_queries_served(&served);
     t.stop().await;
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
@@ -138,7 +138,7 @@ async fn embedded_broker_goals_match_hand_computed_figures() {
 
 /// The agent's own `/metrics` (`[metrics] listen`) passes `promtool check
 /// metrics` and carries its upstream's acknowledgements and backlog.
-async fn assert_agent_metrics(port: u16) {
+async fn assert_agent_metrics(port: u16) -> String {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .expect("GET the agent's /metrics")
@@ -159,6 +159,36 @@ async fn assert_agent_metrics(port: u16) {
         .await
         .expect("GET");
     assert_eq!(missing.status(), 404);
+    text
+}
+
+/// Every metric the example Grafana dashboard (deploy/grafana/zonesync.json)
+/// queries is one the aggregator or an agent serves.
+fn assert_grafana_queries_served(served: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/zonesync.json");
+    let dash: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the Grafana dashboard")).expect("JSON");
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let mut checked = 0;
+    for e in &exprs {
+        for name in e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("zonesync_"))
+        {
+            assert!(
+                served.lines().any(|l| l.starts_with(&format!("# TYPE {name} "))),
+                "the dashboard queries {name}, which nothing serves"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "metric names checked: {checked}");
 }
 
 /// Prometheus's own linter, `promtool check metrics` (Debian `prometheus`).
@@ -189,7 +219,7 @@ fn promtool_check(text: &str) {
 /// `/metrics` passes `promtool check metrics` (Prometheus's own linter,
 /// Debian `prometheus`) and carries each goal of the last complete month as
 /// the API has it: a zone on Grafana charts the same figures.
-async fn assert_goal_gauges(api: &Api) {
+async fn assert_goal_gauges(api: &Api) -> String {
     let text = reqwest::get(format!("{}/metrics", api.base()))
         .await
         .expect("GET /metrics")
@@ -225,6 +255,7 @@ async fn assert_goal_gauges(api: &Api) {
         }
     }
     assert!(seen >= 5, "goal gauges compared: {seen}");
+    text
 }
 
 /// A zone may run nats-server's own MQTT listener instead of Mosquitto (one
