@@ -490,6 +490,27 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
         text(&b, &format!(".zone-energy[data-zone=\"{z0}\"] .zone-intensity")).await,
         want
     );
+    // The trend is an ECharts chart (vendored, nothing fetched): its series
+    // are the API's months, with the latest year's target as a mark line.
+    let drawn = b
+        .js(
+            "const c = echarts.getInstanceByDom(document.getElementById('energy-chart')); if (!c) return null;
+             const o = c.getOption(); return [o.series[0].data, o.series[1].data, o.series[0].markLine.data.length, !!document.querySelector('#energy-chart canvas')];",
+            json!([]),
+        )
+        .await;
+    let tail = |v: &Value| -> Vec<Option<f64>> {
+        let a: Vec<Option<f64>> = v.as_array().unwrap().iter().map(Value::as_f64).collect();
+        a[a.len().saturating_sub(6)..].to_vec()
+    };
+    assert_eq!(
+        tail(&drawn[0]),
+        tail(&zs["intensity"]),
+        "the chart's intensities: {drawn}"
+    );
+    assert_eq!(tail(&drawn[1]), tail(&zs["trajectory"]), "the chart's trajectory");
+    assert_eq!(drawn[2], 1, "the target's mark line");
+    assert_eq!(drawn[3], true, "drawn on a canvas");
     let first = &series["series"]["enterprises"][0];
     let first_row = b
         .js(

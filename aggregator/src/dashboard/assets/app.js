@@ -20,6 +20,8 @@ const S = {
   readToken: localStorage.getItem("zonesync.readToken") || sessionStorage.getItem("zonesync.readToken") || "",
   live: null, // last event's fingerprint
   renders: 0,
+  // What to run once a view's HTML is in the page (charts to draw).
+  after: [],
 };
 
 const $ = sel => document.querySelector(sel);
@@ -433,14 +435,10 @@ async function viewEnergy() {
     ? t(s.rate.base_year ? "trajectory_rule_base" : "trajectory_rule").replace("{rate}", signedPct(s.rate.per_year))
       .replace("{goal}", s.rate.goal).replace("{base}", s.rate.base_year)
     : t("no_trajectory");
-  const chart = Charts.line({
-    labels,
-    fmt: v => v.toFixed(4),
-    series: [
-      { values: s.zone.trajectory.slice(from), cls: "trajectory", dashed: true },
-      { values: s.zone.intensity.slice(from), cls: "actual", dots: true },
-    ],
-  });
+  // The trend in ECharts (vendored): tooltips per month and the current
+  // year's target as a mark line; drawn once the HTML is in place.
+  const chart = `<div id="energy-chart" class="echart" style="height:380px"></div>`;
+  S.after.push(() => energyChart(labels, s.zone.intensity.slice(from), s.zone.trajectory.slice(from), s.rate));
   const rows = s.enterprises.map(e => {
     const l = e.latest;
     // A partial month has no intensity and is not ranked on; say so where it is the newest.
@@ -462,6 +460,45 @@ async function viewEnergy() {
       <table class="grid-table"><thead><tr><th>${t("enterprise")}</th><th class="num">${t("latest")}</th>
       <th class="num">${t("latest_value")}</th><th class="num">${t("trajectory_value")}</th><th class="num">${t("gap")}</th>
       <th>${t("trend")}</th></tr></thead><tbody>${rows || `<tr><td colspan="6" class="muted">${t("no_data_yet")}</td></tr>`}</tbody></table></section>`;
+}
+
+// The zone's intensity against its trajectory, with the latest year's
+// target as a mark line, in ECharts on the page's dark theme.
+function energyChart(months, actual, trajectory, rate) {
+  const el = document.getElementById("energy-chart");
+  if (!el || typeof echarts === "undefined") return;
+  const old = echarts.getInstanceByDom(el);
+  if (old) old.dispose();
+  const chart = echarts.init(el, null, { renderer: "canvas" });
+  const f4 = v => (v == null ? "—" : Number(v).toFixed(4));
+  const lastTarget = [...trajectory].reverse().find(v => v != null);
+  chart.setOption({
+    animation: false,
+    grid: { left: 70, right: 40, top: 30, bottom: 40 },
+    tooltip: {
+      trigger: "axis",
+      valueFormatter: f4,
+      backgroundColor: "rgba(10,25,50,0.92)",
+      borderColor: "#2b4a7a",
+      textStyle: { color: "#dbe7ff" },
+    },
+    legend: { show: false },
+    xAxis: { type: "category", data: months.map(spanLabel), axisLabel: { color: "#8fa7cc" }, axisLine: { lineStyle: { color: "#2b4a7a" } } },
+    yAxis: { type: "value", name: t("unit_tce_per_10k"), nameTextStyle: { color: "#8fa7cc" }, scale: true,
+      axisLabel: { color: "#8fa7cc", formatter: v => v.toFixed(4) }, splitLine: { lineStyle: { color: "rgba(143,167,204,0.15)" } } },
+    series: [
+      { name: t("actual"), type: "line", data: actual, connectNulls: false, symbol: "circle", symbolSize: 7,
+        lineStyle: { width: 3, color: "#39c5ff" }, itemStyle: { color: "#39c5ff", borderColor: "#fff" },
+        markLine: lastTarget == null ? undefined : {
+          symbol: "none", silent: false,
+          lineStyle: { type: "solid", width: 1.5, color: "#ff7b72" },
+          label: { color: "#ff7b72", position: "insideEndTop", formatter: `${t("target")} ${f4(lastTarget)}` },
+          data: [{ yAxis: lastTarget, name: t("target") }],
+        } },
+      { name: t("trajectory"), type: "line", data: trajectory, symbol: "none", lineStyle: { width: 2, type: "dashed", color: "#ffd166" } },
+    ],
+  });
+  window.addEventListener("resize", () => chart.resize(), { once: true });
 }
 
 const LEVELS = ["advanced", "intermediate", "basic", "none", "undeclared"];
@@ -698,10 +735,13 @@ async function render() {
       if (!S.zones.some(z => z.id === S.zone)) S.zone = S.zones.length ? S.zones[0].id : null;
       if (!S.cities.some(c => c.city === S.city)) S.city = S.cities.length ? S.cities[0].city : null;
       applyLabels();
+      S.after = [];
       const ready = S.tab === "city" ? S.city : S.zone;
       const html = ready ? await VIEWS[S.tab]() : `<div class="loading">${t("no_data_yet")}</div>`;
       const y = window.scrollY;
       view.innerHTML = html;
+      // Charts drawn into the new HTML (ECharts needs its element in place).
+      for (const f of S.after.splice(0)) f();
       if (S.kiosk) fitScreen(); else window.scrollTo(0, y);
       $("#token-bar").hidden = true;
     } catch (e) {
