@@ -445,22 +445,31 @@ fn zone_parts(app: &App, zones: &[ZoneId], rows: &[GoalRow], asked: Asked) -> Re
 
 #[utoipa::path(get, path = "/api/v1/cities", tag = "goals",
     summary = "The cities (and their zones) served here",
-    responses((status = 200, description = "`{\"role\": \"zone\", \"cities\": [{\"city\", \"province\", \"zones\"}]}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
+    responses((status = 200, description = "`{\"role\": \"zone\", \"cities\": [{\"city\", \"province\", \"zones\", \"names\"}]}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 /// The cities (and their zones) served here, for the dashboard's city view.
 /// A federation center answers the same shape with `"role": "center"`.
 async fn cities(State(app): State<Arc<App>>) -> Json<Value> {
-    let mut by_city: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
-    for z in app.zones.iter().filter_map(|z| app.registry.zone(z)) {
-        by_city
-            .entry((z.province.clone(), z.city.clone()))
-            .or_default()
-            .push(z.id.to_string());
+    Json(cities_of(app.zones.iter().filter_map(|z| app.registry.zone(z)), "zone"))
+}
+
+/// `/api/v1/cities` of a zone aggregator (`role` "zone") or a federation
+/// center ("center"): each city with its zones in registry order, and each
+/// zone's Chinese name, so one page reads both.
+pub(crate) fn cities_of<'a>(zones: impl Iterator<Item = &'a Zone>, role: &str) -> Value {
+    let mut by_city: std::collections::BTreeMap<(String, String), Vec<&Zone>> = Default::default();
+    for z in zones {
+        by_city.entry((z.province.clone(), z.city.clone())).or_default().push(z);
     }
     let list: Vec<Value> = by_city
         .into_iter()
-        .map(|((province, city), zones)| json!({ "city": city, "province": province, "zones": zones }))
+        .map(|((province, city), zones)| {
+            let names: serde_json::Map<String, Value> =
+                zones.iter().map(|z| (z.id.to_string(), json!(z.name_zh))).collect();
+            let ids: Vec<String> = zones.iter().map(|z| z.id.to_string()).collect();
+            json!({ "city": city, "province": province, "zones": ids, "names": names })
+        })
         .collect();
-    Json(json!({ "role": "zone", "cities": list }))
+    json!({ "role": role, "cities": list })
 }
 
 #[utoipa::path(get, path = "/api/v1/cities/{city}/goals", tag = "goals",

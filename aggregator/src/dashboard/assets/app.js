@@ -530,7 +530,10 @@ async function viewScenarios() {
 
 function zoneName(id) {
   const z = S.zones.find(x => x.id === id);
-  return z ? nm(z) : id;
+  if (z) return nm(z);
+  // At a center there are no zone records: the names come with the cities.
+  const c = S.cities.find(c => c.names && c.names[id]);
+  return c && S.lang !== "en" ? c.names[id] : id;
 }
 
 async function viewAlerts() {
@@ -853,8 +856,8 @@ function init() {
     else if (b.id === "export-xlsx") exportReport("xlsx");
     else if (b.id === "print") window.print();
   });
-  render();
-  follow();
+  // The event stream once the first render knows whom it faces (a center has none).
+  render().then(follow);
   if (S.kiosk) startKiosk();
 }
 
