@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod briefing;
 pub mod classify;
 pub mod config;
 pub mod dashboard;
@@ -20,6 +21,7 @@ pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod openapi;
 pub mod outbound;
 pub mod quality;
 pub mod registry;
@@ -96,7 +98,10 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
         addr: cfg.http.listen.clone(),
         source,
     })?;
-    let router = api::router(app.clone()).merge(dashboard::router(app.clone(), shutdown.clone()));
+    let (router, paths) = api::router(app.clone())
+        .merge(dashboard::router(app.clone(), shutdown.clone()))
+        .split_for_parts();
+    let router = router.merge(openapi::router(openapi::document(paths)));
     let limits = http::Limits::new(&cfg.http);
     let http = watched(
         &app.health,
@@ -131,12 +136,16 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
         &app.health,
         "outbound delivery",
         &shutdown,
-        outbound::run(app.outbound(), publisher, retry, shutdown.clone()),
+        outbound::run(app.outbound(), publisher.clone(), retry, shutdown.clone()),
     );
     let mut tasks = vec![];
-    let federation = cfg.federation.clone().map(|fed| {
+    let sources = match cfg.federation {
+        Some(_) => Some(publish_sources(&app, &cfg)?),
+        None => None,
+    };
+    let federation = cfg.federation.clone().zip(sources).map(|(fed, sources)| {
         let stats = Arc::new(federation::publish::PublishStats::default());
-        let task = federation::publish::run(fed, publish_sources(&app, &cfg), stats.clone(), shutdown.clone());
+        let task = federation::publish::run(fed, sources, publisher.clone(), stats.clone(), shutdown.clone());
         tasks.push(watched(&app.health, "tally publisher", &shutdown, async move {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "tally publisher stopped");
@@ -157,13 +166,15 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
     })
 }
 
-/// The tally publisher's handle: the zones' state and tallies, and the goals.
-fn publish_sources(app: &App, cfg: &AggregatorConfig) -> federation::publish::Sources {
-    federation::publish::Sources {
+/// The tally publisher's handle: the zones' state and tallies, the goals,
+/// and the store's epoch (made and kept in the store on first use).
+fn publish_sources(app: &App, cfg: &AggregatorConfig) -> Result<federation::publish::Sources, StartError> {
+    Ok(federation::publish::Sources {
+        epoch: federation::epoch::load_or_create(app.store.db(), chrono::Utc::now())?,
         zones: app.zones.to_vec(),
         state: app.state.clone(),
         tallies: app.tallies.clone(),
         goals: app.goals.goal.clone().into(),
         settings: cfg.goals.clone(),
-    }
+    })
 }

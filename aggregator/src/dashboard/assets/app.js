@@ -8,12 +8,20 @@ const S = {
   zone: null,
   period: null,
   zones: [],
+  // `/api/v1/cities`: the cities served and their zones; role "zone" (a zone
+  // aggregator) or "center" (a federation center, which has only the city
+  // and province tables).
+  cities: [],
+  role: "zone",
+  city: null,
   // A read token is kept on this screen (localStorage) so a wall PC that
   // reboots shows data again without anyone typing it; the write token
   // (acknowledging alerts) stays for the session only.
   readToken: localStorage.getItem("zonesync.readToken") || sessionStorage.getItem("zonesync.readToken") || "",
   live: null, // last event's fingerprint
   renders: 0,
+  // What to run once a view's HTML is in the page (charts to draw).
+  after: [],
 };
 
 const $ = sel => document.querySelector(sel);
@@ -190,11 +198,42 @@ function cmpText(c) {
   return [one(c.same_period_last_year, "yoy"), one(c.previous_period, "mom")].filter(Boolean).join(" · ");
 }
 
+// A change per month in the goal's unit: shares in points ("+1.8个百分点").
+function perMonth(v, unit) {
+  if (v == null) return "—";
+  const sign = v > 0 ? "+" : "";
+  // Small rates keep two significant digits: +0.019 points, not +0.0.
+  const pts = v * 100, d = Math.abs(pts) >= 0.1 ? 1 : Math.abs(pts) >= 0.01 ? 2 : 3;
+  if (unit === "share") return `${sign}${pts.toFixed(d)}${t("points")}`;
+  const [n, u] = amount(v, unit);
+  return `${sign}${n}${u ? " " + u : ""}`;
+}
+
+// "On track?": the pace of the last 12 months (or since data began, said
+// so), what is needed from now on to meet the target by its deadline, and
+// when today's pace would get there. API `pace=true`.
+function paceText(p, unit) {
+  if (!p) return "";
+  const month = m => (m ? spanLabel(m) : "");
+  const base = p.since === "data_began" ? t("pace_since_began").replace("{m}", month(p.from && p.from[0])) : t("pace_last_year");
+  const rate = p.per_month == null ? "" : `${base} ${perMonth(p.per_month, unit)}/${t("pace_month")}`;
+  const need = p.needed_per_month == null ? "" : t("pace_needs").replace("{d}", month(p.deadline)).replace("{r}", perMonth(p.needed_per_month, unit));
+  const when = p.reaches ? t("pace_reaches").replace("{m}", month(p.reaches)) : t("pace_never");
+  switch (p.verdict) {
+    case "met": return t("pace_met");
+    case "missed": return t("pace_missed").replace("{d}", month(p.deadline));
+    case "no_pace": return [t("pace_none"), need].filter(Boolean).join("；");
+    default: return [rate, need, when].filter(Boolean).join("；");
+  }
+}
+
+const paceLine = (p, unit) => (p ? `<div class="pace ${esc(p.verdict)}" data-verdict="${esc(p.verdict)}">${esc(paceText(p, unit))}</div>` : "");
+
 // A goal's tooltip: the plan, the clause, and how the figure is made, in
 // the page's language.
 const tip = g => [g.source, g.clause, S.lang === "en" ? g.definition : g.definition_zh].filter(Boolean).join("\n");
 
-function coverageGoal(zone, g) {
+function coverageGoal(zone, g, pace) {
   return `<div class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
     <div class="gname" title="${esc(tip(g))}"><span class="gid">${esc(g.id)}</span><span class="goal-name">${esc(nm(g))}</span>${scopeTag(g)}</div>
     <div class="gline">
@@ -204,6 +243,7 @@ function coverageGoal(zone, g) {
     <div class="span-label muted">${esc(spanLabel(g.period))}</div>
     <div class="gmeta"><span class="target-text">${t("target")} ${esc(targetText(g))}</span>
       ${statusBadge(g.status)}<span class="gcomp">${completenessText(g)}</span></div>
+    ${paceLine(pace && pace[g.id], g.unit)}
   </div>`;
 }
 
@@ -220,14 +260,14 @@ function kioskGoal(zone, g, cmp) {
   </div>`;
 }
 
-function otherGoalRow(zone, g, cmp) {
+function otherGoalRow(zone, g, cmp, pace) {
   const [n, u] = amount(g.value, g.unit);
   return `<tr class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
     <td><span class="gid">${esc(g.id)}</span></td>
     <td class="goal-name" title="${esc(tip(g))}">${esc(nm(g))}${scopeTag(g)}</td>
     <td class="num"><b class="value">${n}</b> <span class="muted">${esc(u)}</span>
       <div class="span-label muted">${esc(spanLabel(g.period))}</div><div class="compare muted">${cmpText(cmp && cmp[g.id])}</div></td>
-    <td class="num target-text">${esc(targetText(g))}</td>
+    <td class="num"><span class="target-text">${esc(targetText(g))}</span>${paceLine(pace && pace[g.id], g.unit)}</td>
     <td>${statusBadge(g.status)}</td>
     <td class="num"><b class="completeness">${pct(g.completeness)}</b> <span class="muted">(${g.reported}/${g.in_scope})</span>${caveats(g)}</td></tr>`;
 }
@@ -235,20 +275,134 @@ function otherGoalRow(zone, g, cmp) {
 async function viewOverview() {
   // A wall screen (kiosk) shows one zone at a time, rotating; else every zone.
   const shown = S.kiosk ? S.zones.filter(z => z.id === S.zone) : S.zones;
-  const tables = await Promise.all(shown.map(z => api(`/api/v1/zones/${z.id}/goals?${q()}&compare=true`)));
+  const tables = await Promise.all(shown.map(z => api(`/api/v1/zones/${z.id}/goals?${q()}&compare=true&pace=true`)));
   return shown.map((z, k) => {
     const goals = tables[k].goals;
     const cov = goals.filter(g => g.kind === "coverage");
     const other = goals.filter(g => g.kind !== "coverage");
     return `<section class="card zone" data-zone="${esc(z.id)}">
       ${zoneHeader(z)}${statusChips(goals)}
-      <h3>${t("coverage_goals")}</h3><div class="goals">${cov.map(g => coverageGoal(z.id, g)).join("")}</div>
+      <h3>${t("coverage_goals")}</h3><div class="goals">${cov.map(g => coverageGoal(z.id, g, tables[k].pace)).join("")}</div>
       <h3>${t("other_goals")}</h3>
       ${S.kiosk ? `<div class="kiosk-goals">${other.map(g => kioskGoal(z.id, g, tables[k].comparisons)).join("")}</div>` : `<table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th>
         <th class="num">${t("target")}</th><th>${t("status")}</th><th class="num">${t("completeness")}</th></tr></thead>
-        <tbody>${other.map(g => otherGoalRow(z.id, g, tables[k].comparisons)).join("")}</tbody></table>`}
+        <tbody>${other.map(g => otherGoalRow(z.id, g, tables[k].comparisons, tables[k].pace)).join("")}</tbody></table>`}
     </section>`;
   }).join("");
+}
+
+// ---------------------------------------------------------------- city and province
+
+// A zone's figure from its part of a city or province row: its own value
+// where the server gives it (a zone aggregator), else made from the part's
+// sums the way the row is (a center): totals and counts are the numerator,
+// shares and ratios numerator ÷ denominator; a trend has none of its own.
+function partValue(row, p) {
+  if (p.value !== undefined) return p.value;
+  if (["total", "count", "zone_count"].includes(row.kind)) return p.numerator;
+  if (["coverage", "ratio"].includes(row.kind)) return p.denominator > 0 ? p.numerator / p.denominator : null;
+  return null;
+}
+
+// Zone parts summed by city, for the province table (a province has up to
+// ~180 zones; its table lists cities, each city's own table lists zones).
+function partsByCity(parts) {
+  const cityOf = {};
+  S.cities.forEach(c => c.zones.forEach(z => (cityOf[z] = c.city)));
+  const by = new Map();
+  for (const p of parts) {
+    const c = cityOf[p.zone] || p.zone;
+    const a = by.get(c) || { zone: c, label: c, numerator: 0, denominator: 0, in_scope: 0, reported: 0, unknown: 0 };
+    a.numerator += p.numerator; a.denominator += p.denominator;
+    a.in_scope += p.in_scope; a.reported += p.reported; a.unknown += p.unknown;
+    by.set(c, a);
+  }
+  return [...by.values()];
+}
+
+// How a zone stands at a center: fresh, or stale/missing with its data's age.
+function standingTag(standing, zone) {
+  const st = (standing || []).find(s => s.zone === zone);
+  if (!st || st.standing === "fresh") return "";
+  const age = st.data_age_s == null ? "" : ` ${ageWords(st.data_age_s)}`;
+  return ` <span class="badge standing-${esc(st.standing)}" data-standing="${esc(st.standing)}">${t("standing_" + st.standing)}${esc(age)}</span>`;
+}
+
+function ageWords(s) {
+  if (s < 3600) return t("age_min").replace("{n}", Math.max(1, Math.round(s / 60)));
+  if (s < 172800) return t("age_hours").replace("{n}", Math.round(s / 3600));
+  return t("age_days").replace("{n}", Math.round(s / 86400));
+}
+
+function partsCell(row, parts, standing, grouped) {
+  const list = grouped ? partsByCity(parts || []) : parts || [];
+  if (!list.length) return `<span class="muted">—</span>`;
+  return `<ul class="parts">` + list.map(p => {
+    const v = grouped ? partValue(row, { ...p, value: undefined }) : partValue(row, p);
+    const [n, u] = amount(v, row.unit);
+    const share = v != null && ["total", "count"].includes(row.kind) && row.numerator > 0
+      ? ` <span class="muted">${t("share_of").replace("{p}", pct(p.numerator / row.numerator))}</span>` : "";
+    const who = grouped ? p.label : zoneName(p.zone);
+    return `<li class="part" data-part="${esc(p.zone)}" data-value="${v == null ? "" : v}"><span class="pzone">${esc(who)}</span>
+      <b>${n}</b>${u ? ` <span class="muted">${esc(u)}</span>` : ""}${share}
+      <span class="muted">(${p.reported}/${p.in_scope})</span>${grouped ? "" : standingTag(standing, p.zone)}</li>`;
+  }).join("") + `</ul>`;
+}
+
+function levelRow(level, t_, row, grouped) {
+  const [n, u] = amount(row.value, row.unit);
+  return `<tr class="goal" data-level="${esc(level)}" data-goal="${esc(row.id)}" data-value="${row.value == null ? "" : row.value}">
+    <td><span class="gid">${esc(row.id)}</span></td>
+    <td class="goal-name" title="${esc(tip(row))}">${esc(nm(row))}</td>
+    <td class="num"><b class="value">${n}</b> <span class="muted">${esc(u)}</span>
+      <div class="span-label muted">${esc(spanLabel(row.period))}</div></td>
+    <td class="num target-text">${esc(targetText(row))}</td>
+    <td>${statusBadge(row.status)}</td>
+    <td class="num"><b class="completeness">${pct(row.completeness)}</b> <span class="muted">(${row.reported}/${row.in_scope})</span>${caveats(row)}</td>
+    <td>${partsCell(row, t_.parts && t_.parts[row.id], t_.zone_standing, grouped)}</td></tr>`;
+}
+
+function levelTable(level, table, scope, grouped) {
+  const rows = table.goals.filter(g => g.scope === scope);
+  if (!rows.length) return `<div class="muted">${t("no_goals_here")}</div>`;
+  return `<table class="grid-table level-table" data-level="${esc(level)}"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th>
+    <th class="num">${t("target")}</th><th>${t("status")}</th><th class="num">${t("completeness")}</th>
+    <th>${grouped ? t("parts_by_city") : t("parts_by_zone")}</th></tr></thead>
+    <tbody>${rows.map(r => levelRow(level, table, r, grouped)).join("")}</tbody></table>`;
+}
+
+// Zones behind a table, counted: how many are in it, and (at a center) how many are stale or missing.
+function levelCounts(table, zones) {
+  const c = table.completeness;
+  const stand = c ? ` · ${t("standing_fresh")} <b>${c.fresh}</b> · ${t("standing_stale")} <b class="${c.stale ? "bad" : ""}">${c.stale}</b> · ${t("standing_missing")} <b class="${c.missing ? "bad" : ""}">${c.missing}</b>` : "";
+  // A zone left out of every figure is named, never silently absent.
+  const missing = (table.zone_standing || []).filter(z => z.standing === "missing").map(z => zoneName(z.zone));
+  const named = missing.length ? `<div class="missing-zones bad">${t("standing_missing")}: ${esc(missing.join("、"))}</div>` : "";
+  return `<div class="counts muted">${t("zones_in_table").replace("{n}", zones)}${stand}${named}</div>`;
+}
+
+// "济源" → "济源市" (a registry may already write "济源市").
+const cityWords = c => (S.lang === "en" || c.endsWith("市") ? c : c + t("city_suffix"));
+
+async function viewCity() {
+  const shown = S.kiosk ? S.cities.filter(c => c.city === S.city) : S.cities;
+  const [tables, province] = await Promise.all([
+    Promise.all(shown.map(c => api(`/api/v1/cities/${encodeURIComponent(c.city)}/goals?${q()}`))),
+    S.kiosk ? null : api(`/api/v1/province/goals?${q()}`),
+  ]);
+  const cities = shown.map((c, k) => `<section class="card city" data-city="${esc(c.city)}">
+      <div class="zone-head"><h2>${esc(cityWords(c.city))} · ${t("scope_city")}</h2>${levelCounts(tables[k], c.zones.length)}</div>
+      ${statusChips(tables[k].goals.filter(g => g.scope === "city"))}
+      ${levelTable("city:" + c.city, tables[k], "city", false)}</section>`).join("");
+  if (!province) return cities;
+  const n = S.cities.reduce((a, c) => a + c.zones.length, 0);
+  // A zone aggregator sees only the zones it serves: its province table is
+  // theirs alone, and says so, so it never passes for the whole province.
+  const partial = S.role === "center" ? "" : `<div class="muted partial-note">${t("province_partial").replace("{n}", n)}</div>`;
+  return cities + `<section class="card province" data-province="1">
+      <div class="zone-head"><h2>${esc(S.cities[0]?.province || t("province_name"))} · ${t("scope_province")}</h2>${levelCounts(province, n)}</div>${partial}
+      ${statusChips(province.goals.filter(g => g.scope === "province"))}
+      ${levelTable("province", province, "province", true)}</section>`;
 }
 
 // Months to draw: from the first with any data (at least the last six).
@@ -281,14 +435,10 @@ async function viewEnergy() {
     ? t(s.rate.base_year ? "trajectory_rule_base" : "trajectory_rule").replace("{rate}", signedPct(s.rate.per_year))
       .replace("{goal}", s.rate.goal).replace("{base}", s.rate.base_year)
     : t("no_trajectory");
-  const chart = Charts.line({
-    labels,
-    fmt: v => v.toFixed(4),
-    series: [
-      { values: s.zone.trajectory.slice(from), cls: "trajectory", dashed: true },
-      { values: s.zone.intensity.slice(from), cls: "actual", dots: true },
-    ],
-  });
+  // The trend in ECharts (vendored): tooltips per month and the current
+  // year's target as a mark line; drawn once the HTML is in place.
+  const chart = `<div id="energy-chart" class="echart" style="height:380px"></div>`;
+  S.after.push(() => energyChart(labels, s.zone.intensity.slice(from), s.zone.trajectory.slice(from), s.rate));
   const rows = s.enterprises.map(e => {
     const l = e.latest;
     // A partial month has no intensity and is not ranked on; say so where it is the newest.
@@ -310,6 +460,45 @@ async function viewEnergy() {
       <table class="grid-table"><thead><tr><th>${t("enterprise")}</th><th class="num">${t("latest")}</th>
       <th class="num">${t("latest_value")}</th><th class="num">${t("trajectory_value")}</th><th class="num">${t("gap")}</th>
       <th>${t("trend")}</th></tr></thead><tbody>${rows || `<tr><td colspan="6" class="muted">${t("no_data_yet")}</td></tr>`}</tbody></table></section>`;
+}
+
+// The zone's intensity against its trajectory, with the latest year's
+// target as a mark line, in ECharts on the page's dark theme.
+function energyChart(months, actual, trajectory, rate) {
+  const el = document.getElementById("energy-chart");
+  if (!el || typeof echarts === "undefined") return;
+  const old = echarts.getInstanceByDom(el);
+  if (old) old.dispose();
+  const chart = echarts.init(el, null, { renderer: "canvas" });
+  const f4 = v => (v == null ? "—" : Number(v).toFixed(4));
+  const lastTarget = [...trajectory].reverse().find(v => v != null);
+  chart.setOption({
+    animation: false,
+    grid: { left: 70, right: 40, top: 30, bottom: 40 },
+    tooltip: {
+      trigger: "axis",
+      valueFormatter: f4,
+      backgroundColor: "rgba(10,25,50,0.92)",
+      borderColor: "#2b4a7a",
+      textStyle: { color: "#dbe7ff" },
+    },
+    legend: { show: false },
+    xAxis: { type: "category", data: months.map(spanLabel), axisLabel: { color: "#8fa7cc" }, axisLine: { lineStyle: { color: "#2b4a7a" } } },
+    yAxis: { type: "value", name: t("unit_tce_per_10k"), nameTextStyle: { color: "#8fa7cc" }, scale: true,
+      axisLabel: { color: "#8fa7cc", formatter: v => v.toFixed(4) }, splitLine: { lineStyle: { color: "rgba(143,167,204,0.15)" } } },
+    series: [
+      { name: t("actual"), type: "line", data: actual, connectNulls: false, symbol: "circle", symbolSize: 7,
+        lineStyle: { width: 3, color: "#39c5ff" }, itemStyle: { color: "#39c5ff", borderColor: "#fff" },
+        markLine: lastTarget == null ? undefined : {
+          symbol: "none", silent: false,
+          lineStyle: { type: "solid", width: 1.5, color: "#ff7b72" },
+          label: { color: "#ff7b72", position: "insideEndTop", formatter: `${t("target")} ${f4(lastTarget)}` },
+          data: [{ yAxis: lastTarget, name: t("target") }],
+        } },
+      { name: t("trajectory"), type: "line", data: trajectory, symbol: "none", lineStyle: { width: 2, type: "dashed", color: "#ffd166" } },
+    ],
+  });
+  window.addEventListener("resize", () => chart.resize(), { once: true });
 }
 
 const LEVELS = ["advanced", "intermediate", "basic", "none", "undeclared"];
@@ -341,7 +530,10 @@ async function viewScenarios() {
 
 function zoneName(id) {
   const z = S.zones.find(x => x.id === id);
-  return z ? nm(z) : id;
+  if (z) return nm(z);
+  // At a center there are no zone records: the names come with the cities.
+  const c = S.cities.find(c => c.names && c.names[id]);
+  return c && S.lang !== "en" ? c.names[id] : id;
 }
 
 async function viewAlerts() {
@@ -392,37 +584,60 @@ async function acknowledge(key) {
   await render();
 }
 
+// The enterprises to chase and what each is missing; silent gateways after them.
+function chaseSection(c) {
+  const rows = c.enterprises.map(e => `<tr class="chase" data-enterprise="${esc(e.enterprise)}"><td>${esc(e.name)}</td>
+    <td class="mono">${esc(e.enterprise)}</td><td><ul class="why">${(S.lang === "en" ? e.why.map(whyEn) : e.why_zh).map(w => `<li>${esc(w)}</li>`).join("")}</ul></td></tr>`).join("");
+  const silent = c.silent_agents.length
+    ? `<div class="silent-agents">${t("silent_agents")}: ${c.silent_agents.map(a => `<span class="mono">${esc(a.agent)}</span> <span class="muted">(${t("last_seen")} ${fmtTime(a.last_seen)})</span>`).join("、")}</div>` : "";
+  return `<section class="card briefing chase-list"><h2>${t("to_chase")} <span class="count-pill">${c.enterprises.length}</span></h2>
+    <table class="grid-table" id="chase"><thead><tr><th>${t("enterprise")}</th><th>${t("credit_code")}</th><th>${t("to_chase_why")}</th></tr></thead>
+    <tbody>${rows || `<tr><td colspan="3" class="good">${t("to_chase_none")}</td></tr>`}</tbody></table>${silent}</section>`;
+}
+
+// A reason in English, from its fields (the Chinese comes from the server).
+function whyEn(w) {
+  if (w.kind === "off_trajectory") return `energy intensity ${signedPct(w.gap)} above the trajectory (${spanLabel(w.month)})`;
+  if (w.kind === "undeclared") return `not declared: ${w.attributes.join(", ")} (${w.goals.join(", ")})`;
+  if (w.kind === "incomplete") return `readings incomplete this month: ${pct(w.completeness)}`;
+  return "no data this month";
+}
+
 async function viewBriefing() {
-  const g = await api(`/api/v1/zones/${S.zone}/goals?${q()}&compare=true`);
+  const [g, c] = await Promise.all([
+    api(`/api/v1/zones/${S.zone}/goals?${q()}&compare=true&pace=true`),
+    api(`/api/v1/zones/${S.zone}/chase?${q()}`),
+  ]);
   const rows = g.goals.map(r => `<tr class="goal" data-goal="${esc(r.id)}"><td class="mono">${esc(r.id)}</td><td>${esc(nm(r))}</td>
     <td class="num value">${amount(r.value, r.unit).join(" ").trim()}</td>
     <td class="span-label">${esc(spanLabel(r.period))}</td><td class="compare">${cmpText(g.comparisons && g.comparisons[r.id])}</td>
     <td class="num">${esc(targetText(r))}</td><td>${statusBadge(r.status)}</td>
-    <td class="num completeness">${pct(r.completeness)}</td><td class="num">${r.unknown}</td><td>${esc(r.deadline || "")}</td></tr>`).join("");
+    <td class="num completeness">${pct(r.completeness)}</td><td class="num">${r.unknown}</td><td>${esc(r.deadline || "")}${paceLine(g.pace && g.pace[r.id], r.unit)}</td></tr>`).join("");
   return `<section class="card briefing">
     <div class="brief-head"><div><h2>${esc(nm(g))} · ${t("briefing_title")}</h2>
       <div class="muted">${t("period")} ${esc(g.period)} · ${t("generated")} ${fmtTime(g.computed_at)}</div></div>
-      <div class="no-print"><button type="button" id="export-csv">${t("export_csv")}</button>
+      <div class="no-print"><button type="button" id="export-xlsx">${t("export_xlsx")}</button>
+      <button type="button" id="export-csv">${t("export_csv")}</button>
       <button type="button" id="print">${t("print")}</button></div></div>
     ${statusChips(g.goals)}
     <table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th><th>${t("span")}</th><th>${t("yoy")} · ${t("mom")}</th><th class="num">${t("target")}</th>
       <th>${t("status")}</th><th class="num">${t("completeness")}</th><th class="num">${t("unknown")}</th><th>${t("deadline")}</th></tr></thead>
-      <tbody>${rows}</tbody></table></section>`;
+      <tbody>${rows}</tbody></table></section>${chaseSection(c.chase)}`;
 }
 
-async function exportCsv() {
-  const r = await fetch(`/api/v1/zones/${S.zone}/report?format=csv&${q()}`, { headers: authHeaders(S.readToken) });
-  if (!r.ok) return toast(`CSV: ${r.status}`, true);
+async function exportReport(format) {
+  const r = await fetch(`/api/v1/zones/${S.zone}/report?format=${format}&${q()}`, { headers: authHeaders(S.readToken) });
+  if (!r.ok) return toast(`${format.toUpperCase()}: ${r.status}`, true);
   const a = document.createElement("a");
   a.href = URL.createObjectURL(await r.blob());
-  a.download = `zonesync-${S.zone}-${S.period}.csv`;
+  a.download = `zonesync-${S.zone}-${S.period}.${format}`;
   a.click();
   setTimeout(() => URL.revokeObjectURL(a.href), 10000);
 }
 
 // ---------------------------------------------------------------- frame
 
-const VIEWS = { overview: viewOverview, energy: viewEnergy, scenarios: viewScenarios, alerts: viewAlerts, briefing: viewBriefing };
+const VIEWS = { city: viewCity, overview: viewOverview, energy: viewEnergy, scenarios: viewScenarios, alerts: viewAlerts, briefing: viewBriefing };
 
 function toast(msg, bad) {
   const el = $("#toast");
@@ -440,7 +655,8 @@ function applyLabels() {
   $("#lang").textContent = t("lang_switch");
   document.querySelectorAll("#tabs a").forEach(a => a.classList.toggle("active", a.dataset.tab === S.tab));
   $("#zone").innerHTML = S.zones.map(z => `<option value="${esc(z.id)}"${z.id === S.zone ? " selected" : ""}>${esc(nm(z))}</option>`).join("");
-  $("#zone").parentElement.hidden = S.tab === "overview" || S.tab === "alerts";
+  $("#zone").parentElement.hidden = ["city", "overview", "alerts"].includes(S.tab);
+  document.querySelectorAll("#tabs a").forEach(a => (a.hidden = S.role === "center" && a.dataset.tab !== "city"));
   $("#period").innerHTML = monthsBack(24).map(m =>
     `<option value="${m}"${m === S.period ? " selected" : ""}>${S.lang === "en" ? m : m.replace("-", "年") + "月"}${m === currentMonth() ? (S.lang === "en" ? " (in progress)" : "（进行中）") : ""}</option>`).join("");
   const note = progressNote(S.period);
@@ -450,6 +666,7 @@ function applyLabels() {
 
 function saveUrl() {
   const p = new URLSearchParams({ lang: S.lang, zone: S.zone || "", period: S.period });
+  if (S.tab === "city" && S.kiosk && S.city) p.set("city", S.city);
   // A kiosk keeps its own settings in the address, so a reload carries on.
   if (S.kiosk) {
     p.set("kiosk", "1");
@@ -477,12 +694,25 @@ function fitScreen() {
   document.body.dataset.scale = k.toFixed(3);
 }
 
+// The screens a kiosk turns through: started on the city view or the
+// overview, each city's table and then each zone's goals, in turn; started
+// on another tab (energy, scenarios), that tab for each zone.
+function kioskScreens() {
+  const zones = S.zones.map(z => ({ tab: S.tab === "city" ? "overview" : S.tab, zone: z.id }));
+  if (S.tab !== "city" && S.tab !== "overview") return zones;
+  return S.cities.map(c => ({ tab: "city", city: c.city })).concat(zones);
+}
+
 function startKiosk() {
   document.body.classList.add("kiosk");
   setInterval(() => {
-    if (!S.zones.length) return;
-    const i = S.zones.findIndex(z => z.id === S.zone);
-    S.zone = S.zones[(i + 1) % S.zones.length].id;
+    const screens = kioskScreens();
+    if (!screens.length) return;
+    const i = screens.findIndex(x => x.tab === S.tab && (x.tab === "city" ? x.city === S.city : x.zone === S.zone));
+    const next = screens[(i + 1) % screens.length];
+    S.tab = next.tab;
+    if (next.city) S.city = next.city;
+    if (next.zone) S.zone = next.zone;
     if (!S.periodChosen) S.period = lastCompleteMonth();
     render();
   }, S.every * 1000);
@@ -499,13 +729,22 @@ async function render() {
     const view = $("#view");
     if (!view.innerHTML) view.innerHTML = `<div class="loading">${t("loading")}</div>`;
     try {
-      const zs = await api("/api/v1/zones");
-      S.zones = zs.zones;
+      const cs = await api("/api/v1/cities");
+      S.cities = cs.cities;
+      S.role = cs.role;
+      // A center holds no zone's own data: only its city and province tables.
+      if (S.role === "center") S.tab = "city";
+      S.zones = S.role === "center" ? [] : (await api("/api/v1/zones")).zones;
       if (!S.zones.some(z => z.id === S.zone)) S.zone = S.zones.length ? S.zones[0].id : null;
+      if (!S.cities.some(c => c.city === S.city)) S.city = S.cities.length ? S.cities[0].city : null;
       applyLabels();
-      const html = S.zone ? await VIEWS[S.tab]() : `<div class="loading">${t("no_data_yet")}</div>`;
+      S.after = [];
+      const ready = S.tab === "city" ? S.city : S.zone;
+      const html = ready ? await VIEWS[S.tab]() : `<div class="loading">${t("no_data_yet")}</div>`;
       const y = window.scrollY;
       view.innerHTML = html;
+      // Charts drawn into the new HTML (ECharts needs its element in place).
+      for (const f of S.after.splice(0)) f();
       if (S.kiosk) fitScreen(); else window.scrollTo(0, y);
       $("#token-bar").hidden = true;
     } catch (e) {
@@ -532,6 +771,14 @@ function liveRender() {
 async function follow() {
   const live = $("#live"), text = $("#live-text");
   for (;;) {
+    if (S.role === "center") {
+      // A center has no event stream: its tables are redrawn every 15 s.
+      live.className = "live on";
+      text.textContent = `${t("polling")} · ${t("updated")} ${new Date().toLocaleTimeString(S.lang === "en" ? "en-GB" : "zh-CN", { hour12: false, timeZone: "Asia/Shanghai" })}`;
+      await new Promise(res => setTimeout(res, 15000));
+      render();
+      continue;
+    }
     try {
       const r = await fetch("/api/v1/dashboard/events", { headers: authHeaders(S.readToken) });
       if (!r.ok || !r.body) throw new Error(String(r.status));
@@ -581,7 +828,9 @@ function init() {
     localStorage.setItem("zonesync.readToken", S.readToken);
   }
   S.period = /^\d{4}-\d{2}$/.test(p.get("period") || "") ? p.get("period") : lastCompleteMonth();
-  S.tab = VIEWS[location.hash.slice(1)] ? location.hash.slice(1) : "overview";
+  S.city = p.get("city") || null;
+  // City and province first: what most of the plans' targets are judged on.
+  S.tab = VIEWS[location.hash.slice(1)] ? location.hash.slice(1) : "city";
   $("#period").addEventListener("change", e => { if (e.target.value) { S.period = e.target.value; render(); } });
   $("#zone").addEventListener("change", e => { S.zone = e.target.value; render(); });
   $("#lang").addEventListener("click", () => {
@@ -603,11 +852,12 @@ function init() {
     const b = e.target.closest("button");
     if (!b) return;
     if (b.classList.contains("ack")) acknowledge(b.dataset.key);
-    else if (b.id === "export-csv") exportCsv();
+    else if (b.id === "export-csv") exportReport("csv");
+    else if (b.id === "export-xlsx") exportReport("xlsx");
     else if (b.id === "print") window.print();
   });
-  render();
-  follow();
+  // The event stream once the first render knows whom it faces (a center has none).
+  render().then(follow);
   if (S.kiosk) startKiosk();
 }
 
