@@ -119,6 +119,62 @@ async fn the_federated_demo_serves_jiyuan_s_goals_from_three_zones_and_stops_on_
     );
     assert!(ids.contains(&"JY27-01"), "{ids:?}");
 
+    // The center's page in a real browser: the city view only (a center
+    // holds no zone's own data), each JY27 figure as the center's API has
+    // it with its three zones' parts. The zones keep sending, so the page is
+    // read between two equal API tables.
+    let b = zonesync_e2e::browser::Browser::start(1920, 1080).await;
+    let deadline = Instant::now() + WAIT;
+    let (rows, table) = loop {
+        let before = center.get("/api/v1/cities/济源/goals").await["goals"].clone();
+        b.goto(&format!("{base}/dashboard/")).await;
+        b.wait_for(
+            "the center's city view",
+            "return document.querySelectorAll('tr.goal[data-level=\"city:济源\"]').length > 0 && !document.querySelector('.error');",
+            serde_json::json!([]),
+            WAIT,
+        )
+        .await;
+        let rows = b
+            .js(
+                "const out = {}; for (const r of document.querySelectorAll('tr.goal[data-level=\"city:济源\"]'))
+                   out[r.dataset.goal] = [r.dataset.value === '' ? null : Number(r.dataset.value), r.querySelectorAll('li.part').length];
+                 return [out, [...document.querySelectorAll('#tabs a')].filter(a => !a.hidden).map(a => a.dataset.tab)];",
+                serde_json::json!([]),
+            )
+            .await;
+        let after = center.get("/api/v1/cities/济源/goals").await["goals"].clone();
+        if before == after {
+            break (rows, after);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the center's table never held still for a page load"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        rows[1],
+        serde_json::json!(["city"]),
+        "a center's page has the city view only"
+    );
+    let mut compared = 0;
+    for g in table.as_array().into_iter().flatten().filter(|g| g["scope"] == "city") {
+        let id = g["id"].as_str().unwrap_or_default();
+        let shown = &rows[0][id];
+        assert!(shown.is_array(), "{id} is not on the center's page");
+        match (shown[0].as_f64(), g["value"].as_f64()) {
+            (Some(a), Some(v)) => assert!((a - v).abs() <= 1e-9 * v.abs().max(1.0), "{id}: page {a}, API {v}"),
+            (a, v) => assert_eq!(a, v, "{id}"),
+        }
+        assert_eq!(shown[1], 3, "{id}: each of the three zones' parts");
+        compared += 1;
+    }
+    assert!(compared >= 10, "city rows compared on the center's page: {compared}");
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    b.screenshot(&shots.join("center-zh.png")).await;
+    b.quit().await;
+
     // Ctrl-C: the script stops what it started and ends.
     let pid = child.id().to_string();
     let sent = Command::new("kill").args(["-INT", &pid]).status().expect("kill");

@@ -461,6 +461,7 @@ pub async fn start_with(
             http_pull: vec![],
             clock_sanity: Default::default(),
             history: Default::default(),
+            metrics: Default::default(),
         };
         let s = shutdown.clone();
         agents.push(tokio::spawn(async move {

@@ -57,23 +57,7 @@ pub fn router(api: CenterApi, tokens: Arc<Tokens>) -> Router {
 /// order), and the role, so the dashboard shows the city and province view.
 async fn cities(State(api): State<CenterApi>) -> ApiResult {
     let m = locked(&api)?;
-    Ok(Json(cities_of(m.zones())))
-}
-
-fn cities_of<'a>(zones: impl Iterator<Item = &'a crate::registry::Zone>) -> Value {
-    // The zone aggregator's shape (`crate::api`), so one page reads both.
-    let mut by_city: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
-    for z in zones {
-        by_city
-            .entry((z.province.clone(), z.city.clone()))
-            .or_default()
-            .push(z.id.to_string());
-    }
-    let list: Vec<Value> = by_city
-        .into_iter()
-        .map(|((province, city), zones)| json!({ "city": city, "province": province, "zones": zones }))
-        .collect();
-    json!({ "role": "center", "cities": list })
+    Ok(Json(crate::api::cities_of(m.zones(), "center")))
 }
 
 /// `?period=&span=` of a table.
@@ -255,10 +239,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            cities_of(reg.zones()),
+            crate::api::cities_of(reg.zones(), "center"),
             json!({"role": "center", "cities": [
-                {"city": "济源", "province": "河南", "zones": ["jy-a", "jy-b"]},
-                {"city": "濮阳", "province": "河南", "zones": ["py-a"]},
+                {"city": "济源", "province": "河南", "zones": ["jy-a", "jy-b"], "names": {"jy-a": "a", "jy-b": "b"}},
+                {"city": "濮阳", "province": "河南", "zones": ["py-a"], "names": {"py-a": "p"}},
             ]})
         );
     }
