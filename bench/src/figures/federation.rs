@@ -415,7 +415,8 @@ async fn run(ctx: &Ctx, p50: &mut Row, p99: &mut Row, mem: &mut Row, rebuild: &m
          {} KiB of JSON; one nats-server (JetStream, domain hub) on loopback whose stream takes the zones' subjects \
          directly — a single hub node, not the 3-node cluster, and no leaf sourcing; the center is the release \
          `zonesync-aggregator center` process on its durable consumer. Per run {CHANGES} changes, one at a time, to \
-         random zones; the interval is the center's own `lag_ms` (arrival minus the snapshot's data_at, one clock). \
+         random zones; the interval is the center's own `lag_ms` (arrival minus the snapshot's data_at, one clock), \
+         in whole milliseconds (0: under 1 ms), starting when the zone's table changed (the snapshot made). \
          Province table over all zones: {:.0} ms median request. Load average at the end: {load}.",
         cells.len(),
         goals.len(),
