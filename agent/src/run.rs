@@ -36,6 +36,9 @@ pub enum AgentError {
     #[cfg(feature = "dlt645")]
     #[error(transparent)]
     Dlt645(#[from] crate::sources::dlt645::Dlt645ConfigError),
+    #[cfg(feature = "serial")]
+    #[error(transparent)]
+    Serial(#[from] crate::sources::serial::SerialConfigError),
     #[cfg(feature = "http-pull")]
     #[error(transparent)]
     HttpPull(#[from] crate::sources::http_pull::HttpPullConfigError),
@@ -148,6 +151,9 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
     let modbus: Vec<_> = modbus.into_iter().map(|d| d.with_clock(clock.clone())).collect();
     #[cfg(feature = "dlt645")]
     let dlt645 = crate::sources::dlt645::check_all(&config.dlt645, &validator)?;
+    #[cfg(feature = "serial")]
+    let (modbus, dlt645) =
+        crate::sources::serial::attach(&crate::sources::serial::check_all(&config.serial)?, modbus, dlt645)?;
     #[cfg(feature = "http-pull")]
     let http_pull = crate::sources::http_pull::check_all(&config.http_pull, &validator)?;
     #[cfg(feature = "csv")]
@@ -157,6 +163,9 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
 
     let mut tasks: JoinSet<Result<(), OutboxError>> = JoinSet::new();
     let restarts = Arc::new(AtomicU64::new(0));
+    // Each meter or gateway source's counters, for the status file.
+    #[allow(unused_mut)]
+    let mut counters: Vec<(String, crate::status::SourceCounters)> = Vec::new();
     // Each source is started again from a clone of its configuration.
     let (o, s) = (outbox.clone(), shutdown.clone());
     if let Some(sim) = config.simulator.clone() {
@@ -177,6 +186,8 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
     for device in modbus {
         let (o, s) = (o.clone(), s.clone());
         let name = device.source_name();
+        let stats = device.stats.clone();
+        counters.push((name.clone(), Arc::new(move || stats.counts())));
         spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
             device.clone().run(o.clone(), s.clone())
         });
@@ -194,6 +205,11 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
         let (o, s) = (o.clone(), s.clone());
         let gateway = gateway.with_clock(clock.clone());
         let name = gateway.source_name();
+        let stats = gateway.stats.clone();
+        counters.push((
+            name.clone(),
+            Arc::new(move || stats.snapshot().into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
+        ));
         spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
             gateway.clone().run(o.clone(), s.clone())
         });
@@ -220,6 +236,7 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
         links: links.clone(),
         history: history.clone(),
         source_restarts: restarts.clone(),
+        sources: counters,
     };
     tasks.spawn(reporter.run(shutdown.clone()));
     if let Some(h) = &history {

@@ -16,6 +16,7 @@ pub mod nats;
 pub mod peers;
 pub mod plant;
 pub mod proxy;
+pub mod serial;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

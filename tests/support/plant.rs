@@ -99,6 +99,29 @@ impl Plant {
         self.agent = Some(tokio::spawn(zonesync_agent::run(cfg, self.signal.clone())));
     }
 
+    /// The running agent's status file (`data_dir/status.json`, rewritten every 5 s), if written yet.
+    pub fn agent_status(&self, agent_id: &str) -> Option<Value> {
+        let text = std::fs::read(self.dir.path().join(agent_id).join("status.json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Waits until the agent's status file shows `pred` true of its counters
+    /// for source `source` (e.g. `modbus:meter-1`); returns them.
+    pub async fn wait_source(&self, agent_id: &str, source: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Value::Null;
+        while Instant::now() < deadline {
+            if let Some(s) = self.agent_status(agent_id) {
+                seen = s["sources"][source].clone();
+                if pred(&seen) {
+                    return seen;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("source {source}: {what} not seen within {WAIT:?}; last counters {seen}");
+    }
+
     /// Whether the agent is still running.
     pub fn agent_running(&self) -> bool {
         self.agent.as_ref().is_some_and(|a| !a.is_finished())

@@ -36,6 +36,11 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
     let modbus = modbus::check_all(&config.modbus, &validator)?;
     #[cfg(feature = "dlt645")]
     let dlt645 = dlt645::check_all(&config.dlt645, &validator)?;
+    // Serial sources probe through the same code as TCP ones: the port is
+    // opened, and every point or meter read once.
+    #[cfg(feature = "serial")]
+    let (modbus, dlt645) =
+        crate::sources::serial::attach(&crate::sources::serial::check_all(&config.serial)?, modbus, dlt645)?;
     #[cfg(feature = "http-pull")]
     let http = http_pull::check_all(&config.http_pull, &validator)?;
 

@@ -18,5 +18,7 @@ pub mod probe;
 pub mod profile;
 #[cfg(feature = "csv")]
 pub mod profile_sheet;
+#[cfg(feature = "serial")]
+pub mod serial;
 pub mod simulator;
 pub mod supervise;
