@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs zonesync's whole test suite on a fresh Debian machine with Rust installed.
 # Installs what the tests need where it is missing (Mosquitto, nats-server, socat, Chromium and
-# chromedriver, dpkg-dev, prometheus (for promtool), from Debian's packages; pymodbus 3.x and dlt645 3.x,
-# with pip; cargo-deb, from crates.io);
+# chromedriver, dpkg-dev, prometheus (for promtool), from Debian's packages; pymodbus 3.x, dlt645 3.x
+# and openapi-spec-validator, with pip; cargo-deb, from crates.io);
 # the tests start their own brokers and
 # meters on free loopback ports, so a Mosquitto already running on 1883 is
 # neither needed nor disturbed.
@@ -135,6 +135,22 @@ if need_dlt645; then
 fi
 if need_dlt645; then
   echo "dlt645 3.x is still missing after the install step; the DL/T 645 end-to-end tests need it (Python >= 3.10)" >&2
+  exit 1
+fi
+
+# The OpenAPI description (tests/e2e/openapi.rs) is checked with the
+# python-openapi project's validator (PyPI `openapi-spec-validator`).
+need_openapi_validator() {
+  ! python3 -c "import openapi_spec_validator" >/dev/null 2>&1
+}
+
+if need_openapi_validator; then
+  echo "== installing openapi-spec-validator (pip)"
+  python3 -m pip install -q 'openapi-spec-validator>=0.7,<1' \
+    || python3 -m pip install -q --user --break-system-packages 'openapi-spec-validator>=0.7,<1'
+fi
+if need_openapi_validator; then
+  echo "openapi-spec-validator is still missing after the install step; the OpenAPI test needs it" >&2
   exit 1
 fi
 

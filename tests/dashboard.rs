@@ -48,6 +48,27 @@ async fn rendered(b: &Browser, tab: &str, lang: &str) {
     .await;
 }
 
+/// No English on the Chinese page: every text node and every tooltip
+/// (`title`) of the body, words of four or more Latin letters, besides the
+/// product's name and the switch to English (which says so in English). Goal ids, units (kWh, tce) and codes are shorter.
+async fn no_english(b: &Browser, what: &str) {
+    let found = b
+        .js(
+            "const out = []; const words = s => (s.match(/[A-Za-z]{4,}/g) || []).filter(w => w.toLowerCase() !== 'zonesync');
+             const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+             for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+               const p = n.parentElement;
+               if (!p || p.closest('script,style,[hidden],#lang') || p.offsetParent === null && p.tagName !== 'OPTION') continue;
+               for (const w of words(n.textContent)) out.push(w + ' in ' + n.textContent.trim().slice(0, 60));
+             }
+             for (const e of document.querySelectorAll('[title]')) for (const w of words(e.title)) out.push(w + ' in title ' + e.title.slice(0, 60));
+             return out.slice(0, 20);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(found, json!([]), "English on the Chinese page ({what})");
+}
+
 /// Text of the first element matching `css`, or null.
 async fn text(b: &Browser, css: &str) -> Value {
     b.js(
@@ -91,6 +112,7 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
         http_port: 0,
         mqtt_port: 0,
         tick_ms: 2,
+        read_token: None,
     };
     let h = demo::start(&opts, signal).await.expect("demo starts");
     let base = format!("http://{}", h.http_addr);
@@ -194,6 +216,124 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
         )
         .await;
     assert!(zones.iter().any(|z| json!(z) == next), "{next}");
+
+    // The kiosk started on the city view: the city's table first, then the zones in turn.
+    b.goto(&format!("{base}/dashboard/?kiosk=1&every=3#city")).await;
+    rendered(&b, "city", "zh").await;
+    let city_screen = b
+        .js(
+            "return [[...document.querySelectorAll('section.city')].map(s => s.dataset.city), !!document.querySelector('section.zone'),
+                     document.querySelector('#view').getBoundingClientRect().bottom <= window.innerHeight];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(city_screen, json!([["济源"], false, true]), "the kiosk's city screen");
+    b.wait_for(
+        "the kiosk moves on from the city to a zone",
+        "const z = document.querySelector('section.zone'); return z ? z.dataset.zone : null;",
+        json!([]),
+        WAIT,
+    )
+    .await;
+
+    // City and province first: the default tab, at 1920×1080; each figure
+    // as `/cities/{city}/goals` and `/province/goals` have it, with each
+    // zone's part (each city's, on the province table).
+    // The demo's agents still send, so a figure may move between the page's
+    // fetch and the test's: the page is read between two equal API tables.
+    let tables = |api: &Api| {
+        let api = api.clone();
+        let period = period.clone();
+        async move {
+            [
+                api.get(&format!("/api/v1/cities/济源/goals?period={period}")).await["goals"].clone(),
+                api.get(&format!("/api/v1/province/goals?period={period}")).await["goals"].clone(),
+            ]
+        }
+    };
+    let deadline = Instant::now() + WAIT;
+    let (levels, settled) = loop {
+        let before = tables(&api).await;
+        b.goto(&format!("{base}/dashboard/?period={period}")).await;
+        rendered(&b, "city", "zh").await;
+        let levels = b
+            .js(
+                "const out = {};
+                 for (const r of document.querySelectorAll('tr.goal[data-level]')) {
+                   out[r.dataset.level + '|' + r.dataset.goal] = { value: r.dataset.value === '' ? null : Number(r.dataset.value),
+                     status: r.querySelector('[data-status]').dataset.status, span: r.querySelector('.span-label').textContent.trim(),
+                     completeness: r.querySelector('.completeness').textContent.trim(),
+                     parts: [...r.querySelectorAll('li.part')].map(p => [p.dataset.part, p.dataset.value === '' ? null : Number(p.dataset.value)]) };
+                 }
+                 return out;",
+                json!([]),
+            )
+            .await;
+        let after = tables(&api).await;
+        if before == after {
+            break (levels, after);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the city and province tables never held still for a page load"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(text(&b, "a[data-tab=city]").await, "市级·省级目标");
+    no_english(&b, "city view").await;
+    let mut level_rows = 0;
+    for (k, (level, scope)) in [("city:济源", "city"), ("province", "province")]
+        .into_iter()
+        .enumerate()
+    {
+        for g in settled[k].as_array().unwrap().iter().filter(|g| g["scope"] == scope) {
+            let id = g["id"].as_str().unwrap();
+            let row = &levels[format!("{level}|{id}")];
+            assert!(row.is_object(), "{level} {id} is not on the city view");
+            match (row["value"].as_f64(), g["value"].as_f64()) {
+                (Some(a), Some(b)) => assert!(
+                    (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                    "{level} {id}: page {a}, API {b}"
+                ),
+                (a, b) => assert_eq!(a, b, "{level} {id} value"),
+            }
+            assert_eq!(row["status"], g["status"], "{level} {id} status");
+            assert_share(
+                &row["completeness"],
+                &g["completeness"],
+                &format!("{level} {id} completeness"),
+            );
+            assert_eq!(
+                row["span"],
+                zonesync_aggregator::goals::words::span_words(g["period"].as_str().unwrap()),
+                "{level} {id} span label"
+            );
+            let parts = row["parts"].as_array().unwrap();
+            let want = if scope == "city" { zones.len() } else { 1 };
+            assert_eq!(parts.len(), want, "{level} {id}: parts {parts:?}");
+            // A total's parts add up to it.
+            if g["kind"] == "total" {
+                if let Some(v) = g["value"].as_f64() {
+                    let sum: f64 = parts.iter().filter_map(|p| p[1].as_f64()).sum();
+                    assert!(
+                        (sum - v).abs() <= 1e-6 * v.abs().max(1.0),
+                        "{level} {id}: parts add to {sum}, figure {v}"
+                    );
+                }
+            }
+            level_rows += 1;
+        }
+    }
+    assert!(level_rows >= 15, "city and province rows checked: {level_rows}");
+    assert!(
+        text(&b, "section.province .partial-note")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .contains("非全省数据"),
+        "a zone aggregator's province table says it is not the whole province"
+    );
+    b.screenshot(&shots.join("city-zh.png")).await;
     b.resize(1600, 1000).await;
 
     eprintln!("dashboard test: Overview at {:.1} s", started.elapsed().as_secs_f64());
@@ -201,7 +341,8 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     // completeness as the API has them, for every zone.
     b.goto(&format!("{base}/dashboard/?period={period}#overview")).await;
     rendered(&b, "overview", "zh").await;
-    assert_eq!(text(&b, "a[data-tab=overview]").await, "目标总览");
+    assert_eq!(text(&b, "a[data-tab=overview]").await, "开发区目标");
+    no_english(&b, "overview").await;
     // Everything the page shows per goal row, in one round trip.
     let shown = b
         .js(
@@ -355,6 +496,7 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     b.goto(&format!("{base}/dashboard/?period={period}&zone={z0}#energy"))
         .await;
     rendered(&b, "energy", "zh").await;
+    no_english(&b, "energy").await;
     b.resize(1600, 1500).await;
     b.screenshot(&shots.join("energy-zh.png")).await;
     b.resize(1600, 1000).await;
@@ -363,6 +505,7 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     // Scenarios: coverage and the enterprises without any, as the API has them.
     b.click("a[data-tab=scenarios]").await;
     rendered(&b, "scenarios", "zh").await;
+    no_english(&b, "scenarios").await;
     let sc = api.get(&format!("/api/v1/dashboard/zones/{z0}/scenarios")).await;
     for level in ["any", "intermediate", "advanced"] {
         assert_share(
@@ -384,6 +527,7 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     // Alerts: acknowledge from the page with the write token; the server records it.
     b.click("a[data-tab=alerts]").await;
     rendered(&b, "alerts", "zh").await;
+    no_english(&b, "alerts").await;
     b.type_into("#write-token", &h.write_token).await;
     b.type_into("#ack-by", "值班员").await;
     b.click(&format!("button.ack[data-key=\"{key}\"]")).await;
@@ -416,6 +560,7 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     // The briefing: the goal table as the API has it, and its print view.
     b.click("a[data-tab=briefing]").await;
     rendered(&b, "briefing", "zh").await;
+    no_english(&b, "briefing").await;
     let table = api.get(&format!("/api/v1/zones/{z0}/goals?period={period}")).await;
     let rows = b
         .js(
@@ -491,4 +636,56 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     }
     h.running.wait().await;
     eprintln!("dashboard test took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// A wall PC that reboots: a read token given once in the start URL is kept
+/// by the screen, so after a reload without it the page still shows data
+/// instead of stopping at the token prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_token_given_once_in_the_url_survives_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (trigger, signal) = shutdown::channel();
+    let token = "wall-screen-read-token";
+    let opts = demo::DemoOptions {
+        data_dir: dir.path().to_owned(),
+        http_port: 0,
+        mqtt_port: 0,
+        tick_ms: 2,
+        read_token: Some(token.into()),
+    };
+    let h = demo::start(&opts, signal).await.expect("demo starts");
+    let base = format!("http://{}", h.http_addr);
+    let refused = reqwest::get(format!("{base}/api/v1/cities")).await.unwrap();
+    assert_eq!(refused.status(), 401, "reads need the token");
+
+    let b = Browser::start(1920, 1080).await;
+    let city_shown =
+        "return document.querySelector('section.city') !== null && document.querySelector('#token-bar').hidden;";
+    b.goto(&format!("{base}/dashboard/#city")).await;
+    b.wait_for(
+        "the token prompt without a token",
+        "return !document.querySelector('#token-bar').hidden;",
+        json!([]),
+        WAIT,
+    )
+    .await;
+    b.goto(&format!("{base}/dashboard/?kiosk=1&token={token}#city")).await;
+    b.wait_for("the city view with the token", city_shown, json!([]), WAIT)
+        .await;
+    let address = b.js("return location.href;", json!([])).await;
+    assert!(
+        !address.as_str().unwrap_or_default().contains(token),
+        "the token is dropped from the address bar: {address}"
+    );
+    // The reboot: the same screen opens its start address without the token.
+    b.goto(&format!("{base}/dashboard/?kiosk=1#city")).await;
+    b.wait_for("the city view after the reload", city_shown, json!([]), WAIT)
+        .await;
+
+    b.quit().await;
+    trigger.fire();
+    for a in h.agents {
+        a.await.unwrap();
+    }
+    h.running.wait().await;
 }

@@ -11,13 +11,14 @@ use crate::report::{render, Format};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use zonesync_proto::{EnterpriseId, Period, ReadingTime, ZoneId};
 
 /// An API error: status and a message saying what was wrong.
@@ -30,9 +31,16 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer: what was wrong, in words.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What was wrong.
+    pub error: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -74,8 +82,10 @@ pub(crate) fn zone_param(app: &App, zone: &str) -> Result<ZoneId, ApiError> {
     Ok(z)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PeriodQuery {
+    /// `YYYY-MM` (default: the last complete month, China time).
     pub(crate) period: Option<String>,
 }
 
@@ -90,9 +100,12 @@ pub(crate) fn period_param(q: &PeriodQuery) -> Result<Period, ApiError> {
 const WRITE_BODY_LIMIT: usize = 4096;
 
 /// `?period=&span=&compare=` of a goal table.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct GoalQuery {
+    /// `YYYY-MM` (default: the last complete month, China time).
     period: Option<String>,
+    /// `basis` (each goal's own, the default), `month`, `quarter`, `year` or `ytd`.
     span: Option<String>,
     /// Add each row's 同比 and 环比 (two more tables; off by default so the
     /// plain table stays one lookup).
@@ -109,37 +122,46 @@ fn asked_param(period: Option<String>, span: Option<&str>) -> Result<Asked, ApiE
     Asked::new(period, choice).map_err(|e| bad_request(e.to_string()))
 }
 
-/// Builds the router.
-pub fn router(app: Arc<App>) -> Router {
-    let tokens = Tokens::new(app.read_token.as_deref(), app.write_token.as_deref());
-    let open = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics));
-    let api = Router::new()
-        .route("/api/v1/zones", get(zones))
-        .route("/api/v1/zones/{zone}/goals", get(goals))
-        .route("/api/v1/zones/{zone}/energy", get(zone_energy))
-        .route("/api/v1/zones/{zone}/report", get(zone_report))
-        .route("/api/v1/zones/{zone}/agents", get(agents))
-        .route("/api/v1/zones/{zone}/classification", get(classification))
-        .route("/api/v1/zones/{zone}/quality", get(quality))
-        .route("/api/v1/zones/{zone}/enterprises/{id}", get(enterprise))
-        .route("/api/v1/cities/{city}/goals", get(city_goals))
-        .route("/api/v1/province/goals", get(province_goals))
-        .route("/api/v1/goals", get(goal_catalog))
-        .route("/api/v1/alerts", get(alerts))
-        .route("/api/v1/alerts/history", get(alert_history))
-        .route("/api/v1/dead-letters", get(dead_letters))
+/// The API's routes and their OpenAPI description, made from one list
+/// (utoipa-axum's `routes!` takes each handler's `#[utoipa::path]`): a route
+/// cannot be served undocumented, nor documented and not served. `tokens`
+/// guard the reads and the writes.
+pub fn routes(tokens: Arc<Tokens>) -> OpenApiRouter<Arc<App>> {
+    let open = OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(metrics));
+    let api = OpenApiRouter::new()
+        .routes(routes!(zones))
+        .routes(routes!(goals))
+        .routes(routes!(zone_energy))
+        .routes(routes!(zone_report))
+        .routes(routes!(agents))
+        .routes(routes!(classification))
+        .routes(routes!(quality))
+        .routes(routes!(enterprise))
+        .routes(routes!(cities))
+        .routes(routes!(city_goals))
+        .routes(routes!(province_goals))
+        .routes(routes!(goal_catalog))
+        .routes(routes!(alerts))
+        .routes(routes!(alert_history))
+        .routes(routes!(dead_letters))
         .route_layer(axum::middleware::from_fn_with_state(tokens.clone(), read_guard));
     // The token is checked before the body is read (auth::write_guard), and
     // an acknowledgement is a few hundred bytes, not axum's default 2 MB.
-    let write = Router::new()
-        .route("/api/v1/alerts/ack", axum::routing::post(ack_alert))
+    let write = OpenApiRouter::new()
+        .routes(routes!(ack_alert))
         .route_layer(axum::middleware::from_fn_with_state(tokens, write_guard))
         .layer(axum::extract::DefaultBodyLimit::max(WRITE_BODY_LIMIT));
-    open.merge(api).merge(write).with_state(app)
+    open.merge(api).merge(write)
 }
 
+/// The API's routes over `app`, with their OpenAPI description.
+pub fn router(app: Arc<App>) -> OpenApiRouter {
+    routes(Tokens::new(app.read_token.as_deref(), app.write_token.as_deref())).with_state(app)
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    summary = "Liveness and readiness of the zone aggregator",
+    responses((status = 503, description = "Unhealthy: `{\"status\": \"unhealthy\", \"problems\": [...]}`", body = Object), (status = 200, description = "`{\"status\": \"ok\", \"mqtt_connected\"}`", body = Object)))]
 /// 200 while every task runs and the store takes writes; 503 with the
 /// problems otherwise (a load balancer or systemd watchdog must not see "ok"
 /// from a process whose ingest is dead).
@@ -157,6 +179,9 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    summary = "Prometheus metrics, goal gauges included",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let sampled = crate::metrics::Sampled {
         dead_letters_stored: app.dead_letters.count() as u64,
@@ -178,6 +203,9 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+#[utoipa::path(get, path = "/api/v1/zones", tag = "zones",
+    summary = "The zones this aggregator serves, with counts",
+    responses((status = 200, description = "`{\"zones\": [{\"id\", \"name_zh\", \"name_en\", \"city\", \"province\", \"enterprises\", \"in_scope\", \"reporting\", \"agents\", \"readings_stored\"}]}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 async fn zones(State(app): State<Arc<App>>) -> ApiResult {
     let st = read_state(&app)?;
     let list: Vec<Value> = app
@@ -203,6 +231,10 @@ async fn zones(State(app): State<Arc<App>>) -> ApiResult {
     Ok(Json(json!({ "zones": list })))
 }
 
+#[utoipa::path(get, path = "/api/v1/zones/{zone}/goals", tag = "goals",
+    summary = "A zone's goal table for a period",
+    params(("zone" = String, Path, description = "Zone id, as in the registry (e.g. `jiyuan-hitech`)"), GoalQuery),
+    responses((status = 200, description = "`{\"zone\", \"period\", \"period_progress\", \"span\", \"goals\": [GoalRow], \"comparisons\"?}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q): Params<GoalQuery>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let asked = asked_param(q.period, q.span.as_deref())?;
@@ -258,20 +290,16 @@ fn zone_table<'a>(app: &'a App, z: &ZoneId, asked: Asked) -> Result<(&'a Zone, C
 
 /// Goals over several zones: a city's, or every zone served (the province as far as this instance sees it).
 fn rollup(app: &App, level: Level, asked: Asked) -> ApiResult {
-    let st = read_state(app)?;
-    let zones: Vec<_> = app
-        .zones
-        .iter()
-        .filter_map(|z| app.registry.zone(z))
-        .filter(|z| match &level {
-            Level::City(c) => &z.city == c,
-            _ => true,
-        })
-        .map(|z| (z, st.zones.get(&z.id)))
-        .collect();
-    if zones.is_empty() {
+    let served = zones_of(app, &level);
+    if served.is_empty() {
         return Err(not_found(format!("no zone served here belongs to {level:?}")));
     }
+    let st = read_state(app)?;
+    let zones: Vec<_> = served
+        .iter()
+        .filter_map(|z| app.registry.zone(z))
+        .map(|z| (z, st.zones.get(&z.id)))
+        .collect();
     let ids: Vec<String> = zones.iter().map(|(z, _)| z.id.to_string()).collect();
     // Merged from the zones' kept tallies (goals::incremental); scanned only if a zone has none.
     let kept: Option<Vec<(&Zone, &crate::state::ZoneState)>> =
@@ -288,9 +316,12 @@ fn rollup(app: &App, level: Level, asked: Asked) -> ApiResult {
                 &app.settings,
             )
         });
+    drop(st);
+    let parts = zone_parts(app, &served, &rows, asked)?;
     Ok(Json(json!({
         "level": level,
         "zones": ids,
+        "parts": parts,
         "period": asked.period,
         "period_progress": asked.period.progress(Utc::now()),
         "span": asked.span,
@@ -300,25 +331,112 @@ fn rollup(app: &App, level: Level, asked: Asked) -> ApiResult {
     })))
 }
 
+/// The zones served here that `level` takes in.
+fn zones_of(app: &App, level: &Level) -> Vec<ZoneId> {
+    app.zones
+        .iter()
+        .filter_map(|z| app.registry.zone(z))
+        .filter(|z| match level {
+            Level::City(c) => &z.city == c,
+            _ => true,
+        })
+        .map(|z| z.id.clone())
+        .collect()
+}
+
+/// Per goal id, each zone's part of a city or province figure: the zone's
+/// own row for that goal over the same span (its 贡献量), in the shape the
+/// federation center serves (`federation::center::tables::Part`), so one
+/// page reads either. `value` is the zone's own figure where it has one.
+fn zone_parts(app: &App, zones: &[ZoneId], rows: &[GoalRow], asked: Asked) -> Result<Value, ApiError> {
+    let mut tables = Vec::with_capacity(zones.len());
+    for z in zones {
+        tables.push((z, zone_table(app, z, asked)?.1.rows));
+    }
+    let mut parts = serde_json::Map::new();
+    for row in rows {
+        let list: Vec<Value> = tables
+            .iter()
+            .filter_map(|(z, t)| {
+                t.iter()
+                    .find(|r| r.id == row.id && r.period == row.period)
+                    .map(|r| (z, r))
+            })
+            .map(|(z, r)| {
+                json!({
+                    "zone": z,
+                    "numerator": r.numerator,
+                    "denominator": r.denominator,
+                    "in_scope": r.in_scope,
+                    "reported": r.reported,
+                    "unknown": r.unknown,
+                    "value": r.value,
+                })
+            })
+            .collect();
+        parts.insert(row.id.clone(), Value::Array(list));
+    }
+    Ok(Value::Object(parts))
+}
+
+#[utoipa::path(get, path = "/api/v1/cities", tag = "goals",
+    summary = "The cities (and their zones) served here",
+    responses((status = 200, description = "`{\"role\": \"zone\", \"cities\": [{\"city\", \"province\", \"zones\"}]}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
+/// The cities (and their zones) served here, for the dashboard's city view.
+/// A federation center answers the same shape with `"role": "center"`.
+async fn cities(State(app): State<Arc<App>>) -> Json<Value> {
+    let mut by_city: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+    for z in app.zones.iter().filter_map(|z| app.registry.zone(z)) {
+        by_city
+            .entry((z.province.clone(), z.city.clone()))
+            .or_default()
+            .push(z.id.to_string());
+    }
+    let list: Vec<Value> = by_city
+        .into_iter()
+        .map(|((province, city), zones)| json!({ "city": city, "province": province, "zones": zones }))
+        .collect();
+    Json(json!({ "role": "zone", "cities": list }))
+}
+
+#[utoipa::path(get, path = "/api/v1/cities/{city}/goals", tag = "goals",
+    summary = "A city's goal table over the zones served here, with each zone's part",
+    params(("city" = String, Path, description = "City name as in the registry, e.g. 济源"), GoalQuery),
+    responses((status = 200, description = "`{\"level\", \"zones\", \"parts\": {goal id: [{\"zone\", \"numerator\", \"denominator\", \"in_scope\", \"reported\", \"unknown\", \"value\"}]}, \"period\", \"goals\": [GoalRow]}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 async fn city_goals(State(app): State<Arc<App>>, Path(city): Path<String>, Params(q): Params<GoalQuery>) -> ApiResult {
     rollup(&app, Level::City(city), asked_param(q.period, q.span.as_deref())?)
 }
 
+#[utoipa::path(get, path = "/api/v1/province/goals", tag = "goals",
+    summary = "The province goal table over every zone served here",
+    params(GoalQuery),
+    responses((status = 200, description = "As the city table, over every zone served here (not the whole province unless every zone is)", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 async fn province_goals(State(app): State<Arc<App>>, Params(q): Params<GoalQuery>) -> ApiResult {
     rollup(&app, Level::Province, asked_param(q.period, q.span.as_deref())?)
 }
 
+#[utoipa::path(get, path = "/api/v1/goals", tag = "goals",
+    summary = "The goal definitions in force",
+    responses((status = 200, description = "`{\"goals\": [GoalDef], \"not_computable\": [...]}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 async fn goal_catalog(State(app): State<Arc<App>>) -> Json<Value> {
     Json(json!({ "goals": app.goals.goal, "not_computable": app.goals.not_computable }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReportQuery {
+    /// `YYYY-MM` (default: the last complete month, China time).
     period: Option<String>,
+    /// `basis` (default), `month`, `quarter`, `year` or `ytd`.
     span: Option<String>,
+    /// `csv` (default; UTF-8 with BOM, opens in Excel), `md` or `json`.
     format: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/zones/{zone}/report", tag = "reports",
+    summary = "A zone's goal table as a report (CSV with BOM, Markdown or JSON)",
+    params(("zone" = String, Path, description = "Zone id, as in the registry (e.g. `jiyuan-hitech`)"), ReportQuery),
+    responses((status = 200, description = "The report, in the asked format", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 async fn zone_report(
     State(app): State<Arc<App>>,
     Path(zone): Path<String>,
@@ -356,6 +474,10 @@ async fn zone_report(
     Ok(resp)
 }
 
+#[utoipa::path(get, path = "/api/v1/zones/{zone}/energy", tag = "energy",
+    summary = "A zone's energy use and intensity for a month",
+    params(("zone" = String, Path, description = "Zone id, as in the registry (e.g. `jiyuan-hitech`)"), PeriodQuery),
+    responses((status = 200, description = "Energy figures per enterprise and for the zone", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 async fn zone_energy(
     State(app): State<Arc<App>>,
     Path(zone): Path<String>,
@@ -371,6 +493,10 @@ async fn zone_energy(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/zones/{zone}/classification", tag = "zones",
+    summary = "Mu-benefit (亩均效益) classification of a zone's enterprises",
+    params(("zone" = String, Path, description = "Zone id, as in the registry (e.g. `jiyuan-hitech`)"), PeriodQuery),
+    responses((status = 200, description = "Classes A–D per enterprise, with the figures behind them", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 async fn classification(
     State(app): State<Arc<App>>,
     Path(zone): Path<String>,
@@ -391,6 +517,10 @@ async fn classification(
     Ok(Json(json!({ "zone": z, "classification": c })))
 }
 
+#[utoipa::path(get, path = "/api/v1/zones/{zone}/quality", tag = "zones",
+    summary = "Data quality of a zone for a month: gaps, late and suspect readings",
+    params(("zone" = String, Path, description = "Zone id, as in the registry (e.g. `jiyuan-hitech`)"), PeriodQuery),
+    responses((status = 200, description = "Quality figures per enterprise and series", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 async fn quality(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q): Params<PeriodQuery>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let month = match period_param(&q)? {
@@ -407,6 +537,10 @@ async fn quality(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q
     Ok(Json(json!({ "zone": z, "quality": view })))
 }
 
+#[utoipa::path(get, path = "/api/v1/zones/{zone}/agents", tag = "zones",
+    summary = "The agents of a zone: presence, backlog, last batch, refusals",
+    params(("zone" = String, Path, description = "Zone id, as in the registry (e.g. `jiyuan-hitech`)")),
+    responses((status = 200, description = "`{\"agents\": [...]}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 async fn agents(State(app): State<Arc<App>>, Path(zone): Path<String>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let st = read_state(&app)?;
@@ -427,6 +561,10 @@ async fn agents(State(app): State<Arc<App>>, Path(zone): Path<String>) -> ApiRes
     Ok(Json(json!({ "zone": z, "agents": list })))
 }
 
+#[utoipa::path(get, path = "/api/v1/zones/{zone}/enterprises/{id}", tag = "zones",
+    summary = "One enterprise: registry entry, declarations and monthly figures",
+    params(("zone" = String, Path, description = "Zone id, as in the registry (e.g. `jiyuan-hitech`)"), ("id" = String, Path, description = "Unified social credit code (统一社会信用代码)")),
+    responses((status = 200, description = "The enterprise", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 async fn enterprise(State(app): State<Arc<App>>, Path((zone, id)): Path<(String, String)>) -> ApiResult {
     let z = zone_param(&app, &zone)?;
     let e = EnterpriseId::parse_with_test_prefix(&id, app.validator.limits.test_prefix.as_deref())
@@ -467,13 +605,19 @@ async fn enterprise(State(app): State<Arc<App>>, Path((zone, id)): Path<(String,
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AlertQuery {
+    /// Only this zone's alerts.
     zone: Option<String>,
     /// Include cleared alerts.
     all: Option<bool>,
 }
 
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
+    summary = "Alerts, active by default",
+    params(AlertQuery),
+    responses((status = 200, description = "`{\"alerts\": [...], \"pending_deliveries\"}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 async fn alerts(State(app): State<Arc<App>>, Params(q): Params<AlertQuery>) -> ApiResult {
     let list: Vec<AlertRecord> = app
         .alert_store
@@ -488,11 +632,17 @@ async fn alerts(State(app): State<Arc<App>>, Params(q): Params<AlertQuery>) -> A
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LimitQuery {
+    /// Most events (default 100, at most 10,000).
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/v1/alerts/history", tag = "alerts",
+    summary = "Alert transitions, newest first",
+    params(LimitQuery),
+    responses((status = 200, description = "`{\"events\": [...]}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 async fn alert_history(State(app): State<Arc<App>>, Params(q): Params<LimitQuery>) -> ApiResult {
     let list = app
         .alert_store
@@ -501,12 +651,18 @@ async fn alert_history(State(app): State<Arc<App>>, Params(q): Params<LimitQuery
     Ok(Json(json!({ "events": list })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct AckBody {
+    /// The alert's key, from `/api/v1/alerts`.
     key: String,
+    /// Who acknowledges (1–64 characters).
     by: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/alerts/ack", tag = "alerts",
+    summary = "Acknowledge an active alert (write token)",
+    request_body = AckBody,
+    responses((status = 403, description = "Writes are disabled: no `http.write_token` set", body = ErrorBody), (status = 409, description = "The alert is not active", body = ErrorBody), (status = 413, description = "The body is over 4 KiB\"), (status = 200, description = \"`{\"alert\": {...}}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 /// Behind `auth::write_guard`: only a request with the write token gets here.
 async fn ack_alert(State(app): State<Arc<App>>, Json(body): Json<AckBody>) -> ApiResult {
     if body.by.trim().is_empty() || body.by.chars().count() > 64 {
@@ -520,15 +676,21 @@ async fn ack_alert(State(app): State<Arc<App>>, Json(body): Json<AckBody>) -> Ap
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeadQuery {
     /// Letters per page (default 100, at most `dead_letters::MAX_PAGE`).
     limit: Option<usize>,
     /// Only letters older than this id: the previous page's `next_before`.
     before: Option<u64>,
+    /// Only this zone's letters.
     zone: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "dead letters",
+    summary = "Dead letters (refused input, with the reason), newest first",
+    params(DeadQuery),
+    responses((status = 200, description = "`{\"total_stored\", \"letters\": [...], \"next_before\"}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 /// One bounded page of dead letters, newest first, with the cursor to the next.
 async fn dead_letters(State(app): State<Arc<App>>, Params(q): Params<DeadQuery>) -> ApiResult {
     let page = app

@@ -20,6 +20,7 @@ pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod openapi;
 pub mod outbound;
 pub mod quality;
 pub mod registry;
@@ -96,7 +97,10 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
         addr: cfg.http.listen.clone(),
         source,
     })?;
-    let router = api::router(app.clone()).merge(dashboard::router(app.clone(), shutdown.clone()));
+    let (router, paths) = api::router(app.clone())
+        .merge(dashboard::router(app.clone(), shutdown.clone()))
+        .split_for_parts();
+    let router = router.merge(openapi::router(openapi::document(paths)));
     let limits = http::Limits::new(&cfg.http);
     let http = watched(
         &app.health,

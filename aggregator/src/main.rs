@@ -55,6 +55,8 @@ enum Cmd {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Print the HTTP API's OpenAPI description (JSON), as served at /api/v1/openapi.json.
+    Openapi,
     /// List the goals in force, or check goal files before naming them in the configuration.
     Goals {
         /// Read the goal files (and catalog) this configuration names.
@@ -215,6 +217,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Goals { config, check, format } => goals(config, check, &format),
+        Cmd::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&zonesync_aggregator::openapi::described())?);
+            Ok(())
+        }
     }
 }
 

@@ -55,6 +55,9 @@ pub struct DemoOptions {
     pub mqtt_port: u16,
     /// Real milliseconds per simulated 15-minute tick while catching up.
     pub tick_ms: u64,
+    /// A read token the API then asks for (none: reads are open, as the demo
+    /// runs on loopback); tests use it to try the page on a locked API.
+    pub read_token: Option<String>,
 }
 
 struct DemoZone {
@@ -351,7 +354,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         http: HttpConfig {
             listen: format!("127.0.0.1:{}", pick_port(opts.http_port)),
             write_token: Some(write_token.clone()),
-            read_token: None,
+            read_token: opts.read_token.clone(),
             ..HttpConfig::default()
         },
         limits: Default::default(),

@@ -45,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         http_port: cli.http_port,
         mqtt_port: cli.mqtt_port,
         tick_ms: cli.tick_ms,
+        read_token: None,
     }))?;
     Ok(())
 }

@@ -24,6 +24,7 @@ async fn demo_serves_non_empty_goals_within_a_minute() {
         http_port: 0,
         mqtt_port: 0,
         tick_ms: 10,
+        read_token: None,
     };
     let started = std::time::Instant::now();
     let h = demo::start(&opts, signal).await.unwrap();

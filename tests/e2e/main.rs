@@ -250,5 +250,6 @@ async fn mosquitto_goals_match_hand_computed_figures() {
 
 mod delivery;
 mod demo_run;
+mod openapi;
 mod outbound;
 mod security;

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
 use zonesync_runtime::shutdown::Shutdown;
 
 /// Where the dashboard is served.
@@ -32,7 +33,7 @@ const APP_CSS: &str = include_str!("assets/app.css");
 
 /// The dashboard's pages and its read-only API; `shutdown` ends open event streams
 /// so the HTTP server's graceful shutdown is not held up by them.
-pub fn router(app: Arc<App>, shutdown: Shutdown) -> Router {
+pub fn router(app: Arc<App>, shutdown: Shutdown) -> OpenApiRouter {
     let assets = Router::new()
         .route("/", get(|| async { Redirect::temporary(PATH) }))
         .route("/dashboard", get(|| async { Redirect::temporary(PATH) }))
@@ -41,7 +42,10 @@ pub fn router(app: Arc<App>, shutdown: Shutdown) -> Router {
             "/dashboard/{file}",
             get(|file: axum::extract::Path<String>| async move { asset(&file) }),
         );
-    assets.merge(api::router(app, shutdown))
+    let tokens = crate::auth::Tokens::new(app.read_token.as_deref(), app.write_token.as_deref());
+    OpenApiRouter::from(assets)
+        .merge(api::routes(tokens).with_state(app))
+        .layer(axum::Extension(shutdown))
 }
 
 /// One compiled-in asset, or 404.

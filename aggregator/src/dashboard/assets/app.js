@@ -8,6 +8,12 @@ const S = {
   zone: null,
   period: null,
   zones: [],
+  // `/api/v1/cities`: the cities served and their zones; role "zone" (a zone
+  // aggregator) or "center" (a federation center, which has only the city
+  // and province tables).
+  cities: [],
+  role: "zone",
+  city: null,
   // A read token is kept on this screen (localStorage) so a wall PC that
   // reboots shows data again without anyone typing it; the write token
   // (acknowledging alerts) stays for the session only.
@@ -251,6 +257,120 @@ async function viewOverview() {
   }).join("");
 }
 
+// ---------------------------------------------------------------- city and province
+
+// A zone's figure from its part of a city or province row: its own value
+// where the server gives it (a zone aggregator), else made from the part's
+// sums the way the row is (a center): totals and counts are the numerator,
+// shares and ratios numerator ÷ denominator; a trend has none of its own.
+function partValue(row, p) {
+  if (p.value !== undefined) return p.value;
+  if (["total", "count", "zone_count"].includes(row.kind)) return p.numerator;
+  if (["coverage", "ratio"].includes(row.kind)) return p.denominator > 0 ? p.numerator / p.denominator : null;
+  return null;
+}
+
+// Zone parts summed by city, for the province table (a province has up to
+// ~180 zones; its table lists cities, each city's own table lists zones).
+function partsByCity(parts) {
+  const cityOf = {};
+  S.cities.forEach(c => c.zones.forEach(z => (cityOf[z] = c.city)));
+  const by = new Map();
+  for (const p of parts) {
+    const c = cityOf[p.zone] || p.zone;
+    const a = by.get(c) || { zone: c, label: c, numerator: 0, denominator: 0, in_scope: 0, reported: 0, unknown: 0 };
+    a.numerator += p.numerator; a.denominator += p.denominator;
+    a.in_scope += p.in_scope; a.reported += p.reported; a.unknown += p.unknown;
+    by.set(c, a);
+  }
+  return [...by.values()];
+}
+
+// How a zone stands at a center: fresh, or stale/missing with its data's age.
+function standingTag(standing, zone) {
+  const st = (standing || []).find(s => s.zone === zone);
+  if (!st || st.standing === "fresh") return "";
+  const age = st.data_age_s == null ? "" : ` ${ageWords(st.data_age_s)}`;
+  return ` <span class="badge standing-${esc(st.standing)}" data-standing="${esc(st.standing)}">${t("standing_" + st.standing)}${esc(age)}</span>`;
+}
+
+function ageWords(s) {
+  if (s < 3600) return t("age_min").replace("{n}", Math.max(1, Math.round(s / 60)));
+  if (s < 172800) return t("age_hours").replace("{n}", Math.round(s / 3600));
+  return t("age_days").replace("{n}", Math.round(s / 86400));
+}
+
+function partsCell(row, parts, standing, grouped) {
+  const list = grouped ? partsByCity(parts || []) : parts || [];
+  if (!list.length) return `<span class="muted">—</span>`;
+  return `<ul class="parts">` + list.map(p => {
+    const v = grouped ? partValue(row, { ...p, value: undefined }) : partValue(row, p);
+    const [n, u] = amount(v, row.unit);
+    const share = v != null && ["total", "count"].includes(row.kind) && row.numerator > 0
+      ? ` <span class="muted">${t("share_of").replace("{p}", pct(p.numerator / row.numerator))}</span>` : "";
+    const who = grouped ? p.label : zoneName(p.zone);
+    return `<li class="part" data-part="${esc(p.zone)}" data-value="${v == null ? "" : v}"><span class="pzone">${esc(who)}</span>
+      <b>${n}</b>${u ? ` <span class="muted">${esc(u)}</span>` : ""}${share}
+      <span class="muted">(${p.reported}/${p.in_scope})</span>${grouped ? "" : standingTag(standing, p.zone)}</li>`;
+  }).join("") + `</ul>`;
+}
+
+function levelRow(level, t_, row, grouped) {
+  const [n, u] = amount(row.value, row.unit);
+  return `<tr class="goal" data-level="${esc(level)}" data-goal="${esc(row.id)}" data-value="${row.value == null ? "" : row.value}">
+    <td><span class="gid">${esc(row.id)}</span></td>
+    <td class="goal-name" title="${esc(tip(row))}">${esc(nm(row))}</td>
+    <td class="num"><b class="value">${n}</b> <span class="muted">${esc(u)}</span>
+      <div class="span-label muted">${esc(spanLabel(row.period))}</div></td>
+    <td class="num target-text">${esc(targetText(row))}</td>
+    <td>${statusBadge(row.status)}</td>
+    <td class="num"><b class="completeness">${pct(row.completeness)}</b> <span class="muted">(${row.reported}/${row.in_scope})</span>${caveats(row)}</td>
+    <td>${partsCell(row, t_.parts && t_.parts[row.id], t_.zone_standing, grouped)}</td></tr>`;
+}
+
+function levelTable(level, table, scope, grouped) {
+  const rows = table.goals.filter(g => g.scope === scope);
+  if (!rows.length) return `<div class="muted">${t("no_goals_here")}</div>`;
+  return `<table class="grid-table level-table" data-level="${esc(level)}"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th>
+    <th class="num">${t("target")}</th><th>${t("status")}</th><th class="num">${t("completeness")}</th>
+    <th>${grouped ? t("parts_by_city") : t("parts_by_zone")}</th></tr></thead>
+    <tbody>${rows.map(r => levelRow(level, table, r, grouped)).join("")}</tbody></table>`;
+}
+
+// Zones behind a table, counted: how many are in it, and (at a center) how many are stale or missing.
+function levelCounts(table, zones) {
+  const c = table.completeness;
+  const stand = c ? ` · ${t("standing_fresh")} <b>${c.fresh}</b> · ${t("standing_stale")} <b class="${c.stale ? "bad" : ""}">${c.stale}</b> · ${t("standing_missing")} <b class="${c.missing ? "bad" : ""}">${c.missing}</b>` : "";
+  // A zone left out of every figure is named, never silently absent.
+  const missing = (table.zone_standing || []).filter(z => z.standing === "missing").map(z => zoneName(z.zone));
+  const named = missing.length ? `<div class="missing-zones bad">${t("standing_missing")}: ${esc(missing.join("、"))}</div>` : "";
+  return `<div class="counts muted">${t("zones_in_table").replace("{n}", zones)}${stand}${named}</div>`;
+}
+
+// "济源" → "济源市" (a registry may already write "济源市").
+const cityWords = c => (S.lang === "en" || c.endsWith("市") ? c : c + t("city_suffix"));
+
+async function viewCity() {
+  const shown = S.kiosk ? S.cities.filter(c => c.city === S.city) : S.cities;
+  const [tables, province] = await Promise.all([
+    Promise.all(shown.map(c => api(`/api/v1/cities/${encodeURIComponent(c.city)}/goals?${q()}`))),
+    S.kiosk ? null : api(`/api/v1/province/goals?${q()}`),
+  ]);
+  const cities = shown.map((c, k) => `<section class="card city" data-city="${esc(c.city)}">
+      <div class="zone-head"><h2>${esc(cityWords(c.city))} · ${t("scope_city")}</h2>${levelCounts(tables[k], c.zones.length)}</div>
+      ${statusChips(tables[k].goals.filter(g => g.scope === "city"))}
+      ${levelTable("city:" + c.city, tables[k], "city", false)}</section>`).join("");
+  if (!province) return cities;
+  const n = S.cities.reduce((a, c) => a + c.zones.length, 0);
+  // A zone aggregator sees only the zones it serves: its province table is
+  // theirs alone, and says so, so it never passes for the whole province.
+  const partial = S.role === "center" ? "" : `<div class="muted partial-note">${t("province_partial").replace("{n}", n)}</div>`;
+  return cities + `<section class="card province" data-province="1">
+      <div class="zone-head"><h2>${esc(S.cities[0]?.province || t("province_name"))} · ${t("scope_province")}</h2>${levelCounts(province, n)}</div>${partial}
+      ${statusChips(province.goals.filter(g => g.scope === "province"))}
+      ${levelTable("province", province, "province", true)}</section>`;
+}
+
 // Months to draw: from the first with any data (at least the last six).
 function window_(series) {
   const n = series.months.length;
@@ -422,7 +542,7 @@ async function exportCsv() {
 
 // ---------------------------------------------------------------- frame
 
-const VIEWS = { overview: viewOverview, energy: viewEnergy, scenarios: viewScenarios, alerts: viewAlerts, briefing: viewBriefing };
+const VIEWS = { city: viewCity, overview: viewOverview, energy: viewEnergy, scenarios: viewScenarios, alerts: viewAlerts, briefing: viewBriefing };
 
 function toast(msg, bad) {
   const el = $("#toast");
@@ -440,7 +560,8 @@ function applyLabels() {
   $("#lang").textContent = t("lang_switch");
   document.querySelectorAll("#tabs a").forEach(a => a.classList.toggle("active", a.dataset.tab === S.tab));
   $("#zone").innerHTML = S.zones.map(z => `<option value="${esc(z.id)}"${z.id === S.zone ? " selected" : ""}>${esc(nm(z))}</option>`).join("");
-  $("#zone").parentElement.hidden = S.tab === "overview" || S.tab === "alerts";
+  $("#zone").parentElement.hidden = ["city", "overview", "alerts"].includes(S.tab);
+  document.querySelectorAll("#tabs a").forEach(a => (a.hidden = S.role === "center" && a.dataset.tab !== "city"));
   $("#period").innerHTML = monthsBack(24).map(m =>
     `<option value="${m}"${m === S.period ? " selected" : ""}>${S.lang === "en" ? m : m.replace("-", "年") + "月"}${m === currentMonth() ? (S.lang === "en" ? " (in progress)" : "（进行中）") : ""}</option>`).join("");
   const note = progressNote(S.period);
@@ -450,6 +571,7 @@ function applyLabels() {
 
 function saveUrl() {
   const p = new URLSearchParams({ lang: S.lang, zone: S.zone || "", period: S.period });
+  if (S.tab === "city" && S.kiosk && S.city) p.set("city", S.city);
   // A kiosk keeps its own settings in the address, so a reload carries on.
   if (S.kiosk) {
     p.set("kiosk", "1");
@@ -477,12 +599,25 @@ function fitScreen() {
   document.body.dataset.scale = k.toFixed(3);
 }
 
+// The screens a kiosk turns through: started on the city view or the
+// overview, each city's table and then each zone's goals, in turn; started
+// on another tab (energy, scenarios), that tab for each zone.
+function kioskScreens() {
+  const zones = S.zones.map(z => ({ tab: S.tab === "city" ? "overview" : S.tab, zone: z.id }));
+  if (S.tab !== "city" && S.tab !== "overview") return zones;
+  return S.cities.map(c => ({ tab: "city", city: c.city })).concat(zones);
+}
+
 function startKiosk() {
   document.body.classList.add("kiosk");
   setInterval(() => {
-    if (!S.zones.length) return;
-    const i = S.zones.findIndex(z => z.id === S.zone);
-    S.zone = S.zones[(i + 1) % S.zones.length].id;
+    const screens = kioskScreens();
+    if (!screens.length) return;
+    const i = screens.findIndex(x => x.tab === S.tab && (x.tab === "city" ? x.city === S.city : x.zone === S.zone));
+    const next = screens[(i + 1) % screens.length];
+    S.tab = next.tab;
+    if (next.city) S.city = next.city;
+    if (next.zone) S.zone = next.zone;
     if (!S.periodChosen) S.period = lastCompleteMonth();
     render();
   }, S.every * 1000);
@@ -499,11 +634,17 @@ async function render() {
     const view = $("#view");
     if (!view.innerHTML) view.innerHTML = `<div class="loading">${t("loading")}</div>`;
     try {
-      const zs = await api("/api/v1/zones");
-      S.zones = zs.zones;
+      const cs = await api("/api/v1/cities");
+      S.cities = cs.cities;
+      S.role = cs.role;
+      // A center holds no zone's own data: only its city and province tables.
+      if (S.role === "center") S.tab = "city";
+      S.zones = S.role === "center" ? [] : (await api("/api/v1/zones")).zones;
       if (!S.zones.some(z => z.id === S.zone)) S.zone = S.zones.length ? S.zones[0].id : null;
+      if (!S.cities.some(c => c.city === S.city)) S.city = S.cities.length ? S.cities[0].city : null;
       applyLabels();
-      const html = S.zone ? await VIEWS[S.tab]() : `<div class="loading">${t("no_data_yet")}</div>`;
+      const ready = S.tab === "city" ? S.city : S.zone;
+      const html = ready ? await VIEWS[S.tab]() : `<div class="loading">${t("no_data_yet")}</div>`;
       const y = window.scrollY;
       view.innerHTML = html;
       if (S.kiosk) fitScreen(); else window.scrollTo(0, y);
@@ -532,6 +673,14 @@ function liveRender() {
 async function follow() {
   const live = $("#live"), text = $("#live-text");
   for (;;) {
+    if (S.role === "center") {
+      // A center has no event stream: its tables are redrawn every 15 s.
+      live.className = "live on";
+      text.textContent = `${t("polling")} · ${t("updated")} ${new Date().toLocaleTimeString(S.lang === "en" ? "en-GB" : "zh-CN", { hour12: false, timeZone: "Asia/Shanghai" })}`;
+      await new Promise(res => setTimeout(res, 15000));
+      render();
+      continue;
+    }
     try {
       const r = await fetch("/api/v1/dashboard/events", { headers: authHeaders(S.readToken) });
       if (!r.ok || !r.body) throw new Error(String(r.status));
@@ -581,7 +730,9 @@ function init() {
     localStorage.setItem("zonesync.readToken", S.readToken);
   }
   S.period = /^\d{4}-\d{2}$/.test(p.get("period") || "") ? p.get("period") : lastCompleteMonth();
-  S.tab = VIEWS[location.hash.slice(1)] ? location.hash.slice(1) : "overview";
+  S.city = p.get("city") || null;
+  // City and province first: what most of the plans' targets are judged on.
+  S.tab = VIEWS[location.hash.slice(1)] ? location.hash.slice(1) : "city";
   $("#period").addEventListener("change", e => { if (e.target.value) { S.period = e.target.value; render(); } });
   $("#zone").addEventListener("change", e => { S.zone = e.target.value; render(); });
   $("#lang").addEventListener("click", () => {
