@@ -78,6 +78,11 @@ pub struct AgentConfig {
     #[cfg(feature = "serial")]
     #[serde(default)]
     pub serial: Vec<crate::sources::serial::SerialConfig>,
+    /// Gateways already on the plant's broker (EMQX Neuron, Sparkplug B edge
+    /// nodes), one `[[mqtt_gateway]]` table each.
+    #[cfg(feature = "gateways")]
+    #[serde(default)]
+    pub mqtt_gateway: Vec<crate::sources::gateways::MqttGatewayConfig>,
     /// HTTP/JSON documents from plant systems, one `[[http_pull]]` table per URL.
     #[cfg(feature = "http-pull")]
     #[serde(default)]

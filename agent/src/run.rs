@@ -39,6 +39,9 @@ pub enum AgentError {
     #[cfg(feature = "serial")]
     #[error(transparent)]
     Serial(#[from] crate::sources::serial::SerialConfigError),
+    #[cfg(feature = "gateways")]
+    #[error(transparent)]
+    MqttGateway(#[from] crate::sources::gateways::MqttGatewayConfigError),
     #[cfg(feature = "http-pull")]
     #[error(transparent)]
     HttpPull(#[from] crate::sources::http_pull::HttpPullConfigError),
@@ -64,6 +67,13 @@ pub(crate) fn enterprises(config: &AgentConfig) -> Vec<EnterpriseId> {
     out.extend(config.modbus.iter().map(|m| m.enterprise.clone()));
     #[cfg(feature = "dlt645")]
     out.extend(config.dlt645.iter().map(|m| m.enterprise.clone()));
+    #[cfg(feature = "gateways")]
+    out.extend(
+        config
+            .mqtt_gateway
+            .iter()
+            .flat_map(|g| g.tags.iter().map(|t| t.enterprise.clone())),
+    );
     #[cfg(feature = "http-pull")]
     out.extend(
         config
@@ -156,6 +166,8 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
         crate::sources::serial::attach(&crate::sources::serial::check_all(&config.serial)?, modbus, dlt645)?;
     #[cfg(feature = "http-pull")]
     let http_pull = crate::sources::http_pull::check_all(&config.http_pull, &validator)?;
+    #[cfg(feature = "gateways")]
+    let mqtt_gateways = crate::sources::gateways::check_all(&config.mqtt_gateway, &validator)?;
     #[cfg(feature = "csv")]
     for folder in &config.csv_drop {
         folder.check()?;
@@ -219,6 +231,19 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
         let (o, s) = (o.clone(), s.clone());
         let source = source.with_clock(clock.clone());
         let name = source.source_name();
+        spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
+            source.clone().run(o.clone(), s.clone())
+        });
+    }
+    #[cfg(feature = "gateways")]
+    for checked in mqtt_gateways {
+        let (o, s) = (o.clone(), s.clone());
+        let client_id = format!("{}-{}", config.agent_id, checked.cfg.name);
+        let source =
+            crate::sources::gateways::MqttGateway::new(checked, validator.clone(), client_id).with_clock(clock.clone());
+        let name = source.source_name();
+        let stats = source.stats.clone();
+        counters.push((name.clone(), Arc::new(move || stats.counts())));
         spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
             source.clone().run(o.clone(), s.clone())
         });
