@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs zonesync's whole test suite on a fresh Debian machine with Rust installed.
 # Installs what the tests need where it is missing (Mosquitto, nats-server, socat, Chromium and
-# chromedriver, dpkg-dev, prometheus (for promtool), from Debian's packages; pymodbus 3.x, dlt645 3.x
-# and openapi-spec-validator, with pip; cargo-deb, from crates.io);
+# chromedriver, dpkg-dev, prometheus (for promtool), from Debian's packages; pymodbus 3.x, dlt645 3.x,
+# pysparkplug and openapi-spec-validator, with pip; cargo-deb, from crates.io);
 # the tests start their own brokers and
 # meters on free loopback ports, so a Mosquitto already running on 1883 is
 # neither needed nor disturbed.
@@ -151,6 +151,21 @@ if need_openapi_validator; then
 fi
 if need_openapi_validator; then
   echo "openapi-spec-validator is still missing after the install step; the OpenAPI test needs it" >&2
+  exit 1
+fi
+
+# The gateway-source test (tests/gateways.rs) runs a Sparkplug B edge node
+# built on the PyPI `pysparkplug` library (tests/peers/sparkplug_node.py).
+need_pysparkplug() {
+  ! python3 -c "import pysparkplug" >/dev/null 2>&1
+}
+if need_pysparkplug; then
+  echo "== installing pysparkplug (pip)"
+  python3 -m pip install -q 'pysparkplug>=0.6,<1' \
+    || python3 -m pip install -q --user --break-system-packages 'pysparkplug>=0.6,<1'
+fi
+if need_pysparkplug; then
+  echo "pysparkplug is still missing after the install step; the Sparkplug B end-to-end test needs it" >&2
   exit 1
 fi
 

@@ -11,68 +11,11 @@
 //! aggregator stored exactly as many readings as the agent appended —
 //! nothing lost, nothing counted twice.
 
-use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
 use zonesync_e2e::dataset::E;
 use zonesync_e2e::peers::{Dlt645Bus, ModbusMeter};
-use zonesync_e2e::plant::{Plant, WAIT};
+use zonesync_e2e::plant::{agent_check as check, count, line_with, Plant};
 use zonesync_e2e::serial::SerialPair;
-
-/// Runs `zonesync-agent check` on `config` (written to `dir/check.toml`); its output.
-async fn check(dir: &Path, config: &str) -> String {
-    let path = dir.join("check.toml");
-    std::fs::write(&path, config).expect("write check config");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(zonesync_e2e::bin("zonesync-agent"))
-            .args(["check", "-c"])
-            .arg(&path)
-            .env("RUST_LOG", "error")
-            .output()
-            .expect("run zonesync-agent check")
-    })
-    .await
-    .expect("check task");
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn line_with<'a>(out: &'a str, parts: &[&str]) -> &'a str {
-    out.lines()
-        .find(|l| parts.iter().all(|p| l.contains(p)))
-        .unwrap_or_else(|| panic!("no line with {parts:?} in:\n{out}"))
-}
-
-fn count(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or(0)
-}
-
-/// Waits until the aggregator holds exactly the readings the agent's
-/// `sources` appended, once they stopped growing (the peers are down). More
-/// would be a reading counted twice; fewer that stay fewer, one lost.
-async fn ledger_balances(plant: &Plant, agent: &str, sources: &[&str]) {
-    let deadline = Instant::now() + WAIT;
-    let (mut sent, mut stored) = (0, 0);
-    while Instant::now() < deadline {
-        if let Some(status) = plant.agent_status(agent) {
-            sent = sources.iter().map(|s| count(&status["sources"][*s], "readings")).sum();
-        }
-        stored = plant.enterprise().await["readings"].as_u64().unwrap_or(0);
-        assert!(
-            stored <= sent || sent == 0,
-            "aggregator holds {stored} readings, the agent appended {sent}"
-        );
-        if stored == sent && sent > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the agent appended {sent} readings, the aggregator holds {stored}");
-}
 
 fn modbus_config(plant: &Plant, device: &Path) -> String {
     let e1 = E[0];
@@ -201,7 +144,9 @@ async fn modbus_rtu_meters_on_one_port_survive_the_meter_going_away() {
             count(s, "failed_reads") > count(&down, "failed_reads")
         })
         .await;
-    ledger_balances(&plant, "rtu-gw", &["modbus:meter-1", "modbus:meter-2"]).await;
+    plant
+        .ledger_balances("rtu-gw", &["modbus:meter-1", "modbus:meter-2"])
+        .await;
     assert!(plant.agent_running(), "failed reads never stop the agent");
     plant.stop().await;
 }
@@ -297,7 +242,7 @@ async fn dlt645_2007_and_1997_meters_on_a_serial_port_survive_the_port_going_awa
             count(s, "failed_reads") > count(&down, "failed_reads")
         })
         .await;
-    ledger_balances(&plant, "dlt-gw", &[source]).await;
+    plant.ledger_balances("dlt-gw", &[source]).await;
     assert!(plant.agent_running(), "failed reads never stop the agent");
     plant.stop().await;
 }

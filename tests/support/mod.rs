@@ -9,6 +9,7 @@ pub mod collector;
 pub mod corpus;
 pub mod dataset;
 pub mod faults;
+pub mod gateways;
 pub mod hostile;
 pub mod inprocess;
 pub mod ledger;

@@ -173,3 +173,16 @@ fn a_sparkplug_birth_and_data_by_alias_become_readings() {
     let c = g.stats.counts();
     assert_eq!((c["malformed"], c["seq_gaps"], c["births"]), (1, 1, 1));
 }
+
+#[test]
+fn the_commented_example_is_valid_once_uncommented() {
+    #[derive(serde::Deserialize)]
+    struct Example {
+        mqtt_gateway: Vec<MqttGatewayConfig>,
+    }
+    let text = crate::sources::dlt645::tests::example_block("# [[mqtt_gateway]]");
+    let ex: Example = toml::from_str(&text).unwrap();
+    let checked = check_all(&ex.mqtt_gateway, &validator()).unwrap();
+    assert_eq!(checked.len(), 2);
+    assert_eq!(checked[1].cfg.filters(), ["spBv1.0/plant/#"]);
+}
