@@ -50,11 +50,12 @@ async fn rendered(b: &Browser, tab: &str, lang: &str) {
 
 /// No English on the Chinese page: every text node and every tooltip
 /// (`title`) of the body, words of four or more Latin letters, besides the
-/// product's name and the switch to English (which says so in English). Goal ids, units (kWh, tce) and codes are shorter.
+/// names of products (zonesync, Excel) and the switch to English (which says
+/// so in English). Goal ids, units (kWh, tce) and codes are shorter.
 async fn no_english(b: &Browser, what: &str) {
     let found = b
         .js(
-            "const out = []; const words = s => (s.match(/[A-Za-z]{4,}/g) || []).filter(w => w.toLowerCase() !== 'zonesync');
+            "const out = []; const words = s => (s.match(/[A-Za-z]{4,}/g) || []).filter(w => !['zonesync', 'excel'].includes(w.toLowerCase()));
              const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
              for (let n = walk.nextNode(); n; n = walk.nextNode()) {
                const p = n.parentElement;
@@ -582,6 +583,53 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
         )
         .await;
     assert_share(&shown, &hn27_03["completeness"], "briefing HN27-03 completeness");
+    // The enterprises to chase, with what each is missing, as the API lists
+    // them (the declarations part, which the demo's live readings do not move).
+    let chase = api.get(&format!("/api/v1/zones/{z0}/chase?period={period}")).await;
+    let undeclared = |whys: &Value| {
+        whys.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str().filter(|w| w.starts_with("未申报")).map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let want: Vec<(String, Vec<String>)> = chase["chase"]["enterprises"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["enterprise"].as_str().unwrap().to_owned(), undeclared(&e["why_zh"])))
+        .filter(|(_, u)| !u.is_empty())
+        .collect();
+    let listed = b
+        .js(
+            "return [...document.querySelectorAll('#chase tr.chase')].map(r => [r.dataset.enterprise, [...r.querySelectorAll('.why li')].map(l => l.textContent)]);",
+            json!([]),
+        )
+        .await;
+    let shown: Vec<(String, Vec<String>)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_owned(), undeclared(&r[1])))
+        .filter(|(_, u)| !u.is_empty())
+        .collect();
+    assert_eq!(shown, want, "enterprises to chase for their declarations");
+    assert!(
+        want.iter().any(|(_, u)| u.iter().any(|w| w.contains("HN27-03"))),
+        "the demo's enterprise that never declares is to chase for HN27-03: {chase}"
+    );
+    // The briefing as the workbook the office opens.
+    let xlsx = reqwest::get(format!("{base}/api/v1/zones/{z0}/report?format=xlsx&period={period}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        xlsx.headers()["content-type"],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    assert!(
+        xlsx.bytes().await.unwrap().starts_with(b"PK"),
+        "an .xlsx (zip) workbook"
+    );
     b.media("print").await;
     b.resize(1400, 1500).await;
     b.screenshot(&shots.join("briefing-print-zh.png")).await;

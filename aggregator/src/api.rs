@@ -134,6 +134,7 @@ pub fn routes(tokens: Arc<Tokens>) -> OpenApiRouter<Arc<App>> {
         .routes(routes!(zone_energy))
         .routes(routes!(zone_report))
         .routes(routes!(agents))
+        .routes(routes!(chase))
         .routes(routes!(classification))
         .routes(routes!(quality))
         .routes(routes!(enterprise))
@@ -240,14 +241,7 @@ async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q):
     let asked = asked_param(q.period, q.span.as_deref())?;
     let (reg, c) = zone_table(&app, &z, asked)?;
     let comparisons = if q.compare {
-        let earlier = |period: Period| -> Result<Arc<Vec<GoalRow>>, ApiError> {
-            match Asked::new(period, asked.span) {
-                Ok(a) => Ok(zone_table(&app, &z, a)?.1.rows),
-                Err(_) => Ok(Arc::default()),
-            }
-        };
-        let (last_year, previous) = (earlier(asked.period.year_before())?, earlier(asked.period.previous())?);
-        Some(crate::goals::compare::comparisons(&c.rows, &last_year, &previous))
+        Some(zone_comparisons(&app, &z, asked, &c.rows)?)
     } else {
         None
     };
@@ -276,6 +270,23 @@ pub(crate) fn read_state(app: &App) -> Result<std::sync::RwLockReadGuard<'_, cra
     app.state
         .read()
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned".into()))
+}
+
+/// 同比 and 环比 of a zone's rows: the same span a year earlier and the period before.
+fn zone_comparisons(
+    app: &App,
+    z: &ZoneId,
+    asked: Asked,
+    rows: &[GoalRow],
+) -> Result<std::collections::BTreeMap<String, crate::goals::compare::Comparisons>, ApiError> {
+    let earlier = |period: Period| -> Result<Arc<Vec<GoalRow>>, ApiError> {
+        match Asked::new(period, asked.span) {
+            Ok(a) => Ok(zone_table(app, z, a)?.1.rows),
+            Err(_) => Ok(Arc::default()),
+        }
+    };
+    let (last_year, previous) = (earlier(asked.period.year_before())?, earlier(asked.period.previous())?);
+    Ok(crate::goals::compare::comparisons(rows, &last_year, &previous))
 }
 
 /// A zone's goal table, from the cache (see `goals::cache`).
@@ -429,7 +440,8 @@ struct ReportQuery {
     period: Option<String>,
     /// `basis` (default), `month`, `quarter`, `year` or `ytd`.
     span: Option<String>,
-    /// `csv` (default; UTF-8 with BOM, opens in Excel), `md` or `json`.
+    /// `csv` (default; UTF-8 with BOM, opens in Excel), `xlsx`, `md`, `table` or `json`;
+    /// a month's `xlsx`, `md` and `table` add the enterprises to chase.
     format: Option<String>,
 }
 
@@ -453,16 +465,33 @@ async fn zone_report(
         other => format!(", span {}", other.name()),
     };
     let progress = crate::report::progress_words(period.progress(Utc::now()));
-    let body = render(
-        &format!("{} {} ({period}{span}{progress})", reg.name_zh, reg.name_en),
-        &rows,
-        format,
-    );
+    let title = format!("{} {} ({period}{span}{progress})", reg.name_zh, reg.name_en);
+    // The enterprises to chase go with a month's briefing (md, table, xlsx).
+    let chase = match period {
+        Period::Month(..) if format != Format::Csv && format != Format::Json => Some(zone_chase(&app, &z, period)?),
+        _ => None,
+    };
+    let body: axum::body::Body = match format {
+        Format::Xlsx => {
+            let cmp = zone_comparisons(&app, &z, asked, &rows)?;
+            crate::report::xlsx::workbook(&title, &rows, &cmp, chase.as_ref())
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("writing the workbook: {e}")))?
+                .into()
+        }
+        _ => {
+            let mut text = render(&title, &rows, format);
+            if let Some(c) = &chase {
+                text.push_str(&crate::report::chase_md(c));
+            }
+            text.into()
+        }
+    };
     let mut headers = vec![(header::CONTENT_TYPE, format.content_type().to_owned())];
-    if format == Format::Csv {
+    if let Format::Csv | Format::Xlsx = format {
+        let ext = if format == Format::Csv { "csv" } else { "xlsx" };
         headers.push((
             header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"zonesync-{z}-{period}.csv\""),
+            format!("attachment; filename=\"zonesync-{z}-{period}.{ext}\""),
         ));
     }
     let mut resp = body.into_response();
@@ -535,6 +564,44 @@ async fn quality(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q
         contradictions: crate::quality::contradictions(reg, zs, &app.settings),
     };
     Ok(Json(json!({ "zone": z, "quality": view })))
+}
+
+#[utoipa::path(get, path = "/api/v1/zones/{zone}/chase", tag = "reports",
+    summary = "The enterprises to chase for a month and what each is missing (off the energy trajectory, undeclared attributes, incomplete or no data), and silent gateways",
+    params(("zone" = String, Path, description = "Zone id, as in the registry (e.g. `jiyuan-hitech`)"), PeriodQuery),
+    responses((status = 200, description = "`{\"zone\", \"chase\": {\"period\", \"enterprises\": [{\"enterprise\", \"name\", \"why\", \"why_zh\"}], \"silent_agents\"}}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
+async fn chase(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q): Params<PeriodQuery>) -> ApiResult {
+    let z = zone_param(&app, &zone)?;
+    let month = match period_param(&q)? {
+        p @ Period::Month(..) => p,
+        other => return Err(bad_request(format!("the list to chase is made by month, not {other}"))),
+    };
+    Ok(Json(json!({ "zone": z, "chase": zone_chase(&app, &z, month)? })))
+}
+
+/// A zone's list to chase for `month` (see `briefing`).
+pub(crate) fn zone_chase(app: &App, z: &ZoneId, month: Period) -> Result<crate::briefing::Chase, ApiError> {
+    use crate::dashboard::series;
+    let reg = registered(app, z)?;
+    let st = read_state(app)?;
+    let zs = st.zones.get(z);
+    let energy = series::energy_series(
+        reg,
+        zs,
+        &series::months_ending(month, 12),
+        series::trajectory_rate(&app.goals),
+        &app.catalog,
+        &app.settings,
+    );
+    let quality = crate::quality::report(reg, zs, month, Utc::now(), &app.catalog, &app.quality);
+    Ok(crate::briefing::chase(
+        reg,
+        zs,
+        &energy,
+        &quality,
+        &app.goals.goal,
+        &app.catalog,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/zones/{zone}/agents", tag = "zones",

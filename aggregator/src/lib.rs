@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod briefing;
 pub mod classify;
 pub mod config;
 pub mod dashboard;

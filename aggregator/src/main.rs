@@ -83,9 +83,13 @@ enum Cmd {
         /// Span of every row: month, quarter, year or ytd; default each goal's own basis.
         #[arg(long)]
         span: Option<String>,
-        /// table, csv (UTF-8 with BOM, opens in Excel), md or json.
+        /// table, csv (UTF-8 with BOM, opens in Excel), xlsx, md or json. A month's
+        /// table, md and xlsx add the enterprises to chase.
         #[arg(long, default_value = "table")]
         format: String,
+        /// Write to this file instead of standard output (needed for xlsx).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
         /// Read token, where the API's reads need one (`[http] read_token`).
         #[arg(long, conflicts_with = "token_file")]
         token: Option<String>,
@@ -152,7 +156,12 @@ fn main() -> anyhow::Result<()> {
             format,
             token,
             token_file,
+            output,
         } => {
+            anyhow::ensure!(
+                format != "xlsx" || output.is_some(),
+                "--format xlsx writes a workbook: name the file with --output FILE.xlsx"
+            );
             let token = match (token, token_file) {
                 (Some(t), _) => Some(t),
                 (None, Some(f)) => Some(
@@ -183,11 +192,18 @@ fn main() -> anyhow::Result<()> {
                 }
                 let resp = req.send().await.with_context(|| format!("GET {url}"))?;
                 let status = resp.status();
-                let text = resp.text().await?;
-                anyhow::ensure!(status.is_success(), "{url}: {status}: {text}");
-                anyhow::Ok(text)
+                let bytes = resp.bytes().await?;
+                anyhow::ensure!(
+                    status.is_success(),
+                    "{url}: {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                anyhow::Ok(bytes)
             })?;
-            print!("{body}");
+            match output {
+                Some(path) => std::fs::write(&path, &body).with_context(|| format!("writing {}", path.display()))?,
+                None => std::io::Write::write_all(&mut std::io::stdout(), &body)?,
+            }
             Ok(())
         }
         Cmd::RegistryExport { registry, zone, output } => {

@@ -172,35 +172,112 @@ pub fn parse_timestamp(cell: &str) -> Result<DateTime<Utc>, String> {
         .ok_or_else(|| format!("{cell:?} is not a time (RFC 3339, or China time as 2025-03-01 14:00:00)"))
 }
 
-/// Parses and checks a whole file: every reading, or every problem (row, column, reason).
+/// One thing wrong with a drop file, said in Chinese for the enterprise's
+/// IT desk and in English for whoever else reads the log: where (row and
+/// column, when it is one cell) and what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// 1-based row of the file (the header is row 1); none for the file as a whole.
+    pub row: Option<usize>,
+    /// The column's header, when the problem is one cell.
+    pub column: Option<String>,
+    /// What is wrong, in Chinese.
+    pub zh: String,
+    /// The same in English.
+    pub en: String,
+}
+
+impl Problem {
+    fn file(zh: impl Into<String>, en: impl Into<String>) -> Self {
+        Self {
+            row: None,
+            column: None,
+            zh: zh.into(),
+            en: en.into(),
+        }
+    }
+
+    fn cell(row: usize, column: &str, zh: impl Into<String>, en: impl Into<String>) -> Self {
+        Self {
+            row: Some(row),
+            column: Some(column.to_owned()),
+            zh: zh.into(),
+            en: en.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    /// `第5行「时间」：… | row 5, 时间: …` — one line, Chinese first.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.row, &self.column) {
+            (Some(r), Some(c)) => write!(f, "第{r}行「{c}」：{} | row {r}, {c}: {}", self.zh, self.en),
+            (Some(r), None) => write!(f, "第{r}行：{} | row {r}: {}", self.zh, self.en),
+            _ => write!(f, "{} | {}", self.zh, self.en),
+        }
+    }
+}
+
+/// The rejection file written beside a rejected drop file: a heading, then
+/// every problem of every row, one per line.
+pub fn rejection_text(file: &str, problems: &[Problem]) -> String {
+    let mut out = format!(
+        "文件 {file} 未导入，共 {n} 处问题；请改正后重新放入文件夹。\n\
+         File {file} was not taken: {n} problem(s); correct them and drop the file again.\n\n",
+        n = problems.len()
+    );
+    for p in problems {
+        out.push_str(&p.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// Parses and checks a whole file: every reading, or every problem of every
+/// row — a row with a bad credit code still has its time and each value
+/// checked, so one pass of corrections fixes the file.
 pub fn parse(
     text: &str,
     cfg: &CsvDropConfig,
     validator: &Validator,
-) -> Result<Vec<(EnterpriseId, Reading)>, Vec<String>> {
-    let (stamp, stamp_column) = cfg.stamp().map_err(|e| vec![e.to_string()])?;
+) -> Result<Vec<(EnterpriseId, Reading)>, Vec<Problem>> {
+    let (stamp, stamp_column) = cfg
+        .stamp()
+        .map_err(|e| vec![Problem::file("文件夹配置有误", e.to_string())])?;
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(false)
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
     let headers = match rdr.headers() {
         Ok(h) => h.clone(),
-        Err(e) => return Err(vec![format!("header row: {e}")]),
+        Err(e) => return Err(vec![Problem::file("表头行无法读取", format!("header row: {e}"))]),
     };
     let find = |name: &str| headers.iter().position(|h| h == name);
     let mut problems = Vec::new();
     let found = || headers.iter().collect::<Vec<_>>().join(", ");
     let (Some(ei), Some(pi)) = (find(&cfg.enterprise_column), find(stamp_column)) else {
-        return Err(vec![format!(
-            "header row lacks {:?} or {stamp_column:?} (found: {})",
-            cfg.enterprise_column,
-            found()
+        return Err(vec![Problem::file(
+            format!(
+                "表头缺少「{}」或「{stamp_column}」列（现有：{}）",
+                cfg.enterprise_column,
+                found()
+            ),
+            format!(
+                "header row lacks {:?} or {stamp_column:?} (found: {})",
+                cfg.enterprise_column,
+                found()
+            ),
         )]);
     };
     let point_index = match &cfg.point_column {
         Some(p) => match find(p) {
             Some(i) => Some(i),
-            None => return Err(vec![format!("header row lacks {p:?} (found: {})", found())]),
+            None => {
+                return Err(vec![Problem::file(
+                    format!("表头缺少「{p}」列（现有：{}）", found()),
+                    format!("header row lacks {p:?} (found: {})", found()),
+                )])
+            }
         },
         None => None,
     };
@@ -210,7 +287,10 @@ pub fn parse(
         .filter_map(|c| find(&c.header).map(|i| (i, c)))
         .collect();
     if cols.is_empty() {
-        return Err(vec!["none of the configured value columns is in the header row".into()]);
+        return Err(vec![Problem::file(
+            "表头中没有任何已配置的数值列",
+            "none of the configured value columns is in the header row",
+        )]);
     }
     let mut out = Vec::new();
     let now = Utc::now();
@@ -219,29 +299,37 @@ pub fn parse(
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
-                problems.push(format!("row {row}: {e}"));
+                problems.push(Problem {
+                    row: Some(row),
+                    column: None,
+                    zh: format!("本行无法读取（列数须与表头一致，共 {} 列）", headers.len()),
+                    en: e.to_string(),
+                });
                 continue;
             }
         };
-        let ent = match EnterpriseId::parse(rec.get(ei).unwrap_or("")) {
-            Ok(e) => e,
-            Err(e) => {
-                problems.push(format!("row {row}, {}: {e}", cfg.enterprise_column));
-                continue;
-            }
-        };
+        let ent = EnterpriseId::parse(rec.get(ei).unwrap_or(""))
+            .map_err(|e| {
+                problems.push(Problem::cell(
+                    row,
+                    &cfg.enterprise_column,
+                    "不是有效的统一社会信用代码（18位，末位为校验码，GB 32100）",
+                    e.to_string(),
+                ))
+            })
+            .ok();
         let cell = rec.get(pi).unwrap_or("");
         let when = match stamp {
-            Stamp::Period => Period::parse(cell).map(|p| (None, Some(p))).map_err(|e| e.to_string()),
-            Stamp::Timestamp => parse_timestamp(cell).map(|t| (Some(t), None)),
+            Stamp::Period => Period::parse(cell)
+                .map(|p| (None, Some(p)))
+                .map_err(|e| ("不是有效的期间（如 2025-03、2025-Q1 或 2025）", e.to_string())),
+            Stamp::Timestamp => parse_timestamp(cell)
+                .map(|t| (Some(t), None))
+                .map_err(|e| ("不是有效的时间（北京时间如 2025-03-01 14:00:00，或 RFC 3339）", e)),
         };
-        let (ts, period) = match when {
-            Ok(w) => w,
-            Err(e) => {
-                problems.push(format!("row {row}, {stamp_column}: {e}"));
-                continue;
-            }
-        };
+        let when = when
+            .map_err(|(zh, en)| problems.push(Problem::cell(row, stamp_column, format!("{cell:?} {zh}"), en)))
+            .ok();
         let point = point_index.and_then(|i| rec.get(i)).unwrap_or("").to_owned();
         for (i, c) in &cols {
             let cell = rec.get(*i).unwrap_or("").replace(',', "");
@@ -251,9 +339,18 @@ pub fn parse(
             let value: f64 = match cell.parse() {
                 Ok(v) => v,
                 Err(_) => {
-                    problems.push(format!("row {row}, {}: {cell:?} is not a number", c.header));
+                    problems.push(Problem::cell(
+                        row,
+                        &c.header,
+                        format!("{cell:?} 不是数字"),
+                        format!("{cell:?} is not a number"),
+                    ));
                     continue;
                 }
+            };
+            // Without an enterprise or a time the reading cannot be checked further.
+            let (Some(ent), Some((ts, period))) = (&ent, when) else {
+                continue;
             };
             let reading = Reading {
                 indicator: c.indicator.clone(),
@@ -265,7 +362,7 @@ pub fn parse(
             };
             match validator.reading(&serde_json::to_value(&reading).unwrap_or_default(), now) {
                 Ok(_) => out.push((ent.clone(), reading)),
-                Err(e) => problems.push(format!("row {row}, {}: {e}", c.header)),
+                Err(e) => problems.push(Problem::cell(row, &c.header, e.zh(), e.to_string())),
             }
         }
     }
@@ -341,7 +438,7 @@ impl CsvDropConfig {
                 continue;
             }
             let parsed = decode(&bytes, self.encoding)
-                .map_err(|e| vec![e])
+                .map_err(|e| vec![Problem::file("文件编码无法识别（请存为 UTF-8 或 GBK）", e)])
                 .and_then(|text| parse(&text, self, validator));
             match parsed {
                 Ok(readings) => {
@@ -362,7 +459,7 @@ impl CsvDropConfig {
                     tracing::warn!(file = %name, problems = problems.len(), "drop file rejected");
                     if let Ok(target) = move_to(&file, "rejected") {
                         let reason = target.with_extension("csv.reason.txt");
-                        let _ = std::fs::write(reason, problems.join("\n") + "\n");
+                        let _ = std::fs::write(reason, rejection_text(&name, &problems));
                     }
                 }
             }
@@ -443,8 +540,15 @@ mod tests {
         assert_eq!(outbox.pending_items(), 6);
         assert!(drop.join("done/a-gbk.csv").exists() && drop.join("done/b-utf8.csv").exists());
         let reason = std::fs::read_to_string(drop.join("rejected/c-bad.csv.reason.txt")).unwrap();
-        assert!(reason.contains("row 2, 统一社会信用代码"), "{reason}");
-        assert!(reason.contains("row 3, 期间"), "{reason}");
+        assert!(reason.starts_with("文件 c-bad.csv 未导入，共 3 处问题"), "{reason}");
+        assert!(
+            reason.contains("第2行「统一社会信用代码」：不是有效的统一社会信用代码"),
+            "{reason}"
+        );
+        assert!(reason.contains("| row 2, 统一社会信用代码: enterprise id"), "{reason}");
+        // Row 3: every problem, the period and the value both.
+        assert!(reason.contains("第3行「期间」：\"2026-13\" 不是有效的期间"), "{reason}");
+        assert!(reason.contains("第3行「工业增加值(万元)」：\"x\" 不是数字"), "{reason}");
         // The same content dropped again after a crash-before-move is not queued twice.
         std::fs::copy(drop.join("done/a-gbk.csv"), drop.join("a-gbk.csv")).unwrap();
         assert_eq!(c.scan(&outbox, &v).unwrap(), 0);
@@ -509,14 +613,53 @@ mod tests {
         assert_eq!(outbox.pending_items(), 3, "only the good file's readings");
         assert!(drop.join("done/a-gbk.csv").exists());
         let reason = std::fs::read_to_string(drop.join("rejected/b-bad.csv.reason.txt")).unwrap();
-        let lines: Vec<_> = reason.lines().collect();
+        let lines: Vec<_> = reason.lines().skip(3).collect();
         assert_eq!(lines.len(), 3, "{reason}");
         assert!(
-            lines[0].starts_with("row 5, 时间: \"2025-03-01 25:00\" is not a time"),
+            lines[0].starts_with("第5行「时间」：\"2025-03-01 25:00\" 不是有效的时间")
+                && lines[0].contains("| row 5, 时间: \"2025-03-01 25:00\" is not a time"),
             "{reason}"
         );
-        assert!(lines[1].starts_with("row 6, 电量(kWh)"), "{reason}");
-        assert!(lines[2].starts_with("row 7, 电量(kWh)"), "{reason}");
+        assert!(
+            lines[1].starts_with("第6行「电量(kWh)」：时间") && lines[1].contains("比接收端时钟快"),
+            "{reason}"
+        );
+        assert!(
+            lines[2].starts_with("第7行「电量(kWh)」：electricity 不能为负数"),
+            "{reason}"
+        );
+    }
+
+    /// A row wrong in several cells lists each: the IT desk corrects the file in one pass.
+    #[test]
+    fn every_problem_of_every_row_is_listed() {
+        let v = Validator::new(Catalog::builtin().unwrap(), Limits::default());
+        let text = "统一社会信用代码,期间,工业增加值(万元),税收(万元)\n\
+                    not-a-code,2026-13,x,-1\n\
+                    91350100M000100Y43,2026-10,5,\n\
+                    91350100M000100Y43,2026-10,y,z\n";
+        let problems = parse(text, &cfg(Path::new(".")), &v).unwrap_err();
+        let at: Vec<_> = problems
+            .iter()
+            .map(|p| (p.row.unwrap_or(0), p.column.clone().unwrap_or_default()))
+            .collect();
+        let cell = |r: usize, c: &str| (r, c.to_owned());
+        assert_eq!(
+            at,
+            [
+                cell(2, "统一社会信用代码"),
+                cell(2, "期间"),
+                cell(2, "工业增加值(万元)"),
+                cell(4, "工业增加值(万元)"),
+                cell(4, "税收(万元)"),
+            ],
+            "{problems:?}"
+        );
+        // Every line says it in Chinese, then in English.
+        for p in &problems {
+            let line = p.to_string();
+            assert!(line.starts_with('第') && line.contains(" | row "), "{line}");
+        }
     }
 
     #[test]
@@ -541,7 +684,7 @@ mod tests {
         let v = Validator::new(Catalog::builtin().unwrap(), Limits::default());
         let err = parse(GOOD, &c, &v).unwrap_err();
         assert!(
-            err[0].contains("unit \"dollars\" is not accepted for value_added"),
+            err[0].en.contains("unit \"dollars\" is not accepted for value_added"),
             "{err:?}"
         );
     }

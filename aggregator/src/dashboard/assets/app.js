@@ -512,8 +512,30 @@ async function acknowledge(key) {
   await render();
 }
 
+// The enterprises to chase and what each is missing; silent gateways after them.
+function chaseSection(c) {
+  const rows = c.enterprises.map(e => `<tr class="chase" data-enterprise="${esc(e.enterprise)}"><td>${esc(e.name)}</td>
+    <td class="mono">${esc(e.enterprise)}</td><td><ul class="why">${(S.lang === "en" ? e.why.map(whyEn) : e.why_zh).map(w => `<li>${esc(w)}</li>`).join("")}</ul></td></tr>`).join("");
+  const silent = c.silent_agents.length
+    ? `<div class="silent-agents">${t("silent_agents")}: ${c.silent_agents.map(a => `<span class="mono">${esc(a.agent)}</span> <span class="muted">(${t("last_seen")} ${fmtTime(a.last_seen)})</span>`).join("、")}</div>` : "";
+  return `<section class="card briefing chase-list"><h2>${t("to_chase")} <span class="count-pill">${c.enterprises.length}</span></h2>
+    <table class="grid-table" id="chase"><thead><tr><th>${t("enterprise")}</th><th>${t("credit_code")}</th><th>${t("to_chase_why")}</th></tr></thead>
+    <tbody>${rows || `<tr><td colspan="3" class="good">${t("to_chase_none")}</td></tr>`}</tbody></table>${silent}</section>`;
+}
+
+// A reason in English, from its fields (the Chinese comes from the server).
+function whyEn(w) {
+  if (w.kind === "off_trajectory") return `energy intensity ${signedPct(w.gap)} above the trajectory (${spanLabel(w.month)})`;
+  if (w.kind === "undeclared") return `not declared: ${w.attributes.join(", ")} (${w.goals.join(", ")})`;
+  if (w.kind === "incomplete") return `readings incomplete this month: ${pct(w.completeness)}`;
+  return "no data this month";
+}
+
 async function viewBriefing() {
-  const g = await api(`/api/v1/zones/${S.zone}/goals?${q()}&compare=true`);
+  const [g, c] = await Promise.all([
+    api(`/api/v1/zones/${S.zone}/goals?${q()}&compare=true`),
+    api(`/api/v1/zones/${S.zone}/chase?${q()}`),
+  ]);
   const rows = g.goals.map(r => `<tr class="goal" data-goal="${esc(r.id)}"><td class="mono">${esc(r.id)}</td><td>${esc(nm(r))}</td>
     <td class="num value">${amount(r.value, r.unit).join(" ").trim()}</td>
     <td class="span-label">${esc(spanLabel(r.period))}</td><td class="compare">${cmpText(g.comparisons && g.comparisons[r.id])}</td>
@@ -522,20 +544,21 @@ async function viewBriefing() {
   return `<section class="card briefing">
     <div class="brief-head"><div><h2>${esc(nm(g))} · ${t("briefing_title")}</h2>
       <div class="muted">${t("period")} ${esc(g.period)} · ${t("generated")} ${fmtTime(g.computed_at)}</div></div>
-      <div class="no-print"><button type="button" id="export-csv">${t("export_csv")}</button>
+      <div class="no-print"><button type="button" id="export-xlsx">${t("export_xlsx")}</button>
+      <button type="button" id="export-csv">${t("export_csv")}</button>
       <button type="button" id="print">${t("print")}</button></div></div>
     ${statusChips(g.goals)}
     <table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th><th>${t("span")}</th><th>${t("yoy")} · ${t("mom")}</th><th class="num">${t("target")}</th>
       <th>${t("status")}</th><th class="num">${t("completeness")}</th><th class="num">${t("unknown")}</th><th>${t("deadline")}</th></tr></thead>
-      <tbody>${rows}</tbody></table></section>`;
+      <tbody>${rows}</tbody></table></section>${chaseSection(c.chase)}`;
 }
 
-async function exportCsv() {
-  const r = await fetch(`/api/v1/zones/${S.zone}/report?format=csv&${q()}`, { headers: authHeaders(S.readToken) });
-  if (!r.ok) return toast(`CSV: ${r.status}`, true);
+async function exportReport(format) {
+  const r = await fetch(`/api/v1/zones/${S.zone}/report?format=${format}&${q()}`, { headers: authHeaders(S.readToken) });
+  if (!r.ok) return toast(`${format.toUpperCase()}: ${r.status}`, true);
   const a = document.createElement("a");
   a.href = URL.createObjectURL(await r.blob());
-  a.download = `zonesync-${S.zone}-${S.period}.csv`;
+  a.download = `zonesync-${S.zone}-${S.period}.${format}`;
   a.click();
   setTimeout(() => URL.revokeObjectURL(a.href), 10000);
 }
@@ -754,7 +777,8 @@ function init() {
     const b = e.target.closest("button");
     if (!b) return;
     if (b.classList.contains("ack")) acknowledge(b.dataset.key);
-    else if (b.id === "export-csv") exportCsv();
+    else if (b.id === "export-csv") exportReport("csv");
+    else if (b.id === "export-xlsx") exportReport("xlsx");
     else if (b.id === "print") window.print();
   });
   render();

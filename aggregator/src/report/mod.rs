@@ -2,6 +2,8 @@
 //! Markdown, CSV that opens correctly in Excel with Chinese text (UTF-8 with a
 //! byte-order mark), or JSON. Pure rendering of rows already computed.
 
+pub mod xlsx;
+
 use crate::goals::{GoalRow, Status};
 use serde::Deserialize;
 use std::fmt::Write;
@@ -19,6 +21,8 @@ pub enum Format {
     Md,
     /// JSON array of rows.
     Json,
+    /// Excel workbook: the goal table and the enterprises to chase ([`xlsx`]).
+    Xlsx,
 }
 
 impl std::str::FromStr for Format {
@@ -29,7 +33,8 @@ impl std::str::FromStr for Format {
             "csv" => Ok(Format::Csv),
             "md" => Ok(Format::Md),
             "json" => Ok(Format::Json),
-            other => Err(format!("format {other:?} is not one of table, csv, md, json")),
+            "xlsx" => Ok(Format::Xlsx),
+            other => Err(format!("format {other:?} is not one of table, csv, md, json, xlsx")),
         }
     }
 }
@@ -42,6 +47,7 @@ impl Format {
             Format::Csv => "text/csv; charset=utf-8",
             Format::Md => "text/markdown; charset=utf-8",
             Format::Json => "application/json",
+            Format::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         }
     }
 }
@@ -139,6 +145,42 @@ fn caveats(r: &GoalRow) -> String {
     out.join("; ")
 }
 
+/// What a figure leaves out or infers, in Chinese only (the workbook's 说明).
+fn caveats_zh(r: &GoalRow) -> String {
+    let mut out = Vec::new();
+    if r.partial_months > 0 {
+        out.push(format!("缺 {} 个企业月（一侧无数据，两侧均未计入）", r.partial_months));
+    }
+    if r.numerator_from_proxy > 0 {
+        out.push(format!("{} 家未申报，按替代指标计入", r.numerator_from_proxy));
+    }
+    if r.unknown > 0 {
+        out.push(format!("{} 家数据未说明，计为未覆盖", r.unknown));
+    }
+    out.join("；")
+}
+
+/// The enterprises to chase, as a Markdown section after the goal table.
+pub fn chase_md(c: &crate::briefing::Chase) -> String {
+    let mut s = format!(
+        "\n### 需督促企业 Enterprises to chase（{}）\n\n",
+        span_words(&c.period.to_string())
+    );
+    if c.enterprises.is_empty() {
+        s.push_str("无。None.\n");
+    } else {
+        s.push_str("| 企业 | 统一社会信用代码 | 需要补齐或改进的事项 |\n|---|---|---|\n");
+        for e in &c.enterprises {
+            let _ = writeln!(s, "| {} | {} | {} |", e.name, e.enterprise, e.why_zh.join("；"));
+        }
+    }
+    if !c.silent_agents.is_empty() {
+        let names: Vec<&str> = c.silent_agents.iter().map(|a| a.agent.as_str()).collect();
+        let _ = writeln!(s, "\n静默的采集网关 Silent gateways：{}", names.join("、"));
+    }
+    s
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -168,6 +210,8 @@ pub fn progress_words(p: zonesync_proto::Progress) -> String {
 /// Renders a goal table titled `title` (zone or city name and period).
 pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
     match format {
+        // Binary; made by `xlsx::workbook`, which needs more than the rows.
+        Format::Xlsx => String::new(),
         Format::Json => serde_json::to_string_pretty(rows).unwrap_or_default(),
         Format::Csv => {
             let mut s = String::from('\u{feff}');
