@@ -67,6 +67,13 @@ class Node:
         self.seq = 0
         self.client = Client(client_id=f"spb-{args.group}-{args.node}")
 
+    def now(self):
+        """Milliseconds, never the same twice: a birth and the DATA after it
+        are told apart by time, as a real edge node's clock would."""
+        t = max(get_current_timestamp(), getattr(self, "last_ts", 0) + 1)
+        self.last_ts = t
+        return t
+
     def save(self):
         tmp = self.args.state + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
@@ -89,7 +96,7 @@ class Node:
 
     def births(self):
         with self.lock:
-            now = get_current_timestamp()
+            now = self.now()
             self.seq = 0
             metrics = [
                 Metric(timestamp=now, name=n, alias=a, datatype=t, value=self.state["node"][n])
@@ -111,7 +118,7 @@ class Node:
 
     def data(self, which, values, node=None):
         with self.lock:
-            now = get_current_timestamp()
+            now = self.now()
             table = NODE_METRICS if which == "node" else DEVICE_METRICS
             metrics = []
             for n, v in values.items():

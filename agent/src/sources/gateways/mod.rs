@@ -9,8 +9,9 @@
 //! manual acknowledgements): a message is acknowledged only after its
 //! readings are in the outbox, so a broker keeps what the agent has not
 //! taken. Redelivered values are not sent twice: the cursor stored with
-//! each append holds the newest timestamp sent per reading, and a value not
-//! newer than it is skipped (counted as `duplicates`).
+//! each append holds the newest timestamp and value sent per reading, and an
+//! older value, or the same value at that time, is skipped (counted as
+//! `duplicates`).
 //!
 //! Everything a bad peer can do — a document that is no upload, a protobuf
 //! that does not decode, a tag nobody mapped, a Neuron read error, a string
@@ -95,8 +96,8 @@ pub struct MqttGateway {
     pub stats: Arc<GatewayStats>,
 }
 
-/// Newest timestamp sent per reading key, ms.
-type Cursor = BTreeMap<String, u64>;
+/// Newest timestamp (ms) and value sent per reading key.
+type Cursor = BTreeMap<String, (u64, f64)>;
 
 impl MqttGateway {
     /// A source for `checked`, its MQTT client id `client_id`.
@@ -162,7 +163,13 @@ impl MqttGateway {
             let ts_ms = v
                 .ts_ms
                 .unwrap_or_else(|| u64::try_from(now.timestamp_millis()).unwrap_or(0));
-            if next.get(&m.key).is_some_and(|last| *last >= ts_ms) {
+            // Older than the newest sent, or that same value again: already sent.
+            // A different value in the same millisecond (a birth and the first
+            // DATA) is new.
+            if next
+                .get(&m.key)
+                .is_some_and(|(at, last)| *at > ts_ms || (*at == ts_ms && *last == value))
+            {
                 self.stats.add("duplicates", 1);
                 continue;
             }
@@ -191,7 +198,7 @@ impl MqttGateway {
                 now,
             ) {
                 Ok(r) => {
-                    next.insert(m.key.clone(), ts_ms);
+                    next.insert(m.key.clone(), (ts_ms, value));
                     items.push((c.enterprise.clone(), Item::Reading(r)));
                 }
                 Err(super::admit::Refused::Invalid(why)) => {

@@ -62,9 +62,15 @@ fn tags_become_readings_once_each_and_the_rest_is_counted() {
     assert!(again.is_empty());
     assert_eq!(same, cursor);
     assert_eq!(g.stats.get("duplicates"), 1);
-    // A newer value is sent.
+    // A newer value is sent; so is another value in the same millisecond
+    // (a birth and the first DATA); an older one is not.
     let (newer, _) = g.readings(vec![value("modbus-1", "kwh", Some(1240.0), t + 1)], &cursor, now);
     assert_eq!(newer.len(), 1);
+    let (same_ms, _) = g.readings(vec![value("modbus-1", "kwh", Some(1235.0), t)], &cursor, now);
+    assert_eq!(same_ms.len(), 1);
+    let (older, _) = g.readings(vec![value("modbus-1", "kwh", Some(1200.0), t - 1)], &cursor, now);
+    assert!(older.is_empty());
+    assert_eq!(g.stats.get("duplicates"), 2);
     // A negative counter is refused by the catalog, counted.
     let (neg, _) = g.readings(vec![value("modbus-1", "kwh", Some(-5.0), t + 2)], &cursor, now);
     assert!(neg.is_empty());
