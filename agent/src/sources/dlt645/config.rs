@@ -114,6 +114,7 @@ pub fn check_all(meters: &[Dlt645Config], validator: &Validator) -> Result<Vec<D
                     "this agent was built without serial ports (feature `serial`)".into()
                 ))
             }
+            #[cfg(feature = "serial")]
             (Some(port), true) => format!("{}{port}", super::SERIAL_BUS),
             (None, _) => {
                 if m.gateway
