@@ -193,26 +193,11 @@ fn assert_grafana_queries_served(served: &str) {
 
 /// Prometheus's own linter, `promtool check metrics` (Debian `prometheus`).
 fn promtool_check(text: &str) {
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is not installed: run scripts/test.sh, which installs it (apt-get install prometheus)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let out = child.wait_with_output().expect("promtool ran");
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    zonesync_e2e::checked_by(
+        "promtool",
+        &["check", "metrics"],
+        text.as_bytes(),
+        "promtool is not installed: run scripts/test.sh, which installs it (apt-get install prometheus)",
     );
 }
 

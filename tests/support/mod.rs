@@ -10,6 +10,7 @@ pub mod corpus;
 pub mod dataset;
 pub mod faults;
 pub mod federation;
+pub mod gateways;
 pub mod hostile;
 pub mod inprocess;
 pub mod ledger;
@@ -17,6 +18,7 @@ pub mod nats;
 pub mod peers;
 pub mod plant;
 pub mod proxy;
+pub mod serial;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -560,4 +562,33 @@ pub fn approx(actual: &Value, expected: f64, what: &str) {
         (a - expected).abs() <= 1e-9 * expected.abs().max(1.0),
         "{what}: got {a}, expected {expected}"
     );
+}
+
+/// Runs `program args` with `input` on its standard input and panics with
+/// its words unless it succeeds; `missing` says how to install it. For the
+/// linters and validators the tests hand a document to (promtool,
+/// openapi-spec-validator).
+pub fn checked_by(program: &str, args: &[&str], input: &[u8], missing: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}; {missing}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .unwrap_or_else(|e| panic!("feeding {program}: {e}"));
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{program} {}: {said}", args.join(" "));
+    said
 }
