@@ -350,7 +350,7 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
             "const out = {}; const txt = (r, c) => { const e = r.querySelector(c); return e ? e.textContent.trim() : null; };
              for (const r of document.querySelectorAll('.goal[data-zone][data-goal]')) {
                out[r.dataset.zone + '|' + r.dataset.goal] = { value: txt(r, '.value'), completeness: txt(r, '.completeness'),
-                 status: r.querySelector('[data-status]').dataset.status, name: txt(r, '.goal-name'), span: txt(r, '.span-label'), compare: txt(r, '.compare'), target: txt(r, '.target-text'), tip: (r.querySelector('.goal-name[title]') || r.querySelector('[title]') || {}).title || null };
+                 status: r.querySelector('[data-status]').dataset.status, name: txt(r, '.goal-name'), span: txt(r, '.span-label'), compare: txt(r, '.compare'), target: txt(r, '.target-text'), pace: r.querySelector('.pace') ? r.querySelector('.pace').dataset.verdict : null, tip: (r.querySelector('.goal-name[title]') || r.querySelector('[title]') || {}).title || null };
              }
              return out;",
             json!([]),
@@ -358,9 +358,12 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
         .await;
     let mut checked = 0;
     let mut compared = 0;
+    let mut paced = 0;
     for z in &zones {
         let table = api
-            .get(&format!("/api/v1/zones/{z}/goals?period={period}&compare=true"))
+            .get(&format!(
+                "/api/v1/zones/{z}/goals?period={period}&compare=true&pace=true"
+            ))
             .await;
         for g in table["goals"].as_array().unwrap() {
             let id = g["id"].as_str().unwrap();
@@ -388,6 +391,9 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
                 &format!("{z} {id} completeness"),
             );
             assert_eq!(row["status"], g["status"], "{z} {id} status");
+            // Each dated goal's pace, as the API judges it.
+            assert_eq!(row["pace"], table["pace"][id]["verdict"], "{z} {id} pace");
+            paced += usize::from(row["pace"].is_string());
             // The tooltip in Chinese: plan, clause and definition_zh, no English words.
             let tip = row["tip"].as_str().unwrap_or_default();
             assert!(
@@ -415,6 +421,7 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
     }
     assert!(checked >= 15, "coverage goals checked: {checked}");
     assert!(compared >= 30, "rows with a 同比 checked: {compared}");
+    assert!(paced >= 15, "rows with a pace checked: {paced}");
     // Targets as the plans write them, in the units officials use.
     let z0 = &zones[0];
     for (id, want) in [
@@ -483,6 +490,27 @@ async fn dashboard_shows_the_api_figures_switches_language_and_acknowledges_an_a
         text(&b, &format!(".zone-energy[data-zone=\"{z0}\"] .zone-intensity")).await,
         want
     );
+    // The trend is an ECharts chart (vendored, nothing fetched): its series
+    // are the API's months, with the latest year's target as a mark line.
+    let drawn = b
+        .js(
+            "const c = echarts.getInstanceByDom(document.getElementById('energy-chart')); if (!c) return null;
+             const o = c.getOption(); return [o.series[0].data, o.series[1].data, o.series[0].markLine.data.length, !!document.querySelector('#energy-chart canvas')];",
+            json!([]),
+        )
+        .await;
+    let tail = |v: &Value| -> Vec<Option<f64>> {
+        let a: Vec<Option<f64>> = v.as_array().unwrap().iter().map(Value::as_f64).collect();
+        a[a.len().saturating_sub(6)..].to_vec()
+    };
+    assert_eq!(
+        tail(&drawn[0]),
+        tail(&zs["intensity"]),
+        "the chart's intensities: {drawn}"
+    );
+    assert_eq!(tail(&drawn[1]), tail(&zs["trajectory"]), "the chart's trajectory");
+    assert_eq!(drawn[2], 1, "the target's mark line");
+    assert_eq!(drawn[3], true, "drawn on a canvas");
     let first = &series["series"]["enterprises"][0];
     let first_row = b
         .js(

@@ -7,66 +7,21 @@
 //! and restarted (it rebuilds from the stream); and after one zone's leaf
 //! link is cut (the center shows it stale meanwhile, with its last figures)
 //! and healed. A forged message, another zone's tallies on jy-a's subject,
-//! is refused and counted. The figures are printed.
+//! is refused and counted; jy-a's own hub credentials publishing on py-a's
+//! subject (or listening to every zone's) get the hub's permission
+//! violation, read from the server, and the tables do not move. The figures
+//! are printed.
 
-use chrono::{DateTime, Duration as Span, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
-use std::path::Path;
 use std::time::{Duration, Instant};
-use zonesync_e2e::dataset::E;
-use zonesync_e2e::hostile::{publish, Msg};
+use zonesync_e2e::federation::{
+    aggregator_config, compare, feed_round, last_seq, print_and_assert, registry, spawn_center, standing, until_equal,
+    TABLES, WAIT, ZONES,
+};
 use zonesync_e2e::nats::{hub_client, password, NatsServer};
 use zonesync_e2e::proxy::Proxy;
 use zonesync_e2e::{Api, Mosquitto, Proc};
-use zonesync_proto::{
-    AgentId, Batch, Declaration, EnterpriseId, OutboxId, Period, Presence, PresenceStatus, Reading, ZoneId,
-    WIRE_VERSION,
-};
-
-/// Zones: two of 济源, one of 濮阳.
-const ZONES: [(&str, &str); 3] = [("jy-a", "济源"), ("jy-b", "济源"), ("py-a", "濮阳")];
-
-/// Tables compared: each city and the province, over October 2026 by each goal's basis and by the month alone.
-const TABLES: [&str; 6] = [
-    "/api/v1/cities/济源/goals?period=2026-10",
-    "/api/v1/cities/济源/goals?period=2026-10&span=month",
-    "/api/v1/cities/濮阳/goals?period=2026-10",
-    "/api/v1/cities/濮阳/goals?period=2026-10&span=month",
-    "/api/v1/province/goals?period=2026-10",
-    "/api/v1/province/goals?period=2026-10&span=month",
-];
-
-const WAIT: Duration = Duration::from_secs(60);
-
-fn registry() -> String {
-    let mut s = String::new();
-    for (z, city) in ZONES {
-        s.push_str(&format!(
-            "[[zone]]\nid = \"{z}\"\nname_zh = \"{z}\"\ncity = \"{city}\"\nprovince = \"河南\"\n"
-        ));
-        for (i, e) in E.iter().enumerate() {
-            s.push_str(&format!(
-                "[[zone.enterprise]]\nid = \"{e}\"\nabove_scale = {}\n",
-                i != 4
-            ));
-        }
-    }
-    s
-}
-
-fn aggregator_config(dir: &Path, name: &str, mqtt_port: u16, registry: &Path, extra: &str) -> std::path::PathBuf {
-    let p = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &p,
-        format!(
-            "data_dir = \"{}\"\nregistry = \"{}\"\n{extra}\n[mqtt]\nport = {mqtt_port}\nclient_id = \"agg-{name}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\ncache_capacity_bytes = 16777216\n",
-            dir.join(name).display(),
-            registry.display()
-        ),
-    )
-    .expect("write config");
-    p
-}
 
 /// One zone: its broker, leaf node (linked to the hub through a proxy), aggregator.
 struct Zone {
@@ -80,196 +35,10 @@ struct Zone {
     next_seq: u64,
 }
 
-fn outbox(zi: usize) -> OutboxId {
-    OutboxId::from_random([zi as u8 + 1; 16])
-}
-
-fn agent(zone: &str) -> AgentId {
-    AgentId::parse(&format!("gw-{zone}")).expect("agent id")
-}
-
-fn amount(indicator: &str, value: f64) -> Reading {
-    Reading {
-        indicator: indicator.into(),
-        point: String::new(),
-        value,
-        unit: "10k_yuan".into(),
-        ts: None,
-        period: Some(Period::Month(2026, 10)),
-    }
-}
-
-fn register(value: f64, ts: DateTime<Utc>) -> Reading {
-    Reading {
-        indicator: "electricity".into(),
-        point: "M1".into(),
-        value,
-        unit: "kWh".into(),
-        ts: Some(ts),
-        period: None,
-    }
-}
-
-/// Round `round`'s batches for zone `zi`: each of E1–E3 reports October's
-/// value added and revenue (restated each round), two meter readings and
-/// declarations; E4 never reports, E5 is below scale.
-fn batches(zi: usize, zone: &str, round: u32, seq: &mut u64) -> Vec<Msg> {
-    let mut out = Vec::new();
-    if *seq == 1 {
-        out.push(Msg::presence(&Presence {
-            v: WIRE_VERSION,
-            agent: agent(zone),
-            zone: ZoneId::parse(zone).expect("zone"),
-            status: PresenceStatus::Online,
-            boot: 1,
-            at: Utc::now(),
-            outbox: Some(outbox(zi)),
-            next_seq: 1,
-            dropped_readings: 0,
-            dropped_sent_readings: 0,
-            broker_denied_batches: 0,
-            clock_offset_ms: None,
-            version: "federation-test".into(),
-            enterprises: vec![],
-        }));
-    }
-    let oct1 = DateTime::parse_from_rfc3339("2026-10-01T00:00:00+08:00")
-        .expect("ts")
-        .with_timezone(&Utc);
-    for (i, e) in E.iter().enumerate().take(3) {
-        let f = (zi * 10 + i) as f64 + f64::from(round) * 0.7;
-        let ts = oct1 + Span::hours(i64::from(round) * 24);
-        let b = Batch {
-            v: WIRE_VERSION,
-            agent: agent(zone),
-            boot: 1,
-            outbox: Some(outbox(zi)),
-            seq: *seq,
-            sent_at: Utc::now(),
-            zone: ZoneId::parse(zone).expect("zone"),
-            enterprise: EnterpriseId::parse(e).expect("credit code"),
-            backfill: false,
-            readings: vec![
-                amount("value_added", 100.1 * f + 3.3),
-                amount("revenue", 410.7 * f + 1.9),
-                register(1000.0 + 250.3 * f + f64::from(round) * 97.1, ts),
-            ],
-            declarations: vec![
-                Declaration {
-                    indicator: "dt_maturity".into(),
-                    value: serde_json::json!((zi + i + round as usize) % 5),
-                },
-                Declaration {
-                    indicator: "rd_activity".into(),
-                    value: serde_json::json!((zi + i).is_multiple_of(2)),
-                },
-            ],
-        };
-        *seq += 1;
-        out.push(Msg::batch(&b));
-    }
-    out
-}
-
 /// Publishes zone `zi`'s round to its own broker and to the oracle's.
 async fn feed(zones: &mut [Zone], zi: usize, oracle_port: u16, round: u32) -> u64 {
     let z = &mut zones[zi];
-    let mut seq_zone = z.next_seq;
-    let msgs = batches(zi, z.id, round, &mut seq_zone);
-    let mut seq_oracle = z.next_seq;
-    let copy = batches(zi, z.id, round, &mut seq_oracle);
-    let n = msgs.iter().filter(|m| !m.retain).count() as u64;
-    publish(z.mosquitto.port, msgs).await;
-    publish(oracle_port, copy).await;
-    z.next_seq = seq_zone;
-    n
-}
-
-/// Per table: equal or not, and the first difference.
-async fn compare(center: &Api, oracle: &Api) -> Vec<(&'static str, Result<(), String>)> {
-    let mut out = Vec::new();
-    for t in TABLES {
-        let (c, o) = (center.get(t).await, oracle.get(t).await);
-        out.push((t, diff(&c["goals"], &o["goals"])));
-    }
-    out
-}
-
-/// The first field where two goal tables differ.
-fn diff(c: &Value, o: &Value) -> Result<(), String> {
-    let (Some(cr), Some(or)) = (c.as_array(), o.as_array()) else {
-        return Err(format!("not tables: {c} / {o}"));
-    };
-    if cr.len() != or.len() {
-        return Err(format!("{} rows against {}", cr.len(), or.len()));
-    }
-    if or.is_empty() {
-        return Err("no rows".into());
-    }
-    for (a, b) in cr.iter().zip(or) {
-        let (Some(am), Some(bm)) = (a.as_object(), b.as_object()) else {
-            return Err("row is not an object".into());
-        };
-        for (k, v) in bm {
-            if am.get(k) != Some(v) {
-                return Err(format!("goal {}: {k} = {:?}, oracle {v}", b["id"], am.get(k)));
-            }
-        }
-        if am.len() != bm.len() {
-            return Err(format!("goal {}: {} fields against {}", b["id"], am.len(), bm.len()));
-        }
-    }
-    Ok(())
-}
-
-/// Polls until every table is equal (or WAIT passes), returning the last comparison.
-async fn until_equal(center: &Api, oracle: &Api) -> Vec<(&'static str, Result<(), String>)> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let r = compare(center, oracle).await;
-        if r.iter().all(|(_, e)| e.is_ok()) || Instant::now() > deadline {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn print_and_assert(stage: &str, r: &[(&str, Result<(), String>)]) {
-    for (t, e) in r {
-        println!(
-            "[{stage}] {t}: equal {}",
-            match e {
-                Ok(()) => "yes".to_owned(),
-                Err(d) => format!("NO ({d})"),
-            }
-        );
-    }
-    for (t, e) in r {
-        assert!(e.is_ok(), "{stage}: {t}: {e:?}");
-    }
-}
-
-/// Last sequence of `stream` in JetStream `domain` on the server at `url`.
-async fn last_seq(client: async_nats::Client, domain: &str, stream: &str) -> u64 {
-    let js = async_nats::jetstream::with_domain(client, domain);
-    let s = js.get_stream(stream).await.expect("stream");
-    s.get_info().await.expect("stream info").state.last_sequence
-}
-
-fn standing(table: &Value, zone: &str) -> String {
-    table["zone_standing"]
-        .as_array()
-        .and_then(|a| a.iter().find(|z| z["zone"] == zone))
-        .map_or_else(|| "absent".into(), |z| z["standing"].as_str().unwrap_or("").to_owned())
-}
-
-fn spawn_center(config: &Path) -> (Proc, Api) {
-    let p = Proc::spawn(
-        "zonesync-aggregator",
-        &["center", "-c", config.to_str().expect("utf-8 path")],
-    );
-    let addr = p.line_after("API on http://", Duration::from_secs(20));
-    (p, Api::new(&format!("http://{addr}")))
+    feed_round(z.mosquitto.port, oracle_port, zi, z.id, &mut z.next_seq, round).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -435,6 +204,81 @@ async fn the_center_equals_one_aggregator_holding_every_zone() {
     }
     print_and_assert(
         "py-a forged in jy-a's stream, not sourced",
+        &compare(&center, &oracle).await,
+    );
+
+    // jy-a's own hub credentials, used to publish py-a's tallies (a far
+    // higher version, other figures) on py-a's subject and to listen to
+    // every zone's: the hub itself refuses both, as the server's
+    // permission violations say, and the center's tables do not move.
+    let violations = {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let jy_a = async_nats::ConnectOptions::with_user_and_password("jy-a".into(), password("jy-a"))
+            .event_callback(move |ev| {
+                let tx = tx.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = ev {
+                        let _ = tx.send(e.to_string());
+                    }
+                }
+            })
+            .connect(&hub_url)
+            .await
+            .expect("jy-a connects to the hub");
+        let hub = async_nats::jetstream::with_domain(hub_client(&hub_url, "center").await, "hub");
+        let real = hub
+            .get_stream("ZONESYNC_TALLIES")
+            .await
+            .expect("hub stream")
+            .get_last_raw_message_by_subject("zonesync.tallies.py-a")
+            .await
+            .expect("py-a's last message");
+        let mut forged: Value = serde_json::from_slice(&real.payload).expect("a tally message");
+        forged["version"] = serde_json::json!(2_000_000);
+        forged["cells"][0]["tally"]["in_scope"] = serde_json::json!(777);
+        jy_a.publish(
+            "zonesync.tallies.py-a",
+            serde_json::to_vec(&forged).expect("json").into(),
+        )
+        .await
+        .expect("handed to the client");
+        jy_a.flush().await.expect("flush");
+        let _listen = jy_a.subscribe("zonesync.tallies.>").await.expect("subscribe sent");
+        jy_a.flush().await.expect("flush");
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            match tokio::time::timeout(WAIT, rx.recv()).await {
+                Ok(Some(e)) => seen.push(e),
+                _ => panic!("the hub reported no permission violation for jy-a (seen: {seen:?})"),
+            }
+        }
+        seen
+    };
+    println!("hub, to jy-a's credentials: {violations:?}");
+    assert!(
+        violations
+            .iter()
+            .any(|e| e.contains("Permissions Violation for Publish") && e.contains("zonesync.tallies.py-a")),
+        "{violations:?}"
+    );
+    assert!(
+        violations
+            .iter()
+            .any(|e| e.contains("Permissions Violation for Subscription") && e.contains("zonesync.tallies.>")),
+        "{violations:?}"
+    );
+    let s = center.get("/api/v1/center/status").await;
+    let py = s["zones"]
+        .as_array()
+        .and_then(|zs| zs.iter().find(|z| z["zone"] == "py-a"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        py["version"].as_u64().unwrap_or(0) < 2_000_000,
+        "the forged version reached the center: {py}"
+    );
+    print_and_assert(
+        "jy-a's credentials refused py-a's subject by the hub",
         &compare(&center, &oracle).await,
     );
 

@@ -93,6 +93,9 @@ pub struct AgentConfig {
     /// Local history kept for export (retention, disk budget).
     #[serde(default)]
     pub history: crate::history::HistoryConfig,
+    /// The agent's own metrics on a local port (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 fn default_data_dir() -> PathBuf {

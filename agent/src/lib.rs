@@ -8,6 +8,7 @@ pub mod check;
 pub mod config;
 pub mod history;
 pub mod link;
+pub mod metrics;
 pub mod outbox;
 pub mod run;
 pub mod sources;

@@ -48,6 +48,8 @@ pub enum AgentError {
     #[cfg(feature = "csv")]
     #[error(transparent)]
     CsvDrop(#[from] crate::sources::csv_drop::CsvDropConfigError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("agent task failed: {0}")]
     Task(String),
 }
@@ -263,6 +265,15 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
         source_restarts: restarts.clone(),
         sources: counters,
     };
+    let reporter = Arc::new(reporter);
+    if let Some(listen) = &config.metrics.listen {
+        let listener = crate::metrics::bind(listen).await?;
+        let (r, s) = (reporter.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            crate::metrics::serve(listener, r, s).await;
+            Ok(())
+        });
+    }
     tasks.spawn(reporter.run(shutdown.clone()));
     if let Some(h) = &history {
         tasks.spawn(h.clone().run(shutdown.clone()));

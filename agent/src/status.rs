@@ -264,7 +264,7 @@ impl Reporter {
 
     /// Rewrites the file every [`INTERVAL`] until shutdown, and once more at the end.
     /// A failed write is logged, never fatal: status is for people, not for data.
-    pub async fn run(self, mut shutdown: Shutdown) -> Result<(), crate::outbox::OutboxError> {
+    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) -> Result<(), crate::outbox::OutboxError> {
         loop {
             if let Err(e) = write(&self.path, &self.snapshot()) {
                 tracing::warn!(agent = %self.agent, path = %self.path.display(), "writing the status file: {e}");

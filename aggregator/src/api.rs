@@ -111,6 +111,10 @@ pub(crate) struct GoalQuery {
     /// plain table stays one lookup).
     #[serde(default)]
     compare: bool,
+    /// Add each dated goal's pace against its deadline (`goals::pace`), as
+    /// of today: given for the last complete month or the month running.
+    #[serde(default)]
+    pace: bool,
 }
 
 /// The period (default: the last complete month) and span (default: each goal's basis) asked for.
@@ -245,6 +249,13 @@ async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q):
     } else {
         None
     };
+    let now = Utc::now();
+    let current = [Period::last_complete_month(now), Period::month_of(now)].contains(&asked.period);
+    let pace = if q.pace && current {
+        Some(zone_pace(&app, &z, asked, &c.rows, now)?)
+    } else {
+        None
+    };
     Ok(Json(json!({
         "zone": z,
         "name_zh": reg.name_zh,
@@ -257,6 +268,7 @@ async fn goals(State(app): State<Arc<App>>, Path(zone): Path<String>, Params(q):
         "settings": &*app.settings,
         "goals": &*c.rows,
         "comparisons": comparisons,
+        "pace": pace,
     })))
 }
 
@@ -287,6 +299,47 @@ fn zone_comparisons(
     };
     let (last_year, previous) = (earlier(asked.period.year_before())?, earlier(asked.period.previous())?);
     Ok(crate::goals::compare::comparisons(rows, &last_year, &previous))
+}
+
+/// Each dated goal's pace against its deadline (see `goals::pace`): a
+/// coverage goal from the declarations as they stood a year before, a ratio
+/// from the same span a year before.
+fn zone_pace(
+    app: &App,
+    z: &ZoneId,
+    asked: Asked,
+    rows: &[GoalRow],
+    now: chrono::DateTime<Utc>,
+) -> Result<std::collections::BTreeMap<String, crate::goals::pace::Pace>, ApiError> {
+    use crate::goals::pace;
+    let reg = registered(app, z)?;
+    let goals = &app.goals.goal;
+    let last_year = match Asked::new(asked.period.year_before(), asked.span) {
+        Ok(a) => zone_table(app, z, a)?.1.rows,
+        Err(_) => Arc::default(),
+    };
+    let st = read_state(app)?;
+    let zs = st.zones.get(z);
+    let mut out = std::collections::BTreeMap::new();
+    for row in rows {
+        let Some(gi) = goals.iter().position(|g| g.id == row.id) else {
+            continue;
+        };
+        let g = &goals[gi];
+        if !pace::projectable(g) {
+            continue;
+        }
+        let p = match g.kind {
+            crate::goals::GoalKind::Coverage => {
+                pace::coverage_pace(goals, gi, row, reg, zs, now, &app.catalog, &app.settings)
+            }
+            _ => pace::ratio_pace(g, row, last_year.iter().find(|r| r.id == row.id), asked.period),
+        };
+        if let Some(p) = p {
+            out.insert(row.id.clone(), p);
+        }
+    }
+    Ok(out)
 }
 
 /// A zone's goal table, from the cache (see `goals::cache`).
@@ -392,22 +445,31 @@ fn zone_parts(app: &App, zones: &[ZoneId], rows: &[GoalRow], asked: Asked) -> Re
 
 #[utoipa::path(get, path = "/api/v1/cities", tag = "goals",
     summary = "The cities (and their zones) served here",
-    responses((status = 200, description = "`{\"role\": \"zone\", \"cities\": [{\"city\", \"province\", \"zones\"}]}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
+    responses((status = 200, description = "`{\"role\": \"zone\", \"cities\": [{\"city\", \"province\", \"zones\", \"names\"}]}`", body = Object), (status = 400, description = "A parameter is malformed; `{\"error\": …}` says which", body = ErrorBody), (status = 401, description = "The read token is missing or wrong (`http.read_token`)", body = ErrorBody), (status = 404, description = "Not served here", body = ErrorBody)))]
 /// The cities (and their zones) served here, for the dashboard's city view.
 /// A federation center answers the same shape with `"role": "center"`.
 async fn cities(State(app): State<Arc<App>>) -> Json<Value> {
-    let mut by_city: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
-    for z in app.zones.iter().filter_map(|z| app.registry.zone(z)) {
-        by_city
-            .entry((z.province.clone(), z.city.clone()))
-            .or_default()
-            .push(z.id.to_string());
+    Json(cities_of(app.zones.iter().filter_map(|z| app.registry.zone(z)), "zone"))
+}
+
+/// `/api/v1/cities` of a zone aggregator (`role` "zone") or a federation
+/// center ("center"): each city with its zones in registry order, and each
+/// zone's Chinese name, so one page reads both.
+pub(crate) fn cities_of<'a>(zones: impl Iterator<Item = &'a Zone>, role: &str) -> Value {
+    let mut by_city: std::collections::BTreeMap<(String, String), Vec<&Zone>> = Default::default();
+    for z in zones {
+        by_city.entry((z.province.clone(), z.city.clone())).or_default().push(z);
     }
     let list: Vec<Value> = by_city
         .into_iter()
-        .map(|((province, city), zones)| json!({ "city": city, "province": province, "zones": zones }))
+        .map(|((province, city), zones)| {
+            let names: serde_json::Map<String, Value> =
+                zones.iter().map(|z| (z.id.to_string(), json!(z.name_zh))).collect();
+            let ids: Vec<String> = zones.iter().map(|z| z.id.to_string()).collect();
+            json!({ "city": city, "province": province, "zones": ids, "names": names })
+        })
         .collect();
-    Json(json!({ "role": "zone", "cities": list }))
+    json!({ "role": role, "cities": list })
 }
 
 #[utoipa::path(get, path = "/api/v1/cities/{city}/goals", tag = "goals",

@@ -31,6 +31,8 @@ pub enum StartError {
     Tls(#[from] zonesync_runtime::tls::TlsError),
     #[error("HTTP listener on {addr}: {source}")]
     Http { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Epoch(#[from] crate::federation::epoch::EpochError),
 }
 
 /// Everything the tasks share.

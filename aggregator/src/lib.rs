@@ -136,12 +136,16 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
         &app.health,
         "outbound delivery",
         &shutdown,
-        outbound::run(app.outbound(), publisher, retry, shutdown.clone()),
+        outbound::run(app.outbound(), publisher.clone(), retry, shutdown.clone()),
     );
     let mut tasks = vec![];
-    let federation = cfg.federation.clone().map(|fed| {
+    let sources = match cfg.federation {
+        Some(_) => Some(publish_sources(&app, &cfg)?),
+        None => None,
+    };
+    let federation = cfg.federation.clone().zip(sources).map(|(fed, sources)| {
         let stats = Arc::new(federation::publish::PublishStats::default());
-        let task = federation::publish::run(fed, publish_sources(&app, &cfg), stats.clone(), shutdown.clone());
+        let task = federation::publish::run(fed, sources, publisher.clone(), stats.clone(), shutdown.clone());
         tasks.push(watched(&app.health, "tally publisher", &shutdown, async move {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "tally publisher stopped");
@@ -162,13 +166,15 @@ pub async fn start(cfg: AggregatorConfig, shutdown: Shutdown) -> Result<Running,
     })
 }
 
-/// The tally publisher's handle: the zones' state and tallies, and the goals.
-fn publish_sources(app: &App, cfg: &AggregatorConfig) -> federation::publish::Sources {
-    federation::publish::Sources {
+/// The tally publisher's handle: the zones' state and tallies, the goals,
+/// and the store's epoch (made and kept in the store on first use).
+fn publish_sources(app: &App, cfg: &AggregatorConfig) -> Result<federation::publish::Sources, StartError> {
+    Ok(federation::publish::Sources {
+        epoch: federation::epoch::load_or_create(app.store.db(), chrono::Utc::now())?,
         zones: app.zones.to_vec(),
         state: app.state.clone(),
         tallies: app.tallies.clone(),
         goals: app.goals.goal.clone().into(),
         settings: cfg.goals.clone(),
-    }
+    })
 }

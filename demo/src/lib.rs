@@ -42,6 +42,19 @@ pub enum DemoError {
     Id(#[from] zonesync_proto::IdError),
     #[error("demo files in {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("zone {0:?} is not one of the demo's (jiyuan-hitech, jiyuan-etdz, jiyuan-services)")]
+    UnknownZone(String),
+}
+
+/// One of the demo's zones run alone, as its own zone aggregator with its
+/// agent, publishing its tallies to a city center (scripts/federation-demo.sh
+/// starts one per zone, a NATS hub and leaf nodes, and the center).
+#[derive(Debug, Clone)]
+pub struct ZoneOnly {
+    /// The demo zone's id.
+    pub zone: String,
+    /// Where its tallies go (the zone's leaf node).
+    pub federation: zonesync_aggregator::federation::config::FederationConfig,
 }
 
 /// Demo settings.
@@ -332,6 +345,19 @@ pub struct DemoHandle {
 
 /// Starts the demo; returns once the broker, aggregator and agents are up.
 pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle, DemoError> {
+    start_with(opts, None, shutdown).await
+}
+
+/// Starts the demo, or with `only` one zone of it publishing to a center.
+pub async fn start_with(
+    opts: &DemoOptions,
+    only: Option<&ZoneOnly>,
+    shutdown: Shutdown,
+) -> Result<DemoHandle, DemoError> {
+    if let Some(o) = only.filter(|o| !ZONES.iter().any(|z| z.id == o.zone)) {
+        return Err(DemoError::UnknownZone(o.zone.clone()));
+    }
+    let served = |z: &DemoZone| only.is_none_or(|o| o.zone == z.id);
     let dir = &opts.data_dir;
     std::fs::create_dir_all(dir).map_err(|source| DemoError::Io {
         path: dir.display().to_string(),
@@ -346,7 +372,10 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         data_dir: dir.join("aggregator"),
         registry: reg_path,
         catalog: None,
-        zones: vec![],
+        zones: match only {
+            Some(o) => vec![ZoneId::parse(&o.zone)?],
+            None => vec![],
+        },
         mqtt: AggMqtt {
             port: broker.addr.port(),
             ..AggMqtt::default()
@@ -371,12 +400,12 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
         },
         outbound: Default::default(),
         store: Default::default(),
-        federation: None,
+        federation: only.map(|o| o.federation.clone()),
     };
     let running = zonesync_aggregator::start(agg, shutdown.clone()).await?;
     let start = first_of_last_month(Utc::now());
     let mut agents = Vec::new();
-    for z in ZONES {
+    for z in ZONES.iter().filter(|z| served(z)) {
         let profile_path = dir.join(format!("profile-{}.toml", z.id));
         write(
             &profile_path,
@@ -434,6 +463,7 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
             http_pull: vec![],
             clock_sanity: Default::default(),
             history: Default::default(),
+            metrics: Default::default(),
         };
         let s = shutdown.clone();
         agents.push(tokio::spawn(async move {
@@ -451,10 +481,10 @@ pub async fn start(opts: &DemoOptions, shutdown: Shutdown) -> Result<DemoHandle,
     })
 }
 
-/// Runs the demo until Ctrl-C / SIGTERM, printing where to look.
-pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
+/// Runs the demo (or with `only`, one zone of it) until Ctrl-C / SIGTERM, printing where to look.
+pub async fn run(opts: DemoOptions, only: Option<ZoneOnly>) -> Result<(), DemoError> {
     let (trigger, signal) = shutdown::channel();
-    let h = start(&opts, signal).await?;
+    let h = start_with(&opts, only.as_ref(), signal).await?;
     let base = format!("http://{}", h.http_addr);
     let last = last_month(Utc::now());
     println!("zonesync demo is running (Ctrl-C stops it)");
@@ -465,8 +495,9 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     println!("  write token (ack):      {}", h.write_token);
     println!("  MQTT broker (embedded): mqtt://{}", h.broker_addr);
     println!("  API:                    {base}/api/v1/zones");
-    println!("  goals:                  {base}/api/v1/zones/jiyuan-hitech/goals?period={last}");
-    println!("  energy:                 {base}/api/v1/zones/jiyuan-hitech/energy?period={last}");
+    let zone = only.as_ref().map_or("jiyuan-hitech", |o| o.zone.as_str());
+    println!("  goals:                  {base}/api/v1/zones/{zone}/goals?period={last}");
+    println!("  energy:                 {base}/api/v1/zones/{zone}/energy?period={last}");
     println!("  dead letters:           {base}/api/v1/dead-letters");
     println!("  metrics:                {base}/metrics");
     println!("  data:                   {}", opts.data_dir.display());

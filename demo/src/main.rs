@@ -20,6 +20,17 @@ struct Cli {
     /// Real milliseconds per simulated 15 minutes while the simulator catches up.
     #[arg(long, default_value_t = 10)]
     tick_ms: u64,
+    /// Run this one demo zone alone (jiyuan-hitech, jiyuan-etdz or
+    /// jiyuan-services), publishing its tallies to `--federation-nats`
+    /// (scripts/federation-demo.sh).
+    #[arg(long, requires = "federation_nats")]
+    zone: Option<String>,
+    /// The zone's NATS leaf node, e.g. nats://127.0.0.1:4222.
+    #[arg(long, requires = "zone")]
+    federation_nats: Option<String>,
+    /// The leaf node's JetStream domain (default: zone-<zone>).
+    #[arg(long)]
+    federation_domain: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,12 +51,26 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(zonesync_demo::run(DemoOptions {
-        data_dir,
-        http_port: cli.http_port,
-        mqtt_port: cli.mqtt_port,
-        tick_ms: cli.tick_ms,
-        read_token: None,
-    }))?;
+    let only = match (cli.zone, cli.federation_nats) {
+        (Some(zone), Some(url)) => {
+            let domain = cli.federation_domain.unwrap_or_else(|| format!("zone-{zone}"));
+            // Heartbeats every 5 s: a demo center shows a stopped zone stale soon.
+            let federation = toml::from_str(&format!(
+                "nats = {{ url = {url:?} }}\ndomain = {domain:?}\nheartbeat_ms = 5000\n"
+            ))?;
+            Some(zonesync_demo::ZoneOnly { zone, federation })
+        }
+        _ => None,
+    };
+    rt.block_on(zonesync_demo::run(
+        DemoOptions {
+            data_dir,
+            http_port: cli.http_port,
+            mqtt_port: cli.mqtt_port,
+            tick_ms: cli.tick_ms,
+            read_token: None,
+        },
+        only,
+    ))?;
     Ok(())
 }

@@ -119,52 +119,99 @@ async fn embedded_broker_goals_match_hand_computed_figures() {
     tracing_init();
     let dir = tempfile::tempdir().unwrap();
     let t = InProcess::start(dir.path(), 97, 1 << 20, |c| c).await;
-    let a = tokio::spawn(zonesync_agent::run(
-        AgentConfig::load(&t.ds.agent_a).unwrap(),
-        t.signal.clone(),
-    ));
+    // Agent A also serves its own metrics on a local port.
+    let metrics_port = zonesync_e2e::free_port();
+    let mut config_a = AgentConfig::load(&t.ds.agent_a).unwrap();
+    config_a.metrics.listen = Some(format!("127.0.0.1:{metrics_port}"));
+    let a = tokio::spawn(zonesync_agent::run(config_a, t.signal.clone()));
     let b = tokio::spawn(zonesync_agent::run(
         AgentConfig::load(&t.ds.agent_b).unwrap(),
         t.signal.clone(),
     ));
     assert_hand_computed_goals(&t.api, &t.ds).await;
-    assert_goal_gauges(&t.api).await;
+    let served = assert_goal_gauges(&t.api).await + &assert_agent_metrics(metrics_port).await;
+    assert_grafana_queries_served(&served);
     t.stop().await;
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
 }
 
+/// The agent's own `/metrics` (`[metrics] listen`) passes `promtool check
+/// metrics` and carries its upstream's acknowledgements and backlog.
+async fn assert_agent_metrics(port: u16) -> String {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("GET the agent's /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    promtool_check(&text);
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {name} in the agent's metrics:\n{text}"))
+    };
+    assert!(sample("zonesync_agent_upstream_batches_acked{upstream=\"primary\"}") > 0.0);
+    assert_eq!(sample("zonesync_agent_upstream_connected{upstream=\"primary\"}"), 1.0);
+    sample("zonesync_agent_outbox_pending_items");
+    sample("zonesync_agent_outbox_dropped_readings");
+    let missing = reqwest::get(format!("http://127.0.0.1:{port}/other"))
+        .await
+        .expect("GET");
+    assert_eq!(missing.status(), 404);
+    text
+}
+
+/// Every metric the example Grafana dashboard (deploy/grafana/zonesync.json)
+/// queries is one the aggregator or an agent serves.
+fn assert_grafana_queries_served(served: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/zonesync.json");
+    let dash: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the Grafana dashboard")).expect("JSON");
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let mut checked = 0;
+    for e in &exprs {
+        for name in e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("zonesync_"))
+        {
+            assert!(
+                served.lines().any(|l| l.starts_with(&format!("# TYPE {name} "))),
+                "the dashboard queries {name}, which nothing serves"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "metric names checked: {checked}");
+}
+
+/// Prometheus's own linter, `promtool check metrics` (Debian `prometheus`).
+fn promtool_check(text: &str) {
+    zonesync_e2e::checked_by(
+        "promtool",
+        &["check", "metrics"],
+        text.as_bytes(),
+        "promtool is not installed: run scripts/test.sh, which installs it (apt-get install prometheus)",
+    );
+}
+
 /// `/metrics` passes `promtool check metrics` (Prometheus's own linter,
 /// Debian `prometheus`) and carries each goal of the last complete month as
 /// the API has it: a zone on Grafana charts the same figures.
-async fn assert_goal_gauges(api: &Api) {
+async fn assert_goal_gauges(api: &Api) -> String {
     let text = reqwest::get(format!("{}/metrics", api.base()))
         .await
         .expect("GET /metrics")
         .text()
         .await
         .expect("metrics text");
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool is not installed: run scripts/test.sh, which installs it (apt-get install prometheus)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let out = child.wait_with_output().expect("promtool ran");
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&text);
     let table = api.get(&format!("/api/v1/zones/{ZONE}/goals")).await;
     let mut seen = 0;
     for g in table["goals"].as_array().expect("goals") {
@@ -193,6 +240,7 @@ async fn assert_goal_gauges(api: &Api) {
         }
     }
     assert!(seen >= 5, "goal gauges compared: {seen}");
+    text
 }
 
 /// A zone may run nats-server's own MQTT listener instead of Mosquitto (one

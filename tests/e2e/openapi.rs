@@ -5,36 +5,22 @@
 //! a status it documents — with the read token and without it.
 
 use super::*;
-use std::io::Write;
 
 /// Validates `doc` with openapi-spec-validator; panics with its words if it refuses.
 fn validate(doc: &Value) {
-    let mut child = std::process::Command::new("python3")
-        .args([
+    let said = zonesync_e2e::checked_by(
+        "python3",
+        &[
             "-c",
             "import json, sys\n\
              try:\n    from openapi_spec_validator import validate\n\
              except ImportError:\n    sys.exit('openapi-spec-validator is not installed: run scripts/test.sh (pip install openapi-spec-validator)')\n\
              validate(json.load(sys.stdin))\nprint('valid')",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(doc.to_string().as_bytes())
-        .expect("feed the validator");
-    let out = child.wait_with_output().expect("the validator ran");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("valid"),
-        "openapi-spec-validator refused the description: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        doc.to_string().as_bytes(),
+        "python3 is needed to run openapi-spec-validator",
     );
+    assert!(said.contains("valid"), "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ pub mod collector;
 pub mod corpus;
 pub mod dataset;
 pub mod faults;
+pub mod federation;
 pub mod gateways;
 pub mod hostile;
 pub mod inprocess;
@@ -101,6 +102,27 @@ impl Mosquitto {
 
     /// Starts Mosquitto with `listener_options` (e.g. TLS settings) on its listener.
     pub fn start_with(dir: &Path, listener_options: &str) -> Self {
+        Self::start_full(dir, listener_options, "")
+    }
+
+    /// Starts Mosquitto with a `connection` bridge named `name` (unique per
+    /// bridge: it is the bridge's client id at the far end, and two bridges
+    /// of one name throw each other off) to the broker on `remote_port`
+    /// carrying `topic` (a Mosquitto `topic` line's arguments, e.g.
+    /// `zonesync/federation/# out 1`), as a zone broker bridged to a
+    /// center's. The bridge block comes last: every line after `connection` is its.
+    pub fn start_bridged(dir: &Path, name: &str, remote_port: u16, topic: &str) -> Self {
+        Self::start_full(
+            dir,
+            "",
+            &format!(
+                "connection {name}\nremote_clientid {name}\naddress 127.0.0.1:{remote_port}\ntopic {topic}\n\
+                 bridge_protocol_version mqttv311\ncleansession false\nrestart_timeout 1\n"
+            ),
+        )
+    }
+
+    fn start_full(dir: &Path, listener_options: &str, tail: &str) -> Self {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         // A size limit among the options (the corpus test uses the shipped one) replaces the default.
@@ -112,7 +134,7 @@ impl Mosquitto {
         let text = format!(
             "per_listener_settings false\nlistener {port} 127.0.0.1\n{listener_options}\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
              max_queued_messages 1000000\nmax_inflight_messages 100\n{packet_limit}\
-             log_dest stderr\nlog_type error\nlog_type warning\n",
+             log_dest stderr\nlog_type error\nlog_type warning\n{tail}",
             dir.display()
         );
         std::fs::write(&conf, text).expect("write mosquitto.conf");
@@ -540,4 +562,33 @@ pub fn approx(actual: &Value, expected: f64, what: &str) {
         (a - expected).abs() <= 1e-9 * expected.abs().max(1.0),
         "{what}: got {a}, expected {expected}"
     );
+}
+
+/// Runs `program args` with `input` on its standard input and panics with
+/// its words unless it succeeds; `missing` says how to install it. For the
+/// linters and validators the tests hand a document to (promtool,
+/// openapi-spec-validator).
+pub fn checked_by(program: &str, args: &[&str], input: &[u8], missing: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}; {missing}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .unwrap_or_else(|e| panic!("feeding {program}: {e}"));
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{program} {}: {said}", args.join(" "));
+    said
 }

@@ -2,7 +2,8 @@
 //! screen, served by the aggregator itself.
 //!
 //! The zone network is closed, so the page is plain HTML, CSS and JavaScript
-//! compiled into the binary (`assets/`), with hand-drawn SVG charts: no CDN,
+//! compiled into the binary (`assets/`), with Apache ECharts vendored for the energy trend (tooltips, target
+//! mark lines) and small hand-drawn SVG charts elsewhere: no CDN,
 //! no build step. The page reads the JSON API (`/api/v1/...`) like any other
 //! client, plus the few read-only views it needs that the API did not serve
 //! (`series.rs`, routes in `api.rs`), and follows changes over server-sent
@@ -30,22 +31,33 @@ const APP_JS: &str = include_str!("assets/app.js");
 const I18N_JS: &str = include_str!("assets/i18n.js");
 const CHARTS_JS: &str = include_str!("assets/charts.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+/// Apache ECharts 6.1.0 (Apache-2.0; `assets/vendor/ECHARTS-LICENSE` and
+/// `-NOTICE`), `dist/echarts.min.js` of the npm package as published
+/// (sha256 b66b25ae…0fd0): tooltips and mark lines on the energy trend,
+/// compiled in so the page fetches nothing from outside the zone network.
+const ECHARTS_JS: &str = include_str!("assets/vendor/echarts.min.js");
 
 /// The dashboard's pages and its read-only API; `shutdown` ends open event streams
 /// so the HTTP server's graceful shutdown is not held up by them.
 pub fn router(app: Arc<App>, shutdown: Shutdown) -> OpenApiRouter {
-    let assets = Router::new()
+    let assets = assets_router();
+    let tokens = crate::auth::Tokens::new(app.read_token.as_deref(), app.write_token.as_deref());
+    OpenApiRouter::from(assets)
+        .merge(api::routes(tokens).with_state(app))
+        .layer(axum::Extension(shutdown))
+}
+
+/// The compiled-in page alone (`/` and `/dashboard/…`), with no data behind
+/// it: a city or province center serves it too, over its own API.
+pub fn assets_router() -> Router {
+    Router::new()
         .route("/", get(|| async { Redirect::temporary(PATH) }))
         .route("/dashboard", get(|| async { Redirect::temporary(PATH) }))
         .route(PATH, get(|| async { asset("index.html") }))
         .route(
             "/dashboard/{file}",
             get(|file: axum::extract::Path<String>| async move { asset(&file) }),
-        );
-    let tokens = crate::auth::Tokens::new(app.read_token.as_deref(), app.write_token.as_deref());
-    OpenApiRouter::from(assets)
-        .merge(api::routes(tokens).with_state(app))
-        .layer(axum::Extension(shutdown))
+        )
 }
 
 /// One compiled-in asset, or 404.
@@ -55,6 +67,7 @@ fn asset(name: &str) -> Response {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "i18n.js" => (I18N_JS, "text/javascript; charset=utf-8"),
         "charts.js" => (CHARTS_JS, "text/javascript; charset=utf-8"),
+        "echarts.min.js" => (ECHARTS_JS, "text/javascript; charset=utf-8"),
         "app.css" => (APP_CSS, "text/css; charset=utf-8"),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };

@@ -24,12 +24,17 @@ pub struct NatsConnect {
 }
 
 /// A zone aggregator's `[federation]` section: publish the served zones'
-/// tallies to a JetStream stream of the zone's own leaf node.
+/// tallies to a JetStream stream of the zone's own leaf node, or retained
+/// on the zone's MQTT broker (`[federation.mqtt]`) for a bridge to carry, or both.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FederationConfig {
-    /// The zone's NATS leaf node.
-    pub nats: NatsConnect,
+    /// The zone's NATS leaf node (absent: the MQTT path only).
+    #[serde(default)]
+    pub nats: Option<NatsConnect>,
+    /// The MQTT path: tallies signed and retained on the aggregator's own broker.
+    #[serde(default)]
+    pub mqtt: Option<ZoneMqtt>,
     /// The leaf node's JetStream domain (None: the server's own JetStream).
     #[serde(default)]
     pub domain: Option<String>,
@@ -58,6 +63,40 @@ pub struct FederationConfig {
     /// Messages kept per zone subject in the zone stream.
     #[serde(default = "default_keep")]
     pub keep_per_zone: i64,
+}
+
+/// A zone's MQTT path: each served zone's tallies, signed with the zone's
+/// key, published retained at QoS 1 to `<topic_prefix>/<zone>/tallies` on the
+/// broker of the aggregator's `[mqtt]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneMqtt {
+    /// Topic prefix (the bridge carries `<prefix>/#` to the center's broker).
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// File holding the zone's signing secret (≥ 16 bytes), the one the center holds for it.
+    pub key_file: PathBuf,
+}
+
+/// The MQTT path's default topic prefix.
+pub fn default_topic_prefix() -> String {
+    "zonesync/federation".into()
+}
+
+/// A center's MQTT source: tallies the zones' brokers bridge to its broker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CenterMqtt {
+    /// The center's broker (the far end of the zones' bridges).
+    #[serde(default)]
+    pub broker: crate::config::MqttConfig,
+    /// Topic prefix the zones publish under.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// Per zone, the file holding its signing secret: a message is taken
+    /// only with a good signature of the zone it names.
+    #[serde(default)]
+    pub keys: std::collections::BTreeMap<zonesync_proto::ZoneId, PathBuf>,
 }
 
 fn default_zone_stream() -> String {
@@ -202,8 +241,12 @@ pub struct CenterConfig {
     /// HTTP API.
     #[serde(default)]
     pub http: HttpConfig,
-    /// The hub.
-    pub nats: CenterNats,
+    /// The NATS hub (absent: MQTT only).
+    #[serde(default)]
+    pub nats: Option<CenterNats>,
+    /// The MQTT source (absent: NATS only).
+    #[serde(default)]
+    pub mqtt: Option<CenterMqtt>,
 }
 
 fn yes() -> bool {
@@ -249,8 +292,9 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/federation");
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
         let center: CenterConfig = toml::from_str(&read("center.toml")).unwrap();
-        assert_eq!(center.nats.source.len(), 3);
-        assert_eq!(center.nats.replicas, 3);
+        let nats = center.nats.clone().unwrap();
+        assert_eq!(nats.source.len(), 3);
+        assert_eq!(nats.replicas, 3);
         assert_eq!(
             serde_json::to_value(&center.goals).unwrap(),
             serde_json::to_value(GoalSettings::default()).unwrap(),
@@ -258,7 +302,7 @@ mod tests {
         );
         let reg = crate::registry::Registry::load(&dir.join("center-registry.toml")).unwrap();
         let zones: Vec<String> = reg.zones().map(|z| z.id.to_string()).collect();
-        let sourced: Vec<String> = center.nats.source.iter().map(|s| s.zone.to_string()).collect();
+        let sourced: Vec<String> = nats.source.iter().map(|s| s.zone.to_string()).collect();
         assert_eq!(zones, sourced, "every registered zone is sourced");
         let zone: crate::config::AggregatorConfig = toml::from_str(&read("zone-aggregator.toml")).unwrap();
         let fed = zone.federation.unwrap();
@@ -268,5 +312,16 @@ mod tests {
             fed.asks(chrono::Utc::now()).unwrap().len() >= 5,
             "five spans of each month"
         );
+        assert_eq!(
+            fed.mqtt.map(|m| m.topic_prefix),
+            Some(default_topic_prefix()),
+            "the zone example shows the MQTT path too"
+        );
+        let mqtt_only: CenterConfig = toml::from_str(&read("center-mqtt.toml")).unwrap();
+        assert!(mqtt_only.nats.is_none());
+        let m = mqtt_only.mqtt.unwrap();
+        let keyed: Vec<String> = m.keys.keys().map(|z| z.to_string()).collect();
+        assert_eq!(zones, keyed, "every registered zone has a key");
+        assert_eq!(m.topic_prefix, default_topic_prefix());
     }
 }

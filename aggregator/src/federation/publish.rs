@@ -1,9 +1,13 @@
 //! The zone side's task: whenever a served zone's data version moves (and
 //! now and then when it does not), take its tallies and publish them to the
-//! zone stream on its own leaf node, which JetStream sources to the hub.
+//! zone stream on its own leaf node, which JetStream sources to the hub,
+//! and/or signed and retained on the zone's MQTT broker, which a bridge
+//! carries to the center's (`super::signed`). With both, a snapshot is sent
+//! to NATS first, then to MQTT; one that is down holds the other back, and
+//! loses nothing, since every snapshot is whole.
 //!
 //! Publishing is idempotent: each message carries `Nats-Msg-Id`
-//! `<zone>:<version>:<published_at>`, kept across retries of the same
+//! `<zone>:<epoch>:<version>:<published_at>`, kept across retries of the same
 //! snapshot, so a publish whose ack was lost and is sent again is stored
 //! once. A failed publish is retried with backoff until it is acknowledged
 //! or a newer snapshot replaces it; while the leaf node is down nothing is
@@ -11,10 +15,12 @@
 
 use super::config::FederationConfig;
 use super::nats::{connect, context, ensure_stream, zone_stream, NatsError};
+use super::signed::{seal, topic as mqtt_topic, KeyError, ZoneKey};
 use super::snapshot::{cells_for, message, take};
 use super::wire::{subject, ZoneTallies};
 use crate::goals::incremental::Tallies;
 use crate::goals::{GoalDef, GoalSettings};
+use crate::outbound::publisher::Publisher;
 use crate::state::State;
 use async_nats::jetstream::message::PublishMessage;
 use chrono::{DateTime, Utc};
@@ -38,6 +44,8 @@ pub struct Sources {
     pub goals: Arc<[GoalDef]>,
     /// Goal settings.
     pub settings: GoalSettings,
+    /// The zone store's epoch (`super::epoch`).
+    pub epoch: u64,
 }
 
 /// The publisher's counts (`/metrics`, tests).
@@ -49,6 +57,8 @@ pub struct PublishStats {
     pub duplicates: AtomicU64,
     /// Publish attempts that failed (then retried).
     pub failed: AtomicU64,
+    /// Snapshots the zone's MQTT broker acknowledged (the MQTT path).
+    pub mqtt_published: AtomicU64,
 }
 
 /// Per zone: the version last published, when, and when its data reached it.
@@ -58,34 +68,50 @@ struct Sent {
     data_at: DateTime<Utc>,
 }
 
-/// Connects to the leaf node, makes sure the zone stream exists, then
-/// publishes until shutdown.
+/// Why the publisher stopped (it then ends the aggregator, as any task that stops early does).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error("federation.mqtt: {0}")]
+    Key(#[from] KeyError),
+    #[error("[federation] has neither `nats` nor `[federation.mqtt]`: nowhere to publish")]
+    Nowhere,
+}
+
+/// The MQTT path: the aggregator's own broker, the topic prefix and the zone's key.
+struct MqttSink {
+    publisher: Publisher,
+    prefix: String,
+    key: ZoneKey,
+}
+
+/// Connects to the leaf node and makes sure the zone stream exists (when
+/// `nats` is set), loads the signing key (when `mqtt` is), then publishes
+/// until shutdown. `broker` is the aggregator's MQTT publisher, used by the MQTT path.
 pub async fn run(
     cfg: FederationConfig,
     src: Sources,
+    broker: Publisher,
     stats: Arc<PublishStats>,
     mut shutdown: Shutdown,
-) -> Result<(), NatsError> {
-    let client = tokio::select! {
-        c = connect(&cfg.nats, "zonesync-zone-publisher") => c?,
-        _ = shutdown.wait() => return Ok(()),
+) -> Result<(), PublishError> {
+    let mqtt = match &cfg.mqtt {
+        Some(m) => Some(MqttSink {
+            publisher: broker,
+            prefix: m.topic_prefix.clone(),
+            key: ZoneKey::load(&m.key_file)?,
+        }),
+        None => None,
     };
-    let js = context(client, cfg.domain.as_deref());
-    let mut backoff = Duration::from_millis(200);
-    // The leaf node may still be electing its JetStream: retry until it answers.
-    loop {
-        match ensure_stream(&js, zone_stream(&cfg, &src.zones)).await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "zone stream not ready; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.wait() => return Ok(()),
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    let js = match &cfg.nats {
+        Some(nats) => match zone_stream_ready(&cfg, nats, &src, &mut shutdown).await? {
+            Some(js) => Some(js),
+            None => return Ok(()),
+        },
+        None if mqtt.is_none() => return Err(PublishError::Nowhere),
+        None => None,
+    };
     let mut sent: HashMap<ZoneId, Sent> = HashMap::new();
     let interval = Duration::from_millis(cfg.interval_ms.max(20));
     let heartbeat = Duration::from_millis(cfg.heartbeat_ms.max(100));
@@ -111,23 +137,91 @@ pub async fn run(
             let built = tokio::task::spawn_blocking(move || snapshot(&src2, &zone2, &asks, data_at, now)).await;
             let Ok(Some(msg)) = built else { continue };
             let version = msg.version;
-            if publish(&js, &msg, &stats, &mut shutdown).await {
-                sent.insert(
-                    zone.clone(),
-                    Sent {
-                        version,
-                        at: Instant::now(),
-                        data_at,
-                    },
-                );
-            } else {
-                return Ok(());
+            if let Some(js) = &js {
+                if !publish(js, &msg, &stats, &mut shutdown).await {
+                    return Ok(());
+                }
             }
+            if let Some(m) = &mqtt {
+                if !publish_mqtt(m, &msg, &stats, &mut shutdown).await {
+                    return Ok(());
+                }
+            }
+            sent.insert(
+                zone.clone(),
+                Sent {
+                    version,
+                    at: Instant::now(),
+                    data_at,
+                },
+            );
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.wait() => return Ok(()),
         }
+    }
+}
+
+/// JetStream on the zone's leaf node, its zone stream made; None if shut down first.
+async fn zone_stream_ready(
+    cfg: &FederationConfig,
+    nats: &super::config::NatsConnect,
+    src: &Sources,
+    shutdown: &mut Shutdown,
+) -> Result<Option<async_nats::jetstream::Context>, NatsError> {
+    let client = tokio::select! {
+        c = connect(nats, "zonesync-zone-publisher") => c?,
+        _ = shutdown.wait() => return Ok(None),
+    };
+    let js = context(client, cfg.domain.as_deref());
+    let mut backoff = Duration::from_millis(200);
+    // The leaf node may still be electing its JetStream: retry until it answers.
+    loop {
+        match ensure_stream(&js, zone_stream(cfg, &src.zones)).await {
+            Ok(()) => return Ok(Some(js)),
+            Err(e) => {
+                tracing::warn!(error = %e, "zone stream not ready; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait() => return Ok(None),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Publishes `msg` signed and retained at QoS 1 until the broker
+/// acknowledges it; false if shut down first. The retained message is the
+/// zone's latest snapshot for a center subscribing later, or after a restart.
+async fn publish_mqtt(m: &MqttSink, msg: &ZoneTallies, stats: &PublishStats, shutdown: &mut Shutdown) -> bool {
+    let payload = match seal(msg, &m.key) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, zone = %msg.zone, "tallies could not be encoded");
+            return true;
+        }
+    };
+    let topic = mqtt_topic(&m.prefix, &msg.zone);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let acked = tokio::select! {
+            a = m.publisher.publish(topic.clone(), payload.clone(), true, Duration::from_secs(10)) => a,
+            _ = shutdown.wait() => return false,
+        };
+        if acked {
+            stats.mqtt_published.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(zone = %msg.zone, version = msg.version, %topic, "tallies published over MQTT");
+            return true;
+        }
+        stats.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(zone = %msg.zone, version = msg.version, %topic, "publishing tallies over MQTT failed; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.wait() => return false,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -161,7 +255,16 @@ fn snapshot(
     let st = src.state.read().ok()?;
     let taken = take(&st, &src.tallies, zone, &cells)?;
     drop(st);
-    Some(message(zone, taken, &src.goals, &cells, &src.settings, data_at, now))
+    Some(message(
+        zone,
+        src.epoch,
+        taken,
+        &src.goals,
+        &cells,
+        &src.settings,
+        data_at,
+        now,
+    ))
 }
 
 /// Publishes `msg` until the zone stream acknowledges it; false if shut down first.
@@ -178,7 +281,13 @@ async fn publish(
             return true;
         }
     };
-    let id = format!("{}:{}:{}", msg.zone, msg.version, msg.published_at.timestamp_millis());
+    let id = format!(
+        "{}:{}:{}:{}",
+        msg.zone,
+        msg.epoch,
+        msg.version,
+        msg.published_at.timestamp_millis()
+    );
     let mut backoff = Duration::from_millis(200);
     loop {
         let attempt = async {

@@ -43,9 +43,11 @@ pub fn take(state: &State, tallies: &Tallies, zone: &ZoneId, cells: &[(usize, Sp
     })
 }
 
-/// The message for what [`take`] read.
+/// The message for what [`take`] read, from the zone store of `epoch`.
+#[allow(clippy::too_many_arguments)]
 pub fn message(
     zone: &ZoneId,
+    epoch: u64,
     taken: Taken,
     goals: &[GoalDef],
     cells: &[(usize, Span)],
@@ -56,6 +58,7 @@ pub fn message(
     ZoneTallies {
         schema: SCHEMA,
         zone: zone.clone(),
+        epoch,
         version: taken.version,
         data_at,
         published_at: now,

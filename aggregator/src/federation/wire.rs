@@ -38,8 +38,16 @@ pub struct ZoneTallies {
     pub schema: u32,
     /// The zone.
     pub zone: ZoneId,
-    /// The zone's data version: grows with every batch the zone applies and
-    /// is rebuilt to the same value after a restart (one per stored batch).
+    /// The zone store's identity: when it was created, in milliseconds since
+    /// 1970 (`super::epoch`). A zone whose store was reset starts its version
+    /// at zero again under a higher epoch, so the center takes the new
+    /// store's snapshots over the old one's higher versions and refuses the
+    /// old store's. 0: a zone from before epochs were sent.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The zone's data version within its epoch: grows with every batch the
+    /// zone applies and is rebuilt to the same value after a restart (one per
+    /// stored batch).
     pub version: u64,
     /// When the zone's data reached this version (as the zone saw it).
     pub data_at: DateTime<Utc>,

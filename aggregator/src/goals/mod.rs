@@ -28,6 +28,7 @@ mod merged;
 pub(crate) mod model_tests;
 #[cfg(test)]
 mod months_tests;
+pub mod pace;
 mod span;
 mod tally;
 #[cfg(test)]

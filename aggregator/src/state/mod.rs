@@ -72,11 +72,21 @@ pub enum AmountSource {
     Metered,
 }
 
+/// Most declared values kept per attribute in an enterprise's history: a
+/// declaration changes a few times a year, so this is years of it.
+pub const DECLARED_HISTORY: usize = 64;
+
 /// One enterprise's facts.
 #[derive(Debug, Default)]
 pub struct EnterpriseState {
     /// Latest declared value per attribute.
     pub declarations: BTreeMap<String, DeclaredValue>,
+    /// Each attribute's declared values with the time of the batch that
+    /// carried them (its `sent_at`), oldest first, at most
+    /// [`DECLARED_HISTORY`] per attribute: what an enterprise had declared
+    /// at an earlier date, for the pace of a coverage goal (`goals::pace`),
+    /// taken from the declarations' own times, never from today's state.
+    pub declared_history: BTreeMap<String, Vec<(DateTime<Utc>, DeclaredValue)>>,
     /// Latest reading per (indicator, point).
     pub latest: ByPoint<(ReadingTime, f64)>,
     /// Consumption from registers per (indicator, month).
@@ -229,6 +239,12 @@ impl EnterpriseState {
             Op::Declared { declaration } => {
                 if let Some((code, value)) = batch.declarations.get(*declaration) {
                     self.declarations.insert(code.clone(), value.clone());
+                    let h = self.declared_history.entry(code.clone()).or_default();
+                    let at = h.partition_point(|(t, _)| *t <= batch.sent_at);
+                    h.insert(at, (batch.sent_at, value.clone()));
+                    if h.len() > DECLARED_HISTORY {
+                        h.remove(0);
+                    }
                 }
             }
         }

@@ -279,6 +279,11 @@ mod tests {
             ),
             accepted(2, vec![register(20.0, "2026-11-23T08:00:00Z")]),
             accepted(1, vec![register(99.0, "2026-11-23T08:30:00Z")]),
+            // A declaration: its time (the batch's sent_at) is kept with it.
+            zonesync_proto::Accepted {
+                declarations: vec![("dt_maturity".into(), zonesync_proto::DeclaredValue::Integer(3))],
+                ..accepted(3, vec![])
+            },
         ];
         for a in &batches {
             if ledger.identify(a) == crate::facts::Identity::New {
@@ -288,7 +293,7 @@ mod tests {
             }
         }
         store.flush().expect("flush");
-        assert_eq!(store.accepted(), 2, "the reused mark was never logged");
+        assert_eq!(store.accepted(), 3, "the reused mark was never logged");
         drop(store);
         let store = Store::open(&path, 1 << 20).expect("store");
         let (mut ledger2, mut rebuilt) = (Ledger::default(), State::default());
@@ -301,6 +306,12 @@ mod tests {
         assert_eq!(kwh(&rebuilt), kwh(&live));
         assert_eq!(kwh(&live).map(|(v, _)| v), Some(20.0));
         assert_eq!(rebuilt.zones[&z].readings_stored, 3);
+        let history = |s: &State| s.zones[&z].enterprises[&id(1)].declared_history.clone();
+        assert_eq!(history(&rebuilt), history(&live));
+        assert_eq!(
+            history(&live)["dt_maturity"],
+            vec![(utc("2026-11-23T08:00:00Z"), zonesync_proto::DeclaredValue::Integer(3))]
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ const S = {
   readToken: localStorage.getItem("zonesync.readToken") || sessionStorage.getItem("zonesync.readToken") || "",
   live: null, // last event's fingerprint
   renders: 0,
+  // What to run once a view's HTML is in the page (charts to draw).
+  after: [],
 };
 
 const $ = sel => document.querySelector(sel);
@@ -196,11 +198,42 @@ function cmpText(c) {
   return [one(c.same_period_last_year, "yoy"), one(c.previous_period, "mom")].filter(Boolean).join(" · ");
 }
 
+// A change per month in the goal's unit: shares in points ("+1.8个百分点").
+function perMonth(v, unit) {
+  if (v == null) return "—";
+  const sign = v > 0 ? "+" : "";
+  // Small rates keep two significant digits: +0.019 points, not +0.0.
+  const pts = v * 100, d = Math.abs(pts) >= 0.1 ? 1 : Math.abs(pts) >= 0.01 ? 2 : 3;
+  if (unit === "share") return `${sign}${pts.toFixed(d)}${t("points")}`;
+  const [n, u] = amount(v, unit);
+  return `${sign}${n}${u ? " " + u : ""}`;
+}
+
+// "On track?": the pace of the last 12 months (or since data began, said
+// so), what is needed from now on to meet the target by its deadline, and
+// when today's pace would get there. API `pace=true`.
+function paceText(p, unit) {
+  if (!p) return "";
+  const month = m => (m ? spanLabel(m) : "");
+  const base = p.since === "data_began" ? t("pace_since_began").replace("{m}", month(p.from && p.from[0])) : t("pace_last_year");
+  const rate = p.per_month == null ? "" : `${base} ${perMonth(p.per_month, unit)}/${t("pace_month")}`;
+  const need = p.needed_per_month == null ? "" : t("pace_needs").replace("{d}", month(p.deadline)).replace("{r}", perMonth(p.needed_per_month, unit));
+  const when = p.reaches ? t("pace_reaches").replace("{m}", month(p.reaches)) : t("pace_never");
+  switch (p.verdict) {
+    case "met": return t("pace_met");
+    case "missed": return t("pace_missed").replace("{d}", month(p.deadline));
+    case "no_pace": return [t("pace_none"), need].filter(Boolean).join("；");
+    default: return [rate, need, when].filter(Boolean).join("；");
+  }
+}
+
+const paceLine = (p, unit) => (p ? `<div class="pace ${esc(p.verdict)}" data-verdict="${esc(p.verdict)}">${esc(paceText(p, unit))}</div>` : "");
+
 // A goal's tooltip: the plan, the clause, and how the figure is made, in
 // the page's language.
 const tip = g => [g.source, g.clause, S.lang === "en" ? g.definition : g.definition_zh].filter(Boolean).join("\n");
 
-function coverageGoal(zone, g) {
+function coverageGoal(zone, g, pace) {
   return `<div class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
     <div class="gname" title="${esc(tip(g))}"><span class="gid">${esc(g.id)}</span><span class="goal-name">${esc(nm(g))}</span>${scopeTag(g)}</div>
     <div class="gline">
@@ -210,6 +243,7 @@ function coverageGoal(zone, g) {
     <div class="span-label muted">${esc(spanLabel(g.period))}</div>
     <div class="gmeta"><span class="target-text">${t("target")} ${esc(targetText(g))}</span>
       ${statusBadge(g.status)}<span class="gcomp">${completenessText(g)}</span></div>
+    ${paceLine(pace && pace[g.id], g.unit)}
   </div>`;
 }
 
@@ -226,14 +260,14 @@ function kioskGoal(zone, g, cmp) {
   </div>`;
 }
 
-function otherGoalRow(zone, g, cmp) {
+function otherGoalRow(zone, g, cmp, pace) {
   const [n, u] = amount(g.value, g.unit);
   return `<tr class="goal" data-zone="${esc(zone)}" data-goal="${esc(g.id)}">
     <td><span class="gid">${esc(g.id)}</span></td>
     <td class="goal-name" title="${esc(tip(g))}">${esc(nm(g))}${scopeTag(g)}</td>
     <td class="num"><b class="value">${n}</b> <span class="muted">${esc(u)}</span>
       <div class="span-label muted">${esc(spanLabel(g.period))}</div><div class="compare muted">${cmpText(cmp && cmp[g.id])}</div></td>
-    <td class="num target-text">${esc(targetText(g))}</td>
+    <td class="num"><span class="target-text">${esc(targetText(g))}</span>${paceLine(pace && pace[g.id], g.unit)}</td>
     <td>${statusBadge(g.status)}</td>
     <td class="num"><b class="completeness">${pct(g.completeness)}</b> <span class="muted">(${g.reported}/${g.in_scope})</span>${caveats(g)}</td></tr>`;
 }
@@ -241,18 +275,18 @@ function otherGoalRow(zone, g, cmp) {
 async function viewOverview() {
   // A wall screen (kiosk) shows one zone at a time, rotating; else every zone.
   const shown = S.kiosk ? S.zones.filter(z => z.id === S.zone) : S.zones;
-  const tables = await Promise.all(shown.map(z => api(`/api/v1/zones/${z.id}/goals?${q()}&compare=true`)));
+  const tables = await Promise.all(shown.map(z => api(`/api/v1/zones/${z.id}/goals?${q()}&compare=true&pace=true`)));
   return shown.map((z, k) => {
     const goals = tables[k].goals;
     const cov = goals.filter(g => g.kind === "coverage");
     const other = goals.filter(g => g.kind !== "coverage");
     return `<section class="card zone" data-zone="${esc(z.id)}">
       ${zoneHeader(z)}${statusChips(goals)}
-      <h3>${t("coverage_goals")}</h3><div class="goals">${cov.map(g => coverageGoal(z.id, g)).join("")}</div>
+      <h3>${t("coverage_goals")}</h3><div class="goals">${cov.map(g => coverageGoal(z.id, g, tables[k].pace)).join("")}</div>
       <h3>${t("other_goals")}</h3>
       ${S.kiosk ? `<div class="kiosk-goals">${other.map(g => kioskGoal(z.id, g, tables[k].comparisons)).join("")}</div>` : `<table class="grid-table"><thead><tr><th></th><th>${t("goal")}</th><th class="num">${t("value")}</th>
         <th class="num">${t("target")}</th><th>${t("status")}</th><th class="num">${t("completeness")}</th></tr></thead>
-        <tbody>${other.map(g => otherGoalRow(z.id, g, tables[k].comparisons)).join("")}</tbody></table>`}
+        <tbody>${other.map(g => otherGoalRow(z.id, g, tables[k].comparisons, tables[k].pace)).join("")}</tbody></table>`}
     </section>`;
   }).join("");
 }
@@ -401,14 +435,10 @@ async function viewEnergy() {
     ? t(s.rate.base_year ? "trajectory_rule_base" : "trajectory_rule").replace("{rate}", signedPct(s.rate.per_year))
       .replace("{goal}", s.rate.goal).replace("{base}", s.rate.base_year)
     : t("no_trajectory");
-  const chart = Charts.line({
-    labels,
-    fmt: v => v.toFixed(4),
-    series: [
-      { values: s.zone.trajectory.slice(from), cls: "trajectory", dashed: true },
-      { values: s.zone.intensity.slice(from), cls: "actual", dots: true },
-    ],
-  });
+  // The trend in ECharts (vendored): tooltips per month and the current
+  // year's target as a mark line; drawn once the HTML is in place.
+  const chart = `<div id="energy-chart" class="echart" style="height:380px"></div>`;
+  S.after.push(() => energyChart(labels, s.zone.intensity.slice(from), s.zone.trajectory.slice(from), s.rate));
   const rows = s.enterprises.map(e => {
     const l = e.latest;
     // A partial month has no intensity and is not ranked on; say so where it is the newest.
@@ -430,6 +460,45 @@ async function viewEnergy() {
       <table class="grid-table"><thead><tr><th>${t("enterprise")}</th><th class="num">${t("latest")}</th>
       <th class="num">${t("latest_value")}</th><th class="num">${t("trajectory_value")}</th><th class="num">${t("gap")}</th>
       <th>${t("trend")}</th></tr></thead><tbody>${rows || `<tr><td colspan="6" class="muted">${t("no_data_yet")}</td></tr>`}</tbody></table></section>`;
+}
+
+// The zone's intensity against its trajectory, with the latest year's
+// target as a mark line, in ECharts on the page's dark theme.
+function energyChart(months, actual, trajectory, rate) {
+  const el = document.getElementById("energy-chart");
+  if (!el || typeof echarts === "undefined") return;
+  const old = echarts.getInstanceByDom(el);
+  if (old) old.dispose();
+  const chart = echarts.init(el, null, { renderer: "canvas" });
+  const f4 = v => (v == null ? "—" : Number(v).toFixed(4));
+  const lastTarget = [...trajectory].reverse().find(v => v != null);
+  chart.setOption({
+    animation: false,
+    grid: { left: 70, right: 40, top: 30, bottom: 40 },
+    tooltip: {
+      trigger: "axis",
+      valueFormatter: f4,
+      backgroundColor: "rgba(10,25,50,0.92)",
+      borderColor: "#2b4a7a",
+      textStyle: { color: "#dbe7ff" },
+    },
+    legend: { show: false },
+    xAxis: { type: "category", data: months.map(spanLabel), axisLabel: { color: "#8fa7cc" }, axisLine: { lineStyle: { color: "#2b4a7a" } } },
+    yAxis: { type: "value", name: t("unit_tce_per_10k"), nameTextStyle: { color: "#8fa7cc" }, scale: true,
+      axisLabel: { color: "#8fa7cc", formatter: v => v.toFixed(4) }, splitLine: { lineStyle: { color: "rgba(143,167,204,0.15)" } } },
+    series: [
+      { name: t("actual"), type: "line", data: actual, connectNulls: false, symbol: "circle", symbolSize: 7,
+        lineStyle: { width: 3, color: "#39c5ff" }, itemStyle: { color: "#39c5ff", borderColor: "#fff" },
+        markLine: lastTarget == null ? undefined : {
+          symbol: "none", silent: false,
+          lineStyle: { type: "solid", width: 1.5, color: "#ff7b72" },
+          label: { color: "#ff7b72", position: "insideEndTop", formatter: `${t("target")} ${f4(lastTarget)}` },
+          data: [{ yAxis: lastTarget, name: t("target") }],
+        } },
+      { name: t("trajectory"), type: "line", data: trajectory, symbol: "none", lineStyle: { width: 2, type: "dashed", color: "#ffd166" } },
+    ],
+  });
+  window.addEventListener("resize", () => chart.resize(), { once: true });
 }
 
 const LEVELS = ["advanced", "intermediate", "basic", "none", "undeclared"];
@@ -461,7 +530,10 @@ async function viewScenarios() {
 
 function zoneName(id) {
   const z = S.zones.find(x => x.id === id);
-  return z ? nm(z) : id;
+  if (z) return nm(z);
+  // At a center there are no zone records: the names come with the cities.
+  const c = S.cities.find(c => c.names && c.names[id]);
+  return c && S.lang !== "en" ? c.names[id] : id;
 }
 
 async function viewAlerts() {
@@ -533,14 +605,14 @@ function whyEn(w) {
 
 async function viewBriefing() {
   const [g, c] = await Promise.all([
-    api(`/api/v1/zones/${S.zone}/goals?${q()}&compare=true`),
+    api(`/api/v1/zones/${S.zone}/goals?${q()}&compare=true&pace=true`),
     api(`/api/v1/zones/${S.zone}/chase?${q()}`),
   ]);
   const rows = g.goals.map(r => `<tr class="goal" data-goal="${esc(r.id)}"><td class="mono">${esc(r.id)}</td><td>${esc(nm(r))}</td>
     <td class="num value">${amount(r.value, r.unit).join(" ").trim()}</td>
     <td class="span-label">${esc(spanLabel(r.period))}</td><td class="compare">${cmpText(g.comparisons && g.comparisons[r.id])}</td>
     <td class="num">${esc(targetText(r))}</td><td>${statusBadge(r.status)}</td>
-    <td class="num completeness">${pct(r.completeness)}</td><td class="num">${r.unknown}</td><td>${esc(r.deadline || "")}</td></tr>`).join("");
+    <td class="num completeness">${pct(r.completeness)}</td><td class="num">${r.unknown}</td><td>${esc(r.deadline || "")}${paceLine(g.pace && g.pace[r.id], r.unit)}</td></tr>`).join("");
   return `<section class="card briefing">
     <div class="brief-head"><div><h2>${esc(nm(g))} · ${t("briefing_title")}</h2>
       <div class="muted">${t("period")} ${esc(g.period)} · ${t("generated")} ${fmtTime(g.computed_at)}</div></div>
@@ -666,10 +738,13 @@ async function render() {
       if (!S.zones.some(z => z.id === S.zone)) S.zone = S.zones.length ? S.zones[0].id : null;
       if (!S.cities.some(c => c.city === S.city)) S.city = S.cities.length ? S.cities[0].city : null;
       applyLabels();
+      S.after = [];
       const ready = S.tab === "city" ? S.city : S.zone;
       const html = ready ? await VIEWS[S.tab]() : `<div class="loading">${t("no_data_yet")}</div>`;
       const y = window.scrollY;
       view.innerHTML = html;
+      // Charts drawn into the new HTML (ECharts needs its element in place).
+      for (const f of S.after.splice(0)) f();
       if (S.kiosk) fitScreen(); else window.scrollTo(0, y);
       $("#token-bar").hidden = true;
     } catch (e) {
@@ -781,8 +856,8 @@ function init() {
     else if (b.id === "export-xlsx") exportReport("xlsx");
     else if (b.id === "print") window.print();
   });
-  render();
-  follow();
+  // The event stream once the first render knows whom it faces (a center has none).
+  render().then(follow);
   if (S.kiosk) startKiosk();
 }
 

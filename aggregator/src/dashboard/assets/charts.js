@@ -1,4 +1,5 @@
-// Hand-drawn SVG charts: no chart library, nothing fetched from outside.
+// Small hand-drawn SVG charts (sparklines, bars, a stacked bar); the energy
+// trend is drawn with the vendored ECharts (app.js `energyChart`).
 "use strict";
 
 const Charts = (() => {
@@ -22,37 +23,6 @@ const Charts = (() => {
       open = true;
     });
     return d;
-  }
-
-  // A line chart of monthly series: [{values, cls, dashed, dots}], labels under the x axis.
-  function line(opts) {
-    const W = opts.width || 1400, H = opts.height || 380;
-    const L = 80, R = 40, T = 18, B = 44;
-    const n = opts.labels.length;
-    const [lo, hi] = extent(opts.series.map(s => s.values));
-    const x = i => L + (n <= 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (n - 1));
-    const y = v => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
-    let s = `<svg ${NS} class="chart" viewBox="0 0 ${W} ${H}" role="img">`;
-    const ticks = 4;
-    // Enough decimals that neighbouring ticks never read the same.
-    const step = (hi - lo) / ticks;
-    const digits = Math.min(6, Math.max(0, Math.ceil(-Math.log10(step)) + 1));
-    for (let k = 0; k <= ticks; k++) {
-      const v = lo + ((hi - lo) * k) / ticks, yy = y(v);
-      s += `<line class="grid" x1="${L}" x2="${W - R}" y1="${yy}" y2="${yy}"/>`;
-      s += `<text class="tick" x="${L - 10}" y="${yy + 5}" text-anchor="end">${v.toFixed(digits)}</text>`;
-    }
-    const every = Math.max(1, Math.ceil(n / 12));
-    opts.labels.forEach((lab, i) => {
-      if (i % every === 0 || i === n - 1) s += `<text class="tick" x="${x(i)}" y="${H - 14}" text-anchor="${i === n - 1 && n > 1 ? "end" : "middle"}">${lab}</text>`;
-    });
-    for (const ser of opts.series) {
-      s += `<path class="line ${ser.cls}${ser.dashed ? " dashed" : ""}" d="${path(ser.values, x, y)}"/>`;
-      if (ser.dots) ser.values.forEach((v, i) => {
-        if (v != null) s += `<circle class="dot ${ser.cls}" cx="${x(i)}" cy="${y(v)}" r="5"><title>${opts.labels[i]}: ${opts.fmt ? opts.fmt(v) : v}</title></circle>`;
-      });
-    }
-    return s + "</svg>";
   }
 
   // A small trend line with its trajectory, for table rows and zone cards.
@@ -83,5 +53,5 @@ const Charts = (() => {
       `<div class="seg ${p.cls}" style="width:${(p.n * 100) / total}%" title="${p.label}: ${p.n}">${p.n}</div>`).join("") + `</div>`;
   }
 
-  return { line, spark, bar, stack };
+  return { spark, bar, stack };
 })();

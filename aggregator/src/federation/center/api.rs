@@ -1,7 +1,8 @@
 //! The center's HTTP API: city and province goal tables in the shape a zone
 //! aggregator serves them (`/api/v1/cities/{city}/goals`,
 //! `/api/v1/province/goals`), plus the zones behind each table and figure,
-//! and the center's own status and metrics.
+//! the cities it serves (`/api/v1/cities`), the center's own status and
+//! metrics, and the compiled-in dashboard page at `/`.
 
 use super::consume::ConsumeStats;
 use super::merge::Merge;
@@ -42,12 +43,21 @@ pub fn router(api: CenterApi, tokens: Arc<Tokens>) -> Router {
         .route("/metrics", get(metrics))
         .with_state(api.clone());
     let guarded = Router::new()
+        .route("/api/v1/cities", get(cities))
         .route("/api/v1/cities/{city}/goals", get(city_goals))
         .route("/api/v1/province/goals", get(province_goals))
         .route("/api/v1/center/status", get(status))
         .route_layer(axum::middleware::from_fn_with_state(tokens, read_guard))
         .with_state(api);
-    open.merge(guarded)
+    // The same page a zone aggregator serves; it asks `/api/v1/cities` which role it faces.
+    open.merge(guarded).merge(crate::dashboard::assets_router())
+}
+
+/// The cities of the center's registry, each with its zones (in registry
+/// order), and the role, so the dashboard shows the city and province view.
+async fn cities(State(api): State<CenterApi>) -> ApiResult {
+    let m = locked(&api)?;
+    Ok(Json(crate::api::cities_of(m.zones(), "center")))
 }
 
 /// `?period=&span=` of a table.
@@ -126,7 +136,8 @@ async fn status(State(api): State<CenterApi>) -> ApiResult {
             json!({
                 "zone": z.id,
                 "city": z.city,
-                "version": h.and_then(|h| h.key).map(|k| k.0),
+                "epoch": h.and_then(|h| h.key).map(|k| k.epoch),
+                "version": h.and_then(|h| h.key).map(|k| k.version),
                 "data_at": h.and_then(|h| h.data_at),
                 "data_age_s": h.and_then(|h| h.data_at).map(|t| (now - t).num_seconds()),
                 "heard_at": h.and_then(|h| h.heard_at),
@@ -193,7 +204,7 @@ async fn metrics(State(api): State<CenterApi>) -> Response {
     if let Ok(m) = api.merge.lock() {
         let _ = writeln!(text, "# HELP zonesync_center_zone_version Data version held per zone.\n# TYPE zonesync_center_zone_version gauge");
         for z in m.zones() {
-            let v = m.held(&z.id).and_then(|h| h.key).map_or(0, |k| k.0);
+            let v = m.held(&z.id).and_then(|h| h.key).map_or(0, |k| k.version);
             let _ = writeln!(text, "zonesync_center_zone_version{{zone=\"{}\"}} {v}", z.id);
         }
         let _ = writeln!(text, "# HELP zonesync_center_zone_lag_milliseconds Delay from a zone's data changing to the center holding it (newest version).\n# TYPE zonesync_center_zone_lag_milliseconds gauge");
@@ -212,4 +223,27 @@ async fn metrics(State(api): State<CenterApi>) -> Response {
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cities_list_each_city_once_with_its_zones_and_say_center() {
+        let reg = crate::registry::Registry::from_toml(
+            "[[zone]]\nid = \"jy-a\"\nname_zh = \"a\"\ncity = \"济源\"\nprovince = \"河南\"\n\
+             [[zone]]\nid = \"py-a\"\nname_zh = \"p\"\ncity = \"濮阳\"\nprovince = \"河南\"\n\
+             [[zone]]\nid = \"jy-b\"\nname_zh = \"b\"\ncity = \"济源\"\nprovince = \"河南\"\n",
+            "registry.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            crate::api::cities_of(reg.zones(), "center"),
+            json!({"role": "center", "cities": [
+                {"city": "济源", "province": "河南", "zones": ["jy-a", "jy-b"], "names": {"jy-a": "a", "jy-b": "b"}},
+                {"city": "濮阳", "province": "河南", "zones": ["py-a"], "names": {"py-a": "p"}},
+            ]})
+        );
+    }
 }

@@ -63,6 +63,11 @@ pub fn take(merge: &Mutex<Merge>, stats: &ConsumeStats, subject: &str, payload: 
             return;
         }
     };
+    count(stats, subject, &outcome);
+}
+
+/// Counts what the merge made of a message (either transport).
+pub fn count(stats: &ConsumeStats, subject: &str, outcome: &Outcome) {
     match outcome {
         Outcome::Applied(_) => stats.applied.fetch_add(1, Ordering::Relaxed),
         Outcome::Unchanged => stats.unchanged.fetch_add(1, Ordering::Relaxed),

@@ -3,7 +3,10 @@
 //! HTTP handlers read tables from it (`super::tables`).
 //!
 //! Per (zone, goal, span) the center keeps the tally of the message with the
-//! highest key (version, then publication time). A message only replaces
+//! highest key (the zone store's epoch, its version, then publication time).
+//! A message of an epoch older than one already held comes from a store that
+//! was since reset: it is refused, and the first message of a new epoch
+//! replaces everything the older one had sent. A message only replaces
 //! cells whose key it beats, so the end state is that of the highest key
 //! whatever order messages come in, and a replay or duplicate changes
 //! nothing: figures never move back and nothing counts twice.
@@ -16,9 +19,30 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use zonesync_proto::ZoneId;
 
-/// Which of two snapshots of a zone is newer: the zone's data version first;
-/// at one version (a zone restarted with another registry), the later one.
-pub type Key = (u64, DateTime<Utc>);
+/// Which of two snapshots of a zone is newer: the zone store's epoch first
+/// (a reset store counts its version from zero again), then its data
+/// version; at one version (a zone restarted with another registry), the
+/// later one. Fields in that order: the derived order is the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    /// The zone store's epoch.
+    pub epoch: u64,
+    /// The zone's data version in it.
+    pub version: u64,
+    /// When the message was made.
+    pub published_at: DateTime<Utc>,
+}
+
+impl Key {
+    /// The key of `msg`.
+    pub fn of(msg: &ZoneTallies) -> Self {
+        Self {
+            epoch: msg.epoch,
+            version: msg.version,
+            published_at: msg.published_at,
+        }
+    }
+}
 
 /// Why a message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +61,8 @@ pub enum Refusal {
     Count { zone: ZoneId, error: CountError },
     #[error("zone {zone}: version {version} sent twice with different tallies for goal {goal}")]
     Conflict { zone: ZoneId, version: u64, goal: String },
+    #[error("zone {zone}: epoch {epoch} is older than the epoch {held} held (a store since reset)")]
+    OldEpoch { zone: ZoneId, epoch: u64, held: u64 },
 }
 
 impl Refusal {
@@ -50,6 +76,7 @@ impl Refusal {
             Refusal::UnknownGoal { .. } => "unknown_goal",
             Refusal::Count { .. } => "count",
             Refusal::Conflict { .. } => "conflict",
+            Refusal::OldEpoch { .. } => "old_epoch",
         }
     }
 }
@@ -183,7 +210,14 @@ impl Merge {
             return Err(Refusal::Settings(msg.zone.clone()));
         }
         let held = self.held.get(&msg.zone);
-        let key = (msg.version, msg.published_at);
+        let key = Key::of(msg);
+        if let Some(k) = held.and_then(|h| h.key).filter(|k| k.epoch > key.epoch) {
+            return Err(Refusal::OldEpoch {
+                zone: msg.zone.clone(),
+                epoch: key.epoch,
+                held: k.epoch,
+            });
+        }
         let mut cells = Vec::with_capacity(msg.cells.len());
         for c in &msg.cells {
             let gi = *self.by_id.get(&c.goal).ok_or_else(|| Refusal::UnknownGoal {
@@ -209,8 +243,12 @@ impl Merge {
     }
 
     fn apply(&mut self, msg: ZoneTallies, cells: Vec<(usize, Span)>, arrival: Arrival) -> Outcome {
-        let key = (msg.version, msg.published_at);
+        let key = Key::of(&msg);
         let h = self.held.entry(msg.zone).or_default();
+        if h.key.is_some_and(|k| k.epoch < key.epoch) {
+            // A reset store: what the old one sent is gone with it.
+            h.cells.clear();
+        }
         let (heard, received) = match arrival {
             Arrival::Live(t) => (t, Some(t)),
             Arrival::Rebuild(t) => (msg.published_at.min(t), None),
@@ -231,7 +269,7 @@ impl Merge {
         if h.key.is_none_or(|k| k < key) {
             // A new version: its data time and the delay to here. The same
             // version again (a heartbeat, a zone restarted) keeps both.
-            if h.key.is_none_or(|(v, _)| v < msg.version) {
+            if h.key.is_none_or(|k| (k.epoch, k.version) < (key.epoch, key.version)) {
                 if let Some(received) = received {
                     let lag = (received - msg.data_at).num_milliseconds().max(0);
                     h.lag_ms = lag;
@@ -253,6 +291,20 @@ impl Merge {
     /// Counts a message that could not even be read (no zone to blame).
     pub fn refuse_unreadable(&mut self) {
         *self.refused.entry("unreadable").or_default() += 1;
+    }
+
+    /// Whether `zone` is in the center's registry.
+    pub fn is_registered(&self, zone: &ZoneId) -> bool {
+        self.zones.contains_key(zone)
+    }
+
+    /// Counts a message the transport refused before the merge saw it (a
+    /// bad signature, say), against `zone` when it names a registered one.
+    pub fn refuse_unopened(&mut self, label: &'static str, zone: Option<&ZoneId>) {
+        *self.refused.entry(label).or_default() += 1;
+        if let Some(z) = zone.filter(|z| self.zones.contains_key(*z)) {
+            self.held.entry(z.clone()).or_default().refused += 1;
+        }
     }
 
     /// `zone`'s tally of goal `gi` over `span`, if it sent one.

@@ -82,7 +82,7 @@ impl World {
         let z = &self.zones[zi].id;
         let cells = cells_for(&self.goals, &self.asks, &GoalSettings::default());
         let taken = take(&self.state, &self.tallies, z, &cells).unwrap();
-        message(z, taken, &self.goals, &cells, &GoalSettings::default(), at, at)
+        message(z, 1, taken, &self.goals, &cells, &GoalSettings::default(), at, at)
     }
 
     fn center(&self) -> Merge {
@@ -327,4 +327,57 @@ fn the_parts_behind_a_figure_add_up_to_it() {
         checked += 1;
     }
     assert!(checked > 3);
+}
+
+#[test]
+fn a_reset_store_s_new_epoch_wins_over_the_old_higher_version_and_an_old_epoch_replay_is_refused() {
+    let mut w = world();
+    let mut r = Rng::new(5);
+    let mut meters = Meters::default();
+    for _ in 0..40 {
+        w.step(&mut r, &mut meters);
+    }
+    let mut m = w.center();
+    for zi in 0..3 {
+        m.offer(None, w.snapshot(zi, t0()), Arrival::Live(t0()));
+    }
+    let old = w.snapshot(0, t0());
+    assert!(old.version > 2, "zone z has a history: {}", old.version);
+
+    // Zone z's store is wiped: its version counts from zero again, its
+    // figures are those of an empty store, under a later epoch.
+    let z = w.zones[0].clone();
+    w.state.zones.remove(&z.id);
+    w.state.zone_mut(&z.id);
+    w.tallies = Tallies::for_zones(&w.zones, &w.goals, &w.cat, &GoalSettings::default());
+    let mut fresh = w.snapshot(0, t0() + chrono::Duration::seconds(10));
+    fresh.epoch = 2;
+    assert!(fresh.version < old.version);
+    assert_ne!(fresh.cells, old.cells);
+    assert!(matches!(
+        m.offer(None, fresh.clone(), Arrival::Live(t0())),
+        Outcome::Applied(_)
+    ));
+    let held = m.held(&z.id).unwrap().key.unwrap();
+    assert_eq!((held.epoch, held.version), (2, fresh.version));
+    for c in &fresh.cells {
+        let gi = m.goals().iter().position(|g| g.id == c.goal).unwrap();
+        assert_eq!(m.cell(&z.id, gi, c.span.0), Some(&c.tally), "{} {:?}", c.goal, c.span);
+    }
+
+    // The old store's last snapshot replayed (the stream still holds it): refused, counted, nothing moves.
+    let before = table(&m, &Level::Province, w.asks[0], t0(), 3600).unwrap();
+    let mut replay = old.clone();
+    replay.published_at = t0() + chrono::Duration::seconds(20);
+    assert_eq!(
+        m.offer(Some("z"), replay, Arrival::Live(t0())),
+        Outcome::Refused(Refusal::OldEpoch {
+            zone: z.id.clone(),
+            epoch: 1,
+            held: 2
+        })
+    );
+    assert_eq!(m.refused.get("old_epoch"), Some(&1));
+    assert_eq!(m.held(&z.id).unwrap().refused, 1);
+    assert_eq!(table(&m, &Level::Province, w.asks[0], t0(), 3600).unwrap(), before);
 }

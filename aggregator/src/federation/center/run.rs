@@ -1,10 +1,13 @@
-//! Starting a center: its registry and goals, the HTTP API and the hub
-//! consumer, both holding the shutdown signal and awaited on exit.
+//! Starting a center: its registry and goals, the HTTP API and its sources
+//! (the hub consumer, the MQTT subscription, or both), each holding the
+//! shutdown signal and awaited on exit.
 
 use super::api::{router, CenterApi};
 use super::consume::{run as consume, ConsumeStats};
 use super::merge::Merge;
+use super::mqtt::run as mqtt_source;
 use crate::federation::config::CenterConfig;
+use crate::federation::signed::{load_keys, KeyError};
 use crate::goals::GoalError;
 use crate::registry::{Registry, RegistryError};
 use std::net::SocketAddr;
@@ -23,6 +26,10 @@ pub enum CenterError {
     Goals(#[from] GoalError),
     #[error("HTTP listener on {addr}: {source}")]
     Http { addr: String, source: std::io::Error },
+    #[error("mqtt.keys: {0}")]
+    Key(#[from] KeyError),
+    #[error("the center has neither [nats] nor [mqtt]: nothing to read tallies from")]
+    NoSource,
 }
 
 /// A started center.
@@ -51,6 +58,13 @@ impl RunningCenter {
 
 /// Loads the registry and goals, binds the API and starts consuming the hub stream.
 pub async fn start(cfg: CenterConfig, shutdown: Shutdown) -> Result<RunningCenter, CenterError> {
+    if cfg.nats.is_none() && cfg.mqtt.is_none() {
+        return Err(CenterError::NoSource);
+    }
+    let keys = match &cfg.mqtt {
+        Some(m) => load_keys(&m.keys)?,
+        None => Default::default(),
+    };
     let registry = Registry::load(&cfg.registry)?;
     let catalog = zonesync_runtime::config::load_catalog(cfg.catalog.as_deref())
         .map_err(|e| CenterError::Catalog(Box::new(e)))?;
@@ -84,12 +98,26 @@ pub async fn start(cfg: CenterConfig, shutdown: Shutdown) -> Result<RunningCente
         limits,
         shutdown.clone(),
     ));
-    let consumer = tokio::spawn(consume(cfg.nats.clone(), merge.clone(), stats.clone(), shutdown));
-    tracing::info!(%http_addr, hub = %cfg.nats.connect.url, stream = %cfg.nats.stream, "center started");
+    let mut tasks = vec![("HTTP API", http)];
+    if let Some(nats) = cfg.nats.clone() {
+        tracing::info!(hub = %nats.connect.url, stream = %nats.stream, "reading the hub stream");
+        tasks.push((
+            "hub consumer",
+            tokio::spawn(consume(nats, merge.clone(), stats.clone(), shutdown.clone())),
+        ));
+    }
+    if let Some(mqtt) = cfg.mqtt.clone() {
+        tracing::info!(broker = %format!("{}:{}", mqtt.broker.host, mqtt.broker.port), prefix = %mqtt.topic_prefix, "subscribing to the MQTT tally topics");
+        tasks.push((
+            "MQTT source",
+            tokio::spawn(mqtt_source(mqtt, keys, merge.clone(), stats.clone(), shutdown.clone())),
+        ));
+    }
+    tracing::info!(%http_addr, "center started");
     Ok(RunningCenter {
         http_addr,
         merge,
         stats,
-        tasks: vec![("HTTP API", http), ("hub consumer", consumer)],
+        tasks,
     })
 }

@@ -119,7 +119,7 @@ pub fn table(m: &Merge, level: &Level, asked: Asked, now: DateTime<Utc>, stale_a
         standings.push(ZoneStanding {
             zone: z.id.clone(),
             standing,
-            version: held.and_then(|h| h.key).map(|k| k.0),
+            version: held.and_then(|h| h.key).map(|k| k.version),
             data_at,
             data_age_s: data_at.map(|t| (now - t).num_seconds()),
             heard_at: heard,
