@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs zonesync's whole test suite on a fresh Debian machine with Rust installed.
-# Installs what the tests need where it is missing (Mosquitto, nats-server, Chromium and
-# chromedriver, dpkg-dev, prometheus (for promtool), from Debian's packages; pymodbus 3.x, dlt645 3.x
-# and openapi-spec-validator, with pip; cargo-deb, from crates.io);
+# Installs what the tests need where it is missing (Mosquitto, nats-server, socat, Chromium and
+# chromedriver, dpkg-dev, prometheus (for promtool), from Debian's packages; pymodbus 3.x, dlt645 3.x,
+# pysparkplug and openapi-spec-validator, with pip; cargo-deb, from crates.io);
 # the tests start their own brokers and
 # meters on free loopback ports, so a Mosquitto already running on 1883 is
 # neither needed nor disturbed.
@@ -43,10 +43,25 @@ if need_nats; then
   exit 1
 fi
 
+# The serial-port tests (tests/serial.rs) stand a socat pty pair in for the
+# RS-485 line (Debian package).
+if ! command -v socat >/dev/null 2>&1; then
+  echo "== installing socat (Debian package)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq socat >/dev/null
+fi
+if ! command -v socat >/dev/null 2>&1; then
+  echo "socat is still missing after the install step; the serial-port tests need it" >&2
+  exit 1
+fi
+
 # The Modbus source's end-to-end test runs a real Modbus TCP server from
-# pymodbus 3.x (tests/peers/modbus_meter.py).
+# pymodbus 3.x (tests/peers/modbus_meter.py); the serial-port test serves
+# Modbus RTU from it, which needs pyserial.
 need_pymodbus() {
-  ! python3 -c "import sys, pymodbus; sys.exit(0 if pymodbus.__version__.startswith('3.') else 1)" >/dev/null 2>&1
+  ! python3 -c "import sys, serial, pymodbus; sys.exit(0 if pymodbus.__version__.startswith('3.') else 1)" >/dev/null 2>&1
 }
 
 if need_pymodbus; then
@@ -59,8 +74,8 @@ if need_pymodbus; then
   fi
   # A virtualenv or pyenv Python takes a plain install; Debian's own Python
   # refuses one (PEP 668), so fall back to the user's site-packages.
-  python3 -m pip install -q 'pymodbus>=3,<4' \
-    || python3 -m pip install -q --user --break-system-packages 'pymodbus>=3,<4'
+  python3 -m pip install -q 'pymodbus>=3,<4' pyserial \
+    || python3 -m pip install -q --user --break-system-packages 'pymodbus>=3,<4' pyserial
 fi
 if need_pymodbus; then
   echo "pymodbus 3.x is still missing after the install step; the Modbus end-to-end test needs it" >&2
@@ -136,6 +151,21 @@ if need_openapi_validator; then
 fi
 if need_openapi_validator; then
   echo "openapi-spec-validator is still missing after the install step; the OpenAPI test needs it" >&2
+  exit 1
+fi
+
+# The gateway-source test (tests/gateways.rs) runs a Sparkplug B edge node
+# built on the PyPI `pysparkplug` library (tests/peers/sparkplug_node.py).
+need_pysparkplug() {
+  ! python3 -c "import pysparkplug" >/dev/null 2>&1
+}
+if need_pysparkplug; then
+  echo "== installing pysparkplug (pip)"
+  python3 -m pip install -q 'pysparkplug>=0.6,<1' \
+    || python3 -m pip install -q --user --break-system-packages 'pysparkplug>=0.6,<1'
+fi
+if need_pysparkplug; then
+  echo "pysparkplug is still missing after the install step; the Sparkplug B end-to-end test needs it" >&2
   exit 1
 fi
 

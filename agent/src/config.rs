@@ -73,6 +73,16 @@ pub struct AgentConfig {
     #[cfg(feature = "dlt645")]
     #[serde(default)]
     pub dlt645: Vec<crate::sources::dlt645::Dlt645Config>,
+    /// The gateway's own serial ports (RS-485), one `[[serial]]` table each;
+    /// Modbus RTU devices and DL/T 645 meters name theirs with `serial = "…"`.
+    #[cfg(feature = "serial")]
+    #[serde(default)]
+    pub serial: Vec<crate::sources::serial::SerialConfig>,
+    /// Gateways already on the plant's broker (EMQX Neuron, Sparkplug B edge
+    /// nodes), one `[[mqtt_gateway]]` table each.
+    #[cfg(feature = "gateways")]
+    #[serde(default)]
+    pub mqtt_gateway: Vec<crate::sources::gateways::MqttGatewayConfig>,
     /// HTTP/JSON documents from plant systems, one `[[http_pull]]` table per URL.
     #[cfg(feature = "http-pull")]
     #[serde(default)]

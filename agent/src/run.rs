@@ -36,6 +36,12 @@ pub enum AgentError {
     #[cfg(feature = "dlt645")]
     #[error(transparent)]
     Dlt645(#[from] crate::sources::dlt645::Dlt645ConfigError),
+    #[cfg(feature = "serial")]
+    #[error(transparent)]
+    Serial(#[from] crate::sources::serial::SerialConfigError),
+    #[cfg(feature = "gateways")]
+    #[error(transparent)]
+    MqttGateway(#[from] crate::sources::gateways::MqttGatewayConfigError),
     #[cfg(feature = "http-pull")]
     #[error(transparent)]
     HttpPull(#[from] crate::sources::http_pull::HttpPullConfigError),
@@ -63,6 +69,13 @@ pub(crate) fn enterprises(config: &AgentConfig) -> Vec<EnterpriseId> {
     out.extend(config.modbus.iter().map(|m| m.enterprise.clone()));
     #[cfg(feature = "dlt645")]
     out.extend(config.dlt645.iter().map(|m| m.enterprise.clone()));
+    #[cfg(feature = "gateways")]
+    out.extend(
+        config
+            .mqtt_gateway
+            .iter()
+            .flat_map(|g| g.tags.iter().map(|t| t.enterprise.clone())),
+    );
     #[cfg(feature = "http-pull")]
     out.extend(
         config
@@ -150,8 +163,13 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
     let modbus: Vec<_> = modbus.into_iter().map(|d| d.with_clock(clock.clone())).collect();
     #[cfg(feature = "dlt645")]
     let dlt645 = crate::sources::dlt645::check_all(&config.dlt645, &validator)?;
+    #[cfg(feature = "serial")]
+    let (modbus, dlt645) =
+        crate::sources::serial::attach(&crate::sources::serial::check_all(&config.serial)?, modbus, dlt645)?;
     #[cfg(feature = "http-pull")]
     let http_pull = crate::sources::http_pull::check_all(&config.http_pull, &validator)?;
+    #[cfg(feature = "gateways")]
+    let mqtt_gateways = crate::sources::gateways::check_all(&config.mqtt_gateway, &validator)?;
     #[cfg(feature = "csv")]
     for folder in &config.csv_drop {
         folder.check()?;
@@ -159,6 +177,9 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
 
     let mut tasks: JoinSet<Result<(), OutboxError>> = JoinSet::new();
     let restarts = Arc::new(AtomicU64::new(0));
+    // Each meter or gateway source's counters, for the status file.
+    #[allow(unused_mut)]
+    let mut counters: Vec<(String, crate::status::SourceCounters)> = Vec::new();
     // Each source is started again from a clone of its configuration.
     let (o, s) = (outbox.clone(), shutdown.clone());
     if let Some(sim) = config.simulator.clone() {
@@ -179,6 +200,8 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
     for device in modbus {
         let (o, s) = (o.clone(), s.clone());
         let name = device.source_name();
+        let stats = device.stats.clone();
+        counters.push((name.clone(), Arc::new(move || stats.counts())));
         spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
             device.clone().run(o.clone(), s.clone())
         });
@@ -196,6 +219,11 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
         let (o, s) = (o.clone(), s.clone());
         let gateway = gateway.with_clock(clock.clone());
         let name = gateway.source_name();
+        let stats = gateway.stats.clone();
+        counters.push((
+            name.clone(),
+            Arc::new(move || stats.snapshot().into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
+        ));
         spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
             gateway.clone().run(o.clone(), s.clone())
         });
@@ -205,6 +233,19 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
         let (o, s) = (o.clone(), s.clone());
         let source = source.with_clock(clock.clone());
         let name = source.source_name();
+        spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
+            source.clone().run(o.clone(), s.clone())
+        });
+    }
+    #[cfg(feature = "gateways")]
+    for checked in mqtt_gateways {
+        let (o, s) = (o.clone(), s.clone());
+        let client_id = format!("{}-{}", config.agent_id, checked.cfg.name);
+        let source =
+            crate::sources::gateways::MqttGateway::new(checked, validator.clone(), client_id).with_clock(clock.clone());
+        let name = source.source_name();
+        let stats = source.stats.clone();
+        counters.push((name.clone(), Arc::new(move || stats.counts())));
         spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
             source.clone().run(o.clone(), s.clone())
         });
@@ -222,6 +263,7 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
         links: links.clone(),
         history: history.clone(),
         source_restarts: restarts.clone(),
+        sources: counters,
     };
     let reporter = Arc::new(reporter);
     if let Some(listen) = &config.metrics.listen {

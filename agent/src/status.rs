@@ -10,6 +10,7 @@ use crate::outbox::{Outbox, OutboxStats};
 use crate::shutdown::Shutdown;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -53,7 +54,14 @@ pub struct Status {
     /// Sources started again after a failure in this run (each logged with its error).
     #[serde(default)]
     pub source_restarts: u64,
+    /// Each meter or gateway source's counters in this run, by source name:
+    /// reads, readings, timeouts, bad frames, refused values, rollovers…
+    #[serde(default)]
+    pub sources: BTreeMap<String, BTreeMap<String, u64>>,
 }
+
+/// Reads a source's counters when the status is written.
+pub type SourceCounters = Arc<dyn Fn() -> BTreeMap<String, u64> + Send + Sync>;
 
 /// One upstream's link and cursor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,6 +233,8 @@ pub struct Reporter {
     pub history: Option<Arc<History>>,
     /// Sources started again after a failure.
     pub source_restarts: Arc<std::sync::atomic::AtomicU64>,
+    /// Each source's counters, by source name.
+    pub sources: Vec<(String, SourceCounters)>,
 }
 
 impl Reporter {
@@ -248,6 +258,7 @@ impl Reporter {
             history: self.history.as_ref().map(|h| h.stats()),
             upstreams,
             source_restarts: self.source_restarts.load(Ordering::Relaxed),
+            sources: self.sources.iter().map(|(name, read)| (name.clone(), read())).collect(),
         }
     }
 
@@ -290,6 +301,7 @@ mod tests {
             history: None,
             upstreams: Vec::new(),
             source_restarts: 0,
+            sources: BTreeMap::new(),
         }
     }
 

@@ -228,7 +228,7 @@ impl Ctx {
 }
 
 /// Figures by number and name, for rows of figures not selected.
-const FIGURES: [(&str, &str); 9] = [
+const FIGURES: [(&str, &str); 10] = [
     ("1", "Broker path ceiling (baseline)"),
     ("2", "Aggregator ingest"),
     ("3", "Agent drain"),
@@ -238,6 +238,7 @@ const FIGURES: [(&str, &str); 9] = [
     ("7", "Recovery time for a backlog"),
     ("8", "Connections"),
     ("9", "Start-up rebuild"),
+    ("10", "Federation center at 180 zones"),
 ];
 
 /// Runs every selected figure and returns the report.
@@ -262,7 +263,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         rows.push(path);
         rows.push(only);
     }
-    let steps: [(&str, &str); 8] = [
+    let steps: [(&str, &str); 9] = [
         ("2", "aggregator ingest"),
         ("3", "agent drain"),
         ("4", "agent footprint"),
@@ -271,6 +272,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         ("7", "recovery"),
         ("8", "connections"),
         ("9", "start-up rebuild"),
+        ("10", "federation center at 180 zones"),
     ];
     for (id, what) in steps {
         if !want(id) {
@@ -294,6 +296,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
             "6" => rows.extend(figures::freshness::measure(&ctx).await),
             "7" => rows.push(figures::recovery::measure(&ctx, ceiling).await),
             "9" => rows.push(figures::rebuild::measure(&ctx).await),
+            "10" => rows.extend(figures::federation::measure(&ctx).await),
             _ => rows.extend(figures::connections::measure(&ctx).await),
         }
         timings.push((id.to_owned(), t.elapsed().as_secs_f64()));

@@ -458,6 +458,8 @@ pub async fn start_with(
             modbus: vec![],
             csv_drop: vec![],
             dlt645: vec![],
+            serial: vec![],
+            mqtt_gateway: vec![],
             http_pull: vec![],
             clock_sanity: Default::default(),
             history: Default::default(),

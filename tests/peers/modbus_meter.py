@@ -3,6 +3,14 @@
 server whose register values come from a JSON file.
 
     python3 modbus_meter.py --port 15020 --registers regs.json
+    python3 modbus_meter.py --serial /tmp/x/meter-end --units 1,2 --registers regs.json
+
+With --serial it serves Modbus RTU on a serial device (a socat pty pair's
+end, in the tests) at 9600 8N1 instead of TCP, answering as each unit id in
+--units. The units share the register file at offsets of 1000: the first
+unit listed reads addresses as they are, the second reads address A from
+the file's A + 1000, the third from A + 2000, so a read sent to the wrong
+unit id gets the wrong value (or an illegal-address exception).
 
 The file maps each table to {address: value} with 16-bit values:
 
@@ -77,25 +85,38 @@ class Registers:
         return None
 
 
-def new_api_context(regs):
-    """pymodbus >= 3.10: one shared register block, filled per request by `action`."""
+def new_api_context(regs, units=(0,)):
+    """pymodbus >= 3.10: one shared register block, filled per request by `action`.
+
+    Unit id 0 answers for every unit (TCP); on a serial bus each listed unit
+    id is a device of its own."""
     from pymodbus.constants import ExcCodes
     from pymodbus.simulator import DataType, SimData, SimDevice
 
-    async def action(func_code, start_address, address, count, registers, set_values):
-        regs.refresh()
-        table = Registers.table_of(func_code)
-        if table is None or set_values is not None:
-            return ExcCodes.ILLEGAL_FUNCTION
-        values = regs.tables[table]
-        for a in range(address, address + count):
-            if a not in values:
-                return ExcCodes.ILLEGAL_ADDRESS
-            registers[a - start_address] = values[a]
-        return None
+    def action_at(offset):
+        async def action(func_code, start_address, address, count, registers, set_values):
+            regs.refresh()
+            table = Registers.table_of(func_code)
+            if table is None or set_values is not None:
+                return ExcCodes.ILLEGAL_FUNCTION
+            values = regs.tables[table]
+            for a in range(address, address + count):
+                if a + offset not in values:
+                    return ExcCodes.ILLEGAL_ADDRESS
+                registers[a - start_address] = values[a + offset]
+            return None
 
-    block = SimData(address=0, count=65535, values=0, datatype=DataType.REGISTERS)
-    return SimDevice(id=0, simdata=[block], action=action)
+        return action
+
+    devices = [
+        SimDevice(
+            id=unit,
+            simdata=[SimData(address=0, count=65535, values=0, datatype=DataType.REGISTERS)],
+            action=action_at(1000 * i),
+        )
+        for i, unit in enumerate(units)
+    ]
+    return devices[0] if len(devices) == 1 else devices
 
 
 def legacy_context(regs):
@@ -142,12 +163,12 @@ def legacy_context(regs):
         return ModbusServerContext(slaves=device, single=True)
 
 
-def make_context(regs):
+def make_context(regs, units=(0,)):
     try:
         from pymodbus.simulator import SimDevice
 
         if "action" in getattr(SimDevice, "__dataclass_fields__", {}):
-            return new_api_context(regs)
+            return new_api_context(regs, units)
     except ImportError:
         pass
     return legacy_context(regs)
@@ -171,12 +192,33 @@ async def announce_when_listening(port):
 
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int, help="TCP port (Modbus TCP)")
+    ap.add_argument("--serial", help="serial device (Modbus RTU, 9600 8N1: a pty refuses a parity bit)")
+    ap.add_argument("--units", default="1", help="unit ids answered on --serial, comma-separated")
     ap.add_argument("--registers", required=True, help="JSON file of register values")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     print(f"pymodbus {pymodbus.__version__}", file=sys.stderr, flush=True)
+
+    if args.serial:
+        from pymodbus import FramerType
+        from pymodbus.server import ModbusSerialServer
+
+        units = [int(u) for u in args.units.split(",")]
+        server = ModbusSerialServer(
+            make_context(Registers(args.registers), units),
+            framer=FramerType.RTU,
+            port=args.serial,
+            baudrate=9600,
+            bytesize=8,
+            parity="N",
+            stopbits=1,
+        )
+        await server.serve_forever(background=True)
+        print(f"listening {args.serial}", flush=True)
+        await server.serving
+        return
 
     from pymodbus.server import StartAsyncTcpServer
 

@@ -10,6 +10,7 @@ pub mod corpus;
 pub mod dataset;
 pub mod faults;
 pub mod federation;
+pub mod gateways;
 pub mod hostile;
 pub mod inprocess;
 pub mod ledger;
@@ -17,6 +18,7 @@ pub mod nats;
 pub mod peers;
 pub mod plant;
 pub mod proxy;
+pub mod serial;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

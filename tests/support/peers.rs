@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A Modbus TCP meter process on a free loopback port; killed when dropped.
+/// A Modbus meter process — TCP on a free loopback port, or RTU on a serial
+/// device — killed when dropped.
 pub struct ModbusMeter {
     child: Option<Child>,
-    /// Its port.
+    /// Its port (TCP).
     pub port: u16,
+    /// RTU: the serial device and the unit ids it answers as.
+    serial: Option<(PathBuf, String)>,
     registers: PathBuf,
     log: PathBuf,
     holding: BTreeMap<u16, u16>,
@@ -58,9 +61,20 @@ fn spawn_peer(name: &str, args: &[&std::ffi::OsStr], log: &Path, what: &str) -> 
 impl ModbusMeter {
     /// Starts a meter with no registers, its files in `dir`.
     pub fn start(dir: &Path) -> Self {
+        Self::start_on(dir, None)
+    }
+
+    /// Starts an RTU meter on serial device `device` answering as each of `units`.
+    pub fn start_serial(dir: &Path, device: &Path, units: &[u8]) -> Self {
+        let units = units.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
+        Self::start_on(dir, Some((device.to_owned(), units)))
+    }
+
+    fn start_on(dir: &Path, serial: Option<(PathBuf, String)>) -> Self {
         let mut m = Self {
             child: None,
             port: crate::free_port(),
+            serial,
             registers: dir.join("modbus-registers.json"),
             log: dir.join("modbus-meter.log"),
             holding: BTreeMap::new(),
@@ -73,12 +87,16 @@ impl ModbusMeter {
 
     fn spawn(&mut self) {
         let port = self.port.to_string();
-        let args = [
-            "--port".as_ref(),
-            port.as_ref(),
-            "--registers".as_ref(),
-            self.registers.as_os_str(),
-        ];
+        let mut args: Vec<&std::ffi::OsStr> = match &self.serial {
+            Some((device, units)) => vec![
+                "--serial".as_ref(),
+                device.as_os_str(),
+                "--units".as_ref(),
+                units.as_ref(),
+            ],
+            None => vec!["--port".as_ref(), port.as_ref()],
+        };
+        args.extend(["--registers".as_ref(), self.registers.as_os_str()]);
         self.child = Some(spawn_peer(
             "modbus_meter.py",
             &args,
@@ -142,6 +160,8 @@ pub struct Dlt645Bus {
     child: Option<Child>,
     /// The gateway's port.
     pub port: u16,
+    /// The serial device the bus is on instead of a gateway.
+    serial: Option<PathBuf>,
     file: PathBuf,
     log: PathBuf,
     /// Nameplate address → data identifier (8 hex digits) → kWh.
@@ -151,13 +171,36 @@ pub struct Dlt645Bus {
 impl Dlt645Bus {
     /// Starts a bus with no meters, its files in `dir`.
     pub fn start(dir: &Path) -> Self {
+        Self::start_on(dir, None)
+    }
+
+    /// Starts a bus on serial device `device` (the library's RTU server)
+    /// with `meters` (address, data identifier, kWh) on it from the start:
+    /// the library takes about a second to make a meter, so meters made
+    /// before "listening" answer the first request in time.
+    pub fn start_serial(dir: &Path, device: &Path, meters: &[(&str, &str, f64)]) -> Self {
+        Self::start_with(dir, Some(device.to_owned()), meters)
+    }
+
+    fn start_on(dir: &Path, serial: Option<PathBuf>) -> Self {
+        Self::start_with(dir, serial, &[])
+    }
+
+    fn start_with(dir: &Path, serial: Option<PathBuf>, meters: &[(&str, &str, f64)]) -> Self {
         let mut b = Self {
             child: None,
             port: crate::free_port(),
+            serial,
             file: dir.join("dlt645-meters.json"),
             log: dir.join("dlt645-meter.log"),
             meters: BTreeMap::new(),
         };
+        for (address, di, kwh) in meters {
+            b.meters
+                .entry((*address).to_owned())
+                .or_default()
+                .insert((*di).to_owned(), *kwh);
+        }
         b.write();
         b.spawn();
         b
@@ -165,12 +208,11 @@ impl Dlt645Bus {
 
     fn spawn(&mut self) {
         let port = self.port.to_string();
-        let args = [
-            "--port".as_ref(),
-            port.as_ref(),
-            "--meters".as_ref(),
-            self.file.as_os_str(),
-        ];
+        let mut args: Vec<&std::ffi::OsStr> = match &self.serial {
+            Some(device) => vec!["--serial".as_ref(), device.as_os_str()],
+            None => vec!["--port".as_ref(), port.as_ref()],
+        };
+        args.extend(["--meters".as_ref(), self.file.as_os_str()]);
         self.child = Some(spawn_peer(
             "dlt645_meter.py",
             &args,
@@ -198,6 +240,12 @@ impl Dlt645Bus {
     pub fn remove(&mut self, address: &str) {
         self.meters.remove(address);
         self.write();
+    }
+
+    /// Starts it again with the current meters (after [`Self::stop`], or a pty that went away).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     /// Kills the gateway and waits for it.

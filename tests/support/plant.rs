@@ -99,6 +99,29 @@ impl Plant {
         self.agent = Some(tokio::spawn(zonesync_agent::run(cfg, self.signal.clone())));
     }
 
+    /// The running agent's status file (`data_dir/status.json`, rewritten every 5 s), if written yet.
+    pub fn agent_status(&self, agent_id: &str) -> Option<Value> {
+        let text = std::fs::read(self.dir.path().join(agent_id).join("status.json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Waits until the agent's status file shows `pred` true of its counters
+    /// for source `source` (e.g. `modbus:meter-1`); returns them.
+    pub async fn wait_source(&self, agent_id: &str, source: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Value::Null;
+        while Instant::now() < deadline {
+            if let Some(s) = self.agent_status(agent_id) {
+                seen = s["sources"][source].clone();
+                if pred(&seen) {
+                    return seen;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("source {source}: {what} not seen within {WAIT:?}; last counters {seen}");
+    }
+
     /// Whether the agent is still running.
     pub fn agent_running(&self) -> bool {
         self.agent.as_ref().is_some_and(|a| !a.is_finished())
@@ -177,4 +200,75 @@ fn write_aggregator(dir: &Path, broker_port: u16) -> std::path::PathBuf {
     )
     .expect("write aggregator config");
     aggregator
+}
+
+/// Runs `zonesync-agent check` on `config` (written to `dir/check.toml`);
+/// its standard output and error.
+pub async fn agent_check(dir: &Path, config: &str) -> String {
+    let path = dir.join("check.toml");
+    std::fs::write(&path, config).expect("write check config");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::bin("zonesync-agent"))
+            .args(["check", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run zonesync-agent check")
+    })
+    .await
+    .expect("check task");
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The line of `out` holding every one of `parts`.
+pub fn line_with<'a>(out: &'a str, parts: &[&str]) -> &'a str {
+    out.lines()
+        .find(|l| parts.iter().all(|p| l.contains(p)))
+        .unwrap_or_else(|| panic!("no line with {parts:?} in:\n{out}"))
+}
+
+/// A counter of a source's status (0 when absent).
+pub fn count(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
+}
+
+impl Plant {
+    /// Waits until the aggregator holds exactly the readings the agent's
+    /// `sources` appended (read from its status file, so call it once they
+    /// stopped growing). More would be a reading counted twice; fewer that
+    /// stay fewer, one lost.
+    pub async fn ledger_balances(&self, agent: &str, sources: &[&str]) {
+        let deadline = Instant::now() + WAIT;
+        // The status file is rewritten every 5 s: only one written after this
+        // call began counts what the sources appended by then.
+        let since = chrono::Utc::now();
+        let (mut sent, mut stored) = (0, 0);
+        while Instant::now() < deadline {
+            let fresh = self.agent_status(agent).filter(|s| {
+                s["written_at"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|t| t > since)
+            });
+            let Some(status) = fresh else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            sent = sources.iter().map(|s| count(&status["sources"][*s], "readings")).sum();
+            stored = self.enterprise().await["readings"].as_u64().unwrap_or(0);
+            assert!(
+                stored <= sent || sent == 0,
+                "aggregator holds {stored} readings, the agent appended {sent}"
+            );
+            if stored == sent && sent > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("the agent appended {sent} readings, the aggregator holds {stored}");
+    }
 }

@@ -25,7 +25,7 @@ use zonesync_proto::{Limits, Validator};
 /// Checks the configuration (an error means the agent would not start) and probes every source once.
 pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<ProbeRow>, AgentError> {
     // Only the meter sources take it; a build without them has no use for it.
-    #[cfg(not(any(feature = "modbus", feature = "dlt645")))]
+    #[cfg(not(any(feature = "modbus", feature = "dlt645", feature = "gateways")))]
     let _ = shutdown;
     let clock = ClockGuard::new(&config.clock_sanity, None);
     let validator = Validator::new(
@@ -36,8 +36,15 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
     let modbus = modbus::check_all(&config.modbus, &validator)?;
     #[cfg(feature = "dlt645")]
     let dlt645 = dlt645::check_all(&config.dlt645, &validator)?;
+    // Serial sources probe through the same code as TCP ones: the port is
+    // opened, and every point or meter read once.
+    #[cfg(feature = "serial")]
+    let (modbus, dlt645) =
+        crate::sources::serial::attach(&crate::sources::serial::check_all(&config.serial)?, modbus, dlt645)?;
     #[cfg(feature = "http-pull")]
     let http = http_pull::check_all(&config.http_pull, &validator)?;
+    #[cfg(feature = "gateways")]
+    let mqtt_gateways = crate::sources::gateways::check_all(&config.mqtt_gateway, &validator)?;
 
     let mut rows = Vec::new();
     if let Some(sim) = &config.simulator {
@@ -61,6 +68,13 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
     #[cfg(feature = "http-pull")]
     for source in &http {
         rows.extend(source.probe().await);
+    }
+    // A gateway publishes on its own schedule: wait a few seconds for its tags.
+    #[cfg(feature = "gateways")]
+    for checked in mqtt_gateways {
+        let client_id = format!("{}-{}", config.agent_id, checked.cfg.name);
+        let source = crate::sources::gateways::MqttGateway::new(checked, validator.clone(), client_id);
+        rows.extend(source.probe(std::time::Duration::from_secs(10), shutdown.clone()).await);
     }
     rows.extend(
         broker::probe_upstreams(

@@ -1,8 +1,10 @@
-//! DL/T 645-2007 electricity meters on an RS-485 bus behind a serial-to-TCP
-//! gateway in transparent mode: the gateway passes bytes through unchanged,
-//! so the agent speaks the meter protocol itself over one TCP connection per
-//! gateway, and asks the meters on it in turn (the bus is half-duplex: one
-//! question, one answer, then the next meter).
+//! DL/T 645-2007 (and 1997) electricity meters on an RS-485 bus, reached
+//! either behind a serial-to-TCP gateway in transparent mode — the gateway
+//! passes bytes through unchanged, so the agent speaks the meter protocol
+//! itself over one TCP connection per gateway — or on the agent's own serial
+//! port (`serial`, see `sources::serial`). Either way one task owns the bus
+//! and asks its meters in turn (the bus is half-duplex: one question, one
+//! answer, then the next meter); only opening the byte stream differs.
 //!
 //! Answers are matched to questions by meter address and data identifier,
 //! never by order: a meter that answers after its timeout only costs that
@@ -28,7 +30,13 @@ mod frame;
 pub use config::{check_all, Dlt645Config, Dlt645ConfigError};
 pub use counter::BcdCounter;
 
-pub use frame::{energy, read_request, scan, Address, AddressError, AnswerError, Energy, Frame, Quantity, Scan};
+pub use frame::{
+    answer, energy, read_request, request, scan, Address, AddressError, AnswerError, Energy, Frame, Protocol, Quantity,
+    Scan,
+};
+
+/// Prefix of a bus key that names a `[[serial]]` port rather than a gateway.
+pub const SERIAL_BUS: &str = "serial:";
 
 use super::clock::ClockGuard;
 use super::modbus::Change;
@@ -40,7 +48,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use zonesync_proto::{EnterpriseId, Reading, Validator};
@@ -74,7 +82,7 @@ pub struct Dlt645Stats {
     pub timeouts: AtomicU64,
     /// Connects refused or failed.
     pub connect_failures: AtomicU64,
-    /// Answers with control 0xD1.
+    /// Answers with control 0xD1 (0xC1 in 1997).
     pub meter_errors: AtomicU64,
     /// Frames dropped: bad checksum, other meters' or late answers, wrong data identifier.
     pub bad_frames: AtomicU64,
@@ -114,13 +122,15 @@ impl Dlt645Stats {
 pub enum ReadError {
     #[error("connect to the gateway: {0}")]
     Connect(std::io::Error),
+    #[error("open the serial port: {0}")]
+    Open(std::io::Error),
     #[error("connect to the gateway timed out")]
     ConnectTimeout,
     #[error("no answer in time")]
     Timeout,
-    #[error("gateway connection: {0}")]
+    #[error("bus connection: {0}")]
     Io(std::io::Error),
-    #[error("gateway closed the connection")]
+    #[error("the gateway or serial port closed the connection")]
     Closed,
     #[error("{0}")]
     Answer(AnswerError),
@@ -133,30 +143,45 @@ impl ReadError {
     fn breaks_connection(&self) -> bool {
         matches!(
             self,
-            ReadError::Connect(_) | ReadError::ConnectTimeout | ReadError::Io(_) | ReadError::Closed
+            ReadError::Connect(_)
+                | ReadError::Open(_)
+                | ReadError::ConnectTimeout
+                | ReadError::Io(_)
+                | ReadError::Closed
         )
     }
 
     /// Whether asking again may help: a meter that refuses will refuse again.
     fn retryable(&self) -> bool {
-        !matches!(self, ReadError::Answer(AnswerError::Refused(_)) | ReadError::Skipped)
+        !matches!(
+            self,
+            ReadError::Answer(AnswerError::Refused(_) | AnswerError::Refused1997(_)) | ReadError::Skipped
+        )
     }
 }
 
-/// The meters on one gateway, checked and ready to run.
+/// The meters on one bus (a gateway, or a serial port), checked and ready to run.
 #[derive(Debug, Clone)]
 pub struct Dlt645Gateway {
+    /// The gateway's `host:port`, or [`SERIAL_BUS`] and the port's name.
     gateway: String,
     meters: Vec<Meter>,
     validator: Validator,
     clock: Option<Arc<ClockGuard>>,
+    /// The serial port's settings when the bus is one of the agent's own ports.
+    #[cfg(feature = "serial")]
+    serial: Option<super::serial::SerialConfig>,
     /// What its polls did; clone the `Arc` before `run` to watch it.
     pub stats: Arc<Dlt645Stats>,
 }
 
-/// A gateway connection and the bytes received but not yet used.
+/// A byte stream to a bus: a TCP connection or a serial port.
+trait Line: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Line for T {}
+
+/// A bus connection and the bytes received but not yet used.
 struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Line>,
     buf: Vec<u8>,
 }
 
@@ -172,9 +197,60 @@ impl Dlt645Gateway {
         format!("dlt645:{}", self.gateway)
     }
 
-    /// The gateway's `host:port`.
+    /// The gateway's `host:port`, or `serial:` and the port's name.
     pub fn gateway(&self) -> &str {
         &self.gateway
+    }
+
+    /// The serial port's name, when the bus is one of the agent's own ports.
+    pub fn serial_port(&self) -> Option<&str> {
+        self.gateway.strip_prefix(SERIAL_BUS)
+    }
+
+    /// The settings of the serial port this bus is on (see `serial::attach_dlt645`).
+    #[cfg(feature = "serial")]
+    pub fn with_serial(mut self, port: super::serial::SerialConfig) -> Self {
+        self.serial = Some(port);
+        self
+    }
+
+    /// Where the bus is, for logs and `check`: the gateway, or the port and its line settings.
+    pub fn endpoint(&self) -> String {
+        #[cfg(feature = "serial")]
+        if let Some(p) = &self.serial {
+            return p.describe();
+        }
+        self.gateway.clone()
+    }
+
+    /// Opens the bus: the serial port, or a TCP connection to the gateway; `None` on shutdown.
+    async fn open(&self, limit: Duration, shutdown: &mut Shutdown) -> Option<Result<Box<dyn Line>, ReadError>> {
+        #[cfg(feature = "serial")]
+        if let Some(p) = &self.serial {
+            return Some(match p.open() {
+                Ok(s) => Ok(Box::new(s) as Box<dyn Line>),
+                Err(e) => Err(ReadError::Open(e)),
+            });
+        }
+        if self.serial_port().is_some() {
+            // check_all and attach_dlt645 never leave a serial bus without its settings.
+            return Some(Err(ReadError::Open(std::io::Error::other(
+                "serial port not configured",
+            ))));
+        }
+        let connect = async {
+            let s = TcpStream::connect(self.gateway.as_str()).await?;
+            s.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(s)
+        };
+        tokio::select! {
+            _ = shutdown.wait() => None,
+            r = timeout(limit, connect) => Some(match r {
+                Err(_) => Err(ReadError::ConnectTimeout),
+                Ok(Err(e)) => Err(ReadError::Connect(e)),
+                Ok(Ok(s)) => Ok(Box::new(s) as Box<dyn Line>),
+            }),
+        }
     }
 
     /// One attempt at reading meter `m`; `None` on shutdown.
@@ -186,20 +262,11 @@ impl Dlt645Gateway {
     ) -> Option<Result<Energy, ReadError>> {
         let limit = Duration::from_millis(m.cfg.timeout_ms);
         if link.is_none() {
-            let connect = async {
-                let s = TcpStream::connect(self.gateway.as_str()).await?;
-                s.set_nodelay(true)?;
-                Ok::<_, std::io::Error>(s)
+            let stream = match self.open(limit, shutdown).await? {
+                Ok(s) => s,
+                Err(e) => return Some(Err(e)),
             };
-            let stream = tokio::select! {
-                _ = shutdown.wait() => return None,
-                r = timeout(limit, connect) => match r {
-                    Err(_) => return Some(Err(ReadError::ConnectTimeout)),
-                    Ok(Err(e)) => return Some(Err(ReadError::Connect(e))),
-                    Ok(Ok(s)) => s,
-                },
-            };
-            tracing::debug!(gateway = %self.gateway, "connected");
+            tracing::debug!(bus = %self.endpoint(), "bus opened");
             *link = Some(Connection {
                 stream,
                 buf: Vec::new(),
@@ -210,10 +277,14 @@ impl Dlt645Gateway {
             let wake = if m.cfg.wake_up { 4 } else { 0 };
             // Bytes from an earlier, timed-out exchange cannot answer this one.
             l.buf.clear();
-            l.stream
-                .write_all(&read_request(m.cfg.address, m.cfg.quantity, wake))
-                .await
-                .map_err(ReadError::Io)?;
+            // `None` only for a total the edition lacks, which check_all refuses.
+            let req = request(m.cfg.protocol, m.cfg.address, m.cfg.quantity, wake).ok_or(ReadError::Answer(
+                AnswerError::DataId {
+                    got: 0,
+                    want: m.cfg.quantity.data_id(),
+                },
+            ))?;
+            l.stream.write_all(&req).await.map_err(ReadError::Io)?;
             let deadline = Instant::now() + limit;
             loop {
                 match scan(&l.buf) {
@@ -224,7 +295,7 @@ impl Dlt645Gateway {
                             bump(&self.stats.bad_frames);
                             continue;
                         }
-                        match energy(&frame, m.cfg.quantity) {
+                        match answer(m.cfg.protocol, &frame, m.cfg.quantity) {
                             Err(AnswerError::DataId { .. }) => {
                                 bump(&self.stats.bad_frames);
                                 continue;
@@ -277,11 +348,16 @@ impl Dlt645Gateway {
             };
             match &e {
                 ReadError::Timeout | ReadError::ConnectTimeout => bump(&self.stats.timeouts),
-                ReadError::Answer(AnswerError::Refused(_)) => bump(&self.stats.meter_errors),
+                ReadError::Answer(AnswerError::Refused(_) | AnswerError::Refused1997(_)) => {
+                    bump(&self.stats.meter_errors)
+                }
                 ReadError::Answer(_) => bump(&self.stats.bad_frames),
                 _ => {}
             }
-            if matches!(e, ReadError::Connect(_) | ReadError::ConnectTimeout) {
+            if matches!(
+                e,
+                ReadError::Connect(_) | ReadError::Open(_) | ReadError::ConnectTimeout
+            ) {
                 bump(&self.stats.connect_failures);
             }
             if e.breaks_connection() {
@@ -410,7 +486,7 @@ impl Dlt645Gateway {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         cursor.retain(|k, _| self.meters.iter().any(|m| m.key == *k));
-        tracing::info!(gateway = %self.gateway, meters = self.meters.len(), "dlt645 source starting");
+        tracing::info!(gateway = %self.gateway, bus = %self.endpoint(), meters = self.meters.len(), "dlt645 source starting");
         let start = Instant::now();
         let mut due_at: Vec<Instant> = vec![start; self.meters.len()];
         let mut link: Option<Connection> = None;
@@ -473,7 +549,12 @@ impl Dlt645Gateway {
                 let m = &self.meters[i];
                 ProbeRow {
                     source: "dlt645".into(),
-                    target: format!("{} meter {} {:?}", self.gateway, m.cfg.address, m.cfg.quantity).to_lowercase(),
+                    target: format!(
+                        "{} meter {} {}",
+                        self.endpoint(),
+                        m.cfg.address,
+                        format!("{:?}", m.cfg.quantity).to_lowercase()
+                    ),
                     result: r.map_err(|e| e.to_string()).map(|e| {
                         vec![ProbeRead {
                             indicator: m.cfg.indicator.clone(),

@@ -3,13 +3,15 @@
 //! resumes exactly where its last durable readings end: nothing lost, nothing
 //! produced twice.
 
-#[cfg(any(feature = "modbus", feature = "dlt645", feature = "http-pull"))]
+#[cfg(any(feature = "modbus", feature = "dlt645", feature = "http-pull", feature = "gateways"))]
 pub mod admit;
 pub mod clock;
 #[cfg(feature = "csv")]
 pub mod csv_drop;
 #[cfg(feature = "dlt645")]
 pub mod dlt645;
+#[cfg(feature = "gateways")]
+pub mod gateways;
 #[cfg(feature = "http-pull")]
 pub mod http_pull;
 #[cfg(feature = "modbus")]
@@ -18,5 +20,7 @@ pub mod probe;
 pub mod profile;
 #[cfg(feature = "csv")]
 pub mod profile_sheet;
+#[cfg(feature = "serial")]
+pub mod serial;
 pub mod simulator;
 pub mod supervise;

@@ -1,6 +1,11 @@
-//! Modbus TCP energy meters: one task per device polls its points, decodes
+//! Modbus energy meters: one task per device polls its points, decodes
 //! the registers and appends all readings of a poll, with the counters'
 //! cursor, in one atomic outbox step.
+//!
+//! A device is reached over TCP (`host`) or over RTU on one of the gateway's
+//! serial ports (`serial`, see `sources::serial`); only the transport
+//! differs. Devices on one serial port share it: each poll holds the port
+//! for all of its points, addressing its own unit id.
 //!
 //! tokio-modbus has no request timeout of its own and a meter that stops
 //! answering would hang a read for ever, so every connect and every read is
@@ -42,6 +47,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_modbus::client::{tcp, Context, Reader};
+use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Slave};
 use zonesync_proto::{EnterpriseId, Reading, Validator};
 
@@ -92,6 +98,25 @@ pub struct ModbusStatsSnapshot {
 }
 
 impl ModbusStats {
+    /// Current counts by name, for the status file.
+    pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        let s = self.snapshot();
+        [
+            ("polls", s.polls),
+            ("readings", s.readings),
+            ("failed_reads", s.failed_reads),
+            ("timeouts", s.timeouts),
+            ("connect_failures", s.connect_failures),
+            ("exceptions", s.exceptions),
+            ("refused", s.refused),
+            ("rollovers", s.rollovers),
+            ("replacements", s.replacements),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     /// Current counts.
     pub fn snapshot(&self) -> ModbusStatsSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -129,6 +154,9 @@ pub struct ModbusDevice {
     validator: Validator,
     /// Refuses readings stamped before the enterprise existed (see `sources::clock`).
     clock: Option<Arc<crate::sources::clock::ClockGuard>>,
+    /// Modbus RTU: the serial port it shares with the other devices wired to it.
+    #[cfg(feature = "serial")]
+    line: Option<Arc<super::serial::SerialLine<Context>>>,
     /// What its polls did; clone the `Arc` before `run` to watch it.
     pub stats: Arc<ModbusStats>,
 }
@@ -192,6 +220,22 @@ impl ModbusDevice {
         self
     }
 
+    /// Modbus RTU: the shared serial port this device is read through.
+    #[cfg(feature = "serial")]
+    pub fn with_line(mut self, line: Arc<super::serial::SerialLine<Context>>) -> Self {
+        self.line = Some(line);
+        self
+    }
+
+    /// Where the device is: `host:port`, or the serial port and its settings.
+    pub fn endpoint(&self) -> String {
+        #[cfg(feature = "serial")]
+        if let Some(line) = &self.line {
+            return line.config.describe();
+        }
+        format!("{}:{}", self.config.host, self.config.port)
+    }
+
     /// Reads every point once, for `zonesync-agent check`: the values as
     /// they would be sent on a first poll (no counter history).
     pub async fn probe(&self, mut shutdown: Shutdown) -> Vec<crate::sources::probe::ProbeRow> {
@@ -219,10 +263,12 @@ impl ModbusDevice {
                 ProbeRow {
                     source: "modbus".into(),
                     target: format!(
-                        "{}:{} unit {} {:?} {}",
-                        self.config.host, self.config.port, self.config.unit_id, p.cfg.table, p.cfg.register
-                    )
-                    .to_lowercase(),
+                        "{} unit {} {} {}",
+                        self.endpoint(),
+                        self.config.unit_id,
+                        format!("{:?}", p.cfg.table).to_lowercase(),
+                        p.cfg.register
+                    ),
                     result,
                 }
             })
@@ -233,6 +279,41 @@ impl ModbusDevice {
         Duration::from_millis(self.config.timeout_ms)
     }
 
+    /// Opens the device's transport: its serial port (Modbus RTU) or a TCP
+    /// connection; `None` on shutdown.
+    async fn open(&self, limit: Duration, shutdown: &mut Shutdown) -> Option<Result<Context, ReadError>> {
+        #[cfg(feature = "serial")]
+        if let Some(line) = &self.line {
+            return Some(match line.config.open() {
+                Ok(stream) => {
+                    tracing::debug!(device = %self.config.name, port = %line.config.describe(), "serial port opened");
+                    Ok(tokio_modbus::client::rtu::attach_slave(
+                        stream,
+                        Slave(self.config.unit_id),
+                    ))
+                }
+                Err(e) => Err(ReadError::Connect(e)),
+            });
+        }
+        let connect = async {
+            let s = TcpStream::connect((self.config.host.as_str(), self.config.port)).await?;
+            // Requests are tiny and strictly one at a time.
+            s.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(s)
+        };
+        tokio::select! {
+            _ = shutdown.wait() => None,
+            r = timeout(limit, connect) => Some(match r {
+                Err(_) => Err(ReadError::ConnectTimeout),
+                Ok(Err(e)) => Err(ReadError::Connect(e)),
+                Ok(Ok(s)) => {
+                    tracing::debug!(device = %self.config.name, host = %self.config.host, port = self.config.port, "connected");
+                    Ok(tcp::attach_slave(s, Slave(self.config.unit_id)))
+                }
+            }),
+        }
+    }
+
     /// One attempt at one point, connecting first if needed; `None` on shutdown.
     async fn read_once(
         &self,
@@ -241,27 +322,15 @@ impl ModbusDevice {
         shutdown: &mut Shutdown,
     ) -> Option<Result<Vec<u16>, ReadError>> {
         let limit = self.timeout();
-        let c = match ctx {
-            Some(c) => c,
-            None => {
-                let connect = async {
-                    let s = TcpStream::connect((self.config.host.as_str(), self.config.port)).await?;
-                    // Requests are tiny and strictly one at a time.
-                    s.set_nodelay(true)?;
-                    Ok::<_, std::io::Error>(s)
-                };
-                let stream = tokio::select! {
-                    _ = shutdown.wait() => return None,
-                    r = timeout(limit, connect) => match r {
-                        Err(_) => return Some(Err(ReadError::ConnectTimeout)),
-                        Ok(Err(e)) => return Some(Err(ReadError::Connect(e))),
-                        Ok(Ok(s)) => s,
-                    },
-                };
-                tracing::debug!(device = %self.config.name, host = %self.config.host, port = self.config.port, "connected");
-                ctx.insert(tcp::attach_slave(stream, Slave(self.config.unit_id)))
+        if ctx.is_none() {
+            match self.open(limit, shutdown).await? {
+                Ok(c) => *ctx = Some(c),
+                Err(e) => return Some(Err(e)),
             }
-        };
+        }
+        let c = ctx.as_mut()?;
+        // A serial port is shared by the devices on its bus: address this one.
+        c.set_slave(Slave(self.config.unit_id));
         let n = p.data_type.words();
         let read = match p.table {
             Table::Holding => c.read_holding_registers(p.register, n),
@@ -283,6 +352,25 @@ impl ModbusDevice {
     /// not tried: each would wait out the same timeouts, and the next poll
     /// reconnects anyway.
     async fn poll(
+        &self,
+        ctx: &mut Option<Context>,
+        shutdown: &mut Shutdown,
+    ) -> Option<Vec<Result<Vec<u16>, ReadError>>> {
+        // On a serial port the bus is held for the whole poll: no other
+        // device's request may come between a request and its answer.
+        #[cfg(feature = "serial")]
+        if let Some(line) = &self.line {
+            let mut held = tokio::select! {
+                _ = shutdown.wait() => return None,
+                g = line.link.lock() => g,
+            };
+            return self.poll_on(&mut held, shutdown).await;
+        }
+        self.poll_on(ctx, shutdown).await
+    }
+
+    /// [`Self::poll`] over the connection in `ctx`.
+    async fn poll_on(
         &self,
         ctx: &mut Option<Context>,
         shutdown: &mut Shutdown,
@@ -446,8 +534,7 @@ impl ModbusDevice {
             .counters
             .retain(|k, _| self.points.iter().any(|p| p.counter && p.key == *k));
         let name = self.config.name.clone();
-        tracing::info!(device = %name, host = %self.config.host, port = self.config.port, points = self.points.len(),
-            "modbus source starting");
+        tracing::info!(device = %name, endpoint = %self.endpoint(), points = self.points.len(), "modbus source starting");
         let mut ctx: Option<Context> = None;
         let mut reachable = true;
         let mut refusing = vec![false; self.points.len()];
@@ -469,7 +556,7 @@ impl ModbusDevice {
             // for a day would otherwise fill the disk.
             match (reachable, failed == results.len()) {
                 (true, true) => {
-                    tracing::warn!(device = %name, host = %self.config.host, port = self.config.port,
+                    tracing::warn!(device = %name, endpoint = %self.endpoint(),
                         error = first_error.as_deref().unwrap_or(""), "modbus device not answering");
                     reachable = false;
                 }

@@ -117,13 +117,31 @@ fn group(digits: String) -> String {
     format!("{sign}{out}")
 }
 
+/// A unit as the page (i18n.js) and a briefing write it.
 fn unit_words(unit: &str) -> &str {
     match unit {
         "share" => "%",
         "10k_yuan" => "万元",
         "10k_yuan/mu" => "万元/亩",
         "tce/10k_yuan" => "吨标准煤/万元",
+        "enterprise" => "家",
+        "zone" => "个",
+        "item" => "项",
+        "person" => "人",
         other => other,
+    }
+}
+
+/// A figure for the CSV: shares in percent to four decimals, beside the
+/// unit "%" (Excel readers take 66.6667 % as written), everything else as
+/// computed.
+fn csv_number(v: Option<f64>, unit: &str) -> String {
+    match v {
+        Some(v) if unit == "share" => {
+            let s = format!("{:.4}", v * 100.0);
+            s.trim_end_matches('0').trim_end_matches('.').to_owned()
+        }
+        other => opt(other),
     }
 }
 
@@ -215,7 +233,7 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
         Format::Json => serde_json::to_string_pretty(rows).unwrap_or_default(),
         Format::Csv => {
             let mut s = String::from('\u{feff}');
-            s.push_str("目标编号 id,指标 goal,Goal,期间 period,统计期间 span,数值 value,单位 unit,目标值 target,比较 comparator,状态 status,分子 numerator,分母 denominator,已报告 reported,未知 unknown,分子中按替代指标 numerator from proxy,应报告 in scope,缺月 partial months,数据完整度 completeness,来源 source,条款 clause,口径 definition\r\n");
+            s.push_str("目标编号 id,指标 goal,Goal,期间 period,统计期间 span,数值 value,单位 unit,目标值 target,比较 comparator,状态 status,分子 numerator,分母 denominator,已报告 reported,未知 unknown,分子中按替代指标 numerator from proxy,应报告 in scope,缺月 partial months,数据完整度(%) completeness,来源 source,条款 clause,口径 definition\r\n");
             for r in rows {
                 let (zh, en) = status_words(r.status);
                 let fields = [
@@ -224,9 +242,9 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
                     r.name_en.clone(),
                     r.period.clone(),
                     span_words(&r.period),
-                    opt(r.value),
-                    r.unit.clone(),
-                    opt(r.target),
+                    csv_number(r.value, &r.unit),
+                    unit_words(&r.unit).to_owned(),
+                    csv_number(r.target, &r.unit),
                     r.comparator.clone(),
                     format!("{zh} {en}"),
                     r.numerator.to_string(),
@@ -236,7 +254,7 @@ pub fn render(title: &str, rows: &[GoalRow], format: Format) -> String {
                     r.numerator_from_proxy.to_string(),
                     r.in_scope.to_string(),
                     r.partial_months.to_string(),
-                    opt(r.completeness),
+                    csv_number(r.completeness, "share"),
                     r.source.clone(),
                     r.clause.clone(),
                     r.definition.clone(),
@@ -330,6 +348,9 @@ mod tests {
         let line = s.lines().nth(1).unwrap();
         assert!(line.starts_with("JY27-18,中级及以上智能制造场景覆盖率,"));
         assert!(line.contains(",未达标 not met,"));
+        // Units in Chinese, a share in percent beside "%".
+        assert!(line.contains(",66.6667,%,70,>=,"), "{line}");
+        assert!(line.contains(",0,66.6667,003_"), "completeness in percent: {line}");
         assert!(line.ends_with("\"≥ 1 scenario at intermediate, \"\"or\"\" advanced\""));
     }
 

@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod connections;
 pub mod drain;
+pub mod federation;
 pub mod footprint;
 pub mod freshness;
 pub mod goals;

@@ -1,20 +1,30 @@
 //! The `[[dlt645]]` configuration and its start-up checks: every meter's
 //! indicator must be a kWh counter in the catalog, and a meter total or a
-//! point may be configured only once. Meters are grouped by gateway here, as
-//! meters behind one gateway share its connection.
+//! point may be configured only once. Meters are grouped by bus here (a
+//! gateway's `host:port`, or `serial:` and a port's name), as meters on one
+//! bus share its connection.
 
-use super::{Address, Dlt645Gateway, Dlt645Stats, Meter, Quantity, UNIT};
+use super::{Address, Dlt645Gateway, Dlt645Stats, Meter, Protocol, Quantity, UNIT};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use zonesync_proto::{EnterpriseId, IndicatorKind, Validator};
 
-/// One meter reading (`[[dlt645]]`): a meter on a gateway, and which total to read.
+/// One meter reading (`[[dlt645]]`): a meter on a bus — behind a
+/// serial-to-TCP gateway (`gateway`) or on the agent's own serial port
+/// (`serial`) — and which total to read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dlt645Config {
     /// The serial-to-TCP gateway, `host:port`; meters naming the same gateway share one connection.
+    #[serde(default)]
     pub gateway: String,
+    /// The `[[serial]]` port the meter is wired to (instead of `gateway`); meters on one port are read in turn.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// The edition the meter speaks: `"2007"` (default) or `"1997"`.
+    #[serde(default)]
+    pub protocol: Protocol,
     /// Meter address, the 12 digits on its nameplate.
     pub address: Address,
     /// Credit code of the enterprise the meter belongs to.
@@ -87,18 +97,42 @@ pub fn check_all(meters: &[Dlt645Config], validator: &Validator) -> Result<Vec<D
     let mut seen = BTreeSet::new();
     let mut points = BTreeSet::new();
     for m in meters {
+        let place = match &m.serial {
+            Some(port) => format!("serial port {port}"),
+            None => m.gateway.clone(),
+        };
         let bad = |problem: String| Dlt645ConfigError::Meter {
-            gateway: m.gateway.clone(),
+            gateway: place.clone(),
             address: m.address,
             problem,
         };
-        if m.gateway
-            .rsplit_once(':')
-            .and_then(|(h, p)| (!h.is_empty()).then_some(p))
-            .and_then(|p| p.parse::<u16>().ok())
-            .is_none()
-        {
-            return Err(bad("gateway must be host:port".into()));
+        let bus = match (&m.serial, m.gateway.is_empty()) {
+            (Some(_), false) => return Err(bad("give gateway or serial, not both".into())),
+            #[cfg(not(feature = "serial"))]
+            (Some(_), true) => {
+                return Err(bad(
+                    "this agent was built without serial ports (feature `serial`)".into()
+                ))
+            }
+            #[cfg(feature = "serial")]
+            (Some(port), true) => format!("{}{port}", super::SERIAL_BUS),
+            (None, _) => {
+                if m.gateway
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| (!h.is_empty()).then_some(p))
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return Err(bad("gateway must be host:port (or give serial)".into()));
+                }
+                m.gateway.clone()
+            }
+        };
+        if m.protocol == Protocol::V1997 && m.quantity.data_id_1997().is_none() {
+            return Err(bad(format!(
+                "DL/T 645-1997 has no {:?} total; read forward or reverse",
+                m.quantity
+            )));
         }
         if m.poll_ms == 0 || m.timeout_ms == 0 {
             return Err(bad("poll_ms and timeout_ms must be above zero".into()));
@@ -117,9 +151,9 @@ pub fn check_all(meters: &[Dlt645Config], validator: &Validator) -> Result<Vec<D
         if point.is_empty() || point.chars().count() > 64 || point.chars().any(char::is_control) {
             return Err(bad("point ids are 1 to 64 printable characters".into()));
         }
-        if !seen.insert((m.gateway.clone(), m.address, m.quantity)) {
+        if !seen.insert((bus.clone(), m.address, m.quantity)) {
             return Err(Dlt645ConfigError::Duplicate {
-                gateway: m.gateway.clone(),
+                gateway: place.clone(),
                 address: m.address,
                 quantity: m.quantity,
             });
@@ -132,7 +166,7 @@ pub fn check_all(meters: &[Dlt645Config], validator: &Validator) -> Result<Vec<D
             });
         }
         let key = format!("{}/{:?}", m.address, m.quantity).to_lowercase();
-        by_gateway.entry(m.gateway.clone()).or_default().push(Meter {
+        by_gateway.entry(bus).or_default().push(Meter {
             cfg: m.clone(),
             point,
             key,
@@ -145,6 +179,8 @@ pub fn check_all(meters: &[Dlt645Config], validator: &Validator) -> Result<Vec<D
             meters,
             validator: validator.clone(),
             clock: None,
+            #[cfg(feature = "serial")]
+            serial: None,
             stats: Arc::new(Dlt645Stats::default()),
         })
         .collect())

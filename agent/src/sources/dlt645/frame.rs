@@ -9,6 +9,11 @@
 //! receivers; they are not part of the checksum. A meter answers a read
 //! (control 0x11) with 0x91 (normal), 0xB1 (normal, more frames follow) or
 //! 0xD1 (refused, one error byte).
+//!
+//! DL/T 645-1997, still in many older meters, frames the same way (address,
+//! 0x33 offset, checksum, wake-up bytes) but reads with control 0x01, answers
+//! with 0x81 / 0xA1 / 0xC1, and names a total by a two-byte identifier
+//! (9010 forward, 9020 reverse active energy; it has no combined total).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -106,6 +111,91 @@ impl Quantity {
     fn signed(self) -> bool {
         self == Quantity::Combined
     }
+}
+
+/// Which edition of the standard a meter speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub enum Protocol {
+    /// DL/T 645-2007: four-byte data identifiers, control 0x11.
+    #[default]
+    #[serde(rename = "2007")]
+    V2007,
+    /// DL/T 645-1997: two-byte data identifiers, control 0x01.
+    #[serde(rename = "1997")]
+    V1997,
+}
+
+/// Control code of a DL/T 645-1997 read request.
+pub const READ_1997: u8 = 0x01;
+
+impl Quantity {
+    /// The DL/T 645-1997 data identifier (DI1 DI0 as written), if that edition has the total.
+    pub fn data_id_1997(self) -> Option<u16> {
+        match self {
+            Quantity::Combined => None,
+            Quantity::Forward => Some(0x9010),
+            Quantity::Reverse => Some(0x9020),
+        }
+    }
+}
+
+/// The read request in `protocol`'s edition; `None` for a total that
+/// edition does not have (the configuration check refuses those).
+pub fn request(protocol: Protocol, address: Address, quantity: Quantity, wake: usize) -> Option<Vec<u8>> {
+    match protocol {
+        Protocol::V2007 => Some(read_request(address, quantity, wake)),
+        Protocol::V1997 => {
+            let di = quantity.data_id_1997()?;
+            let mut out = vec![WAKE; wake.min(4)];
+            let start = out.len();
+            out.push(START);
+            out.extend_from_slice(&address.wire());
+            out.push(START);
+            out.push(READ_1997);
+            out.push(2);
+            out.extend(di.to_le_bytes().iter().map(|b| b.wrapping_add(OFFSET)));
+            out.push(checksum(&out[start..]));
+            out.push(END);
+            Some(out)
+        }
+    }
+}
+
+/// The energy total in an answer, read as `protocol`'s edition.
+pub fn answer(protocol: Protocol, frame: &Frame, quantity: Quantity) -> Result<Energy, AnswerError> {
+    match protocol {
+        Protocol::V2007 => energy(frame, quantity),
+        Protocol::V1997 => energy_1997(frame, quantity),
+    }
+}
+
+/// A DL/T 645-1997 answer: control 0x81 (or 0xA1, more follows) with the
+/// two-byte identifier and four BCD bytes XXXXXX.XX, or 0xC1 and an error byte.
+fn energy_1997(frame: &Frame, quantity: Quantity) -> Result<Energy, AnswerError> {
+    let follow_up = match frame.control {
+        0x81 => false,
+        0xA1 => true,
+        0xC1 => return Err(AnswerError::Refused1997(frame.data.first().copied().unwrap_or(0))),
+        c => return Err(AnswerError::Control(c)),
+    };
+    let want = u32::from(quantity.data_id_1997().unwrap_or(0));
+    let [d0, d1, v0, v1, v2, v3] = frame.data[..] else {
+        return Err(AnswerError::Length(frame.data.len()));
+    };
+    let got = u32::from(u16::from_le_bytes([d0, d1]));
+    if got != want {
+        return Err(AnswerError::DataId { got, want });
+    }
+    let value = [v0, v1, v2, v3];
+    let mut hundredths: i64 = 0;
+    for b in [v3, v2, v1, v0] {
+        let (hi, lo) = (b >> 4, b & 0x0F);
+        if hi > 9 || lo > 9 {
+            return Err(AnswerError::NotBcd(value));
+        }
+        hundredths = hundredths * 100 + i64::from(hi * 10 + lo);
+    }
+    Ok(Energy { hundredths, follow_up })
 }
 
 /// The read request for `quantity` from `address`, with `wake` 0xFE bytes in front.
@@ -206,7 +296,11 @@ pub fn scan(buf: &[u8]) -> Scan {
 pub enum AnswerError {
     #[error("meter refused the read (control 0xD1), error byte {0:#04x}: {text}", text = error_text(*.0))]
     Refused(u8),
-    #[error("unexpected control code {0:#04x} (a read is answered with 0x91, 0xB1 or 0xD1)")]
+    #[error("meter refused the read (DL/T 645-1997 control 0xC1), error byte {0:#04x}: {text}", text = error_text_1997(*.0))]
+    Refused1997(u8),
+    #[error(
+        "unexpected control code {0:#04x} (a read is answered with 0x91, 0xB1 or 0xD1; in 1997 0x81, 0xA1 or 0xC1)"
+    )]
     Control(u8),
     #[error("answer holds {0} data bytes; an energy total needs 4 for the data identifier and 4 for the value")]
     Length(usize),
@@ -231,6 +325,30 @@ fn error_text(err: u8) -> String {
         .iter()
         .enumerate()
         .filter(|(i, _)| err & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if names.is_empty() {
+        "no reason given".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The 1997 edition's meaning of each bit of the error byte.
+fn error_text_1997(err: u8) -> String {
+    const BITS: [&str; 7] = [
+        "illegal data",
+        "data identifier wrong",
+        "password wrong",
+        "",
+        "too many annual time zones",
+        "too many daily time slots",
+        "too many tariffs",
+    ];
+    let names: Vec<&str> = BITS
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| err & (1 << i) != 0 && !n.is_empty())
         .map(|(_, n)| *n)
         .collect();
     if names.is_empty() {
@@ -467,6 +585,59 @@ mod tests {
         assert_eq!(energy(&short, Quantity::Combined), Err(AnswerError::Length(4)));
         let write_ack = Frame { control: 0x94, ..frame };
         assert_eq!(energy(&write_ack, Quantity::Combined), Err(AnswerError::Control(0x94)));
+    }
+
+    #[test]
+    fn dlt645_1997_request_and_answer_are_byte_exact() {
+        // Forward active energy, DI 9010 → on the wire DI0 DI1 = 10 90 → +33: 43 C3.
+        // Checksum: header 328; + 01 + 02 = 331; + 43 (67) + C3 (195) = 593 = 2 × 256 + 81 → 0x51.
+        assert_eq!(
+            request(Protocol::V1997, meter(), Quantity::Forward, 0).unwrap(),
+            [0x68, 0x01, 0x00, 0x23, 0x11, 0x23, 0x20, 0x68, 0x01, 0x02, 0x43, 0xC3, 0x51, 0x16]
+        );
+        assert_eq!(
+            request(Protocol::V1997, meter(), Quantity::Combined, 0),
+            None,
+            "no combined total in 1997"
+        );
+        assert_eq!(
+            request(Protocol::V2007, meter(), Quantity::Forward, 4).unwrap(),
+            read_request(meter(), Quantity::Forward, 4)
+        );
+        // Answer 0x81: 43 C3, then 1234.56 kWh = value bytes 56 34 12 00 → +33: 89 67 45 33.
+        // Checksum: 328 + 81 (129) + 06 = 463; + 67 + 195 = 725; + 137 + 103 + 69 + 51 = 1085;
+        // 1085 - 4 × 256 = 61 → 0x3D.
+        let bytes = [
+            0xFE, 0x68, 0x01, 0x00, 0x23, 0x11, 0x23, 0x20, 0x68, 0x81, 0x06, 0x43, 0xC3, 0x89, 0x67, 0x45, 0x33, 0x3D,
+            0x16,
+        ];
+        let Scan::Frame { frame, .. } = scan(&bytes) else {
+            panic!("{:?}", scan(&bytes));
+        };
+        assert_eq!(
+            answer(Protocol::V1997, &frame, Quantity::Forward).unwrap().hundredths,
+            123_456
+        );
+        assert_eq!(
+            answer(Protocol::V1997, &frame, Quantity::Reverse),
+            Err(AnswerError::DataId {
+                got: 0x9010,
+                want: 0x9020
+            })
+        );
+        // Read as 2007 the same frame is refused, not misread.
+        assert_eq!(
+            answer(Protocol::V2007, &frame, Quantity::Forward),
+            Err(AnswerError::Control(0x81))
+        );
+        let refused = Frame {
+            address: meter(),
+            control: 0xC1,
+            data: vec![0x02],
+        };
+        let e = answer(Protocol::V1997, &refused, Quantity::Forward).unwrap_err();
+        assert_eq!(e, AnswerError::Refused1997(0x02));
+        assert!(e.to_string().contains("data identifier wrong"), "{e}");
     }
 
     #[test]

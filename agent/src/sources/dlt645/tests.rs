@@ -258,3 +258,62 @@ fn the_commented_example_is_valid_once_uncommented() {
         [0x01, 0x00, 0x23, 0x11, 0x23, 0x20]
     );
 }
+
+#[cfg(feature = "serial")]
+#[test]
+fn serial_buses_are_keyed_by_port_and_each_edition_is_checked() {
+    let v = validator();
+    let on_port = |port: &str, address: &str, protocol: &str, quantity: &str| -> Dlt645Config {
+        toml::from_str(&format!(
+            "serial = \"{port}\"\nprotocol = \"{protocol}\"\naddress = \"{address}\"\n\
+             enterprise = \"91350100M000100Y43\"\nquantity = \"{quantity}\"\n"
+        ))
+        .unwrap()
+    };
+    let meters = vec![
+        on_port("bus-1", "000000000001", "2007", "combined"),
+        on_port("bus-1", "000000000002", "1997", "forward"),
+        cfg("127.0.0.1:9000", "000000000001", Quantity::Forward),
+    ];
+    let gws = check_all(&meters, &v).unwrap();
+    let names: Vec<String> = gws.iter().map(Dlt645Gateway::source_name).collect();
+    assert_eq!(names, ["dlt645:127.0.0.1:9000", "dlt645:serial:bus-1"]);
+    assert_eq!(gws[1].serial_port(), Some("bus-1"));
+    assert_eq!(gws[1].meters.len(), 2, "one bus, one task, meters read in turn");
+
+    let e = check_all(&[on_port("bus-1", "000000000002", "1997", "combined")], &v)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1997 has no Combined total"), "{e}");
+    let mut both = on_port("bus-1", "000000000001", "2007", "forward");
+    both.gateway = "10.0.0.1:8899".into();
+    let e = check_all(&[both], &v).unwrap_err().to_string();
+    assert!(e.contains("not both"), "{e}");
+    assert!(toml::from_str::<Dlt645Config>(
+        "serial = \"a\"\nprotocol = \"2001\"\naddress = \"000000000001\"\nenterprise = \"91350100M000100Y43\"\n"
+    )
+    .is_err());
+
+    // Wiring to the `[[serial]]` tables: an unknown port is refused; so is a
+    // port that Modbus RTU devices use too.
+    use crate::sources::serial::{attach, SerialConfig, SerialConfigError};
+    let port: SerialConfig = toml::from_str("name = \"bus-1\"\ndevice = \"/dev/ttyS1\"\n").unwrap();
+    let ports = std::collections::BTreeMap::from([("bus-1".to_owned(), port)]);
+    let (_, buses) = attach(&ports, vec![], gws.clone()).unwrap();
+    assert_eq!(buses[1].endpoint(), "/dev/ttyS1 9600/8E1");
+    assert_eq!(buses[0].endpoint(), "127.0.0.1:9000");
+    assert!(matches!(
+        attach(&Default::default(), vec![], gws.clone()),
+        Err(SerialConfigError::Unknown { .. })
+    ));
+    let rtu: crate::sources::modbus::ModbusConfig = toml::from_str(
+        "name = \"m\"\nserial = \"bus-1\"\nenterprise = \"91350100M000100Y43\"\n\
+         [[points]]\npoint = \"P\"\nindicator = \"electricity\"\nregister = 0\ndata_type = \"u32\"\nunit = \"kWh\"\n",
+    )
+    .unwrap();
+    let devices = crate::sources::modbus::check_all(&[rtu], &v).unwrap();
+    assert_eq!(
+        attach(&ports, devices, gws).unwrap_err(),
+        SerialConfigError::MixedProtocols { port: "bus-1".into() }
+    );
+}

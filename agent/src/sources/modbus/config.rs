@@ -10,14 +10,19 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use zonesync_proto::{EnterpriseId, IndicatorKind, Validator};
 
-/// One Modbus TCP device (`[[modbus]]`).
+/// One Modbus device (`[[modbus]]`): over TCP (`host`), or over RTU on one
+/// of the gateway's serial ports (`serial`, a `[[serial]]` table's name).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusConfig {
     /// Device name, unique per agent; names the source's cursor and the logs.
     pub name: String,
-    /// Host name or address of the meter or gateway.
+    /// Modbus TCP: host name or address of the meter or gateway.
+    #[serde(default)]
     pub host: String,
+    /// Modbus RTU: the `[[serial]]` port the device is wired to (instead of `host`).
+    #[serde(default)]
+    pub serial: Option<String>,
     /// TCP port.
     #[serde(default = "default_port")]
     pub port: u16,
@@ -134,8 +139,12 @@ impl ModbusConfig {
         if self.name.is_empty() {
             return Err(device("name is empty"));
         }
-        if self.host.is_empty() {
-            return Err(device("host is empty"));
+        match (self.host.is_empty(), &self.serial) {
+            (true, None) => return Err(device("give host (Modbus TCP) or serial (Modbus RTU)")),
+            (false, Some(_)) => return Err(device("give host or serial, not both")),
+            #[cfg(not(feature = "serial"))]
+            (true, Some(_)) => return Err(device("this agent was built without serial ports (feature `serial`)")),
+            _ => {}
         }
         if self.poll_ms == 0 || self.timeout_ms == 0 {
             return Err(device("poll_ms and timeout_ms must be above zero"));
@@ -195,6 +204,8 @@ impl ModbusConfig {
             points,
             validator: validator.clone(),
             clock: None,
+            #[cfg(feature = "serial")]
+            line: None,
             stats: Arc::new(ModbusStats::default()),
         })
     }

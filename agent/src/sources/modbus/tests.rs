@@ -255,6 +255,7 @@ fn the_commented_example_is_valid_once_uncommented() {
     let block: String = text
         .lines()
         .skip_while(|l| *l != "# [[modbus]]")
+        .take_while(|l| l.starts_with('#'))
         .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
         .map(|l| format!("{l}\n"))
         .collect();
