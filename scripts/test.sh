@@ -57,30 +57,39 @@ if ! command -v socat >/dev/null 2>&1; then
   exit 1
 fi
 
+# Python peers and checkers come from PyPI. A virtualenv or pyenv Python
+# takes a plain install; Debian's own Python refuses one (PEP 668), so fall
+# back to the user's site-packages.
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+  echo "== installing python3 and pip (Debian packages)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-pip >/dev/null
+fi
+
+# pip_for CHECK WHAT PACKAGE...: installs the packages unless the Python
+# statement CHECK already succeeds, and stops the run, saying WHAT needs
+# them, if it still fails after.
+pip_for() {
+  local check="$1" what="$2"
+  shift 2
+  if ! python3 -c "$check" >/dev/null 2>&1; then
+    echo "== installing $* (pip)"
+    python3 -m pip install -q "$@" \
+      || python3 -m pip install -q --user --break-system-packages "$@"
+  fi
+  if ! python3 -c "$check" >/dev/null 2>&1; then
+    echo "$* still missing after the install step; $what" >&2
+    exit 1
+  fi
+}
+
 # The Modbus source's end-to-end test runs a real Modbus TCP server from
 # pymodbus 3.x (tests/peers/modbus_meter.py); the serial-port test serves
 # Modbus RTU from it, which needs pyserial.
-need_pymodbus() {
-  ! python3 -c "import sys, serial, pymodbus; sys.exit(0 if pymodbus.__version__.startswith('3.') else 1)" >/dev/null 2>&1
-}
-
-if need_pymodbus; then
-  echo "== installing pymodbus 3.x (pip)"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-pip >/dev/null
-  fi
-  # A virtualenv or pyenv Python takes a plain install; Debian's own Python
-  # refuses one (PEP 668), so fall back to the user's site-packages.
-  python3 -m pip install -q 'pymodbus>=3,<4' pyserial \
-    || python3 -m pip install -q --user --break-system-packages 'pymodbus>=3,<4' pyserial
-fi
-if need_pymodbus; then
-  echo "pymodbus 3.x is still missing after the install step; the Modbus end-to-end test needs it" >&2
-  exit 1
-fi
+pip_for "import sys, serial, pymodbus; sys.exit(0 if pymodbus.__version__.startswith('3.') else 1)" \
+  "the Modbus end-to-end tests need them" 'pymodbus>=3,<4' pyserial
 
 # The dashboard's end-to-end test drives a real browser: headless Chromium
 # through chromedriver (Debian packages), and renders the Chinese labels with
@@ -124,50 +133,16 @@ fi
 # The DL/T 645 source's end-to-end tests run the meter (slave) service of the
 # PyPI `dlt645` library (3.x, needs Python >= 3.10) behind a TCP server
 # (tests/peers/dlt645_meter.py).
-need_dlt645() {
-  ! python3 -c "import sys, dlt645; sys.exit(0 if dlt645.__version__.startswith('3.') else 1)" >/dev/null 2>&1
-}
-
-if need_dlt645; then
-  echo "== installing dlt645 3.x (pip)"
-  python3 -m pip install -q 'dlt645>=3,<4' \
-    || python3 -m pip install -q --user --break-system-packages 'dlt645>=3,<4'
-fi
-if need_dlt645; then
-  echo "dlt645 3.x is still missing after the install step; the DL/T 645 end-to-end tests need it (Python >= 3.10)" >&2
-  exit 1
-fi
+pip_for "import sys, dlt645; sys.exit(0 if dlt645.__version__.startswith('3.') else 1)" \
+  "the DL/T 645 end-to-end tests need it (Python >= 3.10)" 'dlt645>=3,<4'
 
 # The OpenAPI description (tests/e2e/openapi.rs) is checked with the
 # python-openapi project's validator (PyPI `openapi-spec-validator`).
-need_openapi_validator() {
-  ! python3 -c "import openapi_spec_validator" >/dev/null 2>&1
-}
-
-if need_openapi_validator; then
-  echo "== installing openapi-spec-validator (pip)"
-  python3 -m pip install -q 'openapi-spec-validator>=0.7,<1' \
-    || python3 -m pip install -q --user --break-system-packages 'openapi-spec-validator>=0.7,<1'
-fi
-if need_openapi_validator; then
-  echo "openapi-spec-validator is still missing after the install step; the OpenAPI test needs it" >&2
-  exit 1
-fi
+pip_for "import openapi_spec_validator" "the OpenAPI test needs it" 'openapi-spec-validator>=0.7,<1'
 
 # The gateway-source test (tests/gateways.rs) runs a Sparkplug B edge node
 # built on the PyPI `pysparkplug` library (tests/peers/sparkplug_node.py).
-need_pysparkplug() {
-  ! python3 -c "import pysparkplug" >/dev/null 2>&1
-}
-if need_pysparkplug; then
-  echo "== installing pysparkplug (pip)"
-  python3 -m pip install -q 'pysparkplug>=0.6,<1' \
-    || python3 -m pip install -q --user --break-system-packages 'pysparkplug>=0.6,<1'
-fi
-if need_pysparkplug; then
-  echo "pysparkplug is still missing after the install step; the Sparkplug B end-to-end test needs it" >&2
-  exit 1
-fi
+pip_for "import pysparkplug" "the Sparkplug B end-to-end test needs it" 'pysparkplug>=0.6,<1'
 
 # The package test (tests/package.rs) builds the .deb files with cargo-deb
 # (crates.io, pinned) and installs them with dpkg (needs root, as CI has);
