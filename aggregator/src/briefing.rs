@@ -32,9 +32,10 @@ pub enum Why {
     /// It has declared none of the attributes these goals' conditions read,
     /// so it counts as not covered (and unknown) there.
     Undeclared {
-        /// The attributes, catalog codes.
-        attributes: Vec<String>,
-        /// Their Chinese names, in the same order.
+        /// The attributes, catalog codes; each entry the alternatives any
+        /// one of which would answer (`dt_maturity` or `sme_dt_level`).
+        attributes: Vec<Vec<String>>,
+        /// Their Chinese names, in the same order, alternatives joined by 或.
         names_zh: Vec<String>,
         /// The goals that read them.
         goals: Vec<String>,
@@ -102,16 +103,17 @@ pub struct Chase {
 }
 
 /// The coverage goals' declared attributes each enterprise of the
-/// population lacks: (attribute, goal ids), in goal order.
+/// population lacks: (the condition's attributes, any one of which would
+/// answer; goal ids), in goal order.
 fn undeclared(
     goals: &[GoalDef],
     zone: &Zone,
     e: &crate::registry::Enterprise,
     es: Option<&crate::state::EnterpriseState>,
-) -> Vec<(&'static str, Vec<String>)> {
+) -> Vec<(&'static [&'static str], Vec<String>)> {
     let none = crate::goals::Declared::new();
     let d = es.map_or(&none, |es| &es.declarations);
-    let mut out: Vec<(&'static str, Vec<String>)> = Vec::new();
+    let mut out: Vec<(&'static [&'static str], Vec<String>)> = Vec::new();
     // Only the goals the zone's plans set (a Jiyuan zone is not chased for Puyang's).
     let applies = |g: &&GoalDef| zone.goal_sets.is_empty() || zone.goal_sets.contains(&g.set);
     for g in goals.iter().filter(|g| g.kind == GoalKind::Coverage).filter(applies) {
@@ -123,11 +125,9 @@ fn undeclared(
         if keys.is_empty() || keys.iter().any(|k| d.contains_key(*k)) {
             continue;
         }
-        // A condition met by any one of its keys is missing all of them; name the first, as the form asks for it.
-        let key = keys[0];
-        match out.iter_mut().find(|(k, _)| *k == key) {
+        match out.iter_mut().find(|(k, _)| *k == keys) {
             Some((_, ids)) => ids.push(g.id.clone()),
-            None => out.push((key, vec![g.id.clone()])),
+            None => out.push((keys, vec![g.id.clone()])),
         }
     }
     out
@@ -160,8 +160,14 @@ pub fn chase(
         if !missing.is_empty() {
             let name = |k: &str| catalog.get(k).map_or_else(|| k.to_owned(), |i| i.name_zh.clone());
             why.push(Why::Undeclared {
-                attributes: missing.iter().map(|(k, _)| (*k).to_owned()).collect(),
-                names_zh: missing.iter().map(|(k, _)| name(k)).collect(),
+                attributes: missing
+                    .iter()
+                    .map(|(keys, _)| keys.iter().map(|k| (*k).to_owned()).collect())
+                    .collect(),
+                names_zh: missing
+                    .iter()
+                    .map(|(keys, _)| keys.iter().map(|k| name(k)).collect::<Vec<_>>().join("或"))
+                    .collect(),
                 goals: {
                     let mut ids: Vec<String> = missing.iter().flat_map(|(_, g)| g.iter().cloned()).collect();
                     ids.dedup();
@@ -240,13 +246,16 @@ mod tests {
         let missing = undeclared(&goals, &z, &z.enterprise[0], None);
         let ids: Vec<&String> = missing.iter().flat_map(|(_, g)| g).collect();
         assert!(ids.iter().any(|g| *g == "HN27-03"), "{missing:?}");
+        // Named with every attribute that would answer: maturity or the SME level.
+        let dt = missing.iter().find(|(_, g)| g.contains(&"HN27-03".to_owned())).unwrap();
+        assert_eq!(dt.0, ["dt_maturity", "sme_dt_level"]);
         assert!(
             ids.iter().all(|g| g.starts_with("HN")),
             "only the zone's own plan: {missing:?}"
         );
         let mut es = crate::state::EnterpriseState::default();
-        for (k, _) in &missing {
-            es.declarations.insert((*k).to_owned(), DeclaredValue::Integer(3));
+        for (keys, _) in &missing {
+            es.declarations.insert(keys[0].to_owned(), DeclaredValue::Integer(3));
         }
         assert_eq!(undeclared(&goals, &z, &z.enterprise[0], Some(&es)), vec![]);
     }

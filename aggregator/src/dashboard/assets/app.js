@@ -598,7 +598,7 @@ function chaseSection(c) {
 // A reason in English, from its fields (the Chinese comes from the server).
 function whyEn(w) {
   if (w.kind === "off_trajectory") return `energy intensity ${signedPct(w.gap)} above the trajectory (${spanLabel(w.month)})`;
-  if (w.kind === "undeclared") return `not declared: ${w.attributes.join(", ")} (${w.goals.join(", ")})`;
+  if (w.kind === "undeclared") return `not declared: ${w.attributes.map(a => a.join(" or ")).join(", ")} (${w.goals.join(", ")})`;
   if (w.kind === "incomplete") return `readings incomplete this month: ${pct(w.completeness)}`;
   return "no data this month";
 }
