@@ -22,7 +22,7 @@
 //! change with what the outbox holds; `OutboxStats::size_on_disk` shows sled's
 //! own size beside them.
 
-use super::{chunk, entry_bytes, sealed_items, Outbox, OutboxError, State, PENDING, SEALED};
+use super::{chunk, entry_bytes, sealed_items, Outbox, OutboxError, State, WriteBatch, PENDING, SEALED};
 
 /// Counts `items` dropped before any upstream could have them.
 fn dropped_for_all(next: &mut State, items: u64) {
@@ -38,7 +38,7 @@ fn dropped_for_all(next: &mut State, items: u64) {
 pub(super) fn make_room(
     outbox: &Outbox,
     next: &mut State,
-    batch: &mut sled::Batch,
+    batch: &mut WriteBatch,
     incoming: &[Vec<u8>],
 ) -> Result<usize, OutboxError> {
     let budget = outbox.options.disk_budget_bytes;

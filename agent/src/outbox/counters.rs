@@ -2,7 +2,7 @@
 //! in the same atomic batch as every change they count, so they are exact
 //! after a crash and an outbox opens without scanning its backlog.
 
-use super::{entry_bytes, sealed_items, OutboxError, PENDING, SEALED};
+use super::{entry_bytes, sealed_items, OutboxError, Tree, PENDING, SEALED};
 
 /// Where the counters live in the tree.
 pub(super) const KEY: &[u8] = b"mcounters";
@@ -56,7 +56,7 @@ impl Counters {
     }
 
     /// The stored counters; `None` for an outbox written before they were kept.
-    pub(super) fn load(tree: &sled::Tree) -> Result<Option<Self>, OutboxError> {
+    pub(super) fn load(tree: &Tree) -> Result<Option<Self>, OutboxError> {
         match tree.get(KEY)? {
             None => Ok(None),
             Some(v) => Self::decode(&v).map(Some).ok_or_else(|| OutboxError::Corrupt {
@@ -74,7 +74,7 @@ impl Counters {
     }
 
     /// Counts what the tree holds (once, for an outbox without counters).
-    pub(super) fn recount(tree: &sled::Tree) -> Result<Self, OutboxError> {
+    pub(super) fn recount(tree: &Tree) -> Result<Self, OutboxError> {
         let mut c = Self::default();
         for kv in tree.scan_prefix([PENDING]) {
             let (k, v) = kv?;

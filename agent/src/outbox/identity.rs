@@ -27,7 +27,9 @@
 //!   its payload names the new identity, keeping its sequence number (fresh
 //!   under the new identity) and every upstream's cursor.
 
-use super::{counters, decode_sealed, encode_sealed, entry_bytes, read_u64, Outbox, OutboxError, SEALED};
+use super::{
+    counters, decode_sealed, encode_sealed, entry_bytes, read_u64, Outbox, OutboxError, Tree, WriteBatch, SEALED,
+};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::path::{Path, PathBuf};
 use zonesync_proto::{Batch, OutboxId};
@@ -71,7 +73,7 @@ pub fn done_path(outbox: &Path) -> PathBuf {
 }
 
 /// The stored identity (`None`: a new outbox, or one older than identities).
-pub(super) fn load(tree: &sled::Tree) -> Result<Option<OutboxId>, OutboxError> {
+pub(super) fn load(tree: &Tree) -> Result<Option<OutboxId>, OutboxError> {
     match tree.get(META_ID)? {
         None => Ok(None),
         Some(v) => {
@@ -87,17 +89,17 @@ pub(super) fn load(tree: &sled::Tree) -> Result<Option<OutboxId>, OutboxError> {
 }
 
 /// A stored counter (0 when absent).
-pub(super) fn load_count(tree: &sled::Tree, key: &[u8]) -> Result<u64, OutboxError> {
+pub(super) fn load_count(tree: &Tree, key: &[u8]) -> Result<u64, OutboxError> {
     read_u64(tree, key)
 }
 
 /// Adds to `batch` the rewrite of every held sealed batch so its payload
 /// names `id`, and adjusts `held_bytes` to the new sizes. Returns how many.
 fn rewrite_held(
-    tree: &sled::Tree,
+    tree: &Tree,
     id: &OutboxId,
     counters: &mut counters::Counters,
-    batch: &mut sled::Batch,
+    batch: &mut WriteBatch,
 ) -> Result<u64, OutboxError> {
     let mut n = 0;
     for kv in tree.scan_prefix([SEALED]) {
@@ -138,7 +140,7 @@ impl Outbox {
         let id = draw()?;
         let mut guard = self.lock();
         let mut next = guard.clone();
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteBatch::default();
         let rewritten = rewrite_held(&self.tree, &id, &mut next.counters, &mut batch)?;
         let previous = next.identity.replace(id.clone());
         next.rotations += 1;

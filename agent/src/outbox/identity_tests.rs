@@ -117,8 +117,8 @@ fn an_outbox_from_before_identities_gets_one_and_keeps_its_numbering() {
 }
 
 /// Seals one batch, snapshots the store directory, seals two more, puts the
-/// snapshot back (what a flipped byte in sled's last segment, or a restore
-/// from backup, does), and reopens.
+/// snapshot back (what a store losing its newest writes, or a restore from
+/// backup, does), and reopens.
 #[test]
 fn a_rolled_back_store_never_reissues_a_seq_and_moves_to_a_fresh_identity() {
     let dir = tempfile::tempdir().unwrap();
@@ -133,7 +133,6 @@ fn a_rolled_back_store_never_reissues_a_seq_and_moves_to_a_fresh_identity() {
         published.insert(s.seq, (batch(&s).outbox, s.payload.clone()));
         o.flush().unwrap();
     }
-    // sled releases its lock from a background thread: reopen to be sure it is settled.
     drop(Outbox::open(&path, 1 << 20).unwrap());
     copy_dir(&path, &copy);
     {
@@ -253,7 +252,9 @@ fn a_damaged_store_is_an_error_naming_it() {
         }
     }
     drop(Outbox::open(&path, 1 << 20).unwrap());
-    let file = path.join("db");
+    let file = path.join(super::store::FILE);
+    let pristine = dir.path().join("pristine");
+    std::fs::copy(&file, &pristine).unwrap();
     let len = std::fs::metadata(&file).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -261,12 +262,89 @@ fn a_damaged_store_is_an_error_naming_it() {
         .unwrap()
         .set_len(len / 3)
         .unwrap();
-    // sled may recover what precedes the cut; it must not panic either way,
-    // and what it lost is then caught by the mark.
+    // The store may recover what precedes the cut; it must not panic either
+    // way, and what it lost is then caught by the mark.
     match Outbox::open(&path, 1 << 20) {
         Err(e) => assert!(e.to_string().contains(&path.display().to_string()), "{e}"),
         Ok(o) => assert_eq!(o.next_seq(), 51, "never below the mark"),
     }
+    // Bytes flipped in the middle of the file.
+    std::fs::copy(&pristine, &file).unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b = !*b;
+    }
+    std::fs::write(&file, bytes).unwrap();
+    match Outbox::open(&path, 1 << 20) {
+        Err(e) => assert!(e.to_string().contains(&path.display().to_string()), "{e}"),
+        Ok(o) => assert_eq!(o.next_seq(), 51, "never below the mark"),
+    }
+}
+
+/// An outbox an earlier agent kept in sled (same keys and values) is moved
+/// into redb at the first start, whole: counters, cursors, identity,
+/// numbering and every batch; sled's files are gone after it, and `status`
+/// before that start says what to do instead of moving it.
+#[test]
+fn a_sled_outbox_is_moved_whole_at_the_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox");
+    let old = dir.path().join("old");
+    let (stats, sealed) = {
+        let o = Outbox::open(&path, 1 << 20).unwrap();
+        for i in 0..5 {
+            seal_one(&o, f64::from(i));
+        }
+        let e = ids().2;
+        let more = (0..3).map(|i| (e.clone(), reading(f64::from(i)))).collect();
+        o.append(more, Some(("sim", b"c1"))).unwrap();
+        o.ack(0, 1).unwrap();
+        o.flush().unwrap();
+        // What an earlier agent would have left: the same entries in sled.
+        let db = sled::Config::new().path(&old).open().unwrap();
+        let t = db.open_tree("outbox").unwrap();
+        for kv in o.tree.range::<&[u8], _>(..) {
+            let (k, v) = kv.unwrap();
+            t.insert(k, v).unwrap();
+        }
+        db.flush().unwrap();
+        (o.stats(), o.sealed_from(0, 100).unwrap())
+    };
+    for mark in [identity::high_water_path(&path), identity::done_path(&path)] {
+        let mut to = old.as_os_str().to_owned();
+        to.push(
+            mark.extension()
+                .map(|e| format!(".{}", e.to_string_lossy()))
+                .unwrap_or_default(),
+        );
+        std::fs::copy(&mark, std::path::PathBuf::from(to)).unwrap();
+    }
+    // sled releases its lock from a background thread.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(matches!(
+        Outbox::inspect(&old, OutboxOptions::from(&crate::config::OutboxConfig::default())),
+        Err(OutboxError::NotMigrated(_))
+    ));
+    let o = Outbox::open(&old, 1 << 20).unwrap();
+    let moved = o.stats();
+    assert_eq!(moved.pending_items, stats.pending_items);
+    assert_eq!(moved.sealed_batches, stats.sealed_batches);
+    assert_eq!(moved.held_bytes, stats.held_bytes);
+    assert_eq!(moved.next_seq, stats.next_seq);
+    assert_eq!(moved.outbox_id, stats.outbox_id);
+    assert_eq!(moved.upstreams, stats.upstreams);
+    assert_eq!(o.cursor("sim").unwrap().as_deref(), Some(&b"c1"[..]));
+    let again = o.sealed_from(0, 100).unwrap();
+    assert_eq!(
+        again.iter().map(|s| (s.seq, &s.payload)).collect::<Vec<_>>(),
+        sealed.iter().map(|s| (s.seq, &s.payload)).collect::<Vec<_>>()
+    );
+    assert!(
+        !old.join("db").exists() && !old.join("conf").exists(),
+        "sled's files removed"
+    );
+    assert_eq!(o.stats().store_rollbacks, 0);
 }
 
 /// A kill between the first mark's sync and the store's flush: the mark is

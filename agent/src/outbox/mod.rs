@@ -3,7 +3,8 @@
 //! (see [`upstreams`]) — or, when the disk budget is full, when it is the
 //! oldest and is dropped and counted, per upstream that had not acknowledged it.
 //!
-//! Layout (one sled tree, so that each step is one atomic `apply_batch`):
+//! Layout (one table of the redb store, [`store`], so that each step is one
+//! atomic `apply_batch`):
 //! - `p` + id  → a pending chunk: the items (readings or declarations, each
 //!   with its enterprise) of one append, see [`chunk`]
 //! - `b` + seq → a sealed batch: item count (u32), topic (u16 length + text), exact payload
@@ -24,7 +25,7 @@
 //!
 //! The counters are written in the same batch as the change they count, so
 //! opening an outbox never scans its backlog (a million pending readings
-//! would otherwise be read through sled's cache at every start).
+//! would otherwise be read through the store's cache at every start).
 //!
 //! Sealing assigns the sequence number and is flushed *before* the batch is
 //! published: if a sealed batch could be lost in a crash after it went out,
@@ -37,8 +38,10 @@ mod counters;
 pub mod identity;
 #[cfg(test)]
 mod identity_tests;
+mod migrate;
 mod open;
 mod seal;
+pub mod store;
 #[cfg(test)]
 mod tests;
 mod upstreams;
@@ -50,6 +53,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use store::{Tree, WriteBatch};
 use upstreams::{Record, Upstream};
 use zonesync_proto::{AgentId, Batch, Declaration, EnterpriseId, OutboxId, Reading, Topic, ZoneId, WIRE_VERSION};
 use zonesync_runtime::{HighWater, HighWaterError, StoreOpenError};
@@ -66,7 +70,18 @@ const META_PROBE: &[u8] = b"mprobe";
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("outbox store: {0}")]
-    Store(#[from] sled::Error),
+    Store(#[from] store::StoreError),
+    /// The store file could not be opened (damaged, or locked by another process).
+    #[error("outbox store {}: {source}", path.display())]
+    OpenStore {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What redb said.
+        source: store::StoreError,
+    },
+    /// An outbox kept by an earlier agent in sled could not be read to move it.
+    #[error("outbox store (sled, being moved to redb): {0}")]
+    Sled(#[from] sled::Error),
     #[error("outbox entry {key} is corrupt: {problem}")]
     Corrupt { key: String, problem: String },
     #[error("an outbox needs at least one upstream")]
@@ -79,6 +94,9 @@ pub enum OutboxError {
     Random,
     #[error("an outbox opened to inspect it is read-only")]
     Inspecting,
+    /// `status` on an outbox still in sled: only a start moves it.
+    #[error("outbox {} is still kept in sled by an earlier agent version: start the agent once (it moves the outbox to redb, losing nothing), then ask again", .0.display())]
+    NotMigrated(std::path::PathBuf),
 }
 
 /// One item waiting to be batched.
@@ -123,7 +141,7 @@ pub struct OutboxStats {
     pub held_bytes: u64,
     /// The disk budget, bytes.
     pub disk_budget_bytes: u64,
-    /// sled's own files, bytes (larger than `held_bytes`: its log keeps old versions until it compacts).
+    /// The store's file, bytes (larger than `held_bytes`: redb reuses freed pages but never shrinks its file).
     pub size_on_disk: u64,
     /// Readings and declarations dropped, ever, because the disk budget was full.
     pub dropped_readings: u64,
@@ -180,7 +198,7 @@ fn configured_default() -> bool {
 /// How an outbox is opened.
 #[derive(Debug, Clone)]
 pub struct OutboxOptions {
-    /// sled's page cache, bytes.
+    /// The store's page cache, bytes.
     pub cache_bytes: u64,
     /// Most bytes of items and batches held; beyond it the oldest are dropped.
     pub disk_budget_bytes: u64,
@@ -214,10 +232,12 @@ impl From<&OutboxConfig> for OutboxOptions {
     }
 }
 
-/// The sled-backed outbox.
+/// The outbox, kept in a redb store ([`store`]).
 pub struct Outbox {
-    db: sled::Db,
-    tree: sled::Tree,
+    tree: Tree,
+    /// The next pending chunk's id: above every chunk held, so chunks keep
+    /// the order items arrived in (sled drew these from its own counter).
+    next_chunk: AtomicU64,
     options: OutboxOptions,
     /// Serialises every read-modify-write of the counters and upstream
     /// records with the change they count; the values are what the tree
@@ -249,7 +269,7 @@ struct State {
 
 impl State {
     /// Adds to `batch` the records of upstreams that differ from `before`.
-    fn write_changed(&self, before: &State, batch: &mut sled::Batch) {
+    fn write_changed(&self, before: &State, batch: &mut WriteBatch) {
         for (u, b) in self.upstreams.iter().zip(&before.upstreams) {
             if u.rec != b.rec {
                 batch.insert(upstreams::key(&u.name), &u.rec.encode()[..]);
@@ -265,11 +285,11 @@ fn key(prefix: u8, n: u64) -> [u8; 9] {
     k
 }
 
-fn read_u64(tree: &sled::Tree, k: &[u8]) -> Result<u64, OutboxError> {
+fn read_u64(tree: &Tree, k: &[u8]) -> Result<u64, OutboxError> {
     match tree.get(k)? {
         None => Ok(0),
         Some(v) => {
-            let arr: [u8; 8] = v.as_ref().try_into().map_err(|_| OutboxError::Corrupt {
+            let arr: [u8; 8] = v.as_slice().try_into().map_err(|_| OutboxError::Corrupt {
                 key: String::from_utf8_lossy(k).into_owned(),
                 problem: format!("{} bytes, expected 8", v.len()),
             })?;
@@ -371,11 +391,11 @@ impl Outbox {
         {
             let mut guard = self.lock();
             let mut next = guard.clone();
-            let mut batch = sled::Batch::default();
+            let mut batch = WriteBatch::default();
             let fresh = budget::make_room(self, &mut next, &mut batch, &encoded)?;
             for items in encoded[fresh..].chunks(chunk::MAX_ITEMS) {
                 // Ids grow, so chunks keep the order items arrived in.
-                let k = key(PENDING, self.db.generate_id()?);
+                let k = key(PENDING, self.next_chunk.fetch_add(1, Ordering::SeqCst));
                 let v = chunk::encode(items);
                 next.counters.pending_items += items.len() as u64;
                 next.counters.held_bytes += entry_bytes(&k, &v);
@@ -474,7 +494,7 @@ impl Outbox {
         let items = sealed_items(&v);
         let mut next = guard.clone();
         let next_seq = self.next_seq.load(Ordering::SeqCst);
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteBatch::default();
         if let Some(u) = next.upstreams.get_mut(upstream) {
             u.acked_above.insert(seq, items);
             // Also when `seq` is above the cursor: the batches between may be
@@ -537,7 +557,7 @@ impl Outbox {
             sealed_items: c.sealed_items,
             held_bytes: c.held_bytes,
             disk_budget_bytes: self.options.disk_budget_bytes,
-            size_on_disk: self.db.size_on_disk().unwrap_or(0),
+            size_on_disk: self.tree.size_on_disk().unwrap_or(0),
             dropped_readings: c.dropped,
             next_seq: self.next_seq.load(Ordering::SeqCst),
             oldest_pending: self.oldest_pending(),
@@ -573,11 +593,11 @@ impl Outbox {
         self.next_seq.load(Ordering::SeqCst)
     }
 
-    /// Whether the store still takes a write and makes it durable. sled
-    /// 0.34 keeps the first failed write to its log (a full disk) as an
-    /// error every later flush returns until the store is reopened, so a
-    /// source whose append failed asks this to tell a passing failure from
-    /// a store this process can no longer use.
+    /// Whether the store still takes a write and makes it durable. After a
+    /// failed write (a full disk) redb answers every later write with
+    /// `PreviousIo` until the store is reopened (as sled 0.34 did with its
+    /// log's first error), so a source whose append failed asks this to tell
+    /// a passing failure from a store this process can no longer use.
     pub fn check_writable(&self) -> Result<(), OutboxError> {
         let now = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
         self.tree.insert(META_PROBE, &now.to_be_bytes())?;

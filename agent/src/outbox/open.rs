@@ -1,6 +1,7 @@
-//! Opening an outbox: the sled store (a damaged file is an error naming
-//! it), its identity and numbering (never below the high-water mark kept
-//! beside it), its counters, and each configured upstream's cursor.
+//! Opening an outbox: the redb store (a damaged file is an error naming
+//! it; one an earlier agent kept in sled is moved into it first), its
+//! identity and numbering (never below the high-water mark kept beside it),
+//! its counters, and each configured upstream's cursor.
 
 use super::*;
 
@@ -30,12 +31,17 @@ impl Outbox {
     }
 
     fn open_as(path: &Path, options: OutboxOptions, open: Open) -> Result<Self, OutboxError> {
-        let config = sled::Config::new()
-            .path(path)
-            .cache_capacity(options.cache_bytes)
-            .flush_every_ms(Some(500));
-        let db = zonesync_runtime::open_sled(&config, path)?;
-        let tree = db.open_tree("outbox")?;
+        // An outbox an earlier agent kept in sled is moved at the first start
+        // (`migrate`); looking must not move it.
+        if open == Open::Inspect && migrate::has_sled(path) && !path.join(store::FILE).exists() {
+            return Err(OutboxError::NotMigrated(path.to_path_buf()));
+        }
+        migrate::from_sled(path, options.cache_bytes)?;
+        let tree = Tree::open(path, options.cache_bytes)?;
+        let next_chunk = match tree.scan_prefix([PENDING]).next_back() {
+            Some(kv) => seq_of(&kv?.0).map_or(0, |id| id.saturating_add(1)),
+            None => 0,
+        };
         // Looking must not create the mark (nor anything else).
         let hw_path = identity::high_water_path(path);
         let high_water = match open {
@@ -70,7 +76,7 @@ impl Outbox {
         let next_seq = stored_next.unwrap_or(1).max(mark.unwrap_or(1)).max(1);
         let mut stored_id = identity::load(&tree)?;
         if open == Open::Run && (stored_id.is_none() || stored_next != Some(next_seq)) {
-            let mut batch = sled::Batch::default();
+            let mut batch = WriteBatch::default();
             if stored_id.is_none() {
                 // A new outbox, or one from before identities: its held
                 // batches keep the legacy numbering they may have been
@@ -107,8 +113,8 @@ impl Outbox {
             rotations: identity::load_count(&tree, identity::META_ROTATIONS)?,
         };
         let outbox = Self {
-            db,
             tree,
+            next_chunk: AtomicU64::new(next_chunk),
             options,
             state: Mutex::new(state),
             next_seq: AtomicU64::new(next_seq),
@@ -164,7 +170,7 @@ impl Outbox {
     /// [`Open::Inspect`], the same view is built in memory, the removed
     /// upstreams are kept after the configured ones, and nothing is written.
     fn open_upstreams(
-        tree: &sled::Tree,
+        tree: &Tree,
         names: &[String],
         mut counters: Counters,
         next_seq: u64,
@@ -173,7 +179,7 @@ impl Outbox {
         if names.is_empty() {
             return Err(OutboxError::NoUpstream);
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteBatch::default();
         let mut changed = false;
         let mut stored = std::collections::HashMap::new();
         let mut unconfigured = Vec::new();

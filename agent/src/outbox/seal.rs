@@ -102,7 +102,7 @@ impl Outbox {
         let live_since = now - self.options.backfill_after;
         let mut seq = self.next_seq.load(Ordering::SeqCst);
         let mut sealed = Vec::with_capacity(groups.len());
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteBatch::default();
         for (raw_enterprise, bs) in groups {
             let enterprise: EnterpriseId =
                 serde_json::from_str(raw_enterprise.get()).map_err(|e| OutboxError::Corrupt {

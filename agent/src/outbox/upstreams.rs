@@ -22,7 +22,7 @@
 //! configured is gone); an upstream no longer configured has its record
 //! deleted at open, so it cannot pin batches forever.
 
-use super::{OutboxError, SEALED};
+use super::{OutboxError, Tree, SEALED};
 use std::collections::BTreeMap;
 
 /// Key prefix of an upstream's record.
@@ -165,7 +165,7 @@ impl Upstream {
 
     /// Moves the cursor past every batch acknowledged out of order or no
     /// longer held, up to the first held one not acknowledged (or `next_seq`).
-    pub(super) fn advance(&mut self, tree: &sled::Tree, next_seq: u64) -> Result<(), OutboxError> {
+    pub(super) fn advance(&mut self, tree: &Tree, next_seq: u64) -> Result<(), OutboxError> {
         let from = super::key(SEALED, self.rec.cursor);
         for kv in tree.range(from..=super::key(SEALED, u64::MAX)) {
             let (k, v) = kv?;

@@ -1,0 +1,273 @@
+//! The outbox's key-value store: one redb table behind the few calls the
+//! outbox makes (get, atomic batches, ordered range scans, a durable flush).
+//!
+//! Why redb and not sled (the design card's first choice): with a
+//! 1,000,000-reading backlog sled alone put the agent over the 10 MB bound
+//! before a reading was sent (its page table and caches at open), and redb,
+//! measured on the same bench and fault harness, did not (README, "Design
+//! notes"; docs/profiles.md). redb is a copy-on-write B-tree in one file:
+//! nothing is replayed at open, its cache is bounded by `cache_bytes`, and
+//! it starts no thread.
+//!
+//! Durability follows what the outbox asked of sled: [`Tree::apply_batch`]
+//! is atomic and visible at once but not yet on disk (redb's
+//! `Durability::None`); [`Tree::flush`] makes everything applied so far
+//! durable (an `Immediate` commit: the data, then the header, synced).
+//! Where the outbox promised durability (an append, a seal before its
+//! batches go out, an identity change) it flushes, as it did with sled.
+
+use super::OutboxError;
+use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+
+/// The one table: the outbox's key layout (see the module above) lives in its keys.
+const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("outbox");
+
+/// The file inside the outbox directory (a directory, as sled's was, so
+/// the high-water marks beside it and every path in the configuration keep
+/// their meaning).
+pub const FILE: &str = "outbox.redb";
+
+/// What a store operation failed with; redb's own error, whichever call.
+pub type StoreError = redb::Error;
+
+fn err(e: impl Into<redb::Error>) -> OutboxError {
+    OutboxError::Store(e.into())
+}
+
+/// Writes applied together or not at all.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    /// Sets `k` to `v`.
+    pub fn insert(&mut self, k: impl AsRef<[u8]>, v: impl AsRef<[u8]>) {
+        self.ops.push((k.as_ref().to_vec(), Some(v.as_ref().to_vec())));
+    }
+
+    /// Removes `k` (nothing if it is absent).
+    pub fn remove(&mut self, k: impl AsRef<[u8]>) {
+        self.ops.push((k.as_ref().to_vec(), None));
+    }
+}
+
+/// The outbox's store.
+pub struct Tree {
+    db: Database,
+    file: PathBuf,
+}
+
+/// Entries in key order, each copied out of the store.
+pub struct Iter {
+    inner: Option<redb::OwnedRange<&'static [u8], &'static [u8]>>,
+    failed: Option<OutboxError>,
+}
+
+impl Iterator for Iter {
+    type Item = Result<(Vec<u8>, Vec<u8>), OutboxError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
+        let kv = self.inner.as_mut()?.next()?;
+        Some(kv.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).map_err(err))
+    }
+}
+
+impl DoubleEndedIterator for Iter {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
+        let kv = self.inner.as_mut()?.next_back()?;
+        Some(kv.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).map_err(err))
+    }
+}
+
+impl Tree {
+    /// Opens (or creates) the store in directory `dir` with a page cache of
+    /// `cache_bytes`. An error names the file, so an operator knows what to
+    /// move aside or restore.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, OutboxError> {
+        let file = dir.join(FILE);
+        let opening = |source: redb::Error| OutboxError::OpenStore {
+            path: file.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| opening(e.into()))?;
+        let db = Database::builder()
+            .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
+            .create(&file)
+            .map_err(|e| opening(e.into()))?;
+        // The table exists from the first open on, so a reader never meets
+        // a store without it.
+        let tx = db.begin_write().map_err(|e| opening(e.into()))?;
+        tx.open_table(TABLE).map_err(|e| opening(e.into()))?;
+        tx.commit().map_err(|e| opening(e.into()))?;
+        Ok(Self { db, file })
+    }
+
+    /// The value of `k`.
+    pub fn get(&self, k: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, OutboxError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(TABLE).map_err(err)?;
+        let v = redb::ReadableTable::get(&t, k.as_ref()).map_err(err)?;
+        Ok(v.map(|g| g.value().to_vec()))
+    }
+
+    /// Whether `k` is held.
+    pub fn contains_key(&self, k: impl AsRef<[u8]>) -> Result<bool, OutboxError> {
+        Ok(self.get(k)?.is_some())
+    }
+
+    /// Sets `k` to `v` (not yet durable).
+    pub fn insert(&self, k: impl AsRef<[u8]>, v: impl AsRef<[u8]>) -> Result<(), OutboxError> {
+        let mut b = WriteBatch::default();
+        b.insert(k, v);
+        self.apply_batch(b)
+    }
+
+    /// Removes `k` (not yet durable).
+    pub fn remove(&self, k: impl AsRef<[u8]>) -> Result<(), OutboxError> {
+        let mut b = WriteBatch::default();
+        b.remove(k);
+        self.apply_batch(b)
+    }
+
+    /// Applies `batch` atomically; visible at once, durable at the next [`Tree::flush`].
+    pub fn apply_batch(&self, batch: WriteBatch) -> Result<(), OutboxError> {
+        self.commit(batch, redb::Durability::None)
+    }
+
+    /// Makes everything applied so far durable.
+    pub fn flush(&self) -> Result<(), OutboxError> {
+        self.commit(WriteBatch::default(), redb::Durability::Immediate)
+    }
+
+    fn commit(&self, batch: WriteBatch, durability: redb::Durability) -> Result<(), OutboxError> {
+        let mut tx = self.db.begin_write().map_err(err)?;
+        tx.set_durability(durability).map_err(err)?;
+        {
+            let mut t = tx.open_table(TABLE).map_err(err)?;
+            for (k, v) in &batch.ops {
+                match v {
+                    Some(v) => {
+                        t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
+                    }
+                    None => {
+                        t.remove(k.as_slice()).map_err(err)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Entries whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
+        let lo = prefix.as_ref().to_vec();
+        let hi = successor(&lo);
+        self.iter(Bound::Included(lo), hi.map_or(Bound::Unbounded, Bound::Excluded))
+    }
+
+    /// Entries with keys in `range`, in key order.
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
+        let own = |b: Bound<&K>| match b {
+            Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.iter(own(range.start_bound()), own(range.end_bound()))
+    }
+
+    fn iter(&self, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> Iter {
+        let open = || -> Result<_, OutboxError> {
+            let tx = self.db.begin_read().map_err(err)?;
+            let t = tx.open_table(TABLE).map_err(err)?;
+            t.range_owned((slice(&lo), slice(&hi))).map_err(err)
+        };
+        match open() {
+            Ok(r) => Iter {
+                inner: Some(r),
+                failed: None,
+            },
+            Err(e) => Iter {
+                inner: None,
+                failed: Some(e),
+            },
+        }
+    }
+
+    /// Entries held (for tests and status; counts the table, not the file).
+    pub fn len(&self) -> Result<u64, OutboxError> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(TABLE).map_err(err)?;
+        t.len().map_err(err)
+    }
+
+    /// The store file's size, bytes (redb reuses freed pages but does not
+    /// shrink its file, so this stays near the largest backlog held).
+    pub fn size_on_disk(&self) -> Result<u64, OutboxError> {
+        std::fs::metadata(&self.file).map(|m| m.len()).map_err(|e| err(e))
+    }
+}
+
+fn slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// The smallest key above every key starting with `prefix` (`None`: there is none).
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut s = prefix.to_vec();
+    while let Some(last) = s.pop() {
+        if last < u8::MAX {
+            s.push(last + 1);
+            return Some(s);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_ranges_and_prefixes() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tree::open(dir.path(), 1 << 20).unwrap();
+        let mut b = WriteBatch::default();
+        for (k, v) in [(&b"a1"[..], &b"x"[..]), (b"b1", b"y"), (b"b2", b"z"), (b"c", b"w")] {
+            b.insert(k, v);
+        }
+        b.remove(b"c");
+        t.apply_batch(b).unwrap();
+        t.flush().unwrap();
+        let keys = |it: Iter| it.map(|kv| kv.unwrap().0).collect::<Vec<_>>();
+        assert_eq!(keys(t.scan_prefix(b"b")), vec![b"b1".to_vec(), b"b2".to_vec()]);
+        assert_eq!(
+            keys(t.range(&b"a1"[..]..&b"b2"[..])),
+            vec![b"a1".to_vec(), b"b1".to_vec()]
+        );
+        assert_eq!(t.get(b"c").unwrap(), None);
+        drop(t);
+        let t = Tree::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(t.get(b"b2").unwrap(), Some(b"z".to_vec()));
+        assert_eq!(t.len().unwrap(), 3);
+    }
+
+    #[test]
+    fn successor_skips_full_bytes() {
+        assert_eq!(successor(b"a"), Some(b"b".to_vec()));
+        assert_eq!(successor(&[1, 255]), Some(vec![2]));
+        assert_eq!(successor(&[255]), None);
+    }
+}
