@@ -253,7 +253,7 @@ pub fn correction_batch(
     .to_payload()
 }
 
-/// Copies a closed sled directory (an outbox template) to `to`.
+/// Copies a closed store directory (an outbox template) to `to`.
 pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {

@@ -136,37 +136,41 @@ async fn damaged_outbox_files_stop_the_agent_with_their_path_or_lose_and_reissue
 
     let root = s.dir.path();
     let mut verdicts = Vec::new();
+    // The outbox is one redb file (agent/src/outbox/store.rs).
+    let store = zonesync_agent::outbox::store::FILE;
+    assert!(files.iter().any(|f| f == store), "{files:?}");
     verdicts.push((
-        "flipped db",
-        damaged_case(root, "flipped-db", &pristine, |o| flip_middle(&o.join("db"), 64)).await,
+        "flipped store",
+        damaged_case(root, "flipped-store", &pristine, |o| flip_middle(&o.join(store), 64)).await,
     ));
     verdicts.push((
-        "truncated db",
-        damaged_case(root, "truncated-db", &pristine, |o| {
-            let len = std::fs::metadata(o.join("db")).expect("db").len();
-            truncate(&o.join("db"), len / 3);
+        "truncated store",
+        damaged_case(root, "truncated-store", &pristine, |o| {
+            let len = std::fs::metadata(o.join(store)).expect("store").len();
+            truncate(&o.join(store), len / 3);
         })
         .await,
     ));
     verdicts.push((
-        "torn db tail",
-        damaged_case(root, "torn-db", &pristine, |o| {
-            let len = std::fs::metadata(o.join("db")).expect("db").len();
-            truncate(&o.join("db"), len.saturating_sub(100));
+        "torn store tail",
+        damaged_case(root, "torn-store", &pristine, |o| {
+            let len = std::fs::metadata(o.join(store)).expect("store").len();
+            truncate(&o.join(store), len.saturating_sub(100));
         })
         .await,
     ));
     verdicts.push((
-        "flipped conf",
-        damaged_case(root, "flipped-conf", &pristine, |o| flip_middle(&o.join("conf"), 1)).await,
-    ));
-    for snap in files.iter().filter(|f| f.starts_with("snap.")) {
-        let v = damaged_case(root, &format!("flipped-{snap}"), &pristine, |o| {
-            flip_middle(&o.join(snap), 1)
+        "flipped header",
+        damaged_case(root, "flipped-header", &pristine, |o| {
+            // redb's header and its two commit slots are at the file's start.
+            let mut bytes = std::fs::read(o.join(store)).expect("store");
+            for b in bytes.iter_mut().skip(64).take(256) {
+                *b = !*b;
+            }
+            std::fs::write(o.join(store), bytes).expect("write store");
         })
-        .await;
-        verdicts.push(("flipped snapshot", v));
-    }
+        .await,
+    ));
     for (case, v) in &verdicts {
         eprintln!(
             "{case}: {}",
