@@ -408,10 +408,9 @@ impl Outbox {
             }
             batch.insert(counters::KEY, &next.counters.encode()[..]);
             next.write_changed(&guard, &mut batch);
-            self.tree.apply_batch(batch)?;
+            self.tree.apply_durable(batch)?;
             *guard = next;
         }
-        self.tree.flush()?;
         if let Some((h, lines)) = history {
             h.write(lines);
         }
@@ -488,10 +487,10 @@ impl Outbox {
             Some(u) if !u.has_acked(seq) => {}
             _ => return Ok(None),
         }
-        let Some(v) = self.tree.get(k)? else {
+        let Some((len, head)) = self.tree.get_head(k, 4)? else {
             return Ok(None);
         };
-        let items = sealed_items(&v);
+        let items = sealed_items(&head);
         let mut next = guard.clone();
         let next_seq = self.next_seq.load(Ordering::SeqCst);
         let mut batch = WriteBatch::default();
@@ -507,7 +506,7 @@ impl Outbox {
             }
             next.counters.sealed_batches = next.counters.sealed_batches.saturating_sub(1);
             next.counters.sealed_items = next.counters.sealed_items.saturating_sub(items);
-            next.counters.held_bytes = next.counters.held_bytes.saturating_sub(entry_bytes(&k, &v));
+            next.counters.held_bytes = next.counters.held_bytes.saturating_sub((k.len() + len) as u64);
             batch.remove(&k[..]);
             batch.insert(counters::KEY, &next.counters.encode()[..]);
         }

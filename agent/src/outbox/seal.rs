@@ -158,11 +158,12 @@ impl Outbox {
         // The mark first: if the store later loses this write, its next
         // opening still finds every number handed out here below the mark.
         hw.raise(seq)?;
-        self.tree.apply_batch(batch)?;
+        // One durable commit (redb admits one writer at a time, so syncing
+        // outside the lock, as with sled, would not let an append in sooner).
+        self.tree.apply_durable(batch)?;
         *guard = next;
         self.next_seq.store(seq, Ordering::SeqCst);
         drop(guard);
-        self.tree.flush()?;
         // Durable now: these numbers may be published from here on.
         if let Some(done) = &self.done {
             done.raise(seq)?;
