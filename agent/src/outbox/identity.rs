@@ -146,10 +146,10 @@ impl Outbox {
         next.rotations += 1;
         if why == Rotation::Rollback {
             next.rollbacks += 1;
-            batch.insert(META_ROLLBACKS, &next.rollbacks.to_be_bytes());
+            batch.insert(META_ROLLBACKS, next.rollbacks.to_be_bytes());
         }
         batch.insert(META_ID, id.as_str().as_bytes());
-        batch.insert(META_ROTATIONS, &next.rotations.to_be_bytes());
+        batch.insert(META_ROTATIONS, next.rotations.to_be_bytes());
         batch.insert(counters::KEY, &next.counters.encode()[..]);
         self.tree.apply_batch(batch)?;
         *guard = next;

@@ -99,7 +99,7 @@ fn an_outbox_from_before_identities_gets_one_and_keeps_its_numbering() {
         // What an older agent left: no identity, no mark, a clock-based number.
         o.tree.remove(identity::META_ID).unwrap();
         o.tree
-            .insert(META_NEXT_SEQ, &1_700_000_000_000_000u64.to_be_bytes())
+            .insert(META_NEXT_SEQ, 1_700_000_000_000_000u64.to_be_bytes())
             .unwrap();
         o.flush().unwrap();
     }

@@ -77,7 +77,7 @@ pub(super) fn from_sled(dir: &Path, cache_bytes: u64) -> Result<Option<u64>, Out
         let (k, v) = kv?;
         batch.insert(&k, &v);
         n += 1;
-        if n % PER_COMMIT as u64 == 0 {
+        if n.is_multiple_of(PER_COMMIT as u64) {
             copy.apply_batch(std::mem::take(&mut batch))?;
         }
     }

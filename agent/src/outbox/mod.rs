@@ -367,7 +367,7 @@ impl Outbox {
     /// Counts one more boot and returns it; durable before it returns.
     pub fn next_boot(&self) -> Result<u64, OutboxError> {
         let boot = read_u64(&self.tree, META_BOOT)? + 1;
-        self.tree.insert(META_BOOT, &boot.to_be_bytes())?;
+        self.tree.insert(META_BOOT, boot.to_be_bytes())?;
         self.tree.flush()?;
         Ok(boot)
     }
@@ -599,7 +599,7 @@ impl Outbox {
     /// a passing failure from a store this process can no longer use.
     pub fn check_writable(&self) -> Result<(), OutboxError> {
         let now = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
-        self.tree.insert(META_PROBE, &now.to_be_bytes())?;
+        self.tree.insert(META_PROBE, now.to_be_bytes())?;
         self.tree.flush()?;
         Ok(())
     }

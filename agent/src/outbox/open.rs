@@ -89,7 +89,7 @@ impl Outbox {
                 batch.insert(identity::META_ID, id.as_str().as_bytes());
                 stored_id = Some(id);
             }
-            batch.insert(META_NEXT_SEQ, &next_seq.to_be_bytes());
+            batch.insert(META_NEXT_SEQ, next_seq.to_be_bytes());
             tree.apply_batch(batch)?;
             tree.flush()?;
         }

@@ -152,7 +152,7 @@ impl Outbox {
         for (k, _) in chunks {
             batch.remove(k);
         }
-        batch.insert(META_NEXT_SEQ, &seq.to_be_bytes());
+        batch.insert(META_NEXT_SEQ, seq.to_be_bytes());
         batch.insert(counters::KEY, &next.counters.encode()[..]);
         next.write_changed(&guard, &mut batch);
         // The mark first: if the store later loses this write, its next

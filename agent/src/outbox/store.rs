@@ -62,37 +62,50 @@ pub struct Tree {
 
 /// Entries in key order, each copied out of the store.
 pub struct Iter {
-    inner: Option<redb::OwnedRange<&'static [u8], &'static [u8]>>,
+    inner: Option<Owned>,
     failed: Option<OutboxError>,
     /// Values are left empty (a scan that only needs keys copies no payload).
     keys_only: bool,
 }
 
-fn pair(keys_only: bool, k: &[u8], v: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    (k.to_vec(), if keys_only { Vec::new() } else { v.to_vec() })
+type Owned = redb::OwnedRange<&'static [u8], &'static [u8]>;
+type Guards = (
+    redb::OwnedAccessGuard<&'static [u8]>,
+    redb::OwnedAccessGuard<&'static [u8]>,
+);
+
+impl Iter {
+    /// The next entry from one end or the other (`step`), copied out.
+    fn step(
+        &mut self,
+        step: impl FnOnce(&mut Owned) -> Option<Result<Guards, redb::StorageError>>,
+    ) -> Option<<Self as Iterator>::Item> {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
+        let kv = step(self.inner.as_mut()?)?;
+        let keys_only = self.keys_only;
+        Some(
+            kv.map(|(k, v)| {
+                let v = if keys_only { Vec::new() } else { v.value().to_vec() };
+                (k.value().to_vec(), v)
+            })
+            .map_err(err),
+        )
+    }
 }
 
 impl Iterator for Iter {
     type Item = Result<(Vec<u8>, Vec<u8>), OutboxError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.failed.take() {
-            return Some(Err(e));
-        }
-        let kv = self.inner.as_mut()?.next()?;
-        let keys_only = self.keys_only;
-        Some(kv.map(|(k, v)| pair(keys_only, k.value(), v.value())).map_err(err))
+        self.step(Iterator::next)
     }
 }
 
 impl DoubleEndedIterator for Iter {
     fn next_back(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.failed.take() {
-            return Some(Err(e));
-        }
-        let kv = self.inner.as_mut()?.next_back()?;
-        let keys_only = self.keys_only;
-        Some(kv.map(|(k, v)| pair(keys_only, k.value(), v.value())).map_err(err))
+        self.step(DoubleEndedIterator::next_back)
     }
 }
 
@@ -239,8 +252,8 @@ impl Tree {
         }
     }
 
-    /// Entries held (for tests and status; counts the table, not the file).
-    pub fn len(&self) -> Result<u64, OutboxError> {
+    /// Entries held (for tests; counts the table, not the file).
+    pub fn entries(&self) -> Result<u64, OutboxError> {
         let tx = self.db.begin_read().map_err(err)?;
         let t = tx.open_table(TABLE).map_err(err)?;
         t.len().map_err(err)
@@ -249,7 +262,7 @@ impl Tree {
     /// The store file's size, bytes (redb reuses freed pages but does not
     /// shrink its file, so this stays near the largest backlog held).
     pub fn size_on_disk(&self) -> Result<u64, OutboxError> {
-        std::fs::metadata(&self.file).map(|m| m.len()).map_err(|e| err(e))
+        std::fs::metadata(&self.file).map(|m| m.len()).map_err(err)
     }
 }
 
@@ -298,7 +311,7 @@ mod tests {
         drop(t);
         let t = Tree::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(t.get(b"b2").unwrap(), Some(b"z".to_vec()));
-        assert_eq!(t.len().unwrap(), 3);
+        assert_eq!(t.entries().unwrap(), 3);
     }
 
     #[test]
