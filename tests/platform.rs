@@ -4,7 +4,8 @@
 //! beside a Mosquitto upstream with a subscriber standing in for the zone.
 //!
 //! The province's platform refuses (503), times out, answers a wrong text,
-//! answers an HTML page and drops the connection before it answers success;
+//! answers an HTML page, drops the connection and redirects before it
+//! answers success;
 //! the nation's is killed mid-run and started again. Each must end up with
 //! every reading it maps exactly once, the MQTT upstream must not wait for
 //! them, and a batch must stay in the outbox until every upstream has it.
@@ -168,7 +169,7 @@ async fn both_platforms_get_every_reading_once_through_refusals_timeouts_wrong_a
     );
 
     // The province answers every wrong way, each at least once, then success.
-    for mode in ["timeout", "wrong", "html", "drop"] {
+    for mode in ["timeout", "wrong", "html", "drop", "redirect"] {
         let before = province.answered_in(mode);
         province.set_mode(mode);
         province.wait_answered(mode, before, 1, WAIT).await;

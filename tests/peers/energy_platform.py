@@ -12,6 +12,8 @@ Before answering each POST it reads DIR/mode (default "ok"):
   wrong    200 "RECEIVE FAIL: ..." (a 2xx that is not success)
   html     200 with an HTML page
   drop     closes the connection without an answer
+  redirect 302 to /moved, whose GET answers "RECEIVE SUCCESS" (a redirected
+           POST loses its records: that answer must not count)
 Every request is appended to DIR/requests.jsonl as
 {"mode", "auth_ok", "records"} (records only when the mode is ok and the
 token matched). A request without the right token gets 401 whatever the mode.
@@ -64,6 +66,10 @@ def main():
             self.end_headers()
             self.wfile.write(data)
 
+        def do_GET(self):
+            log({"mode": "get", "path": self.path})
+            return self.answer(200, "RECEIVE SUCCESS")
+
         def do_POST(self):
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
@@ -92,6 +98,12 @@ def main():
                 return self.answer(200, "RECEIVE FAIL: dataCode not registered")
             if m == "html":
                 return self.answer(200, "<html><body>login</body></html>", "text/html")
+            if m == "redirect":
+                self.send_response(302)
+                self.send_header("Location", "/moved")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
             if m == "drop":
                 self.close_connection = True
                 self.connection.shutdown(2)

@@ -46,6 +46,10 @@ pub fn client(cfg: &PlatformConfig) -> Result<reqwest::Client, PlatformConfigErr
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("zonesync-agent/", env!("CARGO_PKG_VERSION")))
         .https_only(true)
+        // A redirected POST becomes a GET without the records (301/302/303):
+        // whatever that answered must not count as the upload's success.
+        // A 3xx is a failure like any non-2xx, named in status.
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)));
     if let Some(path) = &cfg.ca_file {
