@@ -1,6 +1,7 @@
 //! `zonesync-agent check -c FILE`: validates the configuration the way `run`
 //! does, then probes every configured source once and every upstream broker
-//! (login and a test publish on each data topic, `broker.rs`). Nothing is
+//! (login and a test publish on each data topic, `broker.rs`) and energy
+//! platform (an upload with no records, `platform::probe`). Nothing is
 //! queued and the outbox is not opened, so it works beside a running agent;
 //! it returns one row per target: what it read, or why it failed.
 
@@ -45,6 +46,8 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
     let http = http_pull::check_all(&config.http_pull, &validator)?;
     #[cfg(feature = "gateways")]
     let mqtt_gateways = crate::sources::gateways::check_all(&config.mqtt_gateway, &validator)?;
+    #[cfg(feature = "energy-platform")]
+    let platforms = crate::platform::check_all(&config.energy_platform, &validator.catalog)?;
 
     let mut rows = Vec::new();
     if let Some(sim) = &config.simulator {
@@ -75,6 +78,10 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
         let client_id = format!("{}-{}", config.agent_id, checked.cfg.name);
         let source = crate::sources::gateways::MqttGateway::new(checked, validator.clone(), client_id);
         rows.extend(source.probe(std::time::Duration::from_secs(10), shutdown.clone()).await);
+    }
+    #[cfg(feature = "energy-platform")]
+    for p in &platforms {
+        rows.push(crate::platform::probe(p).await);
     }
     rows.extend(
         broker::probe_upstreams(
