@@ -15,12 +15,13 @@
 //! the others have acknowledged stay only for it, and are the first to go
 //! when the budget is full.
 //!
-//! Why the bytes held and not sled's file size: sled's log keeps superseded
-//! versions until it compacts a segment, so its size lags the data by an
-//! amount that depends on its internal timing; a budget on it could drop far
-//! more than needed, or not stop dropping. The bytes held are exact and only
-//! change with what the outbox holds; `OutboxStats::size_on_disk` shows sled's
-//! own size beside them.
+//! Why the bytes held and not the store's file size: redb reuses freed pages
+//! but never shrinks its file (and sled, before it, kept superseded versions
+//! until it compacted), so the file's size lags the data by an amount the
+//! outbox does not control; a budget on it could drop far more than needed,
+//! or not stop dropping. The bytes held are exact and only change with what
+//! the outbox holds; `OutboxStats::size_on_disk` shows the file's size beside
+//! them.
 
 use super::{chunk, entry_bytes, sealed_items, Outbox, OutboxError, State, WriteBatch, PENDING, SEALED};
 

@@ -1,15 +1,16 @@
 //! A pending chunk: the items of one `append`, under one key.
 //!
-//! Why chunks and not one key per item: sled splits a leaf at 16 entries and
-//! keeps metadata in memory for every page, so a million one-item keys cost
-//! the agent some 50 MB resident just to open the outbox. One key per append
+//! Why chunks and not one key per item: with sled (the store until issue 17)
+//! a million one-item keys cost the agent some 50 MB resident just to open
+//! the outbox; with redb they would still be a million B-tree entries to
+//! delete one commit at a time. One key per append
 //! of up to [`MAX_ITEMS`]
 //! items (a source's tick, a CSV file) keeps the page count — and the memory —
 //! small for the same backlog.
 //!
-//! Chunks are capped at [`MAX_ITEMS`]: sled keeps a value inline in its leaf
-//! (up to 16 per leaf), so one huge chunk (a 10,000-reading append) would make
-//! multi-megabyte leaves that sled reads and caches whole.
+//! Chunks are capped at [`MAX_ITEMS`]: a seal reads whole chunks, so one
+//! huge chunk (a 10,000-reading append) would be read and held whole however
+//! few items the seal takes.
 //!
 //! Layout: item count (u32 BE), then per item its length (u32 BE) and its JSON.
 //! An outbox written before chunks holds one item's JSON per key; its first

@@ -5,8 +5,9 @@
 //!   clock: a gateway whose clock ran years fast at install once numbered its
 //!   batches so high that its later, correct-clock outbox looked like old
 //!   news). Sequence numbers then start at 1 within it.
-//! - sled may silently lose its newest writes (a flipped byte in the last
-//!   segment), and a store can be restored from an older copy. Either way it
+//! - A store may lose its newest writes (sled did on a flipped byte in its
+//!   last segment; redb falls back to its previous commit when the newest
+//!   is damaged), and a store can be restored from an older copy. Either way it
 //!   opens knowing a lower `next_seq` than numbers already published. The
 //!   mark in a small file *beside* the store directory — `<outbox>.seq-hw`,
 //!   outside it so that restoring the directory does not restore the mark — is

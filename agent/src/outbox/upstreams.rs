@@ -3,7 +3,7 @@
 //! has its own cursor, so a slow or absent one neither loses data for the
 //! others nor holds them back.
 //!
-//! Stored under `u` + name, in the same atomic sled batch as the change it
+//! Stored under `u` + name, in the same atomic batch as the change it
 //! counts (like [`super::Counters`]): the cursor (lowest seq this upstream has
 //! not acknowledged), the items dropped by the disk budget before this
 //! upstream acknowledged them (split into those never published to it and
