@@ -25,7 +25,7 @@ use zonesync_proto::{Limits, Validator};
 /// Checks the configuration (an error means the agent would not start) and probes every source once.
 pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<ProbeRow>, AgentError> {
     // Only the meter sources take it; a build without them has no use for it.
-    #[cfg(not(any(feature = "modbus", feature = "dlt645", feature = "gateways")))]
+    #[cfg(not(any(feature = "modbus", feature = "dlt645", feature = "gateways", feature = "opcua")))]
     let _ = shutdown;
     let clock = ClockGuard::new(&config.clock_sanity, None);
     let validator = Validator::new(
@@ -45,6 +45,12 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
     let http = http_pull::check_all(&config.http_pull, &validator)?;
     #[cfg(feature = "gateways")]
     let mqtt_gateways = crate::sources::gateways::check_all(&config.mqtt_gateway, &validator)?;
+    #[cfg(feature = "opcua")]
+    let opcua = crate::sources::opcua::check_all(&config.opcua, &validator, &config.data_dir)?;
+    #[cfg(not(feature = "opcua"))]
+    if !config.opcua.is_empty() {
+        return Err(AgentError::OpcUaNotBuilt);
+    }
 
     let mut rows = Vec::new();
     if let Some(sim) = &config.simulator {
@@ -75,6 +81,12 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
         let client_id = format!("{}-{}", config.agent_id, checked.cfg.name);
         let source = crate::sources::gateways::MqttGateway::new(checked, validator.clone(), client_id);
         rows.extend(source.probe(std::time::Duration::from_secs(10), shutdown.clone()).await);
+    }
+    // Connects, reads every node once, reports per node.
+    #[cfg(feature = "opcua")]
+    for checked in opcua {
+        let source = crate::sources::opcua::OpcUaSource::new(checked, validator.clone());
+        rows.extend(source.probe(shutdown.clone()).await);
     }
     rows.extend(
         broker::probe_upstreams(
