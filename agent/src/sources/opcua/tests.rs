@@ -28,7 +28,7 @@ unit = "kWh"
 [[nodes]]
 node_id = "ns=2;i=1001"
 point = "F1"
-indicator = "power"
+indicator = "active_power"
 unit = "kW"
 "#
     ))
