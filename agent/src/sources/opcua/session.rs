@@ -270,9 +270,16 @@ impl Connected {
         Ok(rx)
     }
 
-    /// Closes the session (within the timeout) and waits for its task.
+    /// Closes the session (within the timeout) and waits for its task. A
+    /// connection already lost has nobody to say goodbye to.
     pub async fn close(&mut self) {
-        let _ = timeout(self.limit, self.session.disconnect()).await;
+        let gone = match self.lost.as_mut().map(|rx| rx.try_recv()) {
+            None | Some(Ok(_)) | Some(Err(oneshot::error::TryRecvError::Closed)) => true,
+            Some(Err(oneshot::error::TryRecvError::Empty)) => false,
+        };
+        if !gone {
+            let _ = timeout(self.limit, self.session.disconnect()).await;
+        }
         if let Some(mut driver) = self.driver.take() {
             if timeout(self.limit, &mut driver).await.is_err() {
                 driver.abort();
