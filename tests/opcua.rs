@@ -44,7 +44,10 @@ async fn an_anonymous_subscription_survives_the_server_going_away() {
     let dir = plant.dir.path().to_owned();
     let mut server = OpcUaServer::start(
         &dir,
-        &[("Feeder1.Energy", "UInt16", 65_000.0), ("Feeder1.Power", "Double", 12.5)],
+        &[
+            ("Feeder1.Energy", "UInt16", 65_000.0),
+            ("Feeder1.Power", "Double", 12.5),
+        ],
     );
     let config = plant.agent_header("dcs-gw")
         + &format!(
@@ -83,15 +86,20 @@ timeout_ms = 5000
     server.set("Feeder1.Energy", "UInt16", 200.0);
     server.set("Feeder1.Power", "Double", 7.25);
     plant
-        .wait_source("dcs-gw", "opcua:dcs-1", "failed connects while the server is down", |s| {
-            count(s, "connection_failures") > 0
-        })
+        .wait_source(
+            "dcs-gw",
+            "opcua:dcs-1",
+            "failed connects while the server is down",
+            |s| count(s, "connection_failures") > 0,
+        )
         .await;
     server.restart();
     plant.wait_latest("F1", 65_736.0).await;
     plant.wait_latest("P1", 7.25).await;
     plant
-        .wait_source("dcs-gw", "opcua:dcs-1", "a second connect", |s| count(s, "connects") >= 2)
+        .wait_source("dcs-gw", "opcua:dcs-1", "a second connect", |s| {
+            count(s, "connects") >= 2
+        })
         .await;
 
     // 200 → 5 is no wrap: a replaced meter, sent as read, one reset.
@@ -167,9 +175,12 @@ timeout_ms = 10000
     server.stop();
     server.set("Feeder1.Energy", "Double", 1_250.25);
     plant
-        .wait_source("dcs-gw", "opcua:dcs-2", "failed connects while the server is down", |s| {
-            count(s, "connection_failures") > 0
-        })
+        .wait_source(
+            "dcs-gw",
+            "opcua:dcs-2",
+            "failed connects while the server is down",
+            |s| count(s, "connection_failures") > 0,
+        )
         .await;
     server.restart();
     plant.wait_latest("F1", 1_250.25).await;

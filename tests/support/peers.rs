@@ -306,7 +306,8 @@ impl OpcUaServer {
             values: BTreeMap::new(),
         };
         for (name, kind, v) in values {
-            s.values.insert((*name).to_owned(), ((*kind).to_owned(), json_number(*kind, *v)));
+            s.values
+                .insert((*name).to_owned(), ((*kind).to_owned(), json_number(*kind, *v)));
         }
         s.write();
         s.spawn();

@@ -3,7 +3,13 @@
 //! resumes exactly where its last durable readings end: nothing lost, nothing
 //! produced twice.
 
-#[cfg(any(feature = "modbus", feature = "dlt645", feature = "http-pull", feature = "gateways", feature = "opcua"))]
+#[cfg(any(
+    feature = "modbus",
+    feature = "dlt645",
+    feature = "http-pull",
+    feature = "gateways",
+    feature = "opcua"
+))]
 pub mod admit;
 pub mod clock;
 #[cfg(feature = "csv")]

@@ -180,7 +180,9 @@ impl OpcUaSource {
     pub async fn run(self, outbox: Arc<Outbox>, mut shutdown: Shutdown) -> Result<(), OutboxError> {
         let source = self.source_name();
         let mut cursor = Cursor::from_bytes(outbox.cursor(&source)?.as_deref());
-        cursor.nodes.retain(|k, _| self.checked.nodes.iter().any(|n| n.key == *k));
+        cursor
+            .nodes
+            .retain(|k, _| self.checked.nodes.iter().any(|n| n.key == *k));
         let name = self.cfg().name.clone();
         tracing::info!(server = %name, endpoint = %self.cfg().endpoint, nodes = self.checked.nodes.len(),
             read = ?self.cfg().read, policy = self.cfg().security_policy.as_str(), "opcua source starting");

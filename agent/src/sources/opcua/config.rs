@@ -236,7 +236,10 @@ impl OpcUaConfig {
         };
         if self.name.is_empty()
             || self.name.len() > 64
-            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(bad("name: use 1 to 64 letters, digits, '-' or '_'"));
         }
@@ -251,7 +254,9 @@ impl OpcUaConfig {
             (Policy::None, Some(_)) => return Err(bad("security_mode Sign or SignAndEncrypt needs a security_policy")),
             (Policy::Basic256Sha256, None) => Mode::SignAndEncrypt,
             (Policy::Basic256Sha256, Some(Mode::None)) => {
-                return Err(bad("security_policy Basic256Sha256 needs security_mode Sign or SignAndEncrypt"))
+                return Err(bad(
+                    "security_policy Basic256Sha256 needs security_mode Sign or SignAndEncrypt",
+                ))
             }
             (Policy::Basic256Sha256, Some(m)) => m,
         };

@@ -259,7 +259,10 @@ mod tests {
         c.nodes.insert(
             Cursor::key("electricity", "M1"),
             NodeCursor {
-                counter: Some(CounterState { last: u16v(9), wraps: 2 }),
+                counter: Some(CounterState {
+                    last: u16v(9),
+                    wraps: 2,
+                }),
                 last_ts_ms: Some(1_700_000_000_000),
             },
         );

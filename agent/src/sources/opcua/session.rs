@@ -227,8 +227,7 @@ impl Connected {
         let id = timeout(
             self.limit,
             // Lifetime and keep-alive counts as OPC UA's usual 60 and 10.
-            self.session
-                .create_subscription(interval, 60, 10, 0, 0, true, callback),
+            self.session.create_subscription(interval, 60, 10, 0, 0, true, callback),
         )
         .await
         .map_err(|_| SessionError::RequestTimeout)?
@@ -254,8 +253,7 @@ impl Connected {
             .collect();
         let created = timeout(
             self.limit,
-            self.session
-                .create_monitored_items(id, TimestampsToReturn::Both, items),
+            self.session.create_monitored_items(id, TimestampsToReturn::Both, items),
         )
         .await
         .map_err(|_| SessionError::RequestTimeout)?

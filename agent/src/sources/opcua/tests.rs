@@ -113,7 +113,10 @@ fn subscription_values_map_to_readings_once_and_counters_roll_over() {
     let t0 = now.timestamp_millis() - 60_000;
     let mut refusing = vec![false; 2];
     let (items, cursor) = src.readings(
-        vec![(0, value(Variant::UInt16(65_000), t0)), (1, value(Variant::Double(12.5), t0))],
+        vec![
+            (0, value(Variant::UInt16(65_000), t0)),
+            (1, value(Variant::Double(12.5), t0)),
+        ],
         &Cursor::default(),
         &mut refusing,
         None,
