@@ -21,6 +21,10 @@ pub enum ConfigError {
         what: String,
         problem: String,
     },
+    /// An `[[energy_platform]]` table.
+    #[cfg(feature = "energy-platform")]
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformConfigError),
 }
 
 pub use zonesync_runtime::config::load_with_env;
@@ -52,6 +56,12 @@ pub struct AgentConfig {
     /// gets every reading, with its own acknowledged cursor in the outbox.
     #[serde(default)]
     pub upstream: Vec<MqttConfig>,
+    /// Key-energy-user online-monitoring platforms (the province's, the
+    /// nation's) as HTTPS upstreams, one `[[energy_platform]]` table each;
+    /// each has its own acknowledged cursor like an `[[upstream]]`.
+    #[cfg(feature = "energy-platform")]
+    #[serde(default)]
+    pub energy_platform: Vec<crate::platform::PlatformConfig>,
     /// Batching and outbox sizing.
     #[serde(default)]
     pub outbox: OutboxConfig,
@@ -299,8 +309,34 @@ impl AgentConfig {
                 problem,
             })?;
         }
-        c.upstreams()?;
+        #[cfg(feature = "energy-platform")]
+        for p in &mut c.energy_platform {
+            p.read_token()?;
+        }
+        c.upstream_names()?;
         Ok(c)
+    }
+
+    /// Every upstream's name, MQTT ones first, then the energy platforms:
+    /// each is a cursor in the outbox, so all are valid and distinct.
+    pub fn upstream_names(&self) -> Result<Vec<String>, ConfigError> {
+        #[allow(unused_mut)]
+        let mut names: Vec<String> = self.upstreams()?.into_iter().map(|u| u.name).collect();
+        #[cfg(feature = "energy-platform")]
+        for p in &self.energy_platform {
+            let err = |problem: String| crate::platform::PlatformConfigError {
+                name: p.name.clone(),
+                problem,
+            };
+            if !valid_name(&p.name) {
+                return Err(err("name: use 1 to 64 letters, digits, '-' or '_'".into()).into());
+            }
+            if names.contains(&p.name) {
+                return Err(err("the name is used by another upstream".into()).into());
+            }
+            names.push(p.name.clone());
+        }
+        Ok(names)
     }
 
     /// Every upstream, `[mqtt]` first: names valid and unique, and no two on
@@ -343,7 +379,7 @@ impl AgentConfig {
     /// How the outbox is opened: its sizing, and every upstream's name.
     pub fn outbox_options(&self) -> Result<crate::outbox::OutboxOptions, ConfigError> {
         let mut o = crate::outbox::OutboxOptions::from(&self.outbox);
-        o.upstreams = self.upstreams()?.into_iter().map(|u| u.name).collect();
+        o.upstreams = self.upstream_names()?;
         Ok(o)
     }
 }

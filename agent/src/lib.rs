@@ -10,6 +10,8 @@ pub mod history;
 pub mod link;
 pub mod metrics;
 pub mod outbox;
+#[cfg(feature = "energy-platform")]
+pub mod platform;
 pub mod run;
 pub mod sources;
 pub mod status;

@@ -141,6 +141,16 @@ fn main() -> anyhow::Result<()> {
                     u.mqtt.protocol.as_str()
                 );
             }
+            #[cfg(feature = "energy-platform")]
+            for p in &cfg.energy_platform {
+                println!(
+                    "upstream {}: energy platform {} over HTTPS, {} series mapped (kept until it answers {:?})",
+                    p.name,
+                    p.url,
+                    p.map.len(),
+                    p.success
+                );
+            }
             println!("outbox {}", cfg.data_dir.join("outbox").display());
             if cfg.history.enabled {
                 println!(

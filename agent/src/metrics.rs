@@ -49,11 +49,15 @@ pub fn render(status: &Status) -> String {
     let v = serde_json::to_value(status).unwrap_or(Value::Null);
     let mut families = Families::new();
     flatten(&mut families, "zonesync_agent", "", &v);
-    if let Some(ups) = v.get("upstreams").and_then(Value::as_array) {
-        for u in ups {
+    // Each upstream's and each platform's figures, labelled by its name.
+    for (list, label, prefix) in [
+        ("upstreams", "upstream", "zonesync_agent_upstream"),
+        ("platforms", "platform", "zonesync_agent_platform"),
+    ] {
+        for u in v.get(list).and_then(Value::as_array).into_iter().flatten() {
             let name = u.get("name").and_then(Value::as_str).unwrap_or("");
-            let label = format!("upstream=\"{}\"", escape(name));
-            flatten(&mut families, "zonesync_agent_upstream", &label, u);
+            let label = format!("{label}=\"{}\"", escape(name));
+            flatten(&mut families, prefix, &label, u);
         }
     }
     let mut out = String::new();
@@ -99,7 +103,7 @@ fn base_units(name: &str, value: f64) -> (String, f64) {
 fn flatten(families: &mut Families, prefix: &str, labels: &str, v: &Value) {
     let Some(obj) = v.as_object() else { return };
     for (k, x) in obj {
-        if k == "upstreams" || k == "pid" || k == "boot" {
+        if k == "upstreams" || k == "platforms" || k == "pid" || k == "boot" {
             continue;
         }
         let name = format!("{prefix}_{}", k.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
@@ -200,6 +204,12 @@ mod tests {
                 "batches_sent": 13, "awaiting_confirm": 3, "resends": 0, "confirms_received": 10,
                 "confirm_unknown_seqs": 0, "confirms_malformed": 0, "clock_offset_ms": -12,
                 "clock_uncertainty_ms": 3 }],
+            "platforms": [{ "name": "henan", "url": "https://p.example/u", "cursor": 5, "unacked_batches": 2,
+                "unacked_items": 20, "dropped_readings": 0, "dropped_sent_readings": 0, "uploads": 9,
+                "uploads_succeeded": 4, "records_uploaded": 40, "batches_acked": 4, "items_acked": 40,
+                "last_success_unix_ms": 1_796_543_998_000u64, "readings_not_mapped": 3, "declarations_not_uploaded": 0,
+                "quarterly_not_uploaded": 0, "unreadable_items": 0, "failures": { "timeout": 2, "wrong_answer": 3 },
+                "last_failure": "timeout: no answer within the timeout", "last_failure_unix_ms": 0 }],
             "source_restarts": 1
         }))
         .unwrap();
@@ -213,6 +223,10 @@ mod tests {
             "zonesync_agent_upstream_dropped_readings{upstream=\"primary\"} 4",
             "zonesync_agent_upstream_connected{upstream=\"primary\"} 0",
             "zonesync_agent_upstream_clock_offset_seconds{upstream=\"primary\"} -0.012",
+            "zonesync_agent_platform_unacked_items{platform=\"henan\"} 20",
+            "zonesync_agent_platform_failures_wrong_answer{platform=\"henan\"} 3",
+            "zonesync_agent_platform_readings_not_mapped{platform=\"henan\"} 3",
+            "zonesync_agent_platform_last_success_unix_seconds{platform=\"henan\"} 1796543998",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }

@@ -51,6 +51,9 @@ pub enum AgentError {
     #[cfg(feature = "http-pull")]
     #[error(transparent)]
     HttpPull(#[from] crate::sources::http_pull::HttpPullConfigError),
+    #[cfg(feature = "energy-platform")]
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformConfigError),
     #[cfg(feature = "csv")]
     #[error(transparent)]
     CsvDrop(#[from] crate::sources::csv_drop::CsvDropConfigError),
@@ -178,6 +181,8 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
     let http_pull = crate::sources::http_pull::check_all(&config.http_pull, &validator)?;
     #[cfg(feature = "gateways")]
     let mqtt_gateways = crate::sources::gateways::check_all(&config.mqtt_gateway, &validator)?;
+    #[cfg(feature = "energy-platform")]
+    let platforms = crate::platform::check_all(&config.energy_platform, &validator.catalog)?;
     #[cfg(feature = "csv")]
     for folder in &config.csv_drop {
         folder.check()?;
@@ -279,6 +284,9 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
         .into_iter()
         .map(|u| (u, Arc::new(LinkStats::default())))
         .collect();
+    #[cfg(feature = "energy-platform")]
+    let platforms: Vec<(crate::platform::Checked, Arc<crate::platform::PlatformStats>)> =
+        platforms.into_iter().map(|p| (p, Arc::default())).collect();
     let reporter = crate::status::Reporter {
         path: crate::status::path(&config.data_dir),
         agent: config.agent_id.clone(),
@@ -286,6 +294,11 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
         boot,
         outbox: outbox.clone(),
         links: links.clone(),
+        #[cfg(feature = "energy-platform")]
+        platforms: platforms
+            .iter()
+            .map(|(p, s)| (p.cfg.name.clone(), p.cfg.url.clone(), s.clone()))
+            .collect(),
         history: history.clone(),
         source_restarts: restarts.clone(),
         sources: counters,
@@ -303,7 +316,22 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
     if let Some(h) = &history {
         tasks.spawn(h.clone().run(shutdown.clone()));
     }
-    // The outbox was opened with these upstreams in this order.
+    // The outbox was opened with these upstreams in this order: the MQTT
+    // ones, then the platforms.
+    #[cfg(feature = "energy-platform")]
+    for (i, (platform, stats)) in platforms.into_iter().enumerate() {
+        let link = crate::platform::PlatformLink {
+            agent: config.agent_id.clone(),
+            zone: config.zone.clone(),
+            boot,
+            platform,
+            upstream: links.len() + i,
+            batching: config.outbox.clone(),
+            outbox: outbox.clone(),
+            stats,
+        };
+        tasks.spawn(link.run(shutdown.clone()));
+    }
     for (index, (upstream, stats)) in links.into_iter().enumerate() {
         let link = Link {
             agent: config.agent_id.clone(),

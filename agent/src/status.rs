@@ -51,6 +51,9 @@ pub struct Status {
     /// Each upstream, in configuration order.
     #[serde(default)]
     pub upstreams: Vec<UpstreamStatus>,
+    /// Each energy platform upstream, in configuration order.
+    #[serde(default)]
+    pub platforms: Vec<PlatformStatus>,
     /// Sources started again after a failure in this run (each logged with its error).
     #[serde(default)]
     pub source_restarts: u64,
@@ -145,6 +148,80 @@ fn unix_ms(ms: u64) -> Option<DateTime<Utc>> {
         .flatten()
 }
 
+/// A platform link's counters in this run (`platform::PlatformStats::counts`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlatformCounts {
+    /// POSTs made, resends included.
+    pub uploads: u64,
+    /// Of them, answered with the success text.
+    pub uploads_succeeded: u64,
+    /// Records the platform acknowledged.
+    pub records_uploaded: u64,
+    /// Batches acknowledged for this platform (uploaded, or nothing in them for it).
+    pub batches_acked: u64,
+    /// Items in those batches.
+    pub items_acked: u64,
+    /// When the platform last answered success, Unix ms (0: not in this run).
+    pub last_success_unix_ms: u64,
+    /// Readings of series no `[[energy_platform.map]]` names: not uploaded.
+    pub readings_not_mapped: u64,
+    /// Declarations (the platform has no field for them): not uploaded.
+    pub declarations_not_uploaded: u64,
+    /// Quarterly figures (no `statType` for a quarter): not uploaded.
+    pub quarterly_not_uploaded: u64,
+    /// Items of sealed batches that could not be read back: not uploaded.
+    pub unreadable_items: u64,
+    /// Failed uploads by kind: `timeout`, `connect`, `transport`,
+    /// `http_status`, `wrong_answer`, `unconvertible`.
+    pub failures: BTreeMap<String, u64>,
+    /// The last failure, "kind: why".
+    pub last_failure: Option<String>,
+    /// When, Unix ms (0: none in this run).
+    pub last_failure_unix_ms: u64,
+}
+
+/// What status shows of one energy platform upstream (`[[energy_platform]]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlatformStatus {
+    /// Its name.
+    pub name: String,
+    /// Where it uploads.
+    pub url: String,
+    /// Lowest sequence number it has not acknowledged.
+    pub cursor: u64,
+    /// Batches held that it has not acknowledged.
+    pub unacked_batches: u64,
+    /// Items in them.
+    pub unacked_items: u64,
+    /// Readings dropped by the disk budget before it had them.
+    pub dropped_readings: u64,
+    /// Of those, dropped after an upload that got no success answer (they may have arrived).
+    pub dropped_sent_readings: u64,
+    /// Its link's counters.
+    #[serde(flatten)]
+    pub counts: PlatformCounts,
+}
+
+/// Each platform's status from its counters and the outbox's cursors.
+pub fn platforms(platforms: &[(String, String, PlatformCounts)], outbox: &OutboxStats) -> Vec<PlatformStatus> {
+    platforms
+        .iter()
+        .map(|(name, url, counts)| {
+            let o = outbox.upstreams.iter().find(|o| &o.name == name);
+            PlatformStatus {
+                name: name.clone(),
+                url: url.clone(),
+                cursor: o.map_or(0, |o| o.cursor),
+                unacked_batches: o.map_or(0, |o| o.unacked_batches),
+                unacked_items: o.map_or(0, |o| o.unacked_items),
+                dropped_readings: o.map_or(0, |o| o.dropped_readings),
+                dropped_sent_readings: o.map_or(0, |o| o.dropped_sent_readings),
+                counts: counts.clone(),
+            }
+        })
+        .collect()
+}
+
 /// Each upstream's status from its link counters and the outbox's cursors.
 pub fn upstreams(links: &[(Upstream, Arc<LinkStats>)], outbox: &OutboxStats) -> Vec<UpstreamStatus> {
     links
@@ -229,6 +306,9 @@ pub struct Reporter {
     pub outbox: Arc<Outbox>,
     /// Each upstream and its link's counters, in configuration order.
     pub links: Vec<(Upstream, Arc<LinkStats>)>,
+    /// Each energy platform: name, URL, counters.
+    #[cfg(feature = "energy-platform")]
+    pub platforms: Vec<(String, String, Arc<crate::platform::PlatformStats>)>,
     /// Local history, when enabled.
     pub history: Option<Arc<History>>,
     /// Sources started again after a failure.
@@ -242,6 +322,7 @@ impl Reporter {
     pub fn snapshot(&self) -> Status {
         let outbox = self.outbox.stats();
         let upstreams = upstreams(&self.links, &outbox);
+        let platforms = self.platform_status(&outbox);
         let first = upstreams.first();
         Status {
             agent: self.agent.clone(),
@@ -257,9 +338,22 @@ impl Reporter {
             outbox,
             history: self.history.as_ref().map(|h| h.stats()),
             upstreams,
+            platforms,
             source_restarts: self.source_restarts.load(Ordering::Relaxed),
             sources: self.sources.iter().map(|(name, read)| (name.clone(), read())).collect(),
         }
+    }
+
+    fn platform_status(&self, outbox: &OutboxStats) -> Vec<PlatformStatus> {
+        #[cfg(feature = "energy-platform")]
+        let counts: Vec<_> = self
+            .platforms
+            .iter()
+            .map(|(n, u, s)| (n.clone(), u.clone(), s.counts()))
+            .collect();
+        #[cfg(not(feature = "energy-platform"))]
+        let counts = Vec::new();
+        platforms(&counts, outbox)
     }
 
     /// Rewrites the file every [`INTERVAL`] until shutdown, and once more at the end.
@@ -300,6 +394,7 @@ mod tests {
             outbox,
             history: None,
             upstreams: Vec::new(),
+            platforms: Vec::new(),
             source_restarts: 0,
             sources: BTreeMap::new(),
         }

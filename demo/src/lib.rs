@@ -442,6 +442,7 @@ pub async fn start_with(
                 ..MqttConfig::default()
             },
             upstream: Vec::new(),
+            energy_platform: vec![],
             outbox: OutboxConfig::default(),
             simulator: Some(SimulatorConfig {
                 enterprises: sim,

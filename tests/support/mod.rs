@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod nats;
 pub mod peers;
 pub mod plant;
+pub mod platform;
 pub mod proxy;
 pub mod serial;
 

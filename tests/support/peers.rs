@@ -30,7 +30,7 @@ fn script(name: &str) -> PathBuf {
 
 /// Starts a Python peer script with `args`, its stderr in `log`, and waits
 /// (generously: the machine is shared) for it to print "listening".
-fn spawn_peer(name: &str, args: &[&std::ffi::OsStr], log: &Path, what: &str) -> Child {
+pub(crate) fn spawn_peer(name: &str, args: &[&std::ffi::OsStr], log: &Path, what: &str) -> Child {
     let log_file = std::fs::File::create(log).expect("create peer log");
     let mut child = Command::new("python3")
         .arg(script(name))

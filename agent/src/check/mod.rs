@@ -1,6 +1,7 @@
 //! `zonesync-agent check -c FILE`: validates the configuration the way `run`
 //! does, then probes every configured source once and every upstream broker
-//! (login and a test publish on each data topic, `broker.rs`). Nothing is
+//! (login and a test publish on each data topic, `broker.rs`) and energy
+//! platform (an upload with no records, `platform::probe`). Nothing is
 //! queued and the outbox is not opened, so it works beside a running agent;
 //! it returns one row per target: what it read, or why it failed.
 
@@ -51,6 +52,8 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
     if !config.opcua.is_empty() {
         return Err(AgentError::OpcUaNotBuilt);
     }
+    #[cfg(feature = "energy-platform")]
+    let platforms = crate::platform::check_all(&config.energy_platform, &validator.catalog)?;
 
     let mut rows = Vec::new();
     if let Some(sim) = &config.simulator {
@@ -87,6 +90,10 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
     for checked in opcua {
         let source = crate::sources::opcua::OpcUaSource::new(checked, validator.clone());
         rows.extend(source.probe(shutdown.clone()).await);
+    }
+    #[cfg(feature = "energy-platform")]
+    for p in &platforms {
+        rows.push(crate::platform::probe(p).await);
     }
     rows.extend(
         broker::probe_upstreams(

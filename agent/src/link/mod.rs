@@ -134,6 +134,50 @@ impl Wire {
     }
 }
 
+/// Seals the next window's worth of pending items when a batch is due (a
+/// full batch waiting, or the oldest item older than `max_batch_age_ms`);
+/// whether it sealed. Every link (MQTT or platform) calls it when it has
+/// nothing sealed left to send, so whichever upstream is up keeps the
+/// outbox sealing; sealing is atomic in the outbox, so two links doing it
+/// at once only make two smaller windows.
+///
+/// A whole window's worth in one seal, whatever room is free now: one flush
+/// (and one mark raised) per window, not one per batch. Sealing only the
+/// free room made a drain seal one batch per returning PUBACK — two fsyncs
+/// per 500 readings, which bounded the recovery of a backlog
+/// (docs/profiles.md, figures 3 and 7). Bounded in items too: 8,000
+/// readings sealed and on the wire at once cost a draining agent ~17 MiB
+/// more than 2,000 (docs/profiles.md, figure 4b).
+pub(crate) fn seal_if_due(
+    outbox: &Outbox,
+    batching: &OutboxConfig,
+    last_seal: &mut Instant,
+    agent: &AgentId,
+    zone: &ZoneId,
+    boot: u64,
+) -> Result<bool, OutboxError> {
+    let pending = outbox.pending_items();
+    let max_age = Duration::from_millis(batching.max_batch_age_ms);
+    let due = pending >= batching.max_batch_items || (pending > 0 && last_seal.elapsed() >= max_age);
+    if !due {
+        return Ok(false);
+    }
+    let batch_items = batching.max_batch_items.max(1);
+    let window = batching.max_in_flight.max(1);
+    outbox.seal_up_to(
+        batch_items,
+        window
+            .saturating_mul(batch_items)
+            .min(batching.max_in_flight_items.max(1)),
+        agent,
+        zone,
+        boot,
+        Utc::now(),
+    )?;
+    *last_seal = Instant::now();
+    Ok(true)
+}
+
 impl Link {
     fn name(&self) -> String {
         self.outbox
@@ -335,31 +379,17 @@ impl Link {
                 }
                 let ready = self.outbox.sealed_for(self.upstream, next_pos, room)?;
                 if ready.is_empty() {
-                    let pending = self.outbox.pending_items();
-                    let due =
-                        pending >= self.batching.max_batch_items || (pending > 0 && last_seal.elapsed() >= max_age);
-                    if !due {
-                        break;
-                    }
-                    // A whole window's worth in one seal, whatever room is
-                    // free now: one flush (and one mark raised) per window,
-                    // not one per batch. Sealing only the free room made a
-                    // drain seal one batch per returning PUBACK — two fsyncs
-                    // per 500 readings, which bounded the recovery of a
-                    // backlog (docs/profiles.md, figures 3 and 7). Bounded
-                    // in items too: 8,000 readings sealed and on the wire at
-                    // once cost a draining agent ~17 MiB more than 2,000
-                    // (docs/profiles.md, figure 4b).
-                    self.outbox.seal_up_to(
-                        batch_items,
-                        window.saturating_mul(batch_items).min(window_items),
+                    if seal_if_due(
+                        &self.outbox,
+                        &self.batching,
+                        &mut last_seal,
                         &self.agent,
                         &self.zone,
                         self.boot,
-                        Utc::now(),
-                    )?;
-                    last_seal = Instant::now();
-                    continue;
+                    )? {
+                        continue;
+                    }
+                    break;
                 }
                 for b in ready {
                     next_pos = b.seq + 1;
