@@ -173,3 +173,22 @@ fn probe_folder(folder: &CsvDropConfig) -> ProbeRow {
         }
     }
 }
+
+#[cfg(all(test, not(feature = "opcua")))]
+mod without_opcua {
+    /// An agent built without OPC UA says so, instead of "unknown field".
+    #[tokio::test]
+    async fn an_opcua_table_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(
+            &p,
+            "agent_id = \"gw-1\"\nzone = \"jiyuan-hitech\"\n[[opcua]]\nname = \"dcs-1\"\nendpoint = \"opc.tcp://127.0.0.1:4840/\"\n",
+        )
+        .unwrap();
+        let config = crate::config::AgentConfig::load(&p).unwrap();
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let e = super::probe_all(&config, shutdown).await.unwrap_err();
+        assert!(e.to_string().contains("--features opcua"), "{e}");
+    }
+}
