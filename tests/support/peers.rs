@@ -307,7 +307,7 @@ impl OpcUaServer {
         };
         for (name, kind, v) in values {
             s.values
-                .insert((*name).to_owned(), ((*kind).to_owned(), json_number(*kind, *v)));
+                .insert((*name).to_owned(), ((*kind).to_owned(), json_number(kind, *v)));
         }
         s.write();
         s.spawn();
