@@ -83,19 +83,33 @@ fn trust_server_certificate(c: &Checked, pki: &std::path::Path) -> Result<(), Se
     std::fs::write(&file, der).map_err(|e| bad(format!("writing {}: {e}", file.display())))
 }
 
+/// Adds the operator's next step to a refusal of the server's certificate:
+/// the store has just filed the certificate in `rejected/`.
+fn with_hint(why: String, pki: &std::path::Path) -> String {
+    if why.contains("BadCertificateUntrusted") {
+        format!(
+            "{why} (the server's certificate is not trusted: move it from {} to {}, or pin it with server_certificate)",
+            pki.join("rejected").display(),
+            pki.join("trusted").display()
+        )
+    } else {
+        why
+    }
+}
+
 impl Connected {
     /// Builds the client, connects and activates a session, within `timeout_ms` for each step.
     pub async fn open(c: &Checked) -> Result<Connected, SessionError> {
         let cfg = &c.cfg;
         let limit = Duration::from_millis(cfg.timeout_ms);
-        let pki = cfg.pki_dir.clone().unwrap_or_else(|| "opcua-pki".into());
+        let pki: std::path::PathBuf = cfg.pki_dir.clone().unwrap_or_else(|| "opcua-pki".into());
         trust_server_certificate(c, &pki)?;
         let secure = cfg.security_policy != Policy::None;
         let mut builder = ClientBuilder::new()
             .application_name("zonesync-agent")
             .application_uri(cfg.application_uri.clone())
             .product_uri("urn:zonesync")
-            .pki_dir(pki)
+            .pki_dir(pki.clone())
             // A self-signed instance certificate is made once, in `own/`,
             // when the channel is secured and none was configured.
             .create_sample_keypair(secure && cfg.client_certificate.is_none())
@@ -163,7 +177,7 @@ impl Connected {
         };
         if !started {
             let why = match conn.lost.as_mut().map(|rx| rx.try_recv()) {
-                Some(Ok(why)) => SessionError::Connect(why),
+                Some(Ok(why)) => SessionError::Connect(with_hint(why, &pki)),
                 _ => SessionError::ConnectTimeout,
             };
             conn.close().await;
