@@ -300,3 +300,14 @@ impl Connected {
         }
     }
 }
+
+/// A session dropped without [`Connected::close`] (its owner's future
+/// cancelled at shutdown while connecting) must not leave its event loop
+/// running on its own.
+impl Drop for Connected {
+    fn drop(&mut self) {
+        if let Some(driver) = self.driver.take() {
+            driver.abort();
+        }
+    }
+}
