@@ -2,7 +2,7 @@
 # Runs zonesync's whole test suite on a fresh Debian machine with Rust installed.
 # Installs what the tests need where it is missing (Mosquitto, nats-server, socat, Chromium and
 # chromedriver, dpkg-dev, prometheus (for promtool), from Debian's packages; pymodbus 3.x, dlt645 3.x,
-# pysparkplug and openapi-spec-validator, with pip; cargo-deb, from crates.io);
+# pysparkplug, asyncua and openapi-spec-validator, with pip; cargo-deb, from crates.io);
 # the tests start their own brokers and
 # meters on free loopback ports, so a Mosquitto already running on 1883 is
 # neither needed nor disturbed.
@@ -143,6 +143,11 @@ pip_for "import openapi_spec_validator" "the OpenAPI test needs it" 'openapi-spe
 # The gateway-source test (tests/gateways.rs) runs a Sparkplug B edge node
 # built on the PyPI `pysparkplug` library (tests/peers/sparkplug_node.py).
 pip_for "import pysparkplug" "the Sparkplug B end-to-end test needs it" 'pysparkplug>=0.6,<1'
+
+# The OPC UA source's end-to-end test (tests/opcua.rs) runs a server built on
+# FreeOpcUa's PyPI `asyncua` (tests/peers/opcua_server.py; checked with 2.1),
+# whose `cryptography` dependency also makes its certificates.
+pip_for "import asyncua, cryptography" "the OPC UA end-to-end test needs it" 'asyncua>=1.1,<3'
 
 # The package test (tests/package.rs) builds the .deb files with cargo-deb
 # (crates.io, pinned) and installs them with dpkg (needs root, as CI has);

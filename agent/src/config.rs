@@ -93,6 +93,15 @@ pub struct AgentConfig {
     #[cfg(feature = "gateways")]
     #[serde(default)]
     pub mqtt_gateway: Vec<crate::sources::gateways::MqttGatewayConfig>,
+    /// OPC UA servers (DCS, SCADA), one `[[opcua]]` table each.
+    #[cfg(feature = "opcua")]
+    #[serde(default)]
+    pub opcua: Vec<crate::sources::opcua::OpcUaConfig>,
+    /// Without the `opcua` feature, `[[opcua]]` tables are taken only to be
+    /// refused with the reason (built without OPC UA), not as an unknown key.
+    #[cfg(not(feature = "opcua"))]
+    #[serde(default)]
+    pub opcua: Vec<toml::Value>,
     /// HTTP/JSON documents from plant systems, one `[[http_pull]]` table per URL.
     #[cfg(feature = "http-pull")]
     #[serde(default)]

@@ -42,6 +42,12 @@ pub enum AgentError {
     #[cfg(feature = "gateways")]
     #[error(transparent)]
     MqttGateway(#[from] crate::sources::gateways::MqttGatewayConfigError),
+    #[cfg(feature = "opcua")]
+    #[error(transparent)]
+    OpcUa(#[from] crate::sources::opcua::OpcUaConfigError),
+    #[cfg(not(feature = "opcua"))]
+    #[error("[[opcua]] is configured, but this agent was built without OPC UA: build it with `--features opcua`")]
+    OpcUaNotBuilt,
     #[cfg(feature = "http-pull")]
     #[error(transparent)]
     HttpPull(#[from] crate::sources::http_pull::HttpPullConfigError),
@@ -79,6 +85,8 @@ pub(crate) fn enterprises(config: &AgentConfig) -> Vec<EnterpriseId> {
             .iter()
             .flat_map(|g| g.tags.iter().map(|t| t.enterprise.clone())),
     );
+    #[cfg(feature = "opcua")]
+    out.extend(config.opcua.iter().map(|s| s.enterprise.clone()));
     #[cfg(feature = "http-pull")]
     out.extend(
         config
@@ -179,6 +187,12 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
     for folder in &config.csv_drop {
         folder.check()?;
     }
+    #[cfg(feature = "opcua")]
+    let opcua = crate::sources::opcua::check_all(&config.opcua, &validator, &config.data_dir)?;
+    #[cfg(not(feature = "opcua"))]
+    if !config.opcua.is_empty() {
+        return Err(AgentError::OpcUaNotBuilt);
+    }
 
     let mut tasks: JoinSet<Result<(), OutboxError>> = JoinSet::new();
     let restarts = Arc::new(AtomicU64::new(0));
@@ -248,6 +262,17 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
         let client_id = format!("{}-{}", config.agent_id, checked.cfg.name);
         let source =
             crate::sources::gateways::MqttGateway::new(checked, validator.clone(), client_id).with_clock(clock.clone());
+        let name = source.source_name();
+        let stats = source.stats.clone();
+        counters.push((name.clone(), Arc::new(move || stats.counts())));
+        spawn_source(&mut tasks, name, &outbox, &shutdown, &restarts, move || {
+            source.clone().run(o.clone(), s.clone())
+        });
+    }
+    #[cfg(feature = "opcua")]
+    for checked in opcua {
+        let (o, s) = (o.clone(), s.clone());
+        let source = crate::sources::opcua::OpcUaSource::new(checked, validator.clone()).with_clock(clock.clone());
         let name = source.source_name();
         let stats = source.stats.clone();
         counters.push((name.clone(), Arc::new(move || stats.counts())));

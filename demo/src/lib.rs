@@ -461,6 +461,7 @@ pub async fn start_with(
             dlt645: vec![],
             serial: vec![],
             mqtt_gateway: vec![],
+            opcua: vec![],
             http_pull: vec![],
             clock_sanity: Default::default(),
             history: Default::default(),

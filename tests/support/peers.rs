@@ -262,3 +262,159 @@ impl Drop for Dlt645Bus {
         self.stop();
     }
 }
+
+/// An OPC UA server (`tests/peers/opcua_server.py`, PyPI `asyncua`) on a
+/// free loopback port, its variables set through a JSON file it re-reads;
+/// killed when dropped.
+pub struct OpcUaServer {
+    child: Option<Child>,
+    /// Its port.
+    pub port: u16,
+    file: PathBuf,
+    log: PathBuf,
+    /// Basic256Sha256 with this user (`name:password`), and where its certificate and key are.
+    secure: Option<(String, PathBuf, PathBuf)>,
+    /// Variable name → (OPC UA type, value).
+    values: BTreeMap<String, (String, serde_json::Value)>,
+}
+
+impl OpcUaServer {
+    /// Starts a server offering security policy None to anonymous users, its files in `dir`.
+    pub fn start(dir: &Path, values: &[(&str, &str, f64)]) -> Self {
+        Self::start_with(dir, None, values)
+    }
+
+    /// Starts a server offering only Basic256Sha256 (Sign, SignAndEncrypt)
+    /// to user `user` with `password`; its certificate is made on the first
+    /// start at [`Self::certificate`].
+    pub fn start_secure(dir: &Path, user: &str, password: &str, values: &[(&str, &str, f64)]) -> Self {
+        let secure = (
+            format!("{user}:{password}"),
+            dir.join("opcua-server.der"),
+            dir.join("opcua-server.pem"),
+        );
+        Self::start_with(dir, Some(secure), values)
+    }
+
+    fn start_with(dir: &Path, secure: Option<(String, PathBuf, PathBuf)>, values: &[(&str, &str, f64)]) -> Self {
+        let mut s = Self {
+            child: None,
+            port: crate::free_port(),
+            file: dir.join("opcua-values.json"),
+            log: dir.join("opcua-server.log"),
+            secure,
+            values: BTreeMap::new(),
+        };
+        for (name, kind, v) in values {
+            s.values
+                .insert((*name).to_owned(), ((*kind).to_owned(), json_number(kind, *v)));
+        }
+        s.write();
+        s.spawn();
+        s
+    }
+
+    /// The server's certificate (DER), once started secure.
+    pub fn certificate(&self) -> Option<&Path> {
+        self.secure.as_ref().map(|(_, cert, _)| cert.as_path())
+    }
+
+    /// Its endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("opc.tcp://127.0.0.1:{}/zonesync/", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--port".as_ref(),
+            port.as_ref(),
+            "--values".as_ref(),
+            self.file.as_os_str(),
+        ];
+        if let Some((user, cert, key)) = &self.secure {
+            args.extend([
+                "--secure".as_ref(),
+                "--user".as_ref(),
+                user.as_ref(),
+                "--cert".as_ref(),
+                cert.as_os_str(),
+                "--key".as_ref(),
+                key.as_os_str(),
+            ]);
+        }
+        self.child = Some(spawn_peer(
+            "opcua_server.py",
+            &args,
+            &self.log,
+            "OPC UA server (PyPI asyncua)",
+        ));
+    }
+
+    fn write(&self) {
+        let doc: serde_json::Map<String, serde_json::Value> = self
+            .values
+            .iter()
+            .map(|(k, (t, v))| (k.clone(), serde_json::json!([t, v])))
+            .collect();
+        let tmp = self.file.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::Value::Object(doc).to_string()).expect("write values file");
+        std::fs::rename(&tmp, &self.file).expect("rename values file");
+    }
+
+    /// Sets variable `name` (of OPC UA type `kind`, e.g. `UInt16`, `Double`) to `value`.
+    pub fn set(&mut self, name: &str, kind: &str, value: f64) {
+        self.values
+            .insert(name.to_owned(), (kind.to_owned(), json_number(kind, value)));
+        self.write();
+    }
+
+    /// Kills the server (as a DCS going down would) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port, with the same certificate and the current values.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+/// Integer types are written as JSON integers (asyncua refuses 5.0 for a UInt16).
+fn json_number(kind: &str, v: f64) -> serde_json::Value {
+    if kind.contains("Int") {
+        serde_json::json!(v as i64)
+    } else {
+        serde_json::json!(v)
+    }
+}
+
+impl Drop for OpcUaServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Makes an OPC UA client certificate (DER) and key (PEM) for application
+/// URI `uri` in `dir` with the `cryptography` package asyncua brings: a
+/// test-built agent would take long to make its own RSA key unoptimised.
+pub fn opcua_client_certificate(dir: &Path, uri: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("opcua-client.der"), dir.join("opcua-client.pem"));
+    let out = Command::new("python3")
+        .arg(script("opcua_server.py"))
+        .args(["--make-client-cert", uri])
+        .arg(&cert)
+        .arg(&key)
+        .output()
+        .expect("run python3 for the OPC UA client certificate");
+    assert!(
+        out.status.success() && cert.exists() && key.exists(),
+        "client certificate not made: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}

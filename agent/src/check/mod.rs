@@ -26,7 +26,7 @@ use zonesync_proto::{Limits, Validator};
 /// Checks the configuration (an error means the agent would not start) and probes every source once.
 pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<ProbeRow>, AgentError> {
     // Only the meter sources take it; a build without them has no use for it.
-    #[cfg(not(any(feature = "modbus", feature = "dlt645", feature = "gateways")))]
+    #[cfg(not(any(feature = "modbus", feature = "dlt645", feature = "gateways", feature = "opcua")))]
     let _ = shutdown;
     let clock = ClockGuard::new(&config.clock_sanity, None);
     let validator = Validator::new(
@@ -46,6 +46,12 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
     let http = http_pull::check_all(&config.http_pull, &validator)?;
     #[cfg(feature = "gateways")]
     let mqtt_gateways = crate::sources::gateways::check_all(&config.mqtt_gateway, &validator)?;
+    #[cfg(feature = "opcua")]
+    let opcua = crate::sources::opcua::check_all(&config.opcua, &validator, &config.data_dir)?;
+    #[cfg(not(feature = "opcua"))]
+    if !config.opcua.is_empty() {
+        return Err(AgentError::OpcUaNotBuilt);
+    }
     #[cfg(feature = "energy-platform")]
     let platforms = crate::platform::check_all(&config.energy_platform, &validator.catalog)?;
 
@@ -78,6 +84,12 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
         let client_id = format!("{}-{}", config.agent_id, checked.cfg.name);
         let source = crate::sources::gateways::MqttGateway::new(checked, validator.clone(), client_id);
         rows.extend(source.probe(std::time::Duration::from_secs(10), shutdown.clone()).await);
+    }
+    // Connects, reads every node once, reports per node.
+    #[cfg(feature = "opcua")]
+    for checked in opcua {
+        let source = crate::sources::opcua::OpcUaSource::new(checked, validator.clone());
+        rows.extend(source.probe(shutdown.clone()).await);
     }
     #[cfg(feature = "energy-platform")]
     for p in &platforms {
@@ -159,5 +171,24 @@ fn probe_folder(folder: &CsvDropConfig) -> ProbeRow {
                 Err(e) => ProbeRow::error("csv_drop", target, e),
             }
         }
+    }
+}
+
+#[cfg(all(test, not(feature = "opcua")))]
+mod without_opcua {
+    /// An agent built without OPC UA says so, instead of "unknown field".
+    #[tokio::test]
+    async fn an_opcua_table_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(
+            &p,
+            "agent_id = \"gw-1\"\nzone = \"jiyuan-hitech\"\n[[opcua]]\nname = \"dcs-1\"\nendpoint = \"opc.tcp://127.0.0.1:4840/\"\n",
+        )
+        .unwrap();
+        let config = crate::config::AgentConfig::load(&p).unwrap();
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let e = super::probe_all(&config, shutdown).await.unwrap_err();
+        assert!(e.to_string().contains("--features opcua"), "{e}");
     }
 }

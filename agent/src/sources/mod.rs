@@ -3,7 +3,13 @@
 //! resumes exactly where its last durable readings end: nothing lost, nothing
 //! produced twice.
 
-#[cfg(any(feature = "modbus", feature = "dlt645", feature = "http-pull", feature = "gateways"))]
+#[cfg(any(
+    feature = "modbus",
+    feature = "dlt645",
+    feature = "http-pull",
+    feature = "gateways",
+    feature = "opcua"
+))]
 pub mod admit;
 pub mod clock;
 #[cfg(feature = "csv")]
@@ -16,6 +22,8 @@ pub mod gateways;
 pub mod http_pull;
 #[cfg(feature = "modbus")]
 pub mod modbus;
+#[cfg(feature = "opcua")]
+pub mod opcua;
 pub mod probe;
 pub mod profile;
 #[cfg(feature = "csv")]
