@@ -258,7 +258,7 @@ pub struct OutboxConfig {
     /// batch count: 16 batches of 500 (8,000 readings) on the wire peaked at
     /// 30–36 MiB, 2,000 at 13 MiB (docs/profiles.md, figure 4b).
     pub max_in_flight_items: usize,
-    /// sled page cache, bytes (sled's default of 1 GiB does not fit a gateway).
+    /// The outbox store's page cache, bytes (redb's; small, since a gateway has little RAM).
     pub cache_capacity_bytes: u64,
     /// Most bytes of readings and batches the outbox holds; beyond it the
     /// oldest unacknowledged readings are dropped (and counted), never the

@@ -103,10 +103,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
             // One thread runs every task. The agent's work (a few sources, the
-            // link, sled writes) fits on one core; each extra worker thread
+            // link, outbox writes) fits on one core; each extra worker thread
             // costs a malloc arena and lets transient seal buffers pile up side
             // by side, ~1.6 MB of peak RSS in figure 4b (docs/profiles.md,
-            // "Agent footprint"). Blocking sled calls already run inline in
+            // "Agent footprint"). Blocking outbox calls already run inline in
             // the tasks, so two workers bought little parallelism.
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
@@ -194,7 +194,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Status { config } => {
             let cfg = AgentConfig::load(&config)?;
             let file = zonesync_agent::status::path(&cfg.data_dir);
-            // sled lets one process open the outbox: while the agent runs, its
+            // redb lets one process open the outbox: while the agent runs, its
             // own status file is the truth; otherwise the outbox itself.
             if let Ok(status) = zonesync_agent::status::read(&file) {
                 let now = chrono::Utc::now();

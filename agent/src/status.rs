@@ -1,7 +1,7 @@
 //! The running agent's status, rewritten atomically into `data_dir/status.json`
 //! every few seconds, so `zonesync-agent status` can show backlog, drops and
 //! the last acknowledgement — per upstream — while the agent holds the outbox
-//! (sled lets only one process open it). From branch h-outbox, on the sled outbox.
+//! (the store lets only one process open it).
 
 use crate::config::Upstream;
 use crate::history::{History, HistoryStats};
