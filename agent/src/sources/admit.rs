@@ -5,7 +5,31 @@
 
 use super::clock::ClockGuard;
 use chrono::{DateTime, Utc};
-use zonesync_proto::{EnterpriseId, Reading, Validator};
+use zonesync_proto::{Catalog, EnterpriseId, Indicator, IndicatorKind, Reading, Validator};
+
+/// A configured series (a Modbus point, an OPC UA node, a gateway tag, a
+/// pulled value) checked at start-up: its indicator is in the catalog and
+/// is a counter or a gauge (`gives` says what the source gives, for the
+/// message: "a meter reads"), and its unit is one of the indicator's. One
+/// place, so every source refuses the same configuration in the same words.
+pub fn series<'c>(catalog: &'c Catalog, indicator: &str, unit: &str, gives: &str) -> Result<&'c Indicator, String> {
+    let ind = catalog
+        .get(indicator)
+        .ok_or_else(|| format!("indicator {indicator:?} is not in the catalog"))?;
+    if !matches!(ind.kind, IndicatorKind::Counter | IndicatorKind::Gauge) {
+        return Err(format!(
+            "indicator {indicator:?} is a {:?}; {gives} counters or gauges",
+            ind.kind
+        ));
+    }
+    if ind.factor(unit).is_none() {
+        return Err(format!(
+            "unit {unit:?} is not one of {indicator:?}'s units ({})",
+            ind.units.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(ind)
+}
 
 /// Why a reading is not queued.
 #[derive(Debug, Clone, PartialEq, Eq)]

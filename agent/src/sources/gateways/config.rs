@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use zonesync_proto::{EnterpriseId, IndicatorKind, Validator};
+use zonesync_proto::{EnterpriseId, Validator};
 
 /// A gateway already on the plant's broker (`[[mqtt_gateway]]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,24 +202,7 @@ fn mappings(cfg: &MqttGatewayConfig, validator: &Validator) -> Result<Vec<Mappin
                 "device is a Sparkplug B id; Neuron tags have node, group and tag".into()
             ));
         }
-        let ind = validator
-            .catalog
-            .get(&t.indicator)
-            .ok_or_else(|| bad(format!("indicator {:?} is not in the catalog", t.indicator)))?;
-        if !matches!(ind.kind, IndicatorKind::Counter | IndicatorKind::Gauge) {
-            return Err(bad(format!(
-                "indicator {:?} is a {:?}; tags give counters or gauges",
-                t.indicator, ind.kind
-            )));
-        }
-        if ind.factor(&t.unit).is_none() {
-            return Err(bad(format!(
-                "unit {:?} is not one of {:?}'s units ({})",
-                t.unit,
-                t.indicator,
-                ind.units.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        }
+        crate::sources::admit::series(&validator.catalog, &t.indicator, &t.unit, "tags give").map_err(bad)?;
         if !t.scale.is_finite() || t.scale == 0.0 {
             return Err(bad(format!("scale {} must be finite and non-zero", t.scale)));
         }

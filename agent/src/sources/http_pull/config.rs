@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use zonesync_proto::{EnterpriseId, IndicatorKind, Validator};
+use zonesync_proto::{EnterpriseId, Validator};
 
 /// One polled URL (`[[http_pull]]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,24 +136,8 @@ impl HttpPullConfig {
                     return Err(bad(format!("JSON pointer {p:?} must start with '/'")));
                 }
             }
-            let ind = validator
-                .catalog
-                .get(&m.indicator)
-                .ok_or_else(|| bad(format!("indicator {:?} is not in the catalog", m.indicator)))?;
-            if !matches!(ind.kind, IndicatorKind::Counter | IndicatorKind::Gauge) {
-                return Err(bad(format!(
-                    "indicator {:?} is a {:?}; a pulled value is a counter or a gauge reading",
-                    m.indicator, ind.kind
-                )));
-            }
-            if ind.factor(&m.unit).is_none() {
-                return Err(bad(format!(
-                    "unit {:?} is not one of {:?}'s units ({})",
-                    m.unit,
-                    m.indicator,
-                    ind.units.keys().cloned().collect::<Vec<_>>().join(", ")
-                )));
-            }
+            crate::sources::admit::series(&validator.catalog, &m.indicator, &m.unit, "pulled values are")
+                .map_err(bad)?;
             if m.point.chars().count() > 64 || m.point.chars().any(char::is_control) {
                 return Err(bad("point ids are at most 64 printable characters".into()));
             }

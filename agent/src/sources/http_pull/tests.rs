@@ -90,7 +90,7 @@ fn configuration_mistakes_are_refused() {
     assert!(source(base).is_ok());
     assert!(err(&base.replace("\"/a\"", "\"a\"")).contains("must start with '/'"));
     assert!(err(&base.replace("\"kWh\"", "\"kW\"")).contains("is not one of"));
-    assert!(err(&base.replace("electricity", "value_added")).contains("counter or a gauge"));
+    assert!(err(&base.replace("electricity", "value_added")).contains("pulled values are counters or gauges"));
     assert!(err(&format!("{base}{base}")).contains("mapped twice"));
     let c: HttpPullConfig = toml::from_str(&format!("name = \"x\"\nurl = \"ftp://h/\"\n{base}")).unwrap();
     let v = Validator::new(Catalog::builtin().unwrap(), Limits::default());

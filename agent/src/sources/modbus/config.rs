@@ -162,24 +162,8 @@ impl ModbusConfig {
             if p.point.is_empty() || p.point.chars().count() > 64 || p.point.chars().any(char::is_control) {
                 return Err(bad("point ids are 1 to 64 printable characters".into()));
             }
-            let ind = validator
-                .catalog
-                .get(&p.indicator)
-                .ok_or_else(|| bad(format!("indicator {:?} is not in the catalog", p.indicator)))?;
-            if !matches!(ind.kind, IndicatorKind::Counter | IndicatorKind::Gauge) {
-                return Err(bad(format!(
-                    "indicator {:?} is a {:?}; a meter reads counters or gauges",
-                    p.indicator, ind.kind
-                )));
-            }
-            if ind.factor(&p.unit).is_none() {
-                return Err(bad(format!(
-                    "unit {:?} is not one of {:?}'s units ({})",
-                    p.unit,
-                    p.indicator,
-                    ind.units.keys().cloned().collect::<Vec<_>>().join(", ")
-                )));
-            }
+            let ind = crate::sources::admit::series(&validator.catalog, &p.indicator, &p.unit, "a meter reads")
+                .map_err(bad)?;
             if u32::from(p.register) + u32::from(p.data_type.words()) > 65_536 {
                 return Err(bad(format!(
                     "{:?} at register {} runs past register 65535",

@@ -316,24 +316,8 @@ impl OpcUaConfig {
             if n.point.is_empty() || n.point.chars().count() > 64 || n.point.chars().any(char::is_control) {
                 return Err(bad("point ids are 1 to 64 printable characters".into()));
             }
-            let ind = validator
-                .catalog
-                .get(&n.indicator)
-                .ok_or_else(|| bad(format!("indicator {:?} is not in the catalog", n.indicator)))?;
-            if !matches!(ind.kind, IndicatorKind::Counter | IndicatorKind::Gauge) {
-                return Err(bad(format!(
-                    "indicator {:?} is a {:?}; a node gives counters or gauges",
-                    n.indicator, ind.kind
-                )));
-            }
-            if ind.factor(&n.unit).is_none() {
-                return Err(bad(format!(
-                    "unit {:?} is not one of {:?}'s units ({})",
-                    n.unit,
-                    n.indicator,
-                    ind.units.keys().cloned().collect::<Vec<_>>().join(", ")
-                )));
-            }
+            let ind = crate::sources::admit::series(&validator.catalog, &n.indicator, &n.unit, "a node gives")
+                .map_err(bad)?;
             let counter = n.counter.unwrap_or(ind.kind == IndicatorKind::Counter);
             if !n.scale.is_finite() || n.scale == 0.0 || (counter && n.scale < 0.0) {
                 return Err(bad(format!(
