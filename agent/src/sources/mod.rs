@@ -12,6 +12,8 @@
 ))]
 pub mod admit;
 pub mod clock;
+#[cfg(any(feature = "gateways", feature = "opcua"))]
+pub mod counts;
 #[cfg(feature = "csv")]
 pub mod csv_drop;
 #[cfg(feature = "dlt645")]

@@ -48,38 +48,12 @@ use crate::sources::clock::ClockGuard;
 use chrono::{DateTime, Utc};
 use opcua_types::{DataValue, StatusCode};
 use session::{Connected, SessionError};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use zonesync_proto::{EnterpriseId, Reading, Validator};
 
 /// Counters of one server source, by name, for the status file.
-#[derive(Debug, Default)]
-pub struct OpcUaStats {
-    counts: std::sync::Mutex<BTreeMap<&'static str, u64>>,
-}
-
-impl OpcUaStats {
-    /// Adds one to counter `name`.
-    pub fn bump(&self, name: &'static str) {
-        self.add(name, 1);
-    }
-
-    /// Adds `n` to counter `name`.
-    pub fn add(&self, name: &'static str, n: u64) {
-        if let Ok(mut c) = self.counts.lock() {
-            *c.entry(name).or_default() += n;
-        }
-    }
-
-    /// The counters now.
-    pub fn counts(&self) -> BTreeMap<String, u64> {
-        self.counts
-            .lock()
-            .map(|c| c.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
-            .unwrap_or_default()
-    }
-}
+pub type OpcUaStats = crate::sources::counts::NamedCounts;
 
 /// One OPC UA server, checked and ready to run.
 #[derive(Debug, Clone)]

@@ -54,35 +54,7 @@ pub struct TagValue {
 }
 
 /// Counters of one gateway source, by name, for the status file.
-#[derive(Debug, Default)]
-pub struct GatewayStats {
-    counts: std::sync::Mutex<BTreeMap<&'static str, u64>>,
-}
-
-impl GatewayStats {
-    /// Adds `n` to counter `name`.
-    pub fn add(&self, name: &'static str, n: u64) {
-        if let Ok(mut c) = self.counts.lock() {
-            *c.entry(name).or_default() += n;
-        }
-    }
-
-    /// The counters now.
-    pub fn counts(&self) -> BTreeMap<String, u64> {
-        self.counts
-            .lock()
-            .map(|c| c.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
-            .unwrap_or_default()
-    }
-
-    /// One counter.
-    pub fn get(&self, name: &str) -> u64 {
-        self.counts
-            .lock()
-            .map(|c| c.get(name).copied().unwrap_or(0))
-            .unwrap_or(0)
-    }
-}
+pub type GatewayStats = crate::sources::counts::NamedCounts;
 
 /// A checked gateway source, ready to run.
 #[derive(Debug, Clone)]
