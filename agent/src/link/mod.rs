@@ -134,20 +134,30 @@ impl Wire {
     }
 }
 
-/// Seals the next window's worth of pending items when a batch is due (a
+/// Windows' worth sealed in one durable write when a backlog is waiting:
+/// sealed batches wait on disk, not in memory, so sealing ahead costs no
+/// RAM, and it cuts the syncs per reading by this factor. Three syncs per
+/// window-sized seal (mark, store, published mark) were what bounded a
+/// drain (docs/profiles.md, figure 3, issue 17). A live agent seals far
+/// less than a window at a time, so this changes nothing for it.
+const SEAL_AHEAD_WINDOWS: usize = 4;
+
+/// Seals the next windows' worth of pending items when a batch is due (a
 /// full batch waiting, or the oldest item older than `max_batch_age_ms`);
 /// whether it sealed. Every link (MQTT or platform) calls it when it has
 /// nothing sealed left to send, so whichever upstream is up keeps the
 /// outbox sealing; sealing is atomic in the outbox, so two links doing it
 /// at once only make two smaller windows.
 ///
-/// A whole window's worth in one seal, whatever room is free now: one flush
-/// (and one mark raised) per window, not one per batch. Sealing only the
+/// Whole windows' worth ([`SEAL_AHEAD_WINDOWS`]) in one seal, whatever
+/// room is free now: one flush (and one mark raised) per seal, not one per
+/// batch. Sealing only the
 /// free room made a drain seal one batch per returning PUBACK — two fsyncs
 /// per 500 readings, which bounded the recovery of a backlog
 /// (docs/profiles.md, figures 3 and 7). Bounded in items too: 8,000
 /// readings sealed and on the wire at once cost a draining agent ~17 MiB
-/// more than 2,000 (docs/profiles.md, figure 4b).
+/// more than 2,000 (docs/profiles.md, figure 4b); each piece of a seal is
+/// one window, so its payloads in memory are too.
 pub(crate) fn seal_if_due(
     outbox: &Outbox,
     batching: &OutboxConfig,
@@ -164,11 +174,12 @@ pub(crate) fn seal_if_due(
     }
     let batch_items = batching.max_batch_items.max(1);
     let window = batching.max_in_flight.max(1);
-    outbox.seal_up_to(
+    outbox.seal_ahead(
         batch_items,
         window
             .saturating_mul(batch_items)
             .min(batching.max_in_flight_items.max(1)),
+        SEAL_AHEAD_WINDOWS,
         agent,
         zone,
         boot,

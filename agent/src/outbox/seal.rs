@@ -40,10 +40,9 @@ impl Outbox {
     /// `max_take` items unless the first chunk alone is larger, into batches
     /// of at most `max_items` items of one enterprise each, each with the next
     /// sequence number; durable (one write, one flush) before it returns.
-    /// The link takes a whole free window's worth at once: one flush per
-    /// window instead of one per batch is what bounds its drain speed. A batch
-    /// holding a reading stamped more than the backfill window before `now`
-    /// is marked `backfill`, once, here, so every resend is identical.
+    /// A batch holding a reading stamped more than the backfill window
+    /// before `now` is marked `backfill`, once, here, so every resend is
+    /// identical.
     pub fn seal_up_to(
         &self,
         max_items: usize,
@@ -53,13 +52,131 @@ impl Outbox {
         boot: u64,
         now: DateTime<Utc>,
     ) -> Result<Vec<Sealed>, OutboxError> {
+        let mut sealed = Vec::new();
+        self.seal_pieces(max_items, max_take, 1, agent, zone, boot, now, Some(&mut sealed))?;
+        Ok(sealed)
+    }
+
+    /// Seals up to `pieces` times what [`Outbox::seal_up_to`] would, in one
+    /// durable write: piece by piece, so no more than `max_take` items'
+    /// payloads are in memory at once, but with one flush (and one raise of
+    /// each mark) for all of them. The link seals a backlog this way: the
+    /// flushes, not the CPU, bounded its drain (three syncs per seal of
+    /// 2,000 readings; docs/profiles.md, figure 3, issue 17). Returns the
+    /// batches sealed; nothing is published from here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn seal_ahead(
+        &self,
+        max_items: usize,
+        max_take: usize,
+        pieces: usize,
+        agent: &AgentId,
+        zone: &ZoneId,
+        boot: u64,
+        now: DateTime<Utc>,
+    ) -> Result<usize, OutboxError> {
+        self.seal_pieces(max_items, max_take, pieces.max(1), agent, zone, boot, now, None)
+    }
+
+    /// Both of the above: `keep` collects the sealed batches when given.
+    /// The outbox's lock is held throughout, so nothing is put on a wire
+    /// (`put_on_wire` takes it) before the mark covers every number here and
+    /// the write is durable.
+    #[allow(clippy::too_many_arguments)]
+    fn seal_pieces(
+        &self,
+        max_items: usize,
+        max_take: usize,
+        pieces: usize,
+        agent: &AgentId,
+        zone: &ZoneId,
+        boot: u64,
+        now: DateTime<Utc>,
+        mut keep: Option<&mut Vec<Sealed>>,
+    ) -> Result<usize, OutboxError> {
+        let Some(hw) = &self.high_water else {
+            return Err(OutboxError::Inspecting);
+        };
         let mut guard = self.lock();
         let mut next = guard.clone();
+        let first_seq = self.next_seq.load(Ordering::SeqCst);
+        let mut seq = first_seq;
+        let mut write: Option<store::Durable> = None;
+        // The last pending key taken: the next piece reads on from it (the
+        // write's removals are not seen by reads until it commits).
+        let mut after: Option<Vec<u8>> = None;
+        for _ in 0..pieces {
+            let mut batch = WriteBatch::default();
+            let taken = self.seal_piece(
+                &guard,
+                &mut next,
+                &mut seq,
+                &mut after,
+                &mut batch,
+                (max_items, max_take),
+                (agent, zone, boot, now),
+                keep.as_deref_mut(),
+            )?;
+            if taken == 0 {
+                break;
+            }
+            batch.insert(META_NEXT_SEQ, seq.to_be_bytes());
+            batch.insert(counters::KEY, &next.counters.encode()[..]);
+            next.write_changed(&guard, &mut batch);
+            let w = match &mut write {
+                Some(w) => w,
+                None => write.insert(self.tree.begin_durable()?),
+            };
+            w.apply(batch)?;
+        }
+        let Some(write) = write else {
+            return Ok(0);
+        };
+        // The mark first: if the store later loses this write, its next
+        // opening still finds every number handed out here below the mark.
+        hw.raise(seq)?;
+        // One durable commit (redb admits one writer at a time, so syncing
+        // outside the lock, as with sled, would not let an append in sooner).
+        write.commit()?;
+        *guard = next;
+        self.next_seq.store(seq, Ordering::SeqCst);
+        drop(guard);
+        // Durable now: these numbers may be published from here on.
+        if let Some(done) = &self.done {
+            done.raise(seq)?;
+        }
+        Ok((seq - first_seq) as usize)
+    }
+
+    /// One piece of a seal: takes the pending chunks after `after` (at least
+    /// one, at most `max_take` items unless the first chunk alone is larger),
+    /// numbers their batches from `seq` on and writes them, and the chunks'
+    /// removal, into `batch`, counting all of it in `next`. Returns the items
+    /// taken (0: nothing pending).
+    #[allow(clippy::too_many_arguments)]
+    fn seal_piece(
+        &self,
+        guard: &State,
+        next: &mut State,
+        seq: &mut u64,
+        after: &mut Option<Vec<u8>>,
+        batch: &mut WriteBatch,
+        (max_items, max_take): (usize, usize),
+        (agent, zone, boot, now): (&AgentId, &ZoneId, u64, DateTime<Utc>),
+        mut keep: Option<&mut Vec<Sealed>>,
+    ) -> Result<u64, OutboxError> {
         let max_items = max_items.max(1);
         let max_take = max_take.max(max_items);
         let mut chunks = Vec::new();
         let mut taken_items = 0u64;
-        for kv in self.tree.scan_prefix([PENDING]) {
+        let scan = match after.take() {
+            None => self.tree.scan_prefix([PENDING]),
+            Some(k) => self.tree.range((
+                std::ops::Bound::Excluded(k),
+                std::ops::Bound::Excluded(vec![PENDING + 1]),
+            )),
+        };
+        for kv in scan {
             let (k, v) = kv?;
             let n = chunk::count(&v);
             if !chunks.is_empty() && taken_items + n > max_take as u64 {
@@ -70,7 +187,7 @@ impl Outbox {
             chunks.push((k, v));
         }
         if chunks.is_empty() {
-            return Ok(Vec::new());
+            return Ok(0);
         }
         // Per enterprise (by its stored JSON), in order of first appearance:
         // batches being filled with the items' JSON as stored.
@@ -96,13 +213,7 @@ impl Outbox {
                 }
             }
         }
-        let Some(hw) = &self.high_water else {
-            return Err(OutboxError::Inspecting);
-        };
         let live_since = now - self.options.backfill_after;
-        let mut seq = self.next_seq.load(Ordering::SeqCst);
-        let mut sealed = Vec::with_capacity(groups.len());
-        let mut batch = WriteBatch::default();
         for (raw_enterprise, bs) in groups {
             let enterprise: EnterpriseId =
                 serde_json::from_str(raw_enterprise.get()).map_err(|e| OutboxError::Corrupt {
@@ -118,7 +229,7 @@ impl Outbox {
                     agent,
                     boot,
                     outbox: guard.identity.as_ref(),
-                    seq,
+                    seq: *seq,
                     sent_at: now,
                     zone,
                     enterprise: &enterprise,
@@ -128,7 +239,7 @@ impl Outbox {
                 }
                 .to_payload();
                 let stored = encode_sealed(items, &topic, &payload);
-                let k = key(SEALED, seq);
+                let k = key(SEALED, *seq);
                 next.counters.held_bytes += entry_bytes(&k, &stored);
                 next.counters.sealed_batches += 1;
                 next.counters.sealed_items += items as u64;
@@ -139,36 +250,23 @@ impl Outbox {
                     u.rec.items += items as u64;
                 }
                 batch.insert(&k[..], stored);
-                sealed.push(Sealed {
-                    seq,
-                    topic: topic.clone(),
-                    payload,
-                    items,
-                });
-                seq += 1;
+                if let Some(keep) = keep.as_deref_mut() {
+                    keep.push(Sealed {
+                        seq: *seq,
+                        topic: topic.clone(),
+                        payload,
+                        items,
+                    });
+                }
+                *seq += 1;
             }
         }
         next.counters.pending_items = next.counters.pending_items.saturating_sub(taken_items);
+        *after = chunks.last().map(|(k, _)| k.clone());
         for (k, _) in chunks {
             batch.remove(k);
         }
-        batch.insert(META_NEXT_SEQ, seq.to_be_bytes());
-        batch.insert(counters::KEY, &next.counters.encode()[..]);
-        next.write_changed(&guard, &mut batch);
-        // The mark first: if the store later loses this write, its next
-        // opening still finds every number handed out here below the mark.
-        hw.raise(seq)?;
-        // One durable commit (redb admits one writer at a time, so syncing
-        // outside the lock, as with sled, would not let an append in sooner).
-        self.tree.apply_durable(batch)?;
-        *guard = next;
-        self.next_seq.store(seq, Ordering::SeqCst);
-        drop(guard);
-        // Durable now: these numbers may be published from here on.
-        if let Some(done) = &self.done {
-            done.raise(seq)?;
-        }
-        Ok(sealed)
+        Ok(taken_items)
     }
 
     /// Sealed batches held with a sequence number ≥ `from`, oldest first.

@@ -54,6 +54,40 @@ impl WriteBatch {
     }
 }
 
+/// Writes `batch` into `tx`'s table.
+fn apply_ops(tx: &redb::WriteTransaction, batch: WriteBatch) -> Result<(), OutboxError> {
+    let mut t = tx.open_table(TABLE).map_err(err)?;
+    for (k, v) in &batch.ops {
+        match v {
+            Some(v) => {
+                t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
+            }
+            None => {
+                t.remove(k.as_slice()).map_err(err)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One durable write in steps ([`Tree::begin_durable`]). What it has
+/// applied is seen by no reader until it commits.
+pub struct Durable {
+    tx: redb::WriteTransaction,
+}
+
+impl Durable {
+    /// Applies `batch` to this write.
+    pub fn apply(&mut self, batch: WriteBatch) -> Result<(), OutboxError> {
+        apply_ops(&self.tx, batch)
+    }
+
+    /// Commits everything applied, durably (one sync).
+    pub fn commit(self) -> Result<(), OutboxError> {
+        self.tx.commit().map_err(err)
+    }
+}
+
 /// The outbox's store.
 pub struct Tree {
     db: Database,
@@ -194,22 +228,22 @@ impl Tree {
         self.commit(WriteBatch::default(), redb::Durability::Immediate)
     }
 
+    /// Starts one durable write that several batches go into, each built
+    /// after the one before was applied, so a caller with more to write than
+    /// it wants to hold at once (a seal of a backlog) pays one commit and one
+    /// sync for all of it. All or nothing: dropped without
+    /// [`Durable::commit`], nothing of it is applied. Other writers wait
+    /// until it ends.
+    pub fn begin_durable(&self) -> Result<Durable, OutboxError> {
+        let mut tx = self.db.begin_write().map_err(err)?;
+        tx.set_durability(redb::Durability::Immediate).map_err(err)?;
+        Ok(Durable { tx })
+    }
+
     fn commit(&self, batch: WriteBatch, durability: redb::Durability) -> Result<(), OutboxError> {
         let mut tx = self.db.begin_write().map_err(err)?;
         tx.set_durability(durability).map_err(err)?;
-        {
-            let mut t = tx.open_table(TABLE).map_err(err)?;
-            for (k, v) in &batch.ops {
-                match v {
-                    Some(v) => {
-                        t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
-                    }
-                    None => {
-                        t.remove(k.as_slice()).map_err(err)?;
-                    }
-                }
-            }
-        }
+        apply_ops(&tx, batch)?;
         tx.commit().map_err(err)
     }
 
