@@ -507,7 +507,7 @@ fn a_batch_dropped_after_it_was_sent_unacknowledged_is_counted_apart() {
 /// The model test's generator (SplitMix64, one copy in proto).
 use zonesync_proto::rng::SplitMix64 as Rng;
 
-/// Random appends, seals, acknowledgements in any order by two upstreams,
+/// Random appends, seals (one piece or several ahead), acknowledgements in any order by two upstreams,
 /// sessions ending, and restarts, against a small budget; after every step
 /// each upstream's produced readings are exactly acknowledged (as the outbox
 /// knows it) + held for it + dropped for it, and the counters match a recount.
@@ -531,8 +531,13 @@ fn model_two_upstreams_every_reading_acked_held_or_dropped_exactly_once() {
                     produced += n;
                 }
                 4 => {
-                    o.seal_up_to(1 + rng.below(15) as usize, 40, &a, &z, 1, Utc::now())
-                        .unwrap();
+                    let max_items = 1 + rng.below(15) as usize;
+                    if rng.below(2) == 0 {
+                        o.seal_up_to(max_items, 40, &a, &z, 1, Utc::now()).unwrap();
+                    } else {
+                        let pieces = 1 + rng.below(3) as usize;
+                        o.seal_ahead(max_items, 20, pieces, &a, &z, 1, Utc::now()).unwrap();
+                    }
                 }
                 5..=7 => {
                     let u = rng.below(2) as usize;
