@@ -360,7 +360,7 @@ pub async fn measure(ctx: &Ctx, built: Result<(PathBuf, Option<Duration>)>) -> V
         "The gateway-profile binary as a process (`zonesync-agent run -c …`, RUST_LOG=warn, MALLOC_ARENA_MAX={} as \
          the systemd unit sets it): simulator with 1 enterprise × \
          50 meters at interval 1000 ms, its outbox pre-loaded with a copy of figure 3's backlog ({} readings), \
-         default outbox settings (store cache 4 MiB, disk budget 256 MiB), publishing to Mosquitto. VmHWM read from /proc/<pid>/status \
+         default outbox settings (store cache 1 MiB, disk budget 256 MiB), publishing to Mosquitto. VmHWM read from /proc/<pid>/status \
          every 200 ms for {} s, then SIGTERM.",
         MALLOC_ARENA_MAX,
         crate::report::thousands(template as f64),
