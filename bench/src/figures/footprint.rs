@@ -171,6 +171,12 @@ async fn agent_run(ctx: &Ctx, binary: &Path, run: usize, backlog: bool) -> Resul
         .context("starting the agent")?;
     let pid = child.id().context("agent has no pid")?;
     let peak = watch(pid, ctx.sizes.footprint_secs).await;
+    // An agent that stopped by itself (a configuration it refused) is a
+    // failed run, not a small one: a zombie's status has no VmHWM to read.
+    if let Ok(Some(status)) = child.try_wait() {
+        broker.stop().await;
+        bail!("the agent exited by itself during the window ({status})");
+    }
     terminate(&mut child).await;
     broker.stop().await;
     let peak = peak.context("could not read the agent's /proc status (did it exit early?)")?;
