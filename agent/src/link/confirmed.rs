@@ -53,9 +53,11 @@ impl Link {
         // the confirmation may answer an earlier publication, and the send
         // time would not bound the aggregator's flush.
         let mut newest: Option<(u64, i64)> = None;
-        for &seq in &verdict.ack {
+        // One store write for the whole confirmation.
+        let answers = self.outbox.ack_many(self.upstream, &verdict.ack)?;
+        for (&seq, answer) in verdict.ack.iter().zip(answers) {
             let mark = marks.remove(seq);
-            match self.outbox.ack(self.upstream, seq)? {
+            match answer {
                 Some(items) => self.stats.acked(items),
                 None => {
                     self.stats.confirm_unknown_seqs.fetch_add(1, Ordering::Relaxed);

@@ -481,39 +481,63 @@ impl Outbox {
     /// de-duplicates. Returns the items the batch carried, or `None` when it
     /// is unknown to this upstream (not held, or acknowledged already).
     pub fn ack(&self, upstream: usize, seq: u64) -> Result<Option<usize>, OutboxError> {
-        let k = key(SEALED, seq);
+        Ok(self.ack_many(upstream, &[seq])?.pop().flatten())
+    }
+
+    /// [`Outbox::ack`] for several batches in one write: a window of
+    /// PUBACKs or one confirmation costs one store commit, not one each
+    /// (a redb write transaction per PUBACK was most of what a drain did
+    /// besides sealing; docs/profiles.md). One answer per `seqs` entry, in
+    /// order; a number given twice is acknowledged once.
+    pub fn ack_many(&self, upstream: usize, seqs: &[u64]) -> Result<Vec<Option<usize>>, OutboxError> {
         let mut guard = self.lock();
-        match guard.upstreams.get(upstream) {
-            Some(u) if !u.has_acked(seq) => {}
-            _ => return Ok(None),
-        }
-        let Some((len, head)) = self.tree.get_head(k, 4)? else {
-            return Ok(None);
-        };
-        let items = sealed_items(&head);
         let mut next = guard.clone();
         let next_seq = self.next_seq.load(Ordering::SeqCst);
         let mut batch = WriteBatch::default();
-        if let Some(u) = next.upstreams.get_mut(upstream) {
-            u.acked_above.insert(seq, items);
-            // Also when `seq` is above the cursor: the batches between may be
-            // gone (dropped by the budget), and the cursor must not stay on them.
-            u.advance(&self.tree, next_seq)?;
-        }
-        if next.upstreams.iter().all(|u| u.has_acked(seq)) {
-            for u in &mut next.upstreams {
-                u.forget(seq, items);
+        // Removed in `batch`, still in the tree until it is applied.
+        let mut gone = std::collections::BTreeSet::new();
+        let mut answers = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            let k = key(SEALED, seq);
+            let fresh = next.upstreams.get(upstream).is_some_and(|u| !u.has_acked(seq));
+            let head = if fresh && !gone.contains(&seq) {
+                self.tree.get_head(k, 4)?
+            } else {
+                None
+            };
+            let Some((len, head)) = head else {
+                answers.push(None);
+                continue;
+            };
+            let items = sealed_items(&head);
+            if let Some(u) = next.upstreams.get_mut(upstream) {
+                u.acked_above.insert(seq, items);
+                // Also when `seq` is above the cursor: the batches between may be
+                // gone (dropped by the budget), and the cursor must not stay on them.
+                u.advance(&self.tree, next_seq, &gone)?;
             }
-            next.counters.sealed_batches = next.counters.sealed_batches.saturating_sub(1);
-            next.counters.sealed_items = next.counters.sealed_items.saturating_sub(items);
-            next.counters.held_bytes = next.counters.held_bytes.saturating_sub((k.len() + len) as u64);
-            batch.remove(&k[..]);
+            if next.upstreams.iter().all(|u| u.has_acked(seq)) {
+                for u in &mut next.upstreams {
+                    u.forget(seq, items);
+                }
+                next.counters.sealed_batches = next.counters.sealed_batches.saturating_sub(1);
+                next.counters.sealed_items = next.counters.sealed_items.saturating_sub(items);
+                next.counters.held_bytes = next.counters.held_bytes.saturating_sub((k.len() + len) as u64);
+                batch.remove(&k[..]);
+                gone.insert(seq);
+            }
+            answers.push(Some(items as usize));
+        }
+        if answers.iter().all(Option::is_none) {
+            return Ok(answers);
+        }
+        if !gone.is_empty() {
             batch.insert(counters::KEY, &next.counters.encode()[..]);
         }
         next.write_changed(&guard, &mut batch);
         self.tree.apply_batch(batch)?;
         *guard = next;
-        Ok(Some(items as usize))
+        Ok(answers)
     }
 
     /// Writes everything to disk.

@@ -165,11 +165,21 @@ impl Upstream {
 
     /// Moves the cursor past every batch acknowledged out of order or no
     /// longer held, up to the first held one not acknowledged (or `next_seq`).
-    pub(super) fn advance(&mut self, tree: &Tree, next_seq: u64) -> Result<(), OutboxError> {
+    /// `gone`: batches still in the tree whose removal is in a write not yet
+    /// applied (acknowledgements taken together), counted as not held.
+    pub(super) fn advance(
+        &mut self,
+        tree: &Tree,
+        next_seq: u64,
+        gone: &std::collections::BTreeSet<u64>,
+    ) -> Result<(), OutboxError> {
         let from = super::key(SEALED, self.rec.cursor);
         for kv in tree.range_keys(from..=super::key(SEALED, u64::MAX)) {
             let (k, _) = kv?;
             let seq = super::seq_of(&k).unwrap_or(u64::MAX);
+            if gone.contains(&seq) {
+                continue;
+            }
             match self.acked_above.remove(&seq) {
                 Some(items) => {
                     self.rec.batches = self.rec.batches.saturating_sub(1);
