@@ -7,6 +7,9 @@ use super::*;
 use serde_json::value::RawValue;
 use zonesync_proto::RawBatch;
 
+/// What every batch of one seal is stamped with: agent, zone, boot, seal time.
+type Stamp<'a> = (&'a AgentId, &'a ZoneId, u64, DateTime<Utc>);
+
 /// A batch being filled: readings' and declarations' JSON as stored.
 type RawContents<'a> = (Vec<&'a RawValue>, Vec<&'a RawValue>);
 
@@ -53,7 +56,7 @@ impl Outbox {
         now: DateTime<Utc>,
     ) -> Result<Vec<Sealed>, OutboxError> {
         let mut sealed = Vec::new();
-        self.seal_pieces(max_items, max_take, 1, agent, zone, boot, now, Some(&mut sealed))?;
+        self.seal_pieces((max_items, max_take, 1), (agent, zone, boot, now), Some(&mut sealed))?;
         Ok(sealed)
     }
 
@@ -75,23 +78,17 @@ impl Outbox {
         boot: u64,
         now: DateTime<Utc>,
     ) -> Result<usize, OutboxError> {
-        self.seal_pieces(max_items, max_take, pieces.max(1), agent, zone, boot, now, None)
+        self.seal_pieces((max_items, max_take, pieces.max(1)), (agent, zone, boot, now), None)
     }
 
-    /// Both of the above: `keep` collects the sealed batches when given.
-    /// The outbox's lock is held throughout, so nothing is put on a wire
-    /// (`put_on_wire` takes it) before the mark covers every number here and
-    /// the write is durable.
-    #[allow(clippy::too_many_arguments)]
+    /// Both of the above (`max_items`, `max_take`, `pieces`): `keep`
+    /// collects the sealed batches when given. The outbox's lock is held
+    /// throughout, so nothing is put on a wire (`put_on_wire` takes it)
+    /// before the mark covers every number here and the write is durable.
     fn seal_pieces(
         &self,
-        max_items: usize,
-        max_take: usize,
-        pieces: usize,
-        agent: &AgentId,
-        zone: &ZoneId,
-        boot: u64,
-        now: DateTime<Utc>,
+        (max_items, max_take, pieces): (usize, usize, usize),
+        stamp: Stamp<'_>,
         mut keep: Option<&mut Vec<Sealed>>,
     ) -> Result<usize, OutboxError> {
         let Some(hw) = &self.high_water else {
@@ -114,7 +111,7 @@ impl Outbox {
                 &mut after,
                 &mut batch,
                 (max_items, max_take),
-                (agent, zone, boot, now),
+                stamp,
                 keep.as_deref_mut(),
             )?;
             if taken == 0 {
@@ -162,7 +159,7 @@ impl Outbox {
         after: &mut Option<Vec<u8>>,
         batch: &mut WriteBatch,
         (max_items, max_take): (usize, usize),
-        (agent, zone, boot, now): (&AgentId, &ZoneId, u64, DateTime<Utc>),
+        (agent, zone, boot, now): Stamp<'_>,
         mut keep: Option<&mut Vec<Sealed>>,
     ) -> Result<u64, OutboxError> {
         let max_items = max_items.max(1);
