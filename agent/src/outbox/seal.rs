@@ -168,10 +168,7 @@ impl Outbox {
         let mut taken_items = 0u64;
         let scan = match after.take() {
             None => self.tree.scan_prefix([PENDING]),
-            Some(k) => self.tree.range((
-                std::ops::Bound::Excluded(k),
-                std::ops::Bound::Excluded(vec![PENDING + 1]),
-            )),
+            Some(k) => self.tree.scan_prefix_after([PENDING], k),
         };
         for kv in scan {
             let (k, v) = kv?;

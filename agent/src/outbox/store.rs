@@ -264,6 +264,13 @@ impl Tree {
         self.iter(Bound::Included(lo), hi.map_or(Bound::Unbounded, Bound::Excluded))
     }
 
+    /// Entries whose key starts with `prefix` and comes after `after`, in
+    /// key order (a scan that goes on where an earlier one stopped).
+    pub fn scan_prefix_after(&self, prefix: impl AsRef<[u8]>, after: Vec<u8>) -> Iter {
+        let hi = successor(prefix.as_ref());
+        self.iter(Bound::Excluded(after), hi.map_or(Bound::Unbounded, Bound::Excluded))
+    }
+
     /// Entries with keys in `range`, in key order.
     pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
         let own = |b: Bound<&K>| match b {
