@@ -99,9 +99,6 @@ pub(crate) struct Wire {
     items_of: HashMap<u64, usize>,
     /// Their sum: what `max_in_flight_items` bounds.
     items: usize,
-    /// Batches whose PUBACK came, not yet acknowledged in the outbox: the
-    /// PUBACKs that arrive together go into one store write ([`Link::settle`]).
-    acked: Vec<u64>,
 }
 
 impl Wire {
@@ -144,11 +141,6 @@ impl Wire {
 /// drain (docs/profiles.md, figure 3, issue 17). A live agent seals far
 /// less than a window at a time, so this changes nothing for it.
 const SEAL_AHEAD_WINDOWS: usize = 4;
-
-/// Events handled before their acknowledgements are written: more than a
-/// full window of batches (16) plus presences, so one write can take every
-/// PUBACK a window returns.
-const MAX_EVENTS_AT_ONCE: usize = 64;
 
 /// Seals the next windows' worth of pending items when a batch is due (a
 /// full batch waiting, or the oldest item older than `max_batch_age_ms`);
@@ -444,51 +436,13 @@ impl Link {
                     self.goodbye(&client, &mut events, &mut wire, &mut marks, clock).await?;
                     return Ok(SessionEnd::Shutdown);
                 }
-                ev = events.poll() => {
-                    let mut ev = ev;
-                    let mut handled = 0;
-                    // This event and those already waiting behind it (at
-                    // most MAX_EVENTS_AT_ONCE), then their acknowledgements
-                    // in one store write. A zero timeout polls once; one
-                    // that is not ready is dropped, as `select!` drops it.
-                    loop {
-                        match ev {
-                            Ok(e) => self.on_event(e, &mut wire, &mut marks, clock)?,
-                            Err(LinkError::Refused(why) | LinkError::Lost(why)) => {
-                                self.settle(&mut wire)?;
-                                return Ok(SessionEnd::Lost(why));
-                            }
-                        }
-                        handled += 1;
-                        if handled >= MAX_EVENTS_AT_ONCE {
-                            break;
-                        }
-                        match tokio::time::timeout(Duration::ZERO, events.poll()).await {
-                            Ok(next) => ev = next,
-                            Err(_) => break,
-                        }
-                    }
-                    self.settle(&mut wire)?;
-                }
+                ev = events.poll() => match ev {
+                    Ok(ev) => self.on_event(ev, &mut wire, &mut marks, clock)?,
+                    Err(LinkError::Refused(why) | LinkError::Lost(why)) => return Ok(SessionEnd::Lost(why)),
+                },
                 _ = tick.tick() => {}
             }
         }
-    }
-
-    /// Acknowledges in the outbox, in one write, the batches whose PUBACKs
-    /// [`Link::on_event`] took since the last call.
-    fn settle(&self, wire: &mut Wire) -> Result<(), OutboxError> {
-        if wire.acked.is_empty() {
-            return Ok(());
-        }
-        let seqs = std::mem::take(&mut wire.acked);
-        for (seq, items) in seqs.iter().zip(self.outbox.ack_many(self.upstream, &seqs)?) {
-            if let Some(items) = items {
-                self.stats.acked(items);
-            }
-            tracing::debug!(agent = %self.agent, seq, "batch acknowledged");
-        }
-        Ok(())
     }
 
     /// What the last presence was published for: drops, clock offset, broker denials.
@@ -525,7 +479,10 @@ impl Link {
                     // broker may still lose the batch.
                     (Some(Some(seq)), None) if !self.mqtt.end_to_end_confirm => {
                         marks.remove(seq);
-                        wire.acked.push(seq);
+                        if let Some(items) = self.outbox.ack(self.upstream, seq)? {
+                            self.stats.acked(items);
+                        }
+                        tracing::debug!(agent = %self.agent, seq, "batch acknowledged");
                     }
                     _ => {}
                 }
@@ -593,7 +550,6 @@ impl Link {
                 _ => break,
             }
         }
-        self.settle(wire)?;
         client.disconnect();
         let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
         self.outbox.flush()?;
