@@ -484,11 +484,12 @@ impl Outbox {
         Ok(self.ack_many(upstream, &[seq])?.pop().flatten())
     }
 
-    /// [`Outbox::ack`] for several batches in one write: a window of
-    /// PUBACKs or one confirmation costs one store commit, not one each
-    /// (a redb write transaction per PUBACK was most of what a drain did
-    /// besides sealing; docs/profiles.md). One answer per `seqs` entry, in
-    /// order; a number given twice is acknowledged once.
+    /// [`Outbox::ack`] for several batches in one write: a confirmation
+    /// naming many batches costs one store commit, not one each. (The MQTT
+    /// link's PUBACKs are acknowledged one by one: taking a burst of them
+    /// together delayed refilling the window and slowed the drain;
+    /// docs/profiles.md.) One answer per `seqs` entry, in order; a number
+    /// given twice is acknowledged once.
     pub fn ack_many(&self, upstream: usize, seqs: &[u64]) -> Result<Vec<Option<usize>>, OutboxError> {
         let mut guard = self.lock();
         let mut next = guard.clone();
