@@ -106,10 +106,7 @@ impl SparkplugNode {
     /// Kills the node (SIGKILL): the broker publishes its will, an NDEATH.
     pub fn kill(&mut self) {
         self.stdin = None;
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::kill_child(&mut self.child);
         self.lines = None;
     }
 

@@ -27,6 +27,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Kills a peer's process (SIGKILL, as a power cut would) and reaps it;
+/// nothing if it is not running. Every peer's `stop`, `kill9` and `drop`.
+pub fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// Path of a workspace binary, built by `cargo build --bins` (scripts/test.sh does it).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -169,10 +178,7 @@ impl Mosquitto {
 
     /// Kills it with SIGKILL, as a power cut would: no persistence file is written.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Whether it is running (not stopped or killed by the test).
@@ -189,10 +195,7 @@ impl Mosquitto {
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 }
 

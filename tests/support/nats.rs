@@ -190,10 +190,7 @@ impl NatsServer {
 
     /// SIGKILL.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::kill_child(&mut self.child);
     }
 
     /// Starts it again on the same ports and files.

@@ -135,10 +135,7 @@ impl ModbusMeter {
 
     /// Kills the meter (as a power cut would) and waits for it.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::kill_child(&mut self.child);
     }
 
     /// Starts it again on the same port with the current registers.
@@ -250,10 +247,7 @@ impl Dlt645Bus {
 
     /// Kills the gateway and waits for it.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::kill_child(&mut self.child);
     }
 }
 
@@ -371,10 +365,7 @@ impl OpcUaServer {
 
     /// Kills the server (as a DCS going down would) and waits for it.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::kill_child(&mut self.child);
     }
 
     /// Starts it again on the same port, with the same certificate and the current values.

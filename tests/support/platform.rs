@@ -109,10 +109,7 @@ impl EnergyPlatform {
 
     /// Kills it (a data center going away) and waits for it.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::kill_child(&mut self.child);
     }
 
     /// Starts it again on the same port, keeping its log.

@@ -61,10 +61,7 @@ impl SerialPair {
 
     /// Kills socat: both ends go away (the links are removed with them).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::kill_child(&mut self.child);
         // A killed socat cannot remove its links; the pty behind them is gone.
         let _ = std::fs::remove_file(&self.agent_end);
         let _ = std::fs::remove_file(&self.meter_end);
