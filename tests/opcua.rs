@@ -6,13 +6,14 @@
 //! One test per way a DCS is met: security policy None with an anonymous
 //! session and a subscription; Basic256Sha256 (SignAndEncrypt) with a user
 //! name, a pinned server certificate, the agent's own instance certificate
-//! and polling. Each probes the server with `zonesync-agent check` first,
+//! and polling; Basic256Sha256 signed only, an operator's X.509 user
+//! certificate and a subscription. Each probes the server with `zonesync-agent check` first,
 //! has the server killed and started again mid-test (the agent must connect
 //! again by itself), and ends with a ledger: the aggregator stored exactly
 //! as many readings as the agent appended.
 
 use zonesync_e2e::dataset::E;
-use zonesync_e2e::peers::{opcua_client_certificate, OpcUaServer};
+use zonesync_e2e::peers::{opcua_certificate, Login, OpcUaServer};
 use zonesync_e2e::plant::{agent_check as check, count, line_with, Plant};
 
 const ENERGY: &str = "ns=2;s=Feeder1.Energy";
@@ -121,11 +122,10 @@ async fn a_user_over_basic256sha256_polls_through_a_server_restart() {
     let dir = plant.dir.path().to_owned();
     let mut server = OpcUaServer::start_secure(
         &dir,
-        "zonesync",
-        "s3cret-pw",
+        Login::Password("zonesync", "s3cret-pw"),
         &[("Feeder1.Energy", "Double", 1_234.5), ("Feeder1.Power", "Double", 3.25)],
     );
-    let (client_cert, client_key) = opcua_client_certificate(&dir, "urn:zonesync:agent");
+    let (client_cert, client_key) = opcua_certificate(&dir, "opcua-client", "urn:zonesync:agent");
     let (right, wrong) = (dir.join("opcua.password"), dir.join("opcua-wrong.password"));
     std::fs::write(&right, "s3cret-pw\n").expect("password file");
     std::fs::write(&wrong, "not-it\n").expect("password file");
@@ -194,6 +194,103 @@ timeout_ms = 10000
         })
         .await;
     plant.ledger_balances("dcs-gw", &["opcua:dcs-2"]).await;
+    assert!(plant.agent_running(), "a server going away never stops the agent");
+    plant.stop().await;
+}
+
+/// Basic256Sha256 signed only (Sign), an X.509 user identity (the operator's
+/// certificate, not the agent's instance certificate), by subscription:
+/// `check` reports a certificate the server does not know, the right one
+/// reads; the server killed and started again mid-test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_certificate_over_sign_only_subscribes_through_a_server_restart() {
+    let mut plant = Plant::start(true).await;
+    let dir = plant.dir.path().to_owned();
+    let (client_cert, client_key) = opcua_certificate(&dir, "opcua-client", "urn:zonesync:agent");
+    let (user_cert, user_key) = opcua_certificate(&dir, "opcua-operator", "urn:zonesync:operator");
+    let mut server = OpcUaServer::start_secure(
+        &dir,
+        Login::Certificate(&user_cert),
+        &[
+            ("Feeder1.Energy", "UInt32", 4_000_000.0),
+            ("Feeder1.Power", "Float", 6.5),
+        ],
+    );
+    let config = |cert: &std::path::Path, key: &std::path::Path| {
+        plant.agent_header("dcs-gw")
+            + &format!(
+                r#"
+[[opcua]]
+name = "dcs-3"
+endpoint = "{}"
+security_policy = "Basic256Sha256"
+security_mode = "Sign"
+user_certificate = "{}"
+user_private_key = "{}"
+server_certificate = "{}"
+client_certificate = "{}"
+client_private_key = "{}"
+enterprise = "{}"
+read = "subscription"
+interval_ms = 200
+timeout_ms = 10000
+"#,
+                server.endpoint(),
+                cert.display(),
+                key.display(),
+                server.certificate().expect("secure server").display(),
+                client_cert.display(),
+                client_key.display(),
+                E[0]
+            )
+            + &nodes()
+    };
+    // The instance certificate signs a valid token too, but it is not the
+    // operator's: the server refuses the session, and `check` says so.
+    let (good, stranger) = (config(&user_cert, &user_key), config(&client_cert, &client_key));
+
+    let out = check(&dir, &stranger).await;
+    let line = line_with(&out, &["opcua", ENERGY, "error"]);
+    assert!(
+        !line.contains("4000000"),
+        "an unknown user certificate reads nothing: {line}"
+    );
+    let out = check(&dir, &good).await;
+    line_with(&out, &["opcua", ENERGY, "ok", "electricity [F1] = 4000000 kWh"]);
+    line_with(&out, &["opcua", POWER, "ok", "active_power [P1] = 6.5 kW"]);
+
+    plant.start_agent(&good);
+    plant.wait_latest("F1", 4_000_000.0).await;
+    plant.wait_latest("P1", 6.5).await;
+    server.set("Feeder1.Energy", "UInt32", 4_000_250.0);
+    plant.wait_latest("F1", 4_000_250.0).await;
+
+    server.stop();
+    server.set("Feeder1.Energy", "UInt32", 4_000_900.0);
+    plant
+        .wait_source(
+            "dcs-gw",
+            "opcua:dcs-3",
+            "failed connects while the server is down",
+            |s| count(s, "connection_failures") > 0,
+        )
+        .await;
+    server.restart();
+    plant.wait_latest("F1", 4_000_900.0).await;
+    plant
+        .wait_source("dcs-gw", "opcua:dcs-3", "a second connect", |s| {
+            count(s, "connects") >= 2
+        })
+        .await;
+    assert_eq!(plant.enterprise().await["counter_resets"], 0);
+
+    server.stop();
+    plant
+        .wait_source("dcs-gw", "opcua:dcs-3", "failed connects after the final stop", |s| {
+            count(s, "connection_failures") > 1
+        })
+        .await;
+    plant.ledger_balances("dcs-gw", &["opcua:dcs-3"]).await;
     assert!(plant.agent_running(), "a server going away never stops the agent");
     plant.stop().await;
 }

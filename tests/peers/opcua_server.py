@@ -5,6 +5,8 @@ server whose variables' values come from a JSON file.
     python3 opcua_server.py --port 14840 --values values.json
     python3 opcua_server.py --port 14841 --values values.json \
         --secure --cert server.der --key server.pem --user op:secret
+    python3 opcua_server.py --port 14842 --values values.json \
+        --secure --cert server.der --key server.pem --user-cert operator.der
 
 The file maps each variable (namespace 2, string NodeId "ns=2;s=<name>") to
 its OPC UA type and value:
@@ -17,7 +19,10 @@ subscribers are notified. A variable that leaves the file keeps its value.
 
 Without --secure the server offers security policy None with anonymous
 users only. With --secure it offers only Basic256Sha256 (Sign and
-SignAndEncrypt) and only user-name logins, checked against --user; its
+SignAndEncrypt) and only the logins it is given: a user name and password
+(--user), an X.509 user certificate (--user-cert, DER; asyncua checks the
+token's signature over its own certificate and the session nonce, this
+server that the certificate is that one), or both. Its
 certificate and key are made on first start at --cert/--key (application URI
 urn:zonesync:test:opcua-server, host 127.0.0.1) and reused on restarts, so a
 client that trusted it once still does. Prints "listening <port>" once the
@@ -51,14 +56,16 @@ TYPES = {
 
 
 class OneUser:
-    """Accepts one user name and password, nobody else."""
+    """Accepts one user name and password, or one user certificate (DER), nobody else."""
 
-    def __init__(self, user, password):
-        self.user, self.password = user, password
+    def __init__(self, user, password, certificate):
+        self.user, self.password, self.certificate = user, password, certificate
 
     def get_user(self, iserver, username=None, password=None, certificate=None):
-        if username == self.user and password == self.password:
+        if self.user is not None and username == self.user and password == self.password:
             return User(role=UserRole.User, name=username)
+        if self.certificate is not None and certificate == self.certificate:
+            return User(role=UserRole.User, name="certificate")
         return None
 
 
@@ -98,13 +105,15 @@ async def main():
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--user", help="name:password (with --secure)")
+    p.add_argument("--user-cert", help="DER file of the one user certificate accepted (with --secure)")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     user_manager = None
-    if a.user:
-        name, _, password = a.user.partition(":")
-        user_manager = OneUser(name, password)
+    if a.user or a.user_cert:
+        name, password = a.user.partition(":")[::2] if a.user else (None, None)
+        certificate = Path(a.user_cert).read_bytes() if a.user_cert else None
+        user_manager = OneUser(name, password, certificate)
     server = Server(user_manager=user_manager)
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{a.port}/zonesync/")
@@ -130,7 +139,12 @@ async def main():
                 ua.SecurityPolicyType.Basic256Sha256_Sign,
             ]
         )
-        server.set_identity_tokens([ua.UserNameIdentityToken])
+        tokens = []
+        if a.user:
+            tokens.append(ua.UserNameIdentityToken)
+        if a.user_cert:
+            tokens.append(ua.X509IdentityToken)
+        server.set_identity_tokens(tokens)
     else:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         server.set_identity_tokens([ua.AnonymousIdentityToken])

@@ -5,6 +5,7 @@
 //! PyPI `dlt645` library's meter service), set the same way.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -257,6 +258,14 @@ impl Drop for Dlt645Bus {
     }
 }
 
+/// The one login a secure [`OpcUaServer`] accepts.
+pub enum Login<'a> {
+    /// A user name and password.
+    Password(&'a str, &'a str),
+    /// An X.509 user certificate (DER file); asyncua checks the token's signature.
+    Certificate(&'a Path),
+}
+
 /// An OPC UA server (`tests/peers/opcua_server.py`, PyPI `asyncua`) on a
 /// free loopback port, its variables set through a JSON file it re-reads;
 /// killed when dropped.
@@ -266,8 +275,8 @@ pub struct OpcUaServer {
     pub port: u16,
     file: PathBuf,
     log: PathBuf,
-    /// Basic256Sha256 with this user (`name:password`), and where its certificate and key are.
-    secure: Option<(String, PathBuf, PathBuf)>,
+    /// Basic256Sha256 with these login arguments, and where its certificate and key are.
+    secure: Option<(Vec<OsString>, PathBuf, PathBuf)>,
     /// Variable name → (OPC UA type, value).
     values: BTreeMap<String, (String, serde_json::Value)>,
 }
@@ -279,18 +288,18 @@ impl OpcUaServer {
     }
 
     /// Starts a server offering only Basic256Sha256 (Sign, SignAndEncrypt)
-    /// to user `user` with `password`; its certificate is made on the first
+    /// to the one `login` it accepts; its certificate is made on the first
     /// start at [`Self::certificate`].
-    pub fn start_secure(dir: &Path, user: &str, password: &str, values: &[(&str, &str, f64)]) -> Self {
-        let secure = (
-            format!("{user}:{password}"),
-            dir.join("opcua-server.der"),
-            dir.join("opcua-server.pem"),
-        );
+    pub fn start_secure(dir: &Path, login: Login<'_>, values: &[(&str, &str, f64)]) -> Self {
+        let login = match login {
+            Login::Password(user, password) => vec!["--user".into(), format!("{user}:{password}").into()],
+            Login::Certificate(der) => vec!["--user-cert".into(), der.as_os_str().to_owned()],
+        };
+        let secure = (login, dir.join("opcua-server.der"), dir.join("opcua-server.pem"));
         Self::start_with(dir, Some(secure), values)
     }
 
-    fn start_with(dir: &Path, secure: Option<(String, PathBuf, PathBuf)>, values: &[(&str, &str, f64)]) -> Self {
+    fn start_with(dir: &Path, secure: Option<(Vec<OsString>, PathBuf, PathBuf)>, values: &[(&str, &str, f64)]) -> Self {
         let mut s = Self {
             child: None,
             port: crate::free_port(),
@@ -326,11 +335,10 @@ impl OpcUaServer {
             "--values".as_ref(),
             self.file.as_os_str(),
         ];
-        if let Some((user, cert, key)) = &self.secure {
+        if let Some((login, cert, key)) = &self.secure {
+            args.extend(login.iter().map(|a| a.as_os_str()));
             args.extend([
                 "--secure".as_ref(),
-                "--user".as_ref(),
-                user.as_ref(),
                 "--cert".as_ref(),
                 cert.as_os_str(),
                 "--key".as_ref(),
@@ -390,21 +398,23 @@ impl Drop for OpcUaServer {
     }
 }
 
-/// Makes an OPC UA client certificate (DER) and key (PEM) for application
-/// URI `uri` in `dir` with the `cryptography` package asyncua brings: a
-/// test-built agent would take long to make its own RSA key unoptimised.
-pub fn opcua_client_certificate(dir: &Path, uri: &str) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("opcua-client.der"), dir.join("opcua-client.pem"));
+/// Makes an OPC UA certificate (DER) and key (PEM) for application URI
+/// `uri`, as `dir/<stem>.der` and `dir/<stem>.pem`, with the `cryptography`
+/// package asyncua brings: a test-built agent would take long to make its
+/// own RSA key unoptimised. Serves as the agent's instance certificate and
+/// as a user's X.509 identity.
+pub fn opcua_certificate(dir: &Path, stem: &str, uri: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{stem}.der")), dir.join(format!("{stem}.pem")));
     let out = Command::new("python3")
         .arg(script("opcua_server.py"))
         .args(["--make-client-cert", uri])
         .arg(&cert)
         .arg(&key)
         .output()
-        .expect("run python3 for the OPC UA client certificate");
+        .expect("run python3 for the OPC UA certificate");
     assert!(
         out.status.success() && cert.exists() && key.exists(),
-        "client certificate not made: {}",
+        "certificate not made: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     (cert, key)
