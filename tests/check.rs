@@ -60,7 +60,7 @@ enterprise = "{e}"
 timeout_ms = 2000
 retries = 1
 [[modbus.points]]
-point = "M1"
+point = "MB1"
 indicator = "electricity"
 register = 0
 data_type = "u32"
@@ -142,7 +142,7 @@ async fn check_probes_every_source_and_fails_on_any_error() {
     .await;
     println!("{out}");
     assert!(ok, "every probe succeeds:\n{out}");
-    line_with(&out, &["modbus", "ok", "electricity [M1] = 123456 kWh"]);
+    line_with(&out, &["modbus", "ok", "electricity [MB1] = 123456 kWh"]);
     line_with(
         &out,
         &[
@@ -200,6 +200,27 @@ async fn check_probes_every_source_and_fails_on_any_error() {
     line_with(&out, &["csv_drop", "no-such-folder", "error: folder not readable"]);
     line_with(&out, &["dlt645", "meter 202311230001 forward", "ok", "1200.5 kWh"]);
     line_with(&out, &["3 of 10 probes failed"]);
+
+    // A second source given the simulator's meter M1 (same enterprise and
+    // indicator): their readings would mix in one series, so the
+    // configuration is refused before anything is probed, naming both.
+    let extra = format!(
+        "\n[[http_pull]]\nname = \"mes\"\nurl = \"{http}\"\n[[http_pull.mappings]]\npointer = \"/kwh\"\n\
+         indicator = \"electricity\"\nunit = \"kWh\"\nenterprise = \"{}\"\npoint = \"M1\"\n",
+        E[0]
+    );
+    let (ok, out) = check(
+        dir.path(),
+        "shared.toml",
+        config(dir.path(), broker.port, meter.port, bus.port, &http, &extra),
+    )
+    .await;
+    assert!(!ok, "a shared series fails the command:\n{out}");
+    line_with(
+        &out,
+        &["electricity at point \"M1\"", "both simulator and http_pull:mes"],
+    );
+    assert!(!out.contains("probes"), "nothing is probed:\n{out}");
 }
 
 /// An agent configuration reporting for E1 and E2 (simulated) to the

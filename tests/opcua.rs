@@ -37,6 +37,37 @@ unit = "kW"
     )
 }
 
+/// The server dies and `meanwhile` moves its values on; the agent's
+/// connects fail and are counted; the server starts again. The caller then
+/// waits for the new values: the agent must connect again by itself.
+async fn outage(plant: &Plant, server: &mut OpcUaServer, source: &str, meanwhile: impl FnOnce(&mut OpcUaServer)) {
+    server.stop();
+    meanwhile(server);
+    plant
+        .wait_source("dcs-gw", source, "failed connects while the server is down", |s| {
+            count(s, "connection_failures") > 0
+        })
+        .await;
+    server.restart();
+}
+
+/// Stops the server for good, so the readings stop growing, waits until
+/// the agent has failed to connect since, checks the ledger (the aggregator
+/// stored as many readings as the agent appended) and stops the plant.
+async fn finish(plant: Plant, mut server: OpcUaServer, source: &str) {
+    let before = plant.wait_source("dcs-gw", source, "a status", |s| s.is_object()).await;
+    let failed = count(&before, "connection_failures");
+    server.stop();
+    plant
+        .wait_source("dcs-gw", source, "failed connects after the final stop", |s| {
+            count(s, "connection_failures") > failed
+        })
+        .await;
+    plant.ledger_balances("dcs-gw", &[source]).await;
+    assert!(plant.agent_running(), "a server going away never stops the agent");
+    plant.stop().await;
+}
+
 /// Policy None, anonymous, by subscription: a UInt16 total rolling over,
 /// the server killed and started again, then a replaced meter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,18 +114,11 @@ timeout_ms = 5000
     // The server dies; its total moves on meanwhile; the agent's connects
     // fail and are counted, and once the server is back it connects again
     // by itself and the new total arrives.
-    server.stop();
-    server.set("Feeder1.Energy", "UInt16", 200.0);
-    server.set("Feeder1.Power", "Double", 7.25);
-    plant
-        .wait_source(
-            "dcs-gw",
-            "opcua:dcs-1",
-            "failed connects while the server is down",
-            |s| count(s, "connection_failures") > 0,
-        )
-        .await;
-    server.restart();
+    outage(&plant, &mut server, "opcua:dcs-1", |server| {
+        server.set("Feeder1.Energy", "UInt16", 200.0);
+        server.set("Feeder1.Power", "Double", 7.25);
+    })
+    .await;
     plant.wait_latest("F1", 65_736.0).await;
     plant.wait_latest("P1", 7.25).await;
     plant
@@ -107,10 +131,7 @@ timeout_ms = 5000
     server.set("Feeder1.Energy", "UInt16", 5.0);
     plant.wait_latest("F1", 5.0).await;
     assert_eq!(plant.enterprise().await["counter_resets"], 1);
-
-    plant.ledger_balances("dcs-gw", &["opcua:dcs-1"]).await;
-    assert!(plant.agent_running(), "a server going away never stops the agent");
-    plant.stop().await;
+    finish(plant, server, "opcua:dcs-1").await;
 }
 
 /// Basic256Sha256 (SignAndEncrypt), a user name and password, the server's
@@ -172,30 +193,14 @@ timeout_ms = 10000
     server.set("Feeder1.Energy", "Double", 1_240.75);
     plant.wait_latest("F1", 1_240.75).await;
 
-    server.stop();
-    server.set("Feeder1.Energy", "Double", 1_250.25);
-    plant
-        .wait_source(
-            "dcs-gw",
-            "opcua:dcs-2",
-            "failed connects while the server is down",
-            |s| count(s, "connection_failures") > 0,
-        )
-        .await;
-    server.restart();
+    outage(&plant, &mut server, "opcua:dcs-2", |server| {
+        server.set("Feeder1.Energy", "Double", 1_250.25)
+    })
+    .await;
     plant.wait_latest("F1", 1_250.25).await;
     assert_eq!(plant.enterprise().await["counter_resets"], 0);
 
-    // Stop the server for good so the readings stop growing, then balance.
-    server.stop();
-    plant
-        .wait_source("dcs-gw", "opcua:dcs-2", "failed connects after the final stop", |s| {
-            count(s, "connection_failures") > 1
-        })
-        .await;
-    plant.ledger_balances("dcs-gw", &["opcua:dcs-2"]).await;
-    assert!(plant.agent_running(), "a server going away never stops the agent");
-    plant.stop().await;
+    finish(plant, server, "opcua:dcs-2").await;
 }
 
 /// Basic256Sha256 signed only (Sign), an X.509 user identity (the operator's
@@ -265,17 +270,10 @@ timeout_ms = 10000
     server.set("Feeder1.Energy", "UInt32", 4_000_250.0);
     plant.wait_latest("F1", 4_000_250.0).await;
 
-    server.stop();
-    server.set("Feeder1.Energy", "UInt32", 4_000_900.0);
-    plant
-        .wait_source(
-            "dcs-gw",
-            "opcua:dcs-3",
-            "failed connects while the server is down",
-            |s| count(s, "connection_failures") > 0,
-        )
-        .await;
-    server.restart();
+    outage(&plant, &mut server, "opcua:dcs-3", |server| {
+        server.set("Feeder1.Energy", "UInt32", 4_000_900.0)
+    })
+    .await;
     plant.wait_latest("F1", 4_000_900.0).await;
     plant
         .wait_source("dcs-gw", "opcua:dcs-3", "a second connect", |s| {
@@ -284,13 +282,5 @@ timeout_ms = 10000
         .await;
     assert_eq!(plant.enterprise().await["counter_resets"], 0);
 
-    server.stop();
-    plant
-        .wait_source("dcs-gw", "opcua:dcs-3", "failed connects after the final stop", |s| {
-            count(s, "connection_failures") > 1
-        })
-        .await;
-    plant.ledger_balances("dcs-gw", &["opcua:dcs-3"]).await;
-    assert!(plant.agent_running(), "a server going away never stops the agent");
-    plant.stop().await;
+    finish(plant, server, "opcua:dcs-3").await;
 }

@@ -58,6 +58,8 @@ pub enum AgentError {
     #[error(transparent)]
     CsvDrop(#[from] crate::sources::csv_drop::CsvDropConfigError),
     #[error(transparent)]
+    SharedSeries(#[from] crate::sources::series::SharedSeries),
+    #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("agent task failed: {0}")]
     Task(String),
@@ -193,6 +195,7 @@ pub async fn run(config: AgentConfig, mut outer: Shutdown) -> Result<(), AgentEr
     if !config.opcua.is_empty() {
         return Err(AgentError::OpcUaNotBuilt);
     }
+    crate::sources::series::check(&config)?;
 
     let mut tasks: JoinSet<Result<(), OutboxError>> = JoinSet::new();
     let restarts = Arc::new(AtomicU64::new(0));

@@ -54,6 +54,7 @@ pub async fn probe_all(config: &AgentConfig, shutdown: Shutdown) -> Result<Vec<P
     }
     #[cfg(feature = "energy-platform")]
     let platforms = crate::platform::check_all(&config.energy_platform, &validator.catalog)?;
+    crate::sources::series::check(config)?;
 
     let mut rows = Vec::new();
     if let Some(sim) = &config.simulator {

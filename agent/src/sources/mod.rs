@@ -32,5 +32,6 @@ pub mod profile;
 pub mod profile_sheet;
 #[cfg(feature = "serial")]
 pub mod serial;
+pub mod series;
 pub mod simulator;
 pub mod supervise;

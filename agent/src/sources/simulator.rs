@@ -96,6 +96,11 @@ pub fn initial_counter(e: usize, m: u32) -> f64 {
     10_000.0 * f64::from(m + 1) + 1_000.0 * e as f64
 }
 
+/// The point id of an enterprise's meter `n` (1-based): `M1`, `M2`, …
+pub fn meter_point(n: u32) -> String {
+    format!("M{n}")
+}
+
 impl SimulatorConfig {
     fn step(&self) -> Duration {
         Duration::seconds(self.step_secs.unwrap_or(self.interval_ms.div_ceil(1000)).max(1) as i64)
@@ -113,7 +118,7 @@ impl SimulatorConfig {
                     ent.id.clone(),
                     Item::Reading(Reading {
                         indicator: "electricity".into(),
-                        point: format!("M{}", m + 1),
+                        point: meter_point(m + 1),
                         value: counters[k],
                         unit: "kWh".into(),
                         ts: Some(ts),

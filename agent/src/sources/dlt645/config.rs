@@ -52,6 +52,13 @@ pub struct Dlt645Config {
     pub wake_up: bool,
 }
 
+impl Dlt645Config {
+    /// The point id its readings carry: `point`, or else the meter's address.
+    pub fn point_id(&self) -> String {
+        self.point.clone().unwrap_or_else(|| self.address.to_string())
+    }
+}
+
 fn default_indicator() -> String {
     "electricity".into()
 }
@@ -147,7 +154,7 @@ pub fn check_all(meters: &[Dlt645Config], validator: &Validator) -> Result<Vec<D
                 m.indicator
             )));
         }
-        let point = m.point.clone().unwrap_or_else(|| m.address.to_string());
+        let point = m.point_id();
         if point.is_empty() || point.chars().count() > 64 || point.chars().any(char::is_control) {
             return Err(bad("point ids are 1 to 64 printable characters".into()));
         }
