@@ -16,6 +16,8 @@ pub mod clock;
 pub mod counts;
 #[cfg(feature = "csv")]
 pub mod csv_drop;
+#[cfg(feature = "modbus")]
+pub mod cursor;
 #[cfg(feature = "dlt645")]
 pub mod dlt645;
 #[cfg(feature = "gateways")]

@@ -33,6 +33,7 @@ mod config;
 mod counter;
 mod decode;
 
+use crate::sources::cursor::JsonCursor;
 pub use config::{check_all, ModbusConfig, ModbusConfigError, PointConfig, Table};
 pub use counter::{advance, is_rollover, Change, CounterError, CounterState, Cursor};
 pub use decode::{decode, DataType, DecodeError, Order, Raw};

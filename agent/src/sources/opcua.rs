@@ -37,6 +37,7 @@ mod config;
 mod counter;
 mod session;
 
+use crate::sources::cursor::JsonCursor;
 pub use config::{
     check_all, Checked, Identity, Mode, Node, NodeConfig, OpcUaConfig, OpcUaConfigError, Policy, ReadMode,
 };

@@ -45,6 +45,12 @@ impl Claim {
     }
 }
 
+/// A series' key in a source's cursor: `indicator/point` (the enterprise is
+/// the source's, or part of its own key).
+pub fn key(indicator: &str, point: &str) -> String {
+    format!("{indicator}/{point}")
+}
+
 /// Refuses the first series claimed twice, in the order given.
 pub fn one_source_each(claims: impl IntoIterator<Item = Claim>) -> Result<(), SharedSeries> {
     let mut owners: BTreeMap<(EnterpriseId, String, String), String> = BTreeMap::new();

@@ -4,7 +4,7 @@
 //! agent at start-up rather than leaving a meter silently unreported.
 
 use super::decode::{DataType, Order};
-use super::{Cursor, ModbusDevice, ModbusStats, Point};
+use super::{ModbusDevice, ModbusStats, Point};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -180,7 +180,7 @@ impl ModbusConfig {
             points.push(Point {
                 cfg: p.clone(),
                 counter,
-                key: Cursor::key(&p.indicator, &p.point),
+                key: crate::sources::series::key(&p.indicator, &p.point),
             });
         }
         Ok(ModbusDevice {

@@ -13,6 +13,8 @@
 //! of a wrap neither loses nor repeats it.
 
 use super::decode::{DataType, Raw};
+#[cfg(test)]
+use crate::sources::cursor::JsonCursor;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -132,24 +134,7 @@ pub struct Cursor {
     pub counters: BTreeMap<String, CounterState>,
 }
 
-impl Cursor {
-    /// Key of one point in the cursor.
-    pub fn key(indicator: &str, point: &str) -> String {
-        format!("{indicator}/{point}")
-    }
-
-    /// Reads a stored cursor; `None` or unreadable bytes give an empty one
-    /// (the first reading of each counter then starts afresh).
-    pub fn from_bytes(bytes: Option<&[u8]>) -> Self {
-        bytes.and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default()
-    }
-
-    /// The bytes to store.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // Plain maps of numbers and enums always serialise.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-}
+impl crate::sources::cursor::JsonCursor for Cursor {}
 
 #[cfg(test)]
 mod tests {
@@ -300,10 +285,14 @@ mod tests {
     #[test]
     fn cursor_round_trips_and_tolerates_garbage() {
         let mut c = Cursor::default();
-        c.counters
-            .insert(Cursor::key("electricity", "M1"), st(U64, Raw::Unsigned(u64::MAX), 2));
-        c.counters
-            .insert(Cursor::key("electricity", "M2"), st(F32, Raw::Float(1.5), 0));
+        c.counters.insert(
+            crate::sources::series::key("electricity", "M1"),
+            st(U64, Raw::Unsigned(u64::MAX), 2),
+        );
+        c.counters.insert(
+            crate::sources::series::key("electricity", "M2"),
+            st(F32, Raw::Float(1.5), 0),
+        );
         let bytes = c.to_bytes();
         assert_eq!(Cursor::from_bytes(Some(&bytes)), c, "u64 above 2^53 survives exactly");
         assert_eq!(Cursor::from_bytes(Some(b"{not json")), Cursor::default());

@@ -4,7 +4,6 @@
 //! or an unreadable password file, stops the agent at start-up rather than
 //! leaving a DCS tag silently unreported.
 
-use super::counter::Cursor;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -329,7 +328,7 @@ impl OpcUaConfig {
                 cfg: n.clone(),
                 id,
                 counter,
-                key: Cursor::key(&n.indicator, &n.point),
+                key: crate::sources::series::key(&n.indicator, &n.point),
             });
         }
         let mut cfg = self.clone();

@@ -12,6 +12,8 @@
 //! the last source timestamp sent are the cursor, stored with the readings
 //! they produced.
 
+#[cfg(test)]
+use crate::sources::cursor::JsonCursor;
 use crate::sources::modbus::is_rollover;
 use opcua_types::Variant;
 use serde::{Deserialize, Serialize};
@@ -170,23 +172,7 @@ pub struct Cursor {
     pub nodes: BTreeMap<String, NodeCursor>,
 }
 
-impl Cursor {
-    /// Key of one node in the cursor.
-    pub fn key(indicator: &str, point: &str) -> String {
-        format!("{indicator}/{point}")
-    }
-
-    /// Reads a stored cursor; `None` or unreadable bytes give an empty one.
-    pub fn from_bytes(bytes: Option<&[u8]>) -> Self {
-        bytes.and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default()
-    }
-
-    /// The bytes to store.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // Plain maps of numbers and enums always serialise.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-}
+impl crate::sources::cursor::JsonCursor for Cursor {}
 
 #[cfg(test)]
 mod tests {
@@ -257,7 +243,7 @@ mod tests {
     fn the_cursor_survives_a_round_trip() {
         let mut c = Cursor::default();
         c.nodes.insert(
-            Cursor::key("electricity", "M1"),
+            crate::sources::series::key("electricity", "M1"),
             NodeCursor {
                 counter: Some(CounterState {
                     last: u16v(9),
